@@ -1,0 +1,121 @@
+"""The agent's configuration: flag > PYROMETER_* environment variable > default.
+
+Resolved and validated once, at start-up; a bad value is a ConfigError whose message
+names the flag and says what is expected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from pyrometer.agent.errors import ConfigError
+
+T = TypeVar("T")
+_HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+_LABEL_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    collector: str
+    service: str
+    pid: int | None
+    match: str | None
+    instance: str
+    labels: tuple[tuple[str, str], ...]
+    rate_hz: int = 100
+    window_s: float = 10.0
+    gil: bool = False
+    idle: bool = False
+    threads: bool = False
+    subprocesses: bool = False
+    native: bool = False
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `pyrometer agent` flags; defaults are None so env vars can fill them in."""
+    parser.add_argument("--collector", help="collector gRPC address HOST:PORT [PYROMETER_COLLECTOR]")
+    parser.add_argument("--service", help="service name the data is filed under [PYROMETER_SERVICE]")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--pid", type=int, help="pid of the Python process to profile")
+    target.add_argument("--match", help="regex matched against process command lines [PYROMETER_MATCH]")
+    parser.add_argument("--instance", help="instance name (default: host name) [PYROMETER_INSTANCE]")
+    parser.add_argument("--label", action="append", default=[], metavar="K=V",
+                        help="label added to all data, e.g. version=1.2.3 (repeatable)")
+    parser.add_argument("--rate", type=int, help="samples per second (default 100) [PYROMETER_RATE]")
+    parser.add_argument("--window", type=float, help="seconds per profile window (default 10)")
+    parser.add_argument("--gil", action="store_true", help="only sample threads holding the GIL")
+    parser.add_argument("--idle", action="store_true",
+                        help="include idle threads (wall-clock profile; marked as such)")
+    parser.add_argument("--threads", action="store_true", help="record the thread as a label")
+    parser.add_argument("--subprocesses", action="store_true",
+                        help="also profile child processes (pre-fork workers); pid as a label")
+    parser.add_argument("--native", action="store_true",
+                        help="include native frames (pauses the target at each sample)")
+
+
+def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> AgentConfig:
+    env = os.environ if env is None else env
+    collector = _pick(args.collector, env, "PYROMETER_COLLECTOR", None, str, "--collector")
+    service = _pick(args.service, env, "PYROMETER_SERVICE", None, str, "--service")
+    match = args.match if args.pid is not None else _pick(args.match, env, "PYROMETER_MATCH", None, str, "--match")
+    if not collector:
+        raise ConfigError("--collector HOST:PORT is required (or PYROMETER_COLLECTOR)")
+    if not _HOST_PORT.match(collector) or not 0 < int(collector.rsplit(":", 1)[1]) < 65536:
+        raise ConfigError(f"--collector {collector!r}: expected HOST:PORT, e.g. 127.0.0.1:7070")
+    if not service or len(service) > 128:
+        raise ConfigError("--service NAME is required (1-128 characters) (or PYROMETER_SERVICE)")
+    if args.pid is None and not match:
+        raise ConfigError("say which process to profile: --pid PID or --match REGEX")
+    if args.pid is not None and args.pid <= 0:
+        raise ConfigError(f"--pid {args.pid}: expected a positive process id")
+    if match:
+        _check_regex(match)
+    rate = _pick(args.rate, env, "PYROMETER_RATE", 100, int, "--rate")
+    if not 1 <= rate <= 1000:
+        raise ConfigError(f"--rate {rate}: expected 1-1000 samples per second")
+    window = _pick(args.window, env, "PYROMETER_WINDOW", 10.0, float, "--window")
+    if not 1.0 <= window <= 300.0:
+        raise ConfigError(f"--window {window}: expected 1-300 seconds")
+    return AgentConfig(
+        collector=collector, service=service, pid=args.pid, match=match,
+        instance=_pick(args.instance, env, "PYROMETER_INSTANCE", socket.gethostname(), str, "--instance"),
+        labels=parse_labels(args.label), rate_hz=rate, window_s=window, gil=args.gil,
+        idle=args.idle, threads=args.threads, subprocesses=args.subprocesses, native=args.native,
+    )
+
+
+def parse_labels(items: list[str]) -> tuple[tuple[str, str], ...]:
+    labels: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not _LABEL_KEY.match(key) or len(value) > 256:
+            raise ConfigError(f"--label {item!r}: expected KEY=VALUE with a key like 'version'")
+        labels[key] = value
+    return tuple(sorted(labels.items()))
+
+
+def _pick(flag: T | None, env: Mapping[str, str], name: str, default: T,
+          parse: Callable[[str], T], flag_name: str) -> T:
+    if flag is not None:
+        return flag
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return parse(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} (for {flag_name}) is not a valid value") from None
+
+
+def _check_regex(pattern: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as err:
+        raise ConfigError(f"--match {pattern!r} is not a valid regular expression: {err}") from None

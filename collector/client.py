@@ -1,0 +1,67 @@
+"""Command-line clients of the HTTP API (standard library only: the agent image runs them)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from pyrometer.agent.errors import PyrometerError
+
+FORMATS = ("json", "folded", "speedscope", "pprof", "html")
+
+
+class ApiError(PyrometerError):
+    """The API answered with an error, or could not be reached."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default="http://127.0.0.1:7071", help="collector HTTP API base URL")
+    parser.add_argument("--service", required=True)
+    parser.add_argument("--from", dest="start", default="now-1h",
+                        help="window start: RFC 3339, unix seconds or now-15m (default now-1h)")
+    parser.add_argument("--to", dest="end", default="now", help="window end (default now)")
+    parser.add_argument("--format", default="html", choices=FORMATS)
+    parser.add_argument("--instance")
+    parser.add_argument("--version")
+    parser.add_argument("--thread")
+    parser.add_argument("-o", "--output", help="file to write (default: standard output)")
+
+
+def get(base_url: str, path: str, params: dict[str, str | None], timeout: float = 60.0) -> bytes:
+    """GET base_url+path?params; an HTTP error becomes ApiError with the server's message."""
+    query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
+    url = f"{base_url.rstrip('/')}{path}?{query}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return bytes(response.read())
+    except urllib.error.HTTPError as err:
+        raise ApiError(f"{err.code} from {base_url}: {_error_message(err.read())}") from None
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise ApiError(f"cannot reach the collector at {base_url}: {reason}") from None
+
+
+def flamegraph_main(args: argparse.Namespace) -> int:
+    body = get(args.url, "/api/v1/flamegraph", {
+        "service": args.service, "from": args.start, "to": args.end, "format": args.format,
+        "instance": args.instance, "version": args.version, "thread": args.thread,
+    })
+    if args.output:
+        Path(args.output).write_bytes(body)
+        print(f"wrote {args.output} ({len(body)} bytes, format {args.format})", file=sys.stderr)
+    else:
+        sys.stdout.buffer.write(body)
+        sys.stdout.buffer.flush()
+    return 0
+
+
+def _error_message(body: bytes) -> str:
+    try:
+        return str(json.loads(body)["error"])
+    except (ValueError, KeyError, TypeError):
+        return body[:200].decode("utf-8", "replace")

@@ -1,0 +1,140 @@
+"""`pyrometer demo`: a collector, the demo model server, the agent beside it, and load.
+
+Runs for about a minute, writes the HTML flame graph, prints where it is and the
+functions that took the most samples, and stops everything it started (with --keep it
+leaves the collector up until Ctrl-C, to explore the API). Standard library only: the
+collector and the agent run as child processes exactly as a user would run them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pyrometer.collector import client
+from pyrometer.collector.procs import Child, ChildError, python_env, start
+
+SERVICE = "demo-model"
+DEMO_DIR = Path(__file__).resolve().parent.parent / "deploy" / "demo"
+CLI = [sys.executable, "-m", "pyrometer.agent.cli"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of load (default 60)")
+    parser.add_argument("--rate", type=float, default=20.0, help="requests per second (default 20)")
+    parser.add_argument("--out", default="demo-out", help="folder for the DuckDB file and outputs")
+    parser.add_argument("--window", type=float, default=10.0, help="agent window seconds")
+    parser.add_argument("--keep", action="store_true",
+                        help="leave the collector running afterwards (Ctrl-C stops it)")
+
+
+def main(args: argparse.Namespace) -> int:
+    if not (DEMO_DIR / "model_server.py").exists():
+        raise ChildError(f"the demo needs a source checkout: {DEMO_DIR} is missing")
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    logs = Path(tempfile.mkdtemp(prefix="logs-", dir=out))
+    children: list[Child] = []
+    started_ns = time.time_ns()
+    try:
+        collector = _start_collector(out, logs, children)
+        api = collector.ready.group("http")
+        _run_profiled_load(args, collector.ready.group("grpc"), logs, children)
+        _report(api, out, started_ns)
+        if args.keep:
+            print(f"collector still running: API at {api} (Ctrl-C to stop)")
+            _wait_for_interrupt(collector)
+        return 0
+    finally:
+        for child in reversed(children):
+            child.stop()
+
+
+def _start_collector(out: Path, logs: Path, children: list[Child]) -> Child:
+    db = out / "demo.duckdb"
+    for stale in (db, db.with_suffix(".duckdb.wal")):
+        stale.unlink(missing_ok=True)  # each demo run starts from an empty database
+    child = start("collector", CLI + ["collector", "--db", str(db), "--grpc-listen", "127.0.0.1:0",
+                                      "--http-listen", "127.0.0.1:0"],
+                  r"ingest on (?P<grpc>\S+) .*API on (?P<http>http://\S+)", logs,
+                  env=python_env())
+    children.append(child)
+    print(f"collector: gRPC {child.ready.group('grpc')}, API {child.ready.group('http')}, db {db}")
+    return child
+
+
+def _run_profiled_load(args: argparse.Namespace, grpc_addr: str, logs: Path,
+                       children: list[Child]) -> None:
+    server = start("model-server", [sys.executable, str(DEMO_DIR / "model_server.py"),
+                                    "--host", "127.0.0.1", "--port", "0"],
+                   r"listening on (?P<url>http://\S+)", logs, env=python_env(APP_VERSION="1.0.0"))
+    children.append(server)
+    url = server.ready.group("url")
+    print(f"model server: {url} (pid {server.pid})")
+    agent = start("agent", CLI + ["agent", "--collector", grpc_addr, "--service", SERVICE,
+                                  "--pid", str(server.pid), "--window", str(args.window),
+                                  "--label", "version=1.0.0"],
+                  r"profiling pid", logs, env=python_env())
+    children.append(agent)
+    print(f"agent: profiling pid {server.pid} at 100 Hz, {args.window:g} s windows")
+    print(f"load: {args.rate:g} requests/s for {args.duration:g} s ...", flush=True)
+    load = start("loadgen", [sys.executable, str(DEMO_DIR / "loadgen.py"), "--url", url,
+                             "--rate", str(args.rate), "--duration", str(args.duration)],
+                 r"loadgen", logs, env=python_env())
+    children.append(load)
+    load.proc.wait(args.duration + 120)
+    summary = _last_json_line(load.output())
+    if summary:
+        print(f"load done: {summary.get('ok')} ok, {summary.get('errors')} errors, "
+              f"p50 {summary.get('p50_ms')} ms, p99 {summary.get('p99_ms')} ms")
+    agent.stop(signal.SIGTERM)  # ships the last, partial window before exiting
+
+
+def _report(api: str, out: Path, started_ns: int) -> None:
+    params = {"service": SERVICE, "from": str(started_ns / 1e9), "to": "now"}
+    html = client.get(api, "/api/v1/flamegraph", {**params, "format": "html"})
+    path = out / "flamegraph.html"
+    path.write_bytes(html)
+    tree = json.loads(client.get(api, "/api/v1/flamegraph", {**params, "format": "json"}))
+    print(f"\nflame graph: {path}  ({tree.get('total', 0)} samples)")
+    print("top functions by own samples:")
+    for name, share in top_functions(tree.get("tree", tree), 8):
+        print(f"  {share:6.1%}  {name}")
+
+
+def top_functions(tree: dict, limit: int) -> list[tuple[str, float]]:
+    """Functions by self samples (value minus children), as shares of the root's total."""
+    totals: dict[str, int] = {}
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        children = node.get("children", [])
+        own = node["value"] - sum(c["value"] for c in children)
+        if node is not tree and own > 0:
+            totals[node["name"]] = totals.get(node["name"], 0) + own
+        stack.extend(children)
+    root = max(tree.get("value", 0), 1)
+    ranked = sorted(totals.items(), key=lambda item: (-item[1], item[0]))[:limit]
+    return [(name, value / root) for name, value in ranked]
+
+
+def _last_json_line(text: str) -> dict | None:
+    for line in reversed(text.splitlines()):
+        if line.startswith("{"):
+            try:
+                return dict(json.loads(line))
+            except ValueError:
+                continue
+    return None
+
+
+def _wait_for_interrupt(collector: Child) -> None:
+    try:
+        collector.proc.wait()
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,75 @@
+"""Parse the times and durations users type: RFC 3339, unix seconds, `now-15m`."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+
+from pyrometer.agent.model import NANOS_PER_SECOND, Nanos
+
+_UNITS = {"ms": 10**6, "s": NANOS_PER_SECOND, "m": 60 * NANOS_PER_SECOND,
+          "h": 3600 * NANOS_PER_SECOND, "d": 86400 * NANOS_PER_SECOND,
+          "w": 7 * 86400 * NANOS_PER_SECOND}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_RELATIVE = re.compile(r"now(?:\s*([+-])\s*(.+))?")
+# Unix seconds between 1970 and 2200; anything bigger is a typo or milliseconds.
+_MAX_UNIX_SECONDS = 7_258_118_400
+
+
+class TimeFormatError(ValueError):
+    """A time or duration the user wrote that cannot be read; the message says why."""
+
+
+def parse_duration(text: str) -> Nanos:
+    """`90s`, `15m`, `1h30m`, `7d`, `250ms` -> nanoseconds (> 0)."""
+    text = text.strip()
+    pos, total = 0, 0
+    for match in _DURATION.finditer(text):
+        if match.start() != pos:
+            break
+        total += round(float(match.group(1)) * _UNITS[match.group(2)])
+        pos = match.end()
+    if pos != len(text) or not text:
+        raise TimeFormatError(
+            f"{text!r} is not a duration: use a number and a unit (ms, s, m, h, d, w), e.g. 15m or 1h30m")
+    if total <= 0:
+        raise TimeFormatError(f"{text!r}: a duration must be greater than zero")
+    return total
+
+
+def parse_time(text: str, now_ns: Nanos) -> Nanos:
+    """RFC 3339 (`2026-11-28T10:42:00Z`), unix seconds (`1795000000.5`), or `now[-+]DURATION`."""
+    text = text.strip()
+    relative = _RELATIVE.fullmatch(text)
+    if relative:
+        sign, duration = relative.groups()
+        if sign is None:
+            return now_ns
+        offset = parse_duration(duration)
+        return now_ns - offset if sign == "-" else now_ns + offset
+    try:
+        seconds = float(text)
+    except ValueError:
+        return _parse_rfc3339(text)
+    if not 0 <= seconds <= _MAX_UNIX_SECONDS:
+        raise TimeFormatError(f"{text!r} is out of range for unix seconds")
+    return round(seconds * NANOS_PER_SECOND)
+
+
+def _parse_rfc3339(text: str) -> Nanos:
+    try:
+        moment = datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        raise TimeFormatError(
+            f"{text!r} is not a time: use RFC 3339 (2026-11-28T10:42:00Z), unix seconds, "
+            "or now-15m") from None
+    if moment.tzinfo is None:
+        raise TimeFormatError(f"{text!r} has no time zone: add Z or an offset such as +02:00")
+    delta = moment - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (delta.days * 86400 + delta.seconds) * NANOS_PER_SECOND + delta.microseconds * 1000
+
+
+def format_time(ns: Nanos) -> str:
+    """RFC 3339 in UTC with milliseconds, for messages and titles."""
+    moment = datetime.fromtimestamp(ns / NANOS_PER_SECOND, tz=timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

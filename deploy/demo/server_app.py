@@ -1,0 +1,230 @@
+"""The demo model server's WSGI application: routing, the worker bound, the switches.
+
+It is a plain WSGI callable so that a WSGI middleware (Pyrometer's request recorder,
+for one) can wrap it without the server knowing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import inference
+
+log = logging.getLogger("model-server")
+NAME = "pyrometer-demo-model"
+SLOWDOWN_RECHECK_S = 1.0
+
+StartResponse = Callable[..., Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Everything the server is configured with, resolved once at startup."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 4
+    version: str = "dev"
+    slow_versions: frozenset[str] = frozenset()
+    slow_forward: bool = False
+    costly_postprocess: bool = False
+    slowdown_file: str | None = None
+    seed: int = 1234
+    max_tokens: int = 512
+    max_body_bytes: int = 1 << 20
+
+    @property
+    def forward_is_slow(self) -> bool:
+        return self.slow_forward or self.version in self.slow_versions
+
+
+class SlowdownKnob:
+    """The factor in DEMO_SLOWDOWN_FILE, re-read at most once per SLOWDOWN_RECHECK_S.
+
+    Cheap on the hot path: between re-reads it is a clock read and a comparison, so a
+    scenario can throttle and un-throttle a running server by writing one file.
+    """
+
+    def __init__(self, path: str | None, clock: Callable[[], float] = time.monotonic) -> None:
+        self._path = path
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._factor = 1.0
+        self._checked = float("-inf")
+
+    def factor(self) -> float:
+        if self._path is None:
+            return 1.0
+        now = self._clock()
+        with self._lock:
+            if now - self._checked >= SLOWDOWN_RECHECK_S:
+                self._checked = now
+                self._factor = self._read()
+            return self._factor
+
+    def _read(self) -> float:
+        assert self._path is not None
+        try:
+            with open(self._path, encoding="utf-8") as f:
+                value = float(f.read().strip() or "1")
+        except (OSError, ValueError):
+            return 1.0  # absent or half-written: not throttled
+        return max(1.0, value)
+
+
+def simulated_device_wait(seconds: float) -> None:
+    """Where a throttled GPU's longer kernels would keep the host waiting."""
+    time.sleep(seconds)
+
+
+class BadRequest(Exception):
+    """The client sent something the API cannot take; becomes a 4xx."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ModelServerApp:
+    """WSGI app for /v1/predict, /v1/info and /healthz."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.weights = inference.build_weights(config.seed)
+        self._forward = inference.model_forward_slow if config.forward_is_slow else inference.model_forward
+        self._costly = config.costly_postprocess
+        self._slowdown = SlowdownKnob(config.slowdown_file)
+        self._slots = threading.BoundedSemaphore(config.workers)
+        self._lock = threading.Lock()
+        self._waiting = self._running = self._served = 0
+        self._idle = threading.Condition(self._lock)
+
+    @property
+    def postprocess_name(self) -> str:
+        costly = inference.postprocess_render_json_costly
+        return (costly if self._costly else inference.postprocess_render_json).__name__
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+        try:
+            if path == "/v1/predict":
+                self._require(method, "POST")
+                return self._reply(start_response, "200 OK", self.predict(self._read_json(environ)))
+            if path == "/healthz":
+                self._require(method, "GET")
+                return self._reply(start_response, "200 OK", {"status": "ok"})
+            if path == "/v1/info":
+                self._require(method, "GET")
+                return self._reply(start_response, "200 OK", self.info())
+            raise BadRequest("404 Not Found", f"no route {path}")
+        except BadRequest as exc:
+            return self._reply(start_response, exc.status, {"error": str(exc)})
+        except Exception:
+            log.exception("prediction failed")
+            return self._reply(start_response, "500 Internal Server Error", {"error": "internal"})
+
+    def predict(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Run one request through the pipeline, waiting for a worker slot first."""
+        text = request.get("text")
+        if not isinstance(text, str):
+            raise BadRequest("400 Bad Request", 'body needs a "text" string')
+        top_k = request.get("top_k", 5)
+        if not isinstance(top_k, int) or not 1 <= top_k <= len(inference.LABELS):
+            raise BadRequest("400 Bad Request", f"top_k must be 1..{len(inference.LABELS)}")
+        queued_at = time.perf_counter()
+        with self._lock:
+            self._waiting += 1
+        self._slots.acquire()
+        with self._lock:  # one step from waiting to running, so drain() never sees a gap
+            self._waiting -= 1
+            self._running += 1
+        try:
+            started = time.perf_counter()
+            body, forward_s, factor = self._pipeline(text, top_k)
+        finally:
+            self._slots.release()
+            with self._idle:
+                self._running -= 1
+                self._served += 1
+                if self._waiting + self._running == 0:
+                    self._idle.notify_all()
+        body["version"] = self.config.version
+        if request.get("debug") is True:
+            body["debug"] = {
+                "forward": self._forward.__name__,
+                "postprocess": self.postprocess_name,
+                "slowdown_factor": factor,
+                "queue_ms": round((started - queued_at) * 1000, 3),
+                "forward_ms": round(forward_s * 1000, 3),
+            }
+        return body
+
+    def _pipeline(self, text: str, top_k: int) -> tuple[dict[str, Any], float, float]:
+        enc = inference.preprocess(text, self.config.max_tokens)
+        t0 = time.perf_counter()
+        logits = self._forward(self.weights, enc)
+        forward_s = time.perf_counter() - t0
+        factor = self._slowdown.factor()
+        if factor > 1.0:
+            simulated_device_wait(forward_s * (factor - 1.0))
+        probs = inference.postprocess_softmax(logits)
+        if self._costly:
+            body = inference.postprocess_render_json_costly(probs, enc, self.weights, top_k)
+        else:
+            body = inference.postprocess_render_json(probs, enc, top_k)
+        return body, forward_s, factor
+
+    def info(self) -> dict[str, Any]:
+        """Version, switches and the functions they select, and live counters."""
+        with self._lock:
+            stats = {"waiting": self._waiting, "running": self._running, "served": self._served}
+        return {
+            "name": NAME,
+            "version": self.config.version,
+            "workers": self.config.workers,
+            "switches": {
+                "slow_forward": self.config.forward_is_slow,
+                "costly_postprocess": self._costly,
+                "slowdown_file": self.config.slowdown_file,
+                "slowdown_factor": self._slowdown.factor(),
+            },
+            "functions": {"forward": self._forward.__name__, "postprocess": self.postprocess_name},
+            "stats": stats,
+        }
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until no prediction is queued or running; False if that took too long."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._waiting + self._running == 0, timeout)
+
+    def _require(self, method: str, allowed: str) -> None:
+        if method != allowed:
+            raise BadRequest("405 Method Not Allowed", f"use {allowed}")
+
+    def _read_json(self, environ: dict[str, Any]) -> dict[str, Any]:
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            raise BadRequest("400 Bad Request", "bad Content-Length") from None
+        if length > self.config.max_body_bytes:
+            raise BadRequest("413 Payload Too Large", f"body over {self.config.max_body_bytes} bytes")
+        try:
+            body = json.loads(environ["wsgi.input"].read(length) or b"null")
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest("400 Bad Request", "body is not JSON") from None
+        if not isinstance(body, dict):
+            raise BadRequest("400 Bad Request", "body must be a JSON object")
+        return body
+
+    @staticmethod
+    def _reply(start_response: StartResponse, status: str, body: dict[str, Any]) -> list[bytes]:
+        data = json.dumps(body, separators=(",", ":")).encode()
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+        start_response(status, headers)
+        return [data]
