@@ -32,7 +32,9 @@ _UNSAFE_IN_SCRIPT = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}
 
 @cache
 def _template() -> str:
-    return resources.files("pyrometer.collector.render").joinpath("flamegraph.html").read_text("utf-8")
+    return (
+        resources.files("pyrometer.collector.render").joinpath("flamegraph.html").read_text("utf-8")
+    )
 
 
 def script_safe_json(value: object) -> str:

@@ -21,6 +21,9 @@ Tree nodes are ``{name, value, children}`` exactly as d3-flame-graph reads them,
 by ``pyrometer.collector.tree.build_tree``: ``name`` is ``function (file)``, ``value``
 counts samples including callees, and children come by descending value, then name.
 A node's self count is ``value`` minus the sum of its children's values.
+
+The ``*_ns`` integers are exact; they exceed 2**53, so a JavaScript reader gets them
+rounded to a fraction of a microsecond, which is harmless for a window's bounds.
 """
 
 from __future__ import annotations
