@@ -115,12 +115,14 @@ def preprocess(text: str, max_tokens: int) -> Encoded:
 
 def _softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
+    out: np.ndarray = e / e.sum(axis=axis, keepdims=True)
+    return out
 
 
 def _layer_norm(x: np.ndarray) -> np.ndarray:
     mean = x.mean(axis=-1, keepdims=True)
-    return (x - mean) / np.sqrt(x.var(axis=-1, keepdims=True) + 1e-5)
+    out: np.ndarray = (x - mean) / np.sqrt(x.var(axis=-1, keepdims=True) + 1e-5)
+    return out
 
 
 def model_attention(x: np.ndarray, layer: Layer, heads: int, mask: np.ndarray) -> np.ndarray:
@@ -133,18 +135,21 @@ def model_attention(x: np.ndarray, layer: Layer, heads: int, mask: np.ndarray) -
     scores = q @ k.transpose(0, 2, 1) / np.float32(math.sqrt(dim // heads))
     scores = np.where(mask[None, None, :], scores, np.float32(-1e9))
     ctx = (_softmax(scores) @ v).transpose(1, 0, 2).reshape(seq, dim)
-    return ctx @ layer.wo
+    out: np.ndarray = ctx @ layer.wo
+    return out
 
 
 def model_feed_forward(x: np.ndarray, layer: Layer) -> np.ndarray:
     """Position-wise MLP, 4x wide, ReLU."""
-    return np.maximum(x @ layer.w1, 0) @ layer.w2
+    out: np.ndarray = np.maximum(x @ layer.w1, 0) @ layer.w2
+    return out
 
 
 def model_pool_and_classify(x: np.ndarray, weights: Weights, mask: np.ndarray) -> np.ndarray:
     """Mean over the real tokens, then the linear head: one logit per label."""
     pooled = x[mask].mean(axis=0)
-    return (pooled @ weights.w_out).astype(np.float32)
+    logits: np.ndarray = (pooled @ weights.w_out).astype(np.float32)
+    return logits
 
 
 def model_forward(weights: Weights, enc: Encoded) -> np.ndarray:
@@ -238,4 +243,5 @@ def postprocess_render_json_costly(
             for w, s in postprocess_token_attributions(enc, weights, label)
         ]
     # A pretty, key-sorted round trip, as a "validate before sending" step would do.
-    return json.loads(json.dumps(body, indent=2, sort_keys=True))
+    checked: dict[str, object] = json.loads(json.dumps(body, indent=2, sort_keys=True))
+    return checked

@@ -39,6 +39,12 @@ from collections.abc import Mapping, Sequence
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+# Concurrency comes from the worker threads, each running one request. BLAS threads
+# inside each small matmul would only fight those workers for the same cores, so they
+# are off unless the environment asks for them (before numpy is first imported).
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 from server_app import ModelServerApp, ServerConfig
 
 log = logging.getLogger("model-server")
@@ -105,7 +111,7 @@ class ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
 class QuietHandler(WSGIRequestHandler):
     """No access log on stderr: at hundreds of requests a second it is only noise."""
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 

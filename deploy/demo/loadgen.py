@@ -1,0 +1,226 @@
+"""Open-loop load generator for the demo model server (standard library only).
+
+Requests are scheduled at the target rate whatever the server does (open loop): a
+slow server makes requests wait, it does not slow the schedule down. Latency is
+measured from each request's scheduled time, so time spent waiting for a free
+sender counts too and a stall is not hidden (no coordinated omission).
+
+CLI::
+
+    python deploy/demo/loadgen.py --url http://127.0.0.1:8000 --rate 20 --duration 60
+
+prints ``loadgen started: ...`` once sending, then one JSON summary line and exits:
+``{"sent", "ok", "errors", "error_kinds", "p50_ms", "p99_ms", "max_ms",
+"mean_words", "elapsed_s", "target_rate", "achieved_rate"}``. ``sent`` counts
+scheduled requests; ``ok + errors == sent``. Exit status 1 if every request failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import math
+import queue
+import random
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from urllib.parse import urlsplit
+
+SIZE_DISTS = ("lognormal", "exponential", "fixed")
+ARRIVALS = ("poisson", "uniform")
+LOGNORMAL_SIGMA = 0.6
+WORDS = (  # a support-ticket vocabulary, so payloads look like the model's input
+    "order", "invoice", "refund", "charge", "card", "payment", "account", "login",
+    "password", "reset", "shipping", "delivery", "package", "tracking", "late",
+    "damaged", "broken", "return", "exchange", "warranty", "repair", "install",
+    "setup", "update", "error", "crash", "slow", "price", "discount", "coupon", "plan",
+    "upgrade", "cancel", "subscription", "privacy", "data", "delete", "email", "phone",
+    "address", "store", "stock", "available", "size", "color", "quality", "support",
+    "agent", "thanks", "please", "help", "urgent", "again", "still", "never", "always",
+    "today", "yesterday", "week", "month", "the", "a", "my", "your", "is", "was",
+    "not", "and", "but", "with", "for", "on",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSummary:
+    """What one run did; latencies are of successful requests, from scheduled time."""
+
+    sent: int
+    ok: int
+    errors: int
+    error_kinds: dict[str, int] = field(default_factory=dict)
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    max_ms: float | None = None
+    mean_words: float = 0.0
+    elapsed_s: float = 0.0  # sending plus waiting for the last replies
+    target_rate: float = 0.0
+    achieved_rate: float = 0.0  # scheduled requests per second of sending
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+
+def draw_words(rng: random.Random, mean: float, dist: str) -> int:
+    """A payload size in words, at least 1, with the given mean."""
+    if dist == "fixed":
+        return max(1, round(mean))
+    if dist == "exponential":
+        return max(1, round(rng.expovariate(1.0 / mean)))
+    # mu chosen so that the lognormal's mean, not its median, is `mean`
+    mu = math.log(mean) - LOGNORMAL_SIGMA**2 / 2
+    return max(1, round(rng.lognormvariate(mu, LOGNORMAL_SIGMA)))
+
+
+def _percentile(sorted_ms: list[float], q: float) -> float | None:
+    if not sorted_ms:
+        return None
+    rank = max(0, math.ceil(q * len(sorted_ms)) - 1)  # nearest rank
+    return round(sorted_ms[rank], 3)
+
+
+def _target(url: str) -> tuple[str, int, str]:
+    """Host, port and path; a bare base URL means the predict endpoint."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"{url!r}: expected http://HOST:PORT[/path]")
+    path = parts.path if parts.path not in ("", "/") else "/v1/predict"
+    return parts.hostname, parts.port or 80, path
+
+
+class _Sender(threading.Thread):
+    """Takes scheduled requests off the queue and posts them, one at a time."""
+
+    def __init__(
+        self,
+        jobs: queue.Queue[tuple[float, bytes] | None],
+        results: list[tuple[float, str]],
+        target: tuple[str, int, str],
+        timeout: float,
+        give_up_at: list[float],  # a one-element box: set when the schedule ends
+    ) -> None:
+        super().__init__(name="loadgen-sender", daemon=True)
+        self._jobs, self._results, self._target = jobs, results, target
+        self._timeout, self._give_up_at = timeout, give_up_at
+
+    def run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            scheduled, body = job
+            if time.monotonic() > self._give_up_at[0]:
+                self._results.append((0.0, "abandoned"))  # still queued when time ran out
+                continue
+            outcome = self._post(body)
+            self._results.append(((time.monotonic() - scheduled) * 1000, outcome))
+
+    def _post(self, body: bytes) -> str:
+        host, port, path = self._target
+        conn = http.client.HTTPConnection(host, port, timeout=self._timeout)
+        try:
+            conn.request("POST", path, body, {"Content-Type": "application/json"})
+            response = conn.getresponse()
+            response.read()
+            return "ok" if response.status == 200 else f"http_{response.status}"
+        except TimeoutError:
+            return "timeout"
+        except (OSError, http.client.HTTPException):
+            return "connection"
+        finally:
+            conn.close()
+
+
+def run_load(
+    url: str, rate: float, duration: float, *, max_requests: int | None = None,
+    text_words: float = 32.0, size_dist: str = "lognormal", arrival: str = "poisson",
+    senders: int = 16, timeout: float = 10.0, seed: int | None = 0,
+    stop: threading.Event | None = None, on_start: Callable[[], None] | None = None,
+) -> LoadSummary:  # fmt: skip
+    """Send predictions to ``url`` at ``rate``/s for ``duration`` s (or ``max_requests``).
+
+    Returns once every scheduled request has finished, or has been abandoned
+    ``timeout`` seconds after the schedule ended. Setting ``stop`` ends the schedule early.
+    """
+    if rate <= 0 or duration < 0 or text_words <= 0 or senders < 1:
+        raise ValueError("rate, text_words and senders must be positive, duration not negative")
+    if size_dist not in SIZE_DISTS or arrival not in ARRIVALS:
+        raise ValueError(f"size_dist must be one of {SIZE_DISTS}, arrival one of {ARRIVALS}")
+    target, rng, stop = _target(url), random.Random(seed), stop or threading.Event()
+    jobs: queue.Queue[tuple[float, bytes] | None] = queue.Queue()
+    results: list[tuple[float, str]] = []  # list.append is atomic; no lock needed
+    give_up_at = [math.inf]
+    pool = [_Sender(jobs, results, target, timeout, give_up_at) for _ in range(senders)]
+    for sender in pool:
+        sender.start()
+    if on_start is not None:
+        on_start()
+    start = time.monotonic()
+    end, due, sent, words = start + duration, start, 0, 0
+    while due < end and (max_requests is None or sent < max_requests):
+        if stop.wait(max(0.0, due - time.monotonic())):
+            break
+        n = draw_words(rng, text_words, size_dist)
+        body = json.dumps({"text": " ".join(rng.choice(WORDS) for _ in range(n))}).encode()
+        jobs.put((due, body))
+        sent, words = sent + 1, words + n
+        due += rng.expovariate(rate) if arrival == "poisson" else 1.0 / rate
+    sending_s = time.monotonic() - start
+    give_up_at[0] = time.monotonic() + timeout
+    for _ in pool:
+        jobs.put(None)
+    for sender in pool:
+        sender.join()
+    elapsed = time.monotonic() - start
+    latencies = sorted(ms for ms, outcome in results if outcome == "ok")
+    kinds = Counter(outcome for _, outcome in results if outcome != "ok")
+    return LoadSummary(
+        sent=sent, ok=len(latencies), errors=sum(kinds.values()), error_kinds=dict(kinds),
+        p50_ms=_percentile(latencies, 0.50), p99_ms=_percentile(latencies, 0.99),
+        max_ms=round(latencies[-1], 3) if latencies else None,
+        mean_words=round(words / sent, 2) if sent else 0.0, elapsed_s=round(elapsed, 3),
+        target_rate=rate, achieved_rate=round(sent / sending_s, 3) if sending_s > 0 else 0.0,
+    )  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI: ready line, load, one JSON summary line."""
+    parser = argparse.ArgumentParser(description="Open-loop load for the demo model server.")
+    parser.add_argument("--url", required=True, help="server base URL or full endpoint URL")
+    parser.add_argument("--rate", type=float, default=10.0, help="requests per second")
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds of sending")
+    parser.add_argument("--max-requests", type=int, default=None)
+    parser.add_argument("--text-words", type=float, default=32.0, help="mean words per request")
+    parser.add_argument("--size-dist", choices=SIZE_DISTS, default="lognormal")
+    parser.add_argument("--arrival", choices=ARRIVALS, default="poisson")
+    parser.add_argument("--senders", type=int, default=16, help="concurrent connections at most")
+    parser.add_argument("--timeout", type=float, default=10.0, help="per request, seconds")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def ready() -> None:
+        print(f"loadgen started: url={args.url} rate={args.rate}/s duration={args.duration}s",
+              flush=True)  # fmt: skip
+
+    try:
+        summary = run_load(
+            args.url, args.rate, args.duration, max_requests=args.max_requests,
+            text_words=args.text_words, size_dist=args.size_dist, arrival=args.arrival,
+            senders=args.senders, timeout=args.timeout, seed=args.seed, stop=stop, on_start=ready,
+        )  # fmt: skip
+    except ValueError as exc:
+        print(f"loadgen: {exc}", file=sys.stderr)
+        return 2
+    print(summary.to_json(), flush=True)
+    return 1 if summary.sent and not summary.ok else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
