@@ -187,10 +187,9 @@ class StreamDecoder:
         size = len(self._frames) + len(frames)
         new: list[tuple[int, ...]] = []
         for stack in delta.stacks:
-            if not stack.frames:
-                raise InvalidBatchError("dictionary stack with no frames")
+            # an empty stack is allowed: py-spy can catch a thread outside Python code
             _check_size("stack depth", len(stack.frames), self.limits.max_stack_depth)
-            if max(stack.frames) >= size:
+            if stack.frames and max(stack.frames) >= size:
                 _check_ref("stack frame id", max(stack.frames), size)
             new.append(tuple(stack.frames))
         return new

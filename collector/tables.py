@@ -93,7 +93,7 @@ def stacks_table(batches: Sequence[DecodedBatch], known: Collection[int]) -> pa.
     """Stacks of the batches whose id is not in `known`, each id once."""
     new: dict[int, tuple[int, ...]] = {}
     for batch in batches:
-        for sid, frames in zip(batch.stacks.ids, batch.stacks.frame_ids):
+        for sid, frames in zip(batch.stacks.ids, batch.stacks.frame_ids, strict=True):
             if sid not in known:
                 new.setdefault(sid, frames)
     return pa.table(
@@ -107,7 +107,7 @@ def frames_table(batches: Sequence[DecodedBatch], known: Collection[int]) -> pa.
     new: dict[int, tuple[str, str, int]] = {}
     for batch in batches:
         f = batch.frames
-        for fid, name, file, line in zip(f.ids, f.names, f.files, f.lines):
+        for fid, name, file, line in zip(f.ids, f.names, f.files, f.lines, strict=True):
             if fid not in known:
                 new.setdefault(fid, (name, file, line))
     rows = list(new.values())

@@ -1,0 +1,70 @@
+"""The collector's own Prometheus metrics, in a registry the collector owns.
+
+Not the process-wide default registry: tests (and an embedding program) can create
+several collectors in one process without their metrics colliding.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_GROUP_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST  # for the HTTP API's /metrics response
+
+
+class CollectorMetrics:
+    """Counters and histograms of ingest, storage and queries."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.batches = Counter(
+            "pyrometer_ingest_batches", "Batches committed (stored, not duplicates)", registry=r)
+        self.duplicates = Counter(
+            "pyrometer_ingest_duplicate_batches",
+            "Retried batches acknowledged without storing", registry=r)
+        self.samples = Counter(
+            "pyrometer_ingest_samples", "Profile samples (sum of counts) stored", registry=r)
+        self.rows = Counter(
+            "pyrometer_storage_rows_written", "Rows appended, by table", ["table"], registry=r)
+        self.rejected = Counter(
+            "pyrometer_ingest_rejected_batches",
+            "Batches rejected, by gRPC status code", ["code"], registry=r)
+        self.streams = Gauge(
+            "pyrometer_ingest_streams", "Agent streams open now", registry=r)
+        self.group_size = Histogram(
+            "pyrometer_commit_group_size", "Batches committed per transaction",
+            buckets=_GROUP_BUCKETS, registry=r)
+        self.commit_seconds = Histogram(
+            "pyrometer_commit_seconds", "Time to commit one group of batches",
+            buckets=_LATENCY_BUCKETS, registry=r)
+        self.commit_failures = Counter(
+            "pyrometer_commit_failures", "Transactions that failed", registry=r)
+        self.query_seconds = Histogram(
+            "pyrometer_query_seconds", "Time to answer a query, by API endpoint",
+            ["endpoint"], buckets=_LATENCY_BUCKETS, registry=r)
+
+    @contextmanager
+    def time_query(self, endpoint: str) -> Iterator[None]:
+        """Observe the duration of the enclosed block as a query of `endpoint`."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.query_seconds.labels(endpoint=endpoint).observe(time.perf_counter() - started)
+
+    def render(self) -> bytes:
+        """The registry in the Prometheus text format (serve with CONTENT_TYPE)."""
+        return generate_latest(self.registry)
+
+    def value(self, name: str, labels: dict[str, str] | None = None) -> float:
+        """One sample's current value (0.0 when absent), e.g. "pyrometer_ingest_batches_total"."""
+        found = self.registry.get_sample_value(name, labels or {})
+        return found if found is not None else 0.0

@@ -1,0 +1,243 @@
+"""The storage seam (`Store`) and its embedded backend, `DuckDBStore`.
+
+Ingest and query depend only on `Store`, so a DuckLake backend (PostgreSQL catalog,
+Parquet files, many collectors) is a new class, not a rewrite. The rules a backend
+keeps: tables are append-only; a retried batch is recognised by the per-agent
+high-water mark, updated compare-and-set in the same transaction as the insert; and
+the frame and stack dictionaries may hold an id more than once, so queries collapse
+them by id before joining.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+import duckdb
+import pyarrow as pa
+
+from pyrometer.agent.model import Nanos
+from pyrometer.collector import tables
+from pyrometer.collector.errors import DatabaseInUseError, StorageError
+from pyrometer.collector.profile import Profile
+from pyrometer.collector.query import ProfileFilter, read_profile, read_services
+from pyrometer.collector.rows import DecodedBatch
+
+T = TypeVar("T")
+
+
+class BatchOutcome(enum.Enum):
+    """What a commit did with one batch."""
+
+    STORED = "stored"
+    DUPLICATE = "duplicate"  # seq <= the agent's high-water mark: acknowledged, not stored
+
+
+@dataclass(frozen=True, slots=True)
+class CommitReport:
+    """The result of one commit: an outcome per batch (in order) and rows appended."""
+
+    outcomes: tuple[BatchOutcome, ...]
+    rows_written: Mapping[str, int]  # table name -> rows appended
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSummary:
+    """A service that has profile data, for the services listing."""
+
+    name: str
+    instances: tuple[str, ...]  # sorted
+    first_seen_ns: Nanos  # earliest window start
+    last_seen_ns: Nanos  # latest window end
+    samples: int
+
+
+class Store(Protocol):
+    """Where ingest writes and queries read. Implementations are thread-safe."""
+
+    def commit(self, batches: Sequence[DecodedBatch]) -> CommitReport:
+        """Store the batches in one transaction, skipping retried duplicates.
+
+        All or nothing: on failure it raises StorageError and nothing is stored.
+        Batches of one agent are taken in the order given.
+        """
+        ...
+
+    def profile(
+        self, service: str, start_ns: Nanos, end_ns: Nanos, *, instance: str | None = None,
+        version: str | None = None, thread: str | None = None, pid: int | None = None,
+    ) -> Profile:
+        """Merged stacks of `service` for the windows whose midpoint is in [start, end).
+
+        Time resolution is the agent's window (a few seconds): a window counts whole or
+        not at all. Optional filters match exactly. No data gives an empty Profile.
+        """
+        ...
+
+    def services(self) -> list[ServiceSummary]:
+        """Every service with profile data, sorted by name."""
+        ...
+
+    def close(self) -> None:
+        """Release the database; further calls raise StorageError."""
+        ...
+
+
+_PID = re.compile(r"PID (\d+)")
+
+
+def _connect(path: Path) -> duckdb.DuckDBPyConnection:
+    try:
+        return duckdb.connect(str(path))
+    except duckdb.IOException as exc:
+        if "lock" not in str(exc).lower():
+            raise StorageError(f"cannot open database file {path}: {exc}") from exc
+        match = _PID.search(str(exc))
+        pid = match.group(1) if match else "?"
+        raise DatabaseInUseError(
+            f"database file {path} is in use by another process (pid {pid}); stop that "
+            "collector or give this one another --db"
+        ) from exc
+
+
+class DuckDBStore:
+    """A `Store` in one DuckDB file; the collector process is its only writer.
+
+    Writes are serialised by a lock (the group committer sends one group at a time);
+    each query runs on its own cursor, so reads do not wait for writes.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._con = _connect(self.path)
+        self._lock = threading.Lock()
+        try:
+            for statement in tables.create_statements():
+                self._con.execute(statement)
+            # ids this collector need not write again; other writers may still duplicate
+            self._known_frames = self._ids("SELECT DISTINCT frame_id FROM frames")
+            self._known_stacks = self._ids("SELECT DISTINCT stack_id FROM stacks")
+        except duckdb.Error as exc:
+            self._con.close()
+            raise StorageError(f"cannot prepare database file {self.path}: {exc}") from exc
+
+    def _ids(self, sql: str) -> set[int]:
+        return {row[0] for row in self._con.execute(sql).fetchall()}
+
+    def commit(self, batches: Sequence[DecodedBatch]) -> CommitReport:
+        """See `Store.commit`."""
+        with self._lock:
+            con = self._con
+            try:
+                con.begin()
+                outcomes, stored = self._advance_hwm(con, batches)
+                frames = tables.frames_table(stored, self._known_frames)
+                stacks = tables.stacks_table(stored, self._known_stacks)
+                written = {
+                    "samples": self._append(con, "samples", tables.samples_table(stored)),
+                    "stacks": self._append(con, "stacks", stacks),
+                    "frames": self._append(con, "frames", frames),
+                }
+                con.commit()
+            except (duckdb.Error, StorageError) as exc:
+                self._rollback()
+                if isinstance(exc, StorageError):
+                    raise
+                raise StorageError(f"commit to {self.path} failed: {exc}") from exc
+            # only a committed id is known; a rolled-back one must be written next time
+            self._known_frames.update(frames.column("frame_id").to_pylist())
+            self._known_stacks.update(stacks.column("stack_id").to_pylist())
+        return CommitReport(tuple(outcomes), written)
+
+    def _rollback(self) -> None:
+        try:
+            self._con.rollback()
+        except duckdb.Error:  # no transaction open (begin failed): nothing to undo
+            pass
+
+    def _advance_hwm(
+        self, con: duckdb.DuckDBPyConnection, batches: Sequence[DecodedBatch]
+    ) -> tuple[list[BatchOutcome], list[DecodedBatch]]:
+        agents = sorted({b.source.agent_id for b in batches})
+        old: dict[str, int] = dict(con.execute(
+            "SELECT agent_id, max(seq) FROM agent_hwm "
+            "WHERE agent_id IN (SELECT unnest($agents)) GROUP BY agent_id",
+            {"agents": agents},
+        ).fetchall())
+        hwm = dict(old)
+        outcomes: list[BatchOutcome] = []
+        stored: list[DecodedBatch] = []
+        for batch in batches:
+            agent = batch.source.agent_id
+            if agent in hwm and batch.seq <= hwm[agent]:
+                outcomes.append(BatchOutcome.DUPLICATE)
+                continue
+            hwm[agent] = batch.seq
+            outcomes.append(BatchOutcome.STORED)
+            stored.append(batch)
+        self._write_hwm(con, old, hwm)
+        return outcomes, stored
+
+    def _write_hwm(
+        self, con: duckdb.DuckDBPyConnection, old: dict[str, int], new: dict[str, int]
+    ) -> None:
+        moved = [a for a in old if new[a] != old[a]]
+        if moved:
+            # compare-and-set: a row that another writer moved meanwhile does not match
+            (changed,) = con.execute(
+                "UPDATE agent_hwm SET seq = u.new FROM (SELECT unnest($a) AS agent_id, "
+                "unnest($old) AS old, unnest($new) AS new) AS u "
+                "WHERE agent_hwm.agent_id = u.agent_id AND agent_hwm.seq = u.old",
+                {"a": moved, "old": [old[a] for a in moved], "new": [new[a] for a in moved]},
+            ).fetchone() or (0,)
+            if changed < len(moved):
+                raise StorageError("agent high-water mark moved under this commit; retry")
+        fresh = [a for a in new if a not in old]
+        if fresh:
+            con.execute(
+                "INSERT INTO agent_hwm (agent_id, seq) SELECT unnest($a), unnest($s)",
+                {"a": fresh, "s": [new[a] for a in fresh]},
+            )
+
+    @staticmethod
+    def _append(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> int:
+        if rows.num_rows == 0:
+            return 0
+        view = f"_pyrometer_new_{table}"
+        columns = ", ".join(rows.column_names)
+        con.register(view, rows)
+        try:
+            con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {view}")
+        finally:
+            con.unregister(view)
+        return int(rows.num_rows)
+
+    def profile(
+        self, service: str, start_ns: Nanos, end_ns: Nanos, *, instance: str | None = None,
+        version: str | None = None, thread: str | None = None, pid: int | None = None,
+    ) -> Profile:
+        """See `Store.profile`."""
+        where = ProfileFilter(service, start_ns, end_ns, instance, version, thread, pid)
+        return self._read(lambda cur: read_profile(cur, where))
+
+    def services(self) -> list[ServiceSummary]:
+        """See `Store.services`."""
+        return self._read(lambda cur: [ServiceSummary(*row) for row in read_services(cur)])
+
+    def _read(self, query: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        # a cursor of its own per read: DuckDB connections are not shared across threads
+        try:
+            with self._con.cursor() as cur:
+                return query(cur)
+        except duckdb.Error as exc:
+            raise StorageError(f"query on {self.path} failed: {exc}") from exc
+
+    def close(self) -> None:
+        """See `Store.close`."""
+        with self._lock:
+            self._con.close()
