@@ -43,6 +43,12 @@ class StreamEncoder:
         self._tables = _Tables()
         self._delta = ingest_pb2.DictionaryDelta()
 
+    @property
+    def table_sizes(self) -> tuple[int, int, int]:
+        """(strings, frames, stacks) sent on this stream so far."""
+        t = self._tables
+        return len(t.strings), len(t.frames), len(t.stacks)
+
     def encode(self, seq: int, window: ProfileWindow | None) -> ingest_pb2.Batch:
         """The batch for `window` (None: a batch without stacks) with sequence `seq`."""
         t = self._tables

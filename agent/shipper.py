@@ -30,7 +30,6 @@ RETRYABLE = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
         grpc.StatusCode.ABORTED,
         grpc.StatusCode.INTERNAL,
         grpc.StatusCode.CANCELLED,
@@ -38,7 +37,10 @@ RETRYABLE = frozenset(
     }
 )
 # The collector looked at the batch and will never take it: resending is pointless.
-REJECTED = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION})
+# RESOURCE_EXHAUSTED is here, not in RETRYABLE, because the collector uses it only for a
+# batch over its size limits (overload is UNAVAILABLE), and that batch never shrinks.
+REJECTED = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
+                      grpc.StatusCode.RESOURCE_EXHAUSTED})
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
@@ -144,10 +146,10 @@ class Shipper:
             call = ingest_pb2_grpc.IngestStub(channel).Stream()
             sender = asyncio.create_task(self._send_all(call))
             try:
+                # Ends when the collector closes the stream, which it does after the
+                # sender's done_writing() once everything queued is acknowledged.
                 async for ack in call:
                     self._on_ack(ack)
-                    if self._closing.is_set() and not self._pending:
-                        break
             finally:
                 sender.cancel()
                 await asyncio.gather(sender, return_exceptions=True)

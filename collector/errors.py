@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pyrometer.agent.errors import PyrometerError
 
-class CollectorError(Exception):
+
+class CollectorError(PyrometerError):
     """Root of every error the collector raises on purpose."""
 
 

@@ -31,7 +31,7 @@ def test_valid_batch_decodes_to_content_hashed_rows() -> None:
     main_frames = [frame_id(f) for f in MAIN]
     assert stack_id(main_frames) in out.stacks.ids
     assert set(main_frames) <= set(out.frames.ids)
-    assert dec.table_sizes == (len(enc.strings), len(enc.frames), len(enc.stacks))
+    assert dec.table_sizes == enc.table_sizes
 
 
 def test_ids_are_the_same_on_every_stream_whatever_the_order() -> None:
