@@ -37,7 +37,7 @@ async def run(config: CollectorConfig, stop: asyncio.Event | None = None) -> int
             try:
                 host = config.grpc_listen.rsplit(":", 1)[0]
                 print(f"pyrometer collector: ingest on {host}:{ingest.port} (gRPC), "
-                      f"API on {http_url}, db {config.db_path}", flush=True)
+                      f"API on {http_url} (HTTP), db {config.db_path}", flush=True)
                 await stop.wait()
                 log.info("shutting down")
             finally:
