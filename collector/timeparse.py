@@ -12,8 +12,10 @@ _UNITS = {"ms": 10**6, "s": NANOS_PER_SECOND, "m": 60 * NANOS_PER_SECOND,
           "w": 7 * 86400 * NANOS_PER_SECOND}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _RELATIVE = re.compile(r"now(?:\s*([+-])\s*(.+))?")
-# Unix seconds between 1970 and 2200; anything bigger is a typo or milliseconds.
+# Times between 1970 and 2200: anything outside is a typo (or milliseconds), and the
+# bound keeps every result inside DuckDB's BIGINT and datetime's range.
 _MAX_UNIX_SECONDS = 7_258_118_400
+MAX_TIME_NS: Nanos = _MAX_UNIX_SECONDS * NANOS_PER_SECOND
 
 
 class TimeFormatError(ValueError):
@@ -38,8 +40,20 @@ def parse_duration(text: str) -> Nanos:
 
 
 def parse_time(text: str, now_ns: Nanos) -> Nanos:
-    """RFC 3339 (`2026-11-28T10:42:00Z`), unix seconds (`1795000000.5`), or `now[-+]DURATION`."""
-    text = text.strip()
+    """RFC 3339 (`2026-11-28T10:42:00Z`), unix seconds (`1795000000.5`), or `now[-+]DURATION`.
+
+    The result lies between 1970 and 2200, or TimeFormatError says why not.
+    """
+    try:
+        ns = _parse_time(text.strip(), now_ns)
+    except OverflowError:
+        raise TimeFormatError(f"{text!r} is too far from now") from None
+    if not 0 <= ns <= MAX_TIME_NS:
+        raise TimeFormatError(f"{text!r} is outside 1970..2200")
+    return ns
+
+
+def _parse_time(text: str, now_ns: Nanos) -> Nanos:
     relative = _RELATIVE.fullmatch(text)
     if relative:
         sign, duration = relative.groups()
@@ -51,8 +65,8 @@ def parse_time(text: str, now_ns: Nanos) -> Nanos:
         seconds = float(text)
     except ValueError:
         return _parse_rfc3339(text)
-    if not 0 <= seconds <= _MAX_UNIX_SECONDS:
-        raise TimeFormatError(f"{text!r} is out of range for unix seconds")
+    if seconds != seconds:  # NaN compares false with everything, bounds included
+        raise TimeFormatError(f"{text!r} is not a time")
     return round(seconds * NANOS_PER_SECOND)
 
 

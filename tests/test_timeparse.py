@@ -53,3 +53,10 @@ def test_parse_duration_rejects(text: str) -> None:
 @given(st.integers(min_value=0, max_value=4_000_000_000_000).map(lambda ms: ms * 1_000_000))
 def test_format_time_round_trips_at_millisecond_precision(ns: int) -> None:
     assert parse_time(format_time(ns), NOW) == ns
+
+
+@pytest.mark.parametrize("text", ["now-100000000w", "9999-01-01T00:00:00Z", "now-1" + "0" * 400 + "w",
+                                  "1969-12-31T23:59:59Z", "now+200000w"])
+def test_times_outside_1970_to_2200_are_refused(text: str) -> None:
+    with pytest.raises(TimeFormatError):
+        parse_time(text, NOW)
