@@ -6,26 +6,34 @@ recorders back to back on a wall-clock grid: ``lead_s`` before each grid boundar
 starts the next recorder, waits until that one is sampling (the *handover*), then
 SIGINTs the previous one. Window k covers ``[handover_k, handover_k+1)`` on the agent's
 clock, so windows never leave a gap. For the short time both recorders sample
-(new one ready -> old one told to stop) the older window holds samples that the newer
+(new one ready -> old one reports it stopped) the older window holds samples the newer
 one also has; they are removed from the older window as an estimate (raw output has
 no timestamps): ``round(overlap_s * achieved_rate)`` samples, spread over its stacks by
-largest remainder, see :func:`remove_samples`.
+largest remainder, see :func:`remove_samples`. That is an expectation, and so is
+any one window's count: py-spy spaces its samples at random (exponential) intervals
+to avoid aliasing, so a window of N samples scatters by about sqrt(N); totals over
+many windows converge on rate x time.
+
+A py-spy that dies mid-window is logged and replaced (see ``_recorder_died``); its
+samples are lost and the next window starts when the new recorder is ready.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 from .errors import AgentError, ConfigError, TargetError
 from .model import NANOS_PER_SECOND, ProfileWindow, SampleKey
@@ -54,6 +62,7 @@ class SamplerConfig:
     threads: bool = False  # label samples with their thread
     subprocesses: bool = False  # also sample the target's child processes
     native: bool = False  # native frames too; py-spy then pauses the target to sample
+    full_filenames: bool = False  # py-spy shortens paths to the package part by default
     period_s: float = 10.0
     lead_s: float = 1.0  # start the next recorder this long before the grid boundary
     ready_timeout_s: float = 20.0
@@ -81,6 +90,7 @@ class SamplerConfig:
             (self.threads, "--threads"),
             (self.subprocesses, "--subprocesses"),
             (self.native, "--native"),
+            (self.full_filenames, "--full-filenames"),
         ):
             if on:
                 flags.append(flag)
@@ -145,3 +155,178 @@ def overlap_samples(result: RecorderResult, next_ready_mono: float) -> int:
     if sampled_s <= 0 or overlap_s <= 0:
         return 0
     return round(overlap_s * result.total / sampled_s)
+
+
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """One switch from an old recorder to a new one, as measured."""
+
+    overlap_s: float  # new recorder ready -> old one reported it stopped sampling
+    removed: int  # samples taken out of the older window for that overlap
+    old_total: int  # what the old recorder had recorded before the removal
+
+
+class StackSampler:
+    """Samples one process with py-spy, in contiguous windows on a wall-clock grid.
+
+    ``pyspy`` is the command that runs py-spy (default: :func:`find_pyspy`); tests
+    and deployments may put a wrapper in front of the binary. ``clock`` stamps windows.
+    """
+
+    def __init__(
+        self,
+        config: SamplerConfig,
+        pid: int,
+        *,
+        clock: Clock = time.time_ns,
+        pyspy: Sequence[str] | None = None,
+    ) -> None:
+        self.config = config
+        self.pid = pid
+        self.clock = clock
+        self.pyspy = list(pyspy) if pyspy else None
+        self.version: tuple[int, ...] = ()
+        self.last_handover: Handover | None = None
+        self.workdir: Path | None = None  # py-spy's files while windows() runs
+        self._stop = asyncio.Event()
+        self._live: set[Recorder] = set()
+
+    async def stop(self) -> None:
+        """Ask windows() to finish and return at once.
+
+        windows() then SIGINTs the running recorder, yields the final partial window
+        (ending when py-spy reports it stopped sampling, normally within one sample
+        period) and ends. Safe to call more than once, before windows() starts, and
+        from inside the ``async for`` body. A sampler runs once: it cannot restart.
+        """
+        self._stop.set()
+
+    async def windows(self) -> AsyncIterator[ProfileWindow]:
+        """Yield one ProfileWindow per grid period until stop() (or the target exits).
+
+        Raises TargetError (clear one-line message) when the first recorder cannot
+        attach, and TargetExited, after the last window, when the target exits.
+        """
+        pyspy = self.pyspy or [find_pyspy()]
+        self.version = await check_pyspy_version(pyspy)
+        if self.config.native:
+            log.warning("native stacks: py-spy pauses process %d for every sample", self.pid)
+        workdir = self.workdir = Path(tempfile.mkdtemp(prefix="pyrometer-pyspy-"))
+        try:
+            current = await self._launch(pyspy, workdir, first=True)
+            assert current is not None
+            start_ns = current.ready_ns
+            while True:
+                await self._wait_until_launch_time(current)
+                if self._stop.is_set() or current.exited.done():
+                    result = await self._finish(current)
+                    # a Ctrl-C at a terminal reaches py-spy (same process group) too: the
+                    # agent is being stopped, and py-spy has written its file
+                    stopping = self._stop.is_set() or result.interrupted
+                    if stopping or self._target_gone(result):
+                        yield self._window(start_ns, result.stop_ns, result.counts, result)
+                        if not stopping:
+                            raise TargetExited(f"process {self.pid} exited")
+                        return
+                    self._recorder_died(result)
+                    current = await self._launch(pyspy, workdir, first=True)
+                    assert current is not None
+                    start_ns = current.ready_ns
+                    continue
+                nxt = await self._launch(pyspy, workdir, first=False)
+                if nxt is None:
+                    continue  # the old recorder keeps sampling; try at the next boundary
+                result = await self._finish(current)
+                counts = self._trim(result, nxt.ready_mono)
+                yield self._window(start_ns, nxt.ready_ns, counts, result)
+                current, start_ns = nxt, nxt.ready_ns
+        finally:
+            for recorder in list(self._live):
+                await recorder.kill()
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    async def _launch(self, pyspy: list[str], workdir: Path, *, first: bool) -> Recorder | None:
+        """Start a recorder and wait until it samples; on failure raise (first) or log."""
+        path = workdir / f"{time.monotonic_ns()}.raw"
+        recorder = Recorder(pyspy, self.config.pyspy_flags(), self.pid, path, self.clock)
+        self._live.add(recorder)
+        try:
+            ready = await recorder.start(self.config.ready_timeout_s)
+        except OSError as exc:
+            self._live.discard(recorder)
+            raise SamplerError(f"cannot run py-spy ({' '.join(pyspy)}): {exc}") from exc
+        if ready:
+            return recorder
+        await recorder.kill()
+        self._live.discard(recorder)
+        error = classify_failure(recorder.output, self.pid)
+        if first:
+            raise error
+        log.warning("next py-spy recorder failed, keeping the current one: %s", error)
+        return None
+
+    async def _finish(self, recorder: Recorder) -> RecorderResult:
+        result = await recorder.stop(self.config.stop_timeout_s)
+        self._live.discard(recorder)
+        with contextlib.suppress(OSError):
+            recorder.path.unlink()
+        if result.malformed:
+            log.warning(
+                "skipped %d py-spy lines this parser could not read, first: %.200r",
+                result.malformed,
+                result.first_malformed,
+            )
+        return result
+
+    async def _wait_until_launch_time(self, current: Recorder) -> None:
+        """Sleep until lead_s before the next grid boundary, stop(), or py-spy exiting."""
+        period_ns = round(self.config.period_s * NANOS_PER_SECOND)
+        lead_ns = round(self.config.lead_s * NANOS_PER_SECOND)
+        now = self.clock()
+        launch_at = (now // period_ns + 1) * period_ns - lead_ns
+        while launch_at - now < period_ns // 2:  # no runt windows after a late handover
+            launch_at += period_ns
+        stop = asyncio.create_task(self._stop.wait())
+        await asyncio.wait(
+            {stop, current.exited},
+            timeout=(launch_at - now) / NANOS_PER_SECOND,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        stop.cancel()
+
+    def _trim(self, result: RecorderResult, next_ready_mono: float) -> dict[SampleKey, int]:
+        removed = overlap_samples(result, next_ready_mono)
+        overlap_s = result.stop_mono - next_ready_mono
+        self.last_handover = Handover(overlap_s, removed, result.total)
+        log.debug(
+            "handover: %.3f s overlap, %d of %d samples removed", overlap_s, removed, result.total
+        )
+        return remove_samples(result.counts, removed)
+
+    def _target_gone(self, result: RecorderResult) -> bool:
+        return result.target_exited or not psutil.pid_exists(self.pid)
+
+    def _recorder_died(self, result: RecorderResult) -> None:
+        """Hook for recorder supervision: a py-spy that exited on its own mid-window.
+
+        For now its samples are lost (the next window starts when a new recorder is
+        ready, leaving a gap) and this logs why; crash and hang policy grows here.
+        """
+        tail = " | ".join([line for line in result.output if line.strip()][-3:]) or "no output"
+        log.warning(
+            "py-spy exited unexpectedly (code %s): %s; restarting it", result.returncode, tail
+        )
+
+    def _window(
+        self, start_ns: int, end_ns: int, counts: dict[SampleKey, int], result: RecorderResult
+    ) -> ProfileWindow:
+        return ProfileWindow(
+            start_ns=start_ns,
+            end_ns=end_ns,
+            rate_hz=float(self.config.rate_hz),
+            counts=counts,
+            idle_included=self.config.idle,
+            gil_only=self.config.gil,
+            native=self.config.native,
+            errors=result.errors,
+        )

@@ -27,6 +27,13 @@ _LOCATED = re.compile(r"(?P<name>.*?) \((?P<file>.*):(?P<line>\d+)\)")
 _FILE_ONLY = re.compile(r"(?P<name>.*?) \((?P<file>.*)\)")
 _PROCESS = re.compile(r'process (?P<pid>\d+):"(?P<cmd>.*)"', re.DOTALL)
 _COUNT = re.compile(r"[0-9]+")
+_PROCESS_START = re.compile(r'process \d+:"')
+# closed process frames, then one whose command line has not ended yet (a quote ends
+# it before ";" or, for an empty stack, before the count); a cmdline holding '";'
+# closes early (the format has no escaping to tell)
+_OPEN_PROCESS = re.compile(
+    r'(?:process \d+:"(?:[^"]|"(?!;))*";)*process \d+:"(?:[^"]|"(?!;| [0-9]+\Z))*'
+)
 _THREAD = re.compile(r"thread \((?P<tid>0[xX][0-9A-Fa-f]+|\d+)\)(?:: (?P<name>.*))?")
 
 
@@ -48,7 +55,7 @@ def thread_label(tid: str, name: str | None) -> str:
 
 def _unfinished(piece: str) -> bool:
     if piece.startswith("process ") and piece[8:9].isdigit():
-        return not piece.endswith('"')
+        return not _PROCESS.fullmatch(piece)
     if _THREAD.fullmatch(piece):
         return False
     return " (" in piece and not piece.endswith(")")
@@ -98,29 +105,55 @@ def parse_stack(stack: str, target_pid: int = 0) -> SampleKey:
 class RawParser:
     """Turns raw lines into ``(SampleKey, count)`` pairs, counting malformed lines.
 
-    A line without a count after its last space, with a negative count or with no
-    stack at all is skipped and counted in ``malformed``; parsing never raises on input.
+    A line without a count after its last space, or with a negative count, is skipped
+    and counted in ``malformed``; parsing never raises on input. A line that is only
+    `` COUNT`` is a sample with an empty stack: py-spy caught an active thread with no
+    Python frame (during startup or shutdown, or in native code).
     """
 
     def __init__(self, target_pid: int = 0) -> None:
         self.target_pid = target_pid
         self.malformed = 0
+        self.first_malformed = ""  # the first skipped record, for a diagnostic
 
     def parse(self, lines: Iterable[str]) -> Iterator[tuple[SampleKey, int]]:
-        """Yield one pair per well-formed line; blank lines are ignored silently."""
+        """Yield one pair per well-formed line; blank lines are ignored silently.
+
+        A command line with newlines (``python -c "..."``) spreads one record over
+        several lines: they are joined while a process pseudo-frame's quote is open.
+        """
+        pending: list[str] = []
         for raw in lines:
             line = raw.rstrip("\r\n")
-            if not line.strip():
+            if pending and _PROCESS_START.match(line):  # the open record was cut short
+                self._skip("\n".join(pending))
+                pending = []
+            pending.append(line)
+            record = "\n".join(pending)
+            if _OPEN_PROCESS.fullmatch(record):
                 continue
-            stack, sep, count_text = line.rpartition(" ")
-            if not sep or not stack or not _COUNT.fullmatch(count_text):
-                self.malformed += 1
-                continue
-            yield parse_stack(stack, self.target_pid), int(count_text)
+            pending = []
+            if record.strip():
+                pair = self._parse_record(record)
+                if pair is not None:
+                    yield pair
+        if pending:
+            self._skip("\n".join(pending))
+
+    def _skip(self, record: str) -> None:
+        self.malformed += 1
+        self.first_malformed = self.first_malformed or record
+
+    def _parse_record(self, record: str) -> tuple[SampleKey, int] | None:
+        stack, sep, count_text = record.rpartition(" ")
+        if not sep or not _COUNT.fullmatch(count_text):
+            self._skip(record)
+            return None
+        return parse_stack(stack, self.target_pid), int(count_text)
 
     def parse_text(self, text: str) -> Iterator[tuple[SampleKey, int]]:
-        """Like parse(), for a whole file's text."""
-        return self.parse(text.splitlines())
+        """Like parse(), for a whole file's text (lines end at "\\n" only, as py-spy writes)."""
+        return self.parse(text.split("\n"))
 
 
 def aggregate(pairs: Iterable[tuple[SampleKey, int]]) -> dict[SampleKey, int]:

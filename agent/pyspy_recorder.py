@@ -33,6 +33,7 @@ READY_MARK = "py-spy> Sampling process"
 _SUMMARY = re.compile(r"Samples: (\d+) Errors: (\d+)")
 _STOPPED = re.compile(r"Stopped sampling because (.*)")
 TARGET_EXITED_REASON = "process exited"
+INTERRUPTED_REASON = "Control-C pressed"
 
 
 class RecorderState(enum.Enum):
@@ -54,6 +55,7 @@ class RecorderResult:
     returncode: int | None
     stop_reason: str  # py-spy's words, e.g. "Control-C pressed" or "process exited"
     malformed: int = 0
+    first_malformed: str = ""
     output: tuple[str, ...] = field(default=())
 
     @property
@@ -64,10 +66,15 @@ class RecorderResult:
     def target_exited(self) -> bool:
         return self.stop_reason == TARGET_EXITED_REASON
 
+    @property
+    def interrupted(self) -> bool:
+        """py-spy stopped on a SIGINT (ours, or one sent to the whole process group)."""
+        return self.stop_reason == INTERRUPTED_REASON
+
 
 def _process_name(pid: int) -> str:
     try:
-        return psutil.Process(pid).name()
+        return str(psutil.Process(pid).name())
     except psutil.Error:
         return "?"
 
@@ -114,6 +121,10 @@ class Recorder:
         self.state = RecorderState.STARTING
         self.ready_mono = 0.0
         self.ready_ns = 0
+        self.exit_mono = 0.0
+        self.exit_ns = 0
+        self.stopped_mono = 0.0
+        self.stopped_ns = 0
         self._proc: asyncio.subprocess.Process | None = None
         self._ready = asyncio.Event()
         self._output: deque[str] = deque(maxlen=200)
@@ -137,7 +148,9 @@ class Recorder:
         ]
         self._exited = asyncio.create_task(self._wait_exit())
         ready = asyncio.create_task(self._ready.wait())
-        await asyncio.wait({ready, self._exited}, timeout=timeout_s, return_when="FIRST_COMPLETED")
+        await asyncio.wait(
+            {ready, self._exited}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
         ready.cancel()
         if self._ready.is_set():
             return True
@@ -155,10 +168,15 @@ class Recorder:
                 self.ready_ns = self.clock()
                 self.state = RecorderState.SAMPLING
                 self._ready.set()
+            elif _STOPPED.search(line) and not self.stopped_mono:
+                # the moment sampling ended, closer than SIGINT (py-spy checks for
+                # Ctrl-C once per sample) and than its exit (it writes its file first)
+                self.stopped_mono, self.stopped_ns = time.monotonic(), self.clock()
 
     async def _wait_exit(self) -> int:
         assert self._proc is not None
         code = await self._proc.wait()
+        self.exit_mono, self.exit_ns = time.monotonic(), self.clock()
         await asyncio.gather(*self._drains)  # the pipes close when py-spy exits
         self.state = RecorderState.EXITED
         return code
@@ -176,8 +194,10 @@ class Recorder:
     async def stop(self, timeout_s: float) -> RecorderResult:
         """SIGINT py-spy (if still running), wait for it and read what it recorded."""
         assert self._proc is not None
-        stop_mono, stop_ns = time.monotonic(), self.clock()
-        if not self.exited.done():
+        if self.exited.done():  # it stopped on its own (target exited, or it crashed)
+            stop_mono, stop_ns = self.exit_mono, self.exit_ns
+        else:
+            stop_mono, stop_ns = time.monotonic(), self.clock()
             self.state = RecorderState.STOPPING
             self._proc.send_signal(signal.SIGINT)
             try:
@@ -185,6 +205,8 @@ class Recorder:
             except TimeoutError:
                 log.warning("py-spy ignored SIGINT for %.0f s; killing it", timeout_s)
                 await self.kill()
+        if self.stopped_mono:
+            stop_mono, stop_ns = self.stopped_mono, self.stopped_ns
         return await asyncio.to_thread(self._result, stop_mono, stop_ns)
 
     def _result(self, stop_mono: float, stop_ns: int) -> RecorderResult:
@@ -197,9 +219,17 @@ class Recorder:
         except FileNotFoundError:
             counts = {}
         return RecorderResult(
-            counts, errors, self.ready_mono, stop_mono, stop_ns,
-            self._proc.returncode if self._proc else None, reason, parser.malformed, lines,
-        )  # fmt: skip
+            counts,
+            errors,
+            self.ready_mono,
+            stop_mono,
+            stop_ns,
+            self._proc.returncode if self._proc else None,
+            reason,
+            parser.malformed,
+            parser.first_malformed,
+            lines,
+        )
 
     async def kill(self) -> None:
         """SIGKILL py-spy and wait for it; what it sampled is lost."""
