@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test test-full demo proto bench clean
+.PHONY: test test-full demo proto lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,8 +12,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[collector,demo,dev]'
 	touch $(STAMP)
 
-## the quick suite (what CI runs): unit + integration, long scenarios excluded
-test: $(STAMP)
+## the quick suite (what CI runs): lint, then unit + integration, long scenarios excluded
+test: lint
 	$(PY) -m pytest -q -m "not slow"
 
 ## everything, including the long scenario runs
@@ -27,6 +27,16 @@ demo: $(STAMP)
 ## regenerate proto/*_pb2*.py from proto/*.proto with the pinned grpcio-tools
 proto: $(STAMP)
 	$(PY) -m pyrometer.proto.codegen
+
+## ruff on everything, mypy --strict on the agent and collector packages.
+## mypy cannot follow setuptools' package-dir mapping, so it reads a tree of links
+## that mirrors the installed layout (pyrometer/agent -> agent/, ...).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check agent collector proto/codegen.py tests
+	rm -rf build/typecheck && mkdir -p build/typecheck/pyrometer
+	for pkg in agent collector proto; do ln -s "$(CURDIR)/$$pkg" build/typecheck/pyrometer/$$pkg; done
+	cd build/typecheck && "$(CURDIR)/$(VENV)/bin/mypy" --config-file "$(CURDIR)/pyproject.toml" \
+		-p pyrometer.agent -p pyrometer.collector
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -64,7 +64,9 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> A
     env = os.environ if env is None else env
     collector = _pick(args.collector, env, "PYROMETER_COLLECTOR", None, str, "--collector")
     service = _pick(args.service, env, "PYROMETER_SERVICE", None, str, "--service")
-    match = args.match if args.pid is not None else _pick(args.match, env, "PYROMETER_MATCH", None, str, "--match")
+    match = args.match
+    if args.pid is None:  # PYROMETER_MATCH must not override an explicit --pid
+        match = _pick(args.match, env, "PYROMETER_MATCH", None, str, "--match")
     if not collector:
         raise ConfigError("--collector HOST:PORT is required (or PYROMETER_COLLECTOR)")
     if not _HOST_PORT.match(collector) or not 0 < int(collector.rsplit(":", 1)[1]) < 65536:

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from pyrometer.collector import client
 from pyrometer.collector.procs import Child, ChildError, python_env, start
@@ -107,7 +108,7 @@ def _report(api: str, out: Path, started_ns: int) -> None:
         print(f"  {share:6.1%}  {name}")
 
 
-def top_functions(tree: dict, limit: int) -> list[tuple[str, float]]:
+def top_functions(tree: dict[str, Any], limit: int) -> list[tuple[str, float]]:
     """Functions by self samples (value minus children), as shares of the root's total."""
     totals: dict[str, int] = {}
     stack = [tree]
@@ -123,7 +124,7 @@ def top_functions(tree: dict, limit: int) -> list[tuple[str, float]]:
     return [(name, value / root) for name, value in ranked]
 
 
-def _last_json_line(text: str) -> dict | None:
+def _last_json_line(text: str) -> dict[str, Any] | None:
     for line in reversed(text.splitlines()):
         if line.startswith("{"):
             try:

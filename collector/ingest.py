@@ -48,7 +48,7 @@ class IngestConfig:
     grace_s: float = 5.0  # how long stop() lets open streams finish their batch
 
 
-class IngestServicer(ingest_pb2_grpc.IngestServicer):  # type: ignore[misc]
+class IngestServicer(ingest_pb2_grpc.IngestServicer):
     """`Ingest.Stream`: decode, commit through the group committer, ack."""
 
     def __init__(

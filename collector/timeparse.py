@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 from pyrometer.agent.model import NANOS_PER_SECOND, Nanos
 
@@ -79,11 +79,11 @@ def _parse_rfc3339(text: str) -> Nanos:
             "or now-15m") from None
     if moment.tzinfo is None:
         raise TimeFormatError(f"{text!r} has no time zone: add Z or an offset such as +02:00")
-    delta = moment - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86400 + delta.seconds) * NANOS_PER_SECOND + delta.microseconds * 1000
 
 
 def format_time(ns: Nanos) -> str:
     """RFC 3339 in UTC with milliseconds, for messages and titles."""
-    moment = datetime.fromtimestamp(ns / NANOS_PER_SECOND, tz=timezone.utc)
+    moment = datetime.fromtimestamp(ns / NANOS_PER_SECOND, tz=UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -146,7 +146,7 @@ def test_folded_holds_the_known_stack(e2e: Run) -> None:
 def test_windows_are_contiguous_and_the_total_matches_rate_times_time(e2e: Run) -> None:
     windows = e2e.windows
     assert len(windows) >= 3
-    assert all(a[1] == b[0] for a, b in zip(windows, windows[1:])), "gap or overlap"
+    assert all(a[1] == b[0] for a, b in zip(windows, windows[1:], strict=False)), "gap or overlap"
     covered_s = (windows[-1][1] - windows[0][0]) / 1e9
     # the target is busy all the time: rate x time, within 15% (no double counting)
     assert abs(e2e.stored - RATE * covered_s) <= 0.15 * RATE * covered_s, (e2e.stored, covered_s)
