@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[collector,demo,dev]'
+	$(PY) -m pip install --quiet -e '.[collector,demo,dev,proxy]'
 	touch $(STAMP)
 
 ## the quick suite (what CI runs): lint, then unit + integration, long scenarios excluded

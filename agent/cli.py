@@ -13,22 +13,26 @@ import importlib
 import logging
 import sys
 from collections.abc import Callable
+from typing import Any
 
-from pyrometer.agent import config as agent_config
 from pyrometer.agent.errors import PyrometerError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
-# subcommand -> (help, module that defines its flags, handler "module:function")
+# subcommand -> (help, "module:function" adding its flags, handler "module:function")
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "agent": ("profile a Python process and stream to a collector",
-              "pyrometer.agent.config", "pyrometer.agent.run:main"),
+              "pyrometer.agent.config:add_arguments", "pyrometer.agent.run:main"),
     "collector": ("receive, store and serve profiles",
-                  "pyrometer.collector.config", "pyrometer.collector.service:main"),
+                  "pyrometer.collector.config:add_arguments", "pyrometer.collector.service:main"),
     "flamegraph": ("fetch a flame graph for a time window",
-                   "pyrometer.collector.client", "pyrometer.collector.client:flamegraph_main"),
+                   "pyrometer.collector.client:add_flamegraph_arguments",
+                   "pyrometer.collector.client:flamegraph_main"),
+    "event": ("record a deploy or config change (for CI/CD)",
+              "pyrometer.collector.client:add_event_arguments",
+              "pyrometer.collector.client:event_main"),
     "demo": ("run collector, demo model server, agent and load for a minute",
-             "pyrometer.collector.demo", "pyrometer.collector.demo:main"),
+             "pyrometer.collector.demo:add_arguments", "pyrometer.collector.demo:main"),
 }
 
 
@@ -37,10 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (help_text, flags_module, _) in COMMANDS.items():
+    for name, (help_text, flags, _) in COMMANDS.items():
         cmd = sub.add_parser(name, help=help_text, description=help_text)
-        module = agent_config if flags_module == agent_config.__name__ else _import(flags_module)
-        module.add_arguments(cmd)
+        _function(flags)(cmd)
     return parser
 
 
@@ -49,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return _handler(COMMANDS[args.command][2])(args)
+        code: int = _function(COMMANDS[args.command][2])(args)
+        return code
     except PyrometerError as err:
         print(f"pyrometer {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -63,13 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _handler(spec: str) -> Callable[[argparse.Namespace], int]:
+def _function(spec: str) -> Callable[..., Any]:
+    """"module:function", imported now (only the light flag modules load at parse time)."""
     module_name, _, func = spec.partition(":")
-    return getattr(_import(module_name), func)  # type: ignore[no-any-return]
-
-
-def _import(name: str):  # type: ignore[no-untyped-def]
-    return importlib.import_module(name)
+    return getattr(importlib.import_module(module_name), func)  # type: ignore[no-any-return]
 
 
 if __name__ == "__main__":

@@ -11,8 +11,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pyrometer.agent.model import Frame, ProfileWindow, Stack
+from pyrometer.agent.model import (
+    Event,
+    Frame,
+    GpuReading,
+    HostReading,
+    ProcessReading,
+    ProfileWindow,
+    RequestRecord,
+    Stack,
+    Telemetry,
+)
 from pyrometer.proto import ingest_pb2
+
+# Model field -> proto field where the names differ (times carry their unit on the wire).
+_RENAMED = {"time_ns": "time_unix_nanos", "end_ns": "end_unix_nanos",
+            "latency_ns": "latency_nanos", "ttfb_ns": "ttfb_nanos"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +63,13 @@ class StreamEncoder:
         t = self._tables
         return len(t.strings), len(t.frames), len(t.stacks)
 
-    def encode(self, seq: int, window: ProfileWindow | None) -> ingest_pb2.Batch:
-        """The batch for `window` (None: a batch without stacks) with sequence `seq`."""
+    def encode(self, seq: int, window: ProfileWindow | None,
+               telemetry: Telemetry | None = None, version: str | None = None) -> ingest_pb2.Batch:
+        """The batch with sequence `seq` for `window` (None: no stacks) and `telemetry`.
+
+        `version`, when given, is the target's version for this batch: it replaces the
+        identity's "version" label, so data is filed under the version that produced it.
+        """
         t = self._tables
         self._delta = ingest_pb2.DictionaryDelta(
             string_base=len(t.strings), frame_base=len(t.frames), stack_base=len(t.stacks)
@@ -59,10 +78,38 @@ class StreamEncoder:
         self._string("")
         batch = ingest_pb2.Batch(seq=seq)
         batch.agent.CopyFrom(self._identity)
+        if version is not None:
+            batch.agent.labels["version"] = version
         if window is not None:
             batch.profile.CopyFrom(self._profile(window))
+        if telemetry:
+            self._telemetry(batch, telemetry)
         batch.dictionary.CopyFrom(self._delta)
         return batch
+
+    def _telemetry(self, batch: ingest_pb2.Batch, telemetry: Telemetry) -> None:
+        for gpu in telemetry.gpu:
+            _copy_fields(gpu, batch.gpu.add())
+        for proc in telemetry.process:
+            _copy_fields(proc, batch.process.add())
+        for host in telemetry.host:
+            _copy_fields(host, batch.host.add())
+        for event in telemetry.events:
+            self._event(event, batch.events.add())
+        for request in telemetry.requests:
+            self._request(request, batch.requests.add())
+
+    def _request(self, record: RequestRecord, msg: ingest_pb2.RequestRecord) -> None:
+        _copy_fields(record, msg, skip=("route", "method", "source", "chunk_gaps_us"))
+        msg.route = self._string(record.route)
+        msg.method = self._string(record.method)
+        msg.source = self._string(record.source)
+        msg.chunk_gaps_us.extend(record.chunk_gaps_us)
+
+    @staticmethod
+    def _event(event: Event, msg: ingest_pb2.Event) -> None:
+        _copy_fields(event, msg, skip=("attrs",))
+        msg.attrs.update(dict(event.attrs))
 
     def _profile(self, window: ProfileWindow) -> ingest_pb2.ProfileWindow:
         msg = ingest_pb2.ProfileWindow(
@@ -123,3 +170,13 @@ def _identity_message(identity: AgentIdentity) -> ingest_pb2.AgentIdentity:
     )
     msg.labels.update(dict(identity.labels))
     return msg
+
+
+def _copy_fields(record: GpuReading | ProcessReading | HostReading | RequestRecord | Event,
+                 msg: object, skip: tuple[str, ...] = ()) -> None:
+    """Copy a record's set fields onto its message; None stays absent (proto3 optional)."""
+    for name in record.__slots__:
+        value = getattr(record, name)
+        if value is None or name in skip:
+            continue
+        setattr(msg, _RENAMED.get(name, name), value)

@@ -63,3 +63,109 @@ class ProfileWindow:
         if self.duration_ns <= 0:
             return 0.0
         return self.total * NANOS_PER_SECOND / self.duration_ns
+
+
+@dataclass(frozen=True, slots=True)
+class GpuReading:
+    """One NVML reading of one GPU; None where the device or driver does not say."""
+
+    time_ns: Nanos
+    index: int
+    uuid: str = ""
+    name: str = ""
+    replayed: bool = False  # from a recording (--gpu replay:FILE), not from a GPU
+    temperature_c: float | None = None
+    slowdown_temperature_c: float | None = None
+    memory_temperature_c: float | None = None
+    sm_clock_mhz: int | None = None
+    sm_clock_max_mhz: int | None = None
+    graphics_clock_mhz: int | None = None
+    memory_clock_mhz: int | None = None
+    memory_clock_max_mhz: int | None = None
+    clock_event_reasons: int | None = None  # raw NVML bitmask
+    power_mw: int | None = None
+    power_limit_mw: int | None = None
+    memory_used_bytes: int | None = None
+    memory_total_bytes: int | None = None
+    utilization_gpu_pct: int | None = None
+    utilization_memory_pct: int | None = None
+    performance_state: int | None = None
+    process_memory_bytes: int | None = None  # the target's (and its workers') memory
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessReading:
+    """The target or one of its workers over the interval ending at time_ns."""
+
+    time_ns: Nanos
+    pid: int
+    interval_s: float
+    cpu_user: float  # cores: 1.0 = one core busy for the whole interval
+    cpu_system: float
+    rss_bytes: int
+    threads: int
+    ctx_switches_voluntary: int  # in the interval
+    ctx_switches_involuntary: int
+
+
+@dataclass(frozen=True, slots=True)
+class HostReading:
+    """The host over the interval ending at time_ns; PSI fields None without /proc/pressure."""
+
+    time_ns: Nanos
+    cpu_pct: float
+    cpu_count: int
+    memory_available_bytes: int
+    memory_total_bytes: int
+    load1: float
+    psi_cpu_some: float | None = None
+    psi_memory_some: float | None = None
+    psi_memory_full: float | None = None
+    psi_io_some: float | None = None
+    psi_io_full: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One served request as the middleware or the proxy saw it."""
+
+    end_ns: Nanos
+    latency_ns: Nanos
+    request_bytes: int
+    response_bytes: int
+    route: str
+    method: str
+    status: int
+    ttfb_ns: Nanos | None = None  # streamed responses: time to first body byte
+    chunk_gaps_us: tuple[int, ...] = ()  # gaps between body chunks, microseconds
+    chunk_gaps_dropped: int = 0  # gaps beyond the per-request cap, counted
+    app_size: int | None = None  # app-supplied size of the work, e.g. tokens
+    pid: int = 0  # the worker that served it; 0 = unknown
+    source: str = "middleware"  # or "proxy"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened to the target: restart, deploy, config change."""
+
+    time_ns: Nanos
+    kind: str
+    version: str = ""
+    previous_version: str = ""
+    pid: int = 0
+    previous_pid: int = 0
+    attrs: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Telemetry:
+    """What one batch carries besides stacks: records gathered since the last batch."""
+
+    gpu: tuple[GpuReading, ...] = ()
+    process: tuple[ProcessReading, ...] = ()
+    host: tuple[HostReading, ...] = ()
+    requests: tuple[RequestRecord, ...] = ()
+    events: tuple[Event, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.gpu or self.process or self.host or self.requests or self.events)

@@ -19,7 +19,7 @@ class ApiError(PyrometerError):
     """The API answered with an error, or could not be reached."""
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_flamegraph_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default="http://127.0.0.1:7071", help="collector HTTP API base URL")
     parser.add_argument("--service", required=True)
     parser.add_argument("--from", dest="start", default="now-1h",
@@ -65,3 +65,12 @@ def _error_message(body: bytes) -> str:
         return str(json.loads(body)["error"])
     except (ValueError, KeyError, TypeError):
         return body[:200].decode("utf-8", "replace")
+
+
+def add_event_arguments(parser: argparse.ArgumentParser) -> None:
+    # filled in with the events API; see event_main
+    parser.add_argument("--url", default="http://127.0.0.1:7071", help="collector HTTP API base URL")
+
+
+def event_main(args: argparse.Namespace) -> int:
+    raise ApiError("pyrometer event is not implemented yet")

@@ -250,6 +250,11 @@ class Batch(_message.Message):
     SEQ_FIELD_NUMBER: _builtins.int
     DICTIONARY_FIELD_NUMBER: _builtins.int
     PROFILE_FIELD_NUMBER: _builtins.int
+    GPU_FIELD_NUMBER: _builtins.int
+    PROCESS_FIELD_NUMBER: _builtins.int
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     """Per agent, strictly increasing from 1; a batch with seq <= the collector's
     high-water mark for this agent is a retried duplicate and is acknowledged unstored.
@@ -262,6 +267,23 @@ class Batch(_message.Message):
     def profile(self) -> Global___ProfileWindow:
         """absent when the batch carries no stacks"""
 
+    @_builtins.property
+    def gpu(self) -> _containers.RepeatedCompositeFieldContainer[Global___GpuReading]:
+        """Fields 5-9: reserved for batch-level metadata.
+
+        Telemetry gathered since the previous batch, each record stamped with its own time.
+        """
+
+    @_builtins.property
+    def process(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProcessReading]: ...
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___RequestRecord]: ...
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___Event]: ...
+    @_builtins.property
+    def host(self) -> _containers.RepeatedCompositeFieldContainer[Global___HostReading]:
+        """15: agent self-metrics (CPU, RSS, queue depth, dropped counts), next revision."""
+
     def __init__(
         self,
         *,
@@ -269,14 +291,430 @@ class Batch(_message.Message):
         seq: _builtins.int = ...,
         dictionary: Global___DictionaryDelta | None = ...,
         profile: Global___ProfileWindow | None = ...,
+        gpu: _abc.Iterable[Global___GpuReading] | None = ...,
+        process: _abc.Iterable[Global___ProcessReading] | None = ...,
+        requests: _abc.Iterable[Global___RequestRecord] | None = ...,
+        events: _abc.Iterable[Global___Event] | None = ...,
+        host: _abc.Iterable[Global___HostReading] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "dictionary", b"dictionary", "profile", b"profile"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "dictionary", b"dictionary", "profile", b"profile", "seq", b"seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "dictionary", b"dictionary", "events", b"events", "gpu", b"gpu", "host", b"host", "process", b"process", "profile", b"profile", "requests", b"requests", "seq", b"seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Batch: _TypeAlias = Batch  # noqa: Y015
+
+@_typing.final
+class GpuReading(_message.Message):
+    """One NVML reading of one GPU. Optional fields are absent when the device or driver
+    does not support the query.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_UNIX_NANOS_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    UUID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
+    TEMPERATURE_C_FIELD_NUMBER: _builtins.int
+    SLOWDOWN_TEMPERATURE_C_FIELD_NUMBER: _builtins.int
+    MEMORY_TEMPERATURE_C_FIELD_NUMBER: _builtins.int
+    SM_CLOCK_MHZ_FIELD_NUMBER: _builtins.int
+    SM_CLOCK_MAX_MHZ_FIELD_NUMBER: _builtins.int
+    GRAPHICS_CLOCK_MHZ_FIELD_NUMBER: _builtins.int
+    MEMORY_CLOCK_MHZ_FIELD_NUMBER: _builtins.int
+    MEMORY_CLOCK_MAX_MHZ_FIELD_NUMBER: _builtins.int
+    CLOCK_EVENT_REASONS_FIELD_NUMBER: _builtins.int
+    POWER_MW_FIELD_NUMBER: _builtins.int
+    POWER_LIMIT_MW_FIELD_NUMBER: _builtins.int
+    MEMORY_USED_BYTES_FIELD_NUMBER: _builtins.int
+    MEMORY_TOTAL_BYTES_FIELD_NUMBER: _builtins.int
+    UTILIZATION_GPU_PCT_FIELD_NUMBER: _builtins.int
+    UTILIZATION_MEMORY_PCT_FIELD_NUMBER: _builtins.int
+    PERFORMANCE_STATE_FIELD_NUMBER: _builtins.int
+    PROCESS_MEMORY_BYTES_FIELD_NUMBER: _builtins.int
+    time_unix_nanos: _builtins.int
+    index: _builtins.int
+    uuid: _builtins.str
+    name: _builtins.str
+    replayed: _builtins.bool
+    """true when the reading was replayed from a recording, not read from a GPU"""
+    temperature_c: _builtins.float
+    slowdown_temperature_c: _builtins.float
+    memory_temperature_c: _builtins.float
+    sm_clock_mhz: _builtins.int
+    sm_clock_max_mhz: _builtins.int
+    graphics_clock_mhz: _builtins.int
+    memory_clock_mhz: _builtins.int
+    memory_clock_max_mhz: _builtins.int
+    clock_event_reasons: _builtins.int
+    """NVML clock-event (throttle) reason bitmask, as the driver reported it"""
+    power_mw: _builtins.int
+    power_limit_mw: _builtins.int
+    memory_used_bytes: _builtins.int
+    memory_total_bytes: _builtins.int
+    utilization_gpu_pct: _builtins.int
+    utilization_memory_pct: _builtins.int
+    performance_state: _builtins.int
+    """0 (P0, fastest) .. 15"""
+    process_memory_bytes: _builtins.int
+    """GPU memory used by the target process (and its workers) on this device"""
+    def __init__(
+        self,
+        *,
+        time_unix_nanos: _builtins.int = ...,
+        index: _builtins.int = ...,
+        uuid: _builtins.str = ...,
+        name: _builtins.str = ...,
+        replayed: _builtins.bool = ...,
+        temperature_c: _builtins.float | None = ...,
+        slowdown_temperature_c: _builtins.float | None = ...,
+        memory_temperature_c: _builtins.float | None = ...,
+        sm_clock_mhz: _builtins.int | None = ...,
+        sm_clock_max_mhz: _builtins.int | None = ...,
+        graphics_clock_mhz: _builtins.int | None = ...,
+        memory_clock_mhz: _builtins.int | None = ...,
+        memory_clock_max_mhz: _builtins.int | None = ...,
+        clock_event_reasons: _builtins.int | None = ...,
+        power_mw: _builtins.int | None = ...,
+        power_limit_mw: _builtins.int | None = ...,
+        memory_used_bytes: _builtins.int | None = ...,
+        memory_total_bytes: _builtins.int | None = ...,
+        utilization_gpu_pct: _builtins.int | None = ...,
+        utilization_memory_pct: _builtins.int | None = ...,
+        performance_state: _builtins.int | None = ...,
+        process_memory_bytes: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_clock_event_reasons", b"_clock_event_reasons", "_graphics_clock_mhz", b"_graphics_clock_mhz", "_memory_clock_max_mhz", b"_memory_clock_max_mhz", "_memory_clock_mhz", b"_memory_clock_mhz", "_memory_temperature_c", b"_memory_temperature_c", "_memory_total_bytes", b"_memory_total_bytes", "_memory_used_bytes", b"_memory_used_bytes", "_performance_state", b"_performance_state", "_power_limit_mw", b"_power_limit_mw", "_power_mw", b"_power_mw", "_process_memory_bytes", b"_process_memory_bytes", "_slowdown_temperature_c", b"_slowdown_temperature_c", "_sm_clock_max_mhz", b"_sm_clock_max_mhz", "_sm_clock_mhz", b"_sm_clock_mhz", "_temperature_c", b"_temperature_c", "_utilization_gpu_pct", b"_utilization_gpu_pct", "_utilization_memory_pct", b"_utilization_memory_pct", "clock_event_reasons", b"clock_event_reasons", "graphics_clock_mhz", b"graphics_clock_mhz", "memory_clock_max_mhz", b"memory_clock_max_mhz", "memory_clock_mhz", b"memory_clock_mhz", "memory_temperature_c", b"memory_temperature_c", "memory_total_bytes", b"memory_total_bytes", "memory_used_bytes", b"memory_used_bytes", "performance_state", b"performance_state", "power_limit_mw", b"power_limit_mw", "power_mw", b"power_mw", "process_memory_bytes", b"process_memory_bytes", "slowdown_temperature_c", b"slowdown_temperature_c", "sm_clock_max_mhz", b"sm_clock_max_mhz", "sm_clock_mhz", b"sm_clock_mhz", "temperature_c", b"temperature_c", "utilization_gpu_pct", b"utilization_gpu_pct", "utilization_memory_pct", b"utilization_memory_pct"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_clock_event_reasons", b"_clock_event_reasons", "_graphics_clock_mhz", b"_graphics_clock_mhz", "_memory_clock_max_mhz", b"_memory_clock_max_mhz", "_memory_clock_mhz", b"_memory_clock_mhz", "_memory_temperature_c", b"_memory_temperature_c", "_memory_total_bytes", b"_memory_total_bytes", "_memory_used_bytes", b"_memory_used_bytes", "_performance_state", b"_performance_state", "_power_limit_mw", b"_power_limit_mw", "_power_mw", b"_power_mw", "_process_memory_bytes", b"_process_memory_bytes", "_slowdown_temperature_c", b"_slowdown_temperature_c", "_sm_clock_max_mhz", b"_sm_clock_max_mhz", "_sm_clock_mhz", b"_sm_clock_mhz", "_temperature_c", b"_temperature_c", "_utilization_gpu_pct", b"_utilization_gpu_pct", "_utilization_memory_pct", b"_utilization_memory_pct", "clock_event_reasons", b"clock_event_reasons", "graphics_clock_mhz", b"graphics_clock_mhz", "index", b"index", "memory_clock_max_mhz", b"memory_clock_max_mhz", "memory_clock_mhz", b"memory_clock_mhz", "memory_temperature_c", b"memory_temperature_c", "memory_total_bytes", b"memory_total_bytes", "memory_used_bytes", b"memory_used_bytes", "name", b"name", "performance_state", b"performance_state", "power_limit_mw", b"power_limit_mw", "power_mw", b"power_mw", "process_memory_bytes", b"process_memory_bytes", "replayed", b"replayed", "slowdown_temperature_c", b"slowdown_temperature_c", "sm_clock_max_mhz", b"sm_clock_max_mhz", "sm_clock_mhz", b"sm_clock_mhz", "temperature_c", b"temperature_c", "time_unix_nanos", b"time_unix_nanos", "utilization_gpu_pct", b"utilization_gpu_pct", "utilization_memory_pct", b"utilization_memory_pct", "uuid", b"uuid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__clock_event_reasons: _TypeAlias = _typing.Literal["clock_event_reasons"]  # noqa: Y015
+    _WhichOneofArgType__clock_event_reasons: _TypeAlias = _typing.Literal["_clock_event_reasons", b"_clock_event_reasons"]  # noqa: Y015
+    _WhichOneofReturnType__graphics_clock_mhz: _TypeAlias = _typing.Literal["graphics_clock_mhz"]  # noqa: Y015
+    _WhichOneofArgType__graphics_clock_mhz: _TypeAlias = _typing.Literal["_graphics_clock_mhz", b"_graphics_clock_mhz"]  # noqa: Y015
+    _WhichOneofReturnType__memory_clock_max_mhz: _TypeAlias = _typing.Literal["memory_clock_max_mhz"]  # noqa: Y015
+    _WhichOneofArgType__memory_clock_max_mhz: _TypeAlias = _typing.Literal["_memory_clock_max_mhz", b"_memory_clock_max_mhz"]  # noqa: Y015
+    _WhichOneofReturnType__memory_clock_mhz: _TypeAlias = _typing.Literal["memory_clock_mhz"]  # noqa: Y015
+    _WhichOneofArgType__memory_clock_mhz: _TypeAlias = _typing.Literal["_memory_clock_mhz", b"_memory_clock_mhz"]  # noqa: Y015
+    _WhichOneofReturnType__memory_temperature_c: _TypeAlias = _typing.Literal["memory_temperature_c"]  # noqa: Y015
+    _WhichOneofArgType__memory_temperature_c: _TypeAlias = _typing.Literal["_memory_temperature_c", b"_memory_temperature_c"]  # noqa: Y015
+    _WhichOneofReturnType__memory_total_bytes: _TypeAlias = _typing.Literal["memory_total_bytes"]  # noqa: Y015
+    _WhichOneofArgType__memory_total_bytes: _TypeAlias = _typing.Literal["_memory_total_bytes", b"_memory_total_bytes"]  # noqa: Y015
+    _WhichOneofReturnType__memory_used_bytes: _TypeAlias = _typing.Literal["memory_used_bytes"]  # noqa: Y015
+    _WhichOneofArgType__memory_used_bytes: _TypeAlias = _typing.Literal["_memory_used_bytes", b"_memory_used_bytes"]  # noqa: Y015
+    _WhichOneofReturnType__performance_state: _TypeAlias = _typing.Literal["performance_state"]  # noqa: Y015
+    _WhichOneofArgType__performance_state: _TypeAlias = _typing.Literal["_performance_state", b"_performance_state"]  # noqa: Y015
+    _WhichOneofReturnType__power_limit_mw: _TypeAlias = _typing.Literal["power_limit_mw"]  # noqa: Y015
+    _WhichOneofArgType__power_limit_mw: _TypeAlias = _typing.Literal["_power_limit_mw", b"_power_limit_mw"]  # noqa: Y015
+    _WhichOneofReturnType__power_mw: _TypeAlias = _typing.Literal["power_mw"]  # noqa: Y015
+    _WhichOneofArgType__power_mw: _TypeAlias = _typing.Literal["_power_mw", b"_power_mw"]  # noqa: Y015
+    _WhichOneofReturnType__process_memory_bytes: _TypeAlias = _typing.Literal["process_memory_bytes"]  # noqa: Y015
+    _WhichOneofArgType__process_memory_bytes: _TypeAlias = _typing.Literal["_process_memory_bytes", b"_process_memory_bytes"]  # noqa: Y015
+    _WhichOneofReturnType__slowdown_temperature_c: _TypeAlias = _typing.Literal["slowdown_temperature_c"]  # noqa: Y015
+    _WhichOneofArgType__slowdown_temperature_c: _TypeAlias = _typing.Literal["_slowdown_temperature_c", b"_slowdown_temperature_c"]  # noqa: Y015
+    _WhichOneofReturnType__sm_clock_max_mhz: _TypeAlias = _typing.Literal["sm_clock_max_mhz"]  # noqa: Y015
+    _WhichOneofArgType__sm_clock_max_mhz: _TypeAlias = _typing.Literal["_sm_clock_max_mhz", b"_sm_clock_max_mhz"]  # noqa: Y015
+    _WhichOneofReturnType__sm_clock_mhz: _TypeAlias = _typing.Literal["sm_clock_mhz"]  # noqa: Y015
+    _WhichOneofArgType__sm_clock_mhz: _TypeAlias = _typing.Literal["_sm_clock_mhz", b"_sm_clock_mhz"]  # noqa: Y015
+    _WhichOneofReturnType__temperature_c: _TypeAlias = _typing.Literal["temperature_c"]  # noqa: Y015
+    _WhichOneofArgType__temperature_c: _TypeAlias = _typing.Literal["_temperature_c", b"_temperature_c"]  # noqa: Y015
+    _WhichOneofReturnType__utilization_gpu_pct: _TypeAlias = _typing.Literal["utilization_gpu_pct"]  # noqa: Y015
+    _WhichOneofArgType__utilization_gpu_pct: _TypeAlias = _typing.Literal["_utilization_gpu_pct", b"_utilization_gpu_pct"]  # noqa: Y015
+    _WhichOneofReturnType__utilization_memory_pct: _TypeAlias = _typing.Literal["utilization_memory_pct"]  # noqa: Y015
+    _WhichOneofArgType__utilization_memory_pct: _TypeAlias = _typing.Literal["_utilization_memory_pct", b"_utilization_memory_pct"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__clock_event_reasons) -> _WhichOneofReturnType__clock_event_reasons | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__graphics_clock_mhz) -> _WhichOneofReturnType__graphics_clock_mhz | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__memory_clock_max_mhz) -> _WhichOneofReturnType__memory_clock_max_mhz | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__memory_clock_mhz) -> _WhichOneofReturnType__memory_clock_mhz | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__memory_temperature_c) -> _WhichOneofReturnType__memory_temperature_c | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__memory_total_bytes) -> _WhichOneofReturnType__memory_total_bytes | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__memory_used_bytes) -> _WhichOneofReturnType__memory_used_bytes | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__performance_state) -> _WhichOneofReturnType__performance_state | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__power_limit_mw) -> _WhichOneofReturnType__power_limit_mw | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__power_mw) -> _WhichOneofReturnType__power_mw | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__process_memory_bytes) -> _WhichOneofReturnType__process_memory_bytes | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__slowdown_temperature_c) -> _WhichOneofReturnType__slowdown_temperature_c | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__sm_clock_max_mhz) -> _WhichOneofReturnType__sm_clock_max_mhz | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__sm_clock_mhz) -> _WhichOneofReturnType__sm_clock_mhz | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature_c) -> _WhichOneofReturnType__temperature_c | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__utilization_gpu_pct) -> _WhichOneofReturnType__utilization_gpu_pct | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__utilization_memory_pct) -> _WhichOneofReturnType__utilization_memory_pct | None: ...
+
+Global___GpuReading: _TypeAlias = GpuReading  # noqa: Y015
+
+@_typing.final
+class ProcessReading(_message.Message):
+    """One psutil reading of the target or one of its workers, over the interval that ends
+    at time_unix_nanos.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_UNIX_NANOS_FIELD_NUMBER: _builtins.int
+    PID_FIELD_NUMBER: _builtins.int
+    INTERVAL_S_FIELD_NUMBER: _builtins.int
+    CPU_USER_FIELD_NUMBER: _builtins.int
+    CPU_SYSTEM_FIELD_NUMBER: _builtins.int
+    RSS_BYTES_FIELD_NUMBER: _builtins.int
+    THREADS_FIELD_NUMBER: _builtins.int
+    CTX_SWITCHES_VOLUNTARY_FIELD_NUMBER: _builtins.int
+    CTX_SWITCHES_INVOLUNTARY_FIELD_NUMBER: _builtins.int
+    time_unix_nanos: _builtins.int
+    pid: _builtins.int
+    interval_s: _builtins.float
+    cpu_user: _builtins.float
+    """CPU time used in the interval, in cores (1.0 = one core busy all the interval)"""
+    cpu_system: _builtins.float
+    rss_bytes: _builtins.int
+    threads: _builtins.int
+    ctx_switches_voluntary: _builtins.int
+    """context switches in the interval"""
+    ctx_switches_involuntary: _builtins.int
+    def __init__(
+        self,
+        *,
+        time_unix_nanos: _builtins.int = ...,
+        pid: _builtins.int = ...,
+        interval_s: _builtins.float = ...,
+        cpu_user: _builtins.float = ...,
+        cpu_system: _builtins.float = ...,
+        rss_bytes: _builtins.int = ...,
+        threads: _builtins.int = ...,
+        ctx_switches_voluntary: _builtins.int = ...,
+        ctx_switches_involuntary: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_system", b"cpu_system", "cpu_user", b"cpu_user", "ctx_switches_involuntary", b"ctx_switches_involuntary", "ctx_switches_voluntary", b"ctx_switches_voluntary", "interval_s", b"interval_s", "pid", b"pid", "rss_bytes", b"rss_bytes", "threads", b"threads", "time_unix_nanos", b"time_unix_nanos"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProcessReading: _TypeAlias = ProcessReading  # noqa: Y015
+
+@_typing.final
+class HostReading(_message.Message):
+    """The host the target runs on, over the interval that ends at time_unix_nanos."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_UNIX_NANOS_FIELD_NUMBER: _builtins.int
+    CPU_PCT_FIELD_NUMBER: _builtins.int
+    CPU_COUNT_FIELD_NUMBER: _builtins.int
+    MEMORY_AVAILABLE_BYTES_FIELD_NUMBER: _builtins.int
+    MEMORY_TOTAL_BYTES_FIELD_NUMBER: _builtins.int
+    LOAD1_FIELD_NUMBER: _builtins.int
+    PSI_CPU_SOME_FIELD_NUMBER: _builtins.int
+    PSI_MEMORY_SOME_FIELD_NUMBER: _builtins.int
+    PSI_MEMORY_FULL_FIELD_NUMBER: _builtins.int
+    PSI_IO_SOME_FIELD_NUMBER: _builtins.int
+    PSI_IO_FULL_FIELD_NUMBER: _builtins.int
+    time_unix_nanos: _builtins.int
+    cpu_pct: _builtins.float
+    """all cores, 0-100"""
+    cpu_count: _builtins.int
+    memory_available_bytes: _builtins.int
+    memory_total_bytes: _builtins.int
+    load1: _builtins.float
+    psi_cpu_some: _builtins.float
+    """Linux PSI avg10 (percent of time stalled), absent where /proc/pressure is missing"""
+    psi_memory_some: _builtins.float
+    psi_memory_full: _builtins.float
+    psi_io_some: _builtins.float
+    psi_io_full: _builtins.float
+    def __init__(
+        self,
+        *,
+        time_unix_nanos: _builtins.int = ...,
+        cpu_pct: _builtins.float = ...,
+        cpu_count: _builtins.int = ...,
+        memory_available_bytes: _builtins.int = ...,
+        memory_total_bytes: _builtins.int = ...,
+        load1: _builtins.float = ...,
+        psi_cpu_some: _builtins.float | None = ...,
+        psi_memory_some: _builtins.float | None = ...,
+        psi_memory_full: _builtins.float | None = ...,
+        psi_io_some: _builtins.float | None = ...,
+        psi_io_full: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_psi_cpu_some", b"_psi_cpu_some", "_psi_io_full", b"_psi_io_full", "_psi_io_some", b"_psi_io_some", "_psi_memory_full", b"_psi_memory_full", "_psi_memory_some", b"_psi_memory_some", "psi_cpu_some", b"psi_cpu_some", "psi_io_full", b"psi_io_full", "psi_io_some", b"psi_io_some", "psi_memory_full", b"psi_memory_full", "psi_memory_some", b"psi_memory_some"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_psi_cpu_some", b"_psi_cpu_some", "_psi_io_full", b"_psi_io_full", "_psi_io_some", b"_psi_io_some", "_psi_memory_full", b"_psi_memory_full", "_psi_memory_some", b"_psi_memory_some", "cpu_count", b"cpu_count", "cpu_pct", b"cpu_pct", "load1", b"load1", "memory_available_bytes", b"memory_available_bytes", "memory_total_bytes", b"memory_total_bytes", "psi_cpu_some", b"psi_cpu_some", "psi_io_full", b"psi_io_full", "psi_io_some", b"psi_io_some", "psi_memory_full", b"psi_memory_full", "psi_memory_some", b"psi_memory_some", "time_unix_nanos", b"time_unix_nanos"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__psi_cpu_some: _TypeAlias = _typing.Literal["psi_cpu_some"]  # noqa: Y015
+    _WhichOneofArgType__psi_cpu_some: _TypeAlias = _typing.Literal["_psi_cpu_some", b"_psi_cpu_some"]  # noqa: Y015
+    _WhichOneofReturnType__psi_io_full: _TypeAlias = _typing.Literal["psi_io_full"]  # noqa: Y015
+    _WhichOneofArgType__psi_io_full: _TypeAlias = _typing.Literal["_psi_io_full", b"_psi_io_full"]  # noqa: Y015
+    _WhichOneofReturnType__psi_io_some: _TypeAlias = _typing.Literal["psi_io_some"]  # noqa: Y015
+    _WhichOneofArgType__psi_io_some: _TypeAlias = _typing.Literal["_psi_io_some", b"_psi_io_some"]  # noqa: Y015
+    _WhichOneofReturnType__psi_memory_full: _TypeAlias = _typing.Literal["psi_memory_full"]  # noqa: Y015
+    _WhichOneofArgType__psi_memory_full: _TypeAlias = _typing.Literal["_psi_memory_full", b"_psi_memory_full"]  # noqa: Y015
+    _WhichOneofReturnType__psi_memory_some: _TypeAlias = _typing.Literal["psi_memory_some"]  # noqa: Y015
+    _WhichOneofArgType__psi_memory_some: _TypeAlias = _typing.Literal["_psi_memory_some", b"_psi_memory_some"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__psi_cpu_some) -> _WhichOneofReturnType__psi_cpu_some | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__psi_io_full) -> _WhichOneofReturnType__psi_io_full | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__psi_io_some) -> _WhichOneofReturnType__psi_io_some | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__psi_memory_full) -> _WhichOneofReturnType__psi_memory_full | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__psi_memory_some) -> _WhichOneofReturnType__psi_memory_some | None: ...
+
+Global___HostReading: _TypeAlias = HostReading  # noqa: Y015
+
+@_typing.final
+class RequestRecord(_message.Message):
+    """One served request, as the middleware or the proxy saw it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    END_UNIX_NANOS_FIELD_NUMBER: _builtins.int
+    LATENCY_NANOS_FIELD_NUMBER: _builtins.int
+    REQUEST_BYTES_FIELD_NUMBER: _builtins.int
+    RESPONSE_BYTES_FIELD_NUMBER: _builtins.int
+    ROUTE_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    TTFB_NANOS_FIELD_NUMBER: _builtins.int
+    CHUNK_GAPS_US_FIELD_NUMBER: _builtins.int
+    CHUNK_GAPS_DROPPED_FIELD_NUMBER: _builtins.int
+    APP_SIZE_FIELD_NUMBER: _builtins.int
+    PID_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    end_unix_nanos: _builtins.int
+    latency_nanos: _builtins.int
+    request_bytes: _builtins.int
+    response_bytes: _builtins.int
+    route: _builtins.int
+    """string id (the route template or path)"""
+    method: _builtins.int
+    """string id"""
+    status: _builtins.int
+    ttfb_nanos: _builtins.int
+    """streamed responses: time to first body byte, and the gaps between chunks"""
+    chunk_gaps_dropped: _builtins.int
+    """gaps left out beyond the per-request cap (counted, never silently lost)"""
+    app_size: _builtins.int
+    """app-supplied size of the work, e.g. tokens; absent when the app gave none"""
+    pid: _builtins.int
+    """worker that served it, 0 = unknown"""
+    source: _builtins.int
+    """string id: "middleware" or "proxy" """
+    @_builtins.property
+    def chunk_gaps_us(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        end_unix_nanos: _builtins.int = ...,
+        latency_nanos: _builtins.int = ...,
+        request_bytes: _builtins.int = ...,
+        response_bytes: _builtins.int = ...,
+        route: _builtins.int = ...,
+        method: _builtins.int = ...,
+        status: _builtins.int = ...,
+        ttfb_nanos: _builtins.int | None = ...,
+        chunk_gaps_us: _abc.Iterable[_builtins.int] | None = ...,
+        chunk_gaps_dropped: _builtins.int = ...,
+        app_size: _builtins.int | None = ...,
+        pid: _builtins.int = ...,
+        source: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_app_size", b"_app_size", "_ttfb_nanos", b"_ttfb_nanos", "app_size", b"app_size", "ttfb_nanos", b"ttfb_nanos"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_app_size", b"_app_size", "_ttfb_nanos", b"_ttfb_nanos", "app_size", b"app_size", "chunk_gaps_dropped", b"chunk_gaps_dropped", "chunk_gaps_us", b"chunk_gaps_us", "end_unix_nanos", b"end_unix_nanos", "latency_nanos", b"latency_nanos", "method", b"method", "pid", b"pid", "request_bytes", b"request_bytes", "response_bytes", b"response_bytes", "route", b"route", "source", b"source", "status", b"status", "ttfb_nanos", b"ttfb_nanos"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__app_size: _TypeAlias = _typing.Literal["app_size"]  # noqa: Y015
+    _WhichOneofArgType__app_size: _TypeAlias = _typing.Literal["_app_size", b"_app_size"]  # noqa: Y015
+    _WhichOneofReturnType__ttfb_nanos: _TypeAlias = _typing.Literal["ttfb_nanos"]  # noqa: Y015
+    _WhichOneofArgType__ttfb_nanos: _TypeAlias = _typing.Literal["_ttfb_nanos", b"_ttfb_nanos"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__app_size) -> _WhichOneofReturnType__app_size | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__ttfb_nanos) -> _WhichOneofReturnType__ttfb_nanos | None: ...
+
+Global___RequestRecord: _TypeAlias = RequestRecord  # noqa: Y015
+
+@_typing.final
+class Event(_message.Message):
+    """Something that happened to the target: a restart, a deploy, a config change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class AttrsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    TIME_UNIX_NANOS_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    PREVIOUS_VERSION_FIELD_NUMBER: _builtins.int
+    PID_FIELD_NUMBER: _builtins.int
+    PREVIOUS_PID_FIELD_NUMBER: _builtins.int
+    ATTRS_FIELD_NUMBER: _builtins.int
+    time_unix_nanos: _builtins.int
+    kind: _builtins.str
+    """"restart", "deploy", "config", ..."""
+    version: _builtins.str
+    previous_version: _builtins.str
+    pid: _builtins.int
+    previous_pid: _builtins.int
+    @_builtins.property
+    def attrs(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        time_unix_nanos: _builtins.int = ...,
+        kind: _builtins.str = ...,
+        version: _builtins.str = ...,
+        previous_version: _builtins.str = ...,
+        pid: _builtins.int = ...,
+        previous_pid: _builtins.int = ...,
+        attrs: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attrs", b"attrs", "kind", b"kind", "pid", b"pid", "previous_pid", b"previous_pid", "previous_version", b"previous_version", "time_unix_nanos", b"time_unix_nanos", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Event: _TypeAlias = Event  # noqa: Y015
 
 @_typing.final
 class Ack(_message.Message):
