@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test test-full demo proto lint clean
+.PHONY: test test-full demo proto lint gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ demo: $(STAMP)
 ## regenerate proto/*_pb2*.py from proto/*.proto with the pinned grpcio-tools
 proto: $(STAMP)
 	$(PY) -m pyrometer.proto.codegen
+
+## on a machine with an NVIDIA GPU: read the real NVML for about 20 s (under load when
+## torch with CUDA is importable) and print what it read; exits non-zero if it read nothing
+gpu-check: $(STAMP)
+	$(PY) -m pyrometer.agent.gpu_check
 
 ## ruff on everything, mypy --strict on the agent and collector packages.
 ## mypy cannot follow setuptools' package-dir mapping, so it reads a tree of links

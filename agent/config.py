@@ -12,12 +12,13 @@ import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pyrometer.agent.errors import ConfigError
 
 T = TypeVar("T")
 _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+_LISTEN = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]*):(\d{1,5})$")
 _LABEL_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -36,6 +37,14 @@ class AgentConfig:
     threads: bool = False
     subprocesses: bool = False
     native: bool = False
+    gpu: str = "auto"  # auto | off | replay:FILE
+    gpu_interval_s: float = 1.0
+    process_interval_s: float = 1.0
+    requests_listen: str | None = "127.0.0.1:7072"  # None: no UDP listener
+    proxy: tuple[str, str] | None = None  # (listen, upstream)
+    version: str | None = None  # fixed version; else read from the target's environment
+    version_keys: tuple[str, ...] = ("APP_VERSION", "GIT_COMMIT", "IMAGE_TAG")
+    flush_interval_s: float = 5.0  # telemetry ships at least this often between windows
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,6 +67,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also profile child processes (pre-fork workers); pid as a label")
     parser.add_argument("--native", action="store_true",
                         help="include native frames (pauses the target at each sample)")
+    parser.add_argument("--gpu", help="auto | off | replay:FILE (recorded NVML readings) "
+                        "(default auto) [PYROMETER_GPU]")
+    parser.add_argument("--gpu-interval", type=float, help="seconds between GPU readings "
+                        "(0.1-10, default 1)")
+    parser.add_argument("--requests-listen", help="UDP HOST:PORT where the middleware sends "
+                        "request records, or 'off' (default 127.0.0.1:7072) "
+                        "[PYROMETER_REQUESTS_LISTEN]")
+    parser.add_argument("--proxy", metavar="LISTEN=UPSTREAM",
+                        help="reverse-proxy LISTEN (HOST:PORT) to UPSTREAM (HOST:PORT or URL), "
+                        "recording every request [PYROMETER_PROXY]")
+    parser.add_argument("--version", dest="target_version",
+                        help="the target's version (default: read from its environment)")
+    parser.add_argument("--version-env", help="comma-separated environment variables of the "
+                        "target that hold its version (default APP_VERSION,GIT_COMMIT,IMAGE_TAG)")
 
 
 def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> AgentConfig:
@@ -90,7 +113,47 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> A
         instance=_pick(args.instance, env, "PYROMETER_INSTANCE", socket.gethostname(), str, "--instance"),
         labels=parse_labels(args.label), rate_hz=rate, window_s=window, gil=args.gil,
         idle=args.idle, threads=args.threads, subprocesses=args.subprocesses, native=args.native,
+        **_telemetry(args, env),
     )
+
+
+def _telemetry(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
+    gpu = _pick(args.gpu, env, "PYROMETER_GPU", "auto", str, "--gpu")
+    if gpu not in ("auto", "off") and not (gpu.startswith("replay:") and len(gpu) > 7):
+        raise ConfigError(f"--gpu {gpu!r}: expected auto, off or replay:FILE")
+    interval = args.gpu_interval if args.gpu_interval is not None else 1.0
+    if not 0.1 <= interval <= 10:
+        raise ConfigError(f"--gpu-interval {interval}: expected 0.1-10 seconds")
+    listen = _pick(args.requests_listen, env, "PYROMETER_REQUESTS_LISTEN", "127.0.0.1:7072", str,
+                   "--requests-listen")
+    if listen != "off":
+        _check_address("--requests-listen", listen)
+    proxy = _pick(args.proxy, env, "PYROMETER_PROXY", None, str, "--proxy")
+    keys = tuple(k.strip() for k in (args.version_env or "").split(",") if k.strip())
+    return {
+        "gpu": gpu, "gpu_interval_s": interval,
+        "requests_listen": None if listen == "off" else listen,
+        "proxy": _parse_proxy(proxy) if proxy else None,
+        "version": args.target_version,
+        "version_keys": keys or AgentConfig.__dataclass_fields__["version_keys"].default,
+    }
+
+
+def _parse_proxy(value: str) -> tuple[str, str]:
+    listen, sep, upstream = value.partition("=")
+    if not sep or not upstream:
+        raise ConfigError(f"--proxy {value!r}: expected LISTEN=UPSTREAM, e.g. "
+                          "0.0.0.0:8080=127.0.0.1:8000")
+    _check_address("--proxy (listen side)", listen)
+    target = upstream.split("://", 1)[-1].rstrip("/")
+    _check_address("--proxy (upstream side)", target)
+    return listen, upstream
+
+
+def _check_address(flag: str, value: str) -> None:
+    match = _LISTEN.match(value)
+    if not match or int(match.group(2)) > 65535:
+        raise ConfigError(f"{flag} {value!r}: expected HOST:PORT, e.g. 127.0.0.1:7072")
 
 
 def parse_labels(items: list[str]) -> tuple[tuple[str, str], ...]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import grpc
 
 from pyrometer.agent.encoder import AgentIdentity, StreamEncoder
-from pyrometer.agent.model import ProfileWindow
+from pyrometer.agent.model import ProfileWindow, Telemetry
 from pyrometer.proto import ingest_pb2, ingest_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,8 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 @dataclass(frozen=True, slots=True)
 class ShipperConfig:
     collector: str  # host:port
-    max_pending: int = 360  # windows held for the collector: an hour at 10 s windows
+    max_pending: int = 720  # batches held for the collector: an hour of 10 s windows
+    # plus the telemetry-only batches between them
     max_in_flight: int = 8
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
@@ -67,6 +68,8 @@ class ShipperStats:
 class _Pending:
     seq: int
     window: ProfileWindow | None
+    telemetry: Telemetry | None
+    version: str | None
 
 
 class Shipper:
@@ -85,11 +88,16 @@ class Shipper:
     def pending(self) -> int:
         return len(self._pending)
 
-    def submit(self, window: ProfileWindow | None) -> int:
-        """Queue a window (None: an empty batch); returns its sequence number."""
+    def submit(self, window: ProfileWindow | None, telemetry: Telemetry | None = None,
+               version: str | None = None) -> int:
+        """Queue one batch's content (window None: no stacks); returns its sequence number.
+
+        `version` is the target's version when the content was gathered; it labels the
+        batch's data at the collector.
+        """
         seq = self._next_seq
         self._next_seq += 1
-        self._pending.append(_Pending(seq, window))
+        self._pending.append(_Pending(seq, window, telemetry, version))
         while len(self._pending) > self._config.max_pending:
             dropped = self._pending.popleft()
             self.stats.dropped_overflow += 1
@@ -167,7 +175,8 @@ class Shipper:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            await call.write(encoder.encode(batch.seq, batch.window))
+            await call.write(encoder.encode(batch.seq, batch.window, batch.telemetry,
+                                            batch.version))
             sent_upto = batch.seq
             self.stats.sent += 1
 

@@ -98,6 +98,19 @@ def by_match(regex: str) -> Target:
     return min(found, key=lambda t: (t.create_time, t.pid))
 
 
+def all_by_match(regex: str) -> list[Target]:
+    """Every process ``by_match`` would consider, oldest first (ties: lower pid first).
+
+    Empty when none matches. For callers that must skip some matches, e.g. a target
+    that is exiting while its successor already runs.
+    """
+    try:
+        pattern = re.compile(regex)
+    except re.error as exc:
+        raise ConfigError(f"--match {regex!r} is not a valid regular expression: {exc}") from None
+    return sorted(_candidates(pattern, _excluded_pids()), key=lambda t: (t.create_time, t.pid))
+
+
 def resolve(pid: int | None = None, match: str | None = None) -> Target:
     """Resolve ``--pid`` or ``--match`` (exactly one of them) to a running Target."""
     if (pid is None) == (match is None):
