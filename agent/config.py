@@ -18,7 +18,7 @@ from pyrometer.agent.errors import ConfigError
 
 T = TypeVar("T")
 _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
-_LISTEN = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]*):(\d{1,5})$")
+_LISTEN = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 _LABEL_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -145,7 +145,8 @@ def _parse_proxy(value: str) -> tuple[str, str]:
         raise ConfigError(f"--proxy {value!r}: expected LISTEN=UPSTREAM, e.g. "
                           "0.0.0.0:8080=127.0.0.1:8000")
     _check_address("--proxy (listen side)", listen)
-    target = upstream.split("://", 1)[-1].rstrip("/")
+    # the proxy forwards paths as they come: an upstream with a path of its own is refused
+    target = upstream.split("://", 1)[-1].removesuffix("/")
     _check_address("--proxy (upstream side)", target)
     return listen, upstream
 
