@@ -1,67 +1,52 @@
 """The HTTP API (aiohttp): /api/v1/..., /metrics, /healthz.
 
 Handlers only parse parameters, call the store in a worker thread (DuckDB blocks) and
-render; every bad parameter is a 400 whose JSON names it, never a 500.
+render; every bad parameter is a 400 whose JSON names it, never a 500. The series
+endpoints (latency, gpu, process) live in api_series.py, the events ones in
+api_events.py; the parameter helpers they share in api_common.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
-from pyrometer.agent.model import Nanos
+from pyrometer.collector import api_events, api_series
+from pyrometer.collector.api_common import (
+    MAX_LABEL_LEN,
+    MAX_PARAM_LEN,
+    METRICS,
+    STORE,
+    BadParameter,
+    UnknownService,
+    Window,
+    optional,
+    optional_int,
+    parse_window,
+    required,
+    run_query,
+    short,
+)
 from pyrometer.collector.errors import StorageError
 from pyrometer.collector.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from pyrometer.collector.metrics import CollectorMetrics
 from pyrometer.collector.render import FORMATS, render
-from pyrometer.collector.rows import DecodeLimits
 from pyrometer.collector.storage import ServiceSummary, Store
-from pyrometer.collector.timeparse import TimeFormatError, format_time, parse_time
+from pyrometer.collector.timeparse import format_time
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
+# these lived here before api_common; they stay importable from this module
+__all__ = ["MAX_LABEL_LEN", "MAX_PARAM_LEN", "METRICS", "STORE", "BadParameter", "UnknownService",
+           "Window", "create_app", "parse_window"]
 
-STORE = web.AppKey("store", Store)
-METRICS = web.AppKey("metrics", CollectorMetrics)
-DEFAULT_RANGE = "now-1h"
-MAX_PARAM_LEN = 256
-# a label or service may be as long as ingest lets a stored string be, or a service
-# that /services lists could not be asked for
-MAX_LABEL_LEN = DecodeLimits().max_string_bytes
 _LABELS = ("instance", "version", "thread")
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
-
-Query = Mapping[str, str]
-
-
-class BadParameter(Exception):
-    """A query parameter the API cannot use; answered with its status and the name."""
-
-    status = 400
-
-    def __init__(self, parameter: str, message: str) -> None:
-        super().__init__(message)
-        self.parameter = parameter
-
-
-class UnknownService(BadParameter):
-    """Well-formed, but no such service has data: 404, not 400."""
-
-    status = 404
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    start_ns: Nanos
-    end_ns: Nanos
 
 
 def create_app(store: Store, metrics: CollectorMetrics) -> web.Application:
@@ -73,6 +58,11 @@ def create_app(store: Store, metrics: CollectorMetrics) -> web.Application:
     app.router.add_get("/metrics", prometheus_metrics)
     app.router.add_get("/api/v1/services", services)
     app.router.add_get("/api/v1/flamegraph", flamegraph)
+    app.router.add_get("/api/v1/latency", api_series.latency)
+    app.router.add_get("/api/v1/gpu", api_series.gpu)
+    app.router.add_get("/api/v1/process", api_series.process)
+    app.router.add_get("/api/v1/events", api_events.list_events)
+    app.router.add_post("/api/v1/events", api_events.post_event)
     return app
 
 
@@ -100,28 +90,28 @@ async def prometheus_metrics(request: web.Request) -> web.Response:
 
 
 async def services(request: web.Request) -> web.Response:
-    found = await _query(request, "services", request.app[STORE].services)
+    found = await run_query(request, "services", request.app[STORE].services)
     return web.json_response({"services": [_service_json(s) for s in found]})
 
 
 async def flamegraph(request: web.Request) -> web.StreamResponse:
     query = request.query
-    service = _required(query, "service")
+    service = required(query, "service")
     window = parse_window(query, now_ns=time.time_ns())
-    fmt = _optional(query, "format") or "json"
+    fmt = optional(query, "format") or "json"
     if fmt not in FORMATS:
-        raise BadParameter("format", f"unknown format {_short(fmt)}; use one of {', '.join(FORMATS)}")
-    filters = {name: _optional(query, name, MAX_LABEL_LEN) for name in _LABELS}
-    pid = _optional_int(query, "pid")
+        raise BadParameter("format", f"unknown format {short(fmt)}; use one of {', '.join(FORMATS)}")
+    filters = {name: optional(query, name, MAX_LABEL_LEN) for name in _LABELS}
+    pid = optional_int(query, "pid")
     store = request.app[STORE]
-    profile = await _query(request, "flamegraph", store.profile, service, window.start_ns,
+    profile = await run_query(request, "flamegraph", store.profile, service, window.start_ns,
                            window.end_ns, pid=pid, **filters)
     # only an empty answer needs the (full scan) services listing to tell "no data in
     # this window" from "no such service"
     if not profile.samples:
-        known = await _query(request, "services", store.services)
+        known = await run_query(request, "services", store.services)
         if service not in {s.name for s in known}:
-            raise UnknownService("service", f"unknown service {_short(service)}")
+            raise UnknownService("service", f"unknown service {short(service)}")
     body, content_type = render(profile, fmt)
     headers = {"Content-Type": content_type}
     if fmt == "pprof":
@@ -129,61 +119,6 @@ async def flamegraph(request: web.Request) -> web.StreamResponse:
         filename = f"{_UNSAFE_FILENAME.sub('_', service)}.{FORMATS[fmt].extension}"
         headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     return web.Response(body=body, headers=headers)
-
-
-def parse_window(query: Query, now_ns: Nanos) -> Window:
-    """`from`/`to` as RFC 3339, unix seconds or now-15m; defaults to the last hour."""
-    start = _parse_time_param(query, "from", DEFAULT_RANGE, now_ns)
-    end = _parse_time_param(query, "to", "now", now_ns)
-    if start >= end:
-        raise BadParameter("from", f"from ({format_time(start)}) must be before to ({format_time(end)})")
-    return Window(start, end)
-
-
-def _parse_time_param(query: Query, name: str, default: str, now_ns: Nanos) -> Nanos:
-    raw = _optional(query, name) or default
-    try:
-        return parse_time(raw, now_ns)
-    except TimeFormatError as err:
-        raise BadParameter(name, f"{name}: {_short(str(err))}") from None
-
-
-def _required(query: Query, name: str, limit: int = MAX_LABEL_LEN) -> str:
-    value = _optional(query, name, limit)
-    if not value:
-        raise BadParameter(name, f"{name} is required")
-    return value
-
-
-def _optional(query: Query, name: str, limit: int = MAX_PARAM_LEN) -> str | None:
-    value = query.get(name)
-    if value is not None and len(value) > limit:
-        raise BadParameter(name, f"{name} is longer than {limit} characters")
-    return value or None
-
-
-def _optional_int(query: Query, name: str) -> int | None:
-    value = _optional(query, name)
-    if value is None:
-        return None
-    try:
-        number = int(value)
-    except ValueError:
-        raise BadParameter(name, f"{name} must be an integer, not {_short(value)}") from None
-    if not 0 <= number < 2**31:
-        raise BadParameter(name, f"{name} {number} is out of range")
-    return number
-
-
-def _short(value: str, limit: int = 64) -> str:
-    """repr of a user's value for a message, cut so an error never echoes a whole URL."""
-    return repr(value if len(value) <= limit else value[:limit] + "...")
-
-
-async def _query(request: web.Request, endpoint: str, func: Callable[..., T], *args: Any,
-                 **kwargs: Any) -> T:
-    with request.app[METRICS].time_query(endpoint):
-        return await asyncio.to_thread(func, *args, **kwargs)
 
 
 def _service_json(summary: ServiceSummary) -> dict[str, Any]:

@@ -68,9 +68,54 @@ def _error_message(body: bytes) -> str:
 
 
 def add_event_arguments(parser: argparse.ArgumentParser) -> None:
-    # filled in with the events API; see event_main
     parser.add_argument("--url", default="http://127.0.0.1:7071", help="collector HTTP API base URL")
+    parser.add_argument("--service", required=True)
+    parser.add_argument("--kind", default="deploy",
+                        help="deploy (default), config, restart, rollback, or another short token")
+    parser.add_argument("--version", default="", help="the version deployed (required for a deploy)")
+    parser.add_argument("--time", help="when it happened: RFC 3339, unix seconds or now-5m "
+                        "(default: now, as the collector sees it)")
+    parser.add_argument("--attr", action="append", default=[], type=_attr, metavar="K=V",
+                        help="an attribute to record with it, e.g. commit=abc123 (repeatable)")
+
+
+def _attr(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE")
+    return key, value
+
+
+def post_json(base_url: str, path: str, payload: dict[str, object], timeout: float = 30.0
+              ) -> dict[str, object]:
+    """POST payload as JSON; the JSON answer, or ApiError with the server's message."""
+    request = urllib.request.Request(
+        f"{base_url.rstrip('/')}{path}", data=json.dumps(payload).encode(), method="POST",
+        headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        raise ApiError(f"{err.code} from {base_url}: {_error_message(err.read())}") from None
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise ApiError(f"cannot reach the collector at {base_url}: {reason}") from None
+    except ValueError:
+        raise ApiError(f"{base_url} answered with something that is not JSON") from None
+    if not isinstance(answer, dict):
+        raise ApiError(f"{base_url} answered with an unexpected JSON value")
+    return answer
 
 
 def event_main(args: argparse.Namespace) -> int:
-    raise ApiError("pyrometer event is not implemented yet")
+    """Record one event and print one line saying what was recorded."""
+    payload: dict[str, object] = {"service": args.service, "kind": args.kind, "version": args.version}
+    if args.time is not None:
+        payload["time"] = args.time
+    if args.attr:
+        payload["attrs"] = dict(args.attr)
+    stored = post_json(args.url, "/api/v1/events", payload)
+    version = f" version {stored.get('version')}" if stored.get("version") else ""
+    print(f"recorded {stored.get('kind')} of {stored.get('service')}{version} "
+          f"at {stored.get('time')}")
+    return 0

@@ -133,6 +133,9 @@ class GroupCommitter:
             else:
                 m.batches.inc()
                 m.samples.inc(batch.sample_count)
+                # counted once the batch is stored, so a retried duplicate is not counted twice
+                for (kind, reason), count in batch.rejected.items():
+                    m.records_rejected.labels(kind=kind, reason=reason).inc(count)
         for table, rows in report.rows_written.items():
             m.rows.labels(table=table).inc(rows)
         return report

@@ -7,6 +7,9 @@ batch leaves the tables as they were, and returns a `DecodedBatch`: columnar row
 which frames and stacks carry content-hash ids (`frame_id`, `stack_id`) that every
 collector computes alike, whichever stream or collector the data came through.
 
+Telemetry records (GPU, process, host, requests, events) are validated one by one in
+records.py: a bad record is dropped and counted, the rest of the batch is stored.
+
 No I/O happens here; the only protobuf type seen is the incoming `Batch`.
 """
 
@@ -16,23 +19,24 @@ import hashlib
 import struct
 from collections.abc import Sequence
 
-from pyrometer.agent.model import Frame, Nanos
+from pyrometer.agent.model import Frame, Nanos, Telemetry
 from pyrometer.collector.errors import BatchLimitError, InvalidBatchError
+from pyrometer.collector.records import INT64_MAX, MIN_TIME_NS, check_references, decode_telemetry
 from pyrometer.collector.rows import (
     DecodedBatch,
     DecodeLimits,
     FrameRows,
+    Rejections,
     Source,
     StackRows,
     WindowRows,
 )
 from pyrometer.proto import ingest_pb2
 
+__all__ = ["MIN_TIME_NS", "StreamDecoder", "decode_source", "frame_id", "stack_id"]
+
 _FRAME_PERSON = b"pyrometer.frame"
 _STACK_PERSON = b"pyrometer.stack"
-# No profiler ran before this; a smaller timestamp is a unit or clock bug (2000-01-01).
-MIN_TIME_NS: Nanos = 946_684_800 * 1_000_000_000
-INT64_MAX = 2**63 - 1  # storage columns are signed 64-bit
 INT32_MAX = 2**31 - 1
 
 
@@ -127,8 +131,9 @@ class StreamDecoder:
     def decode(self, batch: ingest_pb2.Batch, now_ns: Nanos) -> DecodedBatch:
         """Validate `batch` against this stream's tables and turn it into rows.
 
-        `now_ns` is the collector's clock, to reject windows from the far future.
-        Raises InvalidBatchError (or its BatchLimitError) and then changes nothing.
+        `now_ns` is the collector's clock, to reject windows and records from the far
+        future. Raises InvalidBatchError (or its BatchLimitError) and then changes
+        nothing; a bad telemetry record only lands in the result's `rejected`.
         """
         source = decode_source(batch.agent, self.limits)
         if not 1 <= batch.seq <= INT64_MAX:
@@ -141,6 +146,7 @@ class StreamDecoder:
         if window is not None:
             self._check_window(window, len(self._strings) + len(strings),
                                len(self._stacks) + len(stacks), now_ns)
+        check_references(batch, len(self._strings) + len(strings), self.limits)
         # everything is valid: only now does the stream's state change
         self._strings.extend(strings)
         for frame in frames:
@@ -149,7 +155,9 @@ class StreamDecoder:
         for frame_refs in stacks:
             self._stack_ids.append(stack_id([self._frame_ids[f] for f in frame_refs]))
             self._stacks.append(frame_refs)
-        return self._rows(source, batch.seq, window)
+        # a bad record is dropped and counted here, never a reason to reject the batch
+        telemetry, rejected = decode_telemetry(batch, self._strings.__getitem__, now_ns, self.limits)
+        return self._rows(source, batch.seq, window, telemetry, rejected)
 
     def _new_strings(self, delta: ingest_pb2.DictionaryDelta) -> list[str]:
         if not delta.strings:
@@ -232,10 +240,12 @@ class StreamDecoder:
             raise InvalidBatchError(f"window pid {min(window.pids)} is negative")
 
     def _rows(
-        self, source: Source, seq: int, window: ingest_pb2.ProfileWindow | None
+        self, source: Source, seq: int, window: ingest_pb2.ProfileWindow | None,
+        telemetry: Telemetry, rejected: Rejections,
     ) -> DecodedBatch:
         if window is None:
-            return DecodedBatch(source, seq, FrameRows.empty(), StackRows.empty(), None)
+            return DecodedBatch(source, seq, FrameRows.empty(), StackRows.empty(), None,
+                                telemetry, rejected)
         used = sorted(set(window.stack_ids))
         # every referenced stack travels with the batch, so that a stored batch never
         # points at a stack that only an unstored (duplicate) batch carried
@@ -260,4 +270,4 @@ class StreamDecoder:
             threads=tuple(self._strings[t] for t in window.thread_ids),
             pids=pids, counts=tuple(window.counts),
         )
-        return DecodedBatch(source, seq, frames, stacks, rows)
+        return DecodedBatch(source, seq, frames, stacks, rows, telemetry, rejected)

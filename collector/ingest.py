@@ -5,6 +5,8 @@ Each batch is decoded and validated against its stream's dictionary, handed to t
 recognised as a retried duplicate). Bad input ends the stream with INVALID_ARGUMENT
 (RESOURCE_EXHAUSTED for a size limit) and stores nothing; a storage failure ends it
 with INTERNAL; a collector that is stopping answers UNAVAILABLE, which agents retry.
+A bad telemetry record is not bad input: it is dropped, counted and logged, and the
+rest of its batch is stored (see records.py).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pyrometer.collector.errors import (
     ShuttingDownError,
 )
 from pyrometer.collector.metrics import CollectorMetrics
-from pyrometer.collector.rows import DecodedBatch, DecodeLimits
+from pyrometer.collector.rows import DecodedBatch, DecodeLimits, Rejections
 from pyrometer.collector.storage import BatchOutcome, Store
 from pyrometer.proto import ingest_pb2, ingest_pb2_grpc
 
@@ -78,11 +80,16 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         self, decoder: StreamDecoder, batch: ingest_pb2.Batch, context: grpc.aio.ServicerContext
     ) -> DecodedBatch:
         try:
-            return decoder.decode(batch, self._clock())
+            decoded = decoder.decode(batch, self._clock())
         except BatchLimitError as exc:
             await self._reject(context, grpc.StatusCode.RESOURCE_EXHAUSTED, batch, exc)
         except InvalidBatchError as exc:
             await self._reject(context, grpc.StatusCode.INVALID_ARGUMENT, batch, exc)
+        else:
+            if decoded.rejected:
+                log.warning("batch %d of agent %r: dropped bad records %s", batch.seq,
+                            batch.agent.agent_id, _summary(decoded.rejected))
+            return decoded
         raise AssertionError("unreachable: context.abort raises")
 
     async def _reject(
@@ -108,6 +115,10 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
             log.exception("storing batch %d failed unexpectedly", decoded.seq)
             await context.abort(grpc.StatusCode.INTERNAL, f"storage failed: {exc!r}")
         raise AssertionError("unreachable: context.abort raises")
+
+
+def _summary(rejected: Rejections) -> str:
+    return ", ".join(f"{kind}/{reason}: {n}" for (kind, reason), n in sorted(rejected.items()))
 
 
 class IngestServer:

@@ -37,6 +37,10 @@ class CollectorMetrics:
         self.rejected = Counter(
             "pyrometer_ingest_rejected_batches",
             "Batches rejected, by gRPC status code", ["code"], registry=r)
+        self.records_rejected = Counter(
+            "pyrometer_records_rejected",
+            "Telemetry records dropped by validation (the rest of their batch was stored), "
+            "by record kind and reason", ["kind", "reason"], registry=r)
         self.streams = Gauge(
             "pyrometer_ingest_streams", "Agent streams open now", registry=r)
         self.group_size = Histogram(

@@ -7,9 +7,14 @@ on protobuf. Frame and stack ids here are content hashes (see decode.frame_id).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-from pyrometer.agent.model import NANOS_PER_SECOND, Nanos
+from pyrometer.agent.model import NANOS_PER_SECOND, Nanos, Telemetry
+
+Rejections = Mapping[tuple[str, str], int]
+"""Records dropped from a batch: (kind, reason) -> count; kind is gpu, process, host,
+request or event, and reason a snake_case token such as negative_latency."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +32,15 @@ class DecodeLimits:
     # agents' clocks drift; an hour ahead is a broken clock, not drift
     max_future_ns: Nanos = 3600 * NANOS_PER_SECOND
     max_window_ns: Nanos = 3600 * NANOS_PER_SECOND
+    # telemetry: past max_records of one kind the batch is RESOURCE_EXHAUSTED; past the
+    # other bounds one record is dropped (see records.py)
+    max_records: int = 100_000
+    max_chunk_gaps: int = 10_000  # gaps listed for one request
+    max_payload_bytes: int = 2**40  # a request or response body over 1 TiB is a bug
+    max_memory_bytes: int = 2**50  # hosts with terabytes of RAM exist; petabytes do not
+    max_latency_ns: Nanos = 86_400 * NANOS_PER_SECOND
+    max_cpu_cores: float = 65_536.0
+    max_load: float = 1e6
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +110,8 @@ class DecodedBatch:
 
     `frames` and `stacks` hold every frame and stack the window refers to (not only
     those new on the stream), so a batch stored on its own is always complete; a store
-    skips the ids it already has.
+    skips the ids it already has. `telemetry` holds the records that passed validation;
+    the others are only counted in `rejected`.
     """
 
     source: Source
@@ -104,6 +119,9 @@ class DecodedBatch:
     frames: FrameRows
     stacks: StackRows
     window: WindowRows | None
+    # valid telemetry records; route, method and source of requests already resolved
+    telemetry: Telemetry = field(default_factory=Telemetry)
+    rejected: Rejections = field(default_factory=dict)  # dropped records, counted
 
     @property
     def sample_count(self) -> int:

@@ -1,4 +1,4 @@
-"""The storage seam (`Store`) and its embedded backend, `DuckDBStore`.
+"""The embedded storage backend, `DuckDBStore`, behind the `Store` seam (store.py).
 
 Ingest and query depend only on `Store`, so a DuckLake backend (PostgreSQL catalog,
 Parquet files, many collectors) is a new class, not a rewrite. The rules a backend
@@ -10,82 +10,40 @@ them by id before joining.
 
 from __future__ import annotations
 
-import enum
 import re
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import duckdb
 import pyarrow as pa
 
-from pyrometer.agent.model import Nanos
+from pyrometer.agent.model import Event, Nanos
 from pyrometer.collector import tables
 from pyrometer.collector.errors import DatabaseInUseError, StorageError
+from pyrometer.collector.events import EventListing, StoredEvent, read_events
 from pyrometer.collector.profile import Profile
 from pyrometer.collector.query import ProfileFilter, read_profile, read_services
 from pyrometer.collector.rows import DecodedBatch
+from pyrometer.collector.series import (
+    GpuPoint,
+    HostPoint,
+    LatencyPoint,
+    ProcessPoint,
+    SeriesQuery,
+    read_gpu,
+    read_host,
+    read_latency,
+    read_process,
+)
+from pyrometer.collector.store import BatchOutcome, CommitReport, ServiceSummary, Store
+from pyrometer.collector.telemetry_tables import API_AGENT_ID, api_event_table, telemetry_tables
+
+# the seam's types used to live here; they stay importable from this module
+__all__ = ["BatchOutcome", "CommitReport", "DuckDBStore", "ServiceSummary", "Store"]
 
 T = TypeVar("T")
-
-
-class BatchOutcome(enum.Enum):
-    """What a commit did with one batch."""
-
-    STORED = "stored"
-    DUPLICATE = "duplicate"  # seq <= the agent's high-water mark: acknowledged, not stored
-
-
-@dataclass(frozen=True, slots=True)
-class CommitReport:
-    """The result of one commit: an outcome per batch (in order) and rows appended."""
-
-    outcomes: tuple[BatchOutcome, ...]
-    rows_written: Mapping[str, int]  # table name -> rows appended
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceSummary:
-    """A service that has profile data, for the services listing."""
-
-    name: str
-    instances: tuple[str, ...]  # sorted
-    first_seen_ns: Nanos  # earliest window start
-    last_seen_ns: Nanos  # latest window end
-    samples: int
-
-
-class Store(Protocol):
-    """Where ingest writes and queries read. Implementations are thread-safe."""
-
-    def commit(self, batches: Sequence[DecodedBatch]) -> CommitReport:
-        """Store the batches in one transaction, skipping retried duplicates.
-
-        All or nothing: on failure it raises StorageError and nothing is stored.
-        Batches of one agent are taken in the order given.
-        """
-        ...
-
-    def profile(
-        self, service: str, start_ns: Nanos, end_ns: Nanos, *, instance: str | None = None,
-        version: str | None = None, thread: str | None = None, pid: int | None = None,
-    ) -> Profile:
-        """Merged stacks of `service` for the windows whose midpoint is in [start, end).
-
-        Time resolution is the agent's window (a few seconds): a window counts whole or
-        not at all. Optional filters match exactly. No data gives an empty Profile.
-        """
-        ...
-
-    def services(self) -> list[ServiceSummary]:
-        """Every service with profile data, sorted by name."""
-        ...
-
-    def close(self) -> None:
-        """Release the database; further calls raise StorageError."""
-        ...
 
 
 _PID = re.compile(r"PID (\d+)")
@@ -143,6 +101,9 @@ class DuckDBStore:
                     "stacks": self._append(con, "stacks", stacks),
                     "frames": self._append(con, "frames", frames),
                 }
+                # telemetry tables appear in the report only when they got rows
+                for table, rows in telemetry_tables(stored).items():
+                    written[table] = self._append(con, table, rows)
                 con.commit()
             except (duckdb.Error, StorageError) as exc:
                 self._rollback()
@@ -228,6 +189,43 @@ class DuckDBStore:
     def services(self) -> list[ServiceSummary]:
         """See `Store.services`."""
         return self._read(lambda cur: [ServiceSummary(*row) for row in read_services(cur)])
+
+    def latency(self, query: SeriesQuery) -> list[LatencyPoint]:
+        """See `Store.latency`."""
+        return self._read(lambda cur: read_latency(cur, query))
+
+    def gpu(self, query: SeriesQuery) -> list[GpuPoint]:
+        """See `Store.gpu`."""
+        return self._read(lambda cur: read_gpu(cur, query))
+
+    def process(self, query: SeriesQuery) -> list[ProcessPoint]:
+        """See `Store.process`."""
+        return self._read(lambda cur: read_process(cur, query))
+
+    def host(self, query: SeriesQuery) -> list[HostPoint]:
+        """See `Store.host`."""
+        return self._read(lambda cur: read_host(cur, query))
+
+    def events(self, service: str, start_ns: Nanos, end_ns: Nanos, *,
+               kind: str | None = None) -> EventListing:
+        """See `Store.events`."""
+        return self._read(lambda cur: read_events(cur, service, start_ns, end_ns, kind))
+
+    def add_event(self, service: str, event: Event) -> StoredEvent:
+        """See `Store.add_event`."""
+        with self._lock:
+            try:
+                self._con.begin()
+                self._append(self._con, "events", api_event_table(service, event))
+                self._con.commit()
+            except duckdb.Error as exc:
+                self._rollback()
+                raise StorageError(f"storing an event in {self.path} failed: {exc}") from exc
+        return StoredEvent(
+            time_ns=event.time_ns, service=service, instance="", host="", agent_id=API_AGENT_ID,
+            version=event.version, kind=event.kind, previous_version=event.previous_version,
+            pid=event.pid, previous_pid=event.previous_pid, attrs=tuple(sorted(event.attrs)),
+        )
 
     def _read(self, query: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         # a cursor of its own per read: DuckDB connections are not shared across threads

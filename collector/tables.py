@@ -1,9 +1,5 @@
-"""Storage schema and the conversion of decoded batches into Arrow tables.
-
-Every table is append-only and time-ordered, with no PRIMARY KEY or UNIQUE constraint,
-so the same schema can live in Parquet under a DuckLake catalog where several
-collectors write at once. Only agent_hwm is ever updated, and only compare-and-set.
-"""
+"""Decoded batches as Arrow tables: samples, stacks and frames (telemetry_tables.py
+does the telemetry tables; schema.py defines every table)."""
 
 from __future__ import annotations
 
@@ -12,63 +8,24 @@ from collections.abc import Collection, Sequence
 import pyarrow as pa
 
 from pyrometer.collector.rows import DecodedBatch
-
-SAMPLE_COLUMNS: tuple[tuple[str, str, pa.DataType], ...] = (
-    ("start_ns", "BIGINT", pa.int64()),  # window start, agent clock, ns since epoch
-    ("end_ns", "BIGINT", pa.int64()),
-    ("service", "VARCHAR", pa.string()),
-    ("instance", "VARCHAR", pa.string()),
-    ("host", "VARCHAR", pa.string()),
-    ("agent_id", "VARCHAR", pa.string()),
-    ("seq", "BIGINT", pa.int64()),
-    ("version", "VARCHAR", pa.string()),  # labels["version"], "" when none
-    ("labels", "VARCHAR", pa.string()),  # the other labels, a JSON object
-    ("pid", "INTEGER", pa.int32()),  # sampled process (the target's pid for its own rows)
-    ("thread", "VARCHAR", pa.string()),
-    ("stack_id", "BIGINT", pa.int64()),
-    ("count", "BIGINT", pa.int64()),
-    ("rate_hz", "DOUBLE", pa.float64()),
-    ("idle_included", "BOOLEAN", pa.bool_()),
+from pyrometer.collector.schema import (
+    FRAME_COLUMNS,
+    HWM_COLUMNS,
+    SAMPLE_COLUMNS,
+    STACK_COLUMNS,
+    TABLES,
+    arrow_schema,
+    create_statements,
 )
-STACK_COLUMNS: tuple[tuple[str, str, pa.DataType], ...] = (
-    ("stack_id", "BIGINT", pa.int64()),
-    ("frame_ids", "BIGINT[]", pa.list_(pa.int64())),  # root first
-)
-FRAME_COLUMNS: tuple[tuple[str, str, pa.DataType], ...] = (
-    ("frame_id", "BIGINT", pa.int64()),
-    ("name", "VARCHAR", pa.string()),
-    ("file", "VARCHAR", pa.string()),
-    ("line", "INTEGER", pa.int32()),
-)
-HWM_COLUMNS: tuple[tuple[str, str, pa.DataType], ...] = (
-    ("agent_id", "VARCHAR", pa.string()),
-    ("seq", "BIGINT", pa.int64()),  # highest batch seq stored for the agent
-)
-TABLES = {
-    "samples": SAMPLE_COLUMNS,
-    "stacks": STACK_COLUMNS,
-    "frames": FRAME_COLUMNS,
-    "agent_hwm": HWM_COLUMNS,
-}
 
-
-def create_statements() -> list[str]:
-    """CREATE TABLE IF NOT EXISTS for every table (the schema's single source)."""
-    return [
-        f"CREATE TABLE IF NOT EXISTS {table} ("
-        + ", ".join(f"{name} {sql} NOT NULL" for name, sql, _ in columns)
-        + ")"
-        for table, columns in TABLES.items()
-    ]
-
-
-def arrow_schema(table: str) -> pa.Schema:
-    return pa.schema([(name, arrow) for name, _, arrow in TABLES[table]])
+# the schema used to live here; these names stay importable from this module
+__all__ = ["FRAME_COLUMNS", "HWM_COLUMNS", "SAMPLE_COLUMNS", "STACK_COLUMNS", "TABLES",
+           "arrow_schema", "create_statements", "frames_table", "samples_table", "stacks_table"]
 
 
 def samples_table(batches: Sequence[DecodedBatch]) -> pa.Table:
     """One row per (window row) of every batch, with the batch's identity repeated."""
-    cols: dict[str, list[object]] = {name: [] for name, _, _ in SAMPLE_COLUMNS}
+    cols: dict[str, list[object]] = {c.name: [] for c in SAMPLE_COLUMNS}
     for batch in batches:
         window, src = batch.window, batch.source
         if window is None or not window.counts:

@@ -10,7 +10,14 @@ from collections.abc import Mapping
 
 from pyrometer.agent import encoder as agent_encoder
 from pyrometer.agent.encoder import AgentIdentity
-from pyrometer.agent.model import NANOS_PER_SECOND, Frame, ProfileWindow, SampleKey, Stack
+from pyrometer.agent.model import (
+    NANOS_PER_SECOND,
+    Frame,
+    ProfileWindow,
+    SampleKey,
+    Stack,
+    Telemetry,
+)
 from pyrometer.collector.rows import DecodedBatch
 from pyrometer.proto import ingest_pb2
 
@@ -40,17 +47,19 @@ class StreamEncoder:
     def batch(
         self, seq: int, counts: Mapping[SampleKey, int] | None = None, *,
         start_ns: int = BASE_NS, end_ns: int | None = None, rate_hz: float = 100.0,
-        idle_included: bool = False,
+        idle_included: bool = False, telemetry: Telemetry | None = None,
+        version: str | None = None,
     ) -> ingest_pb2.Batch:
-        """A batch with one window of `counts` (no window when counts is None)."""
+        """A batch with one window of `counts` (no window when counts is None), and
+        `telemetry`; `version` replaces the identity's version label for this batch."""
         if counts is None:
-            return self._encoder.encode(seq, None)
+            return self._encoder.encode(seq, None, telemetry, version)
         window = ProfileWindow(
             start_ns=start_ns,
             end_ns=end_ns if end_ns is not None else start_ns + 10 * NANOS_PER_SECOND,
             rate_hz=rate_hz, counts=dict(counts), idle_included=idle_included,
         )
-        return self._encoder.encode(seq, window)
+        return self._encoder.encode(seq, window, telemetry, version)
 
     @property
     def table_sizes(self) -> tuple[int, int, int]:

@@ -1,0 +1,169 @@
+"""The storage schema: every table's columns, as SQL and as Arrow types, in one place.
+
+Every table is append-only and time-ordered, with no PRIMARY KEY or UNIQUE constraint,
+so the same schema can live in Parquet under a DuckLake catalog where several
+collectors write at once. Only agent_hwm is ever updated, and only compare-and-set.
+
+Telemetry tables (gpu, process, host, requests, events) start with the same identity
+columns: time_ns (the record's own time, agent clock), then service, instance, host,
+agent_id, version (the batch's "version" label) and seq (the batch; 0 for an event
+posted to the HTTP API, whose agent_id is "api").
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import pyarrow as pa
+
+
+class Column(NamedTuple):
+    name: str
+    sql: str
+    arrow: pa.DataType
+    nullable: bool = False  # NULL means "the agent did not say", never zero
+
+
+def _cols(*spec: tuple[str, str, pa.DataType] | tuple[str, str, pa.DataType, bool]
+          ) -> tuple[Column, ...]:
+    return tuple(Column(*s) for s in spec)
+
+
+_BIGINT, _INT, _TEXT, _DOUBLE, _BOOL = pa.int64(), pa.int32(), pa.string(), pa.float64(), pa.bool_()
+
+SAMPLE_COLUMNS = _cols(
+    ("start_ns", "BIGINT", _BIGINT),  # window start, agent clock, ns since epoch
+    ("end_ns", "BIGINT", _BIGINT),
+    ("service", "VARCHAR", _TEXT),
+    ("instance", "VARCHAR", _TEXT),
+    ("host", "VARCHAR", _TEXT),
+    ("agent_id", "VARCHAR", _TEXT),
+    ("seq", "BIGINT", _BIGINT),
+    ("version", "VARCHAR", _TEXT),  # labels["version"], "" when none
+    ("labels", "VARCHAR", _TEXT),  # the other labels, a JSON object
+    ("pid", "INTEGER", _INT),  # sampled process (the target's pid for its own rows)
+    ("thread", "VARCHAR", _TEXT),
+    ("stack_id", "BIGINT", _BIGINT),
+    ("count", "BIGINT", _BIGINT),
+    ("rate_hz", "DOUBLE", _DOUBLE),
+    ("idle_included", "BOOLEAN", _BOOL),
+)
+STACK_COLUMNS = _cols(
+    ("stack_id", "BIGINT", _BIGINT),
+    ("frame_ids", "BIGINT[]", pa.list_(_BIGINT)),  # root first
+)
+FRAME_COLUMNS = _cols(
+    ("frame_id", "BIGINT", _BIGINT),
+    ("name", "VARCHAR", _TEXT),
+    ("file", "VARCHAR", _TEXT),
+    ("line", "INTEGER", _INT),
+)
+HWM_COLUMNS = _cols(
+    ("agent_id", "VARCHAR", _TEXT),
+    ("seq", "BIGINT", _BIGINT),  # highest batch seq stored for the agent
+)
+IDENTITY_COLUMNS = _cols(
+    ("time_ns", "BIGINT", _BIGINT),
+    ("service", "VARCHAR", _TEXT),
+    ("instance", "VARCHAR", _TEXT),
+    ("host", "VARCHAR", _TEXT),
+    ("agent_id", "VARCHAR", _TEXT),
+    ("version", "VARCHAR", _TEXT),
+    ("seq", "BIGINT", _BIGINT),
+)
+GPU_COLUMNS = IDENTITY_COLUMNS + _cols(
+    ("gpu_index", "INTEGER", _INT),
+    ("uuid", "VARCHAR", _TEXT),
+    ("name", "VARCHAR", _TEXT),
+    ("replayed", "BOOLEAN", _BOOL),  # read from a recording, not from a GPU
+    ("temperature_c", "DOUBLE", _DOUBLE, True),
+    ("slowdown_temperature_c", "DOUBLE", _DOUBLE, True),
+    ("memory_temperature_c", "DOUBLE", _DOUBLE, True),
+    ("sm_clock_mhz", "BIGINT", _BIGINT, True),
+    ("sm_clock_max_mhz", "BIGINT", _BIGINT, True),
+    ("graphics_clock_mhz", "BIGINT", _BIGINT, True),
+    ("memory_clock_mhz", "BIGINT", _BIGINT, True),
+    ("memory_clock_max_mhz", "BIGINT", _BIGINT, True),
+    ("clock_event_reasons", "BIGINT", _BIGINT, True),  # NVML bitmask, known bits only
+    ("power_mw", "BIGINT", _BIGINT, True),
+    ("power_limit_mw", "BIGINT", _BIGINT, True),
+    ("memory_used_bytes", "BIGINT", _BIGINT, True),
+    ("memory_total_bytes", "BIGINT", _BIGINT, True),
+    ("utilization_gpu_pct", "INTEGER", _INT, True),
+    ("utilization_memory_pct", "INTEGER", _INT, True),
+    ("performance_state", "INTEGER", _INT, True),
+    ("process_memory_bytes", "BIGINT", _BIGINT, True),
+)
+PROCESS_COLUMNS = IDENTITY_COLUMNS + _cols(
+    ("pid", "INTEGER", _INT),
+    ("interval_s", "DOUBLE", _DOUBLE),
+    ("cpu_user", "DOUBLE", _DOUBLE),  # cores over the interval
+    ("cpu_system", "DOUBLE", _DOUBLE),
+    ("rss_bytes", "BIGINT", _BIGINT),
+    ("threads", "BIGINT", _BIGINT),
+    ("ctx_switches_voluntary", "BIGINT", _BIGINT),  # in the interval
+    ("ctx_switches_involuntary", "BIGINT", _BIGINT),
+)
+HOST_COLUMNS = IDENTITY_COLUMNS + _cols(
+    ("cpu_pct", "DOUBLE", _DOUBLE),
+    ("cpu_count", "BIGINT", _BIGINT),
+    ("memory_available_bytes", "BIGINT", _BIGINT),
+    ("memory_total_bytes", "BIGINT", _BIGINT),
+    ("load1", "DOUBLE", _DOUBLE),
+    ("psi_cpu_some", "DOUBLE", _DOUBLE, True),  # PSI avg10, percent; NULL without PSI
+    ("psi_memory_some", "DOUBLE", _DOUBLE, True),
+    ("psi_memory_full", "DOUBLE", _DOUBLE, True),
+    ("psi_io_some", "DOUBLE", _DOUBLE, True),
+    ("psi_io_full", "DOUBLE", _DOUBLE, True),
+)
+REQUEST_COLUMNS = IDENTITY_COLUMNS + _cols(  # time_ns is the request's end
+    ("pid", "INTEGER", _INT),  # the worker that served it, 0 = unknown
+    ("route", "VARCHAR", _TEXT),
+    ("method", "VARCHAR", _TEXT),
+    ("status", "INTEGER", _INT),
+    ("latency_ns", "BIGINT", _BIGINT),
+    ("request_bytes", "BIGINT", _BIGINT),
+    ("response_bytes", "BIGINT", _BIGINT),
+    ("ttfb_ns", "BIGINT", _BIGINT, True),  # streamed responses only
+    # streamed responses: chunks = gaps + 1 (dropped gaps included); NULL when not streamed
+    ("chunk_count", "BIGINT", _BIGINT, True),
+    ("chunk_gap_max_us", "BIGINT", _BIGINT, True),  # of the gaps listed
+    ("chunk_gaps_us", "BIGINT[]", pa.list_(_BIGINT)),  # as listed, up to the agent's cap
+    ("chunk_gaps_dropped", "BIGINT", _BIGINT),
+    ("app_size", "BIGINT", _BIGINT, True),  # app-supplied size of the work, e.g. tokens
+    ("source", "VARCHAR", _TEXT),  # "middleware" or "proxy"
+)
+EVENT_COLUMNS = IDENTITY_COLUMNS + _cols(  # version: the event's (new) version
+    ("kind", "VARCHAR", _TEXT),  # deploy, restart, config, ...
+    ("previous_version", "VARCHAR", _TEXT),
+    ("pid", "INTEGER", _INT),
+    ("previous_pid", "INTEGER", _INT),
+    ("attrs", "VARCHAR", _TEXT),  # a JSON object of strings, sorted keys
+)
+
+TABLES: dict[str, tuple[Column, ...]] = {
+    "samples": SAMPLE_COLUMNS,
+    "stacks": STACK_COLUMNS,
+    "frames": FRAME_COLUMNS,
+    "agent_hwm": HWM_COLUMNS,
+    "gpu": GPU_COLUMNS,
+    "process": PROCESS_COLUMNS,
+    "host": HOST_COLUMNS,
+    "requests": REQUEST_COLUMNS,
+    "events": EVENT_COLUMNS,
+}
+TELEMETRY_TABLES = ("gpu", "process", "host", "requests", "events")
+
+
+def create_statements() -> list[str]:
+    """CREATE TABLE IF NOT EXISTS for every table (the schema's single source)."""
+    return [
+        f"CREATE TABLE IF NOT EXISTS {table} ("
+        + ", ".join(f"{c.name} {c.sql}{'' if c.nullable else ' NOT NULL'}" for c in columns)
+        + ")"
+        for table, columns in TABLES.items()
+    ]
+
+
+def arrow_schema(table: str) -> pa.Schema:
+    return pa.schema([pa.field(c.name, c.arrow, c.nullable) for c in TABLES[table]])
