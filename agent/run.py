@@ -83,7 +83,8 @@ class Agent:
         telemetry = self.buffer.take()
         if window is None and not telemetry:
             return
-        self.shipper.submit(window, telemetry, self.version)
+        # an unknown version ("") leaves the identity's --label version in place
+        self.shipper.submit(window, telemetry, self.version or None)
 
 
 async def run(config: AgentConfig) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -71,15 +72,18 @@ def _start_collector(out: Path, logs: Path, children: list[Child]) -> Child:
 
 def _run_profiled_load(args: argparse.Namespace, grpc_addr: str, logs: Path,
                        children: list[Child]) -> None:
+    requests_addr = f"127.0.0.1:{_free_udp_port()}"
+    # the server reports each request to the agent through Pyrometer's WSGI middleware
     server = start("model-server", [sys.executable, str(DEMO_DIR / "model_server.py"),
                                     "--host", "127.0.0.1", "--port", "0"],
-                   r"listening on (?P<url>http://\S+)", logs, env=python_env(APP_VERSION="1.0.0"))
+                   r"listening on (?P<url>http://\S+)", logs,
+                   env=python_env(APP_VERSION="1.0.0", PYROMETER_REQUESTS_ADDR=requests_addr))
     children.append(server)
     url = server.ready.group("url")
     print(f"model server: {url} (pid {server.pid})")
     agent = start("agent", CLI + ["agent", "--collector", grpc_addr, "--service", SERVICE,
                                   "--pid", str(server.pid), "--window", str(args.window),
-                                  "--label", "version=1.0.0"],
+                                  "--requests-listen", requests_addr],
                   r"profiling pid", logs, env=python_env())
     children.append(agent)
     print(f"agent: profiling pid {server.pid} at 100 Hz, {args.window:g} s windows")
@@ -106,6 +110,13 @@ def _report(api: str, out: Path, started_ns: int) -> None:
     print("top functions by own samples:")
     for name, share in top_functions(tree.get("tree", tree), 8):
         print(f"  {share:6.1%}  {name}")
+
+
+def _free_udp_port() -> int:
+    # a port the kernel just handed out is free; the agent binds it a moment later
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def top_functions(tree: dict[str, Any], limit: int) -> list[tuple[str, float]]:

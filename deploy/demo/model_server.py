@@ -25,6 +25,8 @@ Fault-injection switches, read from the environment at startup:
   would stretch the kernels the host waits on. The file is re-read at most once a
   second; a missing or unreadable file means f = 1.
 - ``DEMO_WORKERS``: default for ``--workers`` (concurrent predictions; more queue).
+- ``PYROMETER_REQUESTS_ADDR=HOST:PORT``: wrap the app in Pyrometer's WSGI middleware,
+  which sends one record per request to the agent listening there.
 """
 
 from __future__ import annotations
@@ -115,11 +117,24 @@ class QuietHandler(WSGIRequestHandler):
         pass
 
 
+def _with_request_records(app: ModelServerApp) -> object:
+    """Wrap the app in Pyrometer's WSGI middleware when PYROMETER_REQUESTS_ADDR is set.
+
+    This is how a user's app reports each request's latency and sizes to the agent: a
+    two-line change, and the middleware never blocks or raises into the app.
+    """
+    if not os.environ.get("PYROMETER_REQUESTS_ADDR"):
+        return app
+    from pyrometer.agent.middleware import PyrometerWSGIMiddleware
+
+    return PyrometerWSGIMiddleware(app)
+
+
 def serve(config: ServerConfig) -> int:
     """Bind, print the ready line, serve until SIGTERM/SIGINT, drain, return 0."""
     app = ModelServerApp(config)
     server = make_server(
-        config.host, config.port, app,
+        config.host, config.port, _with_request_records(app),
         server_class=ThreadingWSGIServer, handler_class=QuietHandler,
     )  # fmt: skip
     stop = threading.Event()
