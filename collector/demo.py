@@ -49,7 +49,8 @@ def main(args: argparse.Namespace) -> int:
         _run_profiled_load(args, collector.ready.group("grpc"), logs, children)
         _report(api, out, started_ns)
         if args.keep:
-            print(f"collector still running: API at {api} (Ctrl-C to stop)")
+            print(f"collector still running (Ctrl-C to stop): try {api}/api/v1/latency?"
+                  f"service={SERVICE}&from=now-15m, and /flamegraph, /gpu, /process, /events")
             _wait_for_interrupt(collector)
         return 0
     finally:
@@ -110,6 +111,13 @@ def _report(api: str, out: Path, started_ns: int) -> None:
     print("top functions by own samples:")
     for name, share in top_functions(tree.get("tree", tree), 8):
         print(f"  {share:6.1%}  {name}")
+    latency = json.loads(client.get(api, "/api/v1/latency", {**params, "step": "10s"}))
+    points = latency.get("points", [])
+    if points:
+        p99s = [p["latency_p99_ms"] for p in points]
+        print(f"\nrequests recorded by the middleware: {sum(p['count'] for p in points)}, "
+              f"p99 per 10 s step {min(p99s):.1f}-{max(p99s):.1f} ms")
+
 
 
 def _free_udp_port() -> int:
