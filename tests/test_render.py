@@ -312,3 +312,17 @@ def test_folded_sums_to_the_total_and_round_trips(p: Profile) -> None:
 def test_pprof_and_speedscope_stay_valid(p: Profile) -> None:
     check_pprof_rules(p, decode_pprof(render_pprof(p)))
     jsonschema.validate(json.loads(render_speedscope(p)), SCHEMA)
+
+
+def test_every_format_renders_the_deepest_stack_ingest_accepts() -> None:
+    # 512 frames is collector/rows.DecodeLimits' stack depth: json.dumps of such a tree
+    # would overflow Python's recursion limit, so the JSON writers must not recurse
+    from pyrometer.agent.model import Frame
+    from pyrometer.collector.profile import Profile
+    from pyrometer.collector.render import FORMATS, render
+
+    deep = tuple(Frame(f"f{i}", "deep.py", i + 1) for i in range(512))
+    profile = Profile("svc", 0, 10**9, ((deep, 3),))
+    for fmt in FORMATS:
+        body, _ = render(profile, fmt)
+        assert body

@@ -16,9 +16,11 @@ all text with ``textContent``, never as markup.
 
 from __future__ import annotations
 
+from pyrometer.collector.render.jsonout import dumps_deep
+
 import html
-import json
 import re
+from collections.abc import Mapping
 from functools import cache
 from importlib import resources
 
@@ -26,21 +28,41 @@ from pyrometer.collector.profile import Profile
 from pyrometer.collector.render.json_tree import tree_document
 from pyrometer.collector.render.speedscope import window_label
 
-_SLOT = re.compile(r"\{\{(TITLE|DATA)\}\}")
+_SLOT = re.compile(r"\{\{([A-Z]+)\}\}")
+_STYLE = re.compile(r"<style>.*?</style>", re.DOTALL)
 _UNSAFE_IN_SCRIPT = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}
+PAGE = "flamegraph.html"
 
 
 @cache
-def _template() -> str:
-    return (
-        resources.files("pyrometer.collector.render").joinpath("flamegraph.html").read_text("utf-8")
-    )
+def template(name: str) -> str:
+    """A page template shipped next to this module (``flamegraph.html``, ...)."""
+    return resources.files("pyrometer.collector.render").joinpath(name).read_text("utf-8")
+
+
+def fill_slots(page: str, slots: Mapping[str, str]) -> str:
+    """Replace each ``{{NAME}}`` in ``page`` with ``slots[NAME]``; unknown names stay.
+
+    One pass, so text put into one slot is never taken for another slot.
+    """
+    return _SLOT.sub(lambda m: slots.get(m.group(1), m.group()), page)
+
+
+def page_style() -> str:
+    """The flame graph page's ``<style>`` element, for other pages drawn the same way."""
+    found = _STYLE.search(template(PAGE))
+    assert found is not None, f"{PAGE} has no <style> element"
+    return found.group()
 
 
 def script_safe_json(value: object) -> str:
     """JSON text that can sit inside a ``<script>`` element without ending it."""
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    return re.sub("[<>&]", lambda m: _UNSAFE_IN_SCRIPT[m.group()], text)
+    return script_safe(dumps_deep(value))
+
+
+def script_safe(json_text: str) -> str:
+    """``json_text`` with every ``<``, ``>`` and ``&`` spelled as a JSON ``\\uXXXX`` escape."""
+    return re.sub("[<>&]", lambda m: _UNSAFE_IN_SCRIPT[m.group()], json_text)
 
 
 def page_title(profile: Profile) -> str:
@@ -53,6 +75,4 @@ def render_html(profile: Profile, *, notice: str = "") -> str:
     """Render ``profile`` as a standalone HTML flame graph; ``notice`` becomes a banner."""
     title = page_title(profile)
     data = {"title": title, **tree_document(profile, notice=notice)}
-    slots = {"TITLE": html.escape(title), "DATA": script_safe_json(data)}
-    # One pass, so text put into one slot is never taken for another slot.
-    return _SLOT.sub(lambda m: slots[m.group(1)], _template())
+    return fill_slots(template(PAGE), {"TITLE": html.escape(title), "DATA": script_safe_json(data)})

@@ -28,7 +28,8 @@ rounded to a fraction of a microsecond, which is harmless for a window's bounds.
 
 from __future__ import annotations
 
-import json
+from pyrometer.collector.render.jsonout import dumps_deep
+
 
 from pyrometer.collector.profile import Profile
 from pyrometer.collector.tree import build_tree
@@ -58,6 +59,4 @@ def render_json(profile: Profile, *, notice: str = "") -> str:
     """Render ``profile`` as the JSON envelope described in this module's docstring."""
     # Compact separators: trees of real services run to megabytes. ensure_ascii=False
     # keeps non-ASCII names readable; the HTTP layer sends the text as UTF-8.
-    return json.dumps(
-        tree_document(profile, notice=notice), ensure_ascii=False, separators=(",", ":")
-    )
+    return dumps_deep(tree_document(profile, notice=notice))

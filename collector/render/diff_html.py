@@ -1,0 +1,42 @@
+"""A self-contained HTML differential flame graph: one file, no network, opens from disk.
+
+The page is ``flamegraph_diff.html`` next to this module. It wears the plain flame
+graph's stylesheet (``html.page_style``) so both pages look alike, and embeds the
+envelope of ``diff_json`` plus a ``title`` key the same way ``html.py`` embeds its tree,
+escaped with ``html.script_safe`` so no frame name can end the script element.
+
+What the page draws: frames as wide as their normalised target value (or baseline, or
+both windows together, chosen on the page), coloured red where they grew and blue where
+they shrank, either by normalised value or by share of all samples; a tooltip with both
+values, shares and sample counts; click to zoom, Esc or Reset to go back; search with
+the share of each window the matches cover. ``notice`` and the diff's caveats are shown
+as a banner.
+"""
+
+from __future__ import annotations
+
+import html
+
+from pyrometer.collector.profile import Profile
+from pyrometer.collector.render.diff_json import diff_document
+from pyrometer.collector.render.jsonout import dumps_deep
+from pyrometer.collector.render.html import fill_slots, page_style, script_safe, template
+
+PAGE = "flamegraph_diff.html"
+
+
+def diff_title(doc: dict[str, object]) -> str:
+    """``svc <from> .. <to> vs baseline <from> .. <to>``, from a diff envelope."""
+    return (f"{doc['service'] or 'profile'} {doc['from']} .. {doc['to']} "
+            f"vs baseline {doc['baseline_from']} .. {doc['baseline_to']}")
+
+
+def render_diff_html(baseline: Profile, target: Profile, *, baseline_units: float | None = None,
+                     target_units: float | None = None, notice: str = "") -> str:
+    """Render the diff of ``target`` against ``baseline`` as a standalone HTML page."""
+    doc = diff_document(baseline, target, baseline_units=baseline_units,
+                        target_units=target_units, notice=notice)
+    title = diff_title(doc)
+    slots = {"TITLE": html.escape(title), "STYLE": page_style(),
+             "DATA": script_safe(dumps_deep({"title": title, **doc}))}
+    return fill_slots(template(PAGE), slots)

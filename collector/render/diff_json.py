@@ -1,0 +1,128 @@
+"""A differential flame graph as JSON: two windows' trees merged, normalised, compared.
+
+The envelope, version 1 (keys in this order)::
+
+    {
+      "version": 1,
+      "service": "api",
+      "from": "2025-06-15T15:10:00.000Z",  "to": "...",         # the target window
+      "baseline_from": "...",              "baseline_to": "...",
+      "from_ns": 1750000200000000000, "to_ns": ..., "baseline_from_ns": ..., "baseline_to_ns": ...,
+      "normalisation": {"per": "second", "baseline": 60.0, "target": 10.0},
+      "baseline_total": 6000,             # raw samples on each side
+      "target_total": 1000,
+      "idle_included": false,             # true if either side has wall-clock samples
+      "unit": "samples",
+      "notice": null,                     # or a string the viewer must show
+      "caveats": [],                      # why the sides may not compare (diff.caveats)
+      "tree": {"name": "api", "baseline": 100.0, "target": 100.0,
+               "baseline_share": 1.0, "target_share": 1.0, "delta": 0.0,
+               "baseline_samples": 6000, "target_samples": 1000, "children": [...]},
+      "top_changes": [{"function": "render (app/io.py)", "baseline_share": 0.04,
+                       "target_share": 0.31, "baseline": 4.0, "target": 31.0,
+                       "delta": 27.0, "share_delta": 0.27}, ...]
+    }
+
+``normalisation.per`` is ``"second"`` (each side divided by its window's seconds, the
+numbers given) or ``"unit"`` (divided by the unit counts the caller gave, e.g.
+requests). ``baseline``/``target``/``delta`` of a node are normalised samples, shares
+are fractions 0..1 of that side's total; both are rounded to 6 significant digits,
+while ``*_samples`` stay exact. Children come by descending ``baseline + target``.
+``top_changes`` ranks functions (inclusive, each sample once) by ``|share_delta|``.
+"""
+
+from __future__ import annotations
+
+
+from pyrometer.collector.diff import (
+    DiffNode,
+    Normalisation,
+    caveats,
+    diff_profiles,
+    normalisation,
+    top_changes,
+)
+from pyrometer.collector.profile import Profile
+from pyrometer.collector.render.jsonout import dumps_deep
+from pyrometer.collector.timeparse import format_time
+
+ENVELOPE_VERSION = 1
+TOP_CHANGES = 20
+
+
+def diff_document(baseline: Profile, target: Profile, *, baseline_units: float | None = None,
+                  target_units: float | None = None, notice: str = "",
+                  top: int = TOP_CHANGES) -> dict[str, object]:
+    """The envelope above as a JSON-ready dict (the HTML renderer embeds the same)."""
+    norm = normalisation(baseline, target, baseline_units=baseline_units,
+                         target_units=target_units)
+    return {
+        "version": ENVELOPE_VERSION,
+        "service": target.service or baseline.service,
+        "from": format_time(target.start_ns),
+        "to": format_time(target.end_ns),
+        "baseline_from": format_time(baseline.start_ns),
+        "baseline_to": format_time(baseline.end_ns),
+        "from_ns": target.start_ns,
+        "to_ns": target.end_ns,
+        "baseline_from_ns": baseline.start_ns,
+        "baseline_to_ns": baseline.end_ns,
+        "normalisation": _normalisation_json(norm),
+        "baseline_total": baseline.total,
+        "target_total": target.total,
+        "idle_included": baseline.idle_included or target.idle_included,
+        "unit": "samples",
+        "notice": notice or None,
+        "caveats": list(caveats(baseline, target)),
+        "tree": tree_json(diff_profiles(baseline, target, baseline_units=baseline_units,
+                                        target_units=target_units)),
+        "top_changes": [
+            {"function": c.function, "baseline_share": _num(c.baseline_share),
+             "target_share": _num(c.target_share), "baseline": _num(c.baseline),
+             "target": _num(c.target), "delta": _delta(c.baseline, c.target),
+             "share_delta": _num(c.share_delta)}
+            for c in top_changes(baseline, target, top, baseline_units=baseline_units,
+                                 target_units=target_units)
+        ],
+    }
+
+
+def render_diff_json(baseline: Profile, target: Profile, *, baseline_units: float | None = None,
+                     target_units: float | None = None, notice: str = "") -> str:
+    """Render the diff of ``target`` against ``baseline`` as the envelope above."""
+    return dumps_deep(diff_document(baseline, target, baseline_units=baseline_units,
+                                    target_units=target_units, notice=notice))
+
+
+def tree_json(root: DiffNode) -> dict[str, object]:
+    """A DiffNode as nested dicts; iterative, since stacks can be deeper than recursion."""
+    out: dict[str, object] = {}
+    pending: list[tuple[DiffNode, dict[str, object]]] = [(root, out)]
+    while pending:
+        node, slot = pending.pop()
+        kids: list[dict[str, object]] = []
+        slot.update(
+            name=node.name, baseline=_num(node.baseline), target=_num(node.target),
+            baseline_share=_num(node.baseline_share), target_share=_num(node.target_share),
+            delta=_delta(node.baseline, node.target), baseline_samples=node.baseline_samples,
+            target_samples=node.target_samples, children=kids,
+        )
+        for child in node.children:
+            kids.append({})
+            pending.append((child, kids[-1]))
+    return out
+
+
+def _normalisation_json(norm: Normalisation) -> dict[str, object]:
+    return {"per": norm.per, "baseline": _num(norm.baseline), "target": _num(norm.target)}
+
+
+def _delta(baseline: float, target: float) -> float:
+    # from the rounded values, so that two rates equal to six digits show no change
+    return _num(_num(target) - _num(baseline))
+
+
+def _num(value: float) -> float:
+    # six significant digits: enough to read and compare, and keeps floating-point
+    # noise (0.30000000000000004) out of the output and the golden files
+    return float(f"{value:.6g}")
