@@ -21,6 +21,13 @@ import pyarrow as pa
 
 from pyrometer.agent.model import Event, Nanos
 from pyrometer.collector import tables
+from pyrometer.collector.analysis_queries import (
+    GpuRow,
+    RequestRow,
+    read_gpu_rows,
+    read_request_rows,
+    read_routes,
+)
 from pyrometer.collector.errors import DatabaseInUseError, StorageError
 from pyrometer.collector.events import EventListing, StoredEvent, read_events
 from pyrometer.collector.profile import Profile
@@ -210,6 +217,19 @@ class DuckDBStore:
                kind: str | None = None) -> EventListing:
         """See `Store.events`."""
         return self._read(lambda cur: read_events(cur, service, start_ns, end_ns, kind))
+
+    def request_records(self, service: str, start_ns: Nanos, end_ns: Nanos, *,
+                        route: str | None = None) -> list[RequestRow]:
+        """See `Store.request_records`."""
+        return self._read(lambda cur: read_request_rows(cur, service, start_ns, end_ns, route))
+
+    def gpu_readings(self, service: str, start_ns: Nanos, end_ns: Nanos) -> list[GpuRow]:
+        """See `Store.gpu_readings`."""
+        return self._read(lambda cur: read_gpu_rows(cur, service, start_ns, end_ns))
+
+    def routes(self, service: str, start_ns: Nanos, end_ns: Nanos) -> list[tuple[str, int]]:
+        """See `Store.routes`."""
+        return self._read(lambda cur: read_routes(cur, service, start_ns, end_ns))
 
     def add_event(self, service: str, event: Event) -> StoredEvent:
         """See `Store.add_event`."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from pyrometer.agent.model import Event, Nanos
+from pyrometer.collector.analysis_queries import GpuRow, RequestRow
 from pyrometer.collector.events import EventListing, StoredEvent
 from pyrometer.collector.profile import Profile
 from pyrometer.collector.rows import DecodedBatch
@@ -91,6 +92,19 @@ class Store(Protocol):
     def events(self, service: str, start_ns: Nanos, end_ns: Nanos, *,
                kind: str | None = None) -> EventListing:
         """Events of `service` in [start, end), by time."""
+        ...
+
+    def request_records(self, service: str, start_ns: Nanos, end_ns: Nanos, *,
+                        route: str | None = None) -> list[RequestRow]:
+        """Requests that ended in [start, end), by time (capped; the latest are kept)."""
+        ...
+
+    def gpu_readings(self, service: str, start_ns: Nanos, end_ns: Nanos) -> list[GpuRow]:
+        """GPU readings in [start, end), by time (capped; the latest are kept)."""
+        ...
+
+    def routes(self, service: str, start_ns: Nanos, end_ns: Nanos) -> list[tuple[str, int]]:
+        """(route, requests) that ended in [start, end), busiest first."""
         ...
 
     def add_event(self, service: str, event: Event) -> StoredEvent:

@@ -1,0 +1,50 @@
+"""Score every candidate cause of a spike against its baseline, and rank them.
+
+Each scorer is a pure function of the spike's context and the facts shared across
+scorers (candidate.py). A score below MIN_SCORE does not explain the spike; when none
+reaches it, the spike is "unexplained" and `checked` says what each candidate saw.
+Latency itself is never a cause: every scorer reads a signal other than latency, and
+uses latency only to ask how much of the rise that signal accounts for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyrometer.collector.analysis.candidate import Cause, Scorer, facts
+from pyrometer.collector.analysis.evidence import SpikeContext
+from pyrometer.collector.analysis.scorers_change import score_code_path, score_deploy
+from pyrometer.collector.analysis.scorers_load import score_payload, score_traffic
+from pyrometer.collector.analysis.scorers_system import score_gpu, score_host
+
+MIN_SCORE = 0.2
+SCORERS: tuple[Scorer, ...] = (score_gpu, score_deploy, score_payload, score_traffic,
+                               score_code_path, score_host)
+
+
+@dataclass(frozen=True, slots=True)
+class Ranking:
+    """Candidates that scored, best first; all of them with what they saw."""
+
+    causes: tuple[Cause, ...]
+    checked: tuple[Cause, ...]  # every candidate, in SCORERS order
+
+    @property
+    def unexplained(self) -> bool:
+        return not self.causes or self.causes[0].score < MIN_SCORE
+
+
+def rank(ctx: SpikeContext) -> Ranking:
+    """Every candidate scored; those above zero sorted by score (ties: by z)."""
+    shared = facts(ctx)
+    verdicts = tuple(_clamped(scorer(ctx, shared)) for scorer in SCORERS)
+    scored = sorted((c for c in verdicts if c.score > 0), key=lambda c: (-c.score, -c.z, c.kind))
+    return Ranking(tuple(scored), verdicts)
+
+
+def _clamped(cause: Cause) -> Cause:
+    # a scorer's arithmetic may leave [0, 1] by a rounding error; the contract may not
+    score = min(1.0, max(0.0, cause.score))
+    if score == cause.score:
+        return cause
+    return Cause(cause.kind, score, cause.z, cause.explanation, cause.evidence, cause.note)

@@ -1,0 +1,177 @@
+"""The values cause scoring reads for one spike: plain records, no store, no SQL.
+
+`SpikeContext` holds everything around one spike, from the start of its baseline to
+its end: the requests, GPU readings, process and host points, events and the two
+profiles' function totals. Its helpers split any of them into baseline and spike, and
+bucket them on the spike's own grid, so every scorer measures against the same
+baseline the detector used (earlier spikes excluded).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from pyrometer.agent.model import Nanos
+from pyrometer.collector.analysis.detect import Spike
+from pyrometer.collector.analysis.robust import Baseline, median
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSample:
+    """One request: when it ended, how long it took, its size and the version serving it."""
+
+    end_ns: Nanos
+    latency_ms: float
+    size: float | None  # app-supplied size (tokens) where the app gave one, else bytes
+    version: str = ""
+
+    @property
+    def start_ns(self) -> Nanos:
+        return self.end_ns - round(self.latency_ms * 1_000_000)
+
+
+@dataclass(frozen=True, slots=True)
+class GpuSample:
+    """One GPU reading, reduced to what the throttling scorer asks."""
+
+    time_ns: Nanos
+    gpu: str  # instance/index
+    reasons: tuple[str, ...]  # slowdown reasons set (idle and app clocks are not slowdowns)
+    idle: bool
+    sm_clock_mhz: float | None
+    sm_clock_max_mhz: float | None
+    temperature_c: float | None
+    slowdown_temperature_c: float | None
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ResourcePoint:
+    """One step of the target's processes and its host(s); None where nothing said."""
+
+    start_ns: Nanos
+    target_cpu_cores: float | None  # all the target's processes together
+    host_busy_cores: float | None  # cpu_pct * cpu_count, per host, summed
+    cpu_count: int | None
+    psi_cpu_some: float | None = None
+    psi_memory_some: float | None = None
+    psi_io_some: float | None = None
+    rss_bytes: float | None = None
+
+    @property
+    def other_cpu_cores(self) -> float | None:
+        """Host CPU beyond the target's own: what other processes took."""
+        if self.host_busy_cores is None or self.target_cpu_cores is None:
+            return None
+        return max(0.0, self.host_busy_cores - self.target_cpu_cores)
+
+
+@dataclass(frozen=True, slots=True)
+class EventInfo:
+    time_ns: Nanos
+    kind: str
+    version: str
+    previous_version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CodeProfile:
+    """Inclusive samples per function ("name (file)") in a window, and its requests."""
+
+    functions: Mapping[str, int]
+    total: int
+    requests: int
+
+    @property
+    def per_request(self) -> float:
+        return self.total / self.requests if self.requests else math.nan
+
+
+@dataclass(frozen=True, slots=True)
+class SpikeContext:
+    """One spike and what happened around it; see the module docstring."""
+
+    spike: Spike
+    step_ns: Nanos
+    baseline_start_ns: Nanos
+    percentile: str = "p99"
+    size_unit: str = "bytes"  # or "app size" when the app reported one (tokens, ...)
+    excluded: tuple[tuple[Nanos, Nanos], ...] = ()  # earlier spikes, not baseline
+    requests: tuple[RequestSample, ...] = ()
+    gpu: tuple[GpuSample, ...] = ()
+    resources: tuple[ResourcePoint, ...] = ()
+    events: tuple[EventInfo, ...] = ()
+    spike_profile: CodeProfile | None = None
+    baseline_profile: CodeProfile | None = None
+    # samples and requests of each version inside the spike
+    version_profiles: Mapping[str, CodeProfile] = field(default_factory=dict)
+
+    @property
+    def tolerance_ns(self) -> Nanos:
+        """How far after the onset a candidate may start and still explain the spike."""
+        return max(self.step_ns, 10_000_000_000)
+
+    def in_spike(self, t: Nanos) -> bool:
+        return self.spike.start_ns <= t < self.spike.end_ns
+
+    def in_baseline(self, t: Nanos) -> bool:
+        if not self.baseline_start_ns <= t < self.spike.start_ns:
+            return False
+        return not any(lo <= t < hi for lo, hi in self.excluded)
+
+    def split(self, items: Iterable[T], time_of: Callable[[T], Nanos]) -> tuple[list[T], list[T]]:
+        """(baseline items, spike items) by each item's time."""
+        base: list[T] = []
+        inside: list[T] = []
+        for item in items:
+            t = time_of(item)
+            if self.in_spike(t):
+                inside.append(item)
+            elif self.in_baseline(t):
+                base.append(item)
+        return base, inside
+
+    def bucket_index(self, t: Nanos) -> int:
+        """The step on the spike's grid that holds t (negative before the spike)."""
+        return (t - self.spike.start_ns) // self.step_ns
+
+    def buckets(self, items: Iterable[T], time_of: Callable[[T], Nanos]) -> dict[int, list[T]]:
+        out: dict[int, list[T]] = {}
+        for item in items:
+            out.setdefault(self.bucket_index(time_of(item)), []).append(item)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class SignalSummary:
+    """A bucketed signal: its baseline, its value over the spike, z, and its onset."""
+
+    baseline: Baseline
+    spike_value: float
+    z: float
+    onset_ns: Nanos | None  # first elevated bucket near the spike, None if none
+
+
+def summarize(ctx: SpikeContext, per_bucket: Mapping[int, float], *, floor_abs: float = 0.0,
+              floor_rel: float = 0.0, onset_z: float = 3.0) -> SignalSummary:
+    """Baseline of the per-bucket values, the spike's median bucket value, and the onset.
+
+    The onset is searched from two steps before the spike to its end: the first bucket
+    whose z reaches `onset_z`.
+    """
+    spike_buckets = (ctx.spike.end_ns - ctx.spike.start_ns + ctx.step_ns - 1) // ctx.step_ns
+    base_values = [v for i, v in per_bucket.items()
+                   if i < 0 and ctx.in_baseline(ctx.spike.start_ns + i * ctx.step_ns)]
+    inside = [v for i, v in per_bucket.items() if 0 <= i < spike_buckets]
+    baseline = Baseline.of(base_values, floor_abs, floor_rel)
+    value = median(inside)
+    onset = next((ctx.spike.start_ns + i * ctx.step_ns for i in sorted(per_bucket)
+                  if -2 <= i < spike_buckets and baseline.n
+                  and baseline.z(per_bucket[i]) >= onset_z), None)
+    return SignalSummary(baseline, value, baseline.z(value) if baseline.n else 0.0, onset)
+

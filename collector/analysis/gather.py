@@ -1,0 +1,139 @@
+"""The thin shell around detection and scoring: read a Store, call the pure core.
+
+`analyze` reads the latency series from `baseline` before `from` to `to` (so the
+first buckets have a baseline too), detects spikes service-wide and per route (a
+route's spike inside a service-wide one adds nothing and is left out), and for each
+spike reads what its baseline and the spike hold: request records, GPU readings,
+process and host points, events and the two profiles, which the scorers then rank.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pyrometer.agent.model import NANOS_PER_SECOND, Nanos
+from pyrometer.collector.analysis.causes import Ranking, rank
+from pyrometer.collector.analysis.detect import Bucket, DetectConfig, Detection, Spike, detect, refine_onset
+from pyrometer.collector.analysis.evidence import EventInfo, ResourcePoint, SpikeContext
+from pyrometer.collector.analysis.inputs import (
+    code_profile,
+    gpu_samples,
+    request_samples,
+    resource_points,
+    size_unit,
+)
+from pyrometer.collector.api_series import REPLAYED_NOTICE
+from pyrometer.collector.series import LatencyPoint, SeriesQuery
+from pyrometer.collector.store import Store
+
+MAX_SPIKES = 20  # analysed per answer, the largest by z
+MAX_ROUTES = 5  # the busiest routes get their own series
+MAX_VERSIONS = 3  # versions inside a spike that get their own profile
+REQUEST_MARGIN_NS = 60 * NANOS_PER_SECOND  # requests that began in the spike end later
+
+
+@dataclass(frozen=True, slots=True)
+class SpikeQuery:
+    service: str
+    start_ns: Nanos
+    end_ns: Nanos
+    config: DetectConfig
+
+
+@dataclass(frozen=True, slots=True)
+class AnalyzedSpike:
+    spike: Spike
+    ranking: Ranking
+
+
+@dataclass(frozen=True, slots=True)
+class SpikeReport:
+    query: SpikeQuery
+    status: str  # "ok" or "insufficient_data"
+    detection: Detection
+    spikes: tuple[AnalyzedSpike, ...]  # by start
+    notices: tuple[str, ...]
+    truncated: int = 0  # spikes detected but not analysed (beyond MAX_SPIKES)
+
+
+def buckets(points: Sequence[LatencyPoint], percentile: str) -> list[Bucket]:
+    """The detector's input: one percentile of each latency step."""
+    field = {"p50": "latency_p50_ms", "p95": "latency_p95_ms", "p99": "latency_p99_ms",
+             "max": "latency_max_ms"}[percentile]
+    return [Bucket(p.start_ns, p.end_ns, getattr(p, field), p.count) for p in points]
+
+
+def _series(query: SpikeQuery, route: str | None = None) -> SeriesQuery:
+    cfg = query.config
+    return SeriesQuery(query.service, query.start_ns - cfg.baseline_ns, query.end_ns,
+                       cfg.step_ns, route=route)
+
+
+def _detect_all(store: Store, query: SpikeQuery) -> tuple[Detection, list[Spike]]:
+    cfg = query.config
+    whole = detect(buckets(store.latency(_series(query)), cfg.percentile), cfg, query.start_ns)
+    spikes = list(whole.spikes)
+    routes = store.routes(query.service, query.start_ns - cfg.baseline_ns, query.end_ns)
+    if len(routes) >= 2:
+        for route, _ in routes[:MAX_ROUTES]:
+            points = store.latency(_series(query, route))
+            for s in detect(buckets(points, cfg.percentile), cfg, query.start_ns, route).spikes:
+                if not any(w.start_ns < s.end_ns and s.start_ns < w.end_ns for w in whole.spikes):
+                    spikes.append(s)
+    return whole, spikes
+
+
+def analyze(store: Store, query: SpikeQuery) -> SpikeReport:
+    """Detect spikes in the query's window and rank each one's causes."""
+    detection, spikes = _detect_all(store, query)
+    chosen = sorted(sorted(spikes, key=lambda s: -s.z)[:MAX_SPIKES], key=lambda s: s.start_ns)
+    series = _series(query)
+    resources = resource_points(store.process(series), store.host(series))
+    listing = store.events(query.service, series.start_ns, query.end_ns + REQUEST_MARGIN_NS)
+    events = tuple(EventInfo(e.time_ns, e.kind, e.version, e.previous_version)
+                   for e in listing.events)
+    analysed = []
+    replayed = False
+    for spike in chosen:
+        excluded = tuple((s.start_ns, s.end_ns) for s in spikes
+                         if s.route == spike.route and s.start_ns < spike.start_ns)
+        ctx = _context(store, query, spike, excluded, resources, events)
+        replayed = replayed or any(g.replayed for g in ctx.gpu)
+        analysed.append(AnalyzedSpike(ctx.spike, rank(ctx)))
+    notices = (REPLAYED_NOTICE,) if replayed else ()
+    return SpikeReport(query, detection.status, detection, tuple(analysed), notices,
+                       len(spikes) - len(chosen))
+
+
+def _context(store: Store, query: SpikeQuery, spike: Spike,
+             excluded: tuple[tuple[Nanos, Nanos], ...], resources: Sequence[ResourcePoint],
+             events: tuple[EventInfo, ...]) -> SpikeContext:
+    cfg = query.config
+    base_start = spike.start_ns - cfg.baseline_ns
+    rows = store.request_records(query.service, base_start, spike.end_ns + REQUEST_MARGIN_NS,
+                                 route=spike.route)
+    unit = size_unit(rows)
+    requests = request_samples(rows, unit)
+    spike = refine_onset(spike, [r.end_ns for r in requests],
+                         [r.latency_ms for r in requests], cfg.step_ns)
+    inside = [r for r in requests if spike.start_ns <= r.end_ns < spike.end_ns]
+    before = sum(1 for r in requests if base_start <= r.end_ns < spike.start_ns)
+    spike_profile = store.profile(query.service, spike.start_ns, spike.end_ns)
+    base_profile = store.profile(query.service, base_start, spike.start_ns)
+    counts: dict[str, int] = {}
+    for r in inside:
+        counts[r.version] = counts.get(r.version, 0) + 1
+    versions = {}
+    if len(counts) > 1:
+        for version, n in sorted(counts.items(), key=lambda kv: -kv[1])[:MAX_VERSIONS]:
+            profile = store.profile(query.service, spike.start_ns, spike.end_ns, version=version)
+            versions[version] = code_profile(profile, n)
+    return SpikeContext(
+        spike=spike, step_ns=cfg.step_ns, baseline_start_ns=base_start,
+        percentile=cfg.percentile, size_unit=unit, excluded=excluded, requests=requests,
+        gpu=gpu_samples(store.gpu_readings(query.service, base_start, spike.end_ns)),
+        resources=tuple(p for p in resources if base_start <= p.start_ns < spike.end_ns),
+        events=events, spike_profile=code_profile(spike_profile, len(inside)),
+        baseline_profile=code_profile(base_profile, before), version_profiles=versions,
+    )

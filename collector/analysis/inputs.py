@@ -1,0 +1,97 @@
+"""Stored rows and series points turned into the values the scorers read (pure).
+
+Requests carry the app-supplied size (tokens, say) when most of them have one, since
+that is the size the work grows with, and the request's bytes otherwise. Several
+processes of the target add up; several hosts add up, each counted once however many
+instances run on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from pyrometer.agent.model import Nanos
+from pyrometer.collector.analysis.evidence import (
+    CodeProfile,
+    GpuSample,
+    RequestSample,
+    ResourcePoint,
+)
+from pyrometer.collector.analysis_queries import GpuRow, RequestRow
+from pyrometer.collector.diff import function_stats
+from pyrometer.collector.profile import Profile
+from pyrometer.collector.records import CLOCK_EVENT_REASONS
+from pyrometer.collector.series import HostPoint, ProcessPoint
+
+# the reasons the issue counts as throttling; idle, application clocks, sync boost and
+# display settings lower clocks without anything being wrong
+SLOWDOWN_REASONS = ("sw_power_cap", "hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown",
+                    "hw_power_brake_slowdown")
+APP_SIZE_SHARE = 0.8
+
+
+def size_unit(rows: Sequence[RequestRow]) -> str:
+    """"app size" when most requests carry one, else "bytes"."""
+    with_size = sum(1 for r in rows if r.app_size is not None)
+    return "app size" if rows and with_size >= APP_SIZE_SHARE * len(rows) else "bytes"
+
+
+def request_samples(rows: Iterable[RequestRow], unit: str) -> tuple[RequestSample, ...]:
+    return tuple(RequestSample(r.time_ns, r.latency_ns / 1_000_000, _size(r, unit), r.version)
+                 for r in rows)
+
+
+def _size(row: RequestRow, unit: str) -> float | None:
+    if unit == "app size":
+        return None if row.app_size is None else float(row.app_size)
+    return float(row.request_bytes)
+
+
+def gpu_samples(rows: Iterable[GpuRow]) -> tuple[GpuSample, ...]:
+    idle_bit = CLOCK_EVENT_REASONS["gpu_idle"]
+    out = []
+    for r in rows:
+        mask = r.clock_event_reasons or 0
+        reasons = tuple(name for name in SLOWDOWN_REASONS if mask & CLOCK_EVENT_REASONS[name])
+        out.append(GpuSample(
+            r.time_ns, f"{r.instance}/{r.gpu_index}", reasons, bool(mask & idle_bit),
+            _float(r.sm_clock_mhz), _float(r.sm_clock_max_mhz), r.temperature_c,
+            r.slowdown_temperature_c, r.replayed))
+    return tuple(out)
+
+
+def _float(value: int | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def resource_points(procs: Iterable[ProcessPoint], hosts: Iterable[HostPoint]
+                    ) -> tuple[ResourcePoint, ...]:
+    """One point per step: the target's processes summed, each host once."""
+    cpu: dict[Nanos, float] = {}
+    rss: dict[Nanos, float] = {}
+    for p in procs:
+        cpu[p.start_ns] = cpu.get(p.start_ns, 0.0) + p.cpu_user + p.cpu_system
+        rss[p.start_ns] = rss.get(p.start_ns, 0.0) + p.rss_bytes_max
+    by_host: dict[Nanos, dict[str, HostPoint]] = {}
+    for h in hosts:
+        by_host.setdefault(h.start_ns, {})[h.host] = h
+    points = []
+    for start in sorted(set(cpu) | set(by_host)):
+        seen = list(by_host.get(start, {}).values())
+        busy = sum(h.cpu_pct / 100 * h.cpu_count for h in seen) if seen else None
+        points.append(ResourcePoint(
+            start, cpu.get(start), busy, sum(h.cpu_count for h in seen) or None,
+            _worst(h.psi_cpu_some for h in seen), _worst(h.psi_memory_some for h in seen),
+            _worst(h.psi_io_some for h in seen), rss.get(start)))
+    return tuple(points)
+
+
+def _worst(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
+
+
+def code_profile(profile: Profile, requests: int) -> CodeProfile:
+    """Inclusive samples per function label, the profile's total, and its requests."""
+    stats = function_stats(profile)
+    return CodeProfile({label: s.total for label, s in stats.items()}, profile.total, requests)

@@ -1,0 +1,71 @@
+"""A SpikeReport as the API's JSON and as the short text `pyrometer spikes` prints.
+
+The JSON keeps the contract's names (an evaluation harness reads them): per spike its
+times, peak, baseline, z and route, its causes best first with score, z, explanation
+and evidence, whether it is unexplained, and what every candidate saw ("checked").
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pyrometer.collector.analysis.candidate import Cause
+from pyrometer.collector.analysis.gather import AnalyzedSpike, SpikeReport
+from pyrometer.collector.api_series import duration_text
+from pyrometer.collector.timeparse import format_time
+
+
+def _finite(x: float, digits: int = 3) -> float:
+    return 0.0 if math.isnan(x) or math.isinf(x) else round(x, digits)
+
+
+def _cause(cause: Cause) -> dict[str, Any]:
+    return {"kind": cause.kind, "score": _finite(cause.score), "z": _finite(cause.z, 2),
+            "explanation": cause.explanation, "evidence": dict(cause.evidence)}
+
+
+def _spike(item: AnalyzedSpike) -> dict[str, Any]:
+    s, ranking = item.spike, item.ranking
+    return {
+        "start": format_time(s.start_ns), "end": format_time(s.end_ns),
+        "start_ns": s.start_ns, "end_ns": s.end_ns, "onset": format_time(s.onset_ns),
+        "onset_ns": s.onset_ns, "peak_ns": s.peak_ns, "peak_ms": _finite(s.peak_ms),
+        "baseline_ms": _finite(s.baseline_ms), "baseline_mad_ms": _finite(s.baseline_mad_ms),
+        "threshold_ms": _finite(s.threshold_ms), "z": _finite(s.z, 2), "route": s.route,
+        "causes": [_cause(c) for c in ranking.causes],
+        "unexplained": ranking.unexplained,
+        "checked": [{"kind": c.kind, "score": _finite(c.score), "z": _finite(c.z, 2),
+                     "note": c.note or c.explanation} for c in ranking.checked],
+    }
+
+
+def message(report: SpikeReport) -> str:
+    """One line on what was found, or why nothing could be."""
+    cfg = report.query.config
+    det = report.detection
+    if report.status != "ok":
+        return (f"too little data for a baseline: no bucket had {cfg.needed_baseline_buckets} "
+                f"steps of {duration_text(cfg.step_ns)} with >= {cfg.min_count} requests in the "
+                f"{duration_text(cfg.baseline_ns)} before it; record longer or pass a shorter "
+                "baseline")
+    found = f"{len(report.spikes)} spike{'s' if len(report.spikes) != 1 else ''} in " \
+            f"{det.evaluated} buckets checked"
+    if det.without_baseline:
+        found += f"; {det.without_baseline} buckets had too little data before them for a baseline"
+    if report.truncated:
+        found += f"; {report.truncated} smaller spikes not analysed"
+    return found
+
+
+def to_json(report: SpikeReport) -> dict[str, Any]:
+    q = report.query
+    cfg = q.config
+    return {
+        "service": q.service, "from": format_time(q.start_ns), "to": format_time(q.end_ns),
+        "from_ns": q.start_ns, "to_ns": q.end_ns, "step": duration_text(cfg.step_ns),
+        "step_ns": cfg.step_ns, "baseline": duration_text(cfg.baseline_ns),
+        "baseline_ns": cfg.baseline_ns, "percentile": cfg.percentile, "status": report.status,
+        "message": message(report), "spikes": [_spike(s) for s in report.spikes],
+        "notices": list(report.notices),
+    }

@@ -1,0 +1,86 @@
+"""Scorers for what the clients sent: larger payloads, and more of them.
+
+Payload size: the spike's sizes against the baseline's, and how much of the latency
+rise the baseline's latency-per-size relation explains (a payload shift must beat a
+code-path change: per request the flame graph barely changes, but sizes explain it).
+
+Traffic surge: arrivals (requests by start time, so a backlog released after a stall
+is not a surge) against the baseline, queueing (latency rising with arrivals across
+buckets), while the CPU cost per request stays flat: a surge makes requests wait, it
+does not make each one costlier.
+"""
+
+from __future__ import annotations
+
+import math
+
+from pyrometer.collector.analysis.candidate import Cause, Facts, none, num, pct, timing
+from pyrometer.collector.analysis.evidence import SpikeContext, summarize
+from pyrometer.collector.analysis.robust import median, ramp, spearman
+
+
+def score_payload(ctx: SpikeContext, facts: Facts) -> Cause:
+    """See the module docstring; the size model is computed once, in Facts."""
+    m = facts.sizes
+    if m is None:
+        return none("payload_size", "payload_size: no request sizes inside the spike and baseline")
+    size_ratio = m.spike_size / m.base_size if m.base_size > 0 else math.nan
+    evidence = {
+        "unit": ctx.size_unit, "baseline_size_median": num(m.base_size, 1),
+        "spike_size_median": num(m.spike_size, 1), "size_ratio": num(size_ratio),
+        "latency_per_size_exponent": num(m.beta), "exponent_assumed": m.assumed,
+        "predicted_latency_rise": num(m.predicted_rise),
+        "observed_latency_rise": num(m.observed_rise), "explained": num(m.explained),
+    }
+    late, late_note = timing(ctx, m.size_onset_ns)
+    # a clear shift in sizes is evidence by itself; the relation says how much it explains
+    raw = 0.95 * ramp(m.size_z, 2, 5) * ramp(size_ratio, 1.1, 1.4) * (0.3 + 0.7 * m.explained)
+    score = raw * late
+    sizes = f"{ctx.size_unit} median {m.base_size:.0f} -> {m.spike_size:.0f} (z {m.size_z:.1f})"
+    if score <= 0:
+        why = late_note if raw > 0 else ("sizes did not grow" if not size_ratio > 1.1
+                                         or m.size_z < 2 else "sizes do not explain the rise")
+        return none("payload_size", f"payload_size: {sizes}; {why}", m.size_z, evidence)
+    assumed = ", assumed proportional" if m.assumed else ""
+    explanation = (f"request {sizes}; the baseline's latency-per-size relation{assumed} "
+                   f"predicts median latency {pct(m.predicted_rise)}, observed "
+                   f"{pct(m.observed_rise)}: explains {m.explained:.0%}")
+    return Cause("payload_size", score, m.size_z, explanation, evidence)
+
+
+def score_traffic(ctx: SpikeContext, facts: Facts) -> Cause:
+    """See the module docstring."""
+    if not ctx.requests:
+        return none("traffic_surge", "traffic_surge: no request records")
+    arrivals = {i: float(len(rs)) for i, rs in
+                ctx.buckets(ctx.requests, lambda r: r.start_ns).items()}
+    signal = summarize(ctx, arrivals, floor_abs=2.0, floor_rel=0.05)
+    base_rate = signal.baseline.median
+    rate_ratio = signal.spike_value / base_rate if base_rate > 0 else math.nan
+    latency = {i: median([r.latency_ms for r in rs]) for i, rs in
+               ctx.buckets(ctx.requests, lambda r: r.end_ns).items()}
+    shared = [i for i in arrivals if i in latency]
+    queueing = spearman([arrivals[i] for i in shared], [latency[i] for i in shared])
+    flat = 1.0 - ramp(facts.cost_ratio, 1.2, 1.6)  # NaN (no profile): taken as flat
+    backlog = facts.change_event is not None and facts.change_event.kind in {"restart", "deploy"}
+    late, late_note = timing(ctx, signal.onset_ns)
+    step_s = ctx.step_ns / 1e9
+    evidence = {
+        "baseline_rate_per_s": num(base_rate / step_s), "spike_rate_per_s":
+        num(signal.spike_value / step_s), "rate_ratio": num(rate_ratio),
+        "latency_vs_arrivals_correlation": num(queueing), "cost_per_request_ratio":
+        num(facts.cost_ratio), "after_restart": backlog,
+    }
+    surge = ramp(signal.z, 2, 5) * ramp(rate_ratio, 1.15, 1.5)
+    raw = 0.9 * surge * flat * (0.7 + 0.3 * ramp(queueing, 0.0, 0.5)) * (0.5 if backlog else 1.0)
+    score = raw * late
+    rates = (f"arrivals {base_rate / step_s:.1f}/s -> {signal.spike_value / step_s:.1f}/s "
+             f"(z {signal.z:.1f})")
+    if score <= 0:
+        why = late_note if raw > 0 else ("no surge" if surge == 0 else
+                                         "the CPU cost per request grew too")
+        return none("traffic_surge", f"traffic_surge: {rates}; {why}", signal.z, evidence)
+    cost = "" if math.isnan(facts.cost_ratio) else f", CPU per request {pct(facts.cost_ratio - 1)}"
+    explanation = (f"{rates}, latency rising with arrivals (rank correlation "
+                   f"{queueing:.2f}){cost}: requests queue for workers")
+    return Cause("traffic_surge", score, signal.z, explanation, evidence)

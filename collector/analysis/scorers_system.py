@@ -1,0 +1,122 @@
+"""Scorers for the machine under the server: GPU throttling, host or process pressure.
+
+GPU throttling: the share of the spike's readings with a slowdown reason (power cap,
+HW slowdown, SW/HW thermal, power brake) against the baseline's, the SM clock of busy
+readings against its baseline and its max (idle readings are left out: an idle GPU
+clocks down and that is no slowdown), and the temperature against its slowdown
+threshold.
+
+Host pressure: CPU the host spent beyond the target's own (another process taking
+the cores; the target's own CPU growing is a surge or a code path, not pressure), PSI
+cpu "some" when others take CPU, PSI memory and io, and the target's RSS growth.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+from pyrometer.collector.analysis.candidate import Cause, Facts, none, num, timing
+from pyrometer.collector.analysis.evidence import GpuSample, ResourcePoint, SpikeContext, summarize
+from pyrometer.collector.analysis.robust import mean, ramp
+
+
+def _share(readings: Sequence[GpuSample]) -> float:
+    return sum(1 for r in readings if r.reasons) / len(readings) if readings else math.nan
+
+
+def _busy_clock(readings: Sequence[GpuSample]) -> float:
+    return mean(r.sm_clock_mhz for r in readings if not r.idle and r.sm_clock_mhz is not None)
+
+
+def score_gpu(ctx: SpikeContext, facts: Facts) -> Cause:
+    """See the module docstring."""
+    base, inside = ctx.split(ctx.gpu, lambda r: r.time_ns)
+    if not inside:
+        return none("gpu_throttling", "gpu_throttling: no GPU readings inside the spike")
+    shares = {i: _share(rs) for i, rs in ctx.buckets(ctx.gpu, lambda r: r.time_ns).items()}
+    signal = summarize(ctx, shares, floor_abs=0.05)
+    share_base = _share(base) if base else 0.0
+    share_spike = _share(inside)
+    clock_base, clock_spike = _busy_clock(base), _busy_clock(inside)
+    clock_max = max((r.sm_clock_max_mhz or 0.0) for r in inside) or math.nan
+    drop = 1 - clock_spike / clock_base if clock_base > 0 else math.nan
+    hottest = max(inside, key=lambda r: r.temperature_c or -math.inf)
+    margin = (hottest.slowdown_temperature_c - hottest.temperature_c
+              if hottest.slowdown_temperature_c is not None and hottest.temperature_c is not None
+              else math.nan)
+    # the episode's onset: the first throttled reading from shortly before the spike on
+    lead = ctx.spike.start_ns - 2 * ctx.step_ns
+    onset = min((r.time_ns for r in ctx.gpu if r.reasons and r.time_ns >= lead), default=None)
+    late, late_note = timing(ctx, onset)
+    reasons = sorted({reason for r in inside for reason in r.reasons})
+    strength = max(ramp(share_spike - share_base, 0.1, 0.5), ramp(drop, 0.1, 0.3))
+    hot = 0.1 if margin <= 3 else 0.0
+    raw = 0.95 * min(1.0, strength + hot * (strength > 0))
+    score = raw * late
+    evidence = {
+        "baseline_throttled_share": num(share_base), "spike_throttled_share": num(share_spike),
+        "reasons": reasons, "baseline_sm_clock_mhz": num(clock_base, 0),
+        "spike_sm_clock_mhz": num(clock_spike, 0), "sm_clock_max_mhz": num(clock_max, 0),
+        "max_temperature_c": num(hottest.temperature_c, 1),
+        "slowdown_temperature_c": num(hottest.slowdown_temperature_c, 1),
+        "replayed": any(r.replayed for r in inside),
+    }
+    seen = (f"readings with a slowdown reason {share_base:.0%} -> {share_spike:.0%}, "
+            f"SM clock {clock_base:.0f} -> {clock_spike:.0f} MHz (max {clock_max:.0f})")
+    if score <= 0:
+        return none("gpu_throttling", f"gpu_throttling: {seen}; {late_note if raw > 0 else 'no throttling'}",
+                    signal.z, evidence)
+    temp = (f", {hottest.temperature_c:.0f} C against a slowdown threshold of "
+            f"{hottest.slowdown_temperature_c:.0f} C" if not math.isnan(margin) else "")
+    why = f" ({', '.join(reasons)})" if reasons else ""
+    return Cause("gpu_throttling", score, signal.z, f"GPU {seen}{why}{temp}", evidence)
+
+
+def _delta(ctx: SpikeContext, value: Callable[[ResourcePoint], float | None],
+           floor: float) -> tuple[float, float, float, int | None]:
+    """(baseline median, spike median, z, onset) of one resource signal."""
+    per = {}
+    for i, points in ctx.buckets(ctx.resources, lambda p: p.start_ns).items():
+        values = [v for v in map(value, points) if v is not None]
+        if values:
+            per[i] = mean(values)
+    s = summarize(ctx, per, floor_abs=floor)
+    return s.baseline.median, s.spike_value, s.z, s.onset_ns
+
+
+def score_host(ctx: SpikeContext, facts: Facts) -> Cause:
+    """See the module docstring."""
+    _, inside = ctx.split(ctx.resources, lambda p: p.start_ns)
+    if not inside:
+        return none("host_pressure", "host_pressure: no process or host readings inside the spike")
+    cores = max((p.cpu_count or 0) for p in inside) or math.nan
+    o_base, o_spike, o_z, o_onset = _delta(ctx, lambda p: p.other_cpu_cores, 0.05)
+    c_base, c_spike, _, _ = _delta(ctx, lambda p: p.psi_cpu_some, 1.0)
+    m_base, m_spike, _, m_onset = _delta(ctx, lambda p: p.psi_memory_some, 1.0)
+    i_base, i_spike, _, _ = _delta(ctx, lambda p: p.psi_io_some, 1.0)
+    r_base, r_spike, _, _ = _delta(ctx, lambda p: p.rss_bytes, 1.0)
+    other = ramp(o_z, 2, 5) * ramp((o_spike - o_base) / cores, 0.1, 0.35)
+    # PSI cpu counts the target's own waiting too: it supports, never carries, the case
+    cpu = min(1.0, other + 0.3 * ramp(c_spike - c_base, 5, 25) * (other > 0))
+    memory = ramp(m_spike - m_base, 2, 10)
+    io = 0.8 * ramp(i_spike - i_base, 5, 25)
+    rss = 0.6 * ramp(r_spike / r_base if r_base > 0 else math.nan, 1.2, 2.0)
+    late, late_note = timing(ctx, o_onset if cpu >= max(memory, io, rss) else m_onset)
+    raw = 0.9 * max(cpu, memory, io, rss)
+    score = raw * late
+    evidence = {
+        "cpu_count": num(cores, 0), "baseline_other_cpu_cores": num(o_base),
+        "spike_other_cpu_cores": num(o_spike), "baseline_psi_cpu_some": num(c_base),
+        "spike_psi_cpu_some": num(c_spike), "baseline_psi_memory_some": num(m_base),
+        "spike_psi_memory_some": num(m_spike), "baseline_psi_io_some": num(i_base),
+        "spike_psi_io_some": num(i_spike), "baseline_rss_bytes": num(r_base, 0),
+        "spike_rss_bytes": num(r_spike, 0),
+    }
+    seen = (f"other processes' CPU {o_base:.2f} -> {o_spike:.2f} of {cores:.0f} cores "
+            f"(z {o_z:.1f}), PSI cpu some {c_base:.1f}% -> {c_spike:.1f}%")
+    if score <= 0:
+        return none("host_pressure", f"host_pressure: {seen}; {late_note if raw > 0 else 'no pressure'}",
+                    o_z, evidence)
+    extra = "" if memory < 0.2 else f", PSI memory some {m_base:.1f}% -> {m_spike:.1f}%"
+    return Cause("host_pressure", score, o_z, f"{seen}{extra}", evidence)

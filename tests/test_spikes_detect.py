@@ -1,0 +1,106 @@
+"""Spike detection on constructed latency series with known answers."""
+
+from __future__ import annotations
+
+import random
+
+from pyrometer.collector.analysis.detect import Bucket, DetectConfig, Spike, detect, refine_onset
+
+S = 1_000_000_000
+STEP = 10 * S
+T0 = 1_750_000_000 * S
+CONFIG = DetectConfig(step_ns=STEP, baseline_ns=600 * S)  # 10 min: 60 buckets
+
+
+def series(values: list[float], count: int = 100) -> list[Bucket]:
+    return [Bucket(T0 + i * STEP, T0 + (i + 1) * STEP, v, count) for i, v in enumerate(values)]
+
+
+def noisy(n: int, level: float = 40.0, seed: int = 1) -> list[float]:
+    rng = random.Random(seed)
+    return [level * (1 + rng.gauss(0, 0.05)) for _ in range(n)]
+
+
+def test_a_step_up_is_one_spike_with_start_end_peak_and_baseline() -> None:
+    values = noisy(90)
+    values[70:74] = [120.0, 150.0, 130.0, 125.0]
+    found = detect(series(values), CONFIG, from_ns=T0 + 60 * STEP)
+    assert found.status == "ok" and len(found.spikes) == 1
+    spike = found.spikes[0]
+    assert (spike.start_ns, spike.end_ns) == (T0 + 70 * STEP, T0 + 74 * STEP)
+    assert spike.peak_ns == T0 + 71 * STEP and spike.peak_ms == 150.0
+    assert 38 < spike.baseline_ms < 42 and spike.baseline_mad_ms > 0 and spike.z > 4
+    assert spike.route is None
+
+
+def test_null_series_has_no_spike() -> None:
+    for seed in range(20):
+        found = detect(series(noisy(200, seed=seed)), CONFIG, from_ns=T0)
+        assert found.spikes == (), seed
+
+
+def test_a_slow_ramp_is_not_a_spike() -> None:
+    # 40 ms to 80 ms over 100 minutes: the trailing MAD widens with the rise
+    rng = random.Random(3)
+    values = [40.0 * (1 + i / 600) * (1 + rng.gauss(0, 0.05)) for i in range(600)]
+    assert detect(series(values), CONFIG, from_ns=T0).spikes == ()
+
+
+def test_a_quiet_endpoint_from_2ms_to_3ms_pages_nobody() -> None:
+    values = [2.0 + 0.01 * (i % 3) for i in range(90)]
+    values[70:80] = [3.0] * 10  # a huge z, but under the relative and absolute floors
+    assert detect(series(values), CONFIG, from_ns=T0).spikes == ()
+
+
+def test_too_little_data_for_a_baseline_says_so_and_detects_nothing() -> None:
+    values = noisy(20)
+    values[15] = 500.0
+    found = detect(series(values), CONFIG, from_ns=T0)
+    assert found.status == "insufficient_data" and found.spikes == ()
+    assert found.without_baseline == 20 and found.evaluated == 0
+
+
+def test_sparse_buckets_give_no_verdict() -> None:
+    values = noisy(90)
+    buckets = series(values)
+    buckets[75] = Bucket(buckets[75].start_ns, buckets[75].end_ns, 900.0, 3)  # 3 requests
+    assert detect(buckets, CONFIG, from_ns=T0).spikes == ()
+
+
+def test_a_missing_bucket_does_not_split_a_spike() -> None:
+    values = noisy(90)
+    values[70:76] = [150.0] * 6
+    buckets = [b for i, b in enumerate(series(values)) if i != 72]  # nothing recorded
+    (spike,) = detect(buckets, CONFIG, from_ns=T0).spikes
+    assert (spike.start_ns, spike.end_ns) == (T0 + 70 * STEP, T0 + 76 * STEP)
+
+
+def test_a_long_spike_never_becomes_its_own_baseline() -> None:
+    values = noisy(200)
+    values[100:200] = [150.0] * 100  # longer than the 60-bucket baseline
+    (spike,) = detect(series(values), CONFIG, from_ns=T0).spikes
+    assert (spike.start_ns, spike.end_ns) == (T0 + 100 * STEP, T0 + 200 * STEP)
+
+
+def test_spikes_before_from_are_baseline_only() -> None:
+    values = noisy(120)
+    values[65] = 200.0
+    values[110] = 200.0
+    found = detect(series(values), CONFIG, from_ns=T0 + 100 * STEP)
+    assert [s.start_ns for s in found.spikes] == [T0 + 110 * STEP]
+
+
+def test_percentile_floor_settings_are_configurable() -> None:
+    values = noisy(90)
+    values[80] = 50.0  # +25%: under the default 30% floor
+    assert detect(series(values), CONFIG, from_ns=T0).spikes == ()
+    loose = DetectConfig(step_ns=STEP, baseline_ns=600 * S, min_increase_ratio=0.1)
+    assert len(detect(series(values), loose, from_ns=T0).spikes) == 1
+
+
+def test_onset_is_refined_to_the_first_slow_request_in_the_first_bucket() -> None:
+    spike = Spike(T0, T0 + 3 * STEP, T0, T0, 150.0, 40.0, 2.0, 20.0, 60.0)
+    ends = [T0 - S, T0 + 1 * S, T0 + 4 * S, T0 + 5 * S, T0 + 12 * S]
+    latencies = [200.0, 40.0, 90.0, 150.0, 150.0]  # the first is before the bucket
+    assert refine_onset(spike, ends, latencies, STEP).onset_ns == T0 + 4 * S
+    assert refine_onset(spike, ends[:2], latencies[:2], STEP).onset_ns == T0
