@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
-from pyrometer.collector import api_events, api_series
+from pyrometer.collector import api_events, api_series, api_spikes
 from pyrometer.collector.api_common import (
     MAX_LABEL_LEN,
     MAX_PARAM_LEN,
@@ -32,6 +33,7 @@ from pyrometer.collector.api_common import (
     run_query,
     short,
 )
+from pyrometer.collector.api_diff import flamegraph_diff
 from pyrometer.collector.errors import StorageError
 from pyrometer.collector.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from pyrometer.collector.metrics import CollectorMetrics
@@ -49,18 +51,21 @@ _LABELS = ("instance", "version", "thread")
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
 
 
-def create_app(store: Store, metrics: CollectorMetrics) -> web.Application:
+def create_app(store: Store, metrics: CollectorMetrics, middlewares: Sequence[Middleware] = ()
+               ) -> web.Application:
     """The API over `store`; query latencies are observed in `metrics`."""
-    app = web.Application(middlewares=[_errors])
+    app = web.Application(middlewares=[*middlewares, _errors])  # first runs outermost (auth)
     app[STORE] = store
     app[METRICS] = metrics
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", prometheus_metrics)
     app.router.add_get("/api/v1/services", services)
     app.router.add_get("/api/v1/flamegraph", flamegraph)
+    app.router.add_get("/api/v1/flamegraph/diff", flamegraph_diff)
     app.router.add_get("/api/v1/latency", api_series.latency)
     app.router.add_get("/api/v1/gpu", api_series.gpu)
     app.router.add_get("/api/v1/process", api_series.process)
+    app.router.add_get("/api/v1/spikes", api_spikes.spikes)
     app.router.add_get("/api/v1/events", api_events.list_events)
     app.router.add_post("/api/v1/events", api_events.post_event)
     return app

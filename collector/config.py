@@ -9,11 +9,36 @@ import argparse
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from pyrometer.agent import security
 from pyrometer.agent.errors import ConfigError
 
 _LISTEN = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]*):(\d{1,5})$")
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """Bearer tokens: `write` gates ingest and every request that changes something;
+    reads take `read` or `write`, and only `write` when there is no separate `read`.
+    Neither set: everything is open."""
+
+    write: str | None = field(default=None, repr=False)
+    read: str | None = field(default=None, repr=False)
+
+    @property
+    def enabled(self) -> bool:
+        return self.write is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTls:
+    """PEM files: the server's certificate and key (gRPC and HTTPS), and optionally the CA
+    that agents' client certificates must be signed by (then gRPC requires one)."""
+
+    cert_path: str
+    key_path: str
+    client_ca_path: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +47,8 @@ class CollectorConfig:
     grpc_listen: str = "127.0.0.1:7070"
     http_listen: str = "127.0.0.1:7071"
     commit_delay_ms: float = 5.0  # how long a commit group waits for more batches
+    tokens: Tokens = Tokens()
+    tls: ServerTls | None = None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +59,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "[PYROMETER_HTTP_LISTEN]")
     parser.add_argument("--commit-delay-ms", type=float,
                         help="group commit window in milliseconds (default 5)")
+    security.add_token_arguments(parser, "token agents and API clients must send (ingest, "
+                                 "POST; also reads without --read-token)")
+    security.add_token_arguments(parser, "read-only token for the API's GET endpoints",
+                                 prefix="read-", env_prefix="READ_")
+    parser.add_argument("--tls-cert", metavar="FILE", help="certificate (PEM) to serve gRPC "
+                        "with TLS and the API as HTTPS [PYROMETER_TLS_CERT]")
+    parser.add_argument("--tls-key", metavar="FILE",
+                        help="private key (PEM) of --tls-cert [PYROMETER_TLS_KEY]")
+    parser.add_argument("--tls-client-ca", metavar="FILE", help="CA (PEM) whose client "
+                        "certificates agents must present on gRPC (mutual TLS) "
+                        "[PYROMETER_TLS_CLIENT_CA]")
 
 
 def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> CollectorConfig:
@@ -47,7 +85,35 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> C
     if not 0 <= delay <= 1000:
         raise ConfigError(f"--commit-delay-ms {delay}: expected 0-1000")
     return CollectorConfig(db_path=db, grpc_listen=grpc_listen, http_listen=http_listen,
-                           commit_delay_ms=delay)
+                           commit_delay_ms=delay, tokens=_tokens(args, env), tls=_tls(args, env))
+
+
+def _tokens(args: argparse.Namespace, env: Mapping[str, str]) -> Tokens:
+    write = security.resolve_token(args.token, args.token_file, env)
+    read = security.resolve_token(args.read_token, args.read_token_file, env,
+                                  prefix="read-", env_prefix="READ_")
+    if read is not None and write is None:
+        # open ingest and POST behind a guarded GET would protect nothing worth having
+        raise ConfigError("--read-token needs --token too (or PYROMETER_TOKEN): the read-only "
+                          "token is an addition to the main one")
+    return Tokens(write=write, read=read)
+
+
+def _tls(args: argparse.Namespace, env: Mapping[str, str]) -> ServerTls | None:
+    cert = args.tls_cert or env.get("PYROMETER_TLS_CERT") or None
+    key = args.tls_key or env.get("PYROMETER_TLS_KEY") or None
+    client_ca = args.tls_client_ca or env.get("PYROMETER_TLS_CLIENT_CA") or None
+    if (cert is None) != (key is None):
+        raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
+    if cert is None or key is None:
+        if client_ca is not None:
+            raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key: client "
+                              "certificates are checked only over TLS")
+        return None
+    security.check_cert_and_key(cert, key, "--tls-cert", "--tls-key")
+    if client_ca is not None:
+        security.check_ca(client_ca, "--tls-client-ca")
+    return ServerTls(cert_path=cert, key_path=key, client_ca_path=client_ca)
 
 
 def check_listen(flag: str, value: str) -> tuple[str, int]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -149,11 +149,14 @@ class IngestServer:
 
 async def start_ingest_server(
     store: Store, config: IngestConfig | None = None, metrics: CollectorMetrics | None = None,
+    *, interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    credentials: grpc.ServerCredentials | None = None,
 ) -> IngestServer:
     """Serve `Ingest` and the standard health service on `config.listen`.
 
     A listen address with port 0 binds a free port; the returned server's `port` says
-    which. Raises CollectorError when the address cannot be bound.
+    which. Raises CollectorError when the address cannot be bound. `interceptors` see
+    every call first (auth); with `credentials` the port speaks only TLS.
     """
     config = config or IngestConfig()
     metrics = metrics or CollectorMetrics()
@@ -163,13 +166,14 @@ async def start_ingest_server(
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
     ]
-    server = grpc.aio.server(options=options)
+    server = grpc.aio.server(options=options, interceptors=list(interceptors))
     ingest_pb2_grpc.add_IngestServicer_to_server(
         IngestServicer(committer, metrics, config.limits), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     try:
-        port = server.add_insecure_port(config.listen)
+        port = (server.add_insecure_port(config.listen) if credentials is None
+                else server.add_secure_port(config.listen, credentials))
     except RuntimeError as exc:
         raise CollectorError(f"cannot listen on {config.listen}: {exc}") from exc
     if port == 0:

@@ -10,7 +10,9 @@ import signal
 from aiohttp import web
 
 from pyrometer.collector import config as collector_config
+from pyrometer.collector import tls
 from pyrometer.collector.api import create_app
+from pyrometer.collector.auth import TokenInterceptor, http_middleware
 from pyrometer.collector.config import CollectorConfig, check_listen
 from pyrometer.collector.errors import CollectorError
 from pyrometer.collector.ingest import IngestConfig, start_ingest_server
@@ -27,17 +29,18 @@ def main(args: argparse.Namespace) -> int:
 async def run(config: CollectorConfig, stop: asyncio.Event | None = None) -> int:
     """Serve until SIGTERM/SIGINT (or `stop` is set); print one ready line when up."""
     stop = stop or _stop_on_signals()
+    _log_security(config)
     store = DuckDBStore(config.db_path)
     metrics = CollectorMetrics()
     try:
-        ingest = await start_ingest_server(store, IngestConfig(
-            listen=config.grpc_listen, commit_delay_s=config.commit_delay_ms / 1000), metrics)
+        ingest = await start_ingest_server(
+            store, IngestConfig(listen=config.grpc_listen, commit_delay_s=config.commit_delay_ms / 1000),
+            metrics, interceptors=[TokenInterceptor(config.tokens)] if config.tokens.enabled else [],
+            credentials=tls.grpc_credentials(config.tls) if config.tls else None)
         try:
             runner, http_url = await _start_http(config, store, metrics)
             try:
-                host = config.grpc_listen.rsplit(":", 1)[0]
-                print(f"pyrometer collector: ingest on {host}:{ingest.port} (gRPC), "
-                      f"API on {http_url} (HTTP), db {config.db_path}", flush=True)
+                print(_ready_line(config, ingest.port, http_url), flush=True)
                 await stop.wait()
                 log.info("shutting down")
             finally:
@@ -52,16 +55,40 @@ async def run(config: CollectorConfig, stop: asyncio.Event | None = None) -> int
 async def _start_http(config: CollectorConfig, store: DuckDBStore, metrics: CollectorMetrics
                       ) -> tuple[web.AppRunner, str]:
     host, port = check_listen("--http-listen", config.http_listen)
-    runner = web.AppRunner(create_app(store, metrics), access_log=None)
+    middlewares = [http_middleware(config.tokens)] if config.tokens.enabled else []
+    runner = web.AppRunner(create_app(store, metrics, middlewares), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    context = tls.https_context(config.tls) if config.tls else None
+    site = web.TCPSite(runner, host, port, ssl_context=context)
     try:
         await site.start()
     except OSError as err:
         await runner.cleanup()
         raise CollectorError(f"cannot listen on {config.http_listen} (HTTP API): {err}") from None
     bound = runner.addresses[0][1]
-    return runner, f"http://{host}:{bound}"
+    return runner, f"{'https' if context else 'http'}://{host}:{bound}"
+
+
+def _ready_line(config: CollectorConfig, grpc_port: int, http_url: str) -> str:
+    """The one line tests and the demo wait for; it names the transport security too."""
+    host = config.grpc_listen.rsplit(":", 1)[0]
+    ingest, api = "gRPC", "HTTP"
+    if config.tls is not None:
+        ingest, api = ("gRPC+mTLS" if config.tls.client_ca_path else "gRPC+TLS"), "HTTPS"
+    return (f"pyrometer collector: ingest on {host}:{grpc_port} ({ingest}), "
+            f"API on {http_url} ({api}), db {config.db_path}")
+
+
+def _log_security(config: CollectorConfig) -> None:
+    """Say once how the collector is protected (never with the tokens themselves)."""
+    if not config.tokens.enabled:
+        log.warning("no --token set: ingest and API are open to anyone who can reach them")
+    else:
+        reads = "a separate read token" if config.tokens.read else "the same token"
+        log.info("tokens required: ingest and writes need --token, reads %s", reads)
+        if config.tls is None:
+            log.warning("tokens travel in clear text: serve with --tls-cert/--tls-key unless "
+                        "the network already encrypts")
 
 
 def _stop_on_signals() -> asyncio.Event:
