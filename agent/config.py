@@ -10,6 +10,7 @@ import argparse
 import os
 import re
 import socket
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -20,6 +21,9 @@ T = TypeVar("T")
 _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 _LISTEN = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 _LABEL_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+_SIZE = re.compile(r"^(\d+)\s*([KMG]i?B?|B)?$", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+DEFAULT_SPOOL_MAX_BYTES = 64 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +49,8 @@ class AgentConfig:
     version: str | None = None  # fixed version; else read from the target's environment
     version_keys: tuple[str, ...] = ("APP_VERSION", "GIT_COMMIT", "IMAGE_TAG")
     flush_interval_s: float = 5.0  # telemetry ships at least this often between windows
+    spool_dir: str | None = None  # None: no spool, undelivered batches only in memory
+    spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,6 +85,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "recording every request [PYROMETER_PROXY]")
     parser.add_argument("--version", dest="target_version",
                         help="the target's version (default: read from its environment)")
+    parser.add_argument("--spool-dir", help="where batches wait on disk while the collector is "
+                        "unreachable, or 'off' (default: $XDG_STATE_HOME/pyrometer/spool/SERVICE_COLLECTOR, "
+                        "else TMPDIR/pyrometer-spool-UID/SERVICE_COLLECTOR) [PYROMETER_SPOOL_DIR]")
+    parser.add_argument("--spool-max-bytes", help="bound on the spool; past it the oldest "
+                        "batches are dropped and counted, e.g. 64M (default 64M) "
+                        "[PYROMETER_SPOOL_MAX_BYTES]")
     parser.add_argument("--version-env", help="comma-separated environment variables of the "
                         "target that hold its version (default APP_VERSION,GIT_COMMIT,IMAGE_TAG)")
 
@@ -113,8 +125,44 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> A
         instance=_pick(args.instance, env, "PYROMETER_INSTANCE", socket.gethostname(), str, "--instance"),
         labels=parse_labels(args.label), rate_hz=rate, window_s=window, gil=args.gil,
         idle=args.idle, threads=args.threads, subprocesses=args.subprocesses, native=args.native,
-        **_telemetry(args, env),
+        **_telemetry(args, env), **_spool(args, env, service, collector),
     )
+
+
+def _spool(args: argparse.Namespace, env: Mapping[str, str], service: str, collector: str
+           ) -> dict[str, Any]:
+    where = _pick(args.spool_dir, env, "PYROMETER_SPOOL_DIR", "", str,
+                  "--spool-dir")
+    size = _pick(args.spool_max_bytes, env, "PYROMETER_SPOOL_MAX_BYTES",
+                 str(DEFAULT_SPOOL_MAX_BYTES), str, "--spool-max-bytes")
+    return {"spool_dir": None if where == "off" else where or default_spool_dir(service, collector, env),
+            "spool_max_bytes": parse_size("--spool-max-bytes", size)}
+
+
+def default_spool_dir(service: str, collector: str, env: Mapping[str, str]) -> str:
+    """Per service and collector, so that the agent replacing a killed one finds its
+    spool, and never hands it to another collector.
+
+    A sidecar should mount a volume that outlives the container (an emptyDir) there.
+    """
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{service}@{collector}").lstrip(".") or "service"
+    state = env.get("XDG_STATE_HOME")
+    if state:
+        return os.path.join(state, "pyrometer", "spool", name)
+    # per user: the temp dir is shared, and the spool refuses a directory it does not own
+    return os.path.join(tempfile.gettempdir(), f"pyrometer-spool-{os.geteuid()}", name)
+
+
+def parse_size(flag: str, value: str) -> int:
+    """Bytes from "67108864", "64M", "64MiB" or "1G" (binary units)."""
+    match = _SIZE.match(value.strip())
+    if match is None:
+        raise ConfigError(f"{flag} {value!r}: expected a size in bytes, e.g. 64M or 1G")
+    unit = (match[2] or "").upper().rstrip("B").rstrip("I")
+    size = int(match[1]) * _UNITS[unit]
+    if size < 1 << 20:
+        raise ConfigError(f"{flag} {value!r}: expected at least 1M (one batch can be that big)")
+    return size
 
 
 def _telemetry(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:

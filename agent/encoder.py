@@ -5,12 +5,19 @@ afterwards (see proto/ingest.proto). The dictionary lives as long as one gRPC st
 a reconnect starts a new `StreamEncoder`, so a batch that was encoded for a broken
 stream is encoded again, whole, for the next one. That is why the shipper keeps
 windows, not encoded bytes, until they are acknowledged.
+
+A batch spooled to disk must outlive the stream, and the agent, that made it: it is
+encoded standalone (a dictionary of its own, ids from 0, see `encode_standalone`) and,
+when its turn comes, `StreamEncoder.reencode` maps its ids onto the live stream's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from google.protobuf.message import DecodeError
+
+from pyrometer.agent.errors import AgentError
 from pyrometer.agent.model import (
     Event,
     Frame,
@@ -27,6 +34,10 @@ from pyrometer.proto import ingest_pb2
 # Model field -> proto field where the names differ (times carry their unit on the wire).
 _RENAMED = {"time_ns": "time_unix_nanos", "end_ns": "end_unix_nanos",
             "latency_ns": "latency_nanos", "ttfb_ns": "ttfb_nanos"}
+
+
+class SpooledBatchError(AgentError):
+    """A spooled batch that cannot be read back (damaged, or from an incompatible agent)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,12 +81,7 @@ class StreamEncoder:
         `version`, when given, is the target's version for this batch: it replaces the
         identity's "version" label, so data is filed under the version that produced it.
         """
-        t = self._tables
-        self._delta = ingest_pb2.DictionaryDelta(
-            string_base=len(t.strings), frame_base=len(t.frames), stack_base=len(t.stacks)
-        )
-        # id 0 is always "", so an unset thread label costs nothing on the wire
-        self._string("")
+        self._begin_delta()
         batch = ingest_pb2.Batch(seq=seq)
         batch.agent.CopyFrom(self._identity)
         if version is not None:
@@ -86,6 +92,51 @@ class StreamEncoder:
             self._telemetry(batch, telemetry)
         batch.dictionary.CopyFrom(self._delta)
         return batch
+
+    def reencode(self, data: bytes) -> ingest_pb2.Batch:
+        """A spooled standalone batch, its dictionary ids remapped onto this stream's.
+
+        Identity and sequence number stay the spooled ones, so that the collector's
+        high-water mark for the agent that made it drops the batch if it was already
+        stored. Raises SpooledBatchError for data that does not decode.
+        """
+        try:
+            spooled = ingest_pb2.Batch.FromString(data)
+            return self._rebase(spooled)
+        except (DecodeError, IndexError) as exc:
+            raise SpooledBatchError(f"spooled batch does not decode: {exc}") from None
+
+    def _rebase(self, spooled: ingest_pb2.Batch) -> ingest_pb2.Batch:
+        old = spooled.dictionary
+        if old.string_base or old.frame_base or old.stack_base:
+            raise SpooledBatchError("spooled batch is not standalone (dictionary base > 0)")
+        strings = list(old.strings)
+        frames = [Frame(strings[f.name], strings[f.file], f.line) for f in old.frames]
+        stacks = [tuple(frames[i] for i in s.frames) for s in old.stacks]
+        self._begin_delta()
+        batch = ingest_pb2.Batch()
+        batch.CopyFrom(spooled)
+        if batch.HasField("profile"):
+            profile = batch.profile
+            stack_ids = [self._stack(stacks[i]) for i in profile.stack_ids]
+            thread_ids = [self._string(strings[i]) for i in profile.thread_ids]
+            del profile.stack_ids[:], profile.thread_ids[:]
+            profile.stack_ids.extend(stack_ids)
+            profile.thread_ids.extend(thread_ids)
+        for request in batch.requests:
+            request.route = self._string(strings[request.route])
+            request.method = self._string(strings[request.method])
+            request.source = self._string(strings[request.source])
+        batch.dictionary.CopyFrom(self._delta)
+        return batch
+
+    def _begin_delta(self) -> None:
+        t = self._tables
+        self._delta = ingest_pb2.DictionaryDelta(
+            string_base=len(t.strings), frame_base=len(t.frames), stack_base=len(t.stacks)
+        )
+        # id 0 is always "", so an unset thread label costs nothing on the wire
+        self._string("")
 
     def _telemetry(self, batch: ingest_pb2.Batch, telemetry: Telemetry) -> None:
         for gpu in telemetry.gpu:
@@ -157,6 +208,12 @@ class StreamEncoder:
             sid = ids[stack] = len(ids)
             self._delta.stacks.append(ingest_pb2.Stack(frames=frames))
         return sid
+
+
+def encode_standalone(identity: AgentIdentity, seq: int, window: ProfileWindow | None,
+                      telemetry: Telemetry | None = None, version: str | None = None) -> bytes:
+    """The serialised batch with a dictionary of its own: what the spool stores."""
+    return StreamEncoder(identity).encode(seq, window, telemetry, version).SerializeToString()
 
 
 def _identity_message(identity: AgentIdentity) -> ingest_pb2.AgentIdentity:

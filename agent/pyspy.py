@@ -14,8 +14,13 @@ any one window's count: py-spy spaces its samples at random (exponential) interv
 to avoid aliasing, so a window of N samples scatters by about sqrt(N); totals over
 many windows converge on rate x time.
 
-A py-spy that dies mid-window is logged and replaced (see ``_recorder_died``); its
-samples are lost and the next window starts when the new recorder is ready.
+Supervision: a py-spy that dies mid-window, or never says it is sampling within
+``ready_timeout_s``, is killed and restarted with backoff (``2**n * uniform(0.8, 1.2)``
+times ``restart_backoff_s``, capped at ``restart_backoff_max_s``; n counts the failures
+since the last full window); its samples are lost and the next window starts when the
+new recorder is ready. One that ignores SIGINT at a handover for ``stop_timeout_s``
+(hung) is killed; the next recorder is already sampling, so windows go on. py-spy is
+never started through a shell, and never outlives the agent (pyspy_orphans.py).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import contextlib
 import logging
 import math
 import os
+import random
 import shutil
 import sys
 import tempfile
@@ -37,6 +43,7 @@ import psutil
 
 from .errors import AgentError, ConfigError, TargetError
 from .model import NANOS_PER_SECOND, ProfileWindow, SampleKey
+from .pyspy_orphans import reap_orphans, with_parent_death_signal, workdir_prefix
 from .pyspy_recorder import Recorder, RecorderResult, classify_failure
 
 log = logging.getLogger(__name__)
@@ -66,7 +73,9 @@ class SamplerConfig:
     period_s: float = 10.0
     lead_s: float = 1.0  # start the next recorder this long before the grid boundary
     ready_timeout_s: float = 20.0
-    stop_timeout_s: float = 20.0
+    stop_timeout_s: float = 10.0  # py-spy answers SIGINT within one sample period
+    restart_backoff_s: float = 0.5
+    restart_backoff_max_s: float = 30.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.rate_hz <= 10_000:
@@ -76,8 +85,8 @@ class SamplerConfig:
                 f"lead ({self.lead_s} s) must be positive and shorter than the period "
                 f"({self.period_s} s)"
             )
-        if self.ready_timeout_s <= 0 or self.stop_timeout_s <= 0:
-            raise ConfigError("py-spy timeouts must be positive")
+        if min(self.ready_timeout_s, self.stop_timeout_s, self.restart_backoff_s) <= 0:
+            raise ConfigError("py-spy timeouts and backoff must be positive")
 
     def pyspy_flags(self) -> list[str]:
         """The ``py-spy record`` flags this config asks for (output and pid excluded)."""
@@ -188,6 +197,8 @@ class StackSampler:
         self.version: tuple[int, ...] = ()
         self.last_handover: Handover | None = None
         self.workdir: Path | None = None  # py-spy's files while windows() runs
+        self.restarts = 0  # recorders replaced after a crash or hang, all told
+        self._failures = 0  # consecutive, since the last full window
         self._stop = asyncio.Event()
         self._live: set[Recorder] = set()
 
@@ -207,11 +218,12 @@ class StackSampler:
         Raises TargetError (clear one-line message) when the first recorder cannot
         attach, and TargetExited, after the last window, when the target exits.
         """
-        pyspy = self.pyspy or [find_pyspy()]
+        pyspy = self.pyspy or with_parent_death_signal([find_pyspy()])
         self.version = await check_pyspy_version(pyspy)
         if self.config.native:
             log.warning("native stacks: py-spy pauses process %d for every sample", self.pid)
-        workdir = self.workdir = Path(tempfile.mkdtemp(prefix="pyrometer-pyspy-"))
+        await asyncio.to_thread(reap_orphans)
+        workdir = self.workdir = Path(tempfile.mkdtemp(prefix=workdir_prefix()))
         try:
             current = await self._launch(pyspy, workdir, first=True)
             assert current is not None
@@ -229,17 +241,21 @@ class StackSampler:
                             raise TargetExited(f"process {self.pid} exited")
                         return
                     self._recorder_died(result)
-                    current = await self._launch(pyspy, workdir, first=True)
-                    assert current is not None
-                    start_ns = current.ready_ns
+                    replacement = await self._relaunch(pyspy, workdir)
+                    if replacement is None:
+                        return  # stop() during the backoff: nothing was sampled since
+                    current, start_ns = replacement, replacement.ready_ns
                     continue
                 nxt = await self._launch(pyspy, workdir, first=False)
                 if nxt is None:
-                    continue  # the old recorder keeps sampling; try at the next boundary
+                    log.warning("keeping the current py-spy recorder; next try at the next "
+                                "window")
+                    continue
                 result = await self._finish(current)
                 counts = self._trim(result, nxt.ready_mono)
                 yield self._window(start_ns, nxt.ready_ns, counts, result)
                 current, start_ns = nxt, nxt.ready_ns
+                self._failures = 0
         finally:
             for recorder in list(self._live):
                 await recorder.kill()
@@ -262,7 +278,30 @@ class StackSampler:
         error = classify_failure(recorder.output, self.pid)
         if first:
             raise error
-        log.warning("next py-spy recorder failed, keeping the current one: %s", error)
+        log.warning("py-spy recorder failed to start: %s", error)
+        return None
+
+    async def _relaunch(self, pyspy: list[str], workdir: Path) -> Recorder | None:
+        """A new recorder after one died, with backoff; None if stop() came first.
+
+        Raises TargetExited when the target is gone in the meantime.
+        """
+        cfg = self.config
+        while not self._stop.is_set():
+            if not psutil.pid_exists(self.pid):
+                raise TargetExited(f"process {self.pid} exited")
+            delay = min(cfg.restart_backoff_max_s, cfg.restart_backoff_s * 2**self._failures)
+            delay *= random.uniform(0.8, 1.2)
+            self._failures += 1
+            self.restarts += 1
+            log.warning("restarting py-spy in %.1f s (failure %d in a row)", delay, self._failures)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+            if self._stop.is_set():
+                break
+            recorder = await self._launch(pyspy, workdir, first=False)
+            if recorder is not None:
+                return recorder
         return None
 
     async def _finish(self, recorder: Recorder) -> RecorderResult:
@@ -306,16 +345,11 @@ class StackSampler:
     def _target_gone(self, result: RecorderResult) -> bool:
         return result.target_exited or not psutil.pid_exists(self.pid)
 
-    def _recorder_died(self, result: RecorderResult) -> None:
-        """Hook for recorder supervision: a py-spy that exited on its own mid-window.
-
-        For now its samples are lost (the next window starts when a new recorder is
-        ready, leaving a gap) and this logs why; crash and hang policy grows here.
-        """
+    @staticmethod
+    def _recorder_died(result: RecorderResult) -> None:
+        """Say why a py-spy exited on its own mid-window; its samples are lost."""
         tail = " | ".join([line for line in result.output if line.strip()][-3:]) or "no output"
-        log.warning(
-            "py-spy exited unexpectedly (code %s): %s; restarting it", result.returncode, tail
-        )
+        log.warning("py-spy exited unexpectedly (code %s): %s", result.returncode, tail)
 
     def _window(
         self, start_ns: int, end_ns: int, counts: dict[SampleKey, int], result: RecorderResult

@@ -5,7 +5,8 @@ The agent is one asyncio program. The stack loop follows the target across resta
 and request samplers run beside it and drop their records into a shared buffer that
 rides along with the next batch, or with a telemetry-only batch every few seconds.
 SIGTERM or SIGINT stops py-spy with SIGINT (so it writes its last partial window),
-ships what is queued within a grace period, and exits.
+ships what is queued within a grace period, leaves what the collector did not take in
+the spool for the next agent, and exits.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import socket
 import time
 import uuid
 from collections.abc import Coroutine
-from typing import Any
 from importlib import metadata
+from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -29,6 +31,7 @@ from pyrometer.agent import target as targets
 from pyrometer.agent.config import AgentConfig
 from pyrometer.agent.encoder import AgentIdentity
 from pyrometer.agent.errors import TargetError
+from pyrometer.agent.footprint import report_periodically
 from pyrometer.agent.model import ProfileWindow
 from pyrometer.agent.lifecycle import Lifecycle, read_version, wait_for_target
 from pyrometer.agent.pyspy import SamplerConfig, StackSampler, TargetExited
@@ -54,7 +57,10 @@ class Agent:
         self.buffer = TelemetryBuffer()
         self.stop = asyncio.Event()
         self.sampler: StackSampler | None = None
-        self.shipper = Shipper(ShipperConfig(collector=config.collector), AgentIdentity(
+        spool = Path(config.spool_dir) if config.spool_dir else None
+        self.shipper = Shipper(ShipperConfig(
+            collector=config.collector, spool_dir=spool, spool_max_bytes=config.spool_max_bytes,
+        ), AgentIdentity(
             agent_id=uuid.uuid4().hex, service=config.service, instance=config.instance,
             host=socket.gethostname(), target_pid=target.pid, labels=config.labels,
             agent_version=_version(),
@@ -110,7 +116,10 @@ async def _start_samplers(agent: Agent, services: contextlib.AsyncExitStack
                           ) -> list[tuple[str, Coroutine[Any, Any, None]]]:
     """Start what runs beside the stack loop; returns the coroutines to run as tasks."""
     config, buffer = agent.config, agent.buffer
-    jobs: list[tuple[str, Coroutine[Any, Any, None]]] = [("flush", _flush_periodically(agent))]
+    jobs: list[tuple[str, Coroutine[Any, Any, None]]] = [
+        ("flush", _flush_periodically(agent)),
+        ("footprint", report_periodically(agent.shipper, agent.stop)),
+    ]
     from pyrometer.agent.host import ProcessSampler
 
     jobs.append(("process", ProcessSampler(config.process_interval_s).run(
@@ -219,12 +228,14 @@ async def _pause(stop: asyncio.Event, seconds: float) -> None:
 async def _drain(shipper: Shipper, shipping: asyncio.Task[None]) -> None:
     await shipper.close()
     try:
+        # on time-out the shipper is cancelled, and writes what is left to the spool
         await asyncio.wait_for(shipping, SHUTDOWN_GRACE_S)
     except TimeoutError:
-        log.error("collector unreachable at shutdown: %d batches not delivered", shipper.pending)
+        log.error("collector too slow at shutdown: %d batches not delivered", shipper.pending)
     stats = shipper.stats
-    log.info("shipped %d batches (%d acked, %d duplicates, %d dropped)", stats.sent, stats.acked,
-             stats.duplicates, stats.dropped_overflow + stats.rejected)
+    log.info("shipped %d batches (%d acked, %d duplicates, %d dropped, %d spooled, %d left)",
+             stats.sent, stats.acked, stats.duplicates, stats.dropped, stats.spooled,
+             shipper.pending)
 
 
 def _sampler_config(config: AgentConfig) -> SamplerConfig:

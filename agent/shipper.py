@@ -1,12 +1,17 @@
-"""Ship profile windows to the collector over one gRPC stream, in order, until acked.
+"""Ship batches to the collector over one gRPC stream, in order, until acked.
 
-Shape (kept ready for the on-disk spool of a later revision): windows wait in a
-bounded in-memory queue with their sequence numbers; a stream session encodes and
-sends them oldest first, at most `max_in_flight` unacknowledged at a time, and drops
-each from the queue only when the collector's ack says it is committed. A broken
-stream is retried with jittered exponential backoff (retryable codes only), and the
-next stream starts a fresh dictionary and resends everything not yet acknowledged.
-Past `max_pending` the oldest window is dropped and counted.
+Batches wait in the outbox (outbox.py: memory while the collector keeps up, the on-disk
+spool while it is unreachable or behind) with their sequence numbers. A stream session
+encodes and sends them oldest first, at most `max_in_flight` unacknowledged at a time
+(so a collector coming back is not flooded), and drops each only when the collector's
+ack says it is committed. A broken stream is retried with jittered exponential backoff
+(`2**n * uniform(0.8, 1.2)`, retryable codes only); the next stream starts a fresh
+dictionary and resends everything not yet acknowledged, and the collector's per-agent
+high-water mark drops what it had already stored.
+
+Shutdown: close() makes run() deliver what is queued; if the collector cannot be
+reached, or run() is cancelled, what is left is written to the spool for the next
+agent, which delivers it under the old agent id and sequence numbers.
 """
 
 from __future__ import annotations
@@ -14,14 +19,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 
-from pyrometer.agent.encoder import AgentIdentity, StreamEncoder
+from pyrometer.agent.encoder import (
+    AgentIdentity,
+    SpooledBatchError,
+    StreamEncoder,
+    encode_standalone,
+)
 from pyrometer.agent.model import ProfileWindow, Telemetry
+from pyrometer.agent.outbox import Content, Outbox, ShipperStats
+from pyrometer.agent.spool import Spool, SpoolError
 from pyrometer.proto import ingest_pb2, ingest_pb2_grpc
+
+__all__ = ["RETRYABLE", "Shipper", "ShipperConfig", "ShipperStats"]
 
 log = logging.getLogger(__name__)
 
@@ -47,29 +61,14 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 @dataclass(frozen=True, slots=True)
 class ShipperConfig:
     collector: str  # host:port
-    max_pending: int = 720  # batches held for the collector: an hour of 10 s windows
-    # plus the telemetry-only batches between them
+    max_pending: int = 720  # batches held in memory when there is no spool: an hour
+    # of 10 s windows plus the telemetry-only batches between them
     max_in_flight: int = 8
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
-
-
-@dataclass(slots=True)
-class ShipperStats:
-    sent: int = 0
-    acked: int = 0
-    duplicates: int = 0
-    dropped_overflow: int = 0
-    rejected: int = 0
-    reconnects: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    seq: int
-    window: ProfileWindow | None
-    telemetry: Telemetry | None
-    version: str | None
+    spool_dir: Path | None = None  # None: memory only
+    spool_max_bytes: int = 64 * 1024 * 1024
+    memory_batches: int = 16  # held in memory before spilling while the collector is behind
 
 
 class Shipper:
@@ -78,15 +77,24 @@ class Shipper:
     def __init__(self, config: ShipperConfig, identity: AgentIdentity) -> None:
         self._config = config
         self._identity = identity
-        self._pending: deque[_Pending] = deque()
         self._next_seq = 1
         self._wakeup = asyncio.Event()
         self._closing = asyncio.Event()
         self.stats = ShipperStats()
+        self._spool = _open_spool(config.spool_dir)
+        self._outbox = Outbox(
+            self.stats, self._standalone, self._spool, max_pending=config.max_pending,
+            memory_batches=config.memory_batches, spool_max_bytes=config.spool_max_bytes,
+            agent_id=identity.agent_id)
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return len(self._outbox)
+
+    @property
+    def on_disk(self) -> tuple[int, int]:
+        """(batches, bytes) waiting in the spool."""
+        return self._outbox.on_disk
 
     def submit(self, window: ProfileWindow | None, telemetry: Telemetry | None = None,
                version: str | None = None) -> int:
@@ -97,56 +105,73 @@ class Shipper:
         """
         seq = self._next_seq
         self._next_seq += 1
-        self._pending.append(_Pending(seq, window, telemetry, version))
-        while len(self._pending) > self._config.max_pending:
-            dropped = self._pending.popleft()
-            self.stats.dropped_overflow += 1
-            log.warning("collector behind: dropped window seq=%d (queue bound %d)",
-                        dropped.seq, self._config.max_pending)
+        self._outbox.add(seq, Content(window, telemetry, version))
         self._wakeup.set()
         return seq
 
     async def run(self) -> None:
-        """Deliver until close() is called and the queue is empty (or close's deadline)."""
-        attempt = 0
-        while not (self._closing.is_set() and not self._pending):
-            if not self._pending:
-                await self._wait_for_work()
-                continue
-            try:
-                acked_before = self.stats.acked
-                await self._session()
-                attempt = 0
-            except grpc.aio.AioRpcError as err:
-                if self.stats.acked > acked_before:
-                    attempt = 0
-                if not self._handle_error(err):
-                    continue
-                delay = min(self._config.backoff_max_s,
-                            self._config.backoff_initial_s * 2**attempt) * random.uniform(0.8, 1.2)
-                attempt += 1
-                self.stats.reconnects += 1
-                log.info("collector %s: %s; retrying in %.1fs", self._config.collector,
-                         err.code().name, delay)
-                await self._sleep(delay)
+        """Deliver until close() and an empty queue; what is left then goes to the spool."""
+        try:
+            await self._deliver()
+        finally:
+            # also on cancellation (the agent's shutdown grace ran out)
+            self._outbox.persist()
+            if self._spool is not None:
+                self._spool.close()
 
     async def close(self) -> None:
         """No more windows will come: deliver what is queued, then let run() return."""
         self._closing.set()
         self._wakeup.set()
 
+    async def _deliver(self) -> None:
+        attempt = 0
+        while not (self._closing.is_set() and not self._outbox):
+            if not self._outbox:
+                await self._wait_for_work()
+                continue
+            acked_before = self.stats.acked
+            try:
+                await self._session()
+                attempt = 0
+                continue
+            except grpc.aio.AioRpcError as err:
+                if not self._handle_error(err):
+                    continue
+                reason = err.code().name
+            if self.stats.acked > acked_before:
+                attempt = 0
+            elif self._closing.is_set():  # one last try failed: the spool keeps the rest
+                log.warning("collector %s unreachable at shutdown (%s)",
+                            self._config.collector, reason)
+                return
+            await self._back_off(attempt, reason)
+            attempt += 1
+
+    async def _back_off(self, attempt: int, reason: str) -> None:
+        self._outbox.connected = False
+        self._outbox.spill(0)  # an agent killed during the outage loses nothing
+        delay = min(self._config.backoff_max_s,
+                    self._config.backoff_initial_s * 2**attempt) * random.uniform(0.8, 1.2)
+        self.stats.reconnects += 1
+        log.info("collector %s: %s; %d batches waiting, retrying in %.1fs",
+                 self._config.collector, reason, len(self._outbox), delay)
+        await self._sleep(delay)
+
     def _handle_error(self, err: grpc.aio.AioRpcError) -> bool:
         """True when the error means back off and retry; False when the head was dropped."""
-        if err.code() in REJECTED and self._pending:
-            bad = self._pending.popleft()
+        bad = self._outbox.reject_head() if err.code() in REJECTED else None
+        self._outbox.in_flight = 0  # the stream is gone: nothing is on the wire
+        if bad is not None:
             self.stats.rejected += 1
-            log.error("collector rejected window seq=%d: %s", bad.seq, err.details())
+            log.error("collector rejected batch seq=%d: %s", bad.seq, err.details())
             return False
         if err.code() not in RETRYABLE:
             log.error("collector stream failed: %s %s", err.code().name, err.details())
         return True
 
     async def _session(self) -> None:
+        self._outbox.in_flight = 0  # a new stream: everything unacknowledged is resent
         options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
         async with grpc.aio.insecure_channel(
             self._config.collector, options=options, compression=grpc.Compression.Gzip
@@ -165,41 +190,49 @@ class Shipper:
 
     async def _send_all(self, call: grpc.aio.StreamStreamCall) -> None:
         encoder = StreamEncoder(self._identity)
-        sent_upto = 0
         while True:
-            batch = self._next_to_send(sent_upto)
+            batch = self._next_batch(encoder)
             if batch is None:
-                if self._closing.is_set() and not self._pending:
+                if self._closing.is_set() and not self._outbox:
                     await call.done_writing()
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            await call.write(encoder.encode(batch.seq, batch.window, batch.telemetry,
-                                            batch.version))
-            sent_upto = batch.seq
+            await call.write(batch)
             self.stats.sent += 1
 
-    def _next_to_send(self, sent_upto: int) -> _Pending | None:
-        in_flight = 0
-        for item in self._pending:
-            if item.seq <= sent_upto:
-                in_flight += 1
-                continue
-            return item if in_flight < self._config.max_in_flight else None
+    def _next_batch(self, encoder: StreamEncoder) -> ingest_pb2.Batch | None:
+        """The next batch to write, or None while max_in_flight are unacknowledged."""
+        while self._outbox.in_flight < self._config.max_in_flight:
+            taken = self._outbox.next_unsent()
+            if taken is None:
+                return None
+            entry, body = taken
+            if isinstance(body, Content):
+                return encoder.encode(entry.seq, body.window, body.telemetry, body.version)
+            try:
+                return encoder.reencode(body)
+            except SpooledBatchError as exc:
+                log.warning("spool: skipping batch seq=%d: %s", entry.seq, exc)
+                self._outbox.discard_sent(entry)
         return None
 
     def _on_ack(self, ack: ingest_pb2.Ack) -> None:
-        while self._pending and self._pending[0].seq <= ack.seq:
-            self._pending.popleft()
-            self.stats.acked += 1
+        self._outbox.ack(ack.seq)
+        self._outbox.connected = True
+        self.stats.acked += 1
         if ack.duplicate:
             self.stats.duplicates += 1
         self._wakeup.set()  # room in the in-flight window
 
+    def _standalone(self, seq: int, content: Content) -> bytes:
+        return encode_standalone(self._identity, seq, content.window, content.telemetry,
+                                 content.version)
+
     async def _wait_for_work(self) -> None:
         self._wakeup.clear()
-        if not self._pending and not self._closing.is_set():
+        if not self._outbox and not self._closing.is_set():
             await self._wakeup.wait()
 
     async def _sleep(self, seconds: float) -> None:
@@ -208,6 +241,16 @@ class Shipper:
             await asyncio.wait_for(self._closing.wait(), seconds)
         except TimeoutError:
             pass
+
+
+def _open_spool(directory: Path | None) -> Spool | None:
+    if directory is None:
+        return None
+    try:
+        return Spool(directory)
+    except SpoolError as exc:
+        log.error("%s; batches are held in memory only", exc)
+        return None
 
 
 async def _raise_if_failed(call: grpc.aio.StreamStreamCall) -> None:
