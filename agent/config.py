@@ -15,7 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from pyrometer.agent import security as agent_security
 from pyrometer.agent.errors import ConfigError
+from pyrometer.agent.security import Security
 
 T = TypeVar("T")
 _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
@@ -51,6 +53,7 @@ class AgentConfig:
     flush_interval_s: float = 5.0  # telemetry ships at least this often between windows
     spool_dir: str | None = None  # None: no spool, undelivered batches only in memory
     spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES
+    security: Security = Security()  # token and TLS for the collector
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,6 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "[PYROMETER_SPOOL_MAX_BYTES]")
     parser.add_argument("--version-env", help="comma-separated environment variables of the "
                         "target that hold its version (default APP_VERSION,GIT_COMMIT,IMAGE_TAG)")
+    agent_security.add_arguments(parser)
 
 
 def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> AgentConfig:
@@ -126,6 +130,7 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> A
         labels=parse_labels(args.label), rate_hz=rate, window_s=window, gil=args.gil,
         idle=args.idle, threads=args.threads, subprocesses=args.subprocesses, native=args.native,
         **_telemetry(args, env), **_spool(args, env, service, collector),
+        security=agent_security.resolve(args, env),
     )
 
 

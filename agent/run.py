@@ -60,6 +60,7 @@ class Agent:
         spool = Path(config.spool_dir) if config.spool_dir else None
         self.shipper = Shipper(ShipperConfig(
             collector=config.collector, spool_dir=spool, spool_max_bytes=config.spool_max_bytes,
+            security=config.security,
         ), AgentIdentity(
             agent_id=uuid.uuid4().hex, service=config.service, instance=config.instance,
             host=socket.gethostname(), target_pid=target.pid, labels=config.labels,

@@ -24,12 +24,14 @@ from pathlib import Path
 
 import grpc
 
+from pyrometer.agent import security as agent_security
 from pyrometer.agent.encoder import (
     AgentIdentity,
     SpooledBatchError,
     StreamEncoder,
     encode_standalone,
 )
+from pyrometer.agent.security import Security
 from pyrometer.agent.model import ProfileWindow, Telemetry
 from pyrometer.agent.outbox import Content, Outbox, ShipperStats
 from pyrometer.agent.spool import Spool, SpoolError
@@ -55,6 +57,9 @@ RETRYABLE = frozenset(
 # batch over its size limits (overload is UNAVAILABLE), and that batch never shrinks.
 REJECTED = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
                       grpc.StatusCode.RESOURCE_EXHAUSTED})
+# The collector does not accept our token. Not REJECTED (that drops the batch) and not
+# quietly retried: an operator can fix the token, so keep the data, back off, say why.
+AUTH_REFUSED = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
@@ -68,6 +73,7 @@ class ShipperConfig:
     backoff_max_s: float = 30.0
     spool_dir: Path | None = None  # None: memory only
     spool_max_bytes: int = 64 * 1024 * 1024
+    security: Security = Security()  # token and TLS for the collector
     memory_batches: int = 16  # held in memory before spilling while the collector is behind
 
 
@@ -166,17 +172,22 @@ class Shipper:
             self.stats.rejected += 1
             log.error("collector rejected batch seq=%d: %s", bad.seq, err.details())
             return False
-        if err.code() not in RETRYABLE:
+        if err.code() in AUTH_REFUSED:
+            log.error("collector refused this agent's token (%s): check --token, --token-file or "
+                      "PYROMETER_TOKEN; batches are kept and retried", err.code().name)
+        elif err.code() not in RETRYABLE:
             log.error("collector stream failed: %s %s", err.code().name, err.details())
         return True
 
     async def _session(self) -> None:
         self._outbox.in_flight = 0  # a new stream: everything unacknowledged is resent
         options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
-        async with grpc.aio.insecure_channel(
-            self._config.collector, options=options, compression=grpc.Compression.Gzip
+        async with agent_security.channel(
+            self._config.collector, self._config.security, options=options,
+            compression=grpc.Compression.Gzip,
         ) as channel:
-            call = ingest_pb2_grpc.IngestStub(channel).Stream()
+            call = ingest_pb2_grpc.IngestStub(channel).Stream(
+                metadata=agent_security.call_metadata(self._config.security))
             sender = asyncio.create_task(self._send_all(call))
             try:
                 # Ends when the collector closes the stream, which it does after the
