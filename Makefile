@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test test-full demo proto lint gpu-check clean
+.PHONY: test test-full demo proto lint gpu-check rca-eval clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ demo: $(STAMP)
 ## regenerate proto/*_pb2*.py from proto/*.proto with the pinned grpcio-tools
 proto: $(STAMP)
 	$(PY) -m pyrometer.proto.codegen
+
+## the root-cause evaluation: every scenario 3 times (about an hour on two cores);
+## writes tests/rca/results.md (linked from the README) and results.json beside it
+rca-eval: $(STAMP)
+	$(PY) tests/rca/run.py --runs 3
 
 ## on a machine with an NVIDIA GPU: read the real NVML for about 20 s (under load when
 ## torch with CUDA is importable) and print what it read; exits non-zero if it read nothing

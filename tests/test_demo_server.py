@@ -173,3 +173,38 @@ def test_loadgen_cli_reports_a_summary_line(tmp_path: Path) -> None:
     summary = json.loads(summary_line)
     assert summary["sent"] == 8 and summary["ok"] == 8 and summary["errors"] == 0
     assert summary["mean_words"] == 32.0
+
+
+def test_flags_file_switches_the_code_path_without_a_restart(tmp_path: Path) -> None:
+    flags = tmp_path / "flags"
+    flags.write_text("# nothing switched on yet\n")
+    with running_server(tmp_path, {"DEMO_FLAGS_FILE": str(flags)}) as url:
+        _, before = _call(f"{url}/v1/predict", {"text": _words(12), "debug": True})
+        flags.write_text("costly_postprocess=1\n")
+        deadline = time.monotonic() + 10  # the server re-reads the file at most once a second
+        while (info := _call(f"{url}/v1/info")[1])["switches"]["costly_postprocess"] is False:
+            assert time.monotonic() < deadline, info
+            time.sleep(0.1)
+        _, after = _call(f"{url}/v1/predict", {"text": _words(12), "debug": True})
+    assert before["debug"]["postprocess"] == "postprocess_render_json"
+    assert after["debug"]["postprocess"] == "postprocess_render_json_costly"
+    assert info["switches"]["flags"] == {"costly_postprocess": True}
+
+
+def test_loadgen_schedule_changes_rate_and_size_mid_run(tmp_path: Path) -> None:
+    schedule = '[{"at": 0.5, "text_words": 64}, {"at": 1.0, "rate": 40}]'
+    with running_server(tmp_path, {}) as url:
+        result = subprocess.run(
+            [sys.executable, str(DEMO / "loadgen.py"), "--url", url, "--rate", "20",
+             "--duration", "1.5", "--size-dist", "fixed", "--schedule", schedule],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    steps = [json.loads(line.split(": ", 1)[1]) for line in lines if line.startswith("loadgen step: ")]
+    assert [(s["at"], s["rate"], s["text_words"]) for s in steps] == [(0.5, None, 64), (1.0, 40, None)]
+    assert 0 < steps[1]["unix"] - steps[0]["unix"] < 1.0
+    summary = json.loads(lines[-1])
+    assert summary["target_rate"] == 20.0 and 32 < summary["mean_words"] < 64
+    with pytest.raises(ValueError):
+        loadgen.parse_schedule('[{"rate": 5}]')

@@ -13,6 +13,13 @@ prints ``loadgen started: ...`` once sending, then one JSON summary line and exi
 ``{"sent", "ok", "errors", "error_kinds", "p50_ms", "p99_ms", "max_ms",
 "mean_words", "elapsed_s", "target_rate", "achieved_rate"}``. ``sent`` counts
 scheduled requests; ``ok + errors == sent``. Exit status 1 if every request failed.
+
+``--schedule JSON`` changes the load mid-run, for fault-injection scenarios (a traffic
+surge, a payload-size shift): a list of steps ``{"at": SECONDS_AFTER_START, "rate"?,
+"text_words"?}``, each keeping what it does not name. When a step takes effect the
+generator prints ``loadgen step: {"at", "rate", "text_words", "unix"}`` (``unix`` is
+the wall-clock time it took effect), so a harness can record when the load changed.
+``target_rate`` in the summary stays the starting rate.
 """
 
 from __future__ import annotations
@@ -46,6 +53,36 @@ WORDS = (  # a support-ticket vocabulary, so payloads look like the model's inpu
     "today", "yesterday", "week", "month", "the", "a", "my", "your", "is", "was",
     "not", "and", "but", "with", "for", "on",
 )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """From ``at`` seconds after the start on, send at ``rate`` with ``text_words``."""
+
+    at: float
+    rate: float | None = None
+    text_words: float | None = None
+
+
+def parse_schedule(text: str) -> list[Step]:
+    """``--schedule`` JSON to steps in time order; ValueError says what is wrong."""
+    try:
+        raw = json.loads(text)
+    except ValueError:
+        raise ValueError("--schedule: not JSON") from None
+    if not isinstance(raw, list):
+        raise ValueError("--schedule: expected a JSON list of steps")
+    steps = []
+    for item in raw:
+        if not isinstance(item, dict) or set(item) - {"at", "rate", "text_words"}:
+            raise ValueError(f"--schedule: {item!r}: keys are at, rate, text_words")
+        values = [item.get(k) for k in ("at", "rate", "text_words")]
+        if not all(v is None or (isinstance(v, int | float) and v >= 0) for v in values):
+            raise ValueError(f"--schedule: {item!r}: values must be non-negative numbers")
+        if item.get("at") is None or item.get("rate") == 0 or item.get("text_words") == 0:
+            raise ValueError(f"--schedule: {item!r}: needs at; rate and text_words must be > 0")
+        steps.append(Step(float(item["at"]), item.get("rate"), item.get("text_words")))
+    return sorted(steps, key=lambda step: step.at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,11 +177,14 @@ def run_load(
     text_words: float = 32.0, size_dist: str = "lognormal", arrival: str = "poisson",
     senders: int = 16, timeout: float = 10.0, seed: int | None = 0,
     stop: threading.Event | None = None, on_start: Callable[[], None] | None = None,
+    schedule: Sequence[Step] = (), on_step: Callable[[Step, float], None] | None = None,
 ) -> LoadSummary:  # fmt: skip
     """Send predictions to ``url`` at ``rate``/s for ``duration`` s (or ``max_requests``).
 
     Returns once every scheduled request has finished, or has been abandoned
     ``timeout`` seconds after the schedule ended. Setting ``stop`` ends the schedule early.
+    ``schedule`` changes rate and payload size at given offsets from the start;
+    ``on_step`` is called with each step and the wall-clock time it took effect.
     """
     if rate <= 0 or duration < 0 or text_words <= 0 or senders < 1:
         raise ValueError("rate, text_words and senders must be positive, duration not negative")
@@ -161,7 +201,19 @@ def run_load(
         on_start()
     start = time.monotonic()
     end, due, sent, words = start + duration, start, 0, 0
+    pending = sorted(schedule, key=lambda step: step.at)
+    base_rate = rate
     while due < end and (max_requests is None or sent < max_requests):
+        if pending and start + pending[0].at <= due:
+            # Wait for the step's own time, so the time reported is when it took effect.
+            if stop.wait(max(0.0, start + pending[0].at - time.monotonic())):
+                break
+            step = pending.pop(0)
+            rate, text_words = step.rate or rate, step.text_words or text_words
+            due = max(due, start + step.at)
+            if on_step is not None:
+                on_step(step, time.time())
+            continue
         if stop.wait(max(0.0, due - time.monotonic())):
             break
         n = draw_words(rng, text_words, size_dist)
@@ -183,7 +235,7 @@ def run_load(
         p50_ms=_percentile(latencies, 0.50), p99_ms=_percentile(latencies, 0.99),
         max_ms=round(latencies[-1], 3) if latencies else None,
         mean_words=round(words / sent, 2) if sent else 0.0, elapsed_s=round(elapsed, 3),
-        target_rate=rate, achieved_rate=round(sent / sending_s, 3) if sending_s > 0 else 0.0,
+        target_rate=base_rate, achieved_rate=round(sent / sending_s, 3) if sending_s > 0 else 0.0,
     )  # fmt: skip
 
 
@@ -200,6 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--senders", type=int, default=16, help="concurrent connections at most")
     parser.add_argument("--timeout", type=float, default=10.0, help="per request, seconds")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--schedule", default="[]",
+                        help='JSON steps, e.g. [{"at": 60, "rate": 100}, {"at": 90, "rate": 20}]')
     args = parser.parse_args(argv)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -209,11 +263,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"loadgen started: url={args.url} rate={args.rate}/s duration={args.duration}s",
               flush=True)  # fmt: skip
 
+    def stepped(step: Step, unix: float) -> None:
+        line = {"at": step.at, "rate": step.rate, "text_words": step.text_words, "unix": unix}
+        print(f"loadgen step: {json.dumps(line)}", flush=True)
+
     try:
+        schedule = parse_schedule(args.schedule)
         summary = run_load(
             args.url, args.rate, args.duration, max_requests=args.max_requests,
             text_words=args.text_words, size_dist=args.size_dist, arrival=args.arrival,
             senders=args.senders, timeout=args.timeout, seed=args.seed, stop=stop, on_start=ready,
+            schedule=schedule, on_step=stepped,
         )  # fmt: skip
     except ValueError as exc:
         print(f"loadgen: {exc}", file=sys.stderr)

@@ -24,6 +24,10 @@ Fault-injection switches, read from the environment at startup:
   (f - 1) times its own duration in ``simulated_device_wait``, as a throttled device
   would stretch the kernels the host waits on. The file is re-read at most once a
   second; a missing or unreadable file means f = 1.
+- ``DEMO_FLAGS_FILE=PATH``: runtime feature flags, ``name=1`` or ``name=0`` per line,
+  re-read at most once a second, so a code path can change without a restart (a
+  flag flip, not a deploy). ``costly_postprocess=1`` there switches the costly
+  post-processing on (and ``=0`` off) whatever ``DEMO_COSTLY_POSTPROCESS`` says.
 - ``DEMO_WORKERS``: default for ``--workers`` (concurrent predictions; more queue).
 - ``PYROMETER_REQUESTS_ADDR=HOST:PORT``: wrap the app in Pyrometer's WSGI middleware,
   which sends one record per request to the agent listening there.
@@ -98,6 +102,7 @@ def parse_config(argv: Sequence[str] | None, env: Mapping[str, str]) -> ServerCo
         slow_forward=_env_bool(env, "DEMO_SLOW_FORWARD"),
         costly_postprocess=_env_bool(env, "DEMO_COSTLY_POSTPROCESS"),
         slowdown_file=env.get("DEMO_SLOWDOWN_FILE") or None,
+        flags_file=env.get("DEMO_FLAGS_FILE") or None,
         seed=args.seed,
         max_tokens=_positive_int(args.max_tokens, "--max-tokens"),
     )

@@ -12,15 +12,16 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import inference
 
 log = logging.getLogger("model-server")
 NAME = "pyrometer-demo-model"
-SLOWDOWN_RECHECK_S = 1.0
+RECHECK_S = 1.0  # how stale a file-driven switch may be
 
 StartResponse = Callable[..., Any]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,7 @@ class ServerConfig:
     slow_forward: bool = False
     costly_postprocess: bool = False
     slowdown_file: str | None = None
+    flags_file: str | None = None
     seed: int = 1234
     max_tokens: int = 512
     max_body_bytes: int = 1 << 20
@@ -44,38 +46,81 @@ class ServerConfig:
         return self.slow_forward or self.version in self.slow_versions
 
 
-class SlowdownKnob:
-    """The factor in DEMO_SLOWDOWN_FILE, re-read at most once per SLOWDOWN_RECHECK_S.
+class _PolledFile(Generic[T]):
+    """A value parsed from a file, re-read at most once per RECHECK_S.
 
     Cheap on the hot path: between re-reads it is a clock read and a comparison, so a
-    scenario can throttle and un-throttle a running server by writing one file.
+    scenario can change a running server's behaviour by writing one file. A missing,
+    unreadable or half-written file gives the default.
+    """
+
+    def __init__(self, path: str | None, default: T,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._path = path
+        self._default = default
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._value = default
+        self._checked = float("-inf")
+
+    def value(self) -> T:
+        if self._path is None:
+            return self._default
+        now = self._clock()
+        with self._lock:
+            if now - self._checked >= RECHECK_S:
+                self._checked = now
+                try:
+                    with open(self._path, encoding="utf-8") as f:
+                        self._value = self._parse(f.read())
+                except (OSError, ValueError):
+                    self._value = self._default
+            return self._value
+
+    def _parse(self, text: str) -> T:
+        raise NotImplementedError
+
+
+class SlowdownKnob(_PolledFile[float]):
+    """The factor in DEMO_SLOWDOWN_FILE (at least 1): the GPU-throttle simulation."""
+
+    def __init__(self, path: str | None, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(path, 1.0, clock)
+
+    def factor(self) -> float:
+        return self.value()
+
+    def _parse(self, text: str) -> float:
+        return max(1.0, float(text.strip() or "1"))
+
+
+class FlagsKnob(_PolledFile[dict[str, bool]]):
+    """Runtime flags from DEMO_FLAGS_FILE: ``name=1`` / ``name=0`` lines, ``#`` comments.
+
+    This is the "code path changed without a deploy" fault: a feature flag flipped in a
+    running process. Unknown names are kept (and shown by /v1/info) but select nothing.
     """
 
     def __init__(self, path: str | None, clock: Callable[[], float] = time.monotonic) -> None:
-        self._path = path
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._factor = 1.0
-        self._checked = float("-inf")
+        super().__init__(path, {}, clock)
 
-    def factor(self) -> float:
-        if self._path is None:
-            return 1.0
-        now = self._clock()
-        with self._lock:
-            if now - self._checked >= SLOWDOWN_RECHECK_S:
-                self._checked = now
-                self._factor = self._read()
-            return self._factor
+    def flag(self, name: str, default: bool) -> bool:
+        return self.value().get(name, default)
 
-    def _read(self) -> float:
-        assert self._path is not None
-        try:
-            with open(self._path, encoding="utf-8") as f:
-                value = float(f.read().strip() or "1")
-        except (OSError, ValueError):
-            return 1.0  # absent or half-written: not throttled
-        return max(1.0, value)
+    def _parse(self, text: str) -> dict[str, bool]:
+        flags: dict[str, bool] = {}
+        for line in text.splitlines():
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            name, sep, raw = line.partition("=")
+            if not sep or raw.strip().lower() not in _FLAG_VALUES:
+                raise ValueError(f"bad flag line {line!r}")  # keeps the whole file out
+            flags[name.strip()] = _FLAG_VALUES[raw.strip().lower()]
+        return flags
+
+
+_FLAG_VALUES = {"1": True, "true": True, "on": True, "0": False, "false": False, "off": False}
 
 
 def simulated_device_wait(seconds: float) -> None:
@@ -98,17 +143,26 @@ class ModelServerApp:
         self.config = config
         self.weights = inference.build_weights(config.seed)
         self._forward = inference.model_forward_slow if config.forward_is_slow else inference.model_forward
-        self._costly = config.costly_postprocess
         self._slowdown = SlowdownKnob(config.slowdown_file)
+        self._flags = FlagsKnob(config.flags_file)
         self._slots = threading.BoundedSemaphore(config.workers)
         self._lock = threading.Lock()
         self._waiting = self._running = self._served = 0
         self._idle = threading.Condition(self._lock)
 
     @property
+    def costly_postprocess(self) -> bool:
+        """The flags file, when it names the flag, overrides DEMO_COSTLY_POSTPROCESS."""
+        return self._flags.flag("costly_postprocess", self.config.costly_postprocess)
+
+    @property
     def postprocess_name(self) -> str:
-        costly = inference.postprocess_render_json_costly
-        return (costly if self._costly else inference.postprocess_render_json).__name__
+        return self._postprocess_name(self.costly_postprocess)
+
+    @staticmethod
+    def _postprocess_name(costly: bool) -> str:
+        fn = inference.postprocess_render_json_costly if costly else inference.postprocess_render_json
+        return fn.__name__
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
@@ -146,7 +200,7 @@ class ModelServerApp:
             self._running += 1
         try:
             started = time.perf_counter()
-            body, forward_s, factor = self._pipeline(text, top_k)
+            body, forward_s, factor, costly = self._pipeline(text, top_k)
         finally:
             self._slots.release()
             with self._idle:
@@ -158,14 +212,14 @@ class ModelServerApp:
         if request.get("debug") is True:
             body["debug"] = {
                 "forward": self._forward.__name__,
-                "postprocess": self.postprocess_name,
+                "postprocess": self._postprocess_name(costly),
                 "slowdown_factor": factor,
                 "queue_ms": round((started - queued_at) * 1000, 3),
                 "forward_ms": round(forward_s * 1000, 3),
             }
         return body
 
-    def _pipeline(self, text: str, top_k: int) -> tuple[dict[str, Any], float, float]:
+    def _pipeline(self, text: str, top_k: int) -> tuple[dict[str, Any], float, float, bool]:
         enc = inference.preprocess(text, self.config.max_tokens)
         t0 = time.perf_counter()
         logits = self._forward(self.weights, enc)
@@ -174,11 +228,12 @@ class ModelServerApp:
         if factor > 1.0:
             simulated_device_wait(forward_s * (factor - 1.0))
         probs = inference.postprocess_softmax(logits)
-        if self._costly:
+        costly = self.costly_postprocess  # read once: one request runs one path
+        if costly:
             body = inference.postprocess_render_json_costly(probs, enc, self.weights, top_k)
         else:
             body = inference.postprocess_render_json(probs, enc, top_k)
-        return body, forward_s, factor
+        return body, forward_s, factor, costly
 
     def info(self) -> dict[str, Any]:
         """Version, switches and the functions they select, and live counters."""
@@ -190,9 +245,11 @@ class ModelServerApp:
             "workers": self.config.workers,
             "switches": {
                 "slow_forward": self.config.forward_is_slow,
-                "costly_postprocess": self._costly,
+                "costly_postprocess": self.costly_postprocess,
                 "slowdown_file": self.config.slowdown_file,
                 "slowdown_factor": self._slowdown.factor(),
+                "flags_file": self.config.flags_file,
+                "flags": self._flags.value(),
             },
             "functions": {"forward": self._forward.__name__, "postprocess": self.postprocess_name},
             "stats": stats,

@@ -1,0 +1,128 @@
+"""The scenarios: which fault, how strong, when; drawn from a seed so a run can be repeated.
+
+A run's timeline is measured from its anchor (the moment the agent is profiling):
+`fault_at_s` of baseline, the fault for `fault_s`, then `tail_s` without it. Null runs
+have no fault. Magnitudes and times vary between the runs of a scenario (full mode); the
+quick mode runs two scenarios once each, compressed.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+# The cause kinds the spike analysis ranks, in a fixed order (used to break ties).
+KINDS = ("gpu_throttling", "deploy", "payload_size", "traffic_surge", "code_path", "host_pressure")
+
+# Steady load every run starts from (and returns to): the demo server with a bounded
+# pool of two workers, open-loop Poisson arrivals of lognormal-sized support tickets.
+BASE_RATE = 40.0
+BASE_WORDS = 32.0
+WORKERS = 2
+BASE_VERSION = "1.0.0"
+
+# What each scenario does, for the report.
+DESCRIPTIONS = {
+    "payload_size": "load switches to larger inputs (mean words x magnitude), then back",
+    "deploy": "server restarted as a slower version (APP_VERSION 2.x, slow forward), then "
+              "rolled back to 1.0.0",
+    "traffic_surge": "load rate jumps to a multiple of the base rate, past what the 2-worker "
+                     "pool serves, then back",
+    "code_path": "runtime flag costly_postprocess=1 in the flags file (no restart), then 0",
+    "host_pressure": "N processes spinning on the host's cores, then killed",
+    "gpu_throttling": "SIMULATED: replayed NVML recording with a thermal episode, the server "
+                      "slowed by sm_clock_max/sm_clock in step",
+    "null": "no fault",
+}
+EXPECTED = {name: (None if name == "null" else name) for name in DESCRIPTIONS}
+QUICK_SCENARIOS = ("code_path", "traffic_surge")
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """Seconds from the anchor: baseline before the fault, its length, the tail after."""
+
+    baseline_s: tuple[float, float]  # drawn uniformly from this range
+    fault_s: tuple[float, float]
+    tail_s: float
+    api_baseline: str  # the spike endpoint's trailing-baseline and step parameters
+    api_step: str
+
+
+FULL = Timing(baseline_s=(75.0, 110.0), fault_s=(25.0, 45.0), tail_s=30.0,
+              api_baseline="60s", api_step="2s")
+QUICK = Timing(baseline_s=(55.0, 55.0), fault_s=(25.0, 25.0), tail_s=12.0,
+               api_baseline="40s", api_step="2s")
+
+
+@dataclass(frozen=True, slots=True)
+class RunPlan:
+    """One run: a scenario, its drawn magnitude and fault times."""
+
+    scenario: str
+    index: int
+    seed: int
+    fault_at_s: float
+    fault_s: float
+    total_s: float
+    magnitude: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def expected(self) -> str | None:
+        return EXPECTED[self.scenario]
+
+    @property
+    def simulated(self) -> bool:
+        return self.scenario == "gpu_throttling"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"scenario": self.scenario, "index": self.index, "seed": self.seed,
+                "fault_at_s": self.fault_at_s, "fault_s": self.fault_s, "total_s": self.total_s,
+                "magnitude": self.magnitude, "expected": self.expected,
+                "simulated": self.simulated}
+
+
+def draw_magnitude(scenario: str, index: int) -> dict[str, Any]:
+    """The scenario's knob for one run: runs cycle through the choices, so that three
+    runs cover weak, middling and strong; the fault times are what the seed varies."""
+
+    def pick(choices: tuple[Any, ...]) -> Any:
+        return choices[index % len(choices)]
+
+    if scenario == "payload_size":
+        return {"text_words": BASE_WORDS * pick((3.0, 4.0, 6.0))}
+    if scenario == "deploy":
+        return {"version": f"2.{index}.0"}
+    if scenario == "traffic_surge":
+        return {"rate": BASE_RATE * pick((2.5, 3.0, 3.5))}
+    if scenario == "code_path":
+        return {"flag": "costly_postprocess"}
+    if scenario == "host_pressure":
+        return {"burners": pick((2, 3, 4))}
+    if scenario == "gpu_throttling":
+        return {"sm_clock_mhz": pick((800.0, 950.0, 1100.0))}
+    return {}
+
+
+def plan_runs(quick: bool, runs: int, seed: int, scenarios: tuple[str, ...] | None = None
+              ) -> tuple[Timing, list[RunPlan]]:
+    """Every run of the evaluation, scenario by scenario, with its seeded draws."""
+    timing = QUICK if quick else FULL
+    names = scenarios or (QUICK_SCENARIOS if quick else tuple(DESCRIPTIONS))
+    unknown = set(names) - set(DESCRIPTIONS)
+    if unknown:
+        raise ValueError(f"unknown scenario(s) {sorted(unknown)}; known: {sorted(DESCRIPTIONS)}")
+    plans = []
+    for name in names:
+        for index in range(1 if quick else runs):
+            run_seed = random.Random(f"{seed}/{name}/{index}").randrange(2**31)
+            rng = random.Random(run_seed)
+            fault_at = round(rng.uniform(*timing.baseline_s), 1)
+            fault_s = round(rng.uniform(*timing.fault_s), 1)
+            plans.append(RunPlan(name, index, run_seed, fault_at, fault_s,
+                                 round(fault_at + fault_s + timing.tail_s, 1),
+                                 draw_magnitude(name, index)))
+    # One pass over every scenario before the next: a run stopped early still covers all.
+    plans.sort(key=lambda plan: plan.index)
+    return timing, plans
