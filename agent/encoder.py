@@ -19,6 +19,7 @@ from google.protobuf.message import DecodeError
 
 from pyrometer.agent.errors import AgentError
 from pyrometer.agent.model import (
+    AgentStats,
     Event,
     Frame,
     GpuReading,
@@ -149,6 +150,8 @@ class StreamEncoder:
             self._event(event, batch.events.add())
         for request in telemetry.requests:
             self._request(request, batch.requests.add())
+        for stats in telemetry.agent_stats:
+            _copy_fields(stats, batch.agent_stats.add())
 
     def _request(self, record: RequestRecord, msg: ingest_pb2.RequestRecord) -> None:
         _copy_fields(record, msg, skip=("route", "method", "source", "chunk_gaps_us"))
@@ -229,7 +232,8 @@ def _identity_message(identity: AgentIdentity) -> ingest_pb2.AgentIdentity:
     return msg
 
 
-def _copy_fields(record: GpuReading | ProcessReading | HostReading | RequestRecord | Event,
+def _copy_fields(record: GpuReading | ProcessReading | HostReading | RequestRecord | Event
+                 | AgentStats,
                  msg: object, skip: tuple[str, ...] = ()) -> None:
     """Copy a record's set fields onto its message; None stays absent (proto3 optional)."""
     for name in record.__slots__:

@@ -1,8 +1,7 @@
 """The agent's own footprint: CPU and memory of the agent and its py-spy, queue, drops.
 
-Measured every minute and logged as one line. The ingest protocol reserves Batch
-field 15 for these figures; until it is defined they reach operators through the
-agent's log only.
+Measured every minute, logged as one line, and shipped to the collector (Batch field
+15, AgentStats), which exposes the latest figures per agent on /metrics.
 """
 
 from __future__ import annotations
@@ -11,10 +10,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psutil
 
+from .model import AgentStats
 from .shipper import Shipper
 
 log = logging.getLogger(__name__)
@@ -22,18 +23,18 @@ REPORT_INTERVAL_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
-class Footprint:
-    cpu_cores: float  # agent and its children over the last interval (1.0 = one core)
-    rss_bytes: int  # agent and its children (py-spy)
-    queued: int  # batches not yet acknowledged
-    spooled: int  # of which on disk
-    spool_bytes: int
-    dropped: int  # batches lost: queue bounds, corrupt spool files, rejected
+class Losses:
+    """What the agent lost outside the shipper, and how often py-spy was replaced."""
 
-    def line(self) -> str:
-        return (f"agent footprint: cpu {self.cpu_cores:.3f} cores, rss {self.rss_bytes >> 20} MiB, "
-                f"queue {self.queued} ({self.spooled} spooled, {self.spool_bytes} bytes), "
-                f"dropped {self.dropped}")
+    dropped_records: int = 0
+    pyspy_restarts: int = 0
+
+
+def line(stats: AgentStats) -> str:
+    return (f"agent footprint: cpu {stats.cpu_cores:.3f} cores, rss {stats.rss_bytes >> 20} MiB, "
+            f"queue {stats.queued_batches} ({stats.spooled_batches} spooled, "
+            f"{stats.spool_bytes} bytes), dropped {stats.dropped_batches} batches and "
+            f"{stats.dropped_records} records, {stats.pyspy_restarts} py-spy restarts")
 
 
 class FootprintMeter:
@@ -43,14 +44,17 @@ class FootprintMeter:
         self._proc = psutil.Process()
         self._last = (time.monotonic(), self._cpu_s())
 
-    def measure(self, shipper: Shipper) -> Footprint:
+    def measure(self, shipper: Shipper, losses: Losses) -> AgentStats:
         now, cpu = time.monotonic(), self._cpu_s()
         last_mono, last_cpu = self._last
         self._last = (now, cpu)
         cores = max(0.0, cpu - last_cpu) / max(now - last_mono, 1e-9)
         spooled, spool_bytes = shipper.on_disk
-        return Footprint(cores, self._rss(), shipper.pending, spooled, spool_bytes,
-                         shipper.stats.dropped)
+        return AgentStats(
+            time_ns=time.time_ns(), cpu_cores=cores, rss_bytes=self._rss(),
+            queued_batches=shipper.pending, spooled_batches=spooled, spool_bytes=spool_bytes,
+            dropped_batches=shipper.stats.dropped, dropped_records=losses.dropped_records,
+            reconnects=shipper.stats.reconnects, pyspy_restarts=losses.pyspy_restarts)
 
     def _processes(self) -> list[psutil.Process]:
         try:
@@ -77,13 +81,16 @@ class FootprintMeter:
 
 
 async def report_periodically(shipper: Shipper, stop: asyncio.Event,
+                              emit: Callable[[AgentStats], None], losses: Callable[[], Losses],
                               interval_s: float = REPORT_INTERVAL_S) -> None:
-    """Log the footprint every interval until stop is set, and once more at the end."""
+    """Log and emit the footprint every interval until stop is set, and once at the end."""
     meter = FootprintMeter()
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval_s)
         try:
-            log.info("%s", meter.measure(shipper).line())
+            stats = meter.measure(shipper, losses())
+            log.info("%s", line(stats))
+            emit(stats)
         except Exception:  # a background loop logs and carries on
             log.exception("measuring the agent's footprint failed")

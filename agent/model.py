@@ -158,6 +158,22 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentStats:
+    """The agent's own footprint and losses; counters are cumulative since its start."""
+
+    time_ns: Nanos
+    cpu_cores: float
+    rss_bytes: int
+    queued_batches: int
+    spooled_batches: int
+    spool_bytes: int
+    dropped_batches: int
+    dropped_records: int
+    reconnects: int
+    pyspy_restarts: int
+
+
+@dataclass(frozen=True, slots=True)
 class Telemetry:
     """What one batch carries besides stacks: records gathered since the last batch."""
 
@@ -166,6 +182,8 @@ class Telemetry:
     host: tuple[HostReading, ...] = ()
     requests: tuple[RequestRecord, ...] = ()
     events: tuple[Event, ...] = ()
+    agent_stats: tuple[AgentStats, ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.gpu or self.process or self.host or self.requests or self.events)
+        return bool(self.gpu or self.process or self.host or self.requests or self.events
+                    or self.agent_stats)

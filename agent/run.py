@@ -31,7 +31,7 @@ from pyrometer.agent import target as targets
 from pyrometer.agent.config import AgentConfig
 from pyrometer.agent.encoder import AgentIdentity
 from pyrometer.agent.errors import TargetError
-from pyrometer.agent.footprint import report_periodically
+from pyrometer.agent.footprint import Losses, report_periodically
 from pyrometer.agent.model import ProfileWindow
 from pyrometer.agent.lifecycle import Lifecycle, read_version, wait_for_target
 from pyrometer.agent.pyspy import SamplerConfig, StackSampler, TargetExited
@@ -57,6 +57,7 @@ class Agent:
         self.buffer = TelemetryBuffer()
         self.stop = asyncio.Event()
         self.sampler: StackSampler | None = None
+        self.restarts_before = 0  # py-spy restarts of samplers of earlier targets
         spool = Path(config.spool_dir) if config.spool_dir else None
         self.shipper = Shipper(ShipperConfig(
             collector=config.collector, spool_dir=spool, spool_max_bytes=config.spool_max_bytes,
@@ -74,6 +75,11 @@ class Agent:
             return {self.target.pid, *(c.pid for c in proc.children(recursive=True))}
         except psutil.Error:
             return {self.target.pid}
+
+    def losses(self) -> Losses:
+        """Records the telemetry buffer dropped, and py-spy recorders replaced so far."""
+        restarts = self.restarts_before + (self.sampler.restarts if self.sampler else 0)
+        return Losses(sum(self.buffer.dropped.values()), restarts)
 
     def live_target_pid(self) -> int | None:
         """The target's pid while it runs; None between an exit and the successor, so a
@@ -119,7 +125,8 @@ async def _start_samplers(agent: Agent, services: contextlib.AsyncExitStack
     config, buffer = agent.config, agent.buffer
     jobs: list[tuple[str, Coroutine[Any, Any, None]]] = [
         ("flush", _flush_periodically(agent)),
-        ("footprint", report_periodically(agent.shipper, agent.stop)),
+        ("footprint", report_periodically(agent.shipper, agent.stop, buffer.add_agent_stats,
+                                          agent.losses)),
     ]
     from pyrometer.agent.host import ProcessSampler
 
@@ -184,6 +191,8 @@ async def _follow_target(agent: Agent) -> None:
 
 async def _profile(agent: Agent, announce: bool) -> None:
     config, target = agent.config, agent.target
+    if agent.sampler is not None:
+        agent.restarts_before += agent.sampler.restarts
     agent.sampler = StackSampler(_sampler_config(config), target.pid)
     if agent.stop.is_set():
         return

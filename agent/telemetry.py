@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from pyrometer.agent.model import (
+    AgentStats,
     Event,
     GpuReading,
     HostReading,
@@ -52,6 +53,7 @@ class TelemetryBuffer:
         self._requests: _Bounded[RequestRecord] = _Bounded(max_requests)
         # events are rare and each one matters (a deploy): a generous bound
         self._events: _Bounded[Event] = _Bounded(max_readings)
+        self._agent_stats: _Bounded[AgentStats] = _Bounded(max_readings)
 
     def add_gpu(self, reading: GpuReading) -> None:
         self._gpu.add(reading)
@@ -68,6 +70,9 @@ class TelemetryBuffer:
     def add_event(self, event: Event) -> None:
         self._events.add(event)
 
+    def add_agent_stats(self, stats: AgentStats) -> None:
+        self._agent_stats.add(stats)
+
     def __len__(self) -> int:
         return sum(len(b.items) for b in self._all())
 
@@ -80,7 +85,7 @@ class TelemetryBuffer:
     def take(self) -> Telemetry:
         return Telemetry(gpu=self._gpu.take(), process=self._process.take(),
                          host=self._host.take(), requests=self._requests.take(),
-                         events=self._events.take())
+                         events=self._events.take(), agent_stats=self._agent_stats.take())
 
     def _all(self) -> tuple[_Bounded[GpuReading], _Bounded[ProcessReading], _Bounded[HostReading],
                             _Bounded[RequestRecord], _Bounded[Event]]:

@@ -255,6 +255,7 @@ class Batch(_message.Message):
     REQUESTS_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
     HOST_FIELD_NUMBER: _builtins.int
+    AGENT_STATS_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     """Per agent, strictly increasing from 1; a batch with seq <= the collector's
     high-water mark for this agent is a retried duplicate and is acknowledged unstored.
@@ -281,8 +282,10 @@ class Batch(_message.Message):
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___Event]: ...
     @_builtins.property
-    def host(self) -> _containers.RepeatedCompositeFieldContainer[Global___HostReading]:
-        """15: agent self-metrics (CPU, RSS, queue depth, dropped counts), next revision."""
+    def host(self) -> _containers.RepeatedCompositeFieldContainer[Global___HostReading]: ...
+    @_builtins.property
+    def agent_stats(self) -> _containers.RepeatedCompositeFieldContainer[Global___AgentStats]:
+        """the agent's own footprint, about once a minute"""
 
     def __init__(
         self,
@@ -296,14 +299,69 @@ class Batch(_message.Message):
         requests: _abc.Iterable[Global___RequestRecord] | None = ...,
         events: _abc.Iterable[Global___Event] | None = ...,
         host: _abc.Iterable[Global___HostReading] | None = ...,
+        agent_stats: _abc.Iterable[Global___AgentStats] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "dictionary", b"dictionary", "profile", b"profile"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "dictionary", b"dictionary", "events", b"events", "gpu", b"gpu", "host", b"host", "process", b"process", "profile", b"profile", "requests", b"requests", "seq", b"seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "agent_stats", b"agent_stats", "dictionary", b"dictionary", "events", b"events", "gpu", b"gpu", "host", b"host", "process", b"process", "profile", b"profile", "requests", b"requests", "seq", b"seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Batch: _TypeAlias = Batch  # noqa: Y015
+
+@_typing.final
+class AgentStats(_message.Message):
+    """The agent's own cost and health. Counters are cumulative since the agent started."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_UNIX_NANOS_FIELD_NUMBER: _builtins.int
+    CPU_CORES_FIELD_NUMBER: _builtins.int
+    RSS_BYTES_FIELD_NUMBER: _builtins.int
+    QUEUED_BATCHES_FIELD_NUMBER: _builtins.int
+    SPOOLED_BATCHES_FIELD_NUMBER: _builtins.int
+    SPOOL_BYTES_FIELD_NUMBER: _builtins.int
+    DROPPED_BATCHES_FIELD_NUMBER: _builtins.int
+    DROPPED_RECORDS_FIELD_NUMBER: _builtins.int
+    RECONNECTS_FIELD_NUMBER: _builtins.int
+    PYSPY_RESTARTS_FIELD_NUMBER: _builtins.int
+    time_unix_nanos: _builtins.int
+    cpu_cores: _builtins.float
+    """agent and its py-spy children over the last interval"""
+    rss_bytes: _builtins.int
+    """agent and its py-spy children"""
+    queued_batches: _builtins.int
+    """not yet acknowledged"""
+    spooled_batches: _builtins.int
+    """of which on disk"""
+    spool_bytes: _builtins.int
+    dropped_batches: _builtins.int
+    """lost to queue or spool bounds, corrupt spool files, rejection"""
+    dropped_records: _builtins.int
+    """telemetry records lost to the buffer's bounds"""
+    reconnects: _builtins.int
+    pyspy_restarts: _builtins.int
+    def __init__(
+        self,
+        *,
+        time_unix_nanos: _builtins.int = ...,
+        cpu_cores: _builtins.float = ...,
+        rss_bytes: _builtins.int = ...,
+        queued_batches: _builtins.int = ...,
+        spooled_batches: _builtins.int = ...,
+        spool_bytes: _builtins.int = ...,
+        dropped_batches: _builtins.int = ...,
+        dropped_records: _builtins.int = ...,
+        reconnects: _builtins.int = ...,
+        pyspy_restarts: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_cores", b"cpu_cores", "dropped_batches", b"dropped_batches", "dropped_records", b"dropped_records", "pyspy_restarts", b"pyspy_restarts", "queued_batches", b"queued_batches", "reconnects", b"reconnects", "rss_bytes", b"rss_bytes", "spool_bytes", b"spool_bytes", "spooled_batches", b"spooled_batches", "time_unix_nanos", b"time_unix_nanos"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentStats: _TypeAlias = AgentStats  # noqa: Y015
 
 @_typing.final
 class GpuReading(_message.Message):
