@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from pyrometer.collector import api_events, api_series, api_spikes
+from pyrometer.collector import api_events, api_series, api_spikes, openapi
 from pyrometer.collector.api_common import (
     MAX_LABEL_LEN,
     MAX_PARAM_LEN,
@@ -48,6 +48,9 @@ __all__ = ["MAX_LABEL_LEN", "MAX_PARAM_LEN", "METRICS", "STORE", "BadParameter",
            "Window", "create_app", "parse_window"]
 
 _LABELS = ("instance", "version", "thread")
+# aiohttp refuses a request line over 8 KiB on its own (a bare 400 from its parser);
+# a label may be as long as MAX_LABEL_LEN, which percent-encoded is up to three times that
+RUNNER_OPTIONS: dict[str, Any] = {"max_line_size": 64 * 1024}
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -68,6 +71,7 @@ def create_app(store: Store, metrics: CollectorMetrics, middlewares: Sequence[Mi
     app.router.add_get("/api/v1/spikes", api_spikes.spikes)
     app.router.add_get("/api/v1/events", api_events.list_events)
     app.router.add_post("/api/v1/events", api_events.post_event)
+    app.router.add_get("/api/v1/openapi.json", openapi.openapi_json)
     return app
 
 

@@ -136,6 +136,8 @@ class GroupCommitter:
                 # counted once the batch is stored, so a retried duplicate is not counted twice
                 for (kind, reason), count in batch.rejected.items():
                     m.records_rejected.labels(kind=kind, reason=reason).inc(count)
+                m.agents.observe(batch.source.service, batch.source.instance,
+                                 batch.telemetry.agent_stats)
         for table, rows in report.rows_written.items():
             m.rows.labels(table=table).inc(rows)
         return report

@@ -48,6 +48,9 @@ class CollectorConfig:
     http_listen: str = "127.0.0.1:7071"
     commit_delay_ms: float = 5.0  # how long a commit group waits for more batches
     tokens: Tokens = Tokens()
+    # delete data older than this (None: keep everything); see retention.py
+    retention_ns: int | None = 7 * 86_400 * 1_000_000_000
+    retention_interval_s: float = 300.0
     tls: ServerTls | None = None
 
 
@@ -59,6 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "[PYROMETER_HTTP_LISTEN]")
     parser.add_argument("--commit-delay-ms", type=float,
                         help="group commit window in milliseconds (default 5)")
+    parser.add_argument("--retention", metavar="DURATION", help="delete data older than "
+                        "this, in the background (default 7d; e.g. 36h, 2w; 0 or off keeps "
+                        "everything) [PYROMETER_RETENTION]")
+    parser.add_argument("--retention-interval", metavar="DURATION", help="time between "
+                        "retention passes (default 5m) [PYROMETER_RETENTION_INTERVAL]")
     security.add_token_arguments(parser, "token agents and API clients must send (ingest, "
                                  "POST; also reads without --read-token)")
     security.add_token_arguments(parser, "read-only token for the API's GET endpoints",
@@ -84,8 +92,29 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> C
     delay = args.commit_delay_ms if args.commit_delay_ms is not None else 5.0
     if not 0 <= delay <= 1000:
         raise ConfigError(f"--commit-delay-ms {delay}: expected 0-1000")
+    retention, interval = _retention(args, env)
     return CollectorConfig(db_path=db, grpc_listen=grpc_listen, http_listen=http_listen,
-                           commit_delay_ms=delay, tokens=_tokens(args, env), tls=_tls(args, env))
+                           commit_delay_ms=delay, tokens=_tokens(args, env), tls=_tls(args, env),
+                           retention_ns=retention, retention_interval_s=interval)
+
+
+def _retention(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[int | None, float]:
+    # imported here: the CLI parser imports this module and must stay light
+    from pyrometer.collector.retention import DEFAULT_RETENTION, parse_retention
+    from pyrometer.collector.timeparse import TimeFormatError, parse_duration
+
+    text = getattr(args, "retention", None) or env.get("PYROMETER_RETENTION") or DEFAULT_RETENTION
+    every = (getattr(args, "retention_interval", None) or env.get("PYROMETER_RETENTION_INTERVAL")
+             or "5m")
+    try:
+        retention = parse_retention(text)
+    except TimeFormatError as err:
+        raise ConfigError(f"--retention: {err}") from None
+    try:
+        interval_s = parse_duration(every) / 1e9
+    except TimeFormatError as err:
+        raise ConfigError(f"--retention-interval: {err}") from None
+    return retention, interval_s
 
 
 def _tokens(args: argparse.Namespace, env: Mapping[str, str]) -> Tokens:

@@ -5,6 +5,10 @@ Each batch is decoded and validated against its stream's dictionary, handed to t
 recognised as a retried duplicate). Bad input ends the stream with INVALID_ARGUMENT
 (RESOURCE_EXHAUSTED for a size limit) and stores nothing; a storage failure ends it
 with INTERNAL; a collector that is stopping answers UNAVAILABLE, which agents retry.
+Bytes that do not parse as a Batch (garbage, invalid UTF-8 in a string) are bad input
+too: the servicer parses them itself, so they get INVALID_ARGUMENT rather than the
+library's generic error; a message over the size limit is refused by gRPC with
+RESOURCE_EXHAUSTED before it is read.
 A bad telemetry record is not bad input: it is dropped, counted and logged, and the
 rest of its batch is stored (see records.py).
 """
@@ -39,6 +43,30 @@ SERVICE_NAME = "pyrometer.v1.Ingest"
 
 
 @dataclass(frozen=True, slots=True)
+class Unparseable:
+    """A request message that is not a valid Batch; `reason` says why."""
+
+    reason: str
+
+
+def parse_batch(data: bytes) -> ingest_pb2.Batch | Unparseable:
+    """The request deserializer: never raises, so bad bytes reach the servicer's checks."""
+    try:
+        return ingest_pb2.Batch.FromString(data)
+    except Exception as exc:  # DecodeError, or anything the parser raises on garbage
+        return Unparseable(f"not a valid Batch message: {exc}")
+
+
+def add_ingest_servicer(servicer: IngestServicer, server: grpc.aio.Server) -> None:
+    """Register `Ingest.Stream` like the generated code does, but with `parse_batch`."""
+    handlers = {"Stream": grpc.stream_stream_rpc_method_handler(
+        servicer.Stream, request_deserializer=parse_batch,
+        response_serializer=ingest_pb2.Ack.SerializeToString)}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+
+@dataclass(frozen=True, slots=True)
 class IngestConfig:
     """How the ingest server listens, what it accepts, and how it groups commits."""
 
@@ -63,13 +91,18 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         self._clock = clock
 
     async def Stream(  # noqa: N802 (the name is the RPC's)
-        self, request_iterator: AsyncIterator[ingest_pb2.Batch],
+        self, request_iterator: AsyncIterator[ingest_pb2.Batch | Unparseable],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[ingest_pb2.Ack]:
         decoder = StreamDecoder(self._limits)
         self._metrics.streams.inc()
         try:
             async for batch in request_iterator:
+                if isinstance(batch, Unparseable):
+                    self._metrics.rejected.labels(code="INVALID_ARGUMENT").inc()
+                    log.warning("rejected a message: %s", batch.reason)
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, batch.reason)
+                    return
                 decoded = await self._decode(decoder, batch, context)
                 outcome = await self._commit(decoded, context)
                 yield ingest_pb2.Ack(seq=batch.seq, duplicate=outcome is BatchOutcome.DUPLICATE)
@@ -97,7 +130,8 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         batch: ingest_pb2.Batch, exc: Exception,
     ) -> None:
         self._metrics.rejected.labels(code=code.name).inc()
-        log.warning("rejected batch %d of agent %r: %s", batch.seq, batch.agent.agent_id, exc)
+        # the agent id is unchecked input here: a 10 MB one must not land in the log
+        log.warning("rejected batch %d of agent %r: %s", batch.seq, batch.agent.agent_id[:64], exc)
         await context.abort(code, f"batch seq {batch.seq} rejected: {exc}")
 
     async def _commit(
@@ -167,8 +201,7 @@ async def start_ingest_server(
         ("grpc.max_send_message_length", config.max_message_bytes),
     ]
     server = grpc.aio.server(options=options, interceptors=list(interceptors))
-    ingest_pb2_grpc.add_IngestServicer_to_server(
-        IngestServicer(committer, metrics, config.limits), server)
+    add_ingest_servicer(IngestServicer(committer, metrics, config.limits), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     try:

@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from pyrometer.collector.agent_metrics import AgentGauges
+
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _GROUP_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
@@ -54,6 +56,14 @@ class CollectorMetrics:
         self.query_seconds = Histogram(
             "pyrometer_query_seconds", "Time to answer a query, by API endpoint",
             ["endpoint"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.retention_rows = Counter(
+            "pyrometer_retention_rows_deleted",
+            "Rows deleted for being older than --retention, by table", ["table"], registry=r)
+        self.retention_runs = Counter(
+            "pyrometer_retention_runs", "Retention passes, by result", ["result"], registry=r)
+        # the agents' own footprint, latest per (service, instance): see agent_metrics.py
+        self.agents = AgentGauges()
+        r.register(self.agents)
 
     @contextmanager
     def time_query(self, endpoint: str) -> Iterator[None]:

@@ -22,6 +22,7 @@ from typing import Any
 
 from pyrometer.agent.model import (
     NANOS_PER_SECOND,
+    AgentStats,
     Event,
     GpuReading,
     HostReading,
@@ -198,6 +199,24 @@ class _Checker:
             app_size=app_size, pid=msg.pid, source=text(msg.source),
         )
 
+    def agent_stats(self, msg: ingest_pb2.AgentStats) -> AgentStats:
+        _within(msg.cpu_cores, 0, self.limits.max_cpu_cores, "cpu_out_of_range")
+        for size in (msg.rss_bytes, msg.spool_bytes):
+            _within(size, 0, self.limits.max_memory_bytes, "size_out_of_range")
+        if msg.spooled_batches > msg.queued_batches:
+            raise _Reject("spooled_exceeds_queued")  # the spooled ones are part of the queue
+        # cumulative counters: stored as BIGINT, and past 2**40 they are a wrapped counter
+        for count in (msg.dropped_batches, msg.dropped_records, msg.reconnects,
+                      msg.pyspy_restarts):
+            _within(count, 0, MAX_INTERVAL_COUNT, "count_out_of_range")
+        return AgentStats(
+            time_ns=self.time(msg.time_unix_nanos), cpu_cores=_f32(msg.cpu_cores),
+            rss_bytes=msg.rss_bytes, queued_batches=msg.queued_batches,
+            spooled_batches=msg.spooled_batches, spool_bytes=msg.spool_bytes,
+            dropped_batches=msg.dropped_batches, dropped_records=msg.dropped_records,
+            reconnects=msg.reconnects, pyspy_restarts=msg.pyspy_restarts,
+        )
+
     def event(self, msg: ingest_pb2.Event) -> Event:
         if not msg.kind:
             raise _Reject("empty_kind")
@@ -242,6 +261,7 @@ def decode_telemetry(
         host=keep("host", check.host, batch.host),
         requests=keep("request", lambda r: check.request(r, text), batch.requests),
         events=keep("event", check.event, batch.events),
+        agent_stats=keep("agent_stats", check.agent_stats, batch.agent_stats),
     )
     return telemetry, dict(rejected)
 
@@ -253,7 +273,8 @@ def check_references(batch: ingest_pb2.Batch, n_strings: int, limits: DecodeLimi
     so it rejects the batch (InvalidBatchError) rather than one record.
     """
     for kind, records in (("gpu", batch.gpu), ("process", batch.process), ("host", batch.host),
-                          ("request", batch.requests), ("event", batch.events)):
+                          ("request", batch.requests), ("event", batch.events),
+                          ("agent_stats", batch.agent_stats)):
         if len(records) > limits.max_records:
             raise BatchLimitError(
                 f"{kind} records in one batch: {len(records)} exceeds the limit of "

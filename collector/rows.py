@@ -14,7 +14,7 @@ from pyrometer.agent.model import NANOS_PER_SECOND, Nanos, Telemetry
 
 Rejections = Mapping[tuple[str, str], int]
 """Records dropped from a batch: (kind, reason) -> count; kind is gpu, process, host,
-request or event, and reason a snake_case token such as negative_latency."""
+request, event or agent_stats, and reason a snake_case token such as negative_latency."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ Every table is append-only and time-ordered, with no PRIMARY KEY or UNIQUE const
 so the same schema can live in Parquet under a DuckLake catalog where several
 collectors write at once. Only agent_hwm is ever updated, and only compare-and-set.
 
-Telemetry tables (gpu, process, host, requests, events) start with the same identity
+Telemetry tables (gpu, process, host, requests, events, agent_stats) start with the same identity
 columns: time_ns (the record's own time, agent clock), then service, instance, host,
 agent_id, version (the batch's "version" label) and seq (the batch; 0 for an event
 posted to the HTTP API, whose agent_id is "api").
@@ -140,6 +140,19 @@ EVENT_COLUMNS = IDENTITY_COLUMNS + _cols(  # version: the event's (new) version
     ("previous_pid", "INTEGER", _INT),
     ("attrs", "VARCHAR", _TEXT),  # a JSON object of strings, sorted keys
 )
+# The agent's own footprint, about once a minute per agent; counters are cumulative
+# since that agent started (a new agent_id starts them again at 0).
+AGENT_STATS_COLUMNS = IDENTITY_COLUMNS + _cols(
+    ("cpu_cores", "DOUBLE", _DOUBLE),  # agent and its py-spy children, last interval
+    ("rss_bytes", "BIGINT", _BIGINT),
+    ("queued_batches", "BIGINT", _BIGINT),  # not yet acknowledged
+    ("spooled_batches", "BIGINT", _BIGINT),  # of which on disk
+    ("spool_bytes", "BIGINT", _BIGINT),
+    ("dropped_batches", "BIGINT", _BIGINT),
+    ("dropped_records", "BIGINT", _BIGINT),
+    ("reconnects", "BIGINT", _BIGINT),
+    ("pyspy_restarts", "BIGINT", _BIGINT),
+)
 
 TABLES: dict[str, tuple[Column, ...]] = {
     "samples": SAMPLE_COLUMNS,
@@ -151,8 +164,12 @@ TABLES: dict[str, tuple[Column, ...]] = {
     "host": HOST_COLUMNS,
     "requests": REQUEST_COLUMNS,
     "events": EVENT_COLUMNS,
+    "agent_stats": AGENT_STATS_COLUMNS,
 }
-TELEMETRY_TABLES = ("gpu", "process", "host", "requests", "events")
+TELEMETRY_TABLES = ("gpu", "process", "host", "requests", "events", "agent_stats")
+# every time-ordered table and the column that retention compares with its cutoff;
+# stacks, frames and agent_hwm are dictionaries and dedupe state, not time series
+TIME_COLUMNS: dict[str, str] = {"samples": "end_ns", **{t: "time_ns" for t in TELEMETRY_TABLES}}
 
 
 def create_statements() -> list[str]:

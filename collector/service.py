@@ -11,12 +11,13 @@ from aiohttp import web
 
 from pyrometer.collector import config as collector_config
 from pyrometer.collector import tls
-from pyrometer.collector.api import create_app
+from pyrometer.collector.api import RUNNER_OPTIONS, create_app
 from pyrometer.collector.auth import TokenInterceptor, http_middleware
 from pyrometer.collector.config import CollectorConfig, check_listen
 from pyrometer.collector.errors import CollectorError
 from pyrometer.collector.ingest import IngestConfig, start_ingest_server
 from pyrometer.collector.metrics import CollectorMetrics
+from pyrometer.collector.retention import RetentionPolicy, run_retention
 from pyrometer.collector.storage import DuckDBStore
 
 log = logging.getLogger("pyrometer.collector")
@@ -39,11 +40,14 @@ async def run(config: CollectorConfig, stop: asyncio.Event | None = None) -> int
             credentials=tls.grpc_credentials(config.tls) if config.tls else None)
         try:
             runner, http_url = await _start_http(config, store, metrics)
+            retention = _start_retention(config, store, metrics)
             try:
                 print(_ready_line(config, ingest.port, http_url), flush=True)
                 await stop.wait()
                 log.info("shutting down")
             finally:
+                if retention is not None:
+                    await _stop_task(retention)
                 await runner.cleanup()
         finally:
             await ingest.stop()
@@ -56,7 +60,8 @@ async def _start_http(config: CollectorConfig, store: DuckDBStore, metrics: Coll
                       ) -> tuple[web.AppRunner, str]:
     host, port = check_listen("--http-listen", config.http_listen)
     middlewares = [http_middleware(config.tokens)] if config.tokens.enabled else []
-    runner = web.AppRunner(create_app(store, metrics, middlewares), access_log=None)
+    runner = web.AppRunner(create_app(store, metrics, middlewares), access_log=None,
+                           **RUNNER_OPTIONS)
     await runner.setup()
     context = tls.https_context(config.tls) if config.tls else None
     site = web.TCPSite(runner, host, port, ssl_context=context)
@@ -67,6 +72,26 @@ async def _start_http(config: CollectorConfig, store: DuckDBStore, metrics: Coll
         raise CollectorError(f"cannot listen on {config.http_listen} (HTTP API): {err}") from None
     bound = runner.addresses[0][1]
     return runner, f"{'https' if context else 'http'}://{host}:{bound}"
+
+
+def _start_retention(config: CollectorConfig, store: DuckDBStore, metrics: CollectorMetrics
+                     ) -> asyncio.Task[None] | None:
+    if config.retention_ns is None:
+        log.info("--retention off: data is kept until deleted by hand")
+        return None
+    policy = RetentionPolicy(config.retention_ns, interval_s=config.retention_interval_s,
+                             first_delay_s=min(60.0, config.retention_interval_s))
+    # its own stop event: the task is cancelled at shutdown, mid-pass if need be
+    return asyncio.get_running_loop().create_task(
+        run_retention(store, policy, metrics, asyncio.Event()), name="retention")
+
+
+async def _stop_task(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
 
 
 def _ready_line(config: CollectorConfig, grpc_port: int, http_url: str) -> str:

@@ -32,7 +32,9 @@ from pyrometer.collector.errors import DatabaseInUseError, StorageError
 from pyrometer.collector.events import EventListing, StoredEvent, read_events
 from pyrometer.collector.profile import Profile
 from pyrometer.collector.query import ProfileFilter, read_profile, read_services
+from pyrometer.collector.retention import DELETE_SQL
 from pyrometer.collector.rows import DecodedBatch
+from pyrometer.collector.schema import TABLES
 from pyrometer.collector.series import (
     GpuPoint,
     HostPoint,
@@ -246,6 +248,29 @@ class DuckDBStore:
             version=event.version, kind=event.kind, previous_version=event.previous_version,
             pid=event.pid, previous_pid=event.previous_pid, attrs=tuple(sorted(event.attrs)),
         )
+
+    def delete_before(self, cutoff_ns: Nanos, *, limit: int = 50_000) -> dict[str, int]:
+        """See `Store.delete_before`."""
+        deleted: dict[str, int] = {}
+        for table, sql in DELETE_SQL.items():
+            # one short transaction per table: a commit waits for one chunk at most
+            with self._lock:
+                try:
+                    self._con.begin()
+                    (rows,) = self._con.execute(
+                        sql, {"cutoff": cutoff_ns, "limit": limit}).fetchone() or (0,)
+                    self._con.commit()
+                except duckdb.Error as exc:
+                    self._rollback()
+                    raise StorageError(f"retention delete in {self.path} failed: {exc}") from exc
+            deleted[table] = int(rows)
+        return deleted
+
+    def table_rows(self) -> dict[str, int]:
+        """Rows in every table (for tests and diagnostics; a full count per table)."""
+        return self._read(lambda cur: {
+            table: int((cur.execute(f"SELECT count(*) FROM {table}").fetchone() or (0,))[0])
+            for table in TABLES})
 
     def _read(self, query: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         # a cursor of its own per read: DuckDB connections are not shared across threads

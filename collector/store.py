@@ -111,6 +111,16 @@ class Store(Protocol):
         """Store one event that did not come from an agent (agent_id "api"); returns it."""
         ...
 
+    def delete_before(self, cutoff_ns: Nanos, *, limit: int = 50_000) -> Mapping[str, int]:
+        """Delete up to `limit` rows older than `cutoff_ns` from each time-ordered table.
+
+        Each table's chunk is its own short transaction under the write lock, so ingest
+        is never held up for long; callers repeat while a table returns `limit` (see
+        retention.py). Returns rows deleted per table. Dictionaries (stacks, frames)
+        and agent_hwm are never deleted.
+        """
+        ...
+
     def close(self) -> None:
         """Release the database; further calls raise StorageError."""
         ...

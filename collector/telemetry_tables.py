@@ -1,4 +1,5 @@
-"""Decoded telemetry as Arrow tables: gpu, process, host, requests and events.
+"""Decoded telemetry as Arrow tables: gpu, process, host, requests, events and
+agent_stats.
 
 Each record becomes one row: the batch's identity (service, instance, host, agent_id,
 version, seq) and the record's own time and fields. Values the agent did not send stay
@@ -60,6 +61,7 @@ _KINDS: dict[str, tuple[Callable[[Telemetry], Sequence[Any]], Callable[[Any], Ro
     "host": (lambda t: t.host, _fields),
     "requests": (lambda t: t.requests, _request_row),
     "events": (lambda t: t.events, _event_row),
+    "agent_stats": (lambda t: t.agent_stats, _fields),
 }
 
 

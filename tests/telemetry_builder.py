@@ -12,6 +12,7 @@ from ingest_builder import BASE_NS
 
 from pyrometer.agent.model import (
     NANOS_PER_SECOND,
+    AgentStats,
     Event,
     GpuReading,
     HostReading,
@@ -64,6 +65,14 @@ def event(at_s: float = 0.0, kind: str = "deploy", **fields: Any) -> Event:
     return Event(time_ns=BASE_NS + round(at_s * S), kind=kind, **fields)
 
 
+def agent_stats(at_s: float = 0.0, **fields: Any) -> AgentStats:
+    values: dict[str, Any] = dict(
+        cpu_cores=0.125, rss_bytes=80 * 2**20, queued_batches=3, spooled_batches=1,
+        spool_bytes=4096, dropped_batches=2, dropped_records=7, reconnects=1, pyspy_restarts=0)
+    values.update(fields)
+    return AgentStats(time_ns=BASE_NS + round(at_s * S), **values)
+
+
 def everything() -> Telemetry:
     """One valid record of every kind, a streamed request among them."""
     return Telemetry(
@@ -72,4 +81,5 @@ def everything() -> Telemetry:
                                      chunk_gaps_dropped=1, app_size=42, source="proxy")),
         events=(event(1, version="v2", previous_version="v1", pid=100, previous_pid=99,
                       attrs=(("commit", "abc"),)),),
+        agent_stats=(agent_stats(1),),
     )

@@ -34,6 +34,7 @@ while True:
     leaf()
 """
 WINDOW = re.compile(r"INFO pyrometer.agent: window ")
+WINDOW_SAMPLES = re.compile(r"INFO pyrometer.agent: window [\d.]+ s: (\d+) samples")
 
 
 class Rig:
@@ -103,15 +104,18 @@ def test_sigterm_ships_the_partial_window_and_exits_within_seconds(rig: Rig) -> 
     started = time.monotonic()
     assert agent.stop(signal.SIGTERM, timeout=30) == 0, agent.output()
     took = time.monotonic() - started
-    logged = len(WINDOW.findall(agent.output()))
+    counts = [int(n) for n in WINDOW_SAMPLES.findall(agent.output())]
     assert collector.stop(signal.SIGTERM) == 0
     windows = rig.windows()
-    print(f"\nSIGTERM to exit: {took:.2f} s, {logged} windows logged, {len(windows)} stored")
+    print(f"\nSIGTERM to exit: {took:.2f} s, {len(counts)} windows logged, {len(windows)} stored")
     assert took < 5.0, agent.output()
-    assert len(windows) == logged
-    last = windows[-1]
-    assert last[3] > sent_at and last[3] - last[2] < 1_000_000_000  # the partial window
+    # a window without samples stores no rows: a SIGTERM just after a handover can
+    # leave a final window of a few milliseconds with none
+    assert len(windows) == sum(1 for n in counts if n > 0)
     assert [w[3] for w in windows[:-1]] == [w[2] for w in windows[1:]]  # no gaps
+    if counts[-1] > 0:
+        last = windows[-1]
+        assert last[3] > sent_at and last[3] - last[2] < 1_000_000_000  # the partial window
 
 
 def test_a_killed_pyspy_is_restarted_and_windows_continue(rig: Rig) -> None:

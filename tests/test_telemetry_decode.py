@@ -8,7 +8,17 @@ from typing import Any
 
 import pytest
 from ingest_builder import BASE_NS, NOW_NS, StreamEncoder, stack
-from telemetry_builder import MS, S, event, everything, gpu, host, process, request
+from telemetry_builder import (
+    MS,
+    S,
+    agent_stats,
+    event,
+    everything,
+    gpu,
+    host,
+    process,
+    request,
+)
 
 from pyrometer.agent.model import SampleKey, Telemetry
 from pyrometer.collector.decode import StreamDecoder
@@ -84,9 +94,15 @@ BAD = [  # (kind, reason, bad record)
     ("event", "empty_kind", event(kind="")),
     ("event", "too_many_attrs", event(attrs=tuple((f"k{i}", "v") for i in range(65)))),
     ("event", "empty_attr_key", event(attrs=(("", "v"),))),
+    ("agent_stats", "cpu_out_of_range", agent_stats(cpu_cores=float("nan"))),
+    ("agent_stats", "cpu_out_of_range", agent_stats(cpu_cores=-1.0)),
+    ("agent_stats", "size_out_of_range", agent_stats(rss_bytes=2**51)),
+    ("agent_stats", "spooled_exceeds_queued", agent_stats(queued_batches=1, spooled_batches=2)),
+    ("agent_stats", "count_out_of_range", agent_stats(dropped_batches=2**63)),
+    ("agent_stats", "time_out_of_range", agent_stats(FAR_FUTURE)),
 ]
 FIELD = {"gpu": "gpu", "process": "process", "host": "host", "request": "requests",
-         "event": "events"}
+         "event": "events", "agent_stats": "agent_stats"}
 
 
 @pytest.mark.parametrize(("kind", "reason", "bad"), BAD,

@@ -49,10 +49,11 @@ def test_every_table_round_trips(tmp_path: Path) -> None:
         1, everything(), counts={SampleKey(stack("main")): 1})])
     store.close()
     assert report.rows_written == {"samples": 1, "stacks": 1, "frames": 1, "gpu": 1,
-                                   "process": 1, "host": 1, "requests": 2, "events": 1}
+                                   "process": 1, "host": 1, "requests": 2, "events": 1,
+                                   "agent_stats": 1}
     with duckdb.connect(str(path)) as con:
         identity = "time_ns, service, instance, host, agent_id, version, seq"
-        for table in ("gpu", "process", "host", "requests", "events"):
+        for table in ("gpu", "process", "host", "requests", "events", "agent_stats"):
             columns = [row[0] for row in con.execute(f"DESCRIBE {table}").fetchall()]
             assert ", ".join(columns[:7]) == identity
         assert con.execute("SELECT replayed, temperature_c, clock_event_reasons, gpu_index "
@@ -68,6 +69,11 @@ def test_every_table_round_trips(tmp_path: Path) -> None:
         assert con.execute("SELECT psi_cpu_some, load1 FROM host").fetchall() == [(1.5, 2.5)]
         assert con.execute("SELECT cpu_user, rss_bytes FROM process").fetchall() == [
             (0.75, 2 * 2**30)]
+        assert con.execute(
+            "SELECT service, instance, cpu_cores, rss_bytes, queued_batches, spooled_batches, "
+            "spool_bytes, dropped_batches, dropped_records, reconnects, pyspy_restarts "
+            "FROM agent_stats").fetchall() == [
+            ("svc", "pod-1", 0.125, 80 * 2**20, 3, 1, 4096, 2, 7, 1, 0)]
 
 
 def test_a_retried_batch_stores_its_records_once(store: DuckDBStore) -> None:
