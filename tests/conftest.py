@@ -1,10 +1,19 @@
-"""Fixtures for every test."""
+"""Fixtures for every test, and the hypothesis profiles."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# CI must be repeatable: the same examples on every run, so a red build means a change
+# broke something, not that the fuzzer was lucky. Local runs keep exploring new examples
+# (and save what fails in .hypothesis/), which is where new bugs get found.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("dev", print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,8 @@ its health check afterwards.
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncio
 import itertools
 import math
@@ -102,19 +104,27 @@ TEXT = st.one_of(st.text(max_size=50), st.text(min_size=4000, max_size=5000),
                  st.just("x" * 200_000), st.just("a\x00b"))
 
 
+def _set_first(column: Any, value: int) -> None:
+    # earlier mutations of the same example may have emptied the column
+    if len(column):
+        column[0] = value
+    else:
+        column.append(value)
+
+
 def _window_ids(b: ingest_pb2.Batch, d: st.DataObject) -> None:
     column = d.draw(st.sampled_from(["stack_ids", "thread_ids"]))
-    getattr(b.profile, column)[0] = d.draw(U32)
+    _set_first(getattr(b.profile, column), d.draw(U32))
 
 
 def _counts(b: ingest_pb2.Batch, d: st.DataObject) -> None:
-    b.profile.counts[0] = d.draw(st.one_of(st.just(0), U64, st.just(2**64 - 1)))
+    _set_first(b.profile.counts, d.draw(st.one_of(st.just(0), U64, st.just(2**64 - 1))))
 
 
 def _deep_stack(b: ingest_pb2.Batch, d: st.DataObject) -> None:
     depth = d.draw(st.integers(400, 5000))
     b.dictionary.stacks.add().frames.extend([0] * depth)
-    b.profile.stack_ids[0] = len(b.dictionary.stacks) - 1
+    _set_first(b.profile.stack_ids, len(b.dictionary.stacks) - 1)
 
 
 def _strings(b: ingest_pb2.Batch, d: st.DataObject) -> None:
@@ -190,8 +200,11 @@ def _integers(b: ingest_pb2.Batch, d: st.DataObject) -> None:
 
 def _shape(b: ingest_pb2.Batch, d: st.DataObject) -> None:
     what = d.draw(st.sampled_from(["columns", "seq", "labels", "records", "empty_agent"]))
-    if what == "columns":
-        del b.profile.counts[-1]
+    if what == "columns":  # columns of unequal length
+        if len(b.profile.counts):
+            del b.profile.counts[-1]
+        else:
+            b.profile.counts.append(1)
     elif what == "seq":
         b.seq = d.draw(st.sampled_from([0, 2**63, 2**64 - 1]))
     elif what == "labels":
