@@ -122,7 +122,10 @@ class RequestListener:
             transport, _ = await loop.create_datagram_endpoint(
                 lambda: _Protocol(self), local_addr=(host, port))
         except OSError as err:
-            raise ConfigError(f"--requests-listen cannot bind udp {self.listen}: {err}") from None
+            raise ConfigError(
+                f"--requests-listen cannot bind udp {self.listen}: {err} (another agent on this "
+                "host? give each its own port, or 'off' when no middleware reports to it)"
+            ) from None
         self._transport = transport
         return int(transport.get_extra_info("sockname")[1])
 
