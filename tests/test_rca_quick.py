@@ -4,7 +4,7 @@ The integration test runs tests/rca/run.py --quick: two scenarios (a code-path f
 a traffic surge), compressed to about 90 s each, over the real collector, demo server,
 agent and load generator. It checks that the harness works (ground truth recorded, the
 spikes endpoint answered, the table written) and that each quick fault is detected and
-its cause ranked among the first three (the table reports AC@1 beside it).
+its true cause ranked first.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def test_quick_evaluation_end_to_end(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for name, row in data["scores"].items():
         assert row["recall"] == 1.0, (name, row)
-        # Ranked first is the aim, but on a shared two-core host the host-pressure cause
-        # can edge out the true one when neighbours start working mid-run; the first three
-        # is what holds today. Tighten to ac1_pyrometer once the ranking earns it.
-        assert row["ac3_pyrometer"] == 1.0, (name, row)
+        # Ranked first, and by signals a busy neighbour does not blur: the flag doubles
+        # the target's CPU per request (so host pressure stands down), the surge brings
+        # arrivals past the pool at flat CPU per request.
+        assert row["ac1_pyrometer"] == 1.0, (name, row)

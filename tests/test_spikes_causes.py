@@ -136,6 +136,25 @@ def test_a_deploy_after_the_onset_does_not_explain_it() -> None:
     assert "after the onset" in note
 
 
+def test_a_cause_that_begins_with_the_main_rise_explains_an_escalating_spike() -> None:
+    # a mild rise (a neighbour's burst) runs into the real spike: larger inputs 20 s in.
+    # The payload began after the spike's onset, but with its main rise.
+    rng = random.Random(20)
+    mild = requests(START, START + 20 * S, rng, slow=1.3)
+    heavy = requests(START + 20 * S, END, rng, size_factor=4.0, slow=1.5)
+    peak = sorted(r.latency_ms for r in heavy)[int(0.99 * len(heavy))]
+    spike = replace(SPIKE, baseline_ms=90.0, peak_ms=peak)
+    ctx = scenario(spike_requests=mild + heavy, spike=spike)
+    kinds = top(ctx)
+    assert kinds[0] == "payload_size", rank(ctx).checked
+    # the same inputs arriving after the main rise explain nothing
+    late = requests(START, START + 25 * S, rng, slow=3.0) + requests(
+        START + 25 * S, END, rng, size_factor=4.0, slow=1.5)
+    note = next(c.note for c in rank(scenario(spike_requests=late)).checked
+                if c.kind == "payload_size")
+    assert "after the spike's onset" in note
+
+
 def test_traffic_surge_shows_rate_and_queueing_with_flat_cost() -> None:
     rng = random.Random(14)
     inside = requests(START, END, rng, rate=45, slow=2.0)
@@ -145,6 +164,17 @@ def test_traffic_surge_shows_rate_and_queueing_with_flat_cost() -> None:
     kinds = top(ctx)
     assert kinds[0] == "traffic_surge"
     assert "host_pressure" not in kinds  # the target's own CPU is not host pressure
+
+
+def test_a_surge_that_busies_its_clients_too_is_the_surge() -> None:
+    # the load generator and the collector share the host: their CPU rises with the
+    # traffic, and the target's CPU per request stays flat
+    rng = random.Random(19)
+    inside = requests(START, END, rng, rate=45, slow=2.5)
+    shared = [ResourcePoint(START + i * STEP, 1.3, 2.0, 2, 60.0, 0.0, 0.0, 2e9) for i in range(6)]
+    ctx = scenario(spike_requests=inside, spike_resources=shared,
+                   spike_profile=profile(len(inside), 6.5, BASE_SHARES))
+    assert top(ctx) == ["traffic_surge"]
 
 
 def test_code_path_change_beats_host_pressure() -> None:
@@ -160,6 +190,34 @@ def test_code_path_change_beats_host_pressure() -> None:
     assert [c.kind for c in ranking.causes][0] == "code_path"
     assert "postprocess_render_json_costly" in ranking.causes[0].explanation
     assert "0% -> 31%" in ranking.causes[0].explanation
+
+
+def test_a_neighbour_busy_during_a_code_path_change_is_not_the_cause() -> None:
+    # a shared host: another process takes a core while the flag is on; the target's own
+    # CPU per request doubled, so the slowdown is its own work
+    rng = random.Random(17)
+    inside = requests(START, END, rng, slow=1.8)
+    costly = {**BASE_SHARES, "model_forward (inference.py)": 0.45,
+              "postprocess_render_json_costly (inference.py)": 0.4,
+              "postprocess_render_json (inference.py)": 0.0}
+    busy = [ResourcePoint(START + i * STEP, 1.2, 2.0, 2, 40.0, 0.0, 0.0, 2e9) for i in range(6)]
+    ctx = scenario(spike_requests=inside, spike_profile=profile(len(inside), 9.0, costly),
+                   spike_resources=busy)
+    ranking = rank(ctx)
+    assert [c.kind for c in ranking.causes] == ["code_path"]
+    host = next(c for c in ranking.checked if c.kind == "host_pressure")
+    assert "its work grew" in host.note
+
+
+def test_larger_inputs_with_a_busier_load_generator_are_the_payload() -> None:
+    # the client's own CPU grows with the payloads it builds: a knock-on, not pressure
+    rng = random.Random(18)
+    inside = requests(START, END, rng, size_factor=2.5)
+    knock_on = [ResourcePoint(START + i * STEP, 1.1, 1.9, 2, 25.0, 0.0, 0.0, 2e9)
+                for i in range(6)]
+    ctx = scenario(spike_requests=inside, spike_resources=knock_on,
+                   spike_profile=profile(len(inside), 9.0, BASE_SHARES))
+    assert top(ctx) == ["payload_size"]
 
 
 def test_host_cpu_pressure_from_another_process() -> None:

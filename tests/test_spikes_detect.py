@@ -104,3 +104,13 @@ def test_onset_is_refined_to_the_first_slow_request_in_the_first_bucket() -> Non
     latencies = [200.0, 40.0, 90.0, 150.0, 150.0]  # the first is before the bucket
     assert refine_onset(spike, ends, latencies, STEP).onset_ns == T0 + 4 * S
     assert refine_onset(spike, ends[:2], latencies[:2], STEP).onset_ns == T0
+
+
+def test_a_one_step_blip_at_a_fine_step_is_not_a_spike() -> None:
+    fine = DetectConfig(step_ns=2 * S, baseline_ns=60 * S)
+    values = noisy(120)
+    values[80] = 200.0  # one 2 s bucket: a pause, not a slowdown
+    values[100:106] = [150.0] * 6  # 12 s: a spike
+    buckets = [Bucket(T0 + i * 2 * S, T0 + (i + 1) * 2 * S, v, 100) for i, v in enumerate(values)]
+    (spike,) = detect(buckets, fine, from_ns=T0).spikes
+    assert (spike.start_ns, spike.end_ns) == (T0 + 200 * S, T0 + 212 * S)

@@ -7,7 +7,11 @@ Spiky buckets never join a later bucket's baseline (a long spike must not become
 own reference; one longer than the baseline keeps being measured against its first
 bucket's). A slow ramp is not a spike: its own rise widens the trailing MAD.
 Adjacent spiky buckets (missing buckets between them do not separate them) merge into
-one spike measured against the baseline of its first bucket.
+one spike measured against the baseline of its first bucket. A spike must last
+`min_duration_ns`, however fine the step: with short steps a bucket's p99 is the
+slowest few requests, and one garbage-collection pause or one preemption by a
+neighbour lifts it for a step; such a blip is not a slowdown anyone can act on (nor
+does it join a baseline).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class DetectConfig:
     min_count: int = 10  # fewer requests than this: the percentile is noise, no verdict
     min_baseline_fraction: float = 0.5  # of the baseline's buckets that must have data
     min_baseline_buckets: int = 6
+    min_duration_ns: Nanos = 10 * NANOS_PER_SECOND  # shorter runs of spiky buckets: blips
 
     @property
     def needed_baseline_buckets(self) -> int:
@@ -128,7 +133,8 @@ def detect(buckets: Sequence[Bucket], config: DetectConfig, from_ns: Nanos,
             ongoing = None
             history_t.append(bucket.start_ns)
             history_v.append(bucket.value_ms)
-    spikes = [s for s in _merge(verdicts, route) if s.end_ns > from_ns]
+    spikes = [s for s in _merge(verdicts, route) if s.end_ns > from_ns
+              and s.end_ns - s.start_ns >= config.min_duration_ns]
     evaluated = sum(1 for v in verdicts if v.bucket.start_ns >= from_ns)
     return Detection(tuple(spikes), evaluated, without)
 

@@ -55,7 +55,7 @@ def score_deploy(ctx: SpikeContext, facts: Facts) -> Cause:
                 "after the onset" if later else ""
         return none("deploy", f"deploy: no deploy or restart event from "
                     f"{lookback_ns(ctx) / 1e9:.0f}s before the onset to "
-                    f"{ctx.tolerance_ns / 1e9:.0f}s after it{after}")
+                    f"{ctx.tolerance_ns / 1e9:.0f}s after it or its main rise{after}")
     base, inside = ctx.split(ctx.requests, lambda r: r.end_ns)
     new = [r for r in inside if r.version == event.version]
     old = [r for r in inside if r.version != event.version]
@@ -128,8 +128,11 @@ def score_code_path(ctx: SpikeContext, facts: Facts) -> Cause:
     z = delta / math.sqrt(pooled * (1 - pooled) * (1 / sp.total + 1 / bp.total) or 1e-12)
     came_with_deploy = facts.change_event is not None and facts.change_event.kind in {
         "deploy", "rollback"}
+    # the work per request grew: CPU time per request where the process readings tell it
+    # (samples per request also grow when the target only waits for a core)
+    costlier = facts.cpu_ratio if not math.isnan(facts.cpu_ratio) else facts.cost_ratio
     score = (0.9 * ramp(delta, 0.05, 0.2) * ramp(growth, 1.3, 2.0)
-             * (0.5 + 0.5 * ramp(facts.cost_ratio, 1.05, 1.3)) * (1 - facts.size_explained)
+             * (0.5 + 0.5 * ramp(costlier, 1.05, 1.3)) * (1 - facts.size_explained)
              * (0.6 if came_with_deploy else 1.0))
     evidence = {
         "functions": [{"function": f, "baseline_share": num(bb), "spike_share": num(ss),
@@ -139,6 +142,7 @@ def score_code_path(ctx: SpikeContext, facts: Facts) -> Cause:
         "baseline_samples": bp.total, "spike_samples": sp.total,
         "baseline_samples_per_request": num(bp.per_request),
         "spike_samples_per_request": num(sp.per_request),
+        "target_cpu_per_request_ratio": num(facts.cpu_ratio),
         "size_ratio": num(size_ratio), "size_explained": num(facts.size_explained),
         "came_with_deploy": came_with_deploy,
     }

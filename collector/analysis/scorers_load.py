@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 
 from pyrometer.collector.analysis.candidate import Cause, Facts, none, num, pct, timing
-from pyrometer.collector.analysis.evidence import SpikeContext, summarize
+from pyrometer.collector.analysis.evidence import SpikeContext
 from pyrometer.collector.analysis.robust import median, ramp, spearman
 
 
@@ -50,37 +50,40 @@ def score_payload(ctx: SpikeContext, facts: Facts) -> Cause:
 
 def score_traffic(ctx: SpikeContext, facts: Facts) -> Cause:
     """See the module docstring."""
-    if not ctx.requests:
+    signal = facts.arrivals
+    if signal is None:
         return none("traffic_surge", "traffic_surge: no request records")
+    base_rate = signal.baseline.median
+    rate_ratio = signal.ratio
     arrivals = {i: float(len(rs)) for i, rs in
                 ctx.buckets(ctx.requests, lambda r: r.start_ns).items()}
-    signal = summarize(ctx, arrivals, floor_abs=2.0, floor_rel=0.05)
-    base_rate = signal.baseline.median
-    rate_ratio = signal.spike_value / base_rate if base_rate > 0 else math.nan
     latency = {i: median([r.latency_ms for r in rs]) for i, rs in
                ctx.buckets(ctx.requests, lambda r: r.end_ns).items()}
     shared = [i for i in arrivals if i in latency]
     queueing = spearman([arrivals[i] for i in shared], [latency[i] for i in shared])
-    flat = 1.0 - ramp(facts.cost_ratio, 1.2, 1.6)  # NaN (no profile): taken as flat
+    # CPU time per request where the process readings tell it: the threads queued for a
+    # worker are sampled too, so samples per request grow in a surge while the work does not
+    cost = facts.cpu_ratio if not math.isnan(facts.cpu_ratio) else facts.cost_ratio
+    flat = 1.0 - ramp(cost, 1.2, 1.6)  # NaN (neither known): taken as flat
     backlog = facts.change_event is not None and facts.change_event.kind in {"restart", "deploy"}
     late, late_note = timing(ctx, signal.onset_ns)
     step_s = ctx.step_ns / 1e9
     evidence = {
         "baseline_rate_per_s": num(base_rate / step_s), "spike_rate_per_s":
-        num(signal.spike_value / step_s), "rate_ratio": num(rate_ratio),
+        num(signal.spike_per_step / step_s), "rate_ratio": num(rate_ratio),
         "latency_vs_arrivals_correlation": num(queueing), "cost_per_request_ratio":
-        num(facts.cost_ratio), "after_restart": backlog,
+        num(facts.cost_ratio), "cpu_per_request_ratio": num(facts.cpu_ratio), "after_restart": backlog,
     }
-    surge = ramp(signal.z, 2, 5) * ramp(rate_ratio, 1.15, 1.5)
+    surge = signal.surge
     raw = 0.9 * surge * flat * (0.7 + 0.3 * ramp(queueing, 0.0, 0.5)) * (0.5 if backlog else 1.0)
     score = raw * late
-    rates = (f"arrivals {base_rate / step_s:.1f}/s -> {signal.spike_value / step_s:.1f}/s "
+    rates = (f"arrivals {base_rate / step_s:.1f}/s -> {signal.spike_per_step / step_s:.1f}/s "
              f"(z {signal.z:.1f})")
     if score <= 0:
         why = late_note if raw > 0 else ("no surge" if surge == 0 else
                                          "the CPU cost per request grew too")
         return none("traffic_surge", f"traffic_surge: {rates}; {why}", signal.z, evidence)
-    cost = "" if math.isnan(facts.cost_ratio) else f", CPU per request {pct(facts.cost_ratio - 1)}"
+    per = "" if math.isnan(cost) else f", CPU per request {pct(cost - 1)}"
     explanation = (f"{rates}, latency rising with arrivals (rank correlation "
-                   f"{queueing:.2f}){cost}: requests queue for workers")
+                   f"{queueing:.2f}){per}: requests queue for workers")
     return Cause("traffic_surge", score, signal.z, explanation, evidence)

@@ -6,9 +6,14 @@ readings against its baseline and its max (idle readings are left out: an idle G
 clocks down and that is no slowdown), and the temperature against its slowdown
 threshold.
 
-Host pressure: CPU the host spent beyond the target's own (another process taking
-the cores; the target's own CPU growing is a surge or a code path, not pressure), PSI
-cpu "some" when others take CPU, PSI memory and io, and the target's RSS growth.
+Host pressure: CPU the host spent beyond the target's own, large against the host's
+cores (another process taking them), PSI cpu "some" when others take CPU, PSI memory
+and io, and the target's RSS growth. A neighbour makes the target's requests wait for
+a core, not do more work: when the target's own CPU time per request rose, the slowdown
+is its own (a code path, larger inputs), and the other processes' rise is a knock-on
+(the load generator, the profiler, the collector doing more) or a coincidence. Likewise
+when clearly more requests arrived: the clients and the pipeline beside the target work
+harder in a surge, and the surge is the cause to act on.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-from pyrometer.collector.analysis.candidate import Cause, Facts, none, num, timing
+from pyrometer.collector.analysis.candidate import Cause, Facts, none, num, pct, timing
 from pyrometer.collector.analysis.evidence import GpuSample, ResourcePoint, SpikeContext, summarize
 from pyrometer.collector.analysis.robust import mean, ramp
 
@@ -103,7 +108,9 @@ def score_host(ctx: SpikeContext, facts: Facts) -> Cause:
     io = 0.8 * ramp(i_spike - i_base, 5, 25)
     rss = 0.6 * ramp(r_spike / r_base if r_base > 0 else math.nan, 1.2, 2.0)
     late, late_note = timing(ctx, o_onset if cpu >= max(memory, io, rss) else m_onset)
-    raw = 0.9 * max(cpu, memory, io, rss)
+    # whatever else the host shows, a target doing more work per request explains itself
+    own = 1.0 - ramp(facts.cpu_ratio, 1.15, 1.5)  # NaN (no readings): taken as flat
+    raw = 0.9 * max(cpu, memory, io, rss) * own * (1.0 - facts.surge)
     score = raw * late
     evidence = {
         "cpu_count": num(cores, 0), "baseline_other_cpu_cores": num(o_base),
@@ -111,12 +118,15 @@ def score_host(ctx: SpikeContext, facts: Facts) -> Cause:
         "spike_psi_cpu_some": num(c_spike), "baseline_psi_memory_some": num(m_base),
         "spike_psi_memory_some": num(m_spike), "baseline_psi_io_some": num(i_base),
         "spike_psi_io_some": num(i_spike), "baseline_rss_bytes": num(r_base, 0),
-        "spike_rss_bytes": num(r_spike, 0),
+        "spike_rss_bytes": num(r_spike, 0), "target_cpu_per_request_ratio": num(facts.cpu_ratio),
+        "arrivals_ratio": num(facts.arrivals.ratio if facts.arrivals else math.nan),
     }
     seen = (f"other processes' CPU {o_base:.2f} -> {o_spike:.2f} of {cores:.0f} cores "
             f"(z {o_z:.1f}), PSI cpu some {c_base:.1f}% -> {c_spike:.1f}%")
     if score <= 0:
-        return none("host_pressure", f"host_pressure: {seen}; {late_note if raw > 0 else 'no pressure'}",
-                    o_z, evidence)
+        why = late_note if raw > 0 else "no pressure" if own > 0 and facts.surge < 1 else (
+            f"the target's own CPU per request rose {pct(facts.cpu_ratio - 1)}: its work grew"
+            if own == 0 else "arrivals surged: the host's load follows the traffic")
+        return none("host_pressure", f"host_pressure: {seen}; {why}", o_z, evidence)
     extra = "" if memory < 0.2 else f", PSI memory some {m_base:.1f}% -> {m_spike:.1f}%"
     return Cause("host_pressure", score, o_z, f"{seen}{extra}", evidence)

@@ -53,6 +53,7 @@ def markdown(scores: dict[str, dict[str, Any]], meta: dict[str, Any],
            f"{meta.get('runs_done', meta['runs_total'])} of {meta['runs_total']} runs done, "
            f"spikes queried with baseline={meta['api_baseline']} step={meta['api_step']} "
            f"percentile={meta['percentile']}, match slack {meta['slack_s']:g} s.\n",
+           _provenance(meta),
            table(scores),
            "Recall and delay are over faults; precision over the spikes of fault runs; false "
            "spikes per hour over analysable time outside fault windows (null runs: all of it). "
@@ -70,6 +71,17 @@ def markdown(scores: dict[str, dict[str, Any]], meta: dict[str, Any],
         fault = ("-", "-") if plan["expected"] is None else (plan["fault_at_s"], plan["fault_s"])
         out.append(f"| {plan['scenario']} | {plan['index']} | {fault[0]} | {fault[1]} | {magnitude} |")
     return "\n".join(out) + "\n"
+
+
+def _provenance(meta: dict[str, Any]) -> str:
+    """How many runs per scenario the table holds and how to reproduce it."""
+    runs = meta.get("runs_per_scenario")
+    held = f"{runs} run(s) per scenario" if runs else "runs per scenario: see the Runs table"
+    line = f"Holds {held}; produced by `{meta.get('command', 'python tests/rca/run.py')}`"
+    if meta.get("rescored"):
+        line += (f", then re-scored {meta['rescored']} with the current analysis over the same "
+                 f"recorded telemetry (`{meta['rescore_command']}`)")
+    return line + ".\n"
 
 
 def write(path: Path, scores: dict[str, dict[str, Any]], meta: dict[str, Any],

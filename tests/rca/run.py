@@ -105,8 +105,12 @@ def _terminate(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
+    command = " ".join(["python tests/rca/run.py", *(sys.argv[1:] if argv is None else argv)])
     if args.requery:
         meta, records = requery(Path(args.requery))
+        # the telemetry is the original runs'; the analysis (and so the table) is today's
+        meta = dict(meta, rescored=datetime.datetime.now(datetime.UTC).isoformat(
+            timespec="seconds"), rescore_command=command)
         out = Path(args.out) if args.out else Path(args.requery).with_suffix(".md")
     else:
         names = tuple(args.scenarios.split(",")) if args.scenarios else None
@@ -119,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
               f"time; logs and databases in {workdir}", flush=True)
         meta = {"mode": "quick" if args.quick else "full", "seed": args.seed,
                 "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                "runs_total": len(plans), "api_baseline": timing.api_baseline,
+                "runs_total": len(plans), "runs_per_scenario": 1 if args.quick else args.runs,
+                "command": command, "api_baseline": timing.api_baseline,
                 "api_step": timing.api_step, "percentile": harness.SETTINGS.percentile,
                 "slack_s": harness.SETTINGS.slack_s}
         out = Path(args.out) if args.out else (workdir / "results.md" if args.quick else RESULTS)
