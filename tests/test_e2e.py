@@ -66,6 +66,14 @@ def _services(api: str) -> list[dict]:
     return list(json.loads(_get(f"{api}/api/v1/services"))["services"])
 
 
+def _wait_for_line_count(child: Child, text: str, count: int, timeout_s: float = 90.0) -> None:
+    """Wait until the child has printed `text` on `count` lines of its log."""
+    deadline = time.monotonic() + timeout_s
+    while child.output().count(text) < count:
+        assert time.monotonic() < deadline, child.output()
+        time.sleep(0.1)
+
+
 def _wait_for_samples(api: str, at_least: int, timeout_s: float = 90.0) -> int:
     """Poll the API until the service has `at_least` samples: readiness, not a sleep."""
     deadline = time.monotonic() + timeout_s
@@ -97,8 +105,11 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                       "profiling pid", tmp, env=python_env())
         children.append(agent)
         api = collector.ready.group("http")
-        # three windows' worth at half the rate: at least two full windows are stored
-        _wait_for_samples(api, int(3 * WINDOW_S * RATE / 2))
+        # three windows shipped (the agent logs each one) and at least two windows' worth
+        # of samples stored; the first window runs to the next grid boundary, so it can
+        # be half as long again as the others and a sample count alone proves too little
+        _wait_for_line_count(agent, "pyrometer.agent: window ", 3)
+        _wait_for_samples(api, int(2 * WINDOW_S * RATE / 2))
         assert agent.stop(signal.SIGTERM, timeout=30) == 0, agent.output()
         outputs = {fmt: _flamegraph(api, fmt) for fmt in FORMATS}
         for version in ("1.0", "2.0"):
