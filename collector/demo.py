@@ -94,7 +94,7 @@ def _run_profiled_load(args: argparse.Namespace, grpc_addr: str, logs: Path,
                  r"loadgen", logs, env=python_env())
     children.append(load)
     load.proc.wait(args.duration + 120)
-    summary = _last_json_line(load.output())
+    summary = last_json_line(load.output())
     if summary:
         print(f"load done: {summary.get('ok')} ok, {summary.get('errors')} errors, "
               f"p50 {summary.get('p50_ms')} ms, p99 {summary.get('p99_ms')} ms")
@@ -143,7 +143,8 @@ def top_functions(tree: dict[str, Any], limit: int) -> list[tuple[str, float]]:
     return [(name, value / root) for name, value in ranked]
 
 
-def _last_json_line(text: str) -> dict[str, Any] | None:
+def last_json_line(text: str) -> dict[str, Any] | None:
+    """The last line of `text` that is a JSON object (a child's summary line), or None."""
     for line in reversed(text.splitlines()):
         if line.startswith("{"):
             try:

@@ -17,6 +17,7 @@ from pathlib import Path
 import duckdb
 import psutil
 import pytest
+import targets
 
 from pyrometer.agent.model import ProfileWindow
 from pyrometer.agent.pyspy import SamplerConfig, StackSampler, find_pyspy
@@ -25,14 +26,6 @@ from pyrometer.collector.procs import Child, python_env, start
 
 pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "pyrometer.agent.cli"]
-TARGET = """
-def leaf():
-    return sum(i * i for i in range(20000))
-
-print("target ready", flush=True)
-while True:
-    leaf()
-"""
 WINDOW = re.compile(r"INFO pyrometer.agent: window ")
 WINDOW_SAMPLES = re.compile(r"INFO pyrometer.agent: window [\d.]+ s: (\d+) samples")
 
@@ -45,7 +38,7 @@ class Rig:
         self.db = tmp / "rig.duckdb"
         self.spool = tmp / "spool"
         self.children: list[Child] = []
-        (tmp / "target.py").write_text(TARGET)
+        (tmp / "target.py").write_text(targets.BUSY)
         self.target = self.add(start("target", [sys.executable, str(tmp / "target.py")],
                                      "target ready", tmp))
 

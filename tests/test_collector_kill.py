@@ -26,6 +26,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+import targets
 from ingest_builder import stack
 
 from pyrometer.agent.encoder import AgentIdentity
@@ -35,14 +36,6 @@ from pyrometer.collector.procs import Child, python_env, start
 
 pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "pyrometer.agent.cli"]
-TARGET = """
-def leaf():
-    return sum(i * i for i in range(20000))
-
-print("target ready", flush=True)
-while True:
-    leaf()
-"""
 WINDOW_LOG = re.compile(r"INFO pyrometer.agent: window [\d.]+ s: (\d+) samples")
 SHIPPED_LOG = re.compile(r"shipped (\d+) batches \((\d+) acked, (\d+) duplicates, (\d+) dropped, "
                          r"(\d+) spooled, (\d+) left\)")
@@ -83,7 +76,7 @@ class Cluster:
         self.grpc, self.http = free_port(), free_port()
         self.collectors: list[Child] = []
         self.children: list[Child] = []
-        (tmp / "target.py").write_text(TARGET)
+        (tmp / "target.py").write_text(targets.BUSY)
         self.targets = [self._add(start(f"target-{i}", [sys.executable, str(tmp / "target.py")],
                                         "target ready", tmp)) for i in range(real)]
         self.sims = [Sim(f"sim-{i}", Shipper(

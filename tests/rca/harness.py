@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pyrometer.collector.demo import last_json_line
 from pyrometer.collector.procs import Child, python_env, start
 
 from . import faults, gpu_sim
@@ -186,7 +187,7 @@ def run_one(plan: RunPlan, timing: Timing, workdir: Path, settings: Settings = S
         stack.agent.stop(signal.SIGTERM, timeout=60)  # the agent ships its last window
         record["truth"] = _truth(plan, anchor, began, ended, load.output())
         record["window"] = {"from": load_from, "to": load_to, "anchor": anchor}
-        record["load"] = _last_json(load.output())
+        record["load"] = last_json_line(load.output())
         record.update(_query(api, load_from, load_to, timing, settings))
     except Exception as exc:  # one broken run must not end the evaluation
         record["error"] = f"{type(exc).__name__}: {exc}"
@@ -227,13 +228,3 @@ def _query(api: str, start: float, end: float, timing: Timing, settings: Setting
     return {"spikes_http": status, "spikes": spikes, "events": events.get("events", []),
             "latency": [{k: p.get(k) for k in ("start_ns", "count", "latency_p50_ms", "latency_p99_ms")}
                         for p in latency.get("points", [])]}
-
-
-def _last_json(text: str) -> dict[str, Any] | None:
-    for line in reversed(text.splitlines()):
-        if line.startswith("{"):
-            try:
-                return dict(json.loads(line))
-            except ValueError:
-                continue
-    return None
