@@ -114,3 +114,27 @@ def test_a_one_step_blip_at_a_fine_step_is_not_a_spike() -> None:
     buckets = [Bucket(T0 + i * 2 * S, T0 + (i + 1) * 2 * S, v, 100) for i, v in enumerate(values)]
     (spike,) = detect(buckets, fine, from_ns=T0).spikes
     assert (spike.start_ns, spike.end_ns) == (T0 + 200 * S, T0 + 212 * S)
+
+
+def test_a_slowdown_straddling_the_threshold_stays_one_spike() -> None:
+    # A steady doubling whose 2 s percentiles wobble around the opening threshold: the
+    # dips under it neither end the spike (hysteresis) nor join the baseline.
+    fine = DetectConfig(step_ns=2 * S, baseline_ns=60 * S)
+    values = noisy(60, level=14.0, seed=4)
+    slow = [28.0, 31.0, 37.0, 27.0, 22.5, 23.5, 25.7, 26.5, 30.1, 21.7, 31.6, 24.0, 30.2,
+            34.5, 29.7, 30.0, 27.3, 26.5, 25.8, 31.3, 36.2]
+    values += slow + noisy(20, level=14.0, seed=5)
+    buckets = [Bucket(T0 + i * 2 * S, T0 + (i + 1) * 2 * S, v, 80) for i, v in enumerate(values)]
+    found = detect(buckets, fine, from_ns=T0)
+    assert len(found.spikes) == 1, found.spikes
+    spike = found.spikes[0]
+    assert spike.start_ns == T0 + 60 * 2 * S and spike.end_ns == T0 + (60 + len(slow)) * 2 * S
+    assert 12 < spike.baseline_ms < 16
+
+
+def test_a_spike_ends_when_latency_is_back_near_its_baseline() -> None:
+    values = noisy(90)
+    values[70:75] = [120.0, 150.0, 60.0, 44.0, 130.0]  # 60: still well above; 44: back
+    found = detect(series(values), CONFIG, from_ns=T0 + 60 * STEP)
+    assert [(s.start_ns, s.end_ns) for s in found.spikes] == [
+        (T0 + 70 * STEP, T0 + 73 * STEP), (T0 + 74 * STEP, T0 + 75 * STEP)]

@@ -7,7 +7,13 @@ Spiky buckets never join a later bucket's baseline (a long spike must not become
 own reference; one longer than the baseline keeps being measured against its first
 bucket's). A slow ramp is not a spike: its own rise widens the trailing MAD.
 Adjacent spiky buckets (missing buckets between them do not separate them) merge into
-one spike measured against the baseline of its first bucket. A spike must last
+one spike measured against the baseline of its first bucket. Entering a spike and
+staying in one have different bars (hysteresis, as alerting rules have): a spike in
+progress goes on while its buckets stay above the baseline by `continue_fraction` of
+the margin that opened it. A percentile of a few dozen requests per step wobbles, and
+without this a steady 2x slowdown whose buckets straddle the threshold breaks into
+blips that each end too soon to count, while its dips just under the bar join the
+baseline and make the slowdown its own reference. A spike must last
 `min_duration_ns`, however fine the step: with short steps a bucket's p99 is the
 slowest few requests, and one garbage-collection pause or one preemption by a
 neighbour lifts it for a step; such a blip is not a slowdown anyone can act on (nor
@@ -41,6 +47,7 @@ class DetectConfig:
     min_baseline_fraction: float = 0.5  # of the baseline's buckets that must have data
     min_baseline_buckets: int = 6
     min_duration_ns: Nanos = 10 * NANOS_PER_SECOND  # shorter runs of spiky buckets: blips
+    continue_fraction: float = 0.5  # of the opening margin, to keep a spike going
 
     @property
     def needed_baseline_buckets(self) -> int:
@@ -125,7 +132,9 @@ def detect(buckets: Sequence[Bucket], config: DetectConfig, from_ns: Nanos,
             history_v.append(bucket.value_ms)
             continue
         threshold = bucket_threshold(baseline, config)
-        verdict = _Verdict(bucket, baseline, threshold, bucket.value_ms > threshold)
+        bar = threshold if ongoing is None else (
+            baseline.median + config.continue_fraction * (threshold - baseline.median))
+        verdict = _Verdict(bucket, baseline, threshold, bucket.value_ms > bar)
         verdicts.append(verdict)
         if verdict.spiky:
             ongoing = ongoing or verdict
