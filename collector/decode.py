@@ -122,6 +122,8 @@ class StreamDecoder:
         self._frames: list[Frame] = []
         self._stack_ids: list[int] = []  # content hash per stream stack id
         self._stacks: list[tuple[int, ...]] = []  # stream frame ids, root first
+        # the same frames as content hashes: every batch that uses a stack sends them
+        self._stack_frame_ids: list[tuple[int, ...]] = []
 
     @property
     def table_sizes(self) -> tuple[int, int, int]:
@@ -153,7 +155,9 @@ class StreamDecoder:
             self._frame_ids.append(frame_id(frame))
             self._frames.append(frame)
         for frame_refs in stacks:
-            self._stack_ids.append(stack_id([self._frame_ids[f] for f in frame_refs]))
+            hashes = tuple([self._frame_ids[f] for f in frame_refs])
+            self._stack_ids.append(stack_id(hashes))
+            self._stack_frame_ids.append(hashes)
             self._stacks.append(frame_refs)
         # a bad record is dropped and counted here, never a reason to reject the batch
         telemetry, rejected = decode_telemetry(batch, self._strings.__getitem__, now_ns, self.limits)
@@ -248,26 +252,29 @@ class StreamDecoder:
                                 telemetry, rejected)
         used = sorted(set(window.stack_ids))
         # every referenced stack travels with the batch, so that a stored batch never
-        # points at a stack that only an unstored (duplicate) batch carried
-        stack_frames = [self._stacks[s] for s in used]
-        used_frames = sorted({f for frames in stack_frames for f in frames})
+        # points at a stack that only an unstored (duplicate) batch carried; this runs
+        # for every batch, so the per-frame work is done by set and tuple builtins
+        used_frames = sorted(set().union(*[self._stacks[s] for s in used]))
+        frame_ids, all_frames = self._frame_ids, self._frames
+        used_frame_values = [all_frames[f] for f in used_frames]
         frames = FrameRows(
-            ids=tuple(self._frame_ids[f] for f in used_frames),
-            names=tuple(self._frames[f].name for f in used_frames),
-            files=tuple(self._frames[f].file for f in used_frames),
-            lines=tuple(self._frames[f].line for f in used_frames),
+            ids=tuple([frame_ids[f] for f in used_frames]),
+            names=tuple([f.name for f in used_frame_values]),
+            files=tuple([f.file for f in used_frame_values]),
+            lines=tuple([f.line for f in used_frame_values]),
         )
+        stack_ids = self._stack_ids
         stacks = StackRows(
-            ids=tuple(self._stack_ids[s] for s in used),
-            frame_ids=tuple(tuple(self._frame_ids[f] for f in fs) for fs in stack_frames),
+            ids=tuple([stack_ids[s] for s in used]),
+            frame_ids=tuple([self._stack_frame_ids[s] for s in used]),
         )
         pids = tuple(p or source.target_pid for p in window.pids)
         rows = WindowRows(
             start_ns=window.start_unix_nanos, end_ns=window.end_unix_nanos,
             rate_hz=window.rate_hz, idle_included=window.idle_included,
             gil_only=window.gil_only, native=window.native, errors=window.errors,
-            stack_ids=tuple(self._stack_ids[s] for s in window.stack_ids),
-            threads=tuple(self._strings[t] for t in window.thread_ids),
+            stack_ids=tuple([stack_ids[s] for s in window.stack_ids]),
+            threads=tuple([self._strings[t] for t in window.thread_ids]),
             pids=pids, counts=tuple(window.counts),
         )
         return DecodedBatch(source, seq, frames, stacks, rows, telemetry, rejected)
