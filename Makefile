@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test test-full demo proto lint gpu-check rca-eval clean
+.PHONY: test test-full demo proto lint gpu-check rca-eval bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ proto: $(STAMP)
 ## writes tests/rca/results.md (linked from the README) and results.json beside it
 rca-eval: $(STAMP)
 	$(PY) tests/rca/run.py --runs 3
+
+## the benchmarks side by side with py-spy and Pyroscope's SDK (about half an hour on two
+## cores; run it on an otherwise idle machine): writes BENCHMARKS.md and BENCHMARKS.json
+bench: $(STAMP)
+	$(PY) tests/bench/run.py --size full
 
 ## on a machine with an NVIDIA GPU: read the real NVML for about 20 s (under load when
 ## torch with CUDA is importable) and print what it read; exits non-zero if it read nothing

@@ -1,51 +1,62 @@
-"""What the Pyrometer agent costs, next to bare py-spy sampling the same target.
+"""Rows 2 and 3 of BENCHMARKS.md: what the agent costs next to bare py-spy sampling the
+same target, and what it sends on the wire next to the same windows as gzipped pprof.
 
-A measurement, not a test (pytest does not collect it). Run from the repository root:
+Run from the repository root (or through `make bench`, which runs every row):
 
-    .venv/bin/python tests/bench/agent_cost.py [--seconds 60] [--rate 100] [--windows 4] [--json OUT]
+    .venv/bin/python tests/bench/agent_cost.py [--size tiny|full] [--json OUT]
 
-One CPU-bound target runs throughout. Arm A profiles it with the real agent shipping to
-a real collector; arm B with ``py-spy record`` alone, for the same time. CPU is the
-RUSAGE_CHILDREN delta around starting and reaping the profiler, so it includes the
-agent's py-spy children (the agent reaps them) but not the collector or the target,
-which are reaped only after both arms. Memory is sampled with psutil (ru_maxrss of
-children is one maximum over all children, useless here). Bytes on the wire are
-computed in-process with the agent's own sampler and encoder over a few windows; the
-real stream adds HTTP/2 and gRPC framing (14 bytes a message, one HEADERS per stream)
-and the connection's own frames (settings, pings, window updates).
+Row 2. One CPU-bound target runs throughout. In each round, arm A profiles it with the
+real agent shipping to a real collector; arm B with ``py-spy record`` alone, for the
+same time; the order alternates between rounds. CPU is the RUSAGE_CHILDREN delta around
+starting and reaping the profiler, so it includes the agent's py-spy children (the
+agent reaps them) but not the collector or the target, which are reaped only after
+every arm. Memory is sampled with psutil (ru_maxrss of children is one maximum over all
+children, useless here).
+
+Row 3. Bytes on the wire are computed in-process with the agent's own sampler and
+encoder over a few windows of two targets (the one above, with a few dozen distinct
+stacks, and a branching one with a few hundred); the real stream adds HTTP/2 and gRPC
+framing (14 bytes a message, one HEADERS per stream) and the connection's own frames
+(settings, pings, window updates).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gzip
 import json
-import logging
 import re
 import resource
 import signal
 import socket
 import statistics
 import sys
-import tempfile
 import time
 import urllib.request
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
-from pyrometer.agent.encoder import AgentIdentity, StreamEncoder
-from pyrometer.agent.model import ProfileWindow, Stack
-from pyrometer.agent.pyspy import SamplerConfig, StackSampler, find_pyspy
-from pyrometer.collector.procs import Child, python_env, start
-from pyrometer.collector.profile import Profile
-from pyrometer.collector.render.pprof import render_pprof
+if __package__ in (None, ""):  # run as a script: make `bench` importable as a package
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    __package__ = "bench"
 
-CLI = [sys.executable, "-m", "pyrometer.agent.cli"]
-MIB = 1024 * 1024
+from pyrometer.agent.encoder import AgentIdentity, StreamEncoder  # noqa: E402
+from pyrometer.agent.model import ProfileWindow, Stack  # noqa: E402
+from pyrometer.agent.pyspy import SamplerConfig, StackSampler, find_pyspy  # noqa: E402
+from pyrometer.collector.procs import Child, python_env, start  # noqa: E402
+from pyrometer.collector.profile import Profile  # noqa: E402
+from pyrometer.collector.render.pprof import render_pprof  # noqa: E402
+
+from bench import common  # noqa: E402
+
+TITLE = "Agent cost and bytes on the wire"
+RATE_HZ = 100
+MIB = common.MIB
+MB = 1_000_000
 # One busy thread, a few nested calls; json and the generator add stdlib frames, so
 # there are a few dozen distinct stacks rather than one.
 TARGET = """
@@ -73,6 +84,44 @@ print("target ready", flush=True)
 while True:
     handle()
 """
+
+
+# Stacks that branch: each call picks one of three functions for the last few levels,
+# under a random depth, so a window holds a few hundred distinct stacks (closer to a
+# model server's request paths than the busy loop above, and a harder case for the wire).
+TARGET_VARIED = """
+import random
+
+def a(n, left): return step(n, left)
+def b(n, left): return step(n, left)
+def c(n, left): return step(n, left)
+
+def step(n, left):
+    if left == 0:
+        return sum(i * i for i in range(n))
+    return random.choice((a, b, c))(n, left - 1)
+
+def nest(depth):
+    if depth == 0:
+        return step(2000, 4)
+    return nest(depth - 1)
+
+print("target ready", flush=True)
+while True:
+    nest(random.randint(5, 15))
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Params:
+    seconds: float  # each arm, each round
+    rounds: int
+    windows: int  # wire windows to size per target (>= 2: first and steady state)
+    period_s: float  # wire window length
+
+
+SIZES = {"tiny": Params(seconds=4.0, rounds=1, windows=2, period_s=2.0),
+         "full": Params(seconds=45.0, rounds=3, windows=4, period_s=10.0)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,36 +189,36 @@ def watch(pid: int, seconds: float) -> tuple[tuple[float, float, float], float]:
     return (peaks[0] / MIB, peaks[1] / MIB, peaks[2] / MIB), own_cpu(pid)
 
 
-def run_agent(args: argparse.Namespace, tmp: Path, target: Child, collector: Child) -> Arm:
-    """Arm A: the agent, default 10 s windows, shipping to ``collector`` until SIGTERM."""
+def run_agent(work: Path, seconds: float, service: str, target: Child, collector: Child) -> Arm:
+    """Arm A: the agent with default flags (10 s windows), shipping to ``collector``."""
     api, ingest = collector.ready.group("http"), collector.ready.group("grpc")
     target_before, collector_before = own_cpu(target.pid), own_cpu(collector.pid)
     before = children_cpu()
-    agent = start("agent", CLI + ["agent", "--collector", ingest, "--service", "bench",
-                                  "--pid", str(target.pid), "--rate", str(args.rate)],
-                  "profiling pid", tmp, env=python_env())
+    agent = start(f"agent-{service}", common.CLI + [
+        "agent", "--collector", ingest, "--service", service, "--pid", str(target.pid),
+        "--rate", str(RATE_HZ)], "profiling pid", work, env=python_env())
     startup = own_cpu(agent.pid)
-    peaks, main_cpu = watch(agent.pid, args.seconds)
+    peaks, main_cpu = watch(agent.pid, seconds)
     if agent.stop(signal.SIGTERM, timeout=60) != 0:
         raise SystemExit(f"agent failed:\n{agent.output()[-2000:]}")
     cpu = children_cpu() - before  # the agent exited only after it reaped its py-spys
     with urllib.request.urlopen(f"{api}/api/v1/services", timeout=30) as response:
         services = json.loads(response.read())["services"]
     # An exited agent has had every batch acked, and an ack means committed.
-    samples = sum(s["samples"] for s in services if s["name"] == "bench")
+    samples = sum(s["samples"] for s in services if s["name"] == service)
     return Arm(samples, cpu, startup, main_cpu, *peaks,
                target_cpu_s=own_cpu(target.pid) - target_before,
                collector_cpu_s=own_cpu(collector.pid) - collector_before)
 
 
-def run_pyspy(args: argparse.Namespace, tmp: Path, target: Child) -> Arm:
+def run_pyspy(work: Path, seconds: float, name: str, target: Child) -> Arm:
     """Arm B: one ``py-spy record`` for the whole time, SIGINT at the end."""
     target_before, before = own_cpu(target.pid), children_cpu()
-    spy = start("py-spy", [find_pyspy(), "record", "--format", "raw", "--nonblocking",
-                           "-r", str(args.rate), "-o", str(tmp / "bare.raw"),
-                           "--pid", str(target.pid)], "Sampling process", tmp)
+    spy = start(f"py-spy-{name}", [find_pyspy(), "record", "--format", "raw", "--nonblocking",
+                                   "-r", str(RATE_HZ), "-o", str(work / f"{name}.raw"),
+                                   "--pid", str(target.pid)], "Sampling process", work)
     startup = own_cpu(spy.pid)
-    peaks, main_cpu = watch(spy.pid, args.seconds)
+    peaks, main_cpu = watch(spy.pid, seconds)
     spy.stop(signal.SIGINT, timeout=60)
     cpu = children_cpu() - before
     found = re.search(r"Samples: (\d+)", spy.output())
@@ -188,13 +237,14 @@ def as_profile(window: ProfileWindow) -> Profile:
     return Profile("bench", window.start_ns, window.end_ns, samples, rate_hz=window.rate_hz)
 
 
-async def wire_windows(pid: int, rate: int, count: int) -> list[WireWindow]:
+async def wire_windows(pid: int, count: int, period_s: float) -> list[WireWindow]:
     """Encode ``count`` full windows exactly as one agent stream would, and size them."""
     host = socket.gethostname()
     encoder = StreamEncoder(AgentIdentity(agent_id=uuid.uuid4().hex, service="bench",
                                           instance=host, host=host, target_pid=pid,
                                           agent_version="0.0.0"))
-    sampler = StackSampler(SamplerConfig(rate_hz=rate), pid)
+    sampler = StackSampler(SamplerConfig(rate_hz=RATE_HZ, period_s=period_s,
+                                         lead_s=min(1.0, period_s / 4)), pid)
     sized: list[WireWindow] = []
     async for window in sampler.windows():
         if len(sized) == count:
@@ -209,82 +259,156 @@ async def wire_windows(pid: int, rate: int, count: int) -> list[WireWindow]:
     return sized
 
 
-def per_sample(windows: list[WireWindow], field: str) -> tuple[float, float]:
+def per_sample(windows: list[dict[str, int]], field: str) -> tuple[float, float]:
     """Bytes per sample of the first window, and the median over the later ones."""
-    ratios = [getattr(w, field) / w.samples for w in windows if w.samples]
+    ratios = [w[field] / w["samples"] for w in windows if w["samples"]]
+    if not ratios:
+        return float("nan"), float("nan")
     return ratios[0], statistics.median(ratios[1:] or ratios)
 
 
-def report(args: argparse.Namespace, agent: Arm, bare: Arm,
-           wire: list[WireWindow]) -> dict[str, object]:
-    """Print the table; return the same figures for --json."""
-    rows = [("samples", "samples", "d"), ("CPU s", "cpu_s", ".2f"),
-            ("CPU s / 1000 samples", "cpu_per_1000", ".3f"),
-            ("  startup, to the ready line", "startup_cpu_s", ".2f"),
-            ("  main process, to the stop", "main_cpu_s", ".2f"),
-            ("peak RSS MiB (all)", "peak_rss_mib", ".1f"),
-            ("  main process", "peak_main_rss_mib", ".1f"),
-            ("  py-spy processes", "peak_pyspy_rss_mib", ".1f"),
-            ("target CPU s", "target_cpu_s", ".2f")]
-    print(f"\n{args.seconds:g} s per arm at {args.rate} Hz{'':6}{'agent':>10}{'py-spy':>10}")
-    for label, name, fmt in rows:
-        print(f"{label:<34}{getattr(agent, name):>10{fmt}}{getattr(bare, name):>10{fmt}}")
-    ratio = agent.cpu_per_1000 / bare.cpu_per_1000
+def measure(size: str, work: Path) -> dict[str, Any]:
+    """Row 2 in alternating rounds on one long-running target, then row 3 on two."""
+    params = SIZES[size]
+    (work / "target.py").write_text(TARGET)
+    (work / "target_varied.py").write_text(TARGET_VARIED)
+    children: list[Child] = []
+    rounds: list[dict[str, Any]] = []
+    wire: dict[str, list[dict[str, int]]] = {}
+    try:
+        # Collector and target start first and are reaped last, so that neither
+        # shows up in the arms' RUSAGE_CHILDREN deltas.
+        collector = common.start_collector(work)
+        children.append(collector)
+        target = start("target", [sys.executable, str(work / "target.py")], "target ready", work)
+        children.append(target)
+        for n in range(params.rounds):
+            arms: dict[str, Arm] = {}
+            order = ("agent", "pyspy") if n % 2 == 0 else ("pyspy", "agent")
+            for arm in order:
+                if arm == "agent":
+                    arms[arm] = run_agent(work, params.seconds, f"bench-{n}", target, collector)
+                else:
+                    arms[arm] = run_pyspy(work, params.seconds, f"bare-{n}", target)
+            rounds.append({name: asdict(a) | {"cpu_per_1000": a.cpu_per_1000}
+                           for name, a in arms.items()} | {"order": list(order)})
+        wire["busy"] = [asdict(w) for w in asyncio.run(
+            wire_windows(target.pid, params.windows, params.period_s))]
+        varied = start("target-varied", [sys.executable, str(work / "target_varied.py")],
+                       "target ready", work)
+        children.append(varied)
+        wire["branching"] = [asdict(w) for w in asyncio.run(
+            wire_windows(varied.pid, params.windows, params.period_s))]
+    finally:
+        for child in reversed(children):
+            child.stop(signal.SIGTERM)
+    return summarise(params, rounds, wire)
+
+
+def summarise(params: Params, rounds: list[dict[str, Any]],
+              wire: dict[str, list[dict[str, int]]]) -> dict[str, Any]:
+    """The figures BENCHMARKS.json keeps: every round, and the medians the table shows."""
+    def arm_values(arm: str, field: str) -> list[float]:
+        return [float(r[arm][field]) for r in rounds]
+
+    ratios = [r["agent"]["cpu_per_1000"] / r["pyspy"]["cpu_per_1000"] for r in rounds]
     # startup is a fixed cost that a long-lived sidecar pays once
-    steady = ((agent.cpu_s - agent.startup_cpu_s) / agent.samples) / (
-        (bare.cpu_s - bare.startup_cpu_s) / bare.samples)
-    print(f"{'collector CPU s (not the agent)':<34}{agent.collector_cpu_s:>10.2f}")
-    print(f"agent/bare CPU per 1000 samples: {ratio:.2f}x ({steady:.2f}x without startup)")
-    print(f"\nbytes per sample, {len(wire)} windows{'':7}{'first':>10}{'steady':>10}")
-    sizes: dict[str, tuple[float, float]] = {}
-    for label, name in (("ingest batch, protobuf", "batch_bytes"),
-                        ("ingest batch, gzip (on the wire)", "gzip_bytes"),
-                        ("pprof, gzipped", "pprof_gz_bytes")):
-        sizes[name] = per_sample(wire, name)
-        print(f"{label:<34}{sizes[name][0]:>10.2f}{sizes[name][1]:>10.2f}")
-    print("windows (samples, stacks, gzip bytes): "
-          + ", ".join(f"({w.samples}, {w.stacks}, {w.gzip_bytes})" for w in wire))
-    return {"seconds": args.seconds, "rate_hz": args.rate, "ratio_cpu_per_1000": ratio,
-            "ratio_cpu_per_1000_without_startup": steady,
-            "agent": asdict(agent) | {"cpu_per_1000": agent.cpu_per_1000},
-            "pyspy": asdict(bare) | {"cpu_per_1000": bare.cpu_per_1000},
-            "wire_windows": [asdict(w) for w in wire],
-            "wire_per_sample": {k: {"first": v[0], "steady": v[1]} for k, v in sizes.items()}}
+    steady = [((r["agent"]["cpu_s"] - r["agent"]["startup_cpu_s"]) / r["agent"]["samples"])
+              / ((r["pyspy"]["cpu_s"] - r["pyspy"]["startup_cpu_s"]) / r["pyspy"]["samples"])
+              for r in rounds]
+    wire_summary = {}
+    for name, windows in wire.items():
+        sizes = {field: per_sample(windows, field)
+                 for field in ("batch_bytes", "gzip_bytes", "pprof_gz_bytes")}
+        wire_summary[name] = {
+            field: {"first": first, "steady": later} for field, (first, later) in sizes.items()}
+        wire_summary[name]["stacks_per_window"] = [w["stacks"] for w in windows]
+    return {
+        "params": asdict(params), "rate_hz": RATE_HZ, "rounds": rounds,
+        "cpu_ratio": ratios, "cpu_ratio_without_startup": steady,
+        "agent_cpu_per_1000": arm_values("agent", "cpu_per_1000"),
+        "pyspy_cpu_per_1000": arm_values("pyspy", "cpu_per_1000"),
+        "agent_peak_rss_mb": [v * MIB / MB for v in arm_values("agent", "peak_rss_mib")],
+        "wire_windows": wire, "wire": wire_summary,
+    }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=60.0, help="length of each arm")
-    parser.add_argument("--rate", type=int, default=100, help="samples per second")
-    parser.add_argument("--windows", type=int, default=4, help="10 s windows to size (>= 2)")
-    parser.add_argument("--json", type=Path, help="also write the figures here")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    with tempfile.TemporaryDirectory(prefix="pyrometer-bench-") as name:
-        tmp = Path(name)
-        (tmp / "target.py").write_text(TARGET)
-        children: list[Child] = []
-        try:
-            # Collector and target start first and are reaped last, so that neither
-            # shows up in the arms' RUSAGE_CHILDREN deltas.
-            collector = start("collector", CLI + [
-                "collector", "--db", str(tmp / "bench.duckdb"), "--grpc-listen", "127.0.0.1:0",
-                "--http-listen", "127.0.0.1:0"],
-                r"ingest on (?P<grpc>\S+) .*API on (?P<http>http://\S+)", tmp, env=python_env())
-            children.append(collector)
-            target = start("target", [sys.executable, str(tmp / "target.py")], "target ready", tmp)
-            children.append(target)
-            agent = run_agent(args, tmp, target, collector)
-            bare = run_pyspy(args, tmp, target)
-            wire = asyncio.run(wire_windows(target.pid, args.rate, max(2, args.windows)))
-        finally:
-            for child in reversed(children):
-                child.stop(signal.SIGTERM)
-    figures = report(args, agent, bare, wire)
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
-    return 0
+def markdown(result: dict[str, Any]) -> str:
+    """Sections 2 and 3 of BENCHMARKS.md."""
+    return "\n".join(cost_section(result) + [""] + wire_section(result))
+
+
+def cost_section(result: dict[str, Any]) -> list[str]:
+    params, rounds = result["params"], result["rounds"]
+    rows = [("samples", "samples", ".0f"), ("CPU s (startup included)", "cpu_s", ".2f"),
+            ("CPU s per 1000 samples", "cpu_per_1000", ".3f"),
+            ("startup CPU s, to the ready line", "startup_cpu_s", ".2f"),
+            ("main process CPU s (py-spy children excluded)", "main_cpu_s", ".2f"),
+            ("peak RSS MiB, process and children", "peak_rss_mib", ".1f"),
+            ("peak RSS MiB, main process", "peak_main_rss_mib", ".1f"),
+            ("peak RSS MiB, py-spy processes", "peak_pyspy_rss_mib", ".1f"),
+            ("target CPU s (what the target still got)", "target_cpu_s", ".2f")]
+    lines = ["## 2. Agent cost",
+             "",
+             f"{len(rounds)} round(s) of {params['seconds']:g} s per arm at {result['rate_hz']} Hz, "
+             "arm order alternating; one CPU-bound target throughout. Agent: default flags, "
+             "shipping to a real collector on loopback (the collector's CPU is not counted). "
+             "Median over rounds (range).",
+             "", "| | Pyrometer agent (with its py-spy children) | bare `py-spy record` |",
+             "|---|---|---|"]
+    for label, field, fmt in rows:
+        agent = [float(r["agent"][field]) for r in rounds]
+        bare = [float(r["pyspy"][field]) for r in rounds]
+        lines.append(f"| {label} | {common.cell(agent, fmt)} | {common.cell(bare, fmt)} |")
+    ratio, steady = result["cpu_ratio"], result["cpu_ratio_without_startup"]
+    rss_mb = result["agent_peak_rss_mb"]
+    lines += ["", f"- Agent CPU per 1000 samples against bare py-spy's: "
+              f"**{common.cell(ratio, '.2f')}x** ({common.cell(steady, '.2f')}x without the "
+              "one-off startup). Target at most 1.2x: "
+              f"**{common.verdict(common.median(ratio), 1.2, at_most=True)}**.",
+              f"- Agent peak RSS, the agent process and its py-spy children together: "
+              f"**{common.cell(rss_mb, '.1f')} MB** (10^6 bytes). Target under 50 MB: "
+              f"**{common.verdict(max(rss_mb) if rss_mb else float('nan'), 50, at_most=True)}** "
+              "(judged on the largest round)."]
+    return lines
+
+
+def wire_section(result: dict[str, Any]) -> list[str]:
+    params = result["params"]
+    lines = ["## 3. Bytes on the wire",
+             "",
+             f"Bytes per sample of {params['windows']} windows of {params['period_s']:g} s per "
+             "target, encoded by the agent's own sampler and encoder; the same windows as "
+             "gzipped pprof (what Pyroscope's and Cloud Profiler's agents send). First window "
+             "= the stream's first batch, which carries the dictionary; steady = median of "
+             "the later ones.",
+             "", "| target (distinct stacks per window) | | Pyrometer batch, gzip (on the wire) "
+             "| Pyrometer batch, uncompressed | gzipped pprof | Pyrometer / pprof |",
+             "|---|---|---|---|---|---|"]
+    verdicts = []
+    for name, figures in result["wire"].items():
+        stacks = figures["stacks_per_window"]
+        for phase in ("first", "steady"):
+            ours, pprof = figures["gzip_bytes"][phase], figures["pprof_gz_bytes"][phase]
+            lines.append(f"| {name} ({min(stacks)}–{max(stacks)}) | {phase} | {ours:.3f} | "
+                         f"{figures['batch_bytes'][phase]:.3f} | {pprof:.3f} | {ours / pprof:.2f} |")
+            if phase == "steady":
+                verdicts.append(ours / pprof)
+    pyroscope = result.get("pyroscope_wire")
+    if pyroscope and pyroscope.get("samples"):
+        lines += ["", f"Measured from Pyroscope's Python SDK itself in row 1 (its uploads to a "
+                  f"local sink, format {pyroscope['format']}): {pyroscope['bytes']} bytes for "
+                  f"{pyroscope['samples']} samples in {pyroscope['uploads']} uploads = "
+                  f"**{pyroscope['bytes_per_sample']:.3f} bytes per sample** (HTTP headers "
+                  "excluded)."]
+    worst = max(verdicts) if verdicts else float("nan")
+    lines += ["", f"- Target: at most half the bytes of gzipped pprof for the same windows. "
+              f"Steady state, worst target: {worst:.2f}x, "
+              f"**{common.verdict(worst, 0.5, at_most=True)}**. The first window carries every "
+              "string, frame and stack once, as pprof does in each upload, so it is near pprof's "
+              "size; a stream pays it once per connection, and later windows send ids only."]
+    return lines
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(common.main(__doc__, measure, markdown))

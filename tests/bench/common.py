@@ -1,0 +1,92 @@
+"""What every benchmark row shares: the row interface, a standalone command line, the
+collector child, and the small statistics the tables are made of.
+
+The machine this runs on is shared and noisy, so the rows report medians of repeated
+runs and ratios measured side by side in one session, never an absolute time alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from pyrometer.collector.procs import Child, python_env, start
+
+SIZES = ("tiny", "full")
+CLI = [sys.executable, "-m", "pyrometer.agent.cli"]
+MIB = 1024 * 1024
+# what the collector prints once both listeners are up
+COLLECTOR_READY = r"ingest on (?P<grpc>\S+) .*API on (?P<http>http://\S+)"
+
+
+class Row(Protocol):
+    """One row module of BENCHMARKS.md."""
+
+    TITLE: str
+
+    def measure(self, size: str, work: Path) -> dict[str, Any]: ...
+
+    def markdown(self, result: dict[str, Any]) -> str: ...
+
+
+def start_collector(work: Path, *extra: str, name: str = "collector",
+                    db: Path | None = None) -> Child:
+    """A real collector on free loopback ports; ``ready.group("grpc"|"http")`` are its
+    addresses. The caller stops it."""
+    return start(name, CLI + ["collector", "--db", str(db or work / f"{name}.duckdb"),
+                              "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
+                              *extra], COLLECTOR_READY, work, env=python_env())
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def spread(values: Sequence[float]) -> tuple[float, float, float]:
+    """Median, minimum and maximum: what a table cell shows of repeated runs."""
+    if not values:
+        return (float("nan"),) * 3
+    return statistics.median(values), min(values), max(values)
+
+
+def cell(values: Sequence[float], fmt: str = ".3f") -> str:
+    """A Markdown cell: the median, and the range when there is more than one run."""
+    mid, low, high = spread(values)
+    if len(values) < 2:
+        return format(mid, fmt)
+    return f"{mid:{fmt}} ({low:{fmt}}–{high:{fmt}})"
+
+
+def verdict(value: float, target: float, *, at_most: bool) -> str:
+    """'met' or 'missed' for a target, for the table of targets."""
+    if value != value:  # NaN: nothing was measured
+        return "not measured"
+    ok = value <= target if at_most else value >= target
+    return "met" if ok else "missed"
+
+
+def main(module_doc: str | None, measure: Callable[[str, Path], dict[str, Any]],
+         markdown: Callable[[dict[str, Any]], str], argv: list[str] | None = None) -> int:
+    """The standalone command line every row module shares."""
+    parser = argparse.ArgumentParser(description=(module_doc or "").strip().splitlines()[0])
+    parser.add_argument("--size", choices=SIZES, default="full")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--workdir", type=Path, help="keep logs and databases here "
+                        "(default: a temporary folder, removed afterwards)")
+    args = parser.parse_args(argv)
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        result = measure(args.size, args.workdir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="pyrometer-bench-") as name:
+            result = measure(args.size, Path(name))
+    print(markdown(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0

@@ -1,0 +1,174 @@
+"""`make bench`: every row of BENCHMARKS.md in one session, side by side.
+
+    python tests/bench/run.py [--size tiny|full] [--rows 1,2,4] [--out DIR] [--workdir DIR]
+
+Runs the rows in order (1 slowdown, 2-3 agent cost and wire, 4 collector ingest, 5-6
+queries and storage), then writes BENCHMARKS.md and BENCHMARKS.json into --out (the
+repository root by default): every figure, the machine it ran on and the exact command.
+A row that fails is reported as failed, in both files, and the command exits 1 after the
+others have run: a partial table is still worth reading, a silent gap is not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `bench` importable as a package
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    __package__ = "bench"
+
+from bench import common  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+# row numbers of BENCHMARKS.md -> the module that measures them
+ROWS: dict[str, tuple[str, ...]] = {
+    "slowdown": ("1",), "agent_cost": ("2", "3"), "ingest_load": ("4",), "queries": ("5", "6")}
+PACKAGES = ("py-spy", "pyroscope-io", "grpcio", "protobuf", "duckdb", "pyarrow", "aiohttp", "psutil")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").strip().splitlines()[0])
+    parser.add_argument("--size", choices=common.SIZES, default="full")
+    parser.add_argument("--rows", help="comma-separated row numbers to run (default: all)")
+    parser.add_argument("--out", type=Path, default=ROOT,
+                        help="where BENCHMARKS.md and BENCHMARKS.json go (default: the repository)")
+    parser.add_argument("--workdir", type=Path, help="keep each row's logs and databases here "
+                        "(default: a temporary folder, removed afterwards)")
+    return parser.parse_args(argv)
+
+
+def selected(rows: str | None) -> list[str]:
+    """The row modules to run, in order; an unknown row number is an error, not a skip."""
+    if not rows:
+        return list(ROWS)
+    wanted = {r.strip() for r in rows.split(",") if r.strip()}
+    known = {n for numbers in ROWS.values() for n in numbers}
+    if unknown := sorted(wanted - known):
+        raise SystemExit(f"--rows: no row {', '.join(unknown)} (rows are {', '.join(sorted(known))})")
+    return [name for name, numbers in ROWS.items() if wanted & set(numbers)]
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on: they mean little without it."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        memory = 0
+    versions = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(memory / 2**30, 1),
+            "kernel": platform.release(), "python": platform.python_version(),
+            "packages": versions}
+
+
+def commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                              capture_output=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               text=True, capture_output=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + (" (with uncommitted changes)" if dirty else "")
+
+
+def run_row(name: str, size: str, work: Path) -> dict[str, Any]:
+    """Measure one row; a failure becomes a result that says so."""
+    folder = work / name
+    folder.mkdir(parents=True, exist_ok=True)
+    began, load = time.monotonic(), os.getloadavg()
+    title = name
+    try:
+        module = importlib.import_module(f"bench.{name}")
+        title = module.TITLE
+        result = {"ok": True, "figures": module.measure(size, folder)}
+    except (Exception, SystemExit) as error:  # noqa: BLE001 - one broken row must not hide the rest
+        result = {"ok": False, "error": f"{type(error).__name__}: {error}",
+                  "traceback": traceback.format_exc()}
+    result |= {"title": title, "rows": list(ROWS[name]),
+               "wall_s": round(time.monotonic() - began, 1),
+               "load_before": [round(x, 2) for x in load],
+               "load_after": [round(x, 2) for x in os.getloadavg()]}
+    print(f"row {'/'.join(ROWS[name])} {name}: {'ok' if result['ok'] else 'FAILED'} "
+          f"({result['wall_s']:.0f} s)", flush=True)
+    return result
+
+
+def render(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
+    m = meta["machine"]
+    packages = ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v)
+    lines = ["# Pyrometer benchmarks", "",
+             f"Produced by `{meta['command']}` (size {meta['size']}) on {meta['started']}, "
+             f"commit {meta['commit']}, in {meta['wall_s'] / 60:.0f} min. Every figure is also in "
+             "[BENCHMARKS.json](BENCHMARKS.json).", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}, "
+             f"Python {m['python']}; {packages}. The machine is shared and noisy: compare the "
+             "ratios, measured side by side in one session, more than the absolute figures. Load "
+             "average (1 min) before each row is in the JSON.", "",
+             "No GPU is involved in any row: these are the costs of stack sampling, shipping, "
+             "storing and querying.", ""]
+    # Modules render one Markdown section per row; the cross-row figure (Pyroscope's own
+    # bytes on the wire, measured in row 1) is handed to row 3's renderer.
+    pyroscope = results.get("slowdown", {}).get("figures", {}).get("pyroscope_wire")
+    for name, result in results.items():
+        if result["ok"]:
+            module = importlib.import_module(f"bench.{name}")
+            figures = dict(result["figures"])
+            if name == "agent_cost" and pyroscope:
+                figures["pyroscope_wire"] = pyroscope
+            lines += [module.markdown(figures).rstrip(), ""]
+        else:
+            for number in result["rows"]:
+                lines += [f"## {number}. {result['title']}", "",
+                          f"**This row failed** and has no figures: {result['error']}", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    names = selected(args.rows)
+    command = "make bench" if args.size == "full" and not args.rows else (
+        "python tests/bench/run.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+    meta: dict[str, Any] = {
+        "command": command, "size": args.size, "commit": commit(), "machine": machine(),
+        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+    began = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="pyrometer-bench-") as tmp:
+        work = args.workdir or Path(tmp)
+        results = {name: run_row(name, args.size, work) for name in names}
+    meta["wall_s"] = round(time.monotonic() - began, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "BENCHMARKS.json").write_text(json.dumps({"meta": meta, "rows": results}, indent=2)
+                                              + "\n")
+    (args.out / "BENCHMARKS.md").write_text(render(results, meta))
+    print(f"wrote {args.out / 'BENCHMARKS.md'} and BENCHMARKS.json", flush=True)
+    return 0 if all(r["ok"] for r in results.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
