@@ -1,0 +1,286 @@
+"""Collector ingest: sustained samples and batches per second from many agent streams.
+
+A measurement, not a test (pytest does not collect it). Run from the repository root:
+
+    .venv/bin/python tests/bench/ingest_load.py [--size tiny|full] [--json OUT]
+
+Each level starts a fresh real collector (`pyrometer collector`, retention off so no
+background delete competes) and load-generator processes (ingest_gen.py) that replay
+realistic agent batches (ingest_workload.py: 1,000 samples over ~135 of 150 stacks
+of depth 20-40 per 10 s window, plus 30 telemetry readings) over real gRPC with gzip,
+one TCP connection and one stream per agent, each agent with its own id and sequence
+from 1, the first batch carrying the dictionary. "closed" levels keep 2 batches in
+flight per stream (the collector's saturation throughput; ack latency there is
+queueing at saturation); the "paced" level sends each agent's batch every 10 s, as
+real agents do, to measure ack latency at that offered load.
+
+Counting is by ack time, over a measured interval after a warm-up. CPU is psutil's for
+the collector and the generators over that interval (they share the machine's cores;
+what else ran is reported as "other"). Peak RSS is the collector's VmHWM. After the
+load, the samples the collector's API reports must equal the samples acked. On the
+heaviest closed level a py-spy profile of the collector follows the measured interval
+(so it does not perturb it), with the per-thread CPU split from /proc.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+
+if __package__ in (None, ""):  # run as a script: make `bench` importable as a package
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    __package__ = "bench"
+
+from bench import common, ingest_profile  # noqa: E402
+from bench.ingest_report import markdown  # noqa: E402
+
+from pyrometer.agent.model import NANOS_PER_SECOND  # noqa: E402
+from pyrometer.collector.procs import Child, python_env  # noqa: E402
+
+TITLE = "Collector ingest"
+GENERATOR = Path(__file__).resolve().with_name("ingest_gen.py")
+DAY_NS = 86_400 * NANOS_PER_SECOND
+__all__ = ["TITLE", "measure", "markdown"]
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    """One load level: how many agent streams, how they send, for how long."""
+
+    streams: int
+    mode: str  # "closed" (saturate) or "paced" (one batch per period_s per stream)
+    warm_s: float
+    measure_s: float
+    profile_s: float = 0.0  # py-spy the collector this long after the measured interval
+    in_flight: int = 2  # closed: unacknowledged batches per stream
+    period_s: float = 10.0  # paced: seconds between one stream's batches
+
+    @property
+    def name(self) -> str:
+        return f"{self.mode}-{self.streams}"
+
+
+LEVELS = {
+    "tiny": [Level(2, "closed", 0.5, 2.0, profile_s=1.0), Level(2, "paced", 0.5, 1.5, period_s=0.25)],
+    "full": [Level(10, "closed", 5, 30), Level(100, "closed", 5, 30),
+             Level(1000, "closed", 5, 30, profile_s=15), Level(1000, "paced", 10, 30)],
+}
+
+
+class Generator:
+    """One ingest_gen.py process: plan in, `ready` and `result` lines out."""
+
+    def __init__(self, plan: dict[str, Any], log: Path) -> None:
+        self._log = log.open("w")
+        self.proc = subprocess.Popen([sys.executable, str(GENERATOR)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self._log, text=True,
+                                     env=python_env(), start_new_session=True)
+        self._lines: queue.Queue[str] = queue.Queue()
+        assert self.proc.stdout is not None
+        self._pump = threading.Thread(target=_pump, args=(self.proc.stdout, self._lines), daemon=True)
+        self._pump.start()
+        self._say(json.dumps(plan))
+
+    def _say(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def expect(self, word: str, timeout: float) -> dict[str, Any]:
+        """The JSON after the next line's `word`; fails early if the process has exited."""
+        deadline, line = time.monotonic() + timeout, ""
+        while time.monotonic() < deadline:
+            try:
+                line = self._lines.get(timeout=0.5)
+                break
+            except queue.Empty:
+                if not self._pump.is_alive() and self._lines.empty():  # output ended
+                    break
+        if not line.startswith(word + " "):
+            self.stop()
+            tail = Path(self._log.name).read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"load generator sent {line[:200]!r}, not {word!r}:\n{tail}")
+        result: dict[str, Any] = json.loads(line[len(word) + 1:])
+        return result
+
+    def go(self, times: dict[str, float]) -> None:
+        self._say("go " + json.dumps(times))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._log.close()
+
+
+def _pump(stream: IO[str], lines: queue.Queue[str]) -> None:
+    for line in stream:
+        lines.put(line.rstrip("\n"))
+
+
+def cpu_s(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def busy_s() -> float:
+    """CPU seconds all cores of the machine spent busy so far."""
+    t = psutil.cpu_times()
+    return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
+
+
+def snapshot(collector: int, generators: list[int]) -> dict[str, Any]:
+    return {"at": time.monotonic(), "collector": cpu_s(collector),
+            "generators": sum(cpu_s(p) for p in generators), "machine": busy_s(),
+            "threads": ingest_profile.thread_cpu(collector)}
+
+
+def observe(collector: int, generators: list[int], times: dict[str, float]) -> dict[str, Any]:
+    """CPU of everything over the measured interval, in cores (CPU seconds per second)."""
+    time.sleep(max(0.0, times["from"] - time.monotonic()))
+    before = snapshot(collector, generators)
+    time.sleep(max(0.0, times["to"] - time.monotonic()))
+    after = snapshot(collector, generators)
+    wall = after["at"] - before["at"]
+    cores = {k: (after[k] - before[k]) / wall for k in ("collector", "generators", "machine")}
+    return {"wall_s": wall, "collector_cpu_s": after["collector"] - before["collector"],
+            "collector_cores": cores["collector"], "generator_cores": cores["generators"],
+            "machine_cores": cores["machine"],
+            "other_cores": cores["machine"] - cores["collector"] - cores["generators"],
+            "threads": ingest_profile.thread_cpu_delta(before["threads"], after["threads"], wall)}
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The process's high-water mark of resident memory (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return psutil.Process(pid).memory_info().rss / common.MIB
+
+
+def stored_samples(api: str) -> int:
+    with urllib.request.urlopen(f"{api}/api/v1/services", timeout=60) as response:
+        return sum(int(s["samples"]) for s in json.loads(response.read())["services"])
+
+
+def plans(level: Level, address: str, run_id: str) -> list[dict[str, Any]]:
+    """Split the level's streams over up to two generator processes (two cores here)."""
+    count = min(2, level.streams)
+    base_ns = time.time_ns() - 3 * DAY_NS  # room for ~26,000 windows per stream before "now"
+    shares = [level.streams // count + (i < level.streams % count) for i in range(count)]
+    return [{"address": address, "first_stream": sum(shares[:i]), "streams": n, "mode": level.mode,
+             "in_flight": level.in_flight, "period_s": level.period_s, "base_ns": base_ns,
+             "run_id": run_id} for i, n in enumerate(shares)]
+
+
+def drive(level: Level, collector: Child, work: Path) -> dict[str, Any]:
+    """Run the generators against `collector` through warm-up, measure and profile."""
+    run_id = uuid.uuid4().hex[:12]
+    generators = [Generator(plan, work / f"{level.name}-gen{i}.log")
+                  for i, plan in enumerate(plans(level, collector.ready.group("grpc"), run_id))]
+    try:
+        ready = [g.expect("ready", timeout=300) for g in generators]
+        start = time.monotonic() + 0.2
+        times = {"start": start, "from": start + level.warm_s,
+                 "to": start + level.warm_s + level.measure_s,
+                 "stop": start + level.warm_s + level.measure_s + level.profile_s}
+        for g in generators:
+            g.go(times)
+        seen = observe(collector.pid, [g.proc.pid for g in generators], times)
+        profile = None
+        if level.profile_s:
+            profile = profile_collector(collector.pid, level.profile_s, work / f"{level.name}.raw")
+        results = [g.expect("result", timeout=level.profile_s + 300) for g in generators]
+    finally:
+        for g in generators:
+            g.stop()
+    return {"ready": ready, "observed": seen, "profile": profile, "results": results}
+
+
+def profile_collector(pid: int, seconds: float, out: Path) -> dict[str, Any] | None:
+    """py-spy and per-thread CPU of the collector for `seconds` of continued load."""
+    threads_before, began = ingest_profile.thread_cpu(pid), time.monotonic()
+    try:
+        spy = ingest_profile.start_pyspy(pid, seconds, out)
+    except Exception as exc:  # no py-spy here: the profile is optional
+        return {"error": str(exc)}
+    _, err = spy.communicate(timeout=seconds + 60)
+    wall, threads_after = time.monotonic() - began, ingest_profile.thread_cpu(pid)
+    if spy.returncode != 0 or not out.exists():
+        return {"error": f"py-spy exited {spy.returncode}: {err.decode(errors='replace')[-500:]}"}
+    summary = ingest_profile.read_profile(out)
+    names = summary.thread_names
+    threads = ingest_profile.thread_cpu_delta(ingest_profile.relabel(threads_before, names),
+                                              ingest_profile.relabel(threads_after, names), wall)
+    return summary.as_dict() | {"threads_cpu": threads}
+
+
+def run_level(level: Level, work: Path) -> dict[str, Any]:
+    """One level on a fresh collector: the figures, the loss check and the peak RSS."""
+    collector = common.start_collector(work, "--retention", "off", name=f"collector-{level.name}")
+    try:
+        driven = drive(level, collector, work)
+        stored = stored_samples(collector.ready.group("http"))
+        peak = peak_rss_mib(collector.pid)
+    finally:
+        exit_code = collector.stop(signal.SIGTERM, timeout=60)
+    db = work / f"collector-{level.name}.duckdb"
+    return figures(level, driven, stored, peak, exit_code, db.stat().st_size if db.exists() else 0)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def figures(level: Level, driven: dict[str, Any], stored: int, peak: float, exit_code: int,
+            db_bytes: int) -> dict[str, Any]:
+    results, seen = driven["results"], driven["observed"]
+    latencies = [lat for r in results for lat in r["latencies_ms"]]
+    samples = sum(r["samples"] for r in results)
+    acked = sum(r["acked_samples_total"] for r in results)
+    errors = [e for r in results for e in r["errors"]]
+    return {
+        "level": asdict(level) | {"name": level.name},
+        "batches_per_s": sum(r["batches"] for r in results) / seen["wall_s"],
+        "samples_per_s": samples / seen["wall_s"],
+        "ack_ms": {"p50": percentile(latencies, 0.5), "p99": percentile(latencies, 0.99),
+                   "max": max(latencies, default=float("nan"))},
+        "collector_cpu_s_per_million": (seen["collector_cpu_s"] / samples * 1e6
+                                        if samples else float("nan")),
+        "observed": seen, "peak_rss_mib": peak, "db_mib": db_bytes / common.MIB,
+        "connect_s": max(r["setup_s"] for r in driven["ready"]),
+        "batch_bytes": {k: driven["ready"][0][k] for k in ("first_batch_bytes", "steady_batch_bytes")},
+        "acked_samples": acked, "stored_samples": stored,
+        "sent_batches": sum(r["sent_total"] for r in results),
+        "acked_batches": sum(r["acked_total"] for r in results),
+        "duplicates": sum(r["duplicates"] for r in results), "errors": errors[:10],
+        "lossless": stored == acked and not errors and exit_code == 0,
+        "collector_exit_code": exit_code, "profile": driven["profile"],
+    }
+
+
+def measure(size: str, work: Path) -> dict[str, Any]:
+    """Every level of `size`, one after the other, each on its own collector."""
+    began = time.monotonic()
+    levels = [run_level(level, work) for level in LEVELS[size]]
+    return {"size": size, "cpus": psutil.cpu_count(), "levels": levels,
+            "elapsed_s": time.monotonic() - began}
+
+
+if __name__ == "__main__":
+    sys.exit(common.main(__doc__, measure, markdown))

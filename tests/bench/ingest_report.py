@@ -1,0 +1,185 @@
+"""The BENCHMARKS.md section of the collector ingest benchmark (figures from ingest_load)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench import common
+
+TARGET_SAMPLES_PER_S = 1_000_000.0  # 10,000 agents at 100 Hz
+TARGET_ACK_P99_MS = 250.0
+COMMAND = ".venv/bin/python tests/bench/ingest_load.py --size full"
+
+
+def _level_label(level: dict[str, Any]) -> str:
+    spec = level["level"]
+    if spec["mode"] == "closed":
+        return f"{spec['streams']:,} agents, saturating ({spec['in_flight']} in flight each)"
+    return f"{spec['streams']:,} agents, one batch / {spec['period_s']:g} s each"
+
+
+def _table(levels: list[dict[str, Any]]) -> list[str]:
+    lines = ["| load | batches/s | samples/s | ack p50 ms | ack p99 ms | collector CPU, cores "
+             "| collector CPU s / 1M samples | generators CPU, cores | other CPU, cores "
+             "| collector peak RSS MiB | stored = acked |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for lv in levels:
+        seen = lv["observed"]
+        stored = "yes" if lv["lossless"] else f"**no** ({lv['stored_samples']:,} of {lv['acked_samples']:,})"
+        lines.append(
+            f"| {_level_label(lv)} | {lv['batches_per_s']:,.0f} | {lv['samples_per_s']:,.0f} "
+            f"| {lv['ack_ms']['p50']:,.1f} | {lv['ack_ms']['p99']:,.1f} "
+            f"| {seen['collector_cores']:.2f} | {lv['collector_cpu_s_per_million']:.1f} "
+            f"| {seen['generator_cores']:.2f} | {seen['other_cores']:.2f} "
+            f"| {lv['peak_rss_mib']:.0f} | {stored} |")
+    return lines
+
+
+def _best(levels: list[dict[str, Any]]) -> dict[str, Any]:
+    closed = [lv for lv in levels if lv["level"]["mode"] == "closed"] or levels
+    return max(closed, key=lambda lv: lv["samples_per_s"])
+
+
+def _paced(levels: list[dict[str, Any]]) -> dict[str, Any] | None:
+    paced = [lv for lv in levels if lv["level"]["mode"] == "paced"]
+    return max(paced, key=lambda lv: lv["level"]["streams"]) if paced else None
+
+
+def _targets(levels: list[dict[str, Any]]) -> list[str]:
+    best, paced = _best(levels), _paced(levels)
+    p99 = paced["ack_ms"]["p99"] if paced else float("nan")
+    lossless = all(lv["lossless"] for lv in levels)
+    where = f"at {paced['level']['streams']:,} paced agents" if paced else "no paced level"
+    return [
+        "| target | measured | |", "|---|---|---|",
+        f"| one collector ingests ≥ 1,000,000 samples/s | {best['samples_per_s']:,.0f} samples/s "
+        f"at most ({_level_label(best)}) "
+        f"| {common.verdict(best['samples_per_s'], TARGET_SAMPLES_PER_S, at_most=False)} |",
+        f"| ack p99 < 250 ms | {p99:,.1f} ms {where} "
+        f"| {common.verdict(p99, TARGET_ACK_P99_MS, at_most=True)} |",
+        f"| nothing lost (stored samples = acked samples, every level) | "
+        f"{'equal at every level' if lossless else 'a level differs (table above)'} "
+        f"| {'met' if lossless else 'missed'} |",
+    ]
+
+
+def _thread_name(thread: dict[str, Any]) -> str:
+    return thread["thread"] + (f" (×{thread['threads']})" if thread["threads"] > 1 else "")
+
+
+def _profile(levels: list[dict[str, Any]]) -> list[str]:
+    profiled = [lv for lv in levels if lv.get("profile")]
+    if not profiled:
+        return []
+    lv = profiled[-1]
+    prof = lv["profile"]
+    if "error" in prof:
+        return [f"No profile of the collector: {prof['error']}"]
+    lines = [f"Where the collector's time goes at {_level_label(lv)} "
+             f"({prof['samples']:,} py-spy samples of its active Python threads, taken after "
+             "the measured interval under the same load).", "",
+             "| collector thread (kernel CPU accounting) | cores |", "|---|---:|"]
+    lines += [f"| {_thread_name(t)} | {t['cores']:.2f} |" for t in prof["threads_cpu"]]
+    lines += ["", "| stage (py-spy, by the innermost frame that belongs to it) | share |", "|---|---:|"]
+    lines += [f"| {name} | {share:.0%} |" for name, share in prof["stages"].items()]
+    lines += ["", "| function, by self time (py-spy) | share |", "|---|---:|"]
+    lines += [f"| `{name}` | {share:.1%} |" for name, share in prof["top_self"]]
+    return lines
+
+
+def _stage_share(levels: list[dict[str, Any]], *names: str) -> float:
+    profiled = [lv["profile"] for lv in levels if lv.get("profile") and "stages" in lv["profile"]]
+    return sum(profiled[-1]["stages"].get(n, 0.0) for n in names) if profiled else float("nan")
+
+
+def _gil_bound(per_m: float, python_work: float) -> str:
+    return (f"With a whole core to itself it would still stop at about {float(f'{1e6 / per_m:.2g}'):,.0f} "
+            "samples/s, because nearly all of its work is Python under one GIL (the event loop "
+            "decodes; the commit worker builds Arrow tables, and only its waits in DuckDB, with "
+            "the GIL released, run beside the loop). 1,000,000 samples/s at this cost needs "
+            f"{per_m:.1f} cores of it; in the profile {python_work:.0%} of the sampled Python "
+            "time is per-batch Python work (decoding rows and the dictionary, validating "
+            "telemetry records, building Arrow tables), not the database.")
+
+
+def _bound(per_m: float, python_work: float, duckdb: float) -> str:
+    if python_work != python_work:  # no profile
+        return ""
+    if python_work >= 0.5:
+        return _gil_bound(per_m, python_work)
+    return (f"Most of the sampled time ({duckdb:.0%}) is in DuckDB's insert and commit: groups "
+            "are small at this level, and each pays the commit's fixed cost.")
+
+
+def _analysis(levels: list[dict[str, Any]]) -> list[str]:
+    """What bounds ingest here and what would move it, in this run's numbers."""
+    best, paced = _best(levels), _paced(levels)
+    closed = [lv for lv in levels if lv["level"]["mode"] == "closed"]
+    per_m = best["collector_cpu_s_per_million"]
+    seen = best["observed"]
+    python_work = _stage_share(levels, "decode profile + dictionary", "validate telemetry records",
+                               "build Arrow tables", "protobuf parse", "servicer", "metrics",
+                               "group-commit bookkeeping")
+    rates = ", ".join(f"{lv['samples_per_s']:,.0f}" for lv in closed)
+    streams = ", ".join(f"{lv['level']['streams']:,}" for lv in closed)
+    lines = [
+        "**What bounds it.** "
+        + (f"Saturated, {streams} streams moved {rates} samples/s: more streams put more "
+           "batches in each group commit, sharing its fixed cost, until the collector's CPU is "
+           "the limit. " if len(closed) > 1 else "")
+        + f"At the best level the collector spends {per_m:.1f} CPU-seconds per million samples "
+        f"({per_m:.1f} ms per 1,000-sample batch) and used {seen['collector_cores']:.2f} cores, while "
+        f"the generators used {seen['generator_cores']:.2f} and other processes {seen['other_cores']:.2f} "
+        f"({seen['machine_cores']:.2f} of the machine's cores busy in all). "
+        + _bound(per_m, python_work, _stage_share(levels, "DuckDB insert + commit")),
+    ]
+    if paced is not None and paced["collector_cpu_s_per_million"] > 1.5 * per_m:
+        ratio = paced["collector_cpu_s_per_million"] / per_m
+        lines += ["", f"At {paced['level']['streams']:,} agents sending as real agents do "
+                  f"({paced['samples_per_s']:,.0f} samples/s) the collector spends "
+                  f"{paced['collector_cpu_s_per_million']:.1f} CPU-seconds per million samples, "
+                  f"{ratio:.1f}× the saturated cost: batches arrive a few at a time, so each group "
+                  "commit carries few of them and its fixed cost (a dozen DuckDB statements: the "
+                  "high-water-mark read and compare-and-set, and a registered-Arrow INSERT per "
+                  "table, each a few milliseconds) is paid per few batches. Its ack p99 "
+                  f"({paced['ack_ms']['p99']:,.0f} ms) is that commit time plus waiting for the CPU."]
+    lines += ["", "**What would move it.** (1) A cheaper commit: fewer statements per group (append "
+              "each Arrow table with `from_arrow(...).insert_into(...)` rather than register + "
+              "INSERT ... SELECT + unregister, which a quick in-process check found about 40% "
+              "cheaper per table; or one staging append per table per group), which matters most "
+              "at real-agent pacing. (2) Columnar per-batch work: build the samples and telemetry "
+              "Arrow columns straight from the protobuf repeated fields instead of per-row Python "
+              "tuples and dicts, and validate telemetry with Arrow compute rather than per record. "
+              "(3) More than one core: decode in worker processes (a stream's dictionary pins it "
+              "to one process, e.g. ingest processes sharing the port with SO_REUSEPORT handing "
+              "Arrow batches to the one DuckDB writer), or several collectors writing DuckLake as "
+              "DESIGN.md plans."]
+    return lines
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """Section 4 of BENCHMARKS.md."""
+    levels = result["levels"]
+    first = levels[0]
+    lines = [
+        "## 4. Collector ingest", "",
+        f"One real collector on this {result['cpus']}-core machine, fed over real gRPC (gzip, one "
+        "TCP connection and one stream per agent) by load-generator processes replaying "
+        f"realistic agent batches: a 10 s window of 1,000 samples over a fixed set of 150 stacks "
+        f"of depth 20-40 with Zipf-like counts, plus 30 telemetry readings (process, host, GPU "
+        f"at 1 Hz); {first['batch_bytes']['steady_batch_bytes']:,} bytes of protobuf in steady "
+        f"state, the first batch of each stream {first['batch_bytes']['first_batch_bytes']:,} "
+        "bytes with its dictionary. The generators share the cores with the collector; their "
+        "CPU, and any other process's, is in the table.", "",
+        f"Command: `{COMMAND}` ({result['size']} size, {result['elapsed_s']:.0f} s).", "",
+        *_table(levels), "",
+        "Ack latency is from writing a batch to reading its ack (an ack means committed). At "
+        "the saturating levels it is queueing, not service time: with every stream keeping "
+        "batches in flight, latency is what is outstanding divided by the throughput. The "
+        "paced level is what an agent sees at that fleet size. Stored = acked compares the "
+        "samples the collector's API reports after the load with the samples acked.", "",
+        *_targets(levels), "",
+        *_profile(levels), "",
+        *_analysis(levels), "",
+    ]
+    return "\n".join(lines).rstrip() + "\n"
