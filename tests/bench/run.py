@@ -134,13 +134,15 @@ def render(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
              "storing and querying.", ""]
     # Modules render one Markdown section per row; the cross-row figure (Pyroscope's own
     # bytes on the wire, measured in row 1) is handed to row 3's renderer.
-    pyroscope = results.get("slowdown", {}).get("figures", {}).get("pyroscope_wire")
+    slowdown = results.get("slowdown", {}).get("figures", {})
+    pyroscope = {k: slowdown[k] for k in ("pyroscope_wire", "pyroscope_wire_by_program")
+                 if slowdown.get(k)}
     for name, result in results.items():
         if result["ok"]:
             module = importlib.import_module(f"bench.{name}")
             figures = dict(result["figures"])
             if name == "agent_cost" and pyroscope:
-                figures["pyroscope_wire"] = pyroscope
+                figures |= pyroscope
             lines += [module.markdown(figures).rstrip(), ""]
         else:
             for number in result["rows"]:
