@@ -135,6 +135,9 @@ class Arm:
     peak_rss_mib: float  # the profiler plus its children, at the same moment
     peak_main_rss_mib: float
     peak_pyspy_rss_mib: float  # all py-spy processes alive at once (two at a handover)
+    # memory only the main process holds: RSS less the shared libraries' pages that
+    # other processes on the host map too (what a second agent on the node would add)
+    peak_main_uss_mib: float
     target_cpu_s: float  # how much CPU the target still got: contention shows here
     collector_cpu_s: float | None = None  # not part of the agent; for context
 
@@ -172,21 +175,29 @@ def rss(proc: psutil.Process) -> int:
         return 0
 
 
-def watch(pid: int, seconds: float) -> tuple[tuple[float, float, float], float]:
-    """Sample RSS of ``pid`` and its descendants for ``seconds``.
+def uss(proc: psutil.Process) -> int:
+    try:
+        return int(proc.memory_full_info().uss)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return 0
 
-    Returns the RSS peaks in MiB (main process plus py-spy processes at one moment,
-    main process, py-spy processes) and, taken last, the main process's own CPU seconds.
+
+def watch(pid: int, seconds: float) -> tuple[tuple[float, float, float, float], float]:
+    """Sample the memory of ``pid`` and its descendants for ``seconds``.
+
+    Returns the peaks in MiB (RSS of the main process plus py-spy processes at one
+    moment, main process RSS, py-spy processes RSS, main process USS) and, taken last,
+    the main process's own CPU seconds.
     """
-    proc, peaks = psutil.Process(pid), [0, 0, 0]
+    proc, peaks = psutil.Process(pid), [0, 0, 0, 0]
     deadline = time.monotonic() + seconds
     while (left := deadline - time.monotonic()) > 0:
         main = rss(proc)
         kids = sum(rss(child) for child in proc.children(recursive=True))
-        for i, value in enumerate((main + kids, main, kids)):
+        for i, value in enumerate((main + kids, main, kids, uss(proc))):
             peaks[i] = max(peaks[i], value)
         time.sleep(min(0.25, left))
-    return (peaks[0] / MIB, peaks[1] / MIB, peaks[2] / MIB), own_cpu(pid)
+    return (peaks[0] / MIB, peaks[1] / MIB, peaks[2] / MIB, peaks[3] / MIB), own_cpu(pid)
 
 
 def run_agent(work: Path, seconds: float, service: str, target: Child, collector: Child) -> Arm:
@@ -347,6 +358,7 @@ def cost_section(result: dict[str, Any]) -> list[str]:
             ("peak RSS MiB, process and children", "peak_rss_mib", ".1f"),
             ("peak RSS MiB, main process", "peak_main_rss_mib", ".1f"),
             ("peak RSS MiB, py-spy processes", "peak_pyspy_rss_mib", ".1f"),
+            ("peak USS MiB, main process (its own pages)", "peak_main_uss_mib", ".1f"),
             ("target CPU s (what the target still got)", "target_cpu_s", ".2f")]
     lines = ["## 2. Agent cost",
              "",
@@ -369,7 +381,8 @@ def cost_section(result: dict[str, Any]) -> list[str]:
               f"- Agent peak RSS, the agent process and its py-spy children together: "
               f"**{common.cell(rss_mb, '.1f')} MB** (10^6 bytes). Target under 50 MB: "
               f"**{common.verdict(max(rss_mb) if rss_mb else float('nan'), 50, at_most=True)}** "
-              "(judged on the largest round)."]
+              "(judged on the largest round, shared library pages included; the agent "
+              "process's own pages, its USS, are in the table)."]
     return lines
 
 
