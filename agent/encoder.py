@@ -9,11 +9,20 @@ windows, not encoded bytes, until they are acknowledged.
 A batch spooled to disk must outlive the stream, and the agent, that made it: it is
 encoded standalone (a dictionary of its own, ids from 0, see `encode_standalone`) and,
 when its turn comes, `StreamEncoder.reencode` maps its ids onto the live stream's.
+
+Programs with many distinct stacks stay cheap on the wire. A new stack is sent as the
+longest prefix it shares with a stack already sent (found in a trie over the stream's
+stacks) plus its own tail; a batch's new stacks go in frame id order, so that the base
+is mostly the stack just before. A window's rows go sorted by stack id, the ids as
+differences from the previous row's, and thread and pid columns that hold only
+defaults are left out. gRPC gzips every message, so each of these was kept because it
+made the gzipped batch smaller, not only the raw one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 from google.protobuf.message import DecodeError
 
@@ -35,6 +44,10 @@ from pyrometer.proto import ingest_pb2
 # Model field -> proto field where the names differ (times carry their unit on the wire).
 _RENAMED = {"time_ns": "time_unix_nanos", "end_ns": "end_unix_nanos",
             "latency_ns": "latency_nanos", "ttfb_ns": "ttfb_nanos"}
+# A shorter shared prefix costs more in back and keep than it saves in frame ids.
+MIN_PREFIX = 2
+# (stack id, thread string id, pid, count): one row of a window
+_Row = tuple[int, int, int, int]
 
 
 class SpooledBatchError(AgentError):
@@ -55,10 +68,42 @@ class AgentIdentity:
 
 
 @dataclass(slots=True)
+class _Node:
+    """A trie node, one frame deeper than its parent."""
+
+    stack: int  # the latest stack sent whose frames start with this node's path
+    children: dict[int, _Node] = field(default_factory=dict)
+
+
+class _PrefixTrie:
+    """The stream's stacks by their frame ids, root first: finds shared prefixes in O(depth)."""
+
+    def __init__(self) -> None:
+        self._root: dict[int, _Node] = {}
+
+    def add(self, frames: list[int], stack: int) -> tuple[int, int]:
+        """Insert `stack`; returns (base, keep): an earlier stack and how many of its
+        frames this one starts with (0 when no stack shares its root frame)."""
+        children, base, keep = self._root, 0, 0
+        for depth, frame in enumerate(frames):
+            node = children.get(frame)
+            if node is None:
+                node = children[frame] = _Node(stack)
+            else:
+                base, keep = node.stack, depth + 1
+                # the latest stack: with new stacks sent in order it is often the previous
+                # one, and a repeated base compresses well
+                node.stack = stack
+            children = node.children
+        return base, keep
+
+
+@dataclass(slots=True)
 class _Tables:
     strings: dict[str, int] = field(default_factory=dict)
     frames: dict[Frame, int] = field(default_factory=dict)
     stacks: dict[Stack, int] = field(default_factory=dict)
+    prefixes: _PrefixTrie = field(default_factory=_PrefixTrie)
 
 
 class StreamEncoder:
@@ -113,17 +158,26 @@ class StreamEncoder:
             raise SpooledBatchError("spooled batch is not standalone (dictionary base > 0)")
         strings = list(old.strings)
         frames = [Frame(strings[f.name], strings[f.file], f.line) for f in old.frames]
-        stacks = [tuple(frames[i] for i in s.frames) for s in old.stacks]
+        stacks: list[Stack] = []
+        for s in old.stacks:
+            prefix: Stack = ()
+            if s.keep or s.back:
+                if not 1 <= s.back <= len(stacks):
+                    raise SpooledBatchError(f"spooled stack refers {s.back} stacks back")
+                prefix = stacks[len(stacks) - s.back][:s.keep]
+            if len(prefix) != s.keep:
+                raise SpooledBatchError(f"spooled stack keeps {s.keep} frames of a shorter one")
+            stacks.append(prefix + tuple(frames[i] for i in s.frames))
         self._begin_delta()
         batch = ingest_pb2.Batch()
         batch.CopyFrom(spooled)
         if batch.HasField("profile"):
             profile = batch.profile
-            stack_ids = [self._stack(stacks[i]) for i in profile.stack_ids]
-            thread_ids = [self._string(strings[i]) for i in profile.thread_ids]
-            del profile.stack_ids[:], profile.thread_ids[:]
-            profile.stack_ids.extend(stack_ids)
-            profile.thread_ids.extend(thread_ids)
+            rows = [(self._stack(stacks[s]), self._string(strings[t]), pid, count)
+                    for s, t, pid, count in _read_rows(profile)]
+            for column in ("stack_ids", "stack_id_deltas", "counts", "thread_ids", "pids"):
+                profile.ClearField(column)
+            _write_rows(profile, rows)
         for request in batch.requests:
             request.route = self._string(strings[request.route])
             request.method = self._string(strings[request.method])
@@ -175,13 +229,16 @@ class StreamEncoder:
             native=window.native,
             errors=window.errors,
         )
-        for key, count in window.counts.items():
-            if count <= 0:
-                continue
-            msg.stack_ids.append(self._stack(key.stack))
-            msg.counts.append(count)
-            msg.thread_ids.append(self._string(key.thread))
-            msg.pids.append(key.pid)
+        # new stacks go in frame id order: neighbours share prefixes, so that their
+        # bases and tails repeat what came just before (which gzip turns into little)
+        known = self._tables.stacks
+        new = {key.stack: [self._frame(f) for f in key.stack]
+               for key, count in window.counts.items() if count > 0 and key.stack not in known}
+        for stack in sorted(new, key=new.__getitem__):
+            self._stack(stack, new[stack])
+        rows = [(self._stack(key.stack), self._string(key.thread), key.pid, count)
+                for key, count in window.counts.items() if count > 0]
+        _write_rows(msg, rows)
         return msg
 
     def _string(self, value: str) -> int:
@@ -203,14 +260,48 @@ class StreamEncoder:
             self._delta.frames.append(msg)
         return fid
 
-    def _stack(self, stack: Stack) -> int:
+    def _stack(self, stack: Stack, frames: list[int] | None = None) -> int:
         ids = self._tables.stacks
         sid = ids.get(stack)
         if sid is None:
-            frames = [self._frame(f) for f in stack]
+            if frames is None:
+                frames = [self._frame(f) for f in stack]
             sid = ids[stack] = len(ids)
-            self._delta.stacks.append(ingest_pb2.Stack(frames=frames))
+            base, keep = self._tables.prefixes.add(frames, sid)
+            if keep >= MIN_PREFIX:
+                msg = ingest_pb2.Stack(frames=frames[keep:], back=sid - base, keep=keep)
+            else:
+                msg = ingest_pb2.Stack(frames=frames)
+            self._delta.stacks.append(msg)
         return sid
+
+
+def _write_rows(msg: ingest_pb2.ProfileWindow, rows: list[_Row]) -> None:
+    """Set the window's columns from `rows`, sorted by stack id so that the ids go as
+    small differences; thread and pid columns that hold only defaults stay empty."""
+    rows.sort()
+    stack_ids = [row[0] for row in rows]
+    if len(rows) > 1:
+        msg.stack_id_deltas.extend(
+            [b - a for a, b in zip([0, *stack_ids[:-1]], stack_ids, strict=True)])
+    else:  # one row: the same bytes either way, and plain ids are the older form
+        msg.stack_ids.extend(stack_ids)
+    msg.counts.extend([row[3] for row in rows])
+    if any(row[1] for row in rows):  # string id 0 is always ""
+        msg.thread_ids.extend([row[1] for row in rows])
+    if any(row[2] for row in rows):
+        msg.pids.extend([row[2] for row in rows])
+
+
+def _read_rows(msg: ingest_pb2.ProfileWindow) -> list[_Row]:
+    """The rows of a window in any form `_write_rows` or an older agent made."""
+    stack_ids = list(msg.stack_ids) or list(accumulate(msg.stack_id_deltas))
+    n = len(stack_ids)
+    threads = list(msg.thread_ids) or [0] * n
+    pids = list(msg.pids) or [0] * n
+    if not len(msg.counts) == len(threads) == len(pids) == n:
+        raise SpooledBatchError("spooled window columns differ in length")
+    return list(zip(stack_ids, threads, pids, msg.counts, strict=True))
 
 
 def encode_standalone(identity: AgentIdentity, seq: int, window: ProfileWindow | None,

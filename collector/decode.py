@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Sequence
+from itertools import accumulate
 
 from pyrometer.agent.model import Frame, Nanos, Telemetry
 from pyrometer.collector.errors import BatchLimitError, InvalidBatchError
@@ -80,6 +81,15 @@ def _check_base(table: str, base: int, current: int) -> None:
 def _check_ref(what: str, ref: int, size: int) -> None:
     if ref >= size:
         raise InvalidBatchError(f"{what} {ref} is not defined on this stream ({size} known)")
+
+
+def _window_stack_ids(window: ingest_pb2.ProfileWindow, limits: DecodeLimits) -> list[int]:
+    """Each row's stream stack id, from stack_ids or from stack_id_deltas (never both)."""
+    if window.stack_id_deltas and window.stack_ids:
+        raise InvalidBatchError("window has both stack_ids and stack_id_deltas")
+    rows = len(window.stack_ids) or len(window.stack_id_deltas)
+    _check_size("rows in one window", rows, limits.max_rows)
+    return list(window.stack_ids) or list(accumulate(window.stack_id_deltas))
 
 
 def decode_source(agent: ingest_pb2.AgentIdentity, limits: DecodeLimits) -> Source:
@@ -145,8 +155,10 @@ class StreamDecoder:
         frames = self._new_frames(delta, strings)
         stacks = self._new_stacks(delta, frames)
         window = batch.profile if batch.HasField("profile") else None
+        window_stacks: list[int] = []
         if window is not None:
-            self._check_window(window, len(self._strings) + len(strings),
+            window_stacks = _window_stack_ids(window, self.limits)
+            self._check_window(window, window_stacks, len(self._strings) + len(strings),
                                len(self._stacks) + len(stacks), now_ns)
         check_references(batch, len(self._strings) + len(strings), self.limits)
         # everything is valid: only now does the stream's state change
@@ -161,7 +173,7 @@ class StreamDecoder:
             self._stacks.append(frame_refs)
         # a bad record is dropped and counted here, never a reason to reject the batch
         telemetry, rejected = decode_telemetry(batch, self._strings.__getitem__, now_ns, self.limits)
-        return self._rows(source, batch.seq, window, telemetry, rejected)
+        return self._rows(source, batch.seq, window, window_stacks, telemetry, rejected)
 
     def _new_strings(self, delta: ingest_pb2.DictionaryDelta) -> list[str]:
         if not delta.strings:
@@ -200,18 +212,41 @@ class StreamDecoder:
         new: list[tuple[int, ...]] = []
         for stack in delta.stacks:
             # an empty stack is allowed: py-spy can catch a thread outside Python code
-            _check_size("stack depth", len(stack.frames), self.limits.max_stack_depth)
+            prefix = self._prefix(stack, len(self._stacks) + len(new), new)
+            _check_size("stack depth", len(prefix) + len(stack.frames),
+                        self.limits.max_stack_depth)
             if stack.frames and max(stack.frames) >= size:
                 _check_ref("stack frame id", max(stack.frames), size)
-            new.append(tuple(stack.frames))
+            new.append(prefix + tuple(stack.frames))
         return new
+
+    def _prefix(self, stack: ingest_pb2.Stack, own: int,
+                new: list[tuple[int, ...]]) -> tuple[int, ...]:
+        """The frames `stack` (stream id `own`) takes from its base (see ingest.proto)."""
+        back, keep = stack.back, stack.keep
+        if keep == 0:
+            if back:
+                raise InvalidBatchError(f"stack {own} has back {back} but keeps no frames")
+            return ()
+        if not 1 <= back <= own:
+            raise InvalidBatchError(
+                f"stack {own} has back {back}: its base must be an earlier stack on this "
+                f"stream (back in [1, {own}])")
+        base = own - back
+        known = len(self._stacks)
+        frames = self._stacks[base] if base < known else new[base - known]
+        if keep > len(frames):
+            raise InvalidBatchError(
+                f"stack {own} keeps {keep} frames of stack {base}, which has {len(frames)}")
+        return frames[:keep]
 
     def _check_growth(self, table: str, current: int, added: int) -> None:
         _check_size(f"new {table} in one batch", added, self.limits.max_delta_entries)
         _check_size(f"{table} on one stream", current + added, self.limits.max_table_entries)
 
     def _check_window(
-        self, window: ingest_pb2.ProfileWindow, n_strings: int, n_stacks: int, now_ns: Nanos
+        self, window: ingest_pb2.ProfileWindow, stack_ids: list[int], n_strings: int,
+        n_stacks: int, now_ns: Nanos,
     ) -> None:
         limits = self.limits
         start, end = window.start_unix_nanos, window.end_unix_nanos
@@ -225,12 +260,12 @@ class StreamDecoder:
             raise InvalidBatchError(f"window end {end} ns is too far in the future")
         if not 0 < window.rate_hz <= limits.max_rate_hz:
             raise InvalidBatchError(f"rate_hz {window.rate_hz} not in (0, {limits.max_rate_hz}]")
-        rows = len(window.stack_ids)
-        _check_size("rows in one window", rows, limits.max_rows)
+        rows = len(stack_ids)
         lengths = (len(window.counts), len(window.thread_ids), len(window.pids))
-        if any(n != rows for n in lengths):
+        # thread_ids and pids may be empty: every row has the default
+        if lengths[0] != rows or any(n not in (0, rows) for n in lengths[1:]):
             raise InvalidBatchError(
-                f"window columns differ in length: stack_ids {rows}, counts {lengths[0]}, "
+                f"window columns differ in length: stack ids {rows}, counts {lengths[0]}, "
                 f"thread_ids {lengths[1]}, pids {lengths[2]}"
             )
         if rows == 0:
@@ -238,19 +273,20 @@ class StreamDecoder:
         if min(window.counts) == 0:
             raise InvalidBatchError("window count of 0 (rows with no samples are not sent)")
         _check_size("sample count of a row", max(window.counts), limits.max_count)
-        _check_ref("window stack id", max(window.stack_ids), n_stacks)
-        _check_ref("window thread string id", max(window.thread_ids), n_strings)
-        if min(window.pids) < 0:
+        _check_ref("window stack id", max(stack_ids), n_stacks)
+        if window.thread_ids:
+            _check_ref("window thread string id", max(window.thread_ids), n_strings)
+        if window.pids and min(window.pids) < 0:
             raise InvalidBatchError(f"window pid {min(window.pids)} is negative")
 
     def _rows(
         self, source: Source, seq: int, window: ingest_pb2.ProfileWindow | None,
-        telemetry: Telemetry, rejected: Rejections,
+        window_stacks: list[int], telemetry: Telemetry, rejected: Rejections,
     ) -> DecodedBatch:
         if window is None:
             return DecodedBatch(source, seq, FrameRows.empty(), StackRows.empty(), None,
                                 telemetry, rejected)
-        used = sorted(set(window.stack_ids))
+        used = sorted(set(window_stacks))
         # every referenced stack travels with the batch, so that a stored batch never
         # points at a stack that only an unstored (duplicate) batch carried; this runs
         # for every batch, so the per-frame work is done by set and tuple builtins
@@ -268,13 +304,17 @@ class StreamDecoder:
             ids=tuple([stack_ids[s] for s in used]),
             frame_ids=tuple([self._stack_frame_ids[s] for s in used]),
         )
-        pids = tuple(p or source.target_pid for p in window.pids)
+        n = len(window_stacks)
+        # empty columns: every row has the default thread ("") and pid (the target)
+        pids = (tuple([p or source.target_pid for p in window.pids]) if window.pids
+                else (source.target_pid,) * n)
+        threads = (tuple([self._strings[t] for t in window.thread_ids]) if window.thread_ids
+                   else ("",) * n)
         rows = WindowRows(
             start_ns=window.start_unix_nanos, end_ns=window.end_unix_nanos,
             rate_hz=window.rate_hz, idle_included=window.idle_included,
             gil_only=window.gil_only, native=window.native, errors=window.errors,
-            stack_ids=tuple([stack_ids[s] for s in window.stack_ids]),
-            threads=tuple([self._strings[t] for t in window.thread_ids]),
-            pids=pids, counts=tuple(window.counts),
+            stack_ids=tuple([stack_ids[s] for s in window_stacks]),
+            threads=threads, pids=pids, counts=tuple(window.counts),
         )
         return DecodedBatch(source, seq, frames, stacks, rows, telemetry, rejected)

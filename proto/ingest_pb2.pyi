@@ -121,21 +121,41 @@ Global___Frame: _TypeAlias = Frame  # noqa: Y015
 
 @_typing.final
 class Stack(_message.Message):
+    """A stack's frames, root first, are the first `keep` frames of an earlier stack, its
+    base, followed by `frames`. A new stack usually differs from a known one only near
+    the leaf, so it sends just its tail after the prefix they share. The base is named
+    by its distance: its stream stack id is this
+    stack's own id minus `back`, so back is at least 1 and at most this stack's own id
+    (the base is defined already, in an earlier batch or earlier in this delta). A
+    distance rather than an id because the agent sends new stacks in order, so that the
+    base is mostly the stack just before and `back` a 1 that compresses to nothing.
+    keep = 0 means no prefix: the stack is `frames` alone, and back must be 0. keep is
+    at most the base's length; the resolved stack must fit the collector's depth limit.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     FRAMES_FIELD_NUMBER: _builtins.int
+    BACK_FIELD_NUMBER: _builtins.int
+    KEEP_FIELD_NUMBER: _builtins.int
+    back: _builtins.int
+    """the base stack's stream id is this stack's own id minus back"""
+    keep: _builtins.int
+    """how many of the base's frames, root first; 0 = no prefix"""
     @_builtins.property
     def frames(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
-        """frame ids, root first"""
+        """frame ids, root first (after the prefix, when keep > 0)"""
 
     def __init__(
         self,
         *,
         frames: _abc.Iterable[_builtins.int] | None = ...,
+        back: _builtins.int = ...,
+        keep: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["frames", b"frames"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["back", b"back", "frames", b"frames", "keep", b"keep"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -181,7 +201,13 @@ Global___DictionaryDelta: _TypeAlias = DictionaryDelta  # noqa: Y015
 @_typing.final
 class ProfileWindow(_message.Message):
     """One profiling window of the target: the counts of every (stack, thread, process)
-    seen between start and end. Columnar: the i-th entry of each list is one row.
+    seen between start and end. Columnar: the i-th entry of each list is one row; the
+    order of rows means nothing (the agent sends them sorted by stack id).
+
+    A row's stack id comes from stack_ids or from stack_id_deltas, never both: with
+    deltas, the i-th row's stack id is the sum of the first i+1 deltas (rows sorted by
+    stack id make them small). thread_ids and pids may be left empty, meaning every row
+    has the default (the "" thread, pid 0); a non-empty column has one entry per row.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -197,6 +223,7 @@ class ProfileWindow(_message.Message):
     THREAD_IDS_FIELD_NUMBER: _builtins.int
     PIDS_FIELD_NUMBER: _builtins.int
     ERRORS_FIELD_NUMBER: _builtins.int
+    STACK_ID_DELTAS_FIELD_NUMBER: _builtins.int
     start_unix_nanos: _builtins.int
     end_unix_nanos: _builtins.int
     rate_hz: _builtins.float
@@ -213,11 +240,21 @@ class ProfileWindow(_message.Message):
     def counts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     @_builtins.property
     def thread_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
-        """string id of the thread label ("" string id when threads are not recorded)"""
+        """string id of the thread label ("" string id when threads are not recorded);
+        empty: every row's thread is ""
+        """
 
     @_builtins.property
     def pids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
-        """pid of the process the stack was sampled in (worker of a pre-fork server), 0 = target"""
+        """pid of the process the stack was sampled in (worker of a pre-fork server), 0 = target;
+        empty: every row's pid is 0
+        """
+
+    @_builtins.property
+    def stack_id_deltas(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """stack ids as differences from the previous row's (the first from 0); exclusive
+        with stack_ids
+        """
 
     def __init__(
         self,
@@ -233,10 +270,11 @@ class ProfileWindow(_message.Message):
         thread_ids: _abc.Iterable[_builtins.int] | None = ...,
         pids: _abc.Iterable[_builtins.int] | None = ...,
         errors: _builtins.int = ...,
+        stack_id_deltas: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "end_unix_nanos", b"end_unix_nanos", "errors", b"errors", "gil_only", b"gil_only", "idle_included", b"idle_included", "native", b"native", "pids", b"pids", "rate_hz", b"rate_hz", "stack_ids", b"stack_ids", "start_unix_nanos", b"start_unix_nanos", "thread_ids", b"thread_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "end_unix_nanos", b"end_unix_nanos", "errors", b"errors", "gil_only", b"gil_only", "idle_included", b"idle_included", "native", b"native", "pids", b"pids", "rate_hz", b"rate_hz", "stack_id_deltas", b"stack_id_deltas", "stack_ids", b"stack_ids", "start_unix_nanos", b"start_unix_nanos", "thread_ids", b"thread_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

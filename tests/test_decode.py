@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import accumulate
 
 import pytest
 from hypothesis import given, settings
@@ -97,6 +98,16 @@ def _stack_frames(frames: list[int]) -> Mutation:
     return mutate
 
 
+def _prefix(index: int, base: int, keep: int, extra: int = 0) -> Mutation:
+    """Make the index-th new stack (stream id index + 1, after "boot") start with
+    `keep` frames of stack `base`, and `extra` more frames."""
+    def mutate(batch: ingest_pb2.Batch) -> None:
+        new = batch.dictionary.stacks[index]
+        new.back, new.keep = index + 1 - base, keep
+        new.frames.extend([0] * extra)
+    return mutate
+
+
 INVALID: dict[str, Mutation] = {
     "empty agent_id": _set("agent.agent_id", ""),
     "empty service": _set("agent.service", ""),
@@ -111,11 +122,22 @@ INVALID: dict[str, Mutation] = {
     "frame file id undefined": lambda b: setattr(b.dictionary.frames[0], "file", 999),
     "frame line out of range": lambda b: setattr(b.dictionary.frames[0], "line", 2**31),
     "stack frame id undefined": _stack_frames([0, 999]),
-    "window stack id undefined": _replace("profile.stack_ids", [0, 99]),
+    "window stack id undefined": _replace("profile.stack_id_deltas", [1, 99]),
+    "window stack id undefined, plain ids": lambda b: (
+        _replace("profile.stack_id_deltas", [])(b), _replace("profile.stack_ids", [1, 99])(b)),
+    "stack_ids and stack_id_deltas both": _append("profile.stack_ids", 1),
+    "stack base is the stack itself (back 0)": _prefix(0, 1, 1),
+    "stack base before the stream's first stack": _prefix(1, -1, 1),
+    "stack back far beyond the first stack": lambda b: setattr(
+        b.dictionary.stacks[1], "back", 2**32 - 1) or setattr(b.dictionary.stacks[1], "keep", 1),
+    "stack keeps more frames than its base has": _prefix(1, 1, 4),
+    "stack keeps more frames than an earlier batch's stack has": _prefix(0, 0, 2),
+    "stack back without keep": _prefix(1, 1, 0),
     "window thread id undefined": _replace("profile.thread_ids", [0, 99]),
     "counts shorter": _replace("profile.counts", [1]),
     "thread_ids longer": _append("profile.thread_ids", 0),
-    "pids missing": _replace("profile.pids", []),
+    "pids shorter than the rows": _replace("profile.pids", [0]),
+    "pids longer than the rows": _replace("profile.pids", [0, 0, 0]),
     "count of zero": _replace("profile.counts", [1, 0]),
     "negative pid": _replace("profile.pids", [0, -5]),
     "end equals start": _set("profile.end_unix_nanos", BASE_NS),
@@ -135,10 +157,11 @@ INVALID: dict[str, Mutation] = {
 SMALL = DecodeLimits(max_rows=2, max_delta_entries=12, max_table_entries=10, max_labels=2)
 LIMITS: dict[str, Mutation] = {
     "stack depth": _stack_frames([0] * 513),
+    "stack depth with a prefix": _prefix(1, 1, 3, extra=510),
     "string of 4097 bytes": _append("dictionary.strings", "é" * 2048 + "x"),
     "long service name": _set("agent.service", "s" * 5000),
-    "rows": lambda b: (_append("profile.stack_ids", 0)(b), _append("profile.counts", 1)(b),
-                       _append("profile.thread_ids", 0)(b), _append("profile.pids", 0)(b)),
+    "rows": lambda b: (_append("profile.stack_id_deltas", 0)(b), _append("profile.counts", 1)(b),
+                       _append("profile.thread_ids", 0)(b)),
     "labels": lambda b: b.agent.labels.update({"a": "1", "b": "2", "c": "3"}),
     "count beyond limit": _replace("profile.counts", [1, 2**40]),
     "delta entries": lambda b: b.dictionary.strings.extend(["x"] * 8),
@@ -174,6 +197,56 @@ def test_rejected_batch_changes_nothing(mutation: Mutation, error: type[Exceptio
     assert dec.decode(good, NOW_NS).sample_count == 10
 
 
+def test_stacks_are_prefix_coded_within_and_across_batches() -> None:
+    enc, dec = StreamEncoder(), StreamDecoder()
+    first = {SampleKey(stack("main", "serve", "forward", "matmul"), "t"): 2}
+    second = {SampleKey(stack("main", "serve", "forward", "softmax"), "t"): 3,
+              SampleKey(stack("main", "serve", "forward", "softmax", "exp"), "t"): 4,
+              SampleKey(stack("main", "serve"), "t"): 1}
+    dec.decode(enc.batch(1, first), NOW_NS)
+    batch = enc.batch(2, second, start_ns=BASE_NS + 10 * NANOS_PER_SECOND)
+    coded = [(s.back, s.keep, len(s.frames)) for s in batch.dictionary.stacks]
+    # a new stack sends only what follows the longest prefix it shares with a known
+    # one; new stacks go in frame id order, so the base is often the one just before
+    assert coded == [(1, 2, 0), (2, 3, 1), (1, 4, 1)]
+    assert decoded_counts(dec.decode(batch, NOW_NS)) == {
+        SampleKey(k.stack, k.thread, 100): n for k, n in second.items()}
+    assert dec.table_sizes == enc.table_sizes
+
+
+def test_rows_go_sorted_as_deltas_and_default_columns_stay_empty() -> None:
+    counts = {SampleKey(stack("main", name)): i + 1 for i, name in enumerate("edcba")}
+    batch = StreamEncoder().batch(1, counts)
+    window = batch.profile
+    assert not window.stack_ids and list(window.stack_id_deltas) == [0, 1, 1, 1, 1]
+    assert not window.thread_ids and not window.pids
+    out = StreamDecoder().decode(batch, NOW_NS)
+    assert out.window is not None and set(out.window.threads) == {""}
+    assert set(out.window.pids) == {100}  # pid 0, the target
+    assert decoded_counts(out) == {SampleKey(k.stack, "", 100): n for k, n in counts.items()}
+
+
+def test_the_older_form_of_a_window_still_decodes() -> None:
+    batch = StreamEncoder().batch(1, COUNTS)
+    window = batch.profile
+    plain = list(accumulate(window.stack_id_deltas))
+    window.ClearField("stack_id_deltas")
+    window.stack_ids.extend(plain)
+    for stack_msg in batch.dictionary.stacks:
+        stack_msg.ClearField("back")
+        stack_msg.ClearField("keep")
+    assert decoded_counts(StreamDecoder().decode(batch, NOW_NS)) == decoded_counts(
+        StreamDecoder().decode(StreamEncoder().batch(1, COUNTS), NOW_NS))
+
+
+def test_only_one_default_column_may_be_left_out() -> None:
+    counts = {SampleKey(MAIN, "MainThread"): 7, SampleKey(IDLE, "worker"): 3}
+    batch = StreamEncoder().batch(1, counts)
+    assert len(batch.profile.thread_ids) == 2 and not batch.profile.pids
+    out = StreamDecoder().decode(batch, NOW_NS)
+    assert decoded_counts(out) == {SampleKey(k.stack, k.thread, 100): n for k, n in counts.items()}
+
+
 def test_empty_stack_is_accepted() -> None:
     out = StreamDecoder().decode(StreamEncoder().batch(1, {SampleKey((), "t"): 2}), NOW_NS)
     assert out.stacks.frame_ids == ((),) and out.stacks.ids == (stack_id([]),)
@@ -183,7 +256,7 @@ def test_delta_without_entries_needs_no_base() -> None:
     enc, dec, batch = _prepared()
     batch.dictionary.ClearField("stacks")
     batch.dictionary.stack_base = 0
-    batch.profile.ClearField("stack_ids")
+    batch.profile.ClearField("stack_id_deltas")
     batch.profile.stack_ids.extend([0, 0])
     assert dec.decode(batch, NOW_NS).sample_count == 10
 

@@ -113,8 +113,9 @@ def _set_first(column: Any, value: int) -> None:
 
 
 def _window_ids(b: ingest_pb2.Batch, d: st.DataObject) -> None:
-    column = d.draw(st.sampled_from(["stack_ids", "thread_ids"]))
-    _set_first(getattr(b.profile, column), d.draw(U32))
+    column = d.draw(st.sampled_from(["stack_ids", "stack_id_deltas", "thread_ids", "pids"]))
+    value = d.draw(st.integers(-(2**31), 2**31 - 1) if column == "pids" else U32)
+    _set_first(getattr(b.profile, column), value)
 
 
 def _counts(b: ingest_pb2.Batch, d: st.DataObject) -> None:
@@ -125,6 +126,12 @@ def _deep_stack(b: ingest_pb2.Batch, d: st.DataObject) -> None:
     depth = d.draw(st.integers(400, 5000))
     b.dictionary.stacks.add().frames.extend([0] * depth)
     _set_first(b.profile.stack_ids, len(b.dictionary.stacks) - 1)
+
+
+def _prefixes(b: ingest_pb2.Batch, d: st.DataObject) -> None:
+    stack = b.dictionary.stacks[d.draw(st.integers(0, len(b.dictionary.stacks) - 1))]
+    stack.back = d.draw(st.one_of(st.integers(0, 3), U32))
+    stack.keep = d.draw(st.one_of(st.integers(0, 4), st.integers(500, 600), U32))
 
 
 def _strings(b: ingest_pb2.Batch, d: st.DataObject) -> None:
@@ -199,12 +206,17 @@ def _integers(b: ingest_pb2.Batch, d: st.DataObject) -> None:
 
 
 def _shape(b: ingest_pb2.Batch, d: st.DataObject) -> None:
-    what = d.draw(st.sampled_from(["columns", "seq", "labels", "records", "empty_agent"]))
+    what = d.draw(st.sampled_from(["columns", "default_columns", "seq", "labels", "records",
+                                   "empty_agent"]))
     if what == "columns":  # columns of unequal length
         if len(b.profile.counts):
             del b.profile.counts[-1]
         else:
             b.profile.counts.append(1)
+    elif what == "default_columns":  # empty means all default, any other length is wrong
+        column = getattr(b.profile, d.draw(st.sampled_from(["thread_ids", "pids"])))
+        del column[:]
+        column.extend([0] * d.draw(st.integers(0, 4)))
     elif what == "seq":
         b.seq = d.draw(st.sampled_from([0, 2**63, 2**64 - 1]))
     elif what == "labels":
@@ -217,8 +229,8 @@ def _shape(b: ingest_pb2.Batch, d: st.DataObject) -> None:
         b.agent.Clear()
 
 
-MUTATIONS: list[Mutation] = [_window_ids, _counts, _deep_stack, _strings, _bases, _references,
-                             _times, _floats, _integers, _shape]
+MUTATIONS: list[Mutation] = [_window_ids, _counts, _deep_stack, _prefixes, _strings, _bases,
+                             _references, _times, _floats, _integers, _shape]
 
 
 def check(rig: Rig, *messages: bytes) -> tuple[list[ingest_pb2.Ack], grpc.StatusCode | None]:
