@@ -428,16 +428,11 @@ def wire_section(result: dict[str, Any]) -> list[str]:
               "size; a stream pays it once per connection, and later windows send ids only."]
     if worst > 0.5:
         lines += ["- What bounds it: a program whose windows keep meeting stacks the stream has "
-                  "not sent yet (the branching target: a few hundred distinct stacks per window, "
-                  "most seen once) sends each new stack's full frame list, and its rows as "
-                  "unsorted stack ids with thread and pid columns even when those are all "
-                  "default; measured on that target, new-stack definitions are about half of a "
-                  "steady batch's gzipped bytes and the rows the other half. What would move it: "
-                  "define a new stack as (parent stack id, appended frames), since new stacks "
-                  "share long prefixes with known ones; send rows sorted by stack id with the "
-                  "ids delta-coded; leave out all-default thread and pid columns. Together "
-                  "these should roughly halve such a batch; they change the ingest protocol, "
-                  "so they are a protocol revision, not done here."]
+                  "not sent yet pays for each new stack's own frames (after the prefix it shares "
+                  "with an earlier stack) and for one row per distinct stack; when most stacks "
+                  "are seen once per window, rows approach samples. What would move it: longer "
+                  "windows (more repeats per row), or a stream-level dictionary that outlives a "
+                  "reconnect."]
     return lines
 
 
