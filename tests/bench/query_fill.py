@@ -1,0 +1,207 @@
+"""A day of one service, written straight into the collector's tables.
+
+The tables are created by the collector's own store (so the schema is exactly what it
+serves from); the rows come from INSERT ... SELECT over range(), one statement per
+table, with pseudo-random values from DuckDB's hash() so that a run is reproducible.
+Rows go in time-major order (all instances' rows of one window or second before the
+next), which is the order real ingest appends them in as agents' batches arrive side
+by side; per-instance values (names, ids) come from list parameters, not joins, so
+nothing reorders the rows.
+
+What the day holds (see `Day`): every instance sends a 10 s profile window of 50-150
+(stack, thread) rows whose counts follow 1/rank and add up to about 1000 (100 Hz), two
+threads, a version label that a rolling deploy changes three hours before the end (with
+one deploy event per instance and a new pid), per-request records, and 1 Hz GPU, process
+and host readings. Near the end, 40% of the instances' GPUs throttle (thermal slowdown,
+SM clock down) for two minutes: their requests take three times as long and their
+hottest stack waits on the GPU. That is the spike /api/v1/spikes should find.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from pyrometer.collector.decode import frame_id
+from pyrometer.collector.storage import DuckDBStore
+
+from bench.query_stacks import StackPool, stack_pool
+
+SECOND = 1_000_000_000
+SERVICE = "inference"
+WINDOW_S = 10
+ROWS_MIN, ROWS_MAX = 50, 150  # (stack, thread) rows per window
+HOT = 40  # ranks that always take the same (hottest) stacks; the rest draw from the tail
+OLD, NEW = "v41", "v42"
+LABELS = '{"region":"us-east-1","zone":"us-east-1a"}'
+
+
+@dataclass(frozen=True, slots=True)
+class Day:
+    """The data's shape; times are offsets in seconds back from the end."""
+
+    instances: int
+    seconds: int
+    request_rate: int  # per instance per second
+    stacks: int  # distinct stacks of the service
+    end_ns: int  # a multiple of the window length
+    deploy_ago_s: int  # the rollout starts here; one instance every deploy_stagger_s
+    deploy_stagger_s: int
+    spike_ago_s: int
+    spike_s: int
+
+    @property
+    def start_ns(self) -> int:
+        return self.end_ns - self.seconds * SECOND
+
+    @property
+    def windows(self) -> int:
+        return self.seconds // WINDOW_S
+
+    def params(self, pool: StackPool) -> dict[str, Any]:
+        """What the fill statements refer to (each gets the names it uses, see `_used`)."""
+        n = self.instances
+        return {
+            "t0": self.start_ns, "window": WINDOW_S * SECOND, "n": n, "service": SERVICE,
+            "instances": [f"{SERVICE}-{i:03d}" for i in range(n)],
+            "hosts": [f"gpu-node-{i:03d}" for i in range(n)],
+            "agents": [f"{(i * 2654435761) % 2**64:016x}{i:016x}" for i in range(n)],
+            "deploy": self.end_ns - self.deploy_ago_s * SECOND, "stagger": self.deploy_stagger_s * SECOND,
+            "spike0": self.end_ns - self.spike_ago_s * SECOND,
+            "spike1": self.end_ns - (self.spike_ago_s - self.spike_s) * SECOND,
+            "old": OLD, "new": NEW, "labels": LABELS, "stack_ids": list(pool.stack_ids),
+            "spike_idx": pool.spike_index, "tail": len(pool.stack_ids) - HOT - 1,
+            "kmin": ROWS_MIN, "kspan": ROWS_MAX - ROWS_MIN + 1, "hot": HOT,
+            "rate": self.request_rate, "seconds": self.seconds,
+        }
+
+
+# Shared expressions. An instance is "hit" by the spike when i % 5 < 2 (40%); its version
+# and pid change at deploy + i * stagger.
+_VERSION = "CASE WHEN ts >= $deploy + i * $stagger THEN $new ELSE $old END"
+_PID = "(CASE WHEN ts >= $deploy + i * $stagger THEN 2000 ELSE 1000 END + i)::INTEGER"
+_HIT = "(i % 5 < 2 AND ts >= $spike0 AND ts < $spike1)"
+_IDENTITY = "$service, $instances[i + 1], $hosts[i + 1], $agents[i + 1]"
+
+
+def _unit(*keys: str) -> str:
+    """A reproducible uniform number in [0, 1) from hash() of the keys."""
+    return f"(hash({', '.join(keys)}) % 1000003) / 1000003.0"
+
+
+SAMPLES = f"""
+INSERT INTO samples
+SELECT ts, ts + $window, {_IDENTITY}, w + 1, version, $labels, pid,
+       CASE WHEN r % 5 = 4 THEN 'ThreadPoolExecutor-0_0' ELSE 'MainThread' END,
+       $stack_ids[1 + CASE WHEN hit AND r = 0 THEN $spike_idx WHEN r < $hot THEN r
+                      ELSE $hot + (tail_at + r * 7919) % $tail END],
+       greatest(1, round(scale / (r + 1) * (0.75 + 0.5 * {_unit('w', 'i', 'r')})))::BIGINT,
+       100.0, false
+FROM (SELECT *, unnest(range(k)) AS r
+      FROM (SELECT *, {_VERSION} AS version, {_PID} AS pid, {_HIT} AS hit,
+                   (hash(w, i) % $tail)::BIGINT AS tail_at, 1000.0 / (ln(k) + 0.5772) AS scale
+            FROM (SELECT *, $t0 + w * $window AS ts, $kmin + (hash(i, w) % $kspan)::BIGINT AS k
+                  FROM (SELECT g // $n AS w, g % $n AS i FROM range($windows * $n) t(g)))))
+"""
+# requests end at random moments of their second; tokens drive the latency, with a tail
+REQUESTS = f"""
+INSERT INTO requests
+SELECT ts, {_IDENTITY}, {_VERSION}, s // 10 + 1, {_PID},
+       CASE WHEN hash(s, i, j, 4) % 10 = 0 THEN '/v1/embed' ELSE '/v1/predict' END, 'POST',
+       CASE WHEN hash(s, i, j, 3) % 1000 = 0 THEN 503 ELSE 200 END,
+       ((12 + 0.04 * tokens + 25 * pow({_unit('s', 'i', 'j', '2')}, 6))
+        * CASE WHEN {_HIT} THEN 3 ELSE 1 END * 1000000)::BIGINT,
+       tokens * 4 + 300, 600 + tokens, NULL, NULL, NULL, []::BIGINT[], 0, tokens, 'middleware'
+FROM (SELECT *, $t0 + s * 1000000000 + (hash(s, i, j) % 1000000000)::BIGINT AS ts,
+             64 + (hash(s, i, j, 1) % 960)::BIGINT AS tokens
+      FROM (SELECT g // ($n * $rate) AS s, g // $rate % $n AS i, g % $rate AS j
+            FROM range($seconds * $n * $rate) t(g)))
+"""
+_SECONDS = """FROM (SELECT *, $t0 + s * 1000000000 + i * 7000000 AS ts
+      FROM (SELECT g // $n AS s, g % $n AS i FROM range($seconds * $n) t(g)))"""
+GPU = f"""
+INSERT INTO gpu
+SELECT ts, {_IDENTITY}, {_VERSION}, s // 10 + 1, 0, 'GPU-' || $agents[i + 1], 'NVIDIA A10G', false,
+       CASE WHEN {_HIT} THEN 89.0 ELSE 62.0 + 6 * {_unit('s', 'i')} END, 90.0, NULL,
+       CASE WHEN {_HIT} THEN 1095 ELSE 1710 END, 1710, CASE WHEN {_HIT} THEN 1095 ELSE 1710 END,
+       6251, 6251, CASE WHEN {_HIT} THEN 64 ELSE 0 END,
+       (150000 + 60000 * {_unit('s', 'i', '1')})::BIGINT, 300000, 18000000000, 24000000000,
+       (60 + 30 * {_unit('s', 'i', '2')})::INTEGER, 35, 0, 17200000000
+{_SECONDS}
+"""
+PROCESS = f"""
+INSERT INTO process
+SELECT ts, {_IDENTITY}, {_VERSION}, s // 10 + 1, {_PID}, 1.0,
+       0.7 + 0.3 * {_unit('s', 'i')}, 0.08 + 0.04 * {_unit('s', 'i', '1')},
+       3000000000 + (hash(i) % 100)::BIGINT * 1000000, 24, (400 + hash(s, i, 2) % 200)::BIGINT,
+       (10 + hash(s, i, 3) % 20)::BIGINT
+{_SECONDS}
+"""
+HOST = f"""
+INSERT INTO host
+SELECT ts, {_IDENTITY}, {_VERSION}, s // 10 + 1, 30 + 20 * {_unit('s', 'i')}, 8,
+       (20000000000 - 100000000 * {_unit('s', 'i', '1')})::BIGINT, 32000000000,
+       2 + {_unit('s', 'i', '2')}, 1.5 * {_unit('s', 'i', '3')}, 0.0, 0.0, 0.2, 0.1
+{_SECONDS}
+"""
+# the agent's own footprint, once a minute per agent
+AGENT_STATS = f"""
+INSERT INTO agent_stats
+SELECT ts, {_IDENTITY}, {_VERSION}, s // 10 + 1, 0.02 + 0.01 * {_unit('s', 'i')}, 90000000,
+       0, 0, 0, 0, 0, 0, 0
+FROM (SELECT *, $t0 + s * 1000000000 + i * 7000000 AS ts
+      FROM (SELECT g // $n * 60 AS s, g % $n AS i FROM range($seconds // 60 * $n) t(g)))
+"""
+EVENTS = f"""
+INSERT INTO events
+SELECT ts, {_IDENTITY}, $new, (ts - $t0) // $window + 1, 'deploy', $old, 2000 + i, 1000 + i, '{{}}'
+FROM (SELECT i, $deploy + i * $stagger AS ts FROM range($n) t(i))
+"""
+HWM = "INSERT INTO agent_hwm SELECT $agents[i + 1], $windows FROM range($n) t(i)"
+TABLE_SQL = {"samples": SAMPLES, "requests": REQUESTS, "gpu": GPU, "process": PROCESS,
+             "host": HOST, "agent_stats": AGENT_STATS, "events": EVENTS, "agent_hwm": HWM}
+
+
+def _used(sql: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters `sql` names: DuckDB refuses named parameters a statement lacks."""
+    return {name: value for name, value in params.items() if re.search(rf"\${name}\b", sql)}
+
+
+def _dictionaries(con: duckdb.DuckDBPyConnection, pool: StackPool) -> None:
+    """stacks and frames, each id once, as one collector writes them."""
+    frames = pool.frames()
+    con.register("_frames", pa.table({
+        "frame_id": list(frames), "name": [f.name for f in frames.values()],
+        "file": [f.file for f in frames.values()],
+        "line": pa.array([f.line for f in frames.values()], pa.int32())}))
+    con.register("_stacks", pa.table({
+        "stack_id": list(pool.stack_ids),
+        "frame_ids": [[frame_id(f) for f in stack] for stack in pool.stacks]}))
+    con.execute("INSERT INTO frames SELECT * FROM _frames")
+    con.execute("INSERT INTO stacks SELECT * FROM _stacks")
+
+
+def fill(path: Path, day: Day) -> dict[str, float]:
+    """Create the collector's tables in `path` and fill them; seconds per table."""
+    DuckDBStore(path).close()  # the schema, exactly as the collector creates it
+    pool = stack_pool(day.stacks)
+    params = day.params(pool) | {"windows": day.windows}
+    took: dict[str, float] = {}
+    with duckdb.connect(str(path)) as con:
+        began = time.perf_counter()
+        _dictionaries(con, pool)
+        took["stacks, frames"] = time.perf_counter() - began
+        for table, sql in TABLE_SQL.items():
+            began = time.perf_counter()
+            con.execute(sql, _used(sql, params))
+            took[table] = time.perf_counter() - began
+        began = time.perf_counter()
+        con.execute("CHECKPOINT")
+        took["checkpoint"] = time.perf_counter() - began
+    return took

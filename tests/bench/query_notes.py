@@ -1,0 +1,215 @@
+"""What bounds each query and storage figure, and what would move it: the prose of
+sections 5 and 6, built from the same figures as the tables so that it cannot drift
+from them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench import common
+from bench.query_report import _exponent, _span, _warm, growth, storage_figures
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:,.0f} ms"
+
+
+def _target_window(result: dict[str, Any]) -> str:
+    windows = result["phases"]["flamegraph_phases"]
+    wanted = str(result["targets"]["flamegraph_window_s"])
+    return wanted if wanted in windows else max(windows, key=int)
+
+
+def flamegraph_bound(result: dict[str, Any]) -> str:
+    phases = result["phases"]["flamegraph_phases"]
+    key = _target_window(result)
+    p = phases[key]
+    warm = _warm(result, "flamegraph", int(key))
+    parts = {"the aggregate over the window's rows (DuckDB)": p["aggregate_s"],
+             "reading the stacks and frames and sorting": p["read_profile_s"] - p["aggregate_s"],
+             "building the tree document (tree.build_tree, to_dict)": p["tree_s"],
+             "encoding it (render.jsonout.dumps_deep)": p["encode_s"]}
+    rest = warm - sum(parts.values())
+    rest_text = (f"and {_ms(rest)} for the rest (HTTP, the worker thread, sending "
+                 f"{_body_kib(result, int(key))} KiB)" if rest > 0.05 * warm else
+                 "which account for about all of it (the phases are timed apart, so they need "
+                 "not add up exactly)")
+    biggest = max(parts, key=lambda k: parts[k])
+    shortest, longest = min(phases, key=int), max(phases, key=int)
+    python = p["tree_s"] + p["encode_s"]
+    return (
+        f"**What bounds the flame graph.** At {_span(int(key))} the warm call takes {_ms(warm)}: "
+        + ", ".join(f"{name} {_ms(max(s, 0.0))}" for name, s in parts.items())
+        + f", {rest_text}. The largest part is {biggest}. The Python part "
+        f"({_ms(python)}) depends on the distinct stacks in the window ({p['stacks']:,}, a tree of "
+        f"{p['nodes']:,} nodes), not on its rows: across {result['plan']['instances']} instances "
+        f"nearly every stack of the service shows up within minutes, so it does not grow with "
+        f"the window: {_ms(phases[shortest]['tree_s'] + phases[shortest]['encode_s'])} at "
+        f"{_span(int(shortest))}, {_ms(phases[longest]['tree_s'] + phases[longest]['encode_s'])} at "
+        f"{_span(int(longest))} (the spread between such figures is the shared machine's noise). "
+        f"The aggregate grows with the rows: {_ms(phases[shortest]['aggregate_s'])} at "
+        f"{_span(int(shortest))}, {_ms(phases[longest]['aggregate_s'])} at {_span(int(longest))}; "
+        "DuckDB's profile shows it scanning only the row groups of the window (the table is in "
+        "time order, so the zone maps on start_ns and end_ns prune the rest), its time split "
+        "between the scan and the hash aggregate by stack_id.\n\n"
+        "Note that `api.flamegraph` (and the diff) render on the event loop's thread: only "
+        "the store read goes to a worker thread. The gRPC ingest server shares that loop, so "
+        "while a large tree is built and encoded the collector neither answers other requests "
+        "nor acknowledges batches; the py-spy figures below show the render under "
+        "`BaseEventLoop._run_once`."
+    )
+
+
+def _body_kib(result: dict[str, Any], window_s: int) -> str:
+    found = [t for t in result["timings"] if t["kind"] == "flamegraph" and t["window_s"] == window_s]
+    return f"{found[0]['body_bytes'] / 1024:,.0f}" if found else "?"
+
+
+def flamegraph_moves(result: dict[str, Any]) -> str:
+    p = result["phases"]["flamegraph_phases"][_target_window(result)]
+    return (
+        "**What would move it.** (1) Encoding: `dumps_deep` walks the tree itself and calls "
+        "`json.dumps` once per scalar, so that a 512-frame stack cannot hit the recursion "
+        f"limit; the standard encoder takes {_ms(p['encode_stdlib_s'])} on the same document "
+        f"instead of {_ms(p['encode_s'])}. Using it whenever the deepest stack leaves room "
+        "under the recursion limit (the profile knows its depth) keeps the output identical. "
+        "(2) The tree: `build_tree` hashes a new `FunctionKey` dataclass for every frame of "
+        "every stack; keying on the frame ids the store already has, or memoising the key per "
+        "distinct frame, does a fraction of the work; `to_dict` then copies the tree once "
+        "more. Both are in tree.py and render/, outside this row's files. (3) Long windows: "
+        "the aggregate reads every sample row. A rollup table written at ingest, "
+        "`samples_1m(minute_ns, service, instance, version, thread, stack_id, count)` (one "
+        "row per distinct stack per instance per minute, counts summed over the six windows), "
+        "or coarser, `samples_1h` merged across instances and keyed by version and thread, "
+        "would let a query read whole hours from the rollup and only the ragged edges from "
+        "samples; a day would be 24 × (distinct stacks per hour) rows instead of every "
+        "window's. It must follow the same rules as the other tables: append-only, time-"
+        "ordered, no constraints, retention by age; a window's midpoint rule decides which "
+        "hour a window belongs to, so the sums match the raw query exactly. It is a schema "
+        "and write-path change, so it is described here, not made."
+    )
+
+
+def spikes_bound(result: dict[str, Any]) -> str:
+    phases = result["phases"]["spike_phases"]
+    key = max(phases, key=int)
+    p = phases[key]
+    reads = p["reads_s"]
+    resources = reads.get("process", 0.0) + reads.get("host", 0.0)
+    latency = reads.get("latency", 0.0) + reads.get("routes", 0.0)
+    step, baseline = result["plan"]["step"], result["plan"]["baseline"]
+    requests = result["windows"]["requests"].get(key, 0)
+    warm = _warm(result, "spikes", int(key))
+    around = sum(reads.get(k, 0.0) for k in ("request_records", "gpu_readings", "profile"))
+    return (
+        f"**What bounds the spike analysis.** Over {_span(int(key))} the warm call takes "
+        f"{_ms(warm)}; in-process analyze() takes {_ms(p['total_s'])}, of which the latency "
+        f"series and route listing {_ms(latency)} ({p['calls'].get('latency', 0)} series: the "
+        "service and each of its busiest routes, each a quantile_cont over every request of "
+        f"the window and the {baseline} baseline, {requests:,} here, grouped by {step} step), "
+        f"the process and host series {_ms(resources)} (one point per instance per step "
+        "over the whole window, built as Python objects, though analyze() keeps only the "
+        "points inside each spike's baseline), the request records, GPU readings and two "
+        f"profiles around each spike {_ms(around)}, "
+        f"and detection and cause scoring {_ms(p['analysis_s'])}. The last two are per spike, "
+        "not per window: they read and score every request record and GPU reading of the "
+        f"spike and its {baseline} baseline (all instances), building a Python object per "
+        "record and passing over them once per candidate cause, which is why the shortest "
+        f"window ({_span(min(phases_windows(result)))}, "
+        f"{_ms(_warm(result, 'spikes', min(phases_windows(result))))}) costs most of what the "
+        "longest does."
+    )
+
+
+def phases_windows(result: dict[str, Any]) -> list[int]:
+    """The windows the spike analysis was timed over."""
+    return [t["window_s"] for t in result["timings"] if t["kind"] == "spikes"]
+
+
+def spikes_moves() -> str:
+    return (
+        "**What would move it.** (1) Without changing any answer: read the process and host "
+        "series only for each spike's baseline and spike (`gather.analyze` filters them to "
+        "that range anyway), which removes a per-instance, whole-window series from every "
+        "call; and detect on a latency-only series (the detector reads one percentile and "
+        "the count, while `read_latency` also computes size and time-to-first-byte quantiles, "
+        "each a holistic aggregate over every request); and one scan grouped by route and "
+        "step for all routes instead of one scan per route. (2) The per-spike part: score "
+        "from arrays (the scorers' medians, quantiles and fits over NumPy columns rather than "
+        "per-record dataclasses), or from a uniform sample of the baseline's records (tens "
+        "of thousands give its medians and MADs to about a percent; this changes answers "
+        "slightly, so it needs the evaluation in tests/rca rerun). (3) With a rollup: a "
+        "`latency_10s(bucket_ns, service, route, instance, version, count, errors, sketch)` "
+        "table written at ingest, the sketch a log-bucketed histogram (DDSketch-style, 1% "
+        "relative accuracy, a few hundred counters at most), merged across instances at "
+        "query time. A day would be 8,640 buckets × routes × instances of small rows instead "
+        "of every request; the percentiles become approximate to 1%, far inside the "
+        "detector's floors (30% and 5 ms above the baseline). The per-request records stay "
+        "for the spike's own window, where the onset and the size relation need them. A "
+        "schema and write-path change: described, not made."
+    )
+
+
+def growth_note(result: dict[str, Any]) -> str:
+    exps = {k: growth(result, k) for k in ("flamegraph", "diff", "spikes")}
+    text = ", ".join(f"{k} {_exponent(e)}" for k, e in exps.items())
+    return (
+        f"**Growth.** Exponents of warm time against the data read, 1 h to the longest window: "
+        f"{text} (1 = linear). Short windows are dominated by costs that do not grow with the "
+        "window (distinct stacks, the spike's own records, a collector thread hop), long "
+        "ones by the scans; no endpoint grows faster than its data."
+        if all(e <= 1.05 for e in exps.values() if e == e) else
+        f"**Growth.** Exponents of warm time against the data read, 1 h to the longest window: "
+        f"{text} (1 = linear); above 1 means the cost per row rises with the window, which "
+        "the phases above attribute."
+    )
+
+
+def queries_notes(result: dict[str, Any]) -> str:
+    return "\n\n".join([flamegraph_bound(result), flamegraph_moves(result), spikes_bound(result),
+                        spikes_moves(), growth_note(result)])
+
+
+def storage_notes(result: dict[str, Any]) -> str:
+    stored, figures = result["storage"], storage_figures(result)
+    rows = stored["rows"]["samples"]
+    cols = stored["samples_columns"]
+    per_row = {c: b / rows for c, b in cols.items()}
+    identity = sum(per_row.get(c, 0.0) for c in ("instance", "host", "agent_id"))
+    rows_per_sample = rows / figures["samples"]
+    others = figures["file"] - figures["profile"]
+    parquet = result.get("parquet") or {}
+    parquet_id = (f"{parquet['stack_id'] / parquet['rows']:.2f} bytes a row"
+                  if parquet.get("rows") else "about a byte a row")
+    return (
+        f"**What bounds it.** A sample row holds {figures['samples'] / rows:.1f} samples on "
+        f"average ({rows_per_sample:.3f} rows per sample), so bytes per sample are bytes per "
+        f"row × {rows_per_sample:.3f}. Of the samples table's "
+        f"{stored['tables']['samples'] / rows:.1f} bytes per row, stack_id takes "
+        f"{per_row.get('stack_id', 0.0):.1f}: a 64-bit content hash is random, and DuckDB's "
+        "own format has no dictionary encoding for integers, so it is stored as it is; the "
+        f"count takes {per_row.get('count', 0.0):.1f}; instance, host and agent_id together "
+        f"{identity:.1f} (dictionary indices, bit-packed: DuckDB does not run-length encode "
+        "strings, although each value repeats for a whole window's rows); the window's times, "
+        "seq and pid almost nothing (run-length encoded). The small string columns (service, "
+        "thread, labels, version) hold one or two values, yet show a fraction of a byte a "
+        "row: that is mostly the free tail of the blocks their segments end, which the file "
+        "holds all the same. "
+        f"The telemetry tables add {others:.2f} bytes per sample: they grow with time and "
+        "requests, not with samples.\n\n"
+        "**What would move it.** (1) Identity: one small integer per row naming the agent "
+        "run (a `sources` dictionary table of agent_id, instance, host, version, labels, pid, "
+        "append-only like stacks), run-length encoded, instead of three strings. (2) "
+        "stack_id: Parquet (the DuckLake layout) dictionary-encodes 64-bit columns, and a row "
+        f"group holds a few thousand distinct stacks, so the same column costs {parquet_id} "
+        "there (measured above); in DuckDB's own format, a per-collector dense stack number "
+        "next to the hash would do the same, at the price of a mapping kept with the "
+        "dictionary. The DuckLake backend the design grows into gets this for free. (3) "
+        "Rollups (see section 5) with a shorter retention for raw rows. Each is a schema "
+        "change, described here, not made."
+        + ("" if figures["profile"] < result["targets"]["bytes_per_sample"] else
+           f"\n\nThe profile tables alone miss the target by "
+           f"{figures['profile'] - result['targets']['bytes_per_sample']:.2f} bytes per sample.")
+        + f" ({common.verdict(figures['file'], result['targets']['bytes_per_sample'], at_most=True)} "
+        "for the whole file.)"
+    )
