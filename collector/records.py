@@ -73,6 +73,7 @@ _GPU_CLOCKS = ("sm_clock_mhz", "sm_clock_max_mhz", "graphics_clock_mhz", "memory
                "memory_clock_max_mhz")
 _GPU_POWER = ("power_mw", "power_limit_mw")
 _GPU_OTHER = ("clock_event_reasons", "performance_state")
+_GPU_OPTIONAL = _GPU_TEMPERATURES + _GPU_PERCENTS + _GPU_MEMORY + _GPU_CLOCKS + _GPU_POWER + _GPU_OTHER
 _PSI = ("psi_cpu_some", "psi_memory_some", "psi_memory_full", "psi_io_some", "psi_io_full")
 
 
@@ -86,7 +87,7 @@ class _Reject(Exception):
 
 def _f32(value: float) -> float:
     # proto floats are float32: 71.3 arrives as 71.30000305...; keep what the agent meant
-    return float(format(value, ".7g"))
+    return float(f"{value:.7g}")
 
 
 def _within(value: float | None, low: float, high: float, reason: str) -> None:
@@ -105,12 +106,25 @@ def _optional(msg: Any, name: str) -> Any:
     return getattr(msg, name) if msg.HasField(name) else None
 
 
+def _optionals(msg: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    # `_optional` of each name (HasField per name is cheaper than one ListFields())
+    has = msg.HasField
+    return {name: getattr(msg, name) if has(name) else None for name in names}
+
+
 class _Checker:
     """Validates records against one batch's clock and limits."""
 
     def __init__(self, now_ns: Nanos, limits: DecodeLimits) -> None:
         self.now_ns = now_ns
         self.limits = limits
+        # checked in this order, so a reading with several bad values keeps its reason
+        self._gpu_bounds: tuple[tuple[tuple[str, ...], float, float, str], ...] = (
+            (_GPU_PERCENTS, 0, 100, "percent_out_of_range"),
+            (_GPU_MEMORY, 0, limits.max_memory_bytes, "size_out_of_range"),
+            (_GPU_CLOCKS, 0, MAX_CLOCK_MHZ, "clock_out_of_range"),
+            (_GPU_POWER, 0, MAX_POWER_MW, "power_out_of_range"),
+        )
 
     def time(self, ns: Nanos) -> Nanos:
         # the same bounds as a profile window's: after 2000, at most max_future ahead
@@ -118,20 +132,18 @@ class _Checker:
         return ns
 
     def gpu(self, msg: ingest_pb2.GpuReading) -> GpuReading:
-        values = {name: _optional(msg, name)
-                  for name in _GPU_TEMPERATURES + _GPU_PERCENTS + _GPU_MEMORY + _GPU_CLOCKS
-                  + _GPU_POWER + _GPU_OTHER}
+        values = _optionals(msg, _GPU_OPTIONAL)
         for name in _GPU_TEMPERATURES:
-            _within(values[name], MIN_TEMPERATURE_C, MAX_TEMPERATURE_C, "temperature_out_of_range")
-            values[name] = None if values[name] is None else _f32(values[name])
-        for name in _GPU_PERCENTS:
-            _within(values[name], 0, 100, "percent_out_of_range")
-        for name in _GPU_MEMORY:
-            _within(values[name], 0, self.limits.max_memory_bytes, "size_out_of_range")
-        for name in _GPU_CLOCKS:
-            _within(values[name], 0, MAX_CLOCK_MHZ, "clock_out_of_range")
-        for name in _GPU_POWER:
-            _within(values[name], 0, MAX_POWER_MW, "power_out_of_range")
+            value = values[name]
+            if value is not None:
+                _within(value, MIN_TEMPERATURE_C, MAX_TEMPERATURE_C, "temperature_out_of_range")
+                values[name] = _f32(value)
+        for names, low, high, reason in self._gpu_bounds:
+            for name in names:
+                value = values[name]
+                # written so that NaN fails too, as in _within
+                if value is not None and not low <= value <= high:
+                    raise _Reject(reason)
         reasons = values["clock_event_reasons"]
         if reasons is not None and reasons & ~KNOWN_CLOCK_EVENT_MASK:
             raise _Reject("unknown_clock_event_reason")
@@ -160,10 +172,11 @@ class _Checker:
         )
 
     def host(self, msg: ingest_pb2.HostReading) -> HostReading:
-        psi = {name: _optional(msg, name) for name in _PSI}
+        psi = _optionals(msg, _PSI)
         for name, value in psi.items():
-            _within(value, 0, 100, "percent_out_of_range")
-            psi[name] = None if value is None else _f32(value)
+            if value is not None:
+                _within(value, 0, 100, "percent_out_of_range")
+                psi[name] = _f32(value)
         _within(msg.cpu_pct, 0, 100, "percent_out_of_range")
         for size in (msg.memory_available_bytes, msg.memory_total_bytes):
             _within(size, 0, self.limits.max_memory_bytes, "size_out_of_range")

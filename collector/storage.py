@@ -89,6 +89,7 @@ class DuckDBStore:
             # ids this collector need not write again; other writers may still duplicate
             self._known_frames = self._ids("SELECT DISTINCT frame_id FROM frames")
             self._known_stacks = self._ids("SELECT DISTINCT stack_id FROM stacks")
+            self._in_order = self._tables_in_order()
         except duckdb.Error as exc:
             self._con.close()
             raise StorageError(f"cannot prepare database file {self.path}: {exc}") from exc
@@ -174,10 +175,13 @@ class DuckDBStore:
                 {"a": fresh, "s": [new[a] for a in fresh]},
             )
 
-    @staticmethod
-    def _append(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> int:
+    def _append(self, con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> int:
         if rows.num_rows == 0:
-            return 0
+            return 0  # no statement at all: an empty table costs a commit nothing
+        if table in self._in_order:
+            # by position: cheaper than registering a view and INSERT ... SELECT
+            con.from_arrow(rows).insert_into(table)
+            return int(rows.num_rows)
         view = f"_pyrometer_new_{table}"
         columns = ", ".join(rows.column_names)
         con.register(view, rows)
@@ -186,6 +190,17 @@ class DuckDBStore:
         finally:
             con.unregister(view)
         return int(rows.num_rows)
+
+    def _tables_in_order(self) -> set[str]:
+        # tables whose columns are schema.TABLES' in the same order, so the Arrow tables
+        # (built from the same schema) can be appended by position; a file written by
+        # another layout keeps the insert by column name
+        found: dict[str, list[str]] = dict(self._con.execute(
+            "SELECT table_name, list(column_name ORDER BY column_index) FROM duckdb_columns() "
+            "WHERE database_name = current_database() AND schema_name = 'main' "
+            "GROUP BY table_name").fetchall())
+        return {table for table, columns in TABLES.items()
+                if found.get(table) == [c.name for c in columns]}
 
     def profile(
         self, service: str, start_ns: Nanos, end_ns: Nanos, *, instance: str | None = None,
