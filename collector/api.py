@@ -1,13 +1,15 @@
 """The HTTP API (aiohttp): /api/v1/..., /metrics, /healthz.
 
-Handlers only parse parameters, call the store in a worker thread (DuckDB blocks) and
-render; every bad parameter is a 400 whose JSON names it, never a 500. The series
+Handlers only parse parameters, call the store and render in worker threads (DuckDB
+blocks, and a big tree takes CPU seconds to build and encode, which would stall ingest);
+every bad parameter is a 400 whose JSON names it, never a 500. The series
 endpoints (latency, gpu, process) live in api_series.py, the events ones in
 api_events.py; the parameter helpers they share in api_common.py.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -121,7 +123,8 @@ async def flamegraph(request: web.Request) -> web.StreamResponse:
         known = await run_query(request, "services", store.services)
         if service not in {s.name for s in known}:
             raise UnknownService("service", f"unknown service {short(service)}")
-    body, content_type = render(profile, fmt)
+    # building and encoding a big tree takes CPU seconds: off the loop, which ingest shares
+    body, content_type = await asyncio.to_thread(render, profile, fmt)
     headers = {"Content-Type": content_type}
     if fmt == "pprof":
         # the service name comes from agents: keep quotes and line breaks out of the header

@@ -71,7 +71,9 @@ async def flamegraph_diff(request: web.Request) -> web.Response:
         if service not in {s.name for s in known}:
             raise UnknownService("service", f"unknown service {short(service)}")
     render, content_type = FORMATS[fmt]
-    return web.Response(text=render(before, after), headers={"Content-Type": content_type})
+    # off the loop, which ingest shares: two trees take CPU seconds to build and encode
+    text = await asyncio.to_thread(render, before, after)
+    return web.Response(text=text, headers={"Content-Type": content_type})
 
 
 def baseline_window(query: Query, target: Window, now_ns: Nanos) -> Window:

@@ -29,7 +29,9 @@ from pyrometer.collector.api_common import (
 from pyrometer.collector.api_series import MIN_STEP_NS, duration_text
 from pyrometer.collector.timeparse import TimeFormatError, parse_duration
 
-MAX_BUCKETS = 5000  # a day of 10 s steps with a 30 min baseline fits
+# a day at the default 10 s step with the default 30 min baseline is 8,820 buckets and
+# fits; the bound keeps a mistyped step (1ms over a day) from a runaway analysis
+MAX_BUCKETS = 10_000
 SPIKE_PERCENTILES = ("p95", "p99", "max")
 DEFAULT_STEP_NS: Nanos = 10 * NANOS_PER_SECOND
 DEFAULT_BASELINE_NS: Nanos = 30 * 60 * NANOS_PER_SECOND

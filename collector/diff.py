@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from pyrometer.agent.model import NANOS_PER_SECOND
+from pyrometer.agent.model import NANOS_PER_SECOND, Frame
 from pyrometer.collector.profile import Profile
 from pyrometer.collector.tree import FunctionKey, Node, build_tree, root_name
 
@@ -105,12 +105,21 @@ def function_stats(profile: Profile) -> dict[str, FunctionStat]:
     """Inclusive and self samples per function label (``name (file)``), sorted by label."""
     totals: dict[str, int] = {}
     leaves: dict[str, int] = {}
+    # the label per Frame object: stacks share them, and a label costs a FunctionKey
+    labels: dict[int, str] = {}  # by id(frame); the profile keeps its frames alive
+
+    def label_of(frame: Frame) -> str:
+        found = labels.get(id(frame))
+        if found is None:
+            found = labels[id(frame)] = FunctionKey.of(frame).label
+        return found
+
     for stack, count in profile.samples:
         # a set: recursion (or one function on two lines) must not count a sample twice
-        for label in {FunctionKey.of(frame).label for frame in stack}:
+        for label in {label_of(frame) for frame in stack}:
             totals[label] = totals.get(label, 0) + count
         if stack:
-            leaf = FunctionKey.of(stack[-1]).label
+            leaf = label_of(stack[-1])
             leaves[leaf] = leaves.get(leaf, 0) + count
     return {label: FunctionStat(n, leaves.get(label, 0)) for label, n in sorted(totals.items())}
 

@@ -81,7 +81,38 @@ class _Builder:
     def __init__(self) -> None:
         self.value = 0
         self.self_value = 0
-        self.children: dict[FunctionKey, _Builder] = {}
+        # by the index of the child's FunctionKey in _Keys.keys: an int hashes in C
+        self.children: dict[int, _Builder] = {}
+
+
+class _Keys:
+    """One index per distinct function, looked up once per distinct Frame object.
+
+    A profile's stacks share their Frame objects (one per stored frame), so most frames
+    are found by id; building and hashing a FunctionKey per frame of every stack was
+    most of the tree's time.
+    """
+
+    __slots__ = ("by_frame", "index", "keys", "labels")
+
+    def __init__(self) -> None:
+        self.by_frame: dict[int, int] = {}  # id(frame) -> index; the profile keeps frames alive
+        self.index: dict[FunctionKey, int] = {}
+        self.keys: list[FunctionKey] = []
+        self.labels: list[str] = []
+
+    def of(self, frame: Frame) -> int:
+        found = self.by_frame.get(id(frame))
+        if found is not None:
+            return found
+        key = FunctionKey.of(frame)
+        found = self.index.get(key)
+        if found is None:
+            found = self.index[key] = len(self.keys)
+            self.keys.append(key)
+            self.labels.append(key.label)
+        self.by_frame[id(frame)] = found
+        return found
 
 
 def root_name(profile: Profile) -> str:
@@ -96,14 +127,19 @@ def build_tree(profile: Profile) -> Node:
     the root's own time.
     """
     top = _Builder()
+    keys = _Keys()
     for stack, count in profile.samples:
         top.value += count
         node = top
         for frame in stack:
-            node = node.children.setdefault(FunctionKey.of(frame), _Builder())
-            node.value += count
+            k = keys.of(frame)
+            child = node.children.get(k)
+            if child is None:
+                child = node.children[k] = _Builder()
+            child.value += count
+            node = child
         node.self_value += count
-    return _freeze(top, root_name(profile))
+    return _freeze(top, root_name(profile), keys)
 
 
 def _sort_key(node: Node) -> tuple[int, str, str]:
@@ -111,18 +147,18 @@ def _sort_key(node: Node) -> tuple[int, str, str]:
     return (-node.value, node.name, node.key.file)
 
 
-def _freeze(top: _Builder, name: str) -> Node:
+def _freeze(top: _Builder, name: str, keys: _Keys) -> Node:
     # Post-order without recursion: a builder is frozen once all its children are.
     frozen: dict[int, Node] = {}
-    pending: list[tuple[_Builder, FunctionKey | None, bool]] = [(top, None, False)]
+    pending: list[tuple[_Builder, int, bool]] = [(top, -1, False)]  # -1: the root
     while pending:
-        builder, key, expanded = pending.pop()
+        builder, k, expanded = pending.pop()
         if not expanded:
-            pending.append((builder, key, True))
-            pending.extend((b, k, False) for k, b in builder.children.items())
+            pending.append((builder, k, True))
+            pending.extend((b, kid, False) for kid, b in builder.children.items())
             continue
         kids = sorted((frozen.pop(id(b)) for b in builder.children.values()), key=_sort_key)
-        label = key.label if key is not None else name
+        key, label = (keys.keys[k], keys.labels[k]) if k >= 0 else (None, name)
         frozen[id(builder)] = Node(label, builder.value, builder.self_value, key, tuple(kids))
     return frozen[id(top)]
 

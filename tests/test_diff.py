@@ -10,6 +10,8 @@ import dataclasses
 import json
 import os
 import re
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from pyrometer.collector.diff import (
 from pyrometer.collector.profile import Profile
 from pyrometer.collector.render.diff_html import render_diff_html
 from pyrometer.collector.render.diff_json import render_diff_json
+from pyrometer.collector.render import jsonout
 from pyrometer.collector.render.jsonout import dumps_deep
 from pyrometer.collector.tree import Node, build_tree
 
@@ -194,7 +197,23 @@ _json_values = st.recursive(
 @settings(max_examples=200, deadline=None)
 @given(_json_values)
 def test_dumps_deep_writes_what_json_dumps_writes(value: object) -> None:
-    assert dumps_deep(value) == json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    expected = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    assert dumps_deep(value) == expected
+    assert jsonout._walk(value) == expected  # the fallback for documents too deep for json
+
+
+def test_dumps_deep_falls_back_for_documents_too_deep_for_json() -> None:
+    depth = sys.getrecursionlimit() * 2
+    deep: object = {"name": "leaf", "children": []}
+    for _ in range(depth):
+        deep = {"name": "n", "children": [deep]}
+    with pytest.raises(RecursionError):
+        json.dumps(deep)
+    expected = '{"name":"n","children":[' * depth + '{"name":"leaf","children":[]}' + "]}" * depth
+    assert dumps_deep(deep) == expected
+    # and from a worker thread, where the API renders
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(dumps_deep, deep).result() == expected
 
 
 def test_caveats_name_a_rate_or_idle_mismatch() -> None:

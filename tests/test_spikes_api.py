@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from ingest_builder import BASE_NS, NOW_NS, StreamEncoder, stack
@@ -16,8 +17,12 @@ from test_api import LiveServer
 
 from pyrometer.agent import cli
 from pyrometer.agent.model import SampleKey, Telemetry
+from pyrometer.collector.analysis.gather import _resources
+from pyrometer.collector.analysis.inputs import resource_points
+from pyrometer.collector.api_spikes import MAX_BUCKETS
 from pyrometer.collector.decode import StreamDecoder
 from pyrometer.collector.metrics import CollectorMetrics
+from pyrometer.collector.series import SeriesQuery
 from pyrometer.collector.storage import DuckDBStore
 
 pytestmark = pytest.mark.integration
@@ -100,6 +105,38 @@ def test_a_short_recording_with_a_long_baseline_is_insufficient(api: LiveServer)
 def test_bad_parameters_are_400_naming_them(api: LiveServer, name: str, value: str) -> None:
     reply = api.get("/api/v1/spikes", **{**WINDOW, name: value})
     assert reply.status == 400 and reply.json()["parameter"] == name
+
+
+def test_a_day_at_the_default_step_and_baseline_is_accepted(api: LiveServer) -> None:
+    day = 24 * 3600
+    assert -(-(day + 1800) // 10) <= MAX_BUCKETS  # 8,820 buckets
+    reply = api.get("/api/v1/spikes", service="svc", **{"from": str(T0 + 700 - day),
+                                                        "to": str(T0 + 700)})
+    assert reply.status == 200, reply.json()
+    assert reply.json()["status"] in ("ok", "insufficient_data")
+
+
+def test_too_many_buckets_is_400_naming_step(api: LiveServer) -> None:
+    reply = api.get("/api/v1/spikes", service="svc", **{"from": str(T0 + 700 - 7 * 86400),
+                                                        "to": str(T0 + 700)})
+    assert reply.status == 400 and reply.json()["parameter"] == "step"
+    assert str(MAX_BUCKETS) in reply.json()["error"]
+
+
+def test_a_spikes_resources_are_the_whole_series_points_of_its_steps(tmp_path: Path) -> None:
+    store = DuckDBStore(tmp_path / "pyrometer.duckdb")
+    try:
+        fill(store)
+        series = SeriesQuery("svc", BASE_NS + 3 * S + 300_000_000, BASE_NS + 655 * S, 7 * S)
+        whole = resource_points(store.process(series), store.host(series))
+        assert whole
+        for start, end in [(BASE_NS + 123 * S + 1, BASE_NS + 456 * S + 7), (0, BASE_NS + 20 * S),
+                           (BASE_NS + 600 * S, BASE_NS + 900 * S), (series.start_ns, series.end_ns),
+                           (BASE_NS + 50 * S, BASE_NS + 51 * S)]:
+            expected = tuple(p for p in whole if start <= p.start_ns < end)
+            assert _resources(store, series, start, end) == expected
+    finally:
+        store.close()
 
 
 def test_the_cli_prints_a_short_report(api: LiveServer, capsys: pytest.CaptureFixture[str]

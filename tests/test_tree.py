@@ -41,6 +41,15 @@ def test_frames_merge_by_function_not_by_line() -> None:
     )
 
 
+def test_shared_and_copied_frame_objects_build_the_same_tree() -> None:
+    # the store hands out one Frame object per stored frame; build_tree looks keys up by
+    # object, which must not change what it merges
+    shared = [((MAIN, LOAD, MAIN), 2), ((MAIN, LOAD), 3), ((LOAD,), 1)]
+    copied = [(tuple(Frame(f.name, f.file, f.line) for f in stack), n) for stack, n in shared]
+    assert build_tree(profile(*shared)) == build_tree(profile(*copied))
+    assert build_tree(profile(*shared)).child(FunctionKey.of(MAIN)) is not None
+
+
 def test_same_name_in_different_files_stays_apart() -> None:
     tree = build_tree(profile(((Frame("run", "a.py"),), 1), ((Frame("run", "b.py"),), 1)))
     assert [c.name for c in tree.children] == ["run (a.py)", "run (b.py)"]

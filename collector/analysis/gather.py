@@ -4,13 +4,14 @@
 first buckets have a baseline too), detects spikes service-wide and per route (a
 route's spike inside a service-wide one adds nothing and is left out), and for each
 spike reads what its baseline and the spike hold: request records, GPU readings,
-process and host points, events and the two profiles, which the scorers then rank.
+process and host points (of those steps only), events and the two profiles, which the
+scorers then rank.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pyrometer.agent.model import NANOS_PER_SECOND, Nanos
 from pyrometer.collector.analysis.causes import Ranking, rank
@@ -89,7 +90,6 @@ def analyze(store: Store, query: SpikeQuery) -> SpikeReport:
     detection, spikes = _detect_all(store, query)
     chosen = sorted(sorted(spikes, key=lambda s: -s.z)[:MAX_SPIKES], key=lambda s: s.start_ns)
     series = _series(query)
-    resources = resource_points(store.process(series), store.host(series))
     listing = store.events(query.service, series.start_ns, query.end_ns + REQUEST_MARGIN_NS)
     events = tuple(EventInfo(e.time_ns, e.kind, e.version, e.previous_version)
                    for e in listing.events)
@@ -98,7 +98,7 @@ def analyze(store: Store, query: SpikeQuery) -> SpikeReport:
     for spike in chosen:
         excluded = tuple((s.start_ns, s.end_ns) for s in spikes
                          if s.route == spike.route and s.start_ns < spike.start_ns)
-        ctx = _context(store, query, spike, excluded, resources, events)
+        ctx = _context(store, query, spike, excluded, events)
         replayed = replayed or any(g.replayed for g in ctx.gpu)
         analysed.append(AnalyzedSpike(ctx.spike, rank(ctx)))
     notices = (REPLAYED_NOTICE,) if replayed else ()
@@ -107,8 +107,8 @@ def analyze(store: Store, query: SpikeQuery) -> SpikeReport:
 
 
 def _context(store: Store, query: SpikeQuery, spike: Spike,
-             excluded: tuple[tuple[Nanos, Nanos], ...], resources: Sequence[ResourcePoint],
-             events: tuple[EventInfo, ...]) -> SpikeContext:
+             excluded: tuple[tuple[Nanos, Nanos], ...], events: tuple[EventInfo, ...]
+             ) -> SpikeContext:
     cfg = query.config
     base_start = spike.start_ns - cfg.baseline_ns
     rows = store.request_records(query.service, base_start, spike.end_ns + REQUEST_MARGIN_NS,
@@ -133,7 +133,24 @@ def _context(store: Store, query: SpikeQuery, spike: Spike,
         spike=spike, step_ns=cfg.step_ns, baseline_start_ns=base_start,
         percentile=cfg.percentile, size_unit=unit, excluded=excluded, requests=requests,
         gpu=gpu_samples(store.gpu_readings(query.service, base_start, spike.end_ns)),
-        resources=tuple(p for p in resources if base_start <= p.start_ns < spike.end_ns),
+        resources=_resources(store, _series(query), base_start, spike.end_ns),
         events=events, spike_profile=code_profile(spike_profile, len(inside)),
         baseline_profile=code_profile(base_profile, before), version_profiles=versions,
     )
+
+
+def _resources(store: Store, series: SeriesQuery, start_ns: Nanos, end_ns: Nanos
+               ) -> tuple[ResourcePoint, ...]:
+    """The process and host points of `series` whose step starts in [start_ns, end_ns).
+
+    Reads only those steps, on the whole window's grid, so each point holds exactly the
+    rows it would in the whole series: a day's series is read in seconds, a spike's
+    steps in milliseconds.
+    """
+    step, origin = series.step_ns, series.start_ns
+    first = origin + max(0, -(-(start_ns - origin) // step)) * step
+    end = min(series.end_ns, origin + -(-(end_ns - origin) // step) * step)
+    if first >= end:
+        return ()
+    part = replace(series, start_ns=first, end_ns=end)
+    return resource_points(store.process(part), store.host(part))
