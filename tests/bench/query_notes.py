@@ -52,11 +52,10 @@ def flamegraph_bound(result: dict[str, Any]) -> str:
         "DuckDB's profile shows it scanning only the row groups of the window (the table is in "
         "time order, so the zone maps on start_ns and end_ns prune the rest), its time split "
         "between the scan and the hash aggregate by stack_id.\n\n"
-        "Note that `api.flamegraph` (and the diff) render on the event loop's thread: only "
-        "the store read goes to a worker thread. The gRPC ingest server shares that loop, so "
-        "while a large tree is built and encoded the collector neither answers other requests "
-        "nor acknowledges batches; the py-spy figures below show the render under "
-        "`BaseEventLoop._run_once`."
+        "The flame graph and diff renders run in a worker thread, as the store reads do, so "
+        "the event loop that the gRPC ingest server shares keeps running; being Python, the "
+        "render still holds the GIL for most of its time, so ingest slows (it is not stopped) "
+        "while a large tree is built."
     )
 
 
@@ -68,15 +67,13 @@ def _body_kib(result: dict[str, Any], window_s: int) -> str:
 def flamegraph_moves(result: dict[str, Any]) -> str:
     p = result["phases"]["flamegraph_phases"][_target_window(result)]
     return (
-        "**What would move it.** (1) Encoding: `dumps_deep` walks the tree itself and calls "
-        "`json.dumps` once per scalar, so that a 512-frame stack cannot hit the recursion "
-        f"limit; the standard encoder takes {_ms(p['encode_stdlib_s'])} on the same document "
-        f"instead of {_ms(p['encode_s'])}. Using it whenever the deepest stack leaves room "
-        "under the recursion limit (the profile knows its depth) keeps the output identical. "
-        "(2) The tree: `build_tree` hashes a new `FunctionKey` dataclass for every frame of "
-        "every stack; keying on the frame ids the store already has, or memoising the key per "
-        "distinct frame, does a fraction of the work; `to_dict` then copies the tree once "
-        "more. Both are in tree.py and render/, outside this row's files. (3) Long windows: "
+        "**What would move it.** (1) Encoding is the C `json` encoder now (the deep-walk "
+        f"fallback only for trees too deep for it): {_ms(p['encode_s'])} here, against "
+        f"{_ms(p['encode_stdlib_s'])} for the standard encoder on the same document. (2) The "
+        "tree: functions are keyed once per distinct frame; what is left is one dictionary "
+        "step per frame of every distinct stack, and `to_dict` copying the tree once more; "
+        "building the JSON straight from the aggregate, or caching a window's tree, would cut "
+        "it further. (3) Long windows: "
         "the aggregate reads every sample row. A rollup table written at ingest, "
         "`samples_1m(minute_ns, service, instance, version, thread, stack_id, count)` (one "
         "row per distinct stack per instance per minute, counts summed over the six windows), "
