@@ -407,8 +407,11 @@ def wire_section(result: dict[str, Any]) -> list[str]:
                          f"{figures['batch_bytes'][phase]:.3f} | {pprof:.3f} | {ours / pprof:.2f} |")
             if phase == "steady":
                 verdicts.append(ours / pprof)
-    measured = result.get("pyroscope_wire_by_program") or (
-        {"busy": result["pyroscope_wire"]} if result.get("pyroscope_wire") else {})
+    # per program when row 1 made its whole-interval runs (full size); else its one upload
+    measured = {name: upload for name, upload in
+                (result.get("pyroscope_wire_by_program") or {}).items() if upload}
+    if not measured and result.get("pyroscope_wire"):
+        measured = {"busy": result["pyroscope_wire"]}
     if measured:
         lines += ["", "Pyroscope's Python SDK itself, measured in row 1 on the same programs (its "
                   "uploads to a local sink; HTTP headers excluded): "
