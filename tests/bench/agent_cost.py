@@ -182,6 +182,20 @@ def uss(proc: psutil.Process) -> int:
         return 0
 
 
+def pyspy_children(proc: psutil.Process) -> list[psutil.Process]:
+    """The py-spy processes under ``proc``. A child caught between fork and exec is still a
+    copy of the agent and shows the agent's whole RSS (the pages are shared, not new), so
+    only processes already running py-spy count."""
+    found = []
+    for child in proc.children(recursive=True):
+        try:
+            if child.name().startswith("py-spy"):
+                found.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
 def watch(pid: int, seconds: float) -> tuple[tuple[float, float, float, float], float]:
     """Sample the memory of ``pid`` and its descendants for ``seconds``.
 
@@ -193,7 +207,7 @@ def watch(pid: int, seconds: float) -> tuple[tuple[float, float, float, float], 
     deadline = time.monotonic() + seconds
     while (left := deadline - time.monotonic()) > 0:
         main = rss(proc)
-        kids = sum(rss(child) for child in proc.children(recursive=True))
+        kids = sum(rss(child) for child in pyspy_children(proc))
         for i, value in enumerate((main + kids, main, kids, uss(proc))):
             peaks[i] = max(peaks[i], value)
         time.sleep(min(0.25, left))
