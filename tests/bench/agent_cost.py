@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import json
 import re
 import resource
 import signal
@@ -32,7 +31,6 @@ import socket
 import statistics
 import sys
 import time
-import urllib.request
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -163,11 +161,6 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def own_cpu(pid: int) -> float:
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
-
-
 def rss(proc: psutil.Process) -> int:
     try:
         return int(proc.memory_info().rss)
@@ -211,38 +204,35 @@ def watch(pid: int, seconds: float) -> tuple[tuple[float, float, float, float], 
         for i, value in enumerate((main + kids, main, kids, uss(proc))):
             peaks[i] = max(peaks[i], value)
         time.sleep(min(0.25, left))
-    return (peaks[0] / MIB, peaks[1] / MIB, peaks[2] / MIB, peaks[3] / MIB), own_cpu(pid)
+    return (peaks[0] / MIB, peaks[1] / MIB, peaks[2] / MIB, peaks[3] / MIB), common.process_cpu_s(pid)
 
 
 def run_agent(work: Path, seconds: float, service: str, target: Child, collector: Child) -> Arm:
     """Arm A: the agent with default flags (10 s windows), shipping to ``collector``."""
     api, ingest = collector.ready.group("http"), collector.ready.group("grpc")
-    target_before, collector_before = own_cpu(target.pid), own_cpu(collector.pid)
+    target_before, collector_before = common.process_cpu_s(target.pid), common.process_cpu_s(collector.pid)
     before = children_cpu()
     agent = start(f"agent-{service}", common.CLI + [
         "agent", "--collector", ingest, "--service", service, "--pid", str(target.pid),
         "--rate", str(RATE_HZ)], "profiling pid", work, env=python_env())
-    startup = own_cpu(agent.pid)
+    startup = common.process_cpu_s(agent.pid)
     peaks, main_cpu = watch(agent.pid, seconds)
     if agent.stop(signal.SIGTERM, timeout=60) != 0:
         raise SystemExit(f"agent failed:\n{agent.output()[-2000:]}")
     cpu = children_cpu() - before  # the agent exited only after it reaped its py-spys
-    with urllib.request.urlopen(f"{api}/api/v1/services", timeout=30) as response:
-        services = json.loads(response.read())["services"]
-    # An exited agent has had every batch acked, and an ack means committed.
-    samples = sum(s["samples"] for s in services if s["name"] == service)
+    samples = common.stored_samples(api, service)  # an exited agent has had every batch acked
     return Arm(samples, cpu, startup, main_cpu, *peaks,
-               target_cpu_s=own_cpu(target.pid) - target_before,
-               collector_cpu_s=own_cpu(collector.pid) - collector_before)
+               target_cpu_s=common.process_cpu_s(target.pid) - target_before,
+               collector_cpu_s=common.process_cpu_s(collector.pid) - collector_before)
 
 
 def run_pyspy(work: Path, seconds: float, name: str, target: Child) -> Arm:
     """Arm B: one ``py-spy record`` for the whole time, SIGINT at the end."""
-    target_before, before = own_cpu(target.pid), children_cpu()
+    target_before, before = common.process_cpu_s(target.pid), children_cpu()
     spy = start(f"py-spy-{name}", [find_pyspy(), "record", "--format", "raw", "--nonblocking",
                                    "-r", str(RATE_HZ), "-o", str(work / f"{name}.raw"),
                                    "--pid", str(target.pid)], "Sampling process", work)
-    startup = own_cpu(spy.pid)
+    startup = common.process_cpu_s(spy.pid)
     peaks, main_cpu = watch(spy.pid, seconds)
     spy.stop(signal.SIGINT, timeout=60)
     cpu = children_cpu() - before
@@ -250,7 +240,7 @@ def run_pyspy(work: Path, seconds: float, name: str, target: Child) -> Arm:
     if found is None:
         raise SystemExit(f"py-spy printed no sample count:\n{spy.output()[-2000:]}")
     return Arm(int(found.group(1)), cpu, startup, main_cpu, *peaks,
-               target_cpu_s=own_cpu(target.pid) - target_before)
+               target_cpu_s=common.process_cpu_s(target.pid) - target_before)
 
 
 def as_profile(window: ProfileWindow) -> Profile:

@@ -12,9 +12,12 @@ import json
 import statistics
 import sys
 import tempfile
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
+
+import psutil
 
 from pyrometer.collector.procs import Child, python_env, start
 
@@ -42,6 +45,20 @@ def start_collector(work: Path, *extra: str, name: str = "collector",
     return start(name, CLI + ["collector", "--db", str(db or work / f"{name}.duckdb"),
                               "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
                               *extra], COLLECTOR_READY, work, env=python_env())
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user and system) that process ``pid`` has used so far."""
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def stored_samples(api: str, service: str | None = None) -> int:
+    """Samples the collector at ``api`` has stored, for one service or all of them. Read
+    after an agent or generator has had every batch acked: an ack means committed."""
+    with urllib.request.urlopen(f"{api}/api/v1/services", timeout=60) as response:
+        services = json.loads(response.read())["services"]
+    return sum(int(s["samples"]) for s in services if service is None or s["name"] == service)
 
 
 def median(values: Sequence[float]) -> float:

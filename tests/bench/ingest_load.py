@@ -31,7 +31,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -130,11 +129,6 @@ def _pump(stream: IO[str], lines: queue.Queue[str]) -> None:
         lines.put(line.rstrip("\n"))
 
 
-def cpu_s(pid: int) -> float:
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
-
-
 def busy_s() -> float:
     """CPU seconds all cores of the machine spent busy so far."""
     t = psutil.cpu_times()
@@ -142,8 +136,8 @@ def busy_s() -> float:
 
 
 def snapshot(collector: int, generators: list[int]) -> dict[str, Any]:
-    return {"at": time.monotonic(), "collector": cpu_s(collector),
-            "generators": sum(cpu_s(p) for p in generators), "machine": busy_s(),
+    return {"at": time.monotonic(), "collector": common.process_cpu_s(collector),
+            "generators": sum(common.process_cpu_s(p) for p in generators), "machine": busy_s(),
             "threads": ingest_profile.thread_cpu(collector)}
 
 
@@ -168,11 +162,6 @@ def peak_rss_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return psutil.Process(pid).memory_info().rss / common.MIB
-
-
-def stored_samples(api: str) -> int:
-    with urllib.request.urlopen(f"{api}/api/v1/services", timeout=60) as response:
-        return sum(int(s["samples"]) for s in json.loads(response.read())["services"])
 
 
 def plans(level: Level, address: str, run_id: str) -> list[dict[str, Any]]:
@@ -232,7 +221,7 @@ def run_level(level: Level, work: Path) -> dict[str, Any]:
     collector = common.start_collector(work, "--retention", "off", name=f"collector-{level.name}")
     try:
         driven = drive(level, collector, work)
-        stored = stored_samples(collector.ready.group("http"))
+        stored = common.stored_samples(collector.ready.group("http"))
         peak = peak_rss_mib(collector.pid)
     finally:
         exit_code = collector.stop(signal.SIGTERM, timeout=60)
