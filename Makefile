@@ -47,7 +47,7 @@ gpu-check: $(STAMP)
 ## mypy cannot follow setuptools' package-dir mapping, so it reads a tree of links
 ## that mirrors the installed layout (pyrometer/agent -> agent/, ...).
 lint: $(STAMP)
-	$(VENV)/bin/ruff check agent collector proto/codegen.py tests
+	$(VENV)/bin/ruff check agent collector proto/codegen.py proto/wire.py tests
 	rm -rf build/typecheck && mkdir -p build/typecheck/pyrometer
 	for pkg in agent collector proto; do ln -s "$(CURDIR)/$$pkg" build/typecheck/pyrometer/$$pkg; done
 	cd build/typecheck && "$(CURDIR)/$(VENV)/bin/mypy" --config-file "$(CURDIR)/pyproject.toml" \

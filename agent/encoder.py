@@ -22,7 +22,6 @@ made the gzipped batch smaller, not only the raw one.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import accumulate
 
 from google.protobuf.message import DecodeError
 
@@ -39,7 +38,7 @@ from pyrometer.agent.model import (
     Stack,
     Telemetry,
 )
-from pyrometer.proto import ingest_pb2
+from pyrometer.proto import ingest_pb2, wire
 
 # Model field -> proto field where the names differ (times carry their unit on the wire).
 _RENAMED = {"time_ns": "time_unix_nanos", "end_ns": "end_unix_nanos",
@@ -159,15 +158,12 @@ class StreamEncoder:
         strings = list(old.strings)
         frames = [Frame(strings[f.name], strings[f.file], f.line) for f in old.frames]
         stacks: list[Stack] = []
-        for s in old.stacks:
-            prefix: Stack = ()
-            if s.keep or s.back:
-                if not 1 <= s.back <= len(stacks):
-                    raise SpooledBatchError(f"spooled stack refers {s.back} stacks back")
-                prefix = stacks[len(stacks) - s.back][:s.keep]
-            if len(prefix) != s.keep:
-                raise SpooledBatchError(f"spooled stack keeps {s.keep} frames of a shorter one")
-            stacks.append(prefix + tuple(frames[i] for i in s.frames))
+        try:
+            for s in old.stacks:
+                prefix = wire.stack_prefix(s, len(stacks), stacks.__getitem__)
+                stacks.append(prefix + tuple(frames[i] for i in s.frames))
+        except wire.WireFormatError as error:
+            raise SpooledBatchError(f"spooled batch: {error}") from None
         self._begin_delta()
         batch = ingest_pb2.Batch()
         batch.CopyFrom(spooled)
@@ -295,7 +291,10 @@ def _write_rows(msg: ingest_pb2.ProfileWindow, rows: list[_Row]) -> None:
 
 def _read_rows(msg: ingest_pb2.ProfileWindow) -> list[_Row]:
     """The rows of a window in any form `_write_rows` or an older agent made."""
-    stack_ids = list(msg.stack_ids) or list(accumulate(msg.stack_id_deltas))
+    try:
+        stack_ids = wire.window_stack_ids(msg)
+    except wire.WireFormatError as error:
+        raise SpooledBatchError(f"spooled batch: {error}") from None
     n = len(stack_ids)
     threads = list(msg.thread_ids) or [0] * n
     pids = list(msg.pids) or [0] * n

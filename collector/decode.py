@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Sequence
-from itertools import accumulate
 
 from pyrometer.agent.model import Frame, Nanos, Telemetry
 from pyrometer.collector.errors import BatchLimitError, InvalidBatchError
@@ -32,7 +31,7 @@ from pyrometer.collector.rows import (
     StackRows,
     WindowRows,
 )
-from pyrometer.proto import ingest_pb2
+from pyrometer.proto import ingest_pb2, wire
 
 __all__ = ["MIN_TIME_NS", "StreamDecoder", "decode_source", "frame_id", "stack_id"]
 
@@ -84,12 +83,12 @@ def _check_ref(what: str, ref: int, size: int) -> None:
 
 
 def _window_stack_ids(window: ingest_pb2.ProfileWindow, limits: DecodeLimits) -> list[int]:
-    """Each row's stream stack id, from stack_ids or from stack_id_deltas (never both)."""
-    if window.stack_id_deltas and window.stack_ids:
-        raise InvalidBatchError("window has both stack_ids and stack_id_deltas")
-    rows = len(window.stack_ids) or len(window.stack_id_deltas)
-    _check_size("rows in one window", rows, limits.max_rows)
-    return list(window.stack_ids) or list(accumulate(window.stack_id_deltas))
+    """Each row's stream stack id; the row limit is checked before the ids are expanded."""
+    try:
+        _check_size("rows in one window", wire.window_row_count(window), limits.max_rows)
+        return wire.window_stack_ids(window)
+    except wire.WireFormatError as error:
+        raise InvalidBatchError(str(error)) from None
 
 
 def decode_source(agent: ingest_pb2.AgentIdentity, limits: DecodeLimits) -> Source:
@@ -222,23 +221,17 @@ class StreamDecoder:
 
     def _prefix(self, stack: ingest_pb2.Stack, own: int,
                 new: list[tuple[int, ...]]) -> tuple[int, ...]:
-        """The frames `stack` (stream id `own`) takes from its base (see ingest.proto)."""
-        back, keep = stack.back, stack.keep
-        if keep == 0:
-            if back:
-                raise InvalidBatchError(f"stack {own} has back {back} but keeps no frames")
-            return ()
-        if not 1 <= back <= own:
-            raise InvalidBatchError(
-                f"stack {own} has back {back}: its base must be an earlier stack on this "
-                f"stream (back in [1, {own}])")
-        base = own - back
-        known = len(self._stacks)
-        frames = self._stacks[base] if base < known else new[base - known]
-        if keep > len(frames):
-            raise InvalidBatchError(
-                f"stack {own} keeps {keep} frames of stack {base}, which has {len(frames)}")
-        return frames[:keep]
+        """The frames `stack` (stream id `own`) takes from its base (see ingest.proto);
+        the base may be earlier in the same delta."""
+        known = self._stacks
+
+        def frames_of(base: int) -> tuple[int, ...]:
+            return known[base] if base < len(known) else new[base - len(known)]
+
+        try:
+            return wire.stack_prefix(stack, own, frames_of)
+        except wire.WireFormatError as error:
+            raise InvalidBatchError(str(error)) from None
 
     def _check_growth(self, table: str, current: int, added: int) -> None:
         _check_size(f"new {table} in one batch", added, self.limits.max_delta_entries)
