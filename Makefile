@@ -29,9 +29,9 @@ proto: $(STAMP)
 	$(PY) -m pyrometer.proto.codegen
 
 ## the root-cause evaluation: every scenario 3 times (about an hour on two cores);
-## writes tests/rca/results.md (linked from the README) and results.json beside it
+## writes tests/scenarios/results.md (linked from the README) and results.json beside it
 rca-eval: $(STAMP)
-	$(PY) tests/rca/run.py --runs 3
+	$(PY) tests/scenarios/run.py --runs 3
 
 ## the benchmarks side by side with py-spy and Pyroscope's SDK (about half an hour on two
 ## cores; run it on an otherwise idle machine): writes BENCHMARKS.md and BENCHMARKS.json
@@ -41,7 +41,7 @@ bench: $(STAMP)
 ## on a machine with an NVIDIA GPU: read the real NVML for about 20 s (under load when
 ## torch with CUDA is importable) and print what it read; exits non-zero if it read nothing
 gpu-check: $(STAMP)
-	$(PY) -m pyrometer.agent.gpu_check
+	$(PY) -m pyrometer.agent.gpu.check
 
 ## ruff on everything, mypy --strict on the agent and collector packages.
 ## mypy cannot follow setuptools' package-dir mapping, so it reads a tree of links

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from pyrometer.agent.errors import PyrometerError
+from pyrometer.agent.shared.errors import PyrometerError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -26,14 +26,14 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "collector": ("receive, store and serve profiles",
                   "pyrometer.collector.config:add_arguments", "pyrometer.collector.service:main"),
     "flamegraph": ("fetch a flame graph for a time window",
-                   "pyrometer.collector.client:add_flamegraph_arguments",
-                   "pyrometer.collector.client:flamegraph_main"),
+                   "pyrometer.collector.api.client:add_flamegraph_arguments",
+                   "pyrometer.collector.api.client:flamegraph_main"),
     "spikes": ("find latency spikes in a window and rank their causes",
-               "pyrometer.collector.client:add_spikes_arguments",
-               "pyrometer.collector.client:spikes_main"),
+               "pyrometer.collector.api.client:add_spikes_arguments",
+               "pyrometer.collector.api.client:spikes_main"),
     "event": ("record a deploy or config change (for CI/CD)",
-              "pyrometer.collector.client:add_event_arguments",
-              "pyrometer.collector.client:event_main"),
+              "pyrometer.collector.api.client:add_event_arguments",
+              "pyrometer.collector.api.client:event_main"),
     "demo": ("run collector, demo model server, agent and load for a minute",
              "pyrometer.collector.demo:add_arguments", "pyrometer.collector.demo:main"),
 }

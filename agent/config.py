@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pyrometer.agent import security as agent_security
-from pyrometer.agent.errors import ConfigError
-from pyrometer.agent.security import Security
+from pyrometer.agent.shared.errors import ConfigError
+from pyrometer.agent.ship import channel as agent_security
+from pyrometer.agent.ship.channel import Security
 
 T = TypeVar("T")
 _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")

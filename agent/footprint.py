@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import psutil
 
-from .model import AgentStats
-from .shipper import Shipper
+from pyrometer.agent.shared.model import AgentStats
+from pyrometer.agent.ship.shipper import Shipper
 
 log = logging.getLogger(__name__)
 REPORT_INTERVAL_S = 60.0

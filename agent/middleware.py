@@ -21,9 +21,15 @@ import os
 from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
 from typing import Any
 
-from pyrometer.agent.request_probe import (
-    ADDRESS_ENV, DEFAULT_ADDRESS, DatagramSender, RequestProbe, log, parse_address,
-    record_size, template_path,
+from pyrometer.agent.requests.probe import (
+    ADDRESS_ENV,
+    DEFAULT_ADDRESS,
+    DatagramSender,
+    RequestProbe,
+    log,
+    parse_address,
+    record_size,
+    template_path,
 )
 
 __all__ = ["PyrometerASGIMiddleware", "PyrometerWSGIMiddleware", "record_size", "template_path"]

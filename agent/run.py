@@ -27,16 +27,16 @@ from typing import Any
 import psutil
 
 from pyrometer.agent import config as agent_config
-from pyrometer.agent import target as targets
 from pyrometer.agent.config import AgentConfig
-from pyrometer.agent.encoder import AgentIdentity
-from pyrometer.agent.errors import TargetError
 from pyrometer.agent.footprint import Losses, report_periodically
-from pyrometer.agent.model import ProfileWindow
-from pyrometer.agent.lifecycle import Lifecycle, read_version, wait_for_target
-from pyrometer.agent.pyspy import SamplerConfig, StackSampler, TargetExited
-from pyrometer.agent.shipper import Shipper, ShipperConfig
-from pyrometer.agent.telemetry import TelemetryBuffer
+from pyrometer.agent.shared.errors import TargetError
+from pyrometer.agent.shared.model import ProfileWindow
+from pyrometer.agent.ship.buffer import TelemetryBuffer
+from pyrometer.agent.ship.encoder import AgentIdentity
+from pyrometer.agent.ship.shipper import Shipper, ShipperConfig
+from pyrometer.agent.stacks.sampler import SamplerConfig, StackSampler, TargetExited
+from pyrometer.agent.target import find as targets
+from pyrometer.agent.target.lifecycle import Lifecycle, read_version, wait_for_target
 
 log = logging.getLogger("pyrometer.agent")
 SHUTDOWN_GRACE_S = 5.0  # inside a Kubernetes pod's default 30 s termination grace
@@ -128,7 +128,7 @@ async def _start_samplers(agent: Agent, services: contextlib.AsyncExitStack
         ("footprint", report_periodically(agent.shipper, agent.stop, buffer.add_agent_stats,
                                           agent.losses)),
     ]
-    from pyrometer.agent.host import ProcessSampler
+    from pyrometer.agent.host.sampler import ProcessSampler
 
     jobs.append(("process", ProcessSampler(config.process_interval_s).run(
         agent.live_target_pid, buffer.add_process, buffer.add_host, agent.stop)))
@@ -136,14 +136,14 @@ async def _start_samplers(agent: Agent, services: contextlib.AsyncExitStack
     if gpu is not None:
         jobs.append(("gpu", gpu))
     if config.requests_listen is not None:
-        from pyrometer.agent.requests_listener import RequestListener
+        from pyrometer.agent.requests.listener import RequestListener
 
         listener = RequestListener(config.requests_listen)
         port = await listener.start(buffer.add_request)
         services.callback(listener.close)
         log.info("request records: listening on udp %s (port %d)", config.requests_listen, port)
     if config.proxy is not None:
-        from pyrometer.agent.proxy import ReverseProxy
+        from pyrometer.agent.requests.proxy import ReverseProxy
 
         proxy = ReverseProxy(*config.proxy)
         port = await proxy.start(buffer.add_request)
@@ -155,7 +155,7 @@ async def _start_samplers(agent: Agent, services: contextlib.AsyncExitStack
 def _gpu_job(agent: Agent) -> Coroutine[Any, Any, None] | None:
     if agent.config.gpu == "off":
         return None
-    from pyrometer.agent.gpu import GpuSampler, open_gpu_source
+    from pyrometer.agent.gpu.sampler import GpuSampler, open_gpu_source
 
     source = open_gpu_source(agent.config.gpu, start_ns=time.time_ns())
     if source is None:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from pyrometer.agent.model import NANOS_PER_SECOND, AgentStats, Nanos
+from pyrometer.agent.shared.model import NANOS_PER_SECOND, AgentStats, Nanos
 
 # (metric suffix, AgentStats field, help)
 GAUGES: tuple[tuple[str, str, str], ...] = (

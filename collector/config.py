@@ -11,8 +11,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from pyrometer.agent import security
-from pyrometer.agent.errors import ConfigError
+from pyrometer.agent.shared.errors import ConfigError
+from pyrometer.agent.ship import channel as security
 
 _LISTEN = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]*):(\d{1,5})$")
 
@@ -100,7 +100,7 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> C
 
 def _retention(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[int | None, float]:
     # imported here: the CLI parser imports this module and must stay light
-    from pyrometer.collector.retention import DEFAULT_RETENTION, parse_retention
+    from pyrometer.collector.storage.retention import DEFAULT_RETENTION, parse_retention
     from pyrometer.collector.timeparse import TimeFormatError, parse_duration
 
     text = getattr(args, "retention", None) or env.get("PYROMETER_RETENTION") or DEFAULT_RETENTION

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pyrometer.collector import client
+from pyrometer.collector.api import client
 from pyrometer.collector.procs import Child, ChildError, python_env, start
 
 SERVICE = "demo-model"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pyrometer.agent.errors import PyrometerError
+from pyrometer.agent.shared.errors import PyrometerError
 
 
 class CollectorError(PyrometerError):

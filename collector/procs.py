@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from pyrometer.agent.errors import PyrometerError
+from pyrometer.agent.shared.errors import PyrometerError
 
 
 class ChildError(PyrometerError):

@@ -10,15 +10,15 @@ import signal
 from aiohttp import web
 
 from pyrometer.collector import config as collector_config
-from pyrometer.collector import tls
-from pyrometer.collector.api import RUNNER_OPTIONS, create_app
-from pyrometer.collector.auth import TokenInterceptor, http_middleware
+from pyrometer.collector.api import tls
+from pyrometer.collector.api.app import RUNNER_OPTIONS, create_app
+from pyrometer.collector.api.auth import TokenInterceptor, http_middleware
 from pyrometer.collector.config import CollectorConfig, check_listen
 from pyrometer.collector.errors import CollectorError
-from pyrometer.collector.ingest import IngestConfig, start_ingest_server
+from pyrometer.collector.ingest.server import IngestConfig, start_ingest_server
 from pyrometer.collector.metrics import CollectorMetrics
-from pyrometer.collector.retention import RetentionPolicy, run_retention
-from pyrometer.collector.storage import DuckDBStore
+from pyrometer.collector.storage.duckdb.backend import DuckDBStore
+from pyrometer.collector.storage.retention import RetentionPolicy, run_retention
 
 log = logging.getLogger("pyrometer.collector")
 

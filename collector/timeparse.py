@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 
-from pyrometer.agent.model import NANOS_PER_SECOND, Nanos
+from pyrometer.agent.shared.model import NANOS_PER_SECOND, Nanos
 
 _UNITS = {"ms": 10**6, "s": NANOS_PER_SECOND, "m": 60 * NANOS_PER_SECOND,
           "h": 3600 * NANOS_PER_SECOND, "d": 86400 * NANOS_PER_SECOND,

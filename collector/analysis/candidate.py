@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from pyrometer.agent.model import NANOS_PER_SECOND, Nanos
+from pyrometer.agent.shared.model import NANOS_PER_SECOND, Nanos
 from pyrometer.collector.analysis.evidence import EventInfo, SpikeContext, summarize
 from pyrometer.collector.analysis.robust import Baseline, quantile, ramp, ratio
 from pyrometer.collector.analysis.sizes import SizeModel, size_model

@@ -27,7 +27,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from pyrometer.agent.model import NANOS_PER_SECOND, Nanos
+from pyrometer.agent.shared.model import NANOS_PER_SECOND, Nanos
 from pyrometer.collector.analysis.robust import Baseline
 
 PERCENTILES = ("p50", "p95", "p99", "max")

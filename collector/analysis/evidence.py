@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from pyrometer.agent.model import Nanos
+from pyrometer.agent.shared.model import Nanos
 from pyrometer.collector.analysis.detect import Spike
 from pyrometer.collector.analysis.robust import Baseline, median
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from pyrometer.agent.model import NANOS_PER_SECOND, Nanos
+from pyrometer.agent.shared.model import NANOS_PER_SECOND, Nanos
 from pyrometer.collector.analysis.causes import Ranking, rank
 from pyrometer.collector.analysis.detect import Bucket, DetectConfig, Detection, Spike, detect, refine_onset
 from pyrometer.collector.analysis.evidence import EventInfo, ResourcePoint, SpikeContext
@@ -24,9 +24,9 @@ from pyrometer.collector.analysis.inputs import (
     resource_points,
     size_unit,
 )
-from pyrometer.collector.api_series import REPLAYED_NOTICE
-from pyrometer.collector.series import LatencyPoint, SeriesQuery
-from pyrometer.collector.store import Store
+from pyrometer.collector.api.series import REPLAYED_NOTICE
+from pyrometer.collector.storage.duckdb.series import LatencyPoint, SeriesQuery
+from pyrometer.collector.storage.store import Store
 
 MAX_SPIKES = 20  # analysed per answer, the largest by z
 MAX_ROUTES = 5  # the busiest routes get their own series

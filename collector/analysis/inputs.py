@@ -10,18 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from pyrometer.agent.model import Nanos
+from pyrometer.agent.shared.model import Nanos
 from pyrometer.collector.analysis.evidence import (
     CodeProfile,
     GpuSample,
     RequestSample,
     ResourcePoint,
 )
-from pyrometer.collector.analysis_queries import GpuRow, RequestRow
-from pyrometer.collector.diff import function_stats
-from pyrometer.collector.profile import Profile
-from pyrometer.collector.records import CLOCK_EVENT_REASONS
-from pyrometer.collector.series import HostPoint, ProcessPoint
+from pyrometer.collector.ingest.validate import CLOCK_EVENT_REASONS
+from pyrometer.collector.model import Profile
+from pyrometer.collector.query.diff import function_stats
+from pyrometer.collector.storage.duckdb.records import GpuRow, RequestRow
+from pyrometer.collector.storage.duckdb.series import HostPoint, ProcessPoint
 
 # the reasons the issue counts as throttling; idle, application clocks, sync boost and
 # display settings lower clocks without anything being wrong

@@ -12,7 +12,7 @@ from typing import Any
 
 from pyrometer.collector.analysis.candidate import Cause
 from pyrometer.collector.analysis.gather import AnalyzedSpike, SpikeReport
-from pyrometer.collector.api_series import duration_text
+from pyrometer.collector.api.series import duration_text
 from pyrometer.collector.timeparse import format_time
 
 

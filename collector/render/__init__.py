@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import NamedTuple, Protocol
 
-from pyrometer.collector.profile import Profile
+from pyrometer.collector.model import Profile
 from pyrometer.collector.render.folded import render_folded
 from pyrometer.collector.render.html import render_html
 from pyrometer.collector.render.json_tree import render_json

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import html
 
-from pyrometer.collector.profile import Profile
+from pyrometer.collector.model import Profile
 from pyrometer.collector.render.diff_json import diff_document
-from pyrometer.collector.render.jsonout import dumps_deep
 from pyrometer.collector.render.html import fill_slots, page_style, script_safe, template
+from pyrometer.collector.render.jsonout import dumps_deep
 
 PAGE = "flamegraph_diff.html"
 

@@ -33,8 +33,8 @@ while ``*_samples`` stay exact. Children come by descending ``baseline + target`
 
 from __future__ import annotations
 
-
-from pyrometer.collector.diff import (
+from pyrometer.collector.model import Profile
+from pyrometer.collector.query.diff import (
     DiffNode,
     Normalisation,
     caveats,
@@ -42,7 +42,6 @@ from pyrometer.collector.diff import (
     normalisation,
     top_changes,
 )
-from pyrometer.collector.profile import Profile
 from pyrometer.collector.render.jsonout import dumps_deep
 from pyrometer.collector.timeparse import format_time
 

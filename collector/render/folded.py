@@ -26,8 +26,8 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from pyrometer.agent.model import Frame, Stack
-from pyrometer.collector.profile import Profile
+from pyrometer.agent.shared.model import Frame, Stack
+from pyrometer.collector.model import Profile
 
 EMPTY_STACK_FRAME = "[unknown]"
 

@@ -16,16 +16,15 @@ all text with ``textContent``, never as markup.
 
 from __future__ import annotations
 
-from pyrometer.collector.render.jsonout import dumps_deep
-
 import html
 import re
 from collections.abc import Mapping
 from functools import cache
 from importlib import resources
 
-from pyrometer.collector.profile import Profile
+from pyrometer.collector.model import Profile
 from pyrometer.collector.render.json_tree import tree_document
+from pyrometer.collector.render.jsonout import dumps_deep
 from pyrometer.collector.render.speedscope import window_label
 
 _SLOT = re.compile(r"\{\{([A-Z]+)\}\}")

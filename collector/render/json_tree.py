@@ -18,7 +18,7 @@ The envelope, version 1 (keys in this order, integers exact)::
     }
 
 Tree nodes are ``{name, value, children}`` exactly as d3-flame-graph reads them, built
-by ``pyrometer.collector.tree.build_tree``: ``name`` is ``function (file)``, ``value``
+by ``pyrometer.collector.query.tree.build_tree``: ``name`` is ``function (file)``, ``value``
 counts samples including callees, and children come by descending value, then name.
 A node's self count is ``value`` minus the sum of its children's values.
 
@@ -28,11 +28,9 @@ rounded to a fraction of a microsecond, which is harmless for a window's bounds.
 
 from __future__ import annotations
 
+from pyrometer.collector.model import Profile
+from pyrometer.collector.query.tree import build_tree
 from pyrometer.collector.render.jsonout import dumps_deep
-
-
-from pyrometer.collector.profile import Profile
-from pyrometer.collector.tree import build_tree
 
 ENVELOPE_VERSION = 1
 

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import gzip
 
-from pyrometer.agent.model import Frame
-from pyrometer.collector.profile import Profile
+from pyrometer.agent.shared.model import Frame
+from pyrometer.collector.model import Profile
 from pyrometer.proto import profile_pb2 as pb
 
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from pyrometer.agent.model import NANOS_PER_SECOND, Frame, Nanos
-from pyrometer.collector.profile import Profile
+from pyrometer.agent.shared.model import NANOS_PER_SECOND, Frame, Nanos
+from pyrometer.collector.model import Profile
 
 SCHEMA_URL = "https://www.speedscope.app/file-format-schema.json"
 EXPORTER = "pyrometer"

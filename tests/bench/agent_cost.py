@@ -42,14 +42,13 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable as a p
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "bench"
 
-from pyrometer.agent.encoder import AgentIdentity, StreamEncoder  # noqa: E402
-from pyrometer.agent.model import ProfileWindow, Stack  # noqa: E402
-from pyrometer.agent.pyspy import SamplerConfig, StackSampler, find_pyspy  # noqa: E402
-from pyrometer.collector.procs import Child, python_env, start  # noqa: E402
-from pyrometer.collector.profile import Profile  # noqa: E402
-from pyrometer.collector.render.pprof import render_pprof  # noqa: E402
-
 from bench import common  # noqa: E402
+from pyrometer.agent.shared.model import ProfileWindow, Stack  # noqa: E402
+from pyrometer.agent.ship.encoder import AgentIdentity, StreamEncoder  # noqa: E402
+from pyrometer.agent.stacks.sampler import SamplerConfig, StackSampler, find_pyspy  # noqa: E402
+from pyrometer.collector.model import Profile  # noqa: E402
+from pyrometer.collector.procs import Child, python_env, start  # noqa: E402
+from pyrometer.collector.render.pprof import render_pprof  # noqa: E402
 
 TITLE = "Agent cost and bytes on the wire"
 RATE_HZ = 100

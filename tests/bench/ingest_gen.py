@@ -34,7 +34,6 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable as a p
     __package__ = "bench"
 
 from bench.ingest_workload import Batches  # noqa: E402
-
 from pyrometer.proto import ingest_pb2  # noqa: E402
 
 METHOD = "/pyrometer.v1.Ingest/Stream"

@@ -44,8 +44,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable as a p
 
 from bench import common, ingest_profile  # noqa: E402
 from bench.ingest_report import markdown  # noqa: E402
-
-from pyrometer.agent.model import NANOS_PER_SECOND  # noqa: E402
+from pyrometer.agent.shared.model import NANOS_PER_SECOND  # noqa: E402
 from pyrometer.collector.procs import Child, python_env  # noqa: E402
 
 TITLE = "Collector ingest"

@@ -21,9 +21,9 @@ from typing import Any
 
 import psutil
 
-from pyrometer.agent.model import Frame, SampleKey
-from pyrometer.agent.pyspy import find_pyspy
-from pyrometer.agent.pyspy_parser import RawParser
+from pyrometer.agent.shared.model import Frame, SampleKey
+from pyrometer.agent.stacks.parser import RawParser
+from pyrometer.agent.stacks.sampler import find_pyspy
 
 PYSPY_RATE_HZ = 100
 TOP_FUNCTIONS = 12
@@ -116,7 +116,7 @@ def _module(frame: Frame) -> str:
 def _owner(frame: Frame) -> str | None:
     """The stage a frame belongs to, or None for a frame that only passes work on.
 
-    py-spy shortens paths to what follows the sys.path entry (collector/decode.py,
+    py-spy shortens paths to what follows the sys.path entry (collector/ingest/decode.py,
     asyncio/events.py), so folders are matched as path components.
     """
     folders = frame.file.split("/")[:-1]

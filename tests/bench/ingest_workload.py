@@ -23,8 +23,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 
-from pyrometer.agent.encoder import AgentIdentity, StreamEncoder
-from pyrometer.agent.model import (
+from pyrometer.agent.shared.model import (
     NANOS_PER_SECOND,
     Frame,
     GpuReading,
@@ -35,6 +34,7 @@ from pyrometer.agent.model import (
     Stack,
     Telemetry,
 )
+from pyrometer.agent.ship.encoder import AgentIdentity, StreamEncoder
 from pyrometer.proto import ingest_pb2
 
 RATE_HZ = 100.0

@@ -28,12 +28,11 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable as a p
 
 import duckdb  # noqa: E402
 
+from bench import common, query_calls, query_notes, query_probe, query_report  # noqa: E402
+from bench.query_fill import SECOND, SERVICE, WINDOW_S, Day, fill  # noqa: E402
 from pyrometer.collector.analysis.detect import DetectConfig  # noqa: E402
 from pyrometer.collector.procs import ChildError  # noqa: E402
 from pyrometer.collector.timeparse import parse_duration  # noqa: E402
-
-from bench import common, query_calls, query_notes, query_probe, query_report  # noqa: E402
-from bench.query_fill import SECOND, SERVICE, WINDOW_S, Day, fill  # noqa: E402
 
 TITLE = "Queries and storage"
 # the targets, at the full size

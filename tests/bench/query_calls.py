@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyrometer.agent.pyspy import find_pyspy
-from pyrometer.agent.pyspy_parser import RawParser
-from pyrometer.collector.procs import start
-
 from bench import common
+from pyrometer.agent.stacks.parser import RawParser
+from pyrometer.agent.stacks.sampler import find_pyspy
+from pyrometer.collector.procs import start
 
 SECOND = 1_000_000_000
 # the worker-thread frames every collector query runs under: on every stack, saying nothing

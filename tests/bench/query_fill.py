@@ -28,10 +28,9 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from pyrometer.collector.decode import frame_id
-from pyrometer.collector.storage import DuckDBStore
-
 from bench.query_stacks import StackPool, stack_pool
+from pyrometer.collector.ingest.decode import frame_id
+from pyrometer.collector.storage.duckdb.backend import DuckDBStore
 
 SECOND = 1_000_000_000
 SERVICE = "inference"

@@ -135,7 +135,7 @@ def spikes_moves() -> str:
         "from arrays (the scorers' medians, quantiles and fits over NumPy columns rather than "
         "per-record dataclasses), or from a uniform sample of the baseline's records (tens "
         "of thousands give its medians and MADs to about a percent; this changes answers "
-        "slightly, so it needs the evaluation in tests/rca rerun). (3) With a rollup: a "
+        "slightly, so it needs the evaluation in tests/scenarios rerun). (3) With a rollup: a "
         "`latency_10s(bucket_ns, service, route, instance, version, count, errors, sketch)` "
         "table written at ingest, the sketch a log-bucketed histogram (DDSketch-style, 1% "
         "relative accuracy, a few hundred counters at most), merged across instances at "

@@ -16,15 +16,15 @@ from typing import Any
 
 import duckdb
 
-from pyrometer.agent.model import Nanos
+from pyrometer.agent.shared.model import Nanos
 from pyrometer.collector.analysis.detect import DetectConfig
 from pyrometer.collector.analysis.gather import SpikeQuery, analyze
-from pyrometer.collector.query import ProfileFilter, _read_stacks, read_profile
+from pyrometer.collector.query.tree import build_tree
 from pyrometer.collector.render.json_tree import tree_document
 from pyrometer.collector.render.jsonout import dumps_deep
-from pyrometer.collector.schema import TABLES
-from pyrometer.collector.storage import DuckDBStore
-from pyrometer.collector.tree import build_tree
+from pyrometer.collector.storage.duckdb.backend import DuckDBStore
+from pyrometer.collector.storage.duckdb.profiles import ProfileFilter, _read_stacks, read_profile
+from pyrometer.collector.storage.duckdb.schema import TABLES
 
 SECOND = 1_000_000_000
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from pyrometer.agent.model import Frame, Stack
-from pyrometer.collector.decode import frame_id, stack_id
+from pyrometer.agent.shared.model import Frame, Stack
+from pyrometer.collector.ingest.decode import frame_id, stack_id
 
 PREFIX = (
     Frame("<module>", "server.py", 41),

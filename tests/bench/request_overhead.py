@@ -65,7 +65,7 @@ web.run_app(app, host="127.0.0.1", port=int(__import__("sys").argv[1]), print=No
 """
 PROXY = """
 import asyncio, sys
-from pyrometer.agent.proxy import ReverseProxy
+from pyrometer.agent.requests.proxy import ReverseProxy
 async def main():
     records = []
     proxy = ReverseProxy("127.0.0.1:0", sys.argv[1])

@@ -46,8 +46,8 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable as a p
 
 from bench import common  # noqa: E402
 from bench.sink import PyroscopeSink, Upload, wire_summary  # noqa: E402
-from pyrometer.agent.errors import PyrometerError  # noqa: E402
-from pyrometer.agent.pyspy import find_pyspy  # noqa: E402
+from pyrometer.agent.shared.errors import PyrometerError  # noqa: E402
+from pyrometer.agent.stacks.sampler import find_pyspy  # noqa: E402
 from pyrometer.collector.demo import last_json_line  # noqa: E402
 from pyrometer.collector.procs import Child, python_env, start  # noqa: E402
 

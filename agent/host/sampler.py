@@ -1,0 +1,191 @@
+"""Process and host sampling: the target, its workers, the host and Linux PSI, at 1 Hz.
+
+The thin I/O shell around agent/host/readings.py: psutil and /proc reads, done in a
+worker thread because they block, turned into readings by the pure core. Every tick
+reads the target and all its descendants (the workers of a pre-fork server such as
+gunicorn, uvicorn --workers or torchrun) and the host. Nothing raises out of the loop:
+a process that exits between being listed and being read is simply not reported, and
+any other failure is logged (once per kind, then at debug level) and the loop goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+
+from pyrometer.agent.host.readings import (
+    HostSnapshot,
+    ProcessKey,
+    ProcessSnapshot,
+    Psi,
+    advance,
+    host_delta,
+    parse_psi,
+)
+from pyrometer.agent.shared.errors import ConfigError
+from pyrometer.agent.shared.model import HostReading, Nanos, ProcessReading
+
+__all__ = ["PSI_ROOT", "ProcessSampler", "parse_psi", "read_psi", "snapshot_host", "snapshot_tree"]
+
+log = logging.getLogger("pyrometer.agent.host.sampler")
+PSI_ROOT = "/proc/pressure"
+Complain = Callable[[str, BaseException], None]
+
+
+def _read_pressure(path: Path) -> dict[str, float]:
+    try:
+        return parse_psi(path.read_text())
+    except (OSError, UnicodeDecodeError):  # no PSI (old kernel, container, psi=0): not an error
+        return {}
+
+
+def read_psi(root: str = PSI_ROOT) -> Psi:
+    """The host's PSI avg10 percentages from ``root``/{cpu,memory,io}; None per missing file."""
+    cpu, memory, io = (_read_pressure(Path(root, name)) for name in ("cpu", "memory", "io"))
+    return Psi(
+        cpu_some=cpu.get("some_avg10"),
+        memory_some=memory.get("some_avg10"), memory_full=memory.get("full_avg10"),
+        io_some=io.get("some_avg10"), io_full=io.get("full_avg10"),
+    )
+
+
+def snapshot_process(proc: psutil.Process, time_ns: Nanos, mono_ns: Nanos) -> ProcessSnapshot | None:
+    """Counters of one process, or None when it has exited (or is a zombie awaiting reaping)."""
+    try:
+        with proc.oneshot():  # one read each of /proc/PID/stat, statm and status
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+            cpu = proc.cpu_times()
+            ctx = proc.num_ctx_switches()
+            return ProcessSnapshot(
+                pid=proc.pid, create_time=proc.create_time(), time_ns=time_ns, mono_ns=mono_ns,
+                cpu_user_s=cpu.user, cpu_system_s=cpu.system, rss_bytes=proc.memory_info().rss,
+                threads=proc.num_threads(), ctx_voluntary=ctx.voluntary,
+                ctx_involuntary=ctx.involuntary,
+            )
+    except psutil.NoSuchProcess:  # ZombieProcess included: gone between listing and reading
+        return None
+
+
+def snapshot_tree(pid: int, time_ns: Nanos, mono_ns: Nanos, complain: Complain) -> list[ProcessSnapshot]:
+    """Snapshots of ``pid`` and all its descendants that are still running."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+    except psutil.Error as exc:
+        complain("listing the target's processes", exc)
+        return []
+    snapshots = []
+    for proc in procs:
+        try:
+            snap = snapshot_process(proc, time_ns, mono_ns)
+        except psutil.Error as exc:  # e.g. a worker that switched to another user
+            complain("reading a target process", exc)
+            continue
+        if snap is not None:
+            snapshots.append(snap)
+    return snapshots
+
+
+def snapshot_host(time_ns: Nanos, mono_ns: Nanos, psi_root: str = PSI_ROOT) -> HostSnapshot:
+    """Cumulative CPU times (busy counted as psutil.cpu_percent does) and current host values."""
+    times = psutil.cpu_times()
+    # guest time is already part of user time; idle and iowait are the not-busy part
+    total = sum(times) - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
+    busy = total - times.idle - getattr(times, "iowait", 0.0)
+    memory = psutil.virtual_memory()
+    return HostSnapshot(
+        time_ns=time_ns, mono_ns=mono_ns, cpu_busy_s=busy, cpu_total_s=total,
+        cpu_count=psutil.cpu_count() or 1, memory_available_bytes=memory.available,
+        memory_total_bytes=memory.total, load1=os.getloadavg()[0], psi=read_psi(psi_root),
+    )
+
+
+class ProcessSampler:
+    """Reads the target's process tree and the host every ``interval_s``; see ``run``.
+
+    Host CPU is computed from psutil.cpu_times() deltas of this sampler's own ticks,
+    not psutil.cpu_percent(), whose between-calls state is global to the process.
+    """
+
+    def __init__(
+        self, interval_s: float = 1.0, *, clock: Callable[[], Nanos] = time.time_ns,
+        psi_root: str = PSI_ROOT,
+    ) -> None:
+        if not interval_s > 0:
+            raise ConfigError(f"process sampling interval must be positive, not {interval_s}")
+        self.interval_s = interval_s
+        self._clock = clock
+        self._psi_root = psi_root
+        self._procs: dict[ProcessKey, ProcessSnapshot] = {}
+        self._host: HostSnapshot | None = None
+        self._complained: set[tuple[str, str]] = set()
+
+    async def run(
+        self,
+        target_pid: Callable[[], int | None],
+        emit_process: Callable[[ProcessReading], None],
+        emit_host: Callable[[HostReading], None],
+        stop: asyncio.Event,
+    ) -> None:
+        """Tick until ``stop`` is set: readings of the interval since the last tick.
+
+        ``target_pid`` is asked every tick (None: no target right now, e.g. between a
+        restart and re-attaching; host readings go on). The first tick only takes
+        baselines. Ticks keep to a grid; one that overruns is followed at once.
+        """
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time()
+        while not stop.is_set():
+            await self._tick(target_pid, emit_process, emit_host)
+            next_tick = max(next_tick + self.interval_s, loop.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), next_tick - loop.time())
+
+    async def _tick(
+        self,
+        target_pid: Callable[[], int | None],
+        emit_process: Callable[[ProcessReading], None],
+        emit_host: Callable[[HostReading], None],
+    ) -> None:
+        try:
+            snapshots, host = await asyncio.to_thread(self._read, target_pid())
+            self._procs, readings = advance(self._procs, snapshots)
+            host_reading = host_delta(self._host, host) if host is not None else None
+            self._host = host
+            for reading in readings:
+                emit_process(reading)
+            if host_reading is not None:
+                emit_host(host_reading)
+        except Exception as exc:  # a background loop logs and carries on
+            self._complain("process sampling", exc)
+
+    def _read(self, pid: int | None) -> tuple[list[ProcessSnapshot], HostSnapshot | None]:
+        """Runs in a worker thread: psutil and /proc reads block."""
+        time_ns, mono_ns = self._clock(), time.monotonic_ns()
+        snapshots = [] if pid is None else snapshot_tree(pid, time_ns, mono_ns, self._complain)
+        try:
+            return snapshots, snapshot_host(time_ns, mono_ns, self._psi_root)
+        except Exception as exc:
+            self._complain("reading host values", exc)
+            return snapshots, None
+
+    def _complain(self, what: str, exc: BaseException) -> None:
+        # once per kind of failure at warning level: at 1 Hz a lasting fault would flood the log
+        kind = (what, type(exc).__name__)
+        if kind in self._complained:
+            log.debug("%s failed again: %s: %s", what, type(exc).__name__, exc)
+            return
+        self._complained.add(kind)
+        expected = isinstance(exc, psutil.Error | OSError)  # no traceback for these
+        log.warning("%s failed: %s: %s (repeats are logged at debug level)", what,
+                    type(exc).__name__, exc, exc_info=None if expected else exc)

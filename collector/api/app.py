@@ -1,0 +1,149 @@
+"""The HTTP API (aiohttp): /api/v1/..., /metrics, /healthz.
+
+Handlers only parse parameters, call the store and render in worker threads (DuckDB
+blocks, and a big tree takes CPU seconds to build and encode, which would stall ingest);
+every bad parameter is a 400 whose JSON names it, never a 500. The series
+endpoints (latency, gpu, process) live in api_series.py, the events ones in
+api_events.py; the parameter helpers they share in api_common.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from pyrometer.collector.api import events as api_events
+from pyrometer.collector.api import openapi
+from pyrometer.collector.api import series as api_series
+from pyrometer.collector.api import spikes as api_spikes
+from pyrometer.collector.api.diff import flamegraph_diff
+from pyrometer.collector.api.params import (
+    MAX_LABEL_LEN,
+    MAX_PARAM_LEN,
+    METRICS,
+    STORE,
+    BadParameter,
+    UnknownService,
+    Window,
+    optional,
+    optional_int,
+    parse_window,
+    required,
+    run_query,
+    short,
+)
+from pyrometer.collector.errors import StorageError
+from pyrometer.collector.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from pyrometer.collector.metrics import CollectorMetrics
+from pyrometer.collector.render import FORMATS, render
+from pyrometer.collector.storage.duckdb.backend import ServiceSummary, Store
+from pyrometer.collector.timeparse import format_time
+
+log = logging.getLogger(__name__)
+
+# these lived here before api_common; they stay importable from this module
+__all__ = ["MAX_LABEL_LEN", "MAX_PARAM_LEN", "METRICS", "STORE", "BadParameter", "UnknownService",
+           "Window", "create_app", "parse_window"]
+
+_LABELS = ("instance", "version", "thread")
+# aiohttp refuses a request line over 8 KiB on its own (a bare 400 from its parser);
+# a label may be as long as MAX_LABEL_LEN, which percent-encoded is up to three times that
+RUNNER_OPTIONS: dict[str, Any] = {"max_line_size": 64 * 1024}
+_UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def create_app(store: Store, metrics: CollectorMetrics, middlewares: Sequence[Middleware] = ()
+               ) -> web.Application:
+    """The API over `store`; query latencies are observed in `metrics`."""
+    app = web.Application(middlewares=[*middlewares, _errors])  # first runs outermost (auth)
+    app[STORE] = store
+    app[METRICS] = metrics
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", prometheus_metrics)
+    app.router.add_get("/api/v1/services", services)
+    app.router.add_get("/api/v1/flamegraph", flamegraph)
+    app.router.add_get("/api/v1/flamegraph/diff", flamegraph_diff)
+    app.router.add_get("/api/v1/latency", api_series.latency)
+    app.router.add_get("/api/v1/gpu", api_series.gpu)
+    app.router.add_get("/api/v1/process", api_series.process)
+    app.router.add_get("/api/v1/spikes", api_spikes.spikes)
+    app.router.add_get("/api/v1/events", api_events.list_events)
+    app.router.add_post("/api/v1/events", api_events.post_event)
+    app.router.add_get("/api/v1/openapi.json", openapi.openapi_json)
+    return app
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                  ) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except BadParameter as err:
+        return web.json_response({"error": str(err), "parameter": err.parameter}, status=err.status)
+    except StorageError:
+        # the client cannot fix this, and the message names server paths: log it here
+        log.exception("query failed: %s %s", request.method, request.path)
+        return web.json_response({"error": "the collector's storage failed; see its log"},
+                                 status=500)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def prometheus_metrics(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[METRICS].render(),
+                        headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
+async def services(request: web.Request) -> web.Response:
+    found = await run_query(request, "services", request.app[STORE].services)
+    return web.json_response({"services": [_service_json(s) for s in found]})
+
+
+async def flamegraph(request: web.Request) -> web.StreamResponse:
+    query = request.query
+    service = required(query, "service")
+    window = parse_window(query, now_ns=time.time_ns())
+    fmt = optional(query, "format") or "json"
+    if fmt not in FORMATS:
+        raise BadParameter("format", f"unknown format {short(fmt)}; use one of {', '.join(FORMATS)}")
+    filters = {name: optional(query, name, MAX_LABEL_LEN) for name in _LABELS}
+    pid = optional_int(query, "pid")
+    store = request.app[STORE]
+    profile = await run_query(request, "flamegraph", store.profile, service, window.start_ns,
+                           window.end_ns, pid=pid, **filters)
+    # only an empty answer needs the (full scan) services listing to tell "no data in
+    # this window" from "no such service"
+    if not profile.samples:
+        known = await run_query(request, "services", store.services)
+        if service not in {s.name for s in known}:
+            raise UnknownService("service", f"unknown service {short(service)}")
+    # building and encoding a big tree takes CPU seconds: off the loop, which ingest shares
+    body, content_type = await asyncio.to_thread(render, profile, fmt)
+    headers = {"Content-Type": content_type}
+    if fmt == "pprof":
+        # the service name comes from agents: keep quotes and line breaks out of the header
+        filename = f"{_UNSAFE_FILENAME.sub('_', service)}.{FORMATS[fmt].extension}"
+        headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return web.Response(body=body, headers=headers)
+
+
+def _service_json(summary: ServiceSummary) -> dict[str, Any]:
+    return {
+        "name": summary.name,
+        "instances": list(summary.instances),
+        "first_seen": format_time(summary.first_seen_ns),
+        "last_seen": format_time(summary.last_seen_ns),
+        # exact, for building a window from the listing (RFC 3339 above is to ms)
+        "first_seen_ns": summary.first_seen_ns,
+        "last_seen_ns": summary.last_seen_ns,
+        "samples": summary.samples,
+    }

@@ -1,0 +1,107 @@
+"""GET /api/v1/flamegraph/diff: the flame graph of one window against a baseline window.
+
+Parameters: ``service``; ``from``/``to`` (the target window, default the last hour);
+``baseline_from``/``baseline_to`` (default: the window of the same length just before
+the target; give one bound and the other follows from that length); ``format``
+``json`` (default) or ``html``; optional ``instance``, ``version``, ``thread`` and
+``pid`` filters, applied to both windows. Values are samples per second of each
+window (see collector.diff). Same rules as /api/v1/flamegraph: a bad parameter is a
+400 naming it, an unknown service a 404, and two windows without data a valid diff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+
+from aiohttp import web
+
+from pyrometer.agent.shared.model import Nanos
+from pyrometer.collector.api.params import (
+    MAX_LABEL_LEN,
+    METRICS,
+    STORE,
+    BadParameter,
+    Query,
+    UnknownService,
+    Window,
+    optional,
+    optional_int,
+    parse_window,
+    required,
+    run_query,
+    short,
+)
+from pyrometer.collector.model import Profile
+from pyrometer.collector.render.diff_html import render_diff_html
+from pyrometer.collector.render.diff_json import render_diff_json
+from pyrometer.collector.timeparse import MAX_TIME_NS, TimeFormatError, format_time, parse_time
+
+DiffRenderer = Callable[[Profile, Profile], str]
+
+FORMATS: Mapping[str, tuple[DiffRenderer, str]] = {
+    "json": (render_diff_json, "application/json"),
+    "html": (render_diff_html, "text/html; charset=utf-8"),
+}
+_LABELS = ("instance", "version", "thread")
+
+
+async def flamegraph_diff(request: web.Request) -> web.Response:
+    """The handler; see the module docstring for its parameters."""
+    query = request.query
+    service = required(query, "service")
+    now_ns = time.time_ns()
+    target = parse_window(query, now_ns=now_ns)
+    baseline = baseline_window(query, target, now_ns)
+    fmt = optional(query, "format") or "json"
+    if fmt not in FORMATS:
+        raise BadParameter("format", f"unknown format {short(fmt)}; use one of {', '.join(FORMATS)}")
+    filters = {name: optional(query, name, MAX_LABEL_LEN) for name in _LABELS}
+    pid = optional_int(query, "pid")
+    store = request.app[STORE]
+    with request.app[METRICS].time_query("flamegraph_diff"):
+        # DuckDB blocks; the two reads run in worker threads side by side
+        before, after = await asyncio.gather(*(
+            asyncio.to_thread(store.profile, service, w.start_ns, w.end_ns, pid=pid, **filters)
+            for w in (baseline, target)))
+    # as for /flamegraph: only an empty answer needs the services listing
+    if not before.samples and not after.samples:
+        known = await run_query(request, "services", store.services)
+        if service not in {s.name for s in known}:
+            raise UnknownService("service", f"unknown service {short(service)}")
+    render, content_type = FORMATS[fmt]
+    # off the loop, which ingest shares: two trees take CPU seconds to build and encode
+    text = await asyncio.to_thread(render, before, after)
+    return web.Response(text=text, headers={"Content-Type": content_type})
+
+
+def baseline_window(query: Query, target: Window, now_ns: Nanos) -> Window:
+    """``baseline_from``/``baseline_to``, each defaulting to the target's length away.
+
+    Kept within the times users can type, so a default never leaves DuckDB's range.
+    """
+    length = target.end_ns - target.start_ns
+    start = _time(query, "baseline_from", now_ns)
+    end = _time(query, "baseline_to", now_ns)
+    if start is None and end is None:
+        end = target.start_ns
+    if start is None:
+        assert end is not None
+        start = max(0, end - length)
+    if end is None:
+        end = min(MAX_TIME_NS, start + length)
+    if start >= end:
+        raise BadParameter("baseline_from", f"baseline_from ({format_time(start)}) must be "
+                           f"before baseline_to ({format_time(end)})")
+    return Window(start, end)
+
+
+def _time(query: Query, name: str, now_ns: Nanos) -> Nanos | None:
+    raw = optional(query, name)
+    if raw is None:
+        return None
+    try:
+        return parse_time(raw, now_ns)
+    except TimeFormatError as err:
+        raise BadParameter(name, f"{name}: {short(str(err))}") from None

@@ -1,0 +1,117 @@
+"""What every HTTP API handler shares: app state keys, parameter parsing, 400 errors.
+
+Every bad parameter raises BadParameter, which the API's error middleware answers with
+a JSON 400 naming the parameter; the helpers never let a value through that would make
+the store fail (a time past int64, a string longer than anything stored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from pyrometer.agent.shared.model import Nanos
+from pyrometer.collector.metrics import CollectorMetrics
+from pyrometer.collector.storage.batch import DecodeLimits
+from pyrometer.collector.storage.store import Store
+from pyrometer.collector.timeparse import TimeFormatError, format_time, parse_time
+
+T = TypeVar("T")
+
+STORE = web.AppKey("store", Store)
+METRICS = web.AppKey("metrics", CollectorMetrics)
+DEFAULT_RANGE = "now-1h"
+MAX_PARAM_LEN = 256
+# a label or service may be as long as ingest lets a stored string be, or a service
+# that /services lists could not be asked for
+MAX_LABEL_LEN = DecodeLimits().max_string_bytes
+
+Query = Mapping[str, str]
+
+
+class BadParameter(Exception):
+    """A query parameter the API cannot use; answered with its status and the name."""
+
+    status = 400
+
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+
+
+class UnknownService(BadParameter):
+    """Well-formed, but no such service has data: 404, not 400."""
+
+    status = 404
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    start_ns: Nanos
+    end_ns: Nanos
+
+
+def parse_window(query: Query, now_ns: Nanos) -> Window:
+    """`from`/`to` as RFC 3339, unix seconds or now-15m; defaults to the last hour."""
+    start = _parse_time_param(query, "from", DEFAULT_RANGE, now_ns)
+    end = _parse_time_param(query, "to", "now", now_ns)
+    if start >= end:
+        raise BadParameter("from", f"from ({format_time(start)}) must be before to ({format_time(end)})")
+    return Window(start, end)
+
+
+def _parse_time_param(query: Query, name: str, default: str, now_ns: Nanos) -> Nanos:
+    raw = optional(query, name) or default
+    try:
+        return parse_time(raw, now_ns)
+    except TimeFormatError as err:
+        raise BadParameter(name, f"{name}: {short(str(err))}") from None
+
+
+def required(query: Query, name: str, limit: int = MAX_LABEL_LEN) -> str:
+    value = optional(query, name, limit)
+    if not value:
+        raise BadParameter(name, f"{name} is required")
+    return value
+
+
+def optional(query: Query, name: str, limit: int = MAX_PARAM_LEN) -> str | None:
+    value = query.get(name)
+    if value is not None and len(value) > limit:
+        raise BadParameter(name, f"{name} is longer than {limit} characters")
+    return value or None
+
+
+def optional_int(query: Query, name: str) -> int | None:
+    value = optional(query, name)
+    if value is None:
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise BadParameter(name, f"{name} must be an integer, not {short(value)}") from None
+    if not 0 <= number < 2**31:
+        raise BadParameter(name, f"{name} {number} is out of range")
+    return number
+
+
+def short(value: str, limit: int = 64) -> str:
+    """repr of a user's value for a message, cut so an error never echoes a whole URL."""
+    return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
+async def run_query(request: web.Request, endpoint: str, func: Callable[..., T], *args: Any,
+                    **kwargs: Any) -> T:
+    """Call the store in a worker thread (DuckDB blocks), timed as a query of `endpoint`."""
+    with request.app[METRICS].time_query(endpoint):
+        return await asyncio.to_thread(func, *args, **kwargs)
+
+
+def window_json(window: Window) -> dict[str, Any]:
+    """The window a response covers, in RFC 3339 (to the ms) and exact nanoseconds."""
+    return {"from": format_time(window.start_ns), "to": format_time(window.end_ns),
+            "from_ns": window.start_ns, "to_ns": window.end_ns}

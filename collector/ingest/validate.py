@@ -1,0 +1,300 @@
+"""Per-record validation of a batch's telemetry: GPU, process, host, request and event.
+
+A bad record is not a bad batch. A GPU reading with a temperature of 4000 C or a request
+with a negative latency says that one sampler or one middleware call went wrong, not
+that the stream is broken: the record is dropped with a short reason, counted (by kind
+and reason, in `DecodedBatch.rejected` and in pyrometer_records_rejected_total), and the
+rest of the batch is stored. Failing the whole batch instead would make the agent retry
+it for ever, and lose the stacks and the good records with it.
+
+Whole-batch problems stay whole-batch errors (decode.py): a string id that the stream's
+dictionary does not define means both ends disagree about the dictionary, so nothing in
+the batch can be trusted; too many records is a size limit.
+
+No I/O here; the protobuf records go in, the agent's domain values come out.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pyrometer.agent.shared.model import (
+    NANOS_PER_SECOND,
+    AgentStats,
+    Event,
+    GpuReading,
+    HostReading,
+    Nanos,
+    ProcessReading,
+    RequestRecord,
+    Telemetry,
+)
+from pyrometer.collector.errors import BatchLimitError, InvalidBatchError
+from pyrometer.collector.storage.batch import DecodeLimits, Rejections
+from pyrometer.proto import ingest_pb2
+
+# No profiler ran before this; a smaller timestamp is a unit or clock bug (2000-01-01).
+MIN_TIME_NS: Nanos = 946_684_800 * NANOS_PER_SECOND
+INT64_MAX = 2**63 - 1
+
+# NVML clock-event (throttle) reasons, nvmlClocksEventReason* in nvml.h. The first nine
+# are in every driver since R418; BoardLimit and Reliability came with recent drivers
+# (cuda-python's nvml ClocksEventReasons lists them as 0x200 and 0x400). A bit outside
+# this union is not something a driver reports: the reading is rejected.
+CLOCK_EVENT_REASONS: Mapping[str, int] = {
+    "gpu_idle": 0x1,
+    "applications_clocks_setting": 0x2,
+    "sw_power_cap": 0x4,
+    "hw_slowdown": 0x8,
+    "sync_boost": 0x10,
+    "sw_thermal_slowdown": 0x20,
+    "hw_thermal_slowdown": 0x40,
+    "hw_power_brake_slowdown": 0x80,
+    "display_clock_setting": 0x100,
+    "board_limit": 0x200,
+    "reliability": 0x400,
+}
+KNOWN_CLOCK_EVENT_MASK = sum(CLOCK_EVENT_REASONS.values())
+MIN_TEMPERATURE_C, MAX_TEMPERATURE_C = -50.0, 200.0
+MAX_GPU_INDEX = 1023
+MAX_PERFORMANCE_STATE = 15
+MAX_HTTP_STATUS = 999
+MAX_CLOCK_MHZ = 100_000  # 100 GHz
+MAX_POWER_MW = 100_000_000  # 100 kW for one device
+# per-interval counters are summed over a step: this bound keeps any sum inside int64
+MAX_INTERVAL_COUNT = 2**40
+
+_GPU_TEMPERATURES = ("temperature_c", "slowdown_temperature_c", "memory_temperature_c")
+_GPU_PERCENTS = ("utilization_gpu_pct", "utilization_memory_pct")
+_GPU_MEMORY = ("memory_used_bytes", "memory_total_bytes", "process_memory_bytes")
+_GPU_CLOCKS = ("sm_clock_mhz", "sm_clock_max_mhz", "graphics_clock_mhz", "memory_clock_mhz",
+               "memory_clock_max_mhz")
+_GPU_POWER = ("power_mw", "power_limit_mw")
+_GPU_OTHER = ("clock_event_reasons", "performance_state")
+_GPU_OPTIONAL = _GPU_TEMPERATURES + _GPU_PERCENTS + _GPU_MEMORY + _GPU_CLOCKS + _GPU_POWER + _GPU_OTHER
+_PSI = ("psi_cpu_some", "psi_memory_some", "psi_memory_full", "psi_io_some", "psi_io_full")
+
+
+class _Reject(Exception):
+    """One record is unusable; `reason` is a short snake_case token for metrics."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _f32(value: float) -> float:
+    # proto floats are float32: 71.3 arrives as 71.30000305...; keep what the agent meant
+    return float(f"{value:.7g}")
+
+
+def _within(value: float | None, low: float, high: float, reason: str) -> None:
+    # written so that NaN fails too: every comparison with NaN is false
+    if value is not None and not low <= value <= high:
+        raise _Reject(reason)
+
+
+def _text(value: str, limits: DecodeLimits) -> str:
+    if len(value.encode()) > limits.max_string_bytes:
+        raise _Reject("string_too_long")
+    return value
+
+
+def _optional(msg: Any, name: str) -> Any:
+    return getattr(msg, name) if msg.HasField(name) else None
+
+
+def _optionals(msg: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    # `_optional` of each name (HasField per name is cheaper than one ListFields())
+    has = msg.HasField
+    return {name: getattr(msg, name) if has(name) else None for name in names}
+
+
+class _Checker:
+    """Validates records against one batch's clock and limits."""
+
+    def __init__(self, now_ns: Nanos, limits: DecodeLimits) -> None:
+        self.now_ns = now_ns
+        self.limits = limits
+        # checked in this order, so a reading with several bad values keeps its reason
+        self._gpu_bounds: tuple[tuple[tuple[str, ...], float, float, str], ...] = (
+            (_GPU_PERCENTS, 0, 100, "percent_out_of_range"),
+            (_GPU_MEMORY, 0, limits.max_memory_bytes, "size_out_of_range"),
+            (_GPU_CLOCKS, 0, MAX_CLOCK_MHZ, "clock_out_of_range"),
+            (_GPU_POWER, 0, MAX_POWER_MW, "power_out_of_range"),
+        )
+
+    def time(self, ns: Nanos) -> Nanos:
+        # the same bounds as a profile window's: after 2000, at most max_future ahead
+        _within(ns, MIN_TIME_NS, self.now_ns + self.limits.max_future_ns, "time_out_of_range")
+        return ns
+
+    def gpu(self, msg: ingest_pb2.GpuReading) -> GpuReading:
+        values = _optionals(msg, _GPU_OPTIONAL)
+        for name in _GPU_TEMPERATURES:
+            value = values[name]
+            if value is not None:
+                _within(value, MIN_TEMPERATURE_C, MAX_TEMPERATURE_C, "temperature_out_of_range")
+                values[name] = _f32(value)
+        for names, low, high, reason in self._gpu_bounds:
+            for name in names:
+                value = values[name]
+                # written so that NaN fails too, as in _within
+                if value is not None and not low <= value <= high:
+                    raise _Reject(reason)
+        reasons = values["clock_event_reasons"]
+        if reasons is not None and reasons & ~KNOWN_CLOCK_EVENT_MASK:
+            raise _Reject("unknown_clock_event_reason")
+        _within(values["performance_state"], 0, MAX_PERFORMANCE_STATE,
+                "performance_state_out_of_range")
+        _within(msg.index, 0, MAX_GPU_INDEX, "gpu_index_out_of_range")
+        return GpuReading(
+            time_ns=self.time(msg.time_unix_nanos), index=msg.index,
+            uuid=_text(msg.uuid, self.limits), name=_text(msg.name, self.limits),
+            replayed=msg.replayed, **values,
+        )
+
+    def process(self, msg: ingest_pb2.ProcessReading) -> ProcessReading:
+        _within(msg.pid, 0, 2**31 - 1, "pid_out_of_range")
+        _within(msg.interval_s, 1e-3, 3600, "interval_out_of_range")
+        for cores in (msg.cpu_user, msg.cpu_system):
+            _within(cores, 0, self.limits.max_cpu_cores, "cpu_out_of_range")
+        _within(msg.rss_bytes, 0, self.limits.max_memory_bytes, "size_out_of_range")
+        for count in (msg.ctx_switches_voluntary, msg.ctx_switches_involuntary):
+            _within(count, 0, MAX_INTERVAL_COUNT, "count_out_of_range")
+        return ProcessReading(
+            time_ns=self.time(msg.time_unix_nanos), pid=msg.pid, interval_s=_f32(msg.interval_s),
+            cpu_user=_f32(msg.cpu_user), cpu_system=_f32(msg.cpu_system), rss_bytes=msg.rss_bytes,
+            threads=msg.threads, ctx_switches_voluntary=msg.ctx_switches_voluntary,
+            ctx_switches_involuntary=msg.ctx_switches_involuntary,
+        )
+
+    def host(self, msg: ingest_pb2.HostReading) -> HostReading:
+        psi = _optionals(msg, _PSI)
+        for name, value in psi.items():
+            if value is not None:
+                _within(value, 0, 100, "percent_out_of_range")
+                psi[name] = _f32(value)
+        _within(msg.cpu_pct, 0, 100, "percent_out_of_range")
+        for size in (msg.memory_available_bytes, msg.memory_total_bytes):
+            _within(size, 0, self.limits.max_memory_bytes, "size_out_of_range")
+        _within(msg.load1, 0, self.limits.max_load, "load_out_of_range")
+        return HostReading(
+            time_ns=self.time(msg.time_unix_nanos), cpu_pct=_f32(msg.cpu_pct),
+            cpu_count=msg.cpu_count, memory_available_bytes=msg.memory_available_bytes,
+            memory_total_bytes=msg.memory_total_bytes, load1=_f32(msg.load1), **psi,
+        )
+
+    def request(self, msg: ingest_pb2.RequestRecord, text: Callable[[int], str]) -> RequestRecord:
+        limits = self.limits
+        if msg.latency_nanos < 0:
+            raise _Reject("negative_latency")
+        _within(msg.latency_nanos, 0, limits.max_latency_ns, "latency_out_of_range")
+        ttfb = _optional(msg, "ttfb_nanos")
+        if ttfb is not None and ttfb < 0:
+            raise _Reject("negative_ttfb")
+        _within(ttfb, 0, limits.max_latency_ns, "latency_out_of_range")
+        for size in (msg.request_bytes, msg.response_bytes):
+            _within(size, 0, limits.max_payload_bytes, "size_out_of_range")
+        app_size = _optional(msg, "app_size")
+        _within(app_size, 0, INT64_MAX, "size_out_of_range")
+        if len(msg.chunk_gaps_us) > limits.max_chunk_gaps:
+            raise _Reject("too_many_chunk_gaps")
+        _within(msg.status, 0, MAX_HTTP_STATUS, "status_out_of_range")
+        _within(msg.pid, 0, 2**31 - 1, "pid_out_of_range")
+        return RequestRecord(
+            end_ns=self.time(msg.end_unix_nanos), latency_ns=msg.latency_nanos,
+            request_bytes=msg.request_bytes, response_bytes=msg.response_bytes,
+            route=text(msg.route), method=text(msg.method), status=msg.status, ttfb_ns=ttfb,
+            chunk_gaps_us=tuple(msg.chunk_gaps_us), chunk_gaps_dropped=msg.chunk_gaps_dropped,
+            app_size=app_size, pid=msg.pid, source=text(msg.source),
+        )
+
+    def agent_stats(self, msg: ingest_pb2.AgentStats) -> AgentStats:
+        _within(msg.cpu_cores, 0, self.limits.max_cpu_cores, "cpu_out_of_range")
+        for size in (msg.rss_bytes, msg.spool_bytes):
+            _within(size, 0, self.limits.max_memory_bytes, "size_out_of_range")
+        if msg.spooled_batches > msg.queued_batches:
+            raise _Reject("spooled_exceeds_queued")  # the spooled ones are part of the queue
+        # cumulative counters: stored as BIGINT, and past 2**40 they are a wrapped counter
+        for count in (msg.dropped_batches, msg.dropped_records, msg.reconnects,
+                      msg.pyspy_restarts):
+            _within(count, 0, MAX_INTERVAL_COUNT, "count_out_of_range")
+        return AgentStats(
+            time_ns=self.time(msg.time_unix_nanos), cpu_cores=_f32(msg.cpu_cores),
+            rss_bytes=msg.rss_bytes, queued_batches=msg.queued_batches,
+            spooled_batches=msg.spooled_batches, spool_bytes=msg.spool_bytes,
+            dropped_batches=msg.dropped_batches, dropped_records=msg.dropped_records,
+            reconnects=msg.reconnects, pyspy_restarts=msg.pyspy_restarts,
+        )
+
+    def event(self, msg: ingest_pb2.Event) -> Event:
+        if not msg.kind:
+            raise _Reject("empty_kind")
+        if len(msg.attrs) > self.limits.max_labels:
+            raise _Reject("too_many_attrs")
+        if any(not key for key in msg.attrs):
+            raise _Reject("empty_attr_key")
+        for pid in (msg.pid, msg.previous_pid):
+            _within(pid, 0, 2**31 - 1, "pid_out_of_range")
+        attrs = tuple(sorted((_text(k, self.limits), _text(v, self.limits))
+                             for k, v in msg.attrs.items()))
+        return Event(
+            time_ns=self.time(msg.time_unix_nanos), kind=_text(msg.kind, self.limits),
+            version=_text(msg.version, self.limits),
+            previous_version=_text(msg.previous_version, self.limits),
+            pid=msg.pid, previous_pid=msg.previous_pid, attrs=attrs,
+        )
+
+
+def decode_telemetry(
+    batch: ingest_pb2.Batch, text: Callable[[int], str], now_ns: Nanos, limits: DecodeLimits,
+) -> tuple[Telemetry, Rejections]:
+    """The batch's valid records, and the count of dropped ones by (kind, reason).
+
+    `text` resolves a string id; every id it is given has been checked to exist.
+    """
+    check = _Checker(now_ns, limits)
+    rejected: Counter[tuple[str, str]] = Counter()
+
+    def keep(kind: str, convert: Callable[[Any], Any], records: Any) -> tuple[Any, ...]:
+        kept = []
+        for record in records:
+            try:
+                kept.append(convert(record))
+            except _Reject as bad:
+                rejected[(kind, bad.reason)] += 1
+        return tuple(kept)
+
+    telemetry = Telemetry(
+        gpu=keep("gpu", check.gpu, batch.gpu),
+        process=keep("process", check.process, batch.process),
+        host=keep("host", check.host, batch.host),
+        requests=keep("request", lambda r: check.request(r, text), batch.requests),
+        events=keep("event", check.event, batch.events),
+        agent_stats=keep("agent_stats", check.agent_stats, batch.agent_stats),
+    )
+    return telemetry, dict(rejected)
+
+
+def check_references(batch: ingest_pb2.Batch, n_strings: int, limits: DecodeLimits) -> None:
+    """Whole-batch checks of the telemetry: record counts, and the requests' string ids.
+
+    An undefined string id means the two ends disagree about the stream's dictionary,
+    so it rejects the batch (InvalidBatchError) rather than one record.
+    """
+    for kind, records in (("gpu", batch.gpu), ("process", batch.process), ("host", batch.host),
+                          ("request", batch.requests), ("event", batch.events),
+                          ("agent_stats", batch.agent_stats)):
+        if len(records) > limits.max_records:
+            raise BatchLimitError(
+                f"{kind} records in one batch: {len(records)} exceeds the limit of "
+                f"{limits.max_records}")
+    for field_name in ("route", "method", "source"):
+        ids = [getattr(r, field_name) for r in batch.requests]
+        if ids and max(ids) >= n_strings:
+            raise InvalidBatchError(
+                f"request {field_name} string id {max(ids)} is not defined on this stream "
+                f"({n_strings} known)")

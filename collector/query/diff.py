@@ -1,0 +1,238 @@
+"""Differential profiles: what changed between a baseline window and a target window.
+
+Two windows rarely have the same length or the same traffic, so raw sample counts do
+not compare. Each side's counts are divided by that side's own divisor first:
+
+- by default its window's duration in seconds (``Profile.duration_ns``): values are
+  samples per second, so a 60 s baseline and a 10 s target of the same workload show
+  no change;
+- when units are given for both sides (e.g. each window's request count), by those:
+  values are samples per unit, e.g. per request, so a traffic surge does not make every
+  function look slower, while a function that got costlier per request does.
+
+A side whose divisor is zero (no requests in it) has all values 0.0: there is nothing
+to compare per unit. Shares (a node's samples over its side's total) need no divisor
+and answer the other question: did the *shape* of the profile change.
+
+Frames are matched by function identity (``tree.FunctionKey``) along their call path,
+as ``tree.build_tree`` merges them, so a function present on only one side is a node
+with zero on the other.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from pyrometer.agent.shared.model import NANOS_PER_SECOND, Frame
+from pyrometer.collector.model import Profile
+from pyrometer.collector.query.tree import FunctionKey, Node, build_tree, root_name
+
+Ranking = Literal["share", "value"]
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionStat:
+    """Samples of one function in a profile, each sample counted once per function.
+
+    ``total`` counts the samples with the function anywhere on the stack (a recursive
+    function is counted once, not once per frame), ``self_samples`` those where it is
+    the leaf.
+    """
+
+    total: int
+    self_samples: int
+
+
+@dataclass(frozen=True, slots=True)
+class Normalisation:
+    """What each side's sample counts are divided by: seconds of window, or units."""
+
+    per: Literal["second", "unit"]
+    baseline: float  # divisor of the baseline's counts
+    target: float  # divisor of the target's counts
+
+    def values(self, baseline_count: int, target_count: int) -> tuple[float, float]:
+        """Both counts, normalised."""
+        return _per(baseline_count, self.baseline), _per(target_count, self.target)
+
+
+@dataclass(frozen=True, slots=True)
+class DiffNode:
+    """One call path in both windows: raw samples, normalised values and shares.
+
+    ``baseline``/``target`` are normalised (see ``Normalisation``), ``*_samples`` raw,
+    ``*_share`` the fraction (0..1) of that side's total. Children come by descending
+    ``baseline + target``, then name, then file. ``key`` is None only for the root.
+    """
+
+    name: str
+    key: FunctionKey | None
+    baseline_samples: int
+    target_samples: int
+    baseline: float
+    target: float
+    baseline_share: float
+    target_share: float
+    children: tuple[DiffNode, ...] = ()
+
+    @property
+    def delta(self) -> float:
+        """Change of the normalised value, target minus baseline."""
+        return self.target - self.baseline
+
+    @property
+    def share_delta(self) -> float:
+        """Change of the share of all samples, target minus baseline (0..1 scale)."""
+        return self.target_share - self.baseline_share
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionChange:
+    """How one function's inclusive samples changed, for reports ("4% -> 31%")."""
+
+    function: str  # the tree's label, "name (file)"
+    baseline_share: float  # of the baseline's samples, 0..1
+    target_share: float
+    baseline: float  # normalised inclusive samples (per second or per unit)
+    target: float
+    delta: float  # target - baseline
+    share_delta: float  # target_share - baseline_share
+
+
+def function_stats(profile: Profile) -> dict[str, FunctionStat]:
+    """Inclusive and self samples per function label (``name (file)``), sorted by label."""
+    totals: dict[str, int] = {}
+    leaves: dict[str, int] = {}
+    # the label per Frame object: stacks share them, and a label costs a FunctionKey
+    labels: dict[int, str] = {}  # by id(frame); the profile keeps its frames alive
+
+    def label_of(frame: Frame) -> str:
+        found = labels.get(id(frame))
+        if found is None:
+            found = labels[id(frame)] = FunctionKey.of(frame).label
+        return found
+
+    for stack, count in profile.samples:
+        # a set: recursion (or one function on two lines) must not count a sample twice
+        for label in {label_of(frame) for frame in stack}:
+            totals[label] = totals.get(label, 0) + count
+        if stack:
+            leaf = label_of(stack[-1])
+            leaves[leaf] = leaves.get(leaf, 0) + count
+    return {label: FunctionStat(n, leaves.get(label, 0)) for label, n in sorted(totals.items())}
+
+
+def normalisation(baseline: Profile, target: Profile, *, baseline_units: float | None = None,
+                  target_units: float | None = None) -> Normalisation:
+    """Per second of each window, or per unit when both unit counts are given.
+
+    Raises ValueError when only one side's units are given, or a count is negative or
+    not finite.
+    """
+    if baseline_units is None and target_units is None:
+        return Normalisation("second", baseline.duration_ns / NANOS_PER_SECOND,
+                             target.duration_ns / NANOS_PER_SECOND)
+    if baseline_units is None or target_units is None:
+        raise ValueError("give units for both windows or for neither")
+    for units in (baseline_units, target_units):
+        if not math.isfinite(units) or units < 0:
+            raise ValueError(f"units must be a finite count >= 0, not {units!r}")
+    return Normalisation("unit", float(baseline_units), float(target_units))
+
+
+def diff_profiles(baseline: Profile, target: Profile, *, baseline_units: float | None = None,
+                  target_units: float | None = None) -> DiffNode:
+    """The two call trees merged node by node, rooted at the service (see module doc)."""
+    norm = normalisation(baseline, target, baseline_units=baseline_units,
+                         target_units=target_units)
+    name = root_name(target) if target.service else root_name(baseline)
+    return _merge(build_tree(baseline), build_tree(target), norm, name)
+
+
+def top_changes(baseline: Profile, target: Profile, n: int = 10, *,
+                baseline_units: float | None = None, target_units: float | None = None,
+                by: Ranking = "share") -> list[FunctionChange]:
+    """The ``n`` functions whose inclusive samples changed most, largest change first.
+
+    ``by="share"`` ranks by the change of share of all samples (the profile's shape),
+    ``by="value"`` by the change of the normalised value. Functions whose ranked change
+    is zero (for values: within 1e-9 relative) are left out; ties go by function label.
+    """
+    norm = normalisation(baseline, target, baseline_units=baseline_units,
+                         target_units=target_units)
+    before, after = function_stats(baseline), function_stats(target)
+    zero = FunctionStat(0, 0)
+    changes = []
+    for label in sorted(before.keys() | after.keys()):
+        b, t = before.get(label, zero).total, after.get(label, zero).total
+        b_value, t_value = norm.values(b, t)
+        b_share, t_share = _share(b, baseline.total), _share(t, target.total)
+        changes.append(FunctionChange(label, b_share, t_share, b_value, t_value,
+                                      t_value - b_value, t_share - b_share))
+    if by == "share":
+        ranked = [c for c in changes if c.share_delta != 0]
+        ranked.sort(key=lambda c: (-abs(c.share_delta), c.function))
+    else:
+        # values are quotients of floats: equal rates can differ in the last digit
+        ranked = [c for c in changes if not math.isclose(c.baseline, c.target, rel_tol=1e-9)]
+        ranked.sort(key=lambda c: (-abs(c.delta), c.function))
+    return ranked[:max(n, 0)]
+
+
+def caveats(baseline: Profile, target: Profile) -> tuple[str, ...]:
+    """Why the two sides' values may not compare, for a banner; empty when they do."""
+    if not baseline.samples or not target.samples:
+        return ()
+    found = []
+    if baseline.rate_hz != target.rate_hz:
+        # values count samples, and samples per second scale with the sampling rate
+        found.append(f"The baseline was sampled at {baseline.rate_hz:g} Hz and the target at "
+                     f"{target.rate_hz:g} Hz: compare shares, not values.")
+    if baseline.idle_included != target.idle_included:
+        found.append("Only one window includes idle (wall-clock) stacks: the two do not "
+                     "measure the same thing.")
+    return tuple(found)
+
+
+def _per(count: int, divisor: float) -> float:
+    return count / divisor if divisor > 0 else 0.0
+
+
+def _share(count: int, total: int) -> float:
+    return count / total if total > 0 else 0.0
+
+
+def _merge(baseline: Node, target: Node, norm: Normalisation, name: str) -> DiffNode:
+    # Two passes without recursion (stacks may be deeper than Python's limit): list the
+    # matched pairs parents first, then build DiffNodes from the end, children first.
+    b_total, t_total = baseline.value, target.value
+    pairs: list[tuple[Node | None, Node | None, int]] = [(baseline, target, -1)]
+    i = 0
+    while i < len(pairs):
+        b, t, _ = pairs[i]
+        b_kids = {c.key: c for c in b.children} if b is not None else {}
+        t_kids = {c.key: c for c in t.children} if t is not None else {}
+        pairs.extend((b_kids.get(k), t_kids.get(k), i) for k in b_kids.keys() | t_kids.keys())
+        i += 1
+    built: dict[int, list[DiffNode]] = {}
+    for index in range(len(pairs) - 1, -1, -1):
+        b, t, parent = pairs[index]
+        some = t if t is not None else b
+        assert some is not None
+        b_n = b.value if b is not None else 0
+        t_n = t.value if t is not None else 0
+        b_value, t_value = norm.values(b_n, t_n)
+        kids = sorted(built.pop(index, []), key=_sort_key)
+        node = DiffNode(some.name if parent >= 0 else name, some.key, b_n, t_n, b_value,
+                        t_value, _share(b_n, b_total), _share(t_n, t_total), tuple(kids))
+        if parent < 0:
+            return node
+        built.setdefault(parent, []).append(node)
+    raise AssertionError("the root is always built last")
+
+
+def _sort_key(node: DiffNode) -> tuple[float, str, str]:
+    assert node.key is not None
+    return (-(node.baseline + node.target), node.name, node.key.file)

@@ -1,0 +1,178 @@
+"""Merged call tree of a Profile: the shape every flame graph is drawn from.
+
+Frames are merged by function identity, ``(name, file)``: the same function called from
+the same path is one node whatever line it was on when sampled, which is what a reader
+of a flame graph expects. Each node keeps that identity as ``key`` so that two trees (two
+windows, or a release and its baseline) can later be matched node by node, and counts
+stay raw sample counts: a diff normalises each side by its own root value (or by its
+window's duration) rather than by anything baked in here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from pyrometer.agent.shared.model import Frame
+from pyrometer.collector.model import Profile
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class FunctionKey:
+    """Identity of a function across samples and across windows."""
+
+    name: str
+    file: str
+
+    @classmethod
+    def of(cls, frame: Frame) -> FunctionKey:
+        return cls(frame.name, frame.file)
+
+    @property
+    def label(self) -> str:
+        """What a flame graph shows: ``name (file)``, or the bare name when no file is known."""
+        return f"{self.name} ({self.file})" if self.file else self.name
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One node of the merged call tree.
+
+    ``value`` counts the samples in which this call path was on the stack (its own and
+    its callees'), ``self_value`` those in which it was the leaf. ``children`` are ordered
+    by descending value, then label, then file, so every rendering is deterministic.
+    ``key`` is None only for the root, which stands for the whole profile.
+    """
+
+    name: str
+    value: int
+    self_value: int
+    key: FunctionKey | None = None
+    children: tuple[Node, ...] = field(default=())
+
+    def child(self, key: FunctionKey) -> Node | None:
+        """The child for ``key``, if this path ever called it."""
+        return next((c for c in self.children if c.key == key), None)
+
+    def walk(self) -> Iterator[tuple[tuple[FunctionKey, ...], Node]]:
+        """Every node below and including this one, with its path of keys, depth first.
+
+        Iterative, because the collector accepts stacks deeper than Python's recursion
+        limit.
+        """
+        pending: list[tuple[tuple[FunctionKey, ...], Node]] = [((), self)]
+        while pending:
+            path, node = pending.pop()
+            yield path, node
+            for c in reversed(node.children):
+                assert c.key is not None
+                pending.append(((*path, c.key), c))
+
+    def to_dict(self) -> dict[str, object]:
+        """The ``{name, value, children}`` shape that d3-flame-graph and our HTML read."""
+        return _to_dict(self)
+
+
+class _Builder:
+    """Mutable accumulator; frozen into Nodes once all samples are in."""
+
+    __slots__ = ("children", "self_value", "value")
+
+    def __init__(self) -> None:
+        self.value = 0
+        self.self_value = 0
+        # by the index of the child's FunctionKey in _Keys.keys: an int hashes in C
+        self.children: dict[int, _Builder] = {}
+
+
+class _Keys:
+    """One index per distinct function, looked up once per distinct Frame object.
+
+    A profile's stacks share their Frame objects (one per stored frame), so most frames
+    are found by id; building and hashing a FunctionKey per frame of every stack was
+    most of the tree's time.
+    """
+
+    __slots__ = ("by_frame", "index", "keys", "labels")
+
+    def __init__(self) -> None:
+        self.by_frame: dict[int, int] = {}  # id(frame) -> index; the profile keeps frames alive
+        self.index: dict[FunctionKey, int] = {}
+        self.keys: list[FunctionKey] = []
+        self.labels: list[str] = []
+
+    def of(self, frame: Frame) -> int:
+        found = self.by_frame.get(id(frame))
+        if found is not None:
+            return found
+        key = FunctionKey.of(frame)
+        found = self.index.get(key)
+        if found is None:
+            found = self.index[key] = len(self.keys)
+            self.keys.append(key)
+            self.labels.append(key.label)
+        self.by_frame[id(frame)] = found
+        return found
+
+
+def root_name(profile: Profile) -> str:
+    """The root's label: the service, or ``root`` for a profile with no service name."""
+    return profile.service or "root"
+
+
+def build_tree(profile: Profile) -> Node:
+    """Merge ``profile``'s stacks into one call tree rooted at the service.
+
+    The root's value equals ``profile.total``; a sample with an empty stack counts as
+    the root's own time.
+    """
+    top = _Builder()
+    keys = _Keys()
+    for stack, count in profile.samples:
+        top.value += count
+        node = top
+        for frame in stack:
+            k = keys.of(frame)
+            child = node.children.get(k)
+            if child is None:
+                child = node.children[k] = _Builder()
+            child.value += count
+            node = child
+        node.self_value += count
+    return _freeze(top, root_name(profile), keys)
+
+
+def _sort_key(node: Node) -> tuple[int, str, str]:
+    assert node.key is not None
+    return (-node.value, node.name, node.key.file)
+
+
+def _freeze(top: _Builder, name: str, keys: _Keys) -> Node:
+    # Post-order without recursion: a builder is frozen once all its children are.
+    frozen: dict[int, Node] = {}
+    pending: list[tuple[_Builder, int, bool]] = [(top, -1, False)]  # -1: the root
+    while pending:
+        builder, k, expanded = pending.pop()
+        if not expanded:
+            pending.append((builder, k, True))
+            pending.extend((b, kid, False) for kid, b in builder.children.items())
+            continue
+        kids = sorted((frozen.pop(id(b)) for b in builder.children.values()), key=_sort_key)
+        key, label = (keys.keys[k], keys.labels[k]) if k >= 0 else (None, name)
+        frozen[id(builder)] = Node(label, builder.value, builder.self_value, key, tuple(kids))
+    return frozen[id(top)]
+
+
+def _to_dict(root: Node) -> dict[str, object]:
+    # Iterative for the same reason as Node.walk; children lists are filled in place.
+    out: dict[str, object] = {}
+    pending: list[tuple[Node, dict[str, object]]] = [(root, out)]
+    while pending:
+        node, target = pending.pop()
+        kids: list[dict[str, object]] = []
+        target.update(name=node.name, value=node.value, children=kids)
+        for c in node.children:
+            slot: dict[str, object] = {}
+            kids.append(slot)
+            pending.append((c, slot))
+    return out

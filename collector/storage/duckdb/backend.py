@@ -1,0 +1,305 @@
+"""The embedded storage backend, `DuckDBStore`, behind the `Store` seam (store.py).
+
+Ingest and query depend only on `Store`, so a DuckLake backend (PostgreSQL catalog,
+Parquet files, many collectors) is a new class, not a rewrite. The rules a backend
+keeps: tables are append-only; a retried batch is recognised by the per-agent
+high-water mark, updated compare-and-set in the same transaction as the insert; and
+the frame and stack dictionaries may hold an id more than once, so queries collapse
+them by id before joining.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import duckdb
+import pyarrow as pa
+
+from pyrometer.agent.shared.model import Event, Nanos
+from pyrometer.collector.errors import DatabaseInUseError, StorageError
+from pyrometer.collector.model import Profile
+from pyrometer.collector.storage.batch import DecodedBatch
+from pyrometer.collector.storage.duckdb import append as tables
+from pyrometer.collector.storage.duckdb.events import EventListing, StoredEvent, read_events
+from pyrometer.collector.storage.duckdb.profiles import ProfileFilter, read_profile, read_services
+from pyrometer.collector.storage.duckdb.records import (
+    GpuRow,
+    RequestRow,
+    read_gpu_rows,
+    read_request_rows,
+    read_routes,
+)
+from pyrometer.collector.storage.duckdb.schema import TABLES
+from pyrometer.collector.storage.duckdb.series import (
+    GpuPoint,
+    HostPoint,
+    LatencyPoint,
+    ProcessPoint,
+    SeriesQuery,
+    read_gpu,
+    read_host,
+    read_latency,
+    read_process,
+)
+from pyrometer.collector.storage.duckdb.telemetry_append import (
+    API_AGENT_ID,
+    api_event_table,
+    telemetry_tables,
+)
+from pyrometer.collector.storage.retention import DELETE_SQL
+from pyrometer.collector.storage.store import BatchOutcome, CommitReport, ServiceSummary, Store
+
+# the seam's types used to live here; they stay importable from this module
+__all__ = ["BatchOutcome", "CommitReport", "DuckDBStore", "ServiceSummary", "Store"]
+
+T = TypeVar("T")
+
+
+_PID = re.compile(r"PID (\d+)")
+
+
+def _connect(path: Path) -> duckdb.DuckDBPyConnection:
+    try:
+        return duckdb.connect(str(path))
+    except duckdb.IOException as exc:
+        if "lock" not in str(exc).lower():
+            raise StorageError(f"cannot open database file {path}: {exc}") from exc
+        match = _PID.search(str(exc))
+        pid = match.group(1) if match else "?"
+        raise DatabaseInUseError(
+            f"database file {path} is in use by another process (pid {pid}); stop that "
+            "collector or give this one another --db"
+        ) from exc
+
+
+class DuckDBStore:
+    """A `Store` in one DuckDB file; the collector process is its only writer.
+
+    Writes are serialised by a lock (the group committer sends one group at a time);
+    each query runs on its own cursor, so reads do not wait for writes.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._con = _connect(self.path)
+        self._lock = threading.Lock()
+        try:
+            for statement in tables.create_statements():
+                self._con.execute(statement)
+            # ids this collector need not write again; other writers may still duplicate
+            self._known_frames = self._ids("SELECT DISTINCT frame_id FROM frames")
+            self._known_stacks = self._ids("SELECT DISTINCT stack_id FROM stacks")
+            self._in_order = self._tables_in_order()
+        except duckdb.Error as exc:
+            self._con.close()
+            raise StorageError(f"cannot prepare database file {self.path}: {exc}") from exc
+
+    def _ids(self, sql: str) -> set[int]:
+        return {row[0] for row in self._con.execute(sql).fetchall()}
+
+    def commit(self, batches: Sequence[DecodedBatch]) -> CommitReport:
+        """See `Store.commit`."""
+        with self._lock:
+            con = self._con
+            try:
+                con.begin()
+                outcomes, stored = self._advance_hwm(con, batches)
+                frames = tables.frames_table(stored, self._known_frames)
+                stacks = tables.stacks_table(stored, self._known_stacks)
+                written = {
+                    "samples": self._append(con, "samples", tables.samples_table(stored)),
+                    "stacks": self._append(con, "stacks", stacks),
+                    "frames": self._append(con, "frames", frames),
+                }
+                # telemetry tables appear in the report only when they got rows
+                for table, rows in telemetry_tables(stored).items():
+                    written[table] = self._append(con, table, rows)
+                con.commit()
+            except (duckdb.Error, StorageError) as exc:
+                self._rollback()
+                if isinstance(exc, StorageError):
+                    raise
+                raise StorageError(f"commit to {self.path} failed: {exc}") from exc
+            # only a committed id is known; a rolled-back one must be written next time
+            self._known_frames.update(frames.column("frame_id").to_pylist())
+            self._known_stacks.update(stacks.column("stack_id").to_pylist())
+        return CommitReport(tuple(outcomes), written)
+
+    def _rollback(self) -> None:
+        try:
+            self._con.rollback()
+        except duckdb.Error:  # no transaction open (begin failed): nothing to undo
+            pass
+
+    def _advance_hwm(
+        self, con: duckdb.DuckDBPyConnection, batches: Sequence[DecodedBatch]
+    ) -> tuple[list[BatchOutcome], list[DecodedBatch]]:
+        agents = sorted({b.source.agent_id for b in batches})
+        old: dict[str, int] = dict(con.execute(
+            "SELECT agent_id, max(seq) FROM agent_hwm "
+            "WHERE agent_id IN (SELECT unnest($agents)) GROUP BY agent_id",
+            {"agents": agents},
+        ).fetchall())
+        hwm = dict(old)
+        outcomes: list[BatchOutcome] = []
+        stored: list[DecodedBatch] = []
+        for batch in batches:
+            agent = batch.source.agent_id
+            if agent in hwm and batch.seq <= hwm[agent]:
+                outcomes.append(BatchOutcome.DUPLICATE)
+                continue
+            hwm[agent] = batch.seq
+            outcomes.append(BatchOutcome.STORED)
+            stored.append(batch)
+        self._write_hwm(con, old, hwm)
+        return outcomes, stored
+
+    def _write_hwm(
+        self, con: duckdb.DuckDBPyConnection, old: dict[str, int], new: dict[str, int]
+    ) -> None:
+        moved = [a for a in old if new[a] != old[a]]
+        if moved:
+            # compare-and-set: a row that another writer moved meanwhile does not match
+            (changed,) = con.execute(
+                "UPDATE agent_hwm SET seq = u.new FROM (SELECT unnest($a) AS agent_id, "
+                "unnest($old) AS old, unnest($new) AS new) AS u "
+                "WHERE agent_hwm.agent_id = u.agent_id AND agent_hwm.seq = u.old",
+                {"a": moved, "old": [old[a] for a in moved], "new": [new[a] for a in moved]},
+            ).fetchone() or (0,)
+            if changed < len(moved):
+                raise StorageError("agent high-water mark moved under this commit; retry")
+        fresh = [a for a in new if a not in old]
+        if fresh:
+            con.execute(
+                "INSERT INTO agent_hwm (agent_id, seq) SELECT unnest($a), unnest($s)",
+                {"a": fresh, "s": [new[a] for a in fresh]},
+            )
+
+    def _append(self, con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> int:
+        if rows.num_rows == 0:
+            return 0  # no statement at all: an empty table costs a commit nothing
+        if table in self._in_order:
+            # by position: cheaper than registering a view and INSERT ... SELECT
+            con.from_arrow(rows).insert_into(table)
+            return int(rows.num_rows)
+        view = f"_pyrometer_new_{table}"
+        columns = ", ".join(rows.column_names)
+        con.register(view, rows)
+        try:
+            con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {view}")
+        finally:
+            con.unregister(view)
+        return int(rows.num_rows)
+
+    def _tables_in_order(self) -> set[str]:
+        # tables whose columns are schema.TABLES' in the same order, so the Arrow tables
+        # (built from the same schema) can be appended by position; a file written by
+        # another layout keeps the insert by column name
+        found: dict[str, list[str]] = dict(self._con.execute(
+            "SELECT table_name, list(column_name ORDER BY column_index) FROM duckdb_columns() "
+            "WHERE database_name = current_database() AND schema_name = 'main' "
+            "GROUP BY table_name").fetchall())
+        return {table for table, columns in TABLES.items()
+                if found.get(table) == [c.name for c in columns]}
+
+    def profile(
+        self, service: str, start_ns: Nanos, end_ns: Nanos, *, instance: str | None = None,
+        version: str | None = None, thread: str | None = None, pid: int | None = None,
+    ) -> Profile:
+        """See `Store.profile`."""
+        where = ProfileFilter(service, start_ns, end_ns, instance, version, thread, pid)
+        return self._read(lambda cur: read_profile(cur, where))
+
+    def services(self) -> list[ServiceSummary]:
+        """See `Store.services`."""
+        return self._read(lambda cur: [ServiceSummary(*row) for row in read_services(cur)])
+
+    def latency(self, query: SeriesQuery) -> list[LatencyPoint]:
+        """See `Store.latency`."""
+        return self._read(lambda cur: read_latency(cur, query))
+
+    def gpu(self, query: SeriesQuery) -> list[GpuPoint]:
+        """See `Store.gpu`."""
+        return self._read(lambda cur: read_gpu(cur, query))
+
+    def process(self, query: SeriesQuery) -> list[ProcessPoint]:
+        """See `Store.process`."""
+        return self._read(lambda cur: read_process(cur, query))
+
+    def host(self, query: SeriesQuery) -> list[HostPoint]:
+        """See `Store.host`."""
+        return self._read(lambda cur: read_host(cur, query))
+
+    def events(self, service: str, start_ns: Nanos, end_ns: Nanos, *,
+               kind: str | None = None) -> EventListing:
+        """See `Store.events`."""
+        return self._read(lambda cur: read_events(cur, service, start_ns, end_ns, kind))
+
+    def request_records(self, service: str, start_ns: Nanos, end_ns: Nanos, *,
+                        route: str | None = None) -> list[RequestRow]:
+        """See `Store.request_records`."""
+        return self._read(lambda cur: read_request_rows(cur, service, start_ns, end_ns, route))
+
+    def gpu_readings(self, service: str, start_ns: Nanos, end_ns: Nanos) -> list[GpuRow]:
+        """See `Store.gpu_readings`."""
+        return self._read(lambda cur: read_gpu_rows(cur, service, start_ns, end_ns))
+
+    def routes(self, service: str, start_ns: Nanos, end_ns: Nanos) -> list[tuple[str, int]]:
+        """See `Store.routes`."""
+        return self._read(lambda cur: read_routes(cur, service, start_ns, end_ns))
+
+    def add_event(self, service: str, event: Event) -> StoredEvent:
+        """See `Store.add_event`."""
+        with self._lock:
+            try:
+                self._con.begin()
+                self._append(self._con, "events", api_event_table(service, event))
+                self._con.commit()
+            except duckdb.Error as exc:
+                self._rollback()
+                raise StorageError(f"storing an event in {self.path} failed: {exc}") from exc
+        return StoredEvent(
+            time_ns=event.time_ns, service=service, instance="", host="", agent_id=API_AGENT_ID,
+            version=event.version, kind=event.kind, previous_version=event.previous_version,
+            pid=event.pid, previous_pid=event.previous_pid, attrs=tuple(sorted(event.attrs)),
+        )
+
+    def delete_before(self, cutoff_ns: Nanos, *, limit: int = 50_000) -> dict[str, int]:
+        """See `Store.delete_before`."""
+        deleted: dict[str, int] = {}
+        for table, sql in DELETE_SQL.items():
+            # one short transaction per table: a commit waits for one chunk at most
+            with self._lock:
+                try:
+                    self._con.begin()
+                    (rows,) = self._con.execute(
+                        sql, {"cutoff": cutoff_ns, "limit": limit}).fetchone() or (0,)
+                    self._con.commit()
+                except duckdb.Error as exc:
+                    self._rollback()
+                    raise StorageError(f"retention delete in {self.path} failed: {exc}") from exc
+            deleted[table] = int(rows)
+        return deleted
+
+    def table_rows(self) -> dict[str, int]:
+        """Rows in every table (for tests and diagnostics; a full count per table)."""
+        return self._read(lambda cur: {
+            table: int((cur.execute(f"SELECT count(*) FROM {table}").fetchone() or (0,))[0])
+            for table in TABLES})
+
+    def _read(self, query: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        # a cursor of its own per read: DuckDB connections are not shared across threads
+        try:
+            with self._con.cursor() as cur:
+                return query(cur)
+        except duckdb.Error as exc:
+            raise StorageError(f"query on {self.path} failed: {exc}") from exc
+
+    def close(self) -> None:
+        """See `Store.close`."""
+        with self._lock:
+            self._con.close()

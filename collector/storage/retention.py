@@ -1,0 +1,128 @@
+"""Retention by age: delete what is older than `--retention` (default 7d) in the background.
+
+A minute after start-up, then every `--retention-interval` (5m), the collector deletes,
+from each time-ordered table (samples by end_ns; gpu, process, host, requests, events
+and agent_stats by time_ns), the rows older than now - retention. It deletes in small
+chunks, each its own short transaction under the store's write lock, and pauses between
+chunks, so a group commit waits for one chunk at most, never for a whole pass: ingest
+keeps flowing.
+
+Not deleted: the stacks and frames dictionaries, and agent_hwm. The dictionaries are
+content-addressed and shared by every window: they grow with the amount of distinct
+code profiled, not with time, and finding the entries no sample refers to any more
+means a scan of the whole samples table under the write lock, which would stall
+ingest. agent_hwm holds one row per agent run and is what makes a late retry (from a
+spool, say) a duplicate rather than a second copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from pyrometer.agent.shared.model import NANOS_PER_SECOND, Nanos
+from pyrometer.collector.metrics import CollectorMetrics
+from pyrometer.collector.storage.duckdb.schema import TIME_COLUMNS
+from pyrometer.collector.storage.store import Store
+from pyrometer.collector.timeparse import TimeFormatError, parse_duration
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RETENTION = "7d"
+DISABLED = frozenset({"0", "off", "none"})
+DELETE_SQL = {
+    # rowid: delete a bounded chunk; a DELETE without LIMIT would hold the lock for the
+    # whole backlog (a first pass over months of data, say)
+    table: f"DELETE FROM {table} WHERE rowid IN "
+           f"(SELECT rowid FROM {table} WHERE {column} < $cutoff LIMIT $limit)"
+    for table, column in TIME_COLUMNS.items()
+}
+
+
+def parse_retention(text: str) -> Nanos | None:
+    """`7d`, `36h`, `2w` -> nanoseconds; "0", "off" or "none" -> None (keep everything).
+
+    Raises TimeFormatError for anything else, or for a retention under a minute
+    (almost certainly a typo, and it would delete data as it arrives).
+    """
+    if text.strip().lower() in DISABLED:
+        return None
+    ns = parse_duration(text)
+    if ns < 60 * NANOS_PER_SECOND:
+        raise TimeFormatError(f"{text!r}: a retention under a minute would delete data "
+                              "as it arrives; use 0 or off to keep everything")
+    return ns
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    """How old data may get, and how the deleting is paced."""
+
+    retention_ns: Nanos
+    interval_s: float = 300.0  # between passes
+    # before the first pass: just after a (re)start agents deliver their backlog, and
+    # that should not wait behind a deletion for the write lock
+    first_delay_s: float = 0.0
+    chunk_rows: int = 50_000  # rows per table per transaction
+    pause_s: float = 0.01  # between chunks, so waiting commits take the lock first
+
+
+async def delete_expired(store: Store, cutoff_ns: Nanos, policy: RetentionPolicy,
+                         stop: asyncio.Event | None = None) -> dict[str, int]:
+    """One pass: delete rows older than `cutoff_ns` chunk by chunk until none are left.
+
+    Returns rows deleted per table (tables with none left out). Ends early when `stop`
+    is set; what is left goes in the next pass.
+    """
+    total: dict[str, int] = {}
+    while stop is None or not stop.is_set():
+        deleted = await asyncio.to_thread(store.delete_before, cutoff_ns,
+                                          limit=policy.chunk_rows)
+        for table, rows in deleted.items():
+            if rows:
+                total[table] = total.get(table, 0) + rows
+        if not any(rows >= policy.chunk_rows for rows in deleted.values()):
+            break  # every table had less than a full chunk left: nothing remains
+        await asyncio.sleep(policy.pause_s)
+    return total
+
+
+async def run_retention(store: Store, policy: RetentionPolicy, metrics: CollectorMetrics,
+                        stop: asyncio.Event, clock: Callable[[], Nanos] = time.time_ns) -> None:
+    """Delete expired rows after `first_delay_s`, then every `interval_s`, until `stop`.
+
+    A failed pass is logged and counted, and the next one tries again: a background
+    job never takes the collector down.
+    """
+    if await _stopped_within(stop, policy.first_delay_s):
+        return
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            deleted = await delete_expired(store, clock() - policy.retention_ns, policy, stop)
+        except Exception:  # logged with its traceback; the loop carries on
+            log.exception("retention pass failed; trying again in %.0f s", policy.interval_s)
+            metrics.retention_runs.labels(result="failed").inc()
+        else:
+            metrics.retention_runs.labels(result="ok").inc()
+            for table, rows in deleted.items():
+                metrics.retention_rows.labels(table=table).inc(rows)
+            if deleted:
+                log.info("retention: deleted %s in %.1f s", _summary(deleted),
+                         time.monotonic() - started)
+        await _stopped_within(stop, policy.interval_s)
+
+
+async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
+def _summary(deleted: Mapping[str, int]) -> str:
+    return ", ".join(f"{rows} {table} rows" for table, rows in sorted(deleted.items()))

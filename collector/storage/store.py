@@ -1,0 +1,132 @@
+"""The storage seam: what ingest and queries need from a store, and the values it returns.
+
+Ingest and query depend only on `Store`, so a DuckLake backend (PostgreSQL catalog,
+Parquet files, many collectors) is a new class, not a rewrite. DuckDBStore
+(storage.py) is the embedded one.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from pyrometer.agent.shared.model import Event, Nanos
+from pyrometer.collector.model import Profile
+from pyrometer.collector.storage.batch import DecodedBatch
+from pyrometer.collector.storage.duckdb.events import EventListing, StoredEvent
+from pyrometer.collector.storage.duckdb.records import GpuRow, RequestRow
+from pyrometer.collector.storage.duckdb.series import (
+    GpuPoint,
+    HostPoint,
+    LatencyPoint,
+    ProcessPoint,
+    SeriesQuery,
+)
+
+
+class BatchOutcome(enum.Enum):
+    """What a commit did with one batch."""
+
+    STORED = "stored"
+    DUPLICATE = "duplicate"  # seq <= the agent's high-water mark: acknowledged, not stored
+
+
+@dataclass(frozen=True, slots=True)
+class CommitReport:
+    """The result of one commit: an outcome per batch (in order) and rows appended."""
+
+    outcomes: tuple[BatchOutcome, ...]
+    rows_written: Mapping[str, int]  # table name -> rows appended
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSummary:
+    """A service that has profile data, for the services listing."""
+
+    name: str
+    instances: tuple[str, ...]  # sorted
+    first_seen_ns: Nanos  # earliest window start
+    last_seen_ns: Nanos  # latest window end
+    samples: int
+
+
+class Store(Protocol):
+    """Where ingest writes and queries read. Implementations are thread-safe."""
+
+    def commit(self, batches: Sequence[DecodedBatch]) -> CommitReport:
+        """Store the batches in one transaction, skipping retried duplicates.
+
+        All or nothing: on failure it raises StorageError and nothing is stored.
+        Batches of one agent are taken in the order given. A batch's samples and its
+        telemetry records go in the same transaction.
+        """
+        ...
+
+    def profile(
+        self, service: str, start_ns: Nanos, end_ns: Nanos, *, instance: str | None = None,
+        version: str | None = None, thread: str | None = None, pid: int | None = None,
+    ) -> Profile:
+        """Merged stacks of `service` for the windows whose midpoint is in [start, end).
+
+        Time resolution is the agent's window (a few seconds): a window counts whole or
+        not at all. Optional filters match exactly. No data gives an empty Profile.
+        """
+        ...
+
+    def services(self) -> list[ServiceSummary]:
+        """Every service with profile data, sorted by name."""
+        ...
+
+    def latency(self, query: SeriesQuery) -> list[LatencyPoint]:
+        """Request latency and sizes per step (filters: instance, version, route)."""
+        ...
+
+    def gpu(self, query: SeriesQuery) -> list[GpuPoint]:
+        """GPU readings per GPU per step (filters: instance, version)."""
+        ...
+
+    def process(self, query: SeriesQuery) -> list[ProcessPoint]:
+        """Target process readings per pid per step (filters: instance, version)."""
+        ...
+
+    def host(self, query: SeriesQuery) -> list[HostPoint]:
+        """Host readings per instance per step (filters: instance, version)."""
+        ...
+
+    def events(self, service: str, start_ns: Nanos, end_ns: Nanos, *,
+               kind: str | None = None) -> EventListing:
+        """Events of `service` in [start, end), by time."""
+        ...
+
+    def request_records(self, service: str, start_ns: Nanos, end_ns: Nanos, *,
+                        route: str | None = None) -> list[RequestRow]:
+        """Requests that ended in [start, end), by time (capped; the latest are kept)."""
+        ...
+
+    def gpu_readings(self, service: str, start_ns: Nanos, end_ns: Nanos) -> list[GpuRow]:
+        """GPU readings in [start, end), by time (capped; the latest are kept)."""
+        ...
+
+    def routes(self, service: str, start_ns: Nanos, end_ns: Nanos) -> list[tuple[str, int]]:
+        """(route, requests) that ended in [start, end), busiest first."""
+        ...
+
+    def add_event(self, service: str, event: Event) -> StoredEvent:
+        """Store one event that did not come from an agent (agent_id "api"); returns it."""
+        ...
+
+    def delete_before(self, cutoff_ns: Nanos, *, limit: int = 50_000) -> Mapping[str, int]:
+        """Delete up to `limit` rows older than `cutoff_ns` from each time-ordered table.
+
+        Each table's chunk is its own short transaction under the write lock, so ingest
+        is never held up for long; callers repeat while a table returns `limit` (see
+        retention.py). Returns rows deleted per table. Dictionaries (stacks, frames)
+        and agent_hwm are never deleted.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release the database; further calls raise StorageError."""
+        ...

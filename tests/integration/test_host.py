@@ -1,0 +1,247 @@
+"""Process and host sampling: the pure delta core, PSI parsing, and the sampler against a
+real pre-fork process tree (a parent that forks two CPU-burning workers).
+
+Nothing sleeps for a fixed time: targets print a ready line, and sampler runs stop from
+inside the emit callbacks once the condition under test holds (with a deadline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import psutil
+import pytest
+
+from pyrometer.agent.host.readings import (
+    HostSnapshot,
+    ProcessSnapshot,
+    Psi,
+    advance,
+    host_delta,
+    process_delta,
+)
+from pyrometer.agent.host.sampler import ProcessSampler, parse_psi, read_psi, snapshot_process
+from pyrometer.agent.shared.errors import ConfigError
+from pyrometer.agent.shared.model import HostReading, ProcessReading
+
+PREFORK = """
+import os, signal, sys
+# the kernel reaps the workers, so a killed worker vanishes instead of lingering as a zombie
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+workers = []
+for _ in range(2):
+    pid = os.fork()
+    if pid == 0:
+        x = 0
+        while True:
+            x += 1
+    workers.append(pid)
+print("ready", *workers, flush=True)
+sys.stdin.read()
+"""
+SECOND = 1_000_000_000
+Readings = tuple[list[ProcessReading], list[HostReading]]
+
+
+# --- pure core ---------------------------------------------------------------------------
+
+def snap(pid: int = 10, created: float = 100.0, t: float = 0.0, user: float = 0.0,
+         system: float = 0.0, vol: int = 0, invol: int = 0) -> ProcessSnapshot:
+    return ProcessSnapshot(pid=pid, create_time=created, time_ns=int(t * SECOND) + 7,
+                           mono_ns=int(t * SECOND), cpu_user_s=user, cpu_system_s=system,
+                           rss_bytes=4096, threads=3, ctx_voluntary=vol, ctx_involuntary=invol)
+
+
+def test_process_delta_is_cores_and_counts_over_the_interval() -> None:
+    reading = process_delta(snap(t=1.0, user=2.0, system=1.0, vol=10, invol=5),
+                            snap(t=1.5, user=2.25, system=1.5, vol=14, invol=5))
+    assert reading == ProcessReading(time_ns=int(1.5 * SECOND) + 7, pid=10, interval_s=0.5,
+                                     cpu_user=0.5, cpu_system=1.0, rss_bytes=4096, threads=3,
+                                     ctx_switches_voluntary=4, ctx_switches_involuntary=0)
+
+
+def test_no_reading_without_a_baseline_of_the_same_process() -> None:
+    assert process_delta(None, snap(t=1.0)) is None
+    # the same pid, started again: its counters restarted, so no (negative) delta
+    assert process_delta(snap(t=1.0, user=50.0, vol=900), snap(created=101.0, t=2.0)) is None
+    assert process_delta(snap(t=1.0), snap(t=1.0)) is None
+
+
+def test_advance_forgets_exited_processes_and_keys_by_create_time() -> None:
+    baselines, readings = advance({}, [snap(pid=1, t=0.0), snap(pid=2, t=0.0)])
+    assert readings == [] and set(baselines) == {(1, 100.0), (2, 100.0)}
+    baselines, readings = advance(baselines, [snap(pid=1, t=1.0, user=0.5),
+                                              snap(pid=2, created=150.0, t=1.0)])
+    assert [(r.pid, r.cpu_user) for r in readings] == [(1, 0.5)]
+    assert set(baselines) == {(1, 100.0), (2, 150.0)}
+
+
+def test_host_delta_is_busy_share_of_all_cpus() -> None:
+    first = HostSnapshot(time_ns=5, mono_ns=0, cpu_busy_s=10.0, cpu_total_s=100.0, cpu_count=2,
+                         memory_available_bytes=1, memory_total_bytes=2, load1=0.5)
+    second = replace(first, time_ns=SECOND + 5, mono_ns=SECOND, cpu_busy_s=10.5,
+                     cpu_total_s=102.0, psi=Psi(cpu_some=1.5, io_full=0.0))
+    assert host_delta(None, first) is None
+    reading = host_delta(first, second)
+    assert reading is not None and reading.cpu_pct == 25.0 and reading.time_ns == SECOND + 5
+    assert (reading.psi_cpu_some, reading.psi_io_full, reading.psi_memory_some) == (1.5, 0.0, None)
+
+
+# --- PSI ---------------------------------------------------------------------------------
+
+def test_parse_psi() -> None:
+    both = ("some avg10=1.50 avg60=0.89 avg300=3.19 total=300337529\n"
+            "full avg10=0.25 avg60=0.00 avg300=0.00 total=12\n")
+    assert parse_psi(both) == {
+        "some_avg10": 1.5, "some_avg60": 0.89, "some_avg300": 3.19, "some_total": 300337529.0,
+        "full_avg10": 0.25, "full_avg60": 0.0, "full_avg300": 0.0, "full_total": 12.0,
+    }
+    assert parse_psi("some avg10=2.00 avg60=0.00 avg300=0.00 total=0\n") == {
+        "some_avg10": 2.0, "some_avg60": 0.0, "some_avg300": 0.0, "some_total": 0.0}
+    malformed = "garbage\nsome avg10=abc avg60=1.5 =3 avg300 total=\nhalf avg10=9\n\n"
+    assert parse_psi(malformed) == {"some_avg60": 1.5}
+    assert parse_psi("") == {}
+
+
+def test_read_psi_tolerates_missing_and_unreadable_files(tmp_path: Path) -> None:
+    (tmp_path / "cpu").write_text("some avg10=3.00 avg60=0 avg300=0 total=0\n")
+    (tmp_path / "memory").write_text("some avg10=1.25 avg60=0 avg300=0 total=0\n"
+                                     "full avg10=0.50 avg60=0 avg300=0 total=0\n")
+    (tmp_path / "io").mkdir()  # reading it fails: as good as absent
+    assert read_psi(str(tmp_path)) == Psi(cpu_some=3.0, memory_some=1.25, memory_full=0.5)
+    assert read_psi(str(tmp_path / "absent")) == Psi()
+
+
+# --- the sampler against real processes --------------------------------------------------
+
+@pytest.fixture
+def prefork(tmp_path: Path) -> Iterator[tuple[int, list[int]]]:
+    """A parent with two busy workers, in a session of its own so teardown kills them all."""
+    script = tmp_path / "prefork.py"
+    script.write_text(textwrap.dedent(PREFORK))
+    proc = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        word, *workers = proc.stdout.readline().split()
+        assert word == "ready"
+        yield proc.pid, [int(pid) for pid in workers]
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def sample(sampler: ProcessSampler, pid: Callable[[], int | None],
+           until: Callable[[list[ProcessReading], list[HostReading]], bool],
+           timeout_s: float = 15.0) -> Readings:
+    """Run the sampler until ``until`` holds after a tick (the host reading ends each tick)."""
+    procs: list[ProcessReading] = []
+    hosts: list[HostReading] = []
+    stop = asyncio.Event()
+
+    def on_host(reading: HostReading) -> None:
+        hosts.append(reading)
+        if until(procs, hosts):
+            stop.set()
+
+    async def main() -> None:
+        await asyncio.wait_for(sampler.run(pid, procs.append, on_host, stop),
+                               timeout_s)
+
+    asyncio.run(main())
+    return procs, hosts
+
+
+def by_pid(readings: list[ProcessReading], pid: int) -> list[ProcessReading]:
+    return [r for r in readings if r.pid == pid]
+
+
+@pytest.mark.integration
+def test_reads_parent_and_workers_and_a_killed_worker_vanishes(
+    prefork: tuple[int, list[int]], caplog: pytest.LogCaptureFixture
+) -> None:
+    parent, (victim, survivor) = prefork
+    killed_after: list[int] = []  # number of host readings when the victim was killed
+
+    def until(procs: list[ProcessReading], hosts: list[HostReading]) -> bool:
+        if not killed_after and all(len(by_pid(procs, p)) >= 2 for p in (parent, victim, survivor)):
+            os.kill(victim, signal.SIGKILL)
+            killed_after.append(len(hosts))
+        return bool(killed_after) and len(hosts) >= killed_after[0] + 3
+
+    caplog.set_level(logging.DEBUG, logger="pyrometer.agent")
+    procs, hosts = sample(ProcessSampler(0.2), lambda: parent, until)
+
+    assert {r.pid for r in procs} == {parent, victim, survivor}
+    for worker in (victim, survivor):
+        assert sum(r.cpu_user for r in by_pid(procs, worker)) > 0
+    for reading in procs:
+        assert 0.1 < reading.interval_s < 2.0 and reading.rss_bytes > 0 and reading.threads >= 1
+        assert reading.ctx_switches_voluntary >= 0 and reading.ctx_switches_involuntary >= 0
+        assert reading.cpu_user >= 0 and reading.cpu_system >= 0
+    # one tick of grace for the kill to land; from then on the victim is never reported
+    late = hosts[killed_after[0]].time_ns
+    assert not [r for r in by_pid(procs, victim) if r.time_ns > late]
+    assert [r for r in by_pid(procs, survivor) if r.time_ns > late]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.integration
+def test_host_readings_are_sane_without_a_target() -> None:
+    procs, hosts = sample(ProcessSampler(0.2), lambda: None, lambda _, h: len(h) >= 2)
+    assert procs == []
+    for host in hosts:
+        assert 0.0 <= host.cpu_pct <= 100.0 and host.cpu_count == psutil.cpu_count()
+        assert 0 < host.memory_available_bytes <= host.memory_total_bytes and host.load1 >= 0
+        assert (host.psi_cpu_some is not None) == os.path.exists("/proc/pressure/cpu")
+    assert 0 < hosts[1].time_ns - hosts[0].time_ns < 2 * SECOND
+
+
+@pytest.mark.integration
+def test_a_failing_consumer_is_logged_once_and_sampling_goes_on(
+    prefork: tuple[int, list[int]], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="pyrometer.agent")
+    calls: list[ProcessReading] = []
+    stop = asyncio.Event()
+
+    def broken(reading: ProcessReading) -> None:
+        calls.append(reading)
+        if len(calls) >= 3:  # three ticks: the first failure did not end the loop
+            stop.set()
+        raise RuntimeError("consumer broke")
+
+    async def main() -> None:
+        sampler = ProcessSampler(0.2)
+        await asyncio.wait_for(sampler.run(lambda: prefork[0], broken, lambda _: None, stop), 15)
+
+    asyncio.run(main())
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "consumer broke" in warnings[0].getMessage()
+
+
+def test_snapshot_of_an_exited_or_zombie_process_is_none() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE)
+    proc = psutil.Process(child.pid)
+    assert snapshot_process(proc, 1, 1) is not None
+    child.kill()
+    os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, left unreaped: a zombie
+    assert proc.status() == psutil.STATUS_ZOMBIE
+    assert snapshot_process(proc, 1, 1) is None
+    child.wait()
+    assert snapshot_process(proc, 1, 1) is None
+
+
+def test_interval_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="positive"):
+        ProcessSampler(0)

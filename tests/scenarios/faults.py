@@ -1,0 +1,133 @@
+"""Fault injectors: each turns one fault on at a recorded time and off again.
+
+`start` and `stop` return the wall-clock time (unix seconds) the fault began or ended.
+Faults the load generator carries out (payload size, traffic surge) are given to it as a
+schedule up front; their times are the ones it reports when each step took effect.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pyrometer.collector.procs import Child, python_env, start
+from scenarios.plan import BASE_RATE, BASE_VERSION, BASE_WORDS, RunPlan
+
+if TYPE_CHECKING:
+    from scenarios.harness import Stack
+
+BURN = "print('burning', flush=True)\nwhile True: pass"
+
+
+class Injector(Protocol):
+    def load_steps(self, plan: RunPlan) -> list[dict[str, float]]: ...
+    def start(self, stack: Stack) -> float | None: ...
+    def stop(self, stack: Stack) -> float | None: ...
+
+
+class NoFault:
+    """Null runs, and the base for injectors that act through one side only."""
+
+    def load_steps(self, plan: RunPlan) -> list[dict[str, float]]:
+        return []
+
+    def start(self, stack: Stack) -> float | None:
+        return None
+
+    def stop(self, stack: Stack) -> float | None:
+        return None
+
+
+class LoadShift(NoFault):
+    """Payload size or rate changed by the load generator itself, at the planned offsets."""
+
+    def __init__(self, key: str, value: float) -> None:
+        self._key, self._value = key, value
+
+    def load_steps(self, plan: RunPlan) -> list[dict[str, float]]:
+        base = BASE_RATE if self._key == "rate" else BASE_WORDS
+        return [{"at": plan.fault_at_s, self._key: self._value},
+                {"at": plan.fault_at_s + plan.fault_s, self._key: base}]
+
+
+class Deploy(NoFault):
+    """Stop the server and start a slower version in its place; roll back at the end."""
+
+    def __init__(self, version: str) -> None:
+        self._version = version
+
+    def start(self, stack: Stack) -> float | None:
+        began = time.time()
+        stack.restart_server(self._version)
+        return began
+
+    def stop(self, stack: Stack) -> float | None:
+        began = time.time()
+        stack.restart_server(BASE_VERSION)
+        return began
+
+
+class Flag(NoFault):
+    """Flip a runtime flag in the server's flags file: a code path changed, no deploy."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def start(self, stack: Stack) -> float | None:
+        return self._write(stack, 1)
+
+    def stop(self, stack: Stack) -> float | None:
+        return self._write(stack, 0)
+
+    def _write(self, stack: Stack, value: int) -> float:
+        tmp = stack.flags_file.with_suffix(".tmp")
+        tmp.write_text(f"{self._name}={value}\n")
+        tmp.replace(stack.flags_file)  # atomic: the server never reads half a file
+        return time.time()
+
+
+class Burners(NoFault):
+    """Processes spinning on the host's CPUs: pressure from outside the server."""
+
+    def __init__(self, count: int) -> None:
+        self._count = count
+        self._children: list[Child] = []
+
+    def start(self, stack: Stack) -> float | None:
+        for i in range(self._count):
+            child = start(f"burner-{i}", [sys.executable, "-c", BURN], "burning", stack.logs,
+                          env=python_env())
+            self._children.append(child)
+            stack.children.append(child)  # so that a run that fails midway still ends them
+        return time.time()
+
+    def stop(self, stack: Stack) -> float | None:
+        ended = time.time()
+        for child in self._children:
+            child.stop()
+        return ended
+
+
+def injector(plan: RunPlan) -> Injector:
+    """The injector for a plan's scenario. GPU throttling is driven by gpu_sim instead."""
+    m: dict[str, Any] = plan.magnitude
+    if plan.scenario == "payload_size":
+        return LoadShift("text_words", float(m["text_words"]))
+    if plan.scenario == "traffic_surge":
+        return LoadShift("rate", float(m["rate"]))
+    if plan.scenario == "deploy":
+        return Deploy(str(m["version"]))
+    if plan.scenario == "code_path":
+        return Flag(str(m["flag"]))
+    if plan.scenario == "host_pressure":
+        return Burners(int(m["burners"]))
+    return NoFault()
+
+
+def load_step_times(loadgen_output: str) -> list[float]:
+    """Unix times at which the load generator applied its schedule steps, in order."""
+    prefix = "loadgen step: "
+    return [float(json.loads(line[len(prefix):])["unix"])
+            for line in loadgen_output.splitlines() if line.startswith(prefix)]

@@ -1,0 +1,137 @@
+"""Scoring: detections against ground truth, and the cause rankings against the fault.
+
+Pure functions over the run records harness.run_one returns. Per scenario, never only
+pooled:
+
+- a spike *matches* a fault when [start, end] overlaps [fault start, fault end + slack];
+- precision: matching spikes / all spikes of the scenario's fault runs;
+- recall: faults with at least one matching spike / faults;
+- delay: onset (or start, if the spike has no onset) of the first matching spike minus
+  the fault's start, in seconds;
+- false spikes per hour: spikes matching no fault, per hour of analysable time outside
+  the fault windows (the first trailing-baseline of each run cannot be analysed, so it
+  is not counted);
+- AC@k: the share of *detected* faults whose true cause is among the first k causes of
+  the ranked spike (the matching spike that overlaps the fault window most). Misses are
+  in recall, not here, so that the random baseline's AC@1 is 1/6 by construction.
+
+Baselines rank the same spike: "random" is a seeded uniformly random permutation of the
+six kinds (averaged over many draws: AC@1 tends to 1/6 and AC@3 to 1/2); "max z" re-sorts
+the spike's causes by their robust z alone (kinds it does not list count as z = 0, in
+the fixed KINDS order).
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from scenarios.plan import KINDS
+
+RANDOM_DRAWS = 2000
+RANKERS = ("pyrometer", "random", "max_z")
+NS = 1_000_000_000
+
+
+def spikes_of(record: dict[str, Any]) -> list[dict[str, Any]]:
+    body = record.get("spikes")
+    return list(body.get("spikes", [])) if isinstance(body, dict) else []
+
+
+def overlap_s(spike: dict[str, Any], start: float, end: float) -> float:
+    """Seconds of [spike start, spike end] inside [start, end] (unix seconds); < 0 if apart."""
+    return min(spike["end_ns"] / NS, end) - max(spike["start_ns"] / NS, start)
+
+
+def matching(record: dict[str, Any], slack_s: float) -> list[dict[str, Any]]:
+    truth = record.get("truth")
+    if not truth:
+        return []
+    return [s for s in spikes_of(record) if overlap_s(s, truth["start"], truth["end"] + slack_s) >= 0]
+
+
+def rank_pyrometer(spike: dict[str, Any]) -> list[str]:
+    causes = sorted(spike.get("causes", []), key=lambda c: -float(c.get("score") or 0))
+    return [str(c["kind"]) for c in causes]
+
+
+def rank_max_z(spike: dict[str, Any]) -> list[str]:
+    z = {str(c["kind"]): float(c.get("z") or 0.0) for c in spike.get("causes", [])}
+    order = list(z) + [k for k in KINDS if k not in z]  # listed first, then the rest
+    return sorted(order, key=lambda k: -z.get(k, 0.0))  # stable: ties keep that order
+
+
+def random_ac(expected: str, k: int, rng: random.Random) -> float:
+    """Expected AC@k of a uniformly random ranking, estimated from seeded draws."""
+    hits = 0
+    for _ in range(RANDOM_DRAWS):
+        order = list(KINDS)
+        rng.shuffle(order)
+        hits += expected in order[:k]
+    return hits / RANDOM_DRAWS
+
+
+def _analysable_s(record: dict[str, Any], baseline_s: float, slack_s: float) -> float:
+    window, truth = record["window"], record.get("truth")
+    total = max(0.0, window["to"] - window["from"] - baseline_s)
+    if truth:
+        total -= max(0.0, min(window["to"], truth["end"] + slack_s) - max(window["from"] + baseline_s,
+                                                                         truth["start"]))
+    return max(0.0, total)
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def score_scenario(records: Iterable[dict[str, Any]], baseline_s: float, slack_s: float,
+                   seed: int = 0) -> dict[str, Any]:
+    """The figures for one scenario's runs (records that failed are counted, not scored)."""
+    rng = random.Random(seed)
+    ok = [r for r in records if "error" not in r]
+    runs = list(records)
+    faults = [r for r in ok if r.get("truth")]
+    all_spikes = matched_spikes = false_spikes = detected = 0
+    delays: list[float] = []
+    ac: dict[str, list[float]] = {f"ac{k}_{who}": [] for who in RANKERS for k in (1, 3)}
+    hours = 0.0
+    for record in ok:
+        spikes, hits = spikes_of(record), matching(record, slack_s)
+        all_spikes += len(spikes) if record.get("truth") else 0
+        matched_spikes += len(hits)
+        false_spikes += len(spikes) - len(hits)
+        hours += _analysable_s(record, baseline_s, slack_s) / 3600
+        if not hits:
+            continue
+        truth = record["truth"]
+        detected += 1
+        first = min(hits, key=lambda s: s.get("onset_ns") or s["start_ns"])
+        delays.append((first.get("onset_ns") or first["start_ns"]) / NS - truth["start"])
+        best = max(hits, key=lambda s: overlap_s(s, truth["start"], truth["end"] + slack_s))
+        for k in (1, 3):
+            ac[f"ac{k}_pyrometer"].append(float(truth["kind"] in rank_pyrometer(best)[:k]))
+            ac[f"ac{k}_max_z"].append(float(truth["kind"] in rank_max_z(best)[:k]))
+            ac[f"ac{k}_random"].append(random_ac(truth["kind"], k, rng))
+    return {
+        "runs": len(runs), "failed_runs": len(runs) - len(ok), "faults": len(faults),
+        "detected": detected,
+        "recall": detected / len(faults) if faults else None,
+        "precision": matched_spikes / all_spikes if all_spikes else None,
+        "spikes": sum(len(spikes_of(r)) for r in ok), "false_spikes": false_spikes,
+        "false_per_hour": false_spikes / hours if hours > 0 else None,
+        "analysable_hours": hours,
+        "delay_median_s": statistics.median(delays) if delays else None,
+        "delay_max_s": max(delays) if delays else None,
+        **{key: _mean(values) for key, values in ac.items()},
+    }
+
+
+def score(records: Sequence[dict[str, Any]], baseline_s: float, slack_s: float,
+          seed: int = 0) -> dict[str, dict[str, Any]]:
+    """score_scenario for each scenario, in the order the records first name them."""
+    names = list(dict.fromkeys(r["plan"]["scenario"] for r in records))
+    return {name: score_scenario([r for r in records if r["plan"]["scenario"] == name],
+                                 baseline_s, slack_s, seed)
+            for name in names}

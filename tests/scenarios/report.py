@@ -1,0 +1,102 @@
+"""The evaluation's outputs: a Markdown table (one row per scenario) and a JSON document."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from scenarios import gpu_sim
+from scenarios.plan import DESCRIPTIONS
+
+REPO = Path(__file__).resolve().parents[2]
+
+COLUMNS = (
+    ("runs", "runs"), ("recall", "recall"), ("precision", "precision"),
+    ("delay_median_s", "delay p50 (s)"), ("delay_max_s", "delay max (s)"),
+    ("false_per_hour", "false spikes/h"),
+    ("ac1_pyrometer", "AC@1"), ("ac3_pyrometer", "AC@3"),
+    ("ac1_random", "AC@1 random"), ("ac3_random", "AC@3 random"),
+    ("ac1_max_z", "AC@1 max-z"), ("ac3_max_z", "AC@3 max-z"),
+)  # fmt: skip
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def _name(scenario: str) -> str:
+    return f"{scenario} (simulated GPU)" if scenario == "gpu_throttling" else scenario
+
+
+def table(scores: dict[str, dict[str, Any]]) -> str:
+    """Per-scenario rows; a failed run is shown in its row, never folded into a pool."""
+    head = ["scenario", *(title for _, title in COLUMNS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, row in scores.items():
+        cells = [_cell(row.get(key)) for key, _ in COLUMNS]
+        if row.get("failed_runs"):
+            cells[0] = f"{row['runs']} ({row['failed_runs']} failed)"
+        lines.append("| " + " | ".join([_name(name), *cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def markdown(scores: dict[str, dict[str, Any]], meta: dict[str, Any],
+             plans: list[dict[str, Any]]) -> str:
+    """The whole report: the table, how to read it, and what each scenario did."""
+    out = [f"# Root-cause evaluation ({meta['mode']})\n",
+           f"{meta['started']}, seed {meta['seed']}, "
+           f"{meta.get('runs_done', meta['runs_total'])} of {meta['runs_total']} runs done, "
+           f"spikes queried with baseline={meta['api_baseline']} step={meta['api_step']} "
+           f"percentile={meta['percentile']}, match slack {meta['slack_s']:g} s.\n",
+           _provenance(meta),
+           table(scores),
+           "Recall and delay are over faults; precision over the spikes of fault runs; false "
+           "spikes per hour over analysable time outside fault windows (null runs: all of it). "
+           "AC@k is over detected faults (misses count in recall). Random: a seeded uniformly "
+           "random permutation of the six causes, averaged over draws (1/6 and 1/2 expected). "
+           "Max-z: the spike's causes re-sorted by robust z alone.\n",
+           f"GPU throttling is {gpu_sim.LABEL}: no GPU was throttled.\n",
+           "## Scenarios\n"]
+    for name in scores:
+        out.append(f"- **{name}**: {DESCRIPTIONS[name]}")
+    out.append("\n## Runs\n")
+    out.append("| scenario | # | fault at (s) | for (s) | magnitude |\n|---|---|---|---|---|")
+    for plan in plans:
+        magnitude = ", ".join(f"{k}={v}" for k, v in plan["magnitude"].items()) or "-"
+        fault = ("-", "-") if plan["expected"] is None else (plan["fault_at_s"], plan["fault_s"])
+        out.append(f"| {plan['scenario']} | {plan['index']} | {fault[0]} | {fault[1]} | {magnitude} |")
+    return "\n".join(out) + "\n"
+
+
+def _provenance(meta: dict[str, Any]) -> str:
+    """How many runs per scenario the table holds and how to reproduce it."""
+    runs = meta.get("runs_per_scenario")
+    held = f"{runs} run(s) per scenario" if runs else "runs per scenario: see the Runs table"
+    line = f"Holds {held}; produced by `{meta.get('command', 'python tests/scenarios/run.py')}`"
+    if meta.get("rescored"):
+        line += (f", then re-scored {meta['rescored']} with the current analysis over the same "
+                 f"recorded telemetry (`{meta['rescore_command']}`)")
+    return line + ".\n"
+
+
+def write(path: Path, scores: dict[str, dict[str, Any]], meta: dict[str, Any],
+          records: list[dict[str, Any]]) -> tuple[Path, Path]:
+    """The Markdown report at `path`, and everything (records included) beside it as JSON."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(markdown(scores, meta, [r["plan"] for r in records]))
+    data = path.with_suffix(".json")
+    portable = [dict(r, workdir=_relative(r["workdir"])) if "workdir" in r else r for r in records]
+    data.write_text(json.dumps({"meta": meta, "scores": scores, "runs": portable}, indent=1,
+                               default=str))
+    return path, data
+
+
+def _relative(workdir: str) -> str:
+    """Work folders inside the checkout are kept relative to it, so the JSON is portable."""
+    path = Path(workdir)
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else workdir

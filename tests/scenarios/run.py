@@ -1,0 +1,144 @@
+"""`python tests/scenarios/run.py [--quick] [--runs N] [--out FILE]`: the root-cause evaluation.
+
+Full mode runs every scenario (six faults and the null run) N times with seeded
+magnitudes and fault times, and writes the per-scenario table to tests/scenarios/results.md
+(with everything behind it in results.json). --quick runs two scenarios once each, in
+compressed time, for the test suite. --requery DIR asks a fresh collector on each kept
+run's database again, to re-score an existing evaluation after the analysis changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `scenarios` importable as a package
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    __package__ = "scenarios"
+
+from scenarios import harness, metrics, report  # noqa: E402
+from scenarios.plan import FULL, QUICK, RunPlan, plan_runs  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results.md"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Fault-injection evaluation of spike detection "
+                                     "and cause ranking.")
+    parser.add_argument("--quick", action="store_true", help="two scenarios, one run each, ~90 s each")
+    parser.add_argument("--runs", type=int, default=3, help="runs per scenario (full mode; default 3)")
+    parser.add_argument("--scenarios", help="comma-separated subset of the scenarios")
+    parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument("--out", help="Markdown report (default tests/scenarios/results.md; quick: in "
+                        "the work folder); JSON beside it")
+    parser.add_argument("--workdir", help="where each run keeps its database and logs "
+                        "(default: a new folder under build/rca)")
+    parser.add_argument("--requery", metavar="JSON", help="re-ask the collector about the runs "
+                        "recorded in this results JSON (their work folders must still exist)")
+    return parser.parse_args(argv)
+
+
+def run_all(plans: list[RunPlan], timing: Any, workdir: Path, meta: dict[str, Any],
+            out: Path) -> list[dict[str, Any]]:
+    """Run the plans in order, rewriting the report after each: a long evaluation that is
+    stopped early still leaves the table of what finished."""
+    records = []
+    for n, plan in enumerate(plans, start=1):
+        began = time.monotonic()
+        record = harness.run_one(plan, timing, workdir / f"{plan.scenario}-{plan.index}")
+        records.append(record)
+        print(f"[{n}/{len(plans)}] {plan.scenario} #{plan.index} {plan.magnitude or ''}: "
+              f"{_outcome(record)} ({time.monotonic() - began:.0f} s)", flush=True)
+        _write(out, dict(meta, runs_done=n), records)
+    return records
+
+
+def _write(out: Path, meta: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
+    timing = QUICK if meta["mode"] == "quick" else FULL
+    scores = metrics.score(records, _seconds(timing.api_baseline), harness.SETTINGS.slack_s,
+                           meta["seed"])
+    report.write(out, scores, meta, records)
+    return scores
+
+
+def _outcome(record: dict[str, Any]) -> str:
+    if "error" in record:
+        return f"FAILED {record['error']}"
+    spikes = metrics.spikes_of(record)
+    tops = [metrics.rank_pyrometer(s)[:1] for s in spikes]
+    return (f"spikes HTTP {record.get('spikes_http')}, {len(spikes)} spike(s), "
+            f"top causes {tops}, truth {record.get('truth', {}) and record['truth']['kind']}")
+
+
+def requery(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Start a collector on each kept run's database and query it again."""
+    data = json.loads(path.read_text())
+    timing = QUICK if data["meta"]["mode"] == "quick" else FULL
+    for record in data["runs"]:
+        if "error" in record:
+            continue
+        workdir = report.REPO / record["workdir"]  # relative to the checkout, or absolute
+        stack = harness.Stack(workdir, RunPlan(**{k: record["plan"][k] for k in (
+            "scenario", "index", "seed", "fault_at_s", "fault_s", "total_s", "magnitude")}),
+            harness.SETTINGS)
+        try:
+            _, api = stack.start_collector()
+            window = record["window"]
+            record.update(harness._query(api, window["from"], window["to"], timing, harness.SETTINGS))
+        finally:
+            stack.close()
+    return data["meta"], data["runs"]
+
+
+def _terminate(signum: int, frame: object) -> None:
+    # SIGTERM unwinds like an exception, so each run's `finally` stops its processes.
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    command = " ".join(["python tests/scenarios/run.py", *(sys.argv[1:] if argv is None else argv)])
+    if args.requery:
+        meta, records = requery(Path(args.requery))
+        # the telemetry is the original runs'; the analysis (and so the table) is today's
+        meta = dict(meta, rescored=datetime.datetime.now(datetime.UTC).isoformat(
+            timespec="seconds"), rescore_command=command)
+        out = Path(args.out) if args.out else Path(args.requery).with_suffix(".md")
+    else:
+        names = tuple(args.scenarios.split(",")) if args.scenarios else None
+        timing, plans = plan_runs(args.quick, args.runs, args.seed, names)
+        root = Path(__file__).resolve().parents[2] / "build" / "rca"
+        root.mkdir(parents=True, exist_ok=True)
+        workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(
+            prefix=("quick-" if args.quick else "full-"), dir=root))
+        print(f"{len(plans)} runs, about {sum(p.total_s for p in plans) / 60:.0f} min of scenario "
+              f"time; logs and databases in {workdir}", flush=True)
+        meta = {"mode": "quick" if args.quick else "full", "seed": args.seed,
+                "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                "runs_total": len(plans), "runs_per_scenario": 1 if args.quick else args.runs,
+                "command": command, "api_baseline": timing.api_baseline,
+                "api_step": timing.api_step, "percentile": harness.SETTINGS.percentile,
+                "slack_s": harness.SETTINGS.slack_s}
+        out = Path(args.out) if args.out else (workdir / "results.md" if args.quick else RESULTS)
+        records = run_all(plans, timing, workdir, meta, out)
+    scores = _write(out, meta, records)
+    print(report.table(scores))
+    print(f"report: {out}\ndata:   {out.with_suffix('.json')}")
+    return 1 if any("error" in r for r in records) else 0
+
+
+def _seconds(duration: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600}
+    return float(duration[:-1]) * units[duration[-1]]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

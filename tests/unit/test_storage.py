@@ -1,0 +1,180 @@
+"""DuckDBStore on a real DuckDB file: round trips, dedupe, filters, reopen, locking."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from pyrometer.agent.shared.model import NANOS_PER_SECOND, SampleKey
+from pyrometer.collector.errors import DatabaseInUseError, StorageError
+from pyrometer.collector.ingest.decode import StreamDecoder
+from pyrometer.collector.storage.batch import DecodedBatch
+from pyrometer.collector.storage.duckdb.backend import BatchOutcome, DuckDBStore
+from support.ingest_builder import BASE_NS, NOW_NS, StreamEncoder, stack
+
+S = NANOS_PER_SECOND
+MAIN = stack("main", "serve", "forward")
+IDLE = stack("main", "wait")
+TOKENIZE = stack("main", "serve", "tokenize")
+
+
+class Agent:
+    """An encoder and decoder pair: batches as the ingest server would hand them over."""
+
+    def __init__(self, **identity: object) -> None:
+        self.encoder = StreamEncoder(**identity)  # type: ignore[arg-type]
+        self.decoder = StreamDecoder()
+
+    def batch(self, seq: int, counts: dict[SampleKey, int], **window: object) -> DecodedBatch:
+        return self.decoder.decode(self.encoder.batch(seq, counts, **window), NOW_NS)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> DuckDBStore:
+    opened = DuckDBStore(tmp_path / "pyrometer.duckdb")
+    yield opened  # type: ignore[misc]
+    opened.close()
+
+
+def test_commit_and_query_round_trip(store: DuckDBStore) -> None:
+    a, b = Agent(agent_id="a", instance="pod-a"), Agent(agent_id="b", instance="pod-b")
+    report = store.commit([
+        a.batch(1, {SampleKey(MAIN, "MainThread"): 5, SampleKey(IDLE, "MainThread"): 2}),
+        b.batch(1, {SampleKey(MAIN, "MainThread"): 4, SampleKey(TOKENIZE, "w"): 9}),
+    ])
+    assert report.outcomes == (BatchOutcome.STORED, BatchOutcome.STORED)
+    # MAIN's frames are shared: each stack and frame is written once
+    assert report.rows_written == {"samples": 4, "stacks": 3, "frames": 5}
+    profile = store.profile("svc", BASE_NS, BASE_NS + 60 * S)
+    assert profile.samples == ((MAIN, 9), (TOKENIZE, 9), (IDLE, 2))
+    assert profile.rate_hz == 100.0 and not profile.idle_included
+    assert (profile.start_ns, profile.end_ns) == (BASE_NS, BASE_NS + 60 * S)
+    [summary] = store.services()
+    assert summary.name == "svc" and summary.instances == ("pod-a", "pod-b")
+    assert (summary.first_seen_ns, summary.last_seen_ns, summary.samples) == (
+        BASE_NS, BASE_NS + 10 * S, 20)
+
+
+def test_resent_batch_is_a_duplicate_and_stored_once(store: DuckDBStore) -> None:
+    agent = Agent()
+    first = agent.batch(1, {SampleKey(MAIN): 5})
+    second = agent.batch(2, {SampleKey(IDLE): 1}, start_ns=BASE_NS + 10 * S)
+    assert store.commit([first]).outcomes == (BatchOutcome.STORED,)
+    # a retry of seq 1, and within one group a batch sent twice over two streams
+    report = store.commit([first, second, second])
+    assert report.outcomes == (
+        BatchOutcome.DUPLICATE, BatchOutcome.STORED, BatchOutcome.DUPLICATE)
+    assert report.rows_written["samples"] == 1
+    assert store.profile("svc", BASE_NS, BASE_NS + 60 * S).samples == ((MAIN, 5), (IDLE, 1))
+    # a lower seq than the high-water mark is a duplicate too
+    assert store.commit([first]).outcomes == (BatchOutcome.DUPLICATE,)
+
+
+def test_window_counts_when_its_midpoint_is_in_range(store: DuckDBStore) -> None:
+    agent = Agent()
+    # windows [0, 10) s and [10, 20) s after BASE_NS: midpoints at 5 s and 15 s
+    store.commit([
+        agent.batch(1, {SampleKey(MAIN): 1}),
+        agent.batch(2, {SampleKey(IDLE): 2}, start_ns=BASE_NS + 10 * S),
+    ])
+
+    def stacks(start_s: int, end_s: int) -> list[object]:
+        profile = store.profile("svc", BASE_NS + start_s * S, BASE_NS + end_s * S)
+        return [s for s, _ in profile.samples]
+
+    assert stacks(0, 20) == [IDLE, MAIN]
+    assert stacks(5, 15) == [MAIN]  # start inclusive
+    assert stacks(6, 15) == []  # end exclusive
+    assert stacks(6, 16) == [IDLE]
+    assert stacks(-100, 0) == []
+
+
+def test_empty_window_and_unknown_service_give_empty_profiles(store: DuckDBStore) -> None:
+    assert store.profile("svc", BASE_NS, BASE_NS + S).samples == ()
+    store.commit([Agent().batch(1, {SampleKey(MAIN): 1})])
+    empty = store.profile("nope", BASE_NS, BASE_NS + 60 * S)
+    assert empty.samples == () and empty.total == 0 and empty.rate_hz == 100.0
+
+
+def test_label_filters(store: DuckDBStore) -> None:
+    old = Agent(agent_id="a", instance="pod-a", labels={"version": "v1"}, target_pid=10)
+    new = Agent(agent_id="b", instance="pod-b", labels={"version": "v2"}, target_pid=20)
+    store.commit([
+        old.batch(1, {SampleKey(MAIN, "MainThread"): 3, SampleKey(IDLE, "io", 11): 1},
+                  idle_included=True),
+        new.batch(1, {SampleKey(TOKENIZE, "MainThread"): 7}, rate_hz=50.0),
+    ])
+    window = (BASE_NS, BASE_NS + 60 * S)
+
+    def stacks(**filters: object) -> list[object]:
+        return [s for s, _ in store.profile("svc", *window, **filters).samples]  # type: ignore[arg-type]
+
+    assert stacks(instance="pod-a") == [MAIN, IDLE]
+    assert stacks(version="v2") == [TOKENIZE]
+    assert stacks(thread="MainThread") == [TOKENIZE, MAIN]
+    assert stacks(pid=10) == [MAIN]  # the target's own rows carry its pid
+    assert stacks(pid=11) == [IDLE]
+    assert stacks(version="v1", thread="io") == [IDLE]
+    assert stacks(version="v3") == []
+    mixed = store.profile("svc", *window)
+    assert mixed.idle_included and mixed.rate_hz == 50.0  # most samples were at 50 Hz
+    assert not store.profile("svc", *window, version="v2").idle_included
+
+
+def test_reopened_file_has_the_data(tmp_path: Path) -> None:
+    path = tmp_path / "p.duckdb"
+    agent = Agent()
+    first = DuckDBStore(path)
+    first.commit([agent.batch(1, {SampleKey(MAIN): 4})])
+    first.close()
+    with pytest.raises(StorageError):
+        first.profile("svc", BASE_NS, BASE_NS + 60 * S)
+    again = DuckDBStore(path)
+    try:
+        assert again.profile("svc", BASE_NS, BASE_NS + 60 * S).samples == ((MAIN, 4),)
+        # the high-water mark survived, and known stacks are not written again
+        assert again.commit([agent.batch(1, {SampleKey(MAIN): 4})]).outcomes == (
+            BatchOutcome.DUPLICATE,)
+        report = again.commit([agent.batch(2, {SampleKey(MAIN): 1})])
+        assert report.rows_written == {"samples": 1, "stacks": 0, "frames": 0}
+    finally:
+        again.close()
+
+
+def test_dictionary_rows_written_twice_are_not_double_counted(tmp_path: Path) -> None:
+    path = tmp_path / "p.duckdb"
+    store = DuckDBStore(path)
+    store.commit([Agent().batch(1, {SampleKey(MAIN): 4, SampleKey(IDLE): 1})])
+    store.close()
+    # as a second collector would, write every stack and frame again
+    with duckdb.connect(str(path)) as con:
+        con.execute("INSERT INTO stacks SELECT * FROM stacks")
+        con.execute("INSERT INTO frames SELECT * FROM frames")
+    store = DuckDBStore(path)
+    try:
+        assert store.profile("svc", BASE_NS, BASE_NS + 60 * S).samples == ((MAIN, 4), (IDLE, 1))
+    finally:
+        store.close()
+
+
+def test_file_locked_by_another_process_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "locked.duckdb"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('ready', flush=True); "
+         "sys.stdin.read()", str(path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        with pytest.raises(DatabaseInUseError) as raised:
+            DuckDBStore(path)
+        message = str(raised.value)
+        assert f"database file {path} is in use by another process (pid {holder.pid})" in message
+    finally:
+        holder.communicate("")
+    DuckDBStore(path).close()  # usable once the other process is gone

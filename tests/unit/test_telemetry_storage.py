@@ -1,0 +1,188 @@
+"""Telemetry in a real DuckDB file: round trip per table, and the series read back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from pyrometer.agent.shared.model import Event, SampleKey, Telemetry
+from pyrometer.collector.ingest.decode import StreamDecoder
+from pyrometer.collector.ingest.validate import CLOCK_EVENT_REASONS
+from pyrometer.collector.storage.batch import DecodedBatch
+from pyrometer.collector.storage.duckdb.backend import BatchOutcome, DuckDBStore
+from pyrometer.collector.storage.duckdb.series import SeriesQuery
+from support.ingest_builder import BASE_NS, NOW_NS, StreamEncoder, stack
+from support.telemetry_builder import MS, S, event, everything, gpu, host, process, request
+
+MINUTE = (BASE_NS, BASE_NS + 60 * S)
+
+
+class Agent:
+    def __init__(self, **identity: object) -> None:
+        self.encoder = StreamEncoder(**identity)  # type: ignore[arg-type]
+        self.decoder = StreamDecoder()
+
+    def batch(self, seq: int, telemetry: Telemetry, version: str | None = None,
+              counts: dict[SampleKey, int] | None = None) -> DecodedBatch:
+        raw = self.encoder.batch(seq, counts, telemetry=telemetry, version=version)
+        return self.decoder.decode(raw, NOW_NS)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[DuckDBStore]:
+    opened = DuckDBStore(tmp_path / "telemetry.duckdb")
+    yield opened
+    opened.close()
+
+
+def series(step_s: int = 10, **filters: str) -> SeriesQuery:
+    return SeriesQuery("svc", *MINUTE, step_ns=step_s * S, **filters)
+
+
+def test_every_table_round_trips(tmp_path: Path) -> None:
+    path = tmp_path / "t.duckdb"
+    store = DuckDBStore(path)
+    report = store.commit([Agent(labels={"version": "v2"}).batch(
+        1, everything(), counts={SampleKey(stack("main")): 1})])
+    store.close()
+    assert report.rows_written == {"samples": 1, "stacks": 1, "frames": 1, "gpu": 1,
+                                   "process": 1, "host": 1, "requests": 2, "events": 1,
+                                   "agent_stats": 1}
+    with duckdb.connect(str(path)) as con:
+        identity = "time_ns, service, instance, host, agent_id, version, seq"
+        for table in ("gpu", "process", "host", "requests", "events", "agent_stats"):
+            columns = [row[0] for row in con.execute(f"DESCRIBE {table}").fetchall()]
+            assert ", ".join(columns[:7]) == identity
+        assert con.execute("SELECT replayed, temperature_c, clock_event_reasons, gpu_index "
+                           "FROM gpu").fetchall() == [(True, 71.5, 0, 0)]
+        assert con.execute(
+            "SELECT route, ttfb_ns, chunk_count, chunk_gap_max_us, chunk_gaps_us, "
+            "chunk_gaps_dropped, app_size, source FROM requests ORDER BY time_ns").fetchall() == [
+            ("/v1/predict", None, None, None, [], 0, None, "middleware"),
+            ("/v1/predict", 3 * MS, 4, 250, [100, 250], 1, 42, "proxy")]
+        assert con.execute("SELECT service, instance, version, seq, kind, previous_version, "
+                           "attrs FROM events").fetchall() == [
+            ("svc", "pod-1", "v2", 1, "deploy", "v1", '{"commit":"abc"}')]
+        assert con.execute("SELECT psi_cpu_some, load1 FROM host").fetchall() == [(1.5, 2.5)]
+        assert con.execute("SELECT cpu_user, rss_bytes FROM process").fetchall() == [
+            (0.75, 2 * 2**30)]
+        assert con.execute(
+            "SELECT service, instance, cpu_cores, rss_bytes, queued_batches, spooled_batches, "
+            "spool_bytes, dropped_batches, dropped_records, reconnects, pyspy_restarts "
+            "FROM agent_stats").fetchall() == [
+            ("svc", "pod-1", 0.125, 80 * 2**20, 3, 1, 4096, 2, 7, 1, 0)]
+
+
+def test_a_retried_batch_stores_its_records_once(store: DuckDBStore) -> None:
+    agent = Agent()
+    batch = agent.batch(1, Telemetry(requests=(request(1), request(2)), events=(event(1),)))
+    assert store.commit([batch]).outcomes == (BatchOutcome.STORED,)
+    assert store.commit([batch]).outcomes == (BatchOutcome.DUPLICATE,)
+    [point] = store.latency(series(step_s=60))
+    assert point.count == 2
+    assert len(store.events("svc", *MINUTE).events) == 1
+
+
+def test_latency_counts_and_percentiles_per_step(store: DuckDBStore) -> None:
+    agent = Agent()
+    # step [0, 10 s): latencies 1..100 ms; step [10, 20 s): 7 requests of 5 ms, 2 of them 503
+    first = tuple(request(i * 0.05, latency_ms=i + 1, request_bytes=i, ttfb_ns=MS)
+                  for i in range(100))
+    second = tuple(request(10 + i, latency_ms=5, status=503 if i < 2 else 200) for i in range(7))
+    store.commit([agent.batch(1, Telemetry(requests=first)),
+                  agent.batch(2, Telemetry(requests=second))])
+    a, b = store.latency(series())
+    assert (a.start_ns, a.end_ns, a.count, a.errors) == (BASE_NS, BASE_NS + 10 * S, 100, 0)
+    assert a.rate_per_s == 10.0
+    assert (a.latency_p50_ms, a.latency_max_ms) == (50.5, 100.0)
+    assert a.latency_p99_ms == pytest.approx(99.01)
+    assert a.request_bytes_p50 == 49.5 and a.ttfb_p50_ms == 1.0
+    assert (b.count, b.errors, b.latency_p95_ms, b.ttfb_p50_ms) == (7, 2, 5.0, None)
+    assert sum(p.count for p in store.latency(series(step_s=7))) == 107
+
+
+def test_latency_filters_and_the_window_bounds(store: DuckDBStore) -> None:
+    old = Agent(agent_id="a", instance="pod-a")
+    new = Agent(agent_id="b", instance="pod-b")
+    store.commit([
+        old.batch(1, Telemetry(requests=(request(0), request(59.999, route="/health"))),
+                  version="v1"),
+        new.batch(1, Telemetry(requests=(request(5), request(60))), version="v2"),
+    ])
+
+    def count(**filters: str) -> int:
+        return sum(p.count for p in store.latency(series(step_s=60, **filters)))
+
+    assert count() == 3  # the request ending exactly at `to` is outside [from, to)
+    assert count(version="v2") == 1 and count(instance="pod-a") == 2
+    assert count(route="/health") == 1 and count(route="/nope") == 0
+    # a last bucket cut short by `to` gives its rate over its own length
+    [short] = store.latency(SeriesQuery("svc", BASE_NS, BASE_NS + 4 * S, 10 * S))
+    assert (short.end_ns, short.rate_per_s) == (BASE_NS + 4 * S, 0.25)
+
+
+def test_gpu_throttle_fractions_per_step(store: DuckDBStore) -> None:
+    power, thermal = CLOCK_EVENT_REASONS["sw_power_cap"], CLOCK_EVENT_REASONS["hw_thermal_slowdown"]
+    readings = (
+        gpu(0, clock_event_reasons=power, temperature_c=70.0, replayed=True),
+        gpu(1, clock_event_reasons=power | thermal, temperature_c=80.0),
+        gpu(2, clock_event_reasons=0, temperature_c=70.0, sm_clock_max_mhz=2010),
+        gpu(3, clock_event_reasons=thermal, temperature_c=80.0),
+        gpu(4, clock_event_reasons=None, temperature_c=None),  # the driver did not say
+        gpu(12, clock_event_reasons=None, index=1, power_mw=350_000),
+        gpu(13, index=1),
+    )
+    store.commit([Agent().batch(1, Telemetry(gpu=readings))])
+    first, idle = store.gpu(series())
+    assert (first.gpu_index, first.start_ns, first.readings) == (0, BASE_NS, 5)
+    fractions = dict(first.throttle)
+    assert fractions["sw_power_cap"] == 0.5 and fractions["hw_thermal_slowdown"] == 0.5
+    assert fractions["gpu_idle"] == 0.0 and set(fractions) == set(CLOCK_EVENT_REASONS)
+    assert first.temperature_c == 75.0 and first.sm_clock_max_mhz == 2010
+    assert first.power_w == 400.0 and first.power_limit_w == 700.0
+    assert first.replayed and not idle.replayed
+    assert (idle.gpu_index, idle.start_ns, idle.readings) == (1, BASE_NS + 10 * S, 2)
+    assert dict(idle.throttle) == dict.fromkeys(CLOCK_EVENT_REASONS, 0.0)
+    assert idle.power_w == 375.0
+
+
+def test_gpu_step_without_reasons_has_no_fractions(store: DuckDBStore) -> None:
+    store.commit([Agent().batch(1, Telemetry(gpu=(gpu(0, clock_event_reasons=None),)))])
+    [point] = store.gpu(series())
+    assert point.throttle == () and point.readings == 1
+
+
+def test_process_and_host_series(store: DuckDBStore) -> None:
+    store.commit([Agent().batch(1, Telemetry(
+        process=(process(0, cpu_user=0.5, rss_bytes=100), process(1, cpu_user=1.0, rss_bytes=300),
+                 process(2, pid=101, threads=3)),
+        host=(host(0, cpu_pct=40.0, memory_available_bytes=10, psi_io_some=None),
+              host(1, cpu_pct=60.0, memory_available_bytes=5, psi_io_some=2.0)),
+    ))])
+    target, worker = store.process(series())
+    assert (target.pid, target.readings, target.cpu_user, target.rss_bytes_max) == (100, 2, 0.75, 300)
+    assert (target.ctx_switches_voluntary, target.ctx_switches_involuntary) == (200, 10)
+    assert (worker.pid, worker.threads_max) == (101, 3)
+    [point] = store.host(series())
+    assert (point.host, point.readings, point.cpu_pct) == ("host-1", 2, 50.0)
+    assert point.memory_available_bytes_min == 5 and point.psi_io_some == 2.0
+    assert store.process(series(instance="nope")) == []
+
+
+def test_events_from_agents_and_from_the_api(store: DuckDBStore) -> None:
+    store.commit([Agent().batch(1, Telemetry(events=(
+        event(5, kind="restart", pid=101, previous_pid=100),
+        event(6, version="v2", previous_version="v1"),
+    )), version="v2")])
+    posted = store.add_event("svc", Event(BASE_NS + 7 * S, "config", "v2", attrs=(("k", "v"),)))
+    assert posted.agent_id == "api" and posted.attrs == (("k", "v"),)
+    listing = store.events("svc", *MINUTE)
+    assert [(e.kind, e.version, e.agent_id) for e in listing.events] == [
+        ("restart", "v2", "agent-1"), ("deploy", "v2", "agent-1"), ("config", "v2", "api")]
+    assert not listing.truncated and listing.events[2] == posted
+    assert [e.kind for e in store.events("svc", *MINUTE, kind="deploy").events] == ["deploy"]
+    assert store.events("other", *MINUTE).events == ()
+    assert store.events("svc", BASE_NS + 6 * S, BASE_NS + 7 * S).events[0].kind == "deploy"
