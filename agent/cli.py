@@ -3,7 +3,8 @@
 `pyrometer agent` must never import DuckDB, pyarrow or aiohttp (the agent image does not
 have them), so each subcommand names its handler as "module:function" and the module
 is imported after the arguments are parsed. Argument definitions live in light modules.
-Exit codes are decided here and nowhere else: 0 ok, 1 runtime failure, 2 user error.
+Exit codes are decided here and nowhere else: 0 ok, 1 runtime failure, 2 user error
+(each error class carries its own, see agent/shared/errors.py).
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from pyrometer.agent.shared.errors import PyrometerError
-
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+from pyrometer.agent.shared.errors import EXIT_USAGE, PyrometerError
 
 # subcommand -> (help, "module:function" adding its flags, handler "module:function")
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -59,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except PyrometerError as err:
         print(f"pyrometer {args.command}: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+        return err.exit_code
     except ModuleNotFoundError as err:
         if err.name and err.name.split(".")[0] in {"duckdb", "pyarrow", "aiohttp", "prometheus_client"}:
             print(f"pyrometer {args.command}: needs the collector extra "

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pyrometer.agent.shared.errors import ConfigError
-from pyrometer.agent.ship import channel as agent_security
+from pyrometer.agent.ship import channel
 from pyrometer.agent.ship.channel import Security
 
 T = TypeVar("T")
@@ -96,7 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "[PYROMETER_SPOOL_MAX_BYTES]")
     parser.add_argument("--version-env", help="comma-separated environment variables of the "
                         "target that hold its version (default APP_VERSION,GIT_COMMIT,IMAGE_TAG)")
-    agent_security.add_arguments(parser)
+    channel.add_arguments(parser)
 
 
 def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> AgentConfig:
@@ -130,7 +130,7 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> A
         labels=parse_labels(args.label), rate_hz=rate, window_s=window, gil=args.gil,
         idle=args.idle, threads=args.threads, subprocesses=args.subprocesses, native=args.native,
         **_telemetry(args, env), **_spool(args, env, service, collector),
-        security=agent_security.resolve(args, env),
+        security=channel.resolve(args, env),
     )
 
 

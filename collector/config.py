@@ -11,8 +11,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from pyrometer.agent.shared import credentials
 from pyrometer.agent.shared.errors import ConfigError
-from pyrometer.agent.ship import channel as security
 
 _LISTEN = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]*):(\d{1,5})$")
 
@@ -67,14 +67,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "everything) [PYROMETER_RETENTION]")
     parser.add_argument("--retention-interval", metavar="DURATION", help="time between "
                         "retention passes (default 5m) [PYROMETER_RETENTION_INTERVAL]")
-    security.add_token_arguments(parser, "token agents and API clients must send (ingest, "
-                                 "POST; also reads without --read-token)")
-    security.add_token_arguments(parser, "read-only token for the API's GET endpoints",
-                                 prefix="read-", env_prefix="READ_")
-    parser.add_argument("--tls-cert", metavar="FILE", help="certificate (PEM) to serve gRPC "
-                        "with TLS and the API as HTTPS [PYROMETER_TLS_CERT]")
-    parser.add_argument("--tls-key", metavar="FILE",
-                        help="private key (PEM) of --tls-cert [PYROMETER_TLS_KEY]")
+    credentials.add_token_arguments(parser, "token agents and API clients must send (ingest, "
+                                    "POST; also reads without --read-token)")
+    credentials.add_token_arguments(parser, "read-only token for the API's GET endpoints",
+                                    prefix="read-", env_prefix="READ_")
+    credentials.add_cert_arguments(parser, "certificate (PEM) to serve gRPC with TLS and the "
+                                   "API as HTTPS")
     parser.add_argument("--tls-client-ca", metavar="FILE", help="CA (PEM) whose client "
                         "certificates agents must present on gRPC (mutual TLS) "
                         "[PYROMETER_TLS_CLIENT_CA]")
@@ -118,9 +116,9 @@ def _retention(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[int | 
 
 
 def _tokens(args: argparse.Namespace, env: Mapping[str, str]) -> Tokens:
-    write = security.resolve_token(args.token, args.token_file, env)
-    read = security.resolve_token(args.read_token, args.read_token_file, env,
-                                  prefix="read-", env_prefix="READ_")
+    write = credentials.resolve_token(args.token, args.token_file, env)
+    read = credentials.resolve_token(args.read_token, args.read_token_file, env,
+                                     prefix="read-", env_prefix="READ_")
     if read is not None and write is None:
         # open ingest and POST behind a guarded GET would protect nothing worth having
         raise ConfigError("--read-token needs --token too (or PYROMETER_TOKEN): the read-only "
@@ -129,20 +127,16 @@ def _tokens(args: argparse.Namespace, env: Mapping[str, str]) -> Tokens:
 
 
 def _tls(args: argparse.Namespace, env: Mapping[str, str]) -> ServerTls | None:
-    cert = args.tls_cert or env.get("PYROMETER_TLS_CERT") or None
-    key = args.tls_key or env.get("PYROMETER_TLS_KEY") or None
-    client_ca = args.tls_client_ca or env.get("PYROMETER_TLS_CLIENT_CA") or None
-    if (cert is None) != (key is None):
-        raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
-    if cert is None or key is None:
+    client_ca = credentials.flag_or_env(args.tls_client_ca, env, "PYROMETER_TLS_CLIENT_CA")
+    pair = credentials.resolve_cert_pair(args, env)
+    if pair is None:
         if client_ca is not None:
             raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key: client "
                               "certificates are checked only over TLS")
         return None
-    security.check_cert_and_key(cert, key, "--tls-cert", "--tls-key")
     if client_ca is not None:
-        security.check_ca(client_ca, "--tls-client-ca")
-    return ServerTls(cert_path=cert, key_path=key, client_ca_path=client_ca)
+        credentials.check_ca(client_ca, "--tls-client-ca")
+    return ServerTls(cert_path=pair[0], key_path=pair[1], client_ca_path=client_ca)
 
 
 def check_listen(flag: str, value: str) -> tuple[str, int]:

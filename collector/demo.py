@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pyrometer.agent.shared.errors import ConfigError
 from pyrometer.collector.api import client
-from pyrometer.collector.procs import Child, ChildError, python_env, start
+from pyrometer.collector.procs import Child, python_env, start
 
 SERVICE = "demo-model"
 DEMO_DIR = Path(__file__).resolve().parent.parent / "deploy" / "demo"
@@ -37,7 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     if not (DEMO_DIR / "model_server.py").exists():
-        raise ChildError(f"the demo needs a source checkout: {DEMO_DIR} is missing")
+        # the demo model server and load generator live in deploy/demo, which the installed
+        # package does not carry (they are an example app, not part of Pyrometer)
+        raise ConfigError("pyrometer demo runs from a source checkout of Pyrometer (`make demo`): "
+                          f"it starts deploy/demo/model_server.py, not found at {DEMO_DIR}")
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     logs = Path(tempfile.mkdtemp(prefix="logs-", dir=out))

@@ -1,8 +1,11 @@
-"""The collector's exceptions: one root, so callers can catch the whole component."""
+"""The collector's exceptions: one root, so callers can catch the whole component.
+
+Each class carries its exit code (see agent/shared/errors.py): a runtime failure by default.
+"""
 
 from __future__ import annotations
 
-from pyrometer.agent.shared.errors import PyrometerError
+from pyrometer.agent.shared.errors import EXIT_USAGE, PyrometerError
 
 
 class CollectorError(PyrometerError):
@@ -29,6 +32,14 @@ class StorageError(CollectorError):
 
 class DatabaseInUseError(StorageError):
     """The database file is locked by another process (DuckDB allows one writer)."""
+
+    exit_code = EXIT_USAGE  # point --db at another file, or stop the other process
+
+
+class ListenError(CollectorError):
+    """An address the collector was told to listen on cannot be bound (in use, not local)."""
+
+    exit_code = EXIT_USAGE
 
 
 class ShuttingDownError(CollectorError):

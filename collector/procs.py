@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from pyrometer.agent.shared.errors import PyrometerError
+from pyrometer.collector.errors import CollectorError
 
 
-class ChildError(PyrometerError):
+class ChildError(CollectorError):
     """A child process exited or stayed silent before printing its ready line."""
 
 

@@ -14,7 +14,7 @@ from pyrometer.collector.api import tls
 from pyrometer.collector.api.app import RUNNER_OPTIONS, create_app
 from pyrometer.collector.api.auth import TokenInterceptor, http_middleware
 from pyrometer.collector.config import CollectorConfig, check_listen
-from pyrometer.collector.errors import CollectorError
+from pyrometer.collector.errors import ListenError
 from pyrometer.collector.ingest.server import IngestConfig, start_ingest_server
 from pyrometer.collector.metrics import CollectorMetrics
 from pyrometer.collector.storage.duckdb.backend import DuckDBStore
@@ -69,7 +69,7 @@ async def _start_http(config: CollectorConfig, store: DuckDBStore, metrics: Coll
         await site.start()
     except OSError as err:
         await runner.cleanup()
-        raise CollectorError(f"cannot listen on {config.http_listen} (HTTP API): {err}") from None
+        raise ListenError(f"cannot listen on {config.http_listen} (HTTP API): {err}") from None
     bound = runner.addresses[0][1]
     return runner, f"{'https' if context else 'http'}://{host}:{bound}"
 

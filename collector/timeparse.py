@@ -83,6 +83,14 @@ def _parse_rfc3339(text: str) -> Nanos:
     return (delta.days * 86400 + delta.seconds) * NANOS_PER_SECOND + delta.microseconds * 1000
 
 
+def format_duration(ns: Nanos) -> str:
+    """A duration as text parse_duration reads back: 10s, 5m, 1h, 250ms (weeks as days)."""
+    for unit in ("d", "h", "m", "s", "ms"):
+        if ns % _UNITS[unit] == 0:
+            return f"{ns // _UNITS[unit]}{unit}"
+    return f"{ns / _UNITS['ms']:g}ms"
+
+
 def format_time(ns: Nanos) -> str:
     """RFC 3339 in UTC with milliseconds, for messages and titles."""
     moment = datetime.fromtimestamp(ns / NANOS_PER_SECOND, tz=UTC)

@@ -94,7 +94,7 @@ async def _sample(source: NvmlSource, seconds: float) -> list[GpuReading]:
 
 def format_reading(r: GpuReading, at_s: float) -> str:
     """One reading as one line of text; '?' where the device did not say."""
-    from pyrometer.agent.gpu.sampler import decode_reasons
+    from pyrometer.agent.shared.clock_events import decode_reasons
 
     def val(v: float | int | None, scale: float = 1.0, fmt: str = "{:.0f}") -> str:
         return "?" if v is None else fmt.format(v / scale)
@@ -112,7 +112,7 @@ def format_reading(r: GpuReading, at_s: float) -> str:
 
 
 def _summary(readings: list[GpuReading]) -> int:
-    from pyrometer.agent.gpu.sampler import decode_reasons
+    from pyrometer.agent.shared.clock_events import decode_reasons
 
     measured = [r for r in readings if any(getattr(r, name) is not None for name in _MEASURED)]
     if not measured:

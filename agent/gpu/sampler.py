@@ -1,13 +1,13 @@
 """GPU telemetry: where readings come from (`--gpu`), and the loop that samples them.
 
-Sources: NVML (:class:`~.gpu_nvml.NvmlSource`, `--gpu auto`), a recording played back
-(:class:`~.gpu_replay.ReplaySource`, `--gpu replay:FILE`, schema in that module), or
+Sources: NVML (:class:`~.nvml.NvmlSource`, `--gpu auto`), a recording played back
+(:class:`~.replay.ReplaySource`, `--gpu replay:FILE`, schema in that module), or
 none (`--gpu off`, or `auto` on a host without NVML, its driver or a GPU: one log line,
 and the agent runs without GPU data). :class:`GpuSampler` reads the source at a fixed
 interval and hands each reading on; both sources go through the same path.
 
-The clock-event reason mask is kept raw in each reading; :func:`decode_reasons` names
-its bits with the names NVML gives them (``SwThermalSlowdown``, ...).
+The clock-event reason mask is kept raw in each reading; agent/shared/clock_events.py
+names its bits.
 """
 
 from __future__ import annotations
@@ -30,44 +30,7 @@ from pyrometer.agent.shared.model import GpuReading, Nanos
 
 log = logging.getLogger(__name__)
 
-_REASON_NAMES = ("GpuIdle", "ApplicationsClocksSetting", "SwPowerCap", "HwSlowdown", "SyncBoost",
-                 "SwThermalSlowdown", "HwThermalSlowdown", "HwPowerBrakeSlowdown",
-                 "DisplayClockSetting", "BoardLimit", "Reliability")
-
-
-def _reason_bits() -> dict[str, int]:
-    # NVML 12.2 renamed "throttle" reasons to "clock event" reasons; older bindings have
-    # only the first family, and some bits exist only in one: take each from either.
-    bits: dict[str, int] = {}
-    for name in _REASON_NAMES:
-        for family in ("nvmlClocksEventReason", "nvmlClocksThrottleReason"):
-            value = getattr(pynvml, family + name, None)
-            if isinstance(value, int) and value:
-                bits[name] = value
-                break
-    return bits
-
-
-CLOCK_EVENT_REASONS: dict[str, int] = _reason_bits()
-"""Reason name -> bit of the clock-event (throttle) mask, from pynvml's constants."""
-
-SLOWDOWN_REASONS = frozenset(
-    {"SwPowerCap", "HwSlowdown", "SwThermalSlowdown", "HwThermalSlowdown", "HwPowerBrakeSlowdown"}
-)
-"""Reasons that mean the GPU runs slower than it could (idle and app clocks do not)."""
-
-SLOWDOWN_MASK = sum(CLOCK_EVENT_REASONS[n] for n in SLOWDOWN_REASONS if n in CLOCK_EVENT_REASONS)
-
 MIN_INTERVAL_S, MAX_INTERVAL_S = 0.1, 10.0
-
-
-def decode_reasons(mask: int) -> tuple[str, ...]:
-    """Names of the bits set in a clock-event mask, lowest bit first; unknown ones as hex."""
-    names = [name for name, bit in sorted(CLOCK_EVENT_REASONS.items(), key=lambda kv: kv[1])
-             if mask & bit]
-    rest = mask & ~sum(CLOCK_EVENT_REASONS.values())
-    names += [f"unknown_{1 << b:#x}" for b in range(rest.bit_length()) if rest >> b & 1]
-    return tuple(names)
 
 
 class GpuSource(Protocol):

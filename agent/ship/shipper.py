@@ -25,8 +25,8 @@ from pathlib import Path
 import grpc
 
 from pyrometer.agent.shared.model import ProfileWindow, Telemetry
-from pyrometer.agent.ship import channel as agent_security
-from pyrometer.agent.ship.channel import Security
+from pyrometer.agent.ship.channel import Security, call_metadata
+from pyrometer.agent.ship.channel import channel as open_channel
 from pyrometer.agent.ship.encoder import (
     AgentIdentity,
     SpooledBatchError,
@@ -182,12 +182,12 @@ class Shipper:
     async def _session(self) -> None:
         self._outbox.in_flight = 0  # a new stream: everything unacknowledged is resent
         options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
-        async with agent_security.channel(
+        async with open_channel(
             self._config.collector, self._config.security, options=options,
             compression=grpc.Compression.Gzip,
         ) as channel:
             call = ingest_pb2_grpc.IngestStub(channel).Stream(
-                metadata=agent_security.call_metadata(self._config.security))
+                metadata=call_metadata(self._config.security))
             sender = asyncio.create_task(self._send_all(call))
             try:
                 # Ends when the collector closes the stream, which it does after the

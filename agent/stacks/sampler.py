@@ -20,7 +20,7 @@ times ``restart_backoff_s``, capped at ``restart_backoff_max_s``; n counts the f
 since the last full window); its samples are lost and the next window starts when the
 new recorder is ready. One that ignores SIGINT at a handover for ``stop_timeout_s``
 (hung) is killed; the next recorder is already sampling, so windows go on. py-spy is
-never started through a shell, and never outlives the agent (pyspy_orphans.py).
+never started through a shell, and never outlives the agent (orphans.py).
 """
 
 from __future__ import annotations

@@ -24,8 +24,7 @@ from pyrometer.collector.analysis.inputs import (
     resource_points,
     size_unit,
 )
-from pyrometer.collector.api.series import REPLAYED_NOTICE
-from pyrometer.collector.storage.duckdb.series import LatencyPoint, SeriesQuery
+from pyrometer.collector.storage.reads import REPLAYED_NOTICE, LatencyPoint, SeriesQuery
 from pyrometer.collector.storage.store import Store
 
 MAX_SPIKES = 20  # analysed per answer, the largest by z

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from pyrometer.agent.shared.clock_events import CLOCK_EVENT_REASONS, SLOWDOWN_REASONS
 from pyrometer.agent.shared.model import Nanos
 from pyrometer.collector.analysis.evidence import (
     CodeProfile,
@@ -17,16 +18,10 @@ from pyrometer.collector.analysis.evidence import (
     RequestSample,
     ResourcePoint,
 )
-from pyrometer.collector.ingest.validate import CLOCK_EVENT_REASONS
 from pyrometer.collector.model import Profile
 from pyrometer.collector.query.diff import function_stats
-from pyrometer.collector.storage.duckdb.records import GpuRow, RequestRow
-from pyrometer.collector.storage.duckdb.series import HostPoint, ProcessPoint
+from pyrometer.collector.storage.reads import GpuRow, HostPoint, ProcessPoint, RequestRow
 
-# the reasons the issue counts as throttling; idle, application clocks, sync boost and
-# display settings lower clocks without anything being wrong
-SLOWDOWN_REASONS = ("sw_power_cap", "hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown",
-                    "hw_power_brake_slowdown")
 APP_SIZE_SHARE = 0.8
 
 

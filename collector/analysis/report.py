@@ -12,8 +12,7 @@ from typing import Any
 
 from pyrometer.collector.analysis.candidate import Cause
 from pyrometer.collector.analysis.gather import AnalyzedSpike, SpikeReport
-from pyrometer.collector.api.series import duration_text
-from pyrometer.collector.timeparse import format_time
+from pyrometer.collector.timeparse import format_duration, format_time
 
 
 def _finite(x: float, digits: int = 3) -> float:
@@ -46,8 +45,8 @@ def message(report: SpikeReport) -> str:
     det = report.detection
     if report.status != "ok":
         return (f"too little data for a baseline: no bucket had {cfg.needed_baseline_buckets} "
-                f"steps of {duration_text(cfg.step_ns)} with >= {cfg.min_count} requests in the "
-                f"{duration_text(cfg.baseline_ns)} before it; record longer or pass a shorter "
+                f"steps of {format_duration(cfg.step_ns)} with >= {cfg.min_count} requests in the "
+                f"{format_duration(cfg.baseline_ns)} before it; record longer or pass a shorter "
                 "baseline")
     found = f"{len(report.spikes)} spike{'s' if len(report.spikes) != 1 else ''} in " \
             f"{det.evaluated} buckets checked"
@@ -63,8 +62,8 @@ def to_json(report: SpikeReport) -> dict[str, Any]:
     cfg = q.config
     return {
         "service": q.service, "from": format_time(q.start_ns), "to": format_time(q.end_ns),
-        "from_ns": q.start_ns, "to_ns": q.end_ns, "step": duration_text(cfg.step_ns),
-        "step_ns": cfg.step_ns, "baseline": duration_text(cfg.baseline_ns),
+        "from_ns": q.start_ns, "to_ns": q.end_ns, "step": format_duration(cfg.step_ns),
+        "step_ns": cfg.step_ns, "baseline": format_duration(cfg.baseline_ns),
         "baseline_ns": cfg.baseline_ns, "percentile": cfg.percentile, "status": report.status,
         "message": message(report), "spikes": [_spike(s) for s in report.spikes],
         "notices": list(report.notices),

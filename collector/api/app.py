@@ -3,8 +3,8 @@
 Handlers only parse parameters, call the store and render in worker threads (DuckDB
 blocks, and a big tree takes CPU seconds to build and encode, which would stall ingest);
 every bad parameter is a 400 whose JSON names it, never a 500. The series
-endpoints (latency, gpu, process) live in api_series.py, the events ones in
-api_events.py; the parameter helpers they share in api_common.py.
+endpoints (latency, gpu, process) live in series.py, the events ones in events.py, the
+spikes in spikes.py and the diff in diff.py; the parameter helpers they share in params.py.
 """
 
 from __future__ import annotations
@@ -26,12 +26,10 @@ from pyrometer.collector.api import spikes as api_spikes
 from pyrometer.collector.api.diff import flamegraph_diff
 from pyrometer.collector.api.params import (
     MAX_LABEL_LEN,
-    MAX_PARAM_LEN,
     METRICS,
     STORE,
     BadParameter,
     UnknownService,
-    Window,
     optional,
     optional_int,
     parse_window,
@@ -42,15 +40,11 @@ from pyrometer.collector.api.params import (
 from pyrometer.collector.errors import StorageError
 from pyrometer.collector.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from pyrometer.collector.metrics import CollectorMetrics
-from pyrometer.collector.render import FORMATS, render
-from pyrometer.collector.storage.duckdb.backend import ServiceSummary, Store
+from pyrometer.collector.render.registry import FORMATS, render
+from pyrometer.collector.storage.store import ServiceSummary, Store
 from pyrometer.collector.timeparse import format_time
 
 log = logging.getLogger(__name__)
-
-# these lived here before api_common; they stay importable from this module
-__all__ = ["MAX_LABEL_LEN", "MAX_PARAM_LEN", "METRICS", "STORE", "BadParameter", "UnknownService",
-           "Window", "create_app", "parse_window"]
 
 _LABELS = ("instance", "version", "thread")
 # aiohttp refuses a request line over 8 KiB on its own (a bare 400 from its parser);

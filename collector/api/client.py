@@ -14,14 +14,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pyrometer.agent.shared.errors import PyrometerError
-from pyrometer.agent.ship import channel as security
+from pyrometer.agent.shared import credentials
+from pyrometer.agent.shared.errors import EXIT_USAGE
+from pyrometer.collector.errors import CollectorError
+from pyrometer.collector.render import formats
 
-FORMATS = ("json", "folded", "speedscope", "pprof", "html")
 
-
-class ApiError(PyrometerError):
+class ApiError(CollectorError):
     """The API answered with an error, or could not be reached."""
+
+    exit_code = EXIT_USAGE  # a URL, token or CA that the user gave and must correct
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,10 +35,22 @@ class ClientAuth:
     ca_file: str | None = None
 
 
+def add_api_arguments(parser: argparse.ArgumentParser, *, window: bool) -> None:
+    """What every client command takes: the API's URL, the service, with `window` its
+    --from/--to, and the credentials (add_auth_arguments)."""
+    parser.add_argument("--url", default="http://127.0.0.1:7071", help="collector HTTP API base URL")
+    parser.add_argument("--service", required=True)
+    if window:
+        parser.add_argument("--from", dest="start", default="now-1h",
+                            help="window start: RFC 3339, unix seconds or now-15m (default now-1h)")
+        parser.add_argument("--to", dest="end", default="now", help="window end (default now)")
+    add_auth_arguments(parser)
+
+
 def add_auth_arguments(parser: argparse.ArgumentParser) -> None:
     """--token, --token-file and --ca: every command that talks to the API takes them."""
-    security.add_token_arguments(parser, "the collector's token (a read-only token is enough "
-                                 "for queries)")
+    credentials.add_token_arguments(parser, "the collector's token (a read-only token is enough "
+                                    "for queries)")
     parser.add_argument("--ca", metavar="FILE", help="CA certificate (PEM) to verify an https:// "
                         "collector with [PYROMETER_CA]")
 
@@ -46,22 +60,17 @@ def auth_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = Non
     env = os.environ if env is None else env
     ca = args.ca or env.get("PYROMETER_CA") or None
     if ca is not None:
-        security.check_ca(ca, "--ca")
-    return ClientAuth(token=security.resolve_token(args.token, args.token_file, env), ca_file=ca)
+        credentials.check_ca(ca, "--ca")
+    return ClientAuth(token=credentials.resolve_token(args.token, args.token_file, env), ca_file=ca)
 
 
 def add_flamegraph_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", default="http://127.0.0.1:7071", help="collector HTTP API base URL")
-    parser.add_argument("--service", required=True)
-    parser.add_argument("--from", dest="start", default="now-1h",
-                        help="window start: RFC 3339, unix seconds or now-15m (default now-1h)")
-    parser.add_argument("--to", dest="end", default="now", help="window end (default now)")
-    parser.add_argument("--format", default="html", choices=FORMATS)
+    add_api_arguments(parser, window=True)
+    parser.add_argument("--format", default="html", choices=formats.NAMES)
     parser.add_argument("--instance")
     parser.add_argument("--version")
     parser.add_argument("--thread")
     parser.add_argument("-o", "--output", help="file to write (default: standard output)")
-    add_auth_arguments(parser)
 
 
 def get(base_url: str, path: str, params: dict[str, str | None], timeout: float = 60.0, *,
@@ -110,8 +119,7 @@ def _error_message(body: bytes) -> str:
 
 
 def add_event_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", default="http://127.0.0.1:7071", help="collector HTTP API base URL")
-    parser.add_argument("--service", required=True)
+    add_api_arguments(parser, window=False)
     parser.add_argument("--kind", default="deploy",
                         help="deploy (default), config, restart, rollback, or another short token")
     parser.add_argument("--version", default="", help="the version deployed (required for a deploy)")
@@ -119,7 +127,6 @@ def add_event_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: now, as the collector sees it)")
     parser.add_argument("--attr", action="append", default=[], type=_attr, metavar="K=V",
                         help="an attribute to record with it, e.g. commit=abc123 (repeatable)")
-    add_auth_arguments(parser)
 
 
 def _attr(text: str) -> tuple[str, str]:
@@ -160,16 +167,11 @@ def event_main(args: argparse.Namespace) -> int:
 
 
 def add_spikes_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", default="http://127.0.0.1:7071", help="collector HTTP API base URL")
-    parser.add_argument("--service", required=True)
-    parser.add_argument("--from", dest="start", default="now-1h",
-                        help="window start: RFC 3339, unix seconds or now-15m (default now-1h)")
-    parser.add_argument("--to", dest="end", default="now", help="window end (default now)")
+    add_api_arguments(parser, window=True)
     parser.add_argument("--baseline", help="trailing baseline before each bucket (default 30m)")
     parser.add_argument("--step", help="bucket length (default 10s)")
     parser.add_argument("--percentile", choices=("p95", "p99", "max"), help="default p99")
     parser.add_argument("--json", action="store_true", help="print the API's JSON answer")
-    add_auth_arguments(parser)
 
 
 def spikes_main(args: argparse.Namespace) -> int:

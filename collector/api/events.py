@@ -28,10 +28,9 @@ from pyrometer.collector.api.params import (
     short,
     window_json,
 )
+from pyrometer.collector.ingest.limits import DecodeLimits
 from pyrometer.collector.ingest.validate import MIN_TIME_NS
-from pyrometer.collector.storage.batch import DecodeLimits
-from pyrometer.collector.storage.duckdb.events import StoredEvent
-from pyrometer.collector.storage.duckdb.telemetry_append import API_AGENT_ID
+from pyrometer.collector.storage.reads import API_AGENT_ID, StoredEvent
 from pyrometer.collector.timeparse import TimeFormatError, format_time, parse_time
 
 WELL_KNOWN_KINDS = ("deploy", "config", "restart", "rollback")

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from pyrometer.collector.render import FORMATS
+from pyrometer.collector.render.registry import FORMATS
 
 TIME = ("RFC 3339 (2026-11-28T10:42:00Z), unix seconds, or relative to now "
         "(now, now-15m)")

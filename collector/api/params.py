@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from pyrometer.agent.shared.model import Nanos
+from pyrometer.collector.ingest.limits import DecodeLimits
 from pyrometer.collector.metrics import CollectorMetrics
-from pyrometer.collector.storage.batch import DecodeLimits
 from pyrometer.collector.storage.store import Store
 from pyrometer.collector.timeparse import TimeFormatError, format_time, parse_time
 

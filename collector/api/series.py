@@ -32,8 +32,14 @@ from pyrometer.collector.api.params import (
     short,
     window_json,
 )
-from pyrometer.collector.storage.duckdb.series import SeriesQuery
-from pyrometer.collector.timeparse import MAX_TIME_NS, TimeFormatError, format_time, parse_duration
+from pyrometer.collector.storage.reads import REPLAYED_NOTICE, SeriesQuery
+from pyrometer.collector.timeparse import (
+    MAX_TIME_NS,
+    TimeFormatError,
+    format_duration,
+    format_time,
+    parse_duration,
+)
 
 MAX_BUCKETS = 1000
 MIN_STEP_NS: Nanos = 1_000_000  # 1 ms
@@ -42,17 +48,6 @@ DEFAULT_STEPS: tuple[Nanos, ...] = (
     _S, 2 * _S, 5 * _S, 10 * _S, 15 * _S, 30 * _S, _M, 2 * _M, 5 * _M, 10 * _M, 15 * _M, 30 * _M,
     _H, 2 * _H, 3 * _H, 6 * _H, 12 * _H, _D, 7 * _D,
 )
-REPLAYED_NOTICE = "GPU data replayed from a recording, not read from a GPU"
-
-
-def duration_text(ns: Nanos) -> str:
-    """A step as a duration string parse_duration reads back: 10s, 5m, 1h, 250ms."""
-    for unit, size in (("d", _D), ("h", _H), ("m", _M), ("s", _S), ("ms", 1_000_000)):
-        if ns % size == 0:
-            return f"{ns // size}{unit}"
-    return f"{ns / 1_000_000:g}ms"
-
-
 def default_step(span_ns: Nanos) -> Nanos:
     """The smallest usual step that cuts `span_ns` into at most MAX_BUCKETS buckets."""
     for step in DEFAULT_STEPS:
@@ -77,7 +72,7 @@ def parse_step(query: Query, window: Window) -> Nanos:
         raise BadParameter("step", f"step {short(raw)} is too long")
     buckets = -(-span // step)
     if buckets > MAX_BUCKETS:
-        smallest = duration_text(-(-span // MAX_BUCKETS))
+        smallest = format_duration(-(-span // MAX_BUCKETS))
         raise BadParameter("step", f"step {short(raw)} cuts the window into {buckets} buckets; "
                            f"at most {MAX_BUCKETS} are allowed (use a step of {smallest} or more)")
     return step
@@ -95,7 +90,7 @@ def parse_series(query: Query, *, with_route: bool = False) -> SeriesQuery:
 
 def _head(q: SeriesQuery) -> dict[str, Any]:
     return {"service": q.service, **window_json(Window(q.start_ns, q.end_ns)),
-            "step": duration_text(q.step_ns), "step_ns": q.step_ns}
+            "step": format_duration(q.step_ns), "step_ns": q.step_ns}
 
 
 def _point(point: Any, skip: Iterable[str] = ()) -> dict[str, Any]:

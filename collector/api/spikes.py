@@ -26,8 +26,8 @@ from pyrometer.collector.api.params import (
     run_query,
     short,
 )
-from pyrometer.collector.api.series import MIN_STEP_NS, duration_text
-from pyrometer.collector.timeparse import TimeFormatError, parse_duration
+from pyrometer.collector.api.series import MIN_STEP_NS
+from pyrometer.collector.timeparse import TimeFormatError, format_duration, parse_duration
 
 # a day at the default 10 s step with the default 30 min baseline is 8,820 buckets and
 # fits; the bound keeps a mistyped step (1ms over a day) from a runaway analysis
@@ -55,11 +55,11 @@ def parse_config(query: Query, span_ns: Nanos) -> DetectConfig:
     step = _duration(query, "step", DEFAULT_STEP_NS)
     baseline = _duration(query, "baseline", DEFAULT_BASELINE_NS)
     if baseline < 3 * step:
-        raise BadParameter("baseline", f"baseline {duration_text(baseline)} must be at least "
-                           f"three steps ({duration_text(3 * step)})")
+        raise BadParameter("baseline", f"baseline {format_duration(baseline)} must be at least "
+                           f"three steps ({format_duration(3 * step)})")
     buckets = -(-(span_ns + baseline) // step)
     if buckets > MAX_BUCKETS:
-        raise BadParameter("step", f"step {duration_text(step)} cuts the window and its baseline "
+        raise BadParameter("step", f"step {format_duration(step)} cuts the window and its baseline "
                            f"into {buckets} buckets; at most {MAX_BUCKETS} are allowed")
     percentile = optional(query, "percentile") or "p99"
     if percentile not in SPIKE_PERCENTILES:

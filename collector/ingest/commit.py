@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pyrometer.collector.errors import ShuttingDownError
 from pyrometer.collector.metrics import CollectorMetrics
 from pyrometer.collector.storage.batch import DecodedBatch
-from pyrometer.collector.storage.duckdb.backend import BatchOutcome, CommitReport, Store
+from pyrometer.collector.storage.store import BatchOutcome, CommitReport, Store
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ which frames and stacks carry content-hash ids (`frame_id`, `stack_id`) that eve
 collector computes alike, whichever stream or collector the data came through.
 
 Telemetry records (GPU, process, host, requests, events) are validated one by one in
-records.py: a bad record is dropped and counted, the rest of the batch is stored.
+validate.py: a bad record is dropped and counted, the rest of the batch is stored.
 
 No I/O happens here; the only protobuf type seen is the incoming `Batch`.
 """
@@ -21,10 +21,10 @@ from collections.abc import Sequence
 
 from pyrometer.agent.shared.model import Frame, Nanos, Telemetry
 from pyrometer.collector.errors import BatchLimitError, InvalidBatchError
+from pyrometer.collector.ingest.limits import DecodeLimits
 from pyrometer.collector.ingest.validate import INT64_MAX, MIN_TIME_NS, check_references, decode_telemetry
 from pyrometer.collector.storage.batch import (
     DecodedBatch,
-    DecodeLimits,
     FrameRows,
     Rejections,
     Source,

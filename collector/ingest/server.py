@@ -10,7 +10,7 @@ too: the servicer parses them itself, so they get INVALID_ARGUMENT rather than t
 library's generic error; a message over the size limit is refused by gRPC with
 RESOURCE_EXHAUSTED before it is read.
 A bad telemetry record is not bad input: it is dropped, counted and logged, and the
-rest of its batch is stored (see records.py).
+rest of its batch is stored (see validate.py).
 """
 
 from __future__ import annotations
@@ -28,13 +28,15 @@ from pyrometer.collector.errors import (
     BatchLimitError,
     CollectorError,
     InvalidBatchError,
+    ListenError,
     ShuttingDownError,
 )
 from pyrometer.collector.ingest.commit import GroupCommitter
 from pyrometer.collector.ingest.decode import StreamDecoder
+from pyrometer.collector.ingest.limits import DecodeLimits
 from pyrometer.collector.metrics import CollectorMetrics
-from pyrometer.collector.storage.batch import DecodedBatch, DecodeLimits, Rejections
-from pyrometer.collector.storage.duckdb.backend import BatchOutcome, Store
+from pyrometer.collector.storage.batch import DecodedBatch, Rejections
+from pyrometer.collector.storage.store import BatchOutcome, Store
 from pyrometer.proto import ingest_pb2, ingest_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -189,7 +191,7 @@ async def start_ingest_server(
     """Serve `Ingest` and the standard health service on `config.listen`.
 
     A listen address with port 0 binds a free port; the returned server's `port` says
-    which. Raises CollectorError when the address cannot be bound. `interceptors` see
+    which. Raises ListenError when the address cannot be bound. `interceptors` see
     every call first (auth); with `credentials` the port speaks only TLS.
     """
     config = config or IngestConfig()
@@ -208,9 +210,9 @@ async def start_ingest_server(
         port = (server.add_insecure_port(config.listen) if credentials is None
                 else server.add_secure_port(config.listen, credentials))
     except RuntimeError as exc:
-        raise CollectorError(f"cannot listen on {config.listen}: {exc}") from exc
+        raise ListenError(f"cannot listen on {config.listen}: {exc}") from exc
     if port == 0:
-        raise CollectorError(f"cannot listen on {config.listen}")
+        raise ListenError(f"cannot listen on {config.listen}")
     committer.start()
     await server.start()
     for name in ("", SERVICE_NAME):

@@ -17,9 +17,10 @@ No I/O here; the protobuf records go in, the agent's domain values come out.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
+from pyrometer.agent.shared.clock_events import KNOWN_CLOCK_EVENT_MASK
 from pyrometer.agent.shared.model import (
     NANOS_PER_SECOND,
     AgentStats,
@@ -32,31 +33,14 @@ from pyrometer.agent.shared.model import (
     Telemetry,
 )
 from pyrometer.collector.errors import BatchLimitError, InvalidBatchError
-from pyrometer.collector.storage.batch import DecodeLimits, Rejections
+from pyrometer.collector.ingest.limits import DecodeLimits
+from pyrometer.collector.storage.batch import Rejections
 from pyrometer.proto import ingest_pb2
 
 # No profiler ran before this; a smaller timestamp is a unit or clock bug (2000-01-01).
 MIN_TIME_NS: Nanos = 946_684_800 * NANOS_PER_SECOND
 INT64_MAX = 2**63 - 1
 
-# NVML clock-event (throttle) reasons, nvmlClocksEventReason* in nvml.h. The first nine
-# are in every driver since R418; BoardLimit and Reliability came with recent drivers
-# (cuda-python's nvml ClocksEventReasons lists them as 0x200 and 0x400). A bit outside
-# this union is not something a driver reports: the reading is rejected.
-CLOCK_EVENT_REASONS: Mapping[str, int] = {
-    "gpu_idle": 0x1,
-    "applications_clocks_setting": 0x2,
-    "sw_power_cap": 0x4,
-    "hw_slowdown": 0x8,
-    "sync_boost": 0x10,
-    "sw_thermal_slowdown": 0x20,
-    "hw_thermal_slowdown": 0x40,
-    "hw_power_brake_slowdown": 0x80,
-    "display_clock_setting": 0x100,
-    "board_limit": 0x200,
-    "reliability": 0x400,
-}
-KNOWN_CLOCK_EVENT_MASK = sum(CLOCK_EVENT_REASONS.values())
 MIN_TEMPERATURE_C, MAX_TEMPERATURE_C = -50.0, 200.0
 MAX_GPU_INDEX = 1023
 MAX_PERFORMANCE_STATE = 15

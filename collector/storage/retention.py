@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 from pyrometer.agent.shared.model import NANOS_PER_SECOND, Nanos
 from pyrometer.collector.metrics import CollectorMetrics
-from pyrometer.collector.storage.duckdb.schema import TIME_COLUMNS
 from pyrometer.collector.storage.store import Store
 from pyrometer.collector.timeparse import TimeFormatError, parse_duration
 
@@ -33,13 +32,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RETENTION = "7d"
 DISABLED = frozenset({"0", "off", "none"})
-DELETE_SQL = {
-    # rowid: delete a bounded chunk; a DELETE without LIMIT would hold the lock for the
-    # whole backlog (a first pass over months of data, say)
-    table: f"DELETE FROM {table} WHERE rowid IN "
-           f"(SELECT rowid FROM {table} WHERE {column} < $cutoff LIMIT $limit)"
-    for table, column in TIME_COLUMNS.items()
-}
 
 
 def parse_retention(text: str) -> Nanos | None:

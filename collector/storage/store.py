@@ -2,7 +2,7 @@
 
 Ingest and query depend only on `Store`, so a DuckLake backend (PostgreSQL catalog,
 Parquet files, many collectors) is a new class, not a rewrite. DuckDBStore
-(storage.py) is the embedded one.
+(duckdb/backend.py) is the embedded one. What reads are asked and return is in reads.py.
 """
 
 from __future__ import annotations
@@ -15,14 +15,16 @@ from typing import Protocol
 from pyrometer.agent.shared.model import Event, Nanos
 from pyrometer.collector.model import Profile
 from pyrometer.collector.storage.batch import DecodedBatch
-from pyrometer.collector.storage.duckdb.events import EventListing, StoredEvent
-from pyrometer.collector.storage.duckdb.records import GpuRow, RequestRow
-from pyrometer.collector.storage.duckdb.series import (
+from pyrometer.collector.storage.reads import (
+    EventListing,
     GpuPoint,
+    GpuRow,
     HostPoint,
     LatencyPoint,
     ProcessPoint,
+    RequestRow,
     SeriesQuery,
+    StoredEvent,
 )
 
 

@@ -27,13 +27,13 @@ from pyrometer.agent.stacks.sampler import find_pyspy
 
 PYSPY_RATE_HZ = 100
 TOP_FUNCTIONS = 12
-# the collector module a frame's file belongs to -> its stage
+# the collector module a frame's file belongs to (its path under collector/) -> its stage
 _MODULE_STAGES = {
-    "tables.py": "build Arrow tables", "telemetry_tables.py": "build Arrow tables",
-    "schema.py": "build Arrow tables", "storage.py": "DuckDB insert + commit",
-    "decode.py": "decode profile + dictionary", "rows.py": "decode profile + dictionary",
-    "records.py": "validate telemetry records", "commit.py": "group-commit bookkeeping",
-    "metrics.py": "metrics", "agent_metrics.py": "metrics", "ingest.py": "servicer",
+    "storage/duckdb/append.py": "build Arrow tables", "storage/duckdb/schema.py": "build Arrow tables",
+    "storage/duckdb/backend.py": "DuckDB insert + commit",
+    "ingest/decode.py": "decode profile + dictionary", "storage/batch.py": "decode profile + dictionary",
+    "ingest/validate.py": "validate telemetry records", "ingest/commit.py": "group-commit bookkeeping",
+    "metrics.py": "metrics", "agent_metrics.py": "metrics", "ingest/server.py": "servicer",
 }
 # gRPC's aio layer is Cython: it has no Python frames, so its time shows under the
 # event loop's own frames
@@ -119,10 +119,12 @@ def _owner(frame: Frame) -> str | None:
     py-spy shortens paths to what follows the sys.path entry (collector/ingest/decode.py,
     asyncio/events.py), so folders are matched as path components.
     """
-    folders = frame.file.split("/")[:-1]
-    module = _module(frame)
-    if "collector" in folders and module in _MODULE_STAGES:
-        return "protobuf parse" if frame.name == "parse_batch" else _MODULE_STAGES[module]
+    parts = frame.file.split("/")
+    folders, module = parts[:-1], _module(frame)
+    if "collector" in folders:
+        under = "/".join(parts[len(parts) - parts[::-1].index("collector"):])
+        if under in _MODULE_STAGES:
+            return "protobuf parse" if frame.name == "parse_batch" else _MODULE_STAGES[under]
     if "grpc" in folders or "asyncio" in folders or module == "selectors.py":
         return _LOOP
     if "aiohttp" in folders:

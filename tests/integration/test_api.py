@@ -20,11 +20,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyrometer.agent.shared.model import NANOS_PER_SECOND, SampleKey
-from pyrometer.collector.api.app import MAX_LABEL_LEN, MAX_PARAM_LEN, create_app
+from pyrometer.collector.api.app import create_app
+from pyrometer.collector.api.params import MAX_LABEL_LEN, MAX_PARAM_LEN
 from pyrometer.collector.ingest.decode import StreamDecoder
 from pyrometer.collector.metrics import CollectorMetrics
-from pyrometer.collector.render import FORMATS
 from pyrometer.collector.render.folded import parse_folded, stack_text
+from pyrometer.collector.render.registry import FORMATS
 from pyrometer.collector.storage.batch import DecodedBatch
 from pyrometer.collector.storage.duckdb.backend import DuckDBStore
 from pyrometer.collector.timeparse import format_time

@@ -9,7 +9,7 @@ import pytest
 from test_api import LiveServer, Reply
 
 from pyrometer.agent.shared.model import NANOS_PER_SECOND, SampleKey
-from pyrometer.collector.api.app import MAX_LABEL_LEN
+from pyrometer.collector.api.params import MAX_LABEL_LEN
 from pyrometer.collector.ingest.decode import StreamDecoder
 from pyrometer.collector.metrics import CollectorMetrics
 from pyrometer.collector.storage.duckdb.backend import DuckDBStore

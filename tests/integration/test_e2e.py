@@ -24,6 +24,7 @@ import jsonschema
 import pytest
 
 from pyrometer.collector.procs import Child, python_env, start
+from pyrometer.collector.render.formats import NAMES as FORMATS
 from pyrometer.proto import profile_pb2
 
 pytestmark = pytest.mark.integration
@@ -127,7 +128,6 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             child.stop(signal.SIGKILL)
 
 
-FORMATS = ("json", "folded", "pprof", "speedscope", "html")
 
 
 def _flamegraph(api: str, fmt: str, **extra: str) -> bytes:

@@ -12,9 +12,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pyrometer.agent.shared.model import NANOS_PER_SECOND, SampleKey
+from pyrometer.collector.ingest.limits import DecodeLimits
 from pyrometer.collector.ingest.server import IngestConfig, IngestServer, start_ingest_server
 from pyrometer.collector.metrics import CollectorMetrics
-from pyrometer.collector.storage.batch import DecodeLimits
 from pyrometer.collector.storage.duckdb.backend import DuckDBStore
 from pyrometer.proto import ingest_pb2, ingest_pb2_grpc
 from support.ingest_builder import BASE_NS, StreamEncoder, stack

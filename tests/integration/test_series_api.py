@@ -13,11 +13,12 @@ from hypothesis import strategies as st
 from test_api import _TEXT, _TIMES, HTTP_TIMEOUT_S, LiveServer, Reply
 
 from pyrometer.agent.shared.model import Telemetry
-from pyrometer.collector.api.series import MAX_BUCKETS, REPLAYED_NOTICE, default_step, duration_text
+from pyrometer.collector.api.series import MAX_BUCKETS, default_step
 from pyrometer.collector.ingest.decode import StreamDecoder
 from pyrometer.collector.metrics import CollectorMetrics
 from pyrometer.collector.storage.duckdb.backend import DuckDBStore
-from pyrometer.collector.timeparse import parse_duration
+from pyrometer.collector.storage.reads import REPLAYED_NOTICE
+from pyrometer.collector.timeparse import format_duration, parse_duration
 from support.ingest_builder import BASE_NS, NOW_NS, StreamEncoder
 from support.telemetry_builder import S, event, gpu, host, process, request
 
@@ -108,7 +109,7 @@ def test_default_step_keeps_the_bucket_bound(api: LiveServer) -> None:
     for span in (1, 999, 1000 * S, 3600 * S, 86400 * S, 10**18):
         step = default_step(span)
         assert -(-span // step) <= MAX_BUCKETS
-        assert parse_duration(duration_text(step)) == step
+        assert parse_duration(format_duration(step)) == step
 
 
 def test_events_post_then_list(api: LiveServer) -> None:

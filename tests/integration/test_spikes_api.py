@@ -21,7 +21,7 @@ from pyrometer.collector.api.spikes import MAX_BUCKETS
 from pyrometer.collector.ingest.decode import StreamDecoder
 from pyrometer.collector.metrics import CollectorMetrics
 from pyrometer.collector.storage.duckdb.backend import DuckDBStore
-from pyrometer.collector.storage.duckdb.series import SeriesQuery
+from pyrometer.collector.storage.reads import SeriesQuery
 from support.ingest_builder import BASE_NS, NOW_NS, StreamEncoder, stack
 from support.telemetry_builder import S, event, host, process, request
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from pyrometer.agent.shared.model import NANOS_PER_SECOND, Frame, SampleKey
 from pyrometer.collector.errors import BatchLimitError, InvalidBatchError
 from pyrometer.collector.ingest.decode import StreamDecoder, frame_id, stack_id
-from pyrometer.collector.storage.batch import DecodeLimits
+from pyrometer.collector.ingest.limits import DecodeLimits
 from pyrometer.proto import ingest_pb2
 from support.ingest_builder import BASE_NS, NOW_NS, StreamEncoder, decoded_counts, stack
 

@@ -13,7 +13,8 @@ import pytest
 
 from pyrometer.agent.gpu.nvml import NvmlSource
 from pyrometer.agent.gpu.queries import GpuUnavailable
-from pyrometer.agent.gpu.sampler import GpuSampler, decode_reasons, open_gpu_source
+from pyrometer.agent.gpu.sampler import GpuSampler, open_gpu_source
+from pyrometer.agent.shared.clock_events import decode_reasons
 from pyrometer.agent.shared.model import GpuReading
 from support.nvml_fake import Fail, FakeNvml, GiB, field_values, h200, library_present, process
 

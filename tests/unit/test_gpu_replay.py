@@ -11,9 +11,10 @@ from pathlib import Path
 import pynvml
 import pytest
 
-from pyrometer.agent.gpu import sampler as gpu
 from pyrometer.agent.gpu.replay import ReplaySource
-from pyrometer.agent.gpu.sampler import GpuSampler, decode_reasons, open_gpu_source
+from pyrometer.agent.gpu.sampler import GpuSampler, open_gpu_source
+from pyrometer.agent.shared import clock_events
+from pyrometer.agent.shared.clock_events import decode_reasons
 from pyrometer.agent.shared.errors import ConfigError
 from pyrometer.agent.shared.model import GpuReading
 
@@ -25,14 +26,14 @@ TARGET = 4242
 
 # --- clock-event reasons --------------------------------------------------------------
 
-def test_reason_bits_come_from_pynvml_and_match_nvml() -> None:
-    reasons = gpu.CLOCK_EVENT_REASONS
-    assert reasons["SwPowerCap"] == pynvml.nvmlClocksEventReasonSwPowerCap == 0x4
-    assert (reasons["HwSlowdown"], reasons["SwThermalSlowdown"], reasons["HwThermalSlowdown"],
-            reasons["HwPowerBrakeSlowdown"]) == (0x8, 0x20, 0x40, 0x80)
-    # only in the older "throttle" family of constants
-    assert reasons["BoardLimit"] == pynvml.nvmlClocksThrottleReasonBoardLimit
-    assert gpu.SLOWDOWN_MASK == 0x4 | 0x8 | 0x20 | 0x40 | 0x80
+def test_the_reason_table_matches_the_installed_nvml_bindings() -> None:
+    # each bit from either family of pynvml's constants: some exist only in the older
+    # "throttle" one (BoardLimit, Reliability), the rest in both
+    for reason in clock_events.REASONS:
+        bound = {getattr(pynvml, family + reason.nvml_name, None)
+                 for family in ("nvmlClocksEventReason", "nvmlClocksThrottleReason")} - {None}
+        assert bound == {reason.bit}, reason
+    assert clock_events.SLOWDOWN_MASK == 0x4 | 0x8 | 0x20 | 0x40 | 0x80
 
 
 def test_decode_names_known_bits_in_order_and_unknown_ones_in_hex() -> None:
@@ -117,7 +118,7 @@ def test_demo_recording_has_a_thermal_throttle_episode_and_recovers() -> None:
         assert r.sm_clock_mhz is not None and r.sm_clock_max_mhz is not None
         assert r.sm_clock_mhz / r.sm_clock_max_mhz < 0.6  # a slowdown factor of about 1.8
     after = [r for r in readings if r.time_ns > thermal[-1].time_ns]
-    assert after and not any((r.clock_event_reasons or 0) & gpu.SLOWDOWN_MASK for r in after[-10:])
+    assert after and not any((r.clock_event_reasons or 0) & clock_events.SLOWDOWN_MASK for r in after[-10:])
 
 
 def test_replay_runs_through_the_sampler_in_time_order() -> None:

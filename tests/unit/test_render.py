@@ -23,7 +23,6 @@ from hypothesis import strategies as st
 
 from pyrometer.agent.shared.model import Frame
 from pyrometer.collector.model import Profile
-from pyrometer.collector.render import FORMATS, UnknownFormat, render
 from pyrometer.collector.render.folded import (
     escape_frame,
     parse_folded,
@@ -34,6 +33,7 @@ from pyrometer.collector.render.folded import (
 from pyrometer.collector.render.html import render_html
 from pyrometer.collector.render.json_tree import render_json
 from pyrometer.collector.render.pprof import pprof_message, render_pprof
+from pyrometer.collector.render.registry import FORMATS, UnknownFormat, render
 from pyrometer.collector.render.speedscope import render_speedscope
 from pyrometer.proto import profile_pb2
 
@@ -319,7 +319,7 @@ def test_every_format_renders_the_deepest_stack_ingest_accepts() -> None:
     # would overflow Python's recursion limit, so the JSON writers must not recurse
     from pyrometer.agent.shared.model import Frame
     from pyrometer.collector.model import Profile
-    from pyrometer.collector.render import FORMATS, render
+    from pyrometer.collector.render.registry import FORMATS, render
 
     deep = tuple(Frame(f"f{i}", "deep.py", i + 1) for i in range(512))
     profile = Profile("svc", 0, 10**9, ((deep, 3),))

@@ -13,7 +13,8 @@ from pyrometer.agent.shared.model import NANOS_PER_SECOND, SampleKey
 from pyrometer.collector.errors import DatabaseInUseError, StorageError
 from pyrometer.collector.ingest.decode import StreamDecoder
 from pyrometer.collector.storage.batch import DecodedBatch
-from pyrometer.collector.storage.duckdb.backend import BatchOutcome, DuckDBStore
+from pyrometer.collector.storage.duckdb.backend import DuckDBStore
+from pyrometer.collector.storage.store import BatchOutcome
 from support.ingest_builder import BASE_NS, NOW_NS, StreamEncoder, stack
 
 S = NANOS_PER_SECOND

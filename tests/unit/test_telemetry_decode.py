@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
+from pyrometer.agent.shared.clock_events import CLOCK_EVENT_REASONS, KNOWN_CLOCK_EVENT_MASK
 from pyrometer.agent.shared.model import SampleKey, Telemetry
 from pyrometer.collector.errors import BatchLimitError, InvalidBatchError
 from pyrometer.collector.ingest.decode import StreamDecoder
-from pyrometer.collector.ingest.validate import CLOCK_EVENT_REASONS, KNOWN_CLOCK_EVENT_MASK
-from pyrometer.collector.storage.batch import DecodeLimits
+from pyrometer.collector.ingest.limits import DecodeLimits
 from support.ingest_builder import BASE_NS, NOW_NS, StreamEncoder, stack
 from support.telemetry_builder import (
     MS,

@@ -8,12 +8,13 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from pyrometer.agent.shared.clock_events import CLOCK_EVENT_REASONS
 from pyrometer.agent.shared.model import Event, SampleKey, Telemetry
 from pyrometer.collector.ingest.decode import StreamDecoder
-from pyrometer.collector.ingest.validate import CLOCK_EVENT_REASONS
 from pyrometer.collector.storage.batch import DecodedBatch
-from pyrometer.collector.storage.duckdb.backend import BatchOutcome, DuckDBStore
-from pyrometer.collector.storage.duckdb.series import SeriesQuery
+from pyrometer.collector.storage.duckdb.backend import DuckDBStore
+from pyrometer.collector.storage.reads import SeriesQuery
+from pyrometer.collector.storage.store import BatchOutcome
 from support.ingest_builder import BASE_NS, NOW_NS, StreamEncoder, stack
 from support.telemetry_builder import MS, S, event, everything, gpu, host, process, request
 

@@ -1,29 +1,37 @@
-"""Decoded batches as Arrow tables: samples, stacks and frames (telemetry_tables.py
-does the telemetry tables; schema.py defines every table)."""
+"""Decoded batches as Arrow tables, one per storage table (schema.py defines them all).
+
+Profiles: samples (one row per window row, the batch's identity repeated), stacks and
+frames (only the ids this store has not seen). Telemetry: gpu, process, host, requests,
+events and agent_stats, one row per record with the batch's identity (service, instance,
+host, agent_id, version, seq) and the record's own time and fields. Values the agent did
+not send stay NULL, never zero, so an average over a step is an average of what was
+measured.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import json
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import fields
 from itertools import accumulate, chain
+from operator import attrgetter
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pyrometer.collector.storage.batch import DecodedBatch
-from pyrometer.collector.storage.duckdb.schema import (
-    FRAME_COLUMNS,
-    HWM_COLUMNS,
-    SAMPLE_COLUMNS,
-    STACK_COLUMNS,
-    TABLES,
-    arrow_schema,
-    create_statements,
+from pyrometer.agent.shared.model import (
+    AgentStats,
+    Event,
+    GpuReading,
+    HostReading,
+    ProcessReading,
+    RequestRecord,
+    Telemetry,
 )
-
-# the schema used to live here; these names stay importable from this module
-__all__ = ["FRAME_COLUMNS", "HWM_COLUMNS", "SAMPLE_COLUMNS", "STACK_COLUMNS", "TABLES",
-           "arrow_schema", "create_statements", "frames_table", "repeated", "samples_table",
-           "stacks_table"]
+from pyrometer.collector.storage.batch import DecodedBatch, Source
+from pyrometer.collector.storage.duckdb.schema import TABLES, arrow_schema
+from pyrometer.collector.storage.reads import API_AGENT_ID
 
 # samples columns that hold one value per batch (the others hold one per window row)
 _SAMPLE_FIXED = ("start_ns", "end_ns", "service", "instance", "host", "agent_id", "seq",
@@ -109,3 +117,118 @@ def frames_table(batches: Sequence[DecodedBatch], known: Collection[int]) -> pa.
         },
         schema=arrow_schema("frames"),
     )
+
+
+# One column of a telemetry table, built for one batch's records of its kind at once.
+_Column = Callable[[Sequence[Any], Source, int], list[Any]]
+_IDENTITY = ("service", "instance", "host", "agent_id", "version", "seq")
+
+
+def _field(name: str) -> _Column:
+    get = attrgetter(name)
+    return lambda records, source, seq: list(map(get, records))
+
+
+def _computed(value: Callable[[Any], Any]) -> _Column:
+    return lambda records, source, seq: list(map(value, records))
+
+
+def _same(name: str) -> _Column:
+    # the batch's identity, repeated on every record of the batch
+    if name == "seq":
+        return lambda records, source, seq: [seq] * len(records)
+    if name not in _IDENTITY:
+        raise KeyError(f"no value for telemetry column {name!r}")
+    get = attrgetter(name)
+    return lambda records, source, seq: [get(source)] * len(records)
+
+
+def _event_version(records: Sequence[Any], source: Source, seq: int) -> list[Any]:
+    # an event without a version happened under the batch's version
+    return [e.version or source.version for e in records]
+
+
+def _chunk_count(r: RequestRecord) -> int | None:
+    gaps = len(r.chunk_gaps_us) + r.chunk_gaps_dropped
+    return gaps + 1 if r.ttfb_ns is not None or gaps > 0 else None
+
+
+def attrs_json(attrs: Sequence[tuple[str, str]]) -> str:
+    """Event attributes as stored: a JSON object with sorted keys."""
+    return json.dumps(dict(attrs), sort_keys=True, separators=(",", ":"))
+
+
+def _record_columns(record_type: type[Any], renamed: Mapping[str, str] | None = None
+                    ) -> dict[str, _Column]:
+    renamed = renamed or {}
+    return {renamed.get(f.name, f.name): _field(f.name) for f in fields(record_type)}
+
+
+_RECORD_COLUMNS: dict[str, dict[str, _Column]] = {
+    "gpu": _record_columns(GpuReading, {"index": "gpu_index"}),
+    "process": _record_columns(ProcessReading),
+    "host": _record_columns(HostReading),
+    "requests": {
+        "time_ns": _field("end_ns"), "pid": _field("pid"), "route": _field("route"),
+        "method": _field("method"), "status": _field("status"),
+        "latency_ns": _field("latency_ns"), "request_bytes": _field("request_bytes"),
+        "response_bytes": _field("response_bytes"), "ttfb_ns": _field("ttfb_ns"),
+        "chunk_count": _computed(_chunk_count),
+        "chunk_gap_max_us": _computed(lambda r: max(r.chunk_gaps_us) if r.chunk_gaps_us else None),
+        "chunk_gaps_us": _computed(lambda r: list(r.chunk_gaps_us)),
+        "chunk_gaps_dropped": _field("chunk_gaps_dropped"), "app_size": _field("app_size"),
+        "source": _field("source"),
+    },
+    "events": {
+        "time_ns": _field("time_ns"), "kind": _field("kind"),
+        "previous_version": _field("previous_version"), "pid": _field("pid"),
+        "previous_pid": _field("previous_pid"),
+        "attrs": _computed(lambda e: attrs_json(e.attrs)), "version": _event_version,
+    },
+    "agent_stats": _record_columns(AgentStats),
+}
+_RECORDS_OF: dict[str, Callable[[Telemetry], Sequence[Any]]] = {
+    "gpu": lambda t: t.gpu,
+    "process": lambda t: t.process,
+    "host": lambda t: t.host,
+    "requests": lambda t: t.requests,
+    "events": lambda t: t.events,
+    "agent_stats": lambda t: t.agent_stats,
+}
+
+
+def _plan(table: str) -> list[tuple[str, _Column]]:
+    # every column of the table, in table order: the record's own, else the batch's identity
+    own = _RECORD_COLUMNS[table]
+    return [(c.name, own[c.name] if c.name in own else _same(c.name)) for c in TABLES[table]]
+
+
+_PLANS = {table: _plan(table) for table in _RECORD_COLUMNS}
+_SCHEMAS = {table: arrow_schema(table) for table in _RECORD_COLUMNS}
+
+
+def _table(table: str, parts: Sequence[tuple[Sequence[Any], Source, int]]) -> pa.Table:
+    cols: list[list[Any]] = [[] for _ in _PLANS[table]]
+    for records, source, seq in parts:
+        for values, (_, column) in zip(cols, _PLANS[table], strict=True):
+            values.extend(column(records, source, seq))
+    schema = _SCHEMAS[table]
+    return pa.Table.from_arrays(
+        [pa.array(values, f.type) for values, f in zip(cols, schema, strict=True)], schema=schema)
+
+
+def telemetry_tables(batches: Sequence[DecodedBatch]) -> dict[str, pa.Table]:
+    """One Arrow table per telemetry table that has rows in `batches`; empty ones left out."""
+    out: dict[str, pa.Table] = {}
+    for table, records_of in _RECORDS_OF.items():
+        parts = [(records, batch.source, batch.seq) for batch in batches
+                 if (records := records_of(batch.telemetry))]
+        if parts:
+            out[table] = _table(table, parts)
+    return out
+
+
+def api_event_table(service: str, event: Event) -> pa.Table:
+    """One event posted to the HTTP API: agent_id "api", no instance or host, seq 0."""
+    source = Source(agent_id=API_AGENT_ID, service=service, version=event.version)
+    return _table("events", [((event,), source, 0)])

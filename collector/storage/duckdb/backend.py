@@ -23,40 +23,40 @@ from pyrometer.agent.shared.model import Event, Nanos
 from pyrometer.collector.errors import DatabaseInUseError, StorageError
 from pyrometer.collector.model import Profile
 from pyrometer.collector.storage.batch import DecodedBatch
-from pyrometer.collector.storage.duckdb import append as tables
-from pyrometer.collector.storage.duckdb.events import EventListing, StoredEvent, read_events
-from pyrometer.collector.storage.duckdb.profiles import ProfileFilter, read_profile, read_services
-from pyrometer.collector.storage.duckdb.records import (
-    GpuRow,
-    RequestRow,
-    read_gpu_rows,
-    read_request_rows,
-    read_routes,
+from pyrometer.collector.storage.duckdb.append import (
+    api_event_table,
+    frames_table,
+    samples_table,
+    stacks_table,
+    telemetry_tables,
 )
-from pyrometer.collector.storage.duckdb.schema import TABLES
-from pyrometer.collector.storage.duckdb.series import (
+from pyrometer.collector.storage.duckdb.events import read_events
+from pyrometer.collector.storage.duckdb.profiles import ProfileFilter, read_profile, read_services
+from pyrometer.collector.storage.duckdb.records import read_gpu_rows, read_request_rows, read_routes
+from pyrometer.collector.storage.duckdb.schema import TABLES, TIME_COLUMNS, create_statements
+from pyrometer.collector.storage.duckdb.series import read_gpu, read_host, read_latency, read_process
+from pyrometer.collector.storage.reads import (
+    API_AGENT_ID,
+    EventListing,
     GpuPoint,
+    GpuRow,
     HostPoint,
     LatencyPoint,
     ProcessPoint,
+    RequestRow,
     SeriesQuery,
-    read_gpu,
-    read_host,
-    read_latency,
-    read_process,
+    StoredEvent,
 )
-from pyrometer.collector.storage.duckdb.telemetry_append import (
-    API_AGENT_ID,
-    api_event_table,
-    telemetry_tables,
-)
-from pyrometer.collector.storage.retention import DELETE_SQL
-from pyrometer.collector.storage.store import BatchOutcome, CommitReport, ServiceSummary, Store
-
-# the seam's types used to live here; they stay importable from this module
-__all__ = ["BatchOutcome", "CommitReport", "DuckDBStore", "ServiceSummary", "Store"]
+from pyrometer.collector.storage.store import BatchOutcome, CommitReport, ServiceSummary
 
 T = TypeVar("T")
+_DELETE_SQL = {
+    # retention by age; rowid: delete a bounded chunk, as a DELETE without LIMIT would
+    # hold the lock for the whole backlog (a first pass over months of data, say)
+    table: f"DELETE FROM {table} WHERE rowid IN "
+           f"(SELECT rowid FROM {table} WHERE {column} < $cutoff LIMIT $limit)"
+    for table, column in TIME_COLUMNS.items()
+}
 
 
 _PID = re.compile(r"PID (\d+)")
@@ -88,7 +88,7 @@ class DuckDBStore:
         self._con = _connect(self.path)
         self._lock = threading.Lock()
         try:
-            for statement in tables.create_statements():
+            for statement in create_statements():
                 self._con.execute(statement)
             # ids this collector need not write again; other writers may still duplicate
             self._known_frames = self._ids("SELECT DISTINCT frame_id FROM frames")
@@ -108,10 +108,10 @@ class DuckDBStore:
             try:
                 con.begin()
                 outcomes, stored = self._advance_hwm(con, batches)
-                frames = tables.frames_table(stored, self._known_frames)
-                stacks = tables.stacks_table(stored, self._known_stacks)
+                frames = frames_table(stored, self._known_frames)
+                stacks = stacks_table(stored, self._known_stacks)
                 written = {
-                    "samples": self._append(con, "samples", tables.samples_table(stored)),
+                    "samples": self._append(con, "samples", samples_table(stored)),
                     "stacks": self._append(con, "stacks", stacks),
                     "frames": self._append(con, "frames", frames),
                 }
@@ -271,7 +271,7 @@ class DuckDBStore:
     def delete_before(self, cutoff_ns: Nanos, *, limit: int = 50_000) -> dict[str, int]:
         """See `Store.delete_before`."""
         deleted: dict[str, int] = {}
-        for table, sql in DELETE_SQL.items():
+        for table, sql in _DELETE_SQL.items():
             # one short transaction per table: a commit waits for one chunk at most
             with self._lock:
                 try:

@@ -9,70 +9,19 @@ are DuckDB's quantile_cont (linear interpolation).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import duckdb
 
-from pyrometer.agent.shared.model import NANOS_PER_SECOND, Nanos
-from pyrometer.collector.ingest.validate import CLOCK_EVENT_REASONS
+from pyrometer.agent.shared.clock_events import CLOCK_EVENT_REASONS
+from pyrometer.agent.shared.model import NANOS_PER_SECOND
+from pyrometer.collector.storage.duckdb.where import series_where
+from pyrometer.collector.storage.reads import GpuPoint, HostPoint, LatencyPoint, ProcessPoint, SeriesQuery
 
 MS = 1_000_000  # nanoseconds per millisecond
 
 
-@dataclass(frozen=True, slots=True)
-class SeriesQuery:
-    """Which records a series covers and how they are bucketed; None filters match all."""
-
-    service: str
-    start_ns: Nanos
-    end_ns: Nanos
-    step_ns: Nanos
-    instance: str | None = None
-    version: str | None = None
-    route: str | None = None  # requests only
-
-    def where(self, with_route: bool = False) -> tuple[str, dict[str, Any]]:
-        """A WHERE clause (without the keyword) over time_ns and the filters, and its params."""
-        clauses = ["service = $service", "time_ns >= $start", "time_ns < $end"]
-        params: dict[str, Any] = {
-            "service": self.service, "start": self.start_ns, "end": self.end_ns,
-            "step": self.step_ns,
-        }
-        names = ("instance", "version", "route") if with_route else ("instance", "version")
-        for column in names:
-            value = getattr(self, column)
-            if value is not None:
-                clauses.append(f"{column} = ${column}")
-                params[column] = value
-        return " AND ".join(clauses), params
-
-    def bucket_end(self, start_ns: Nanos) -> Nanos:
-        return min(start_ns + self.step_ns, self.end_ns)
-
-
 _BUCKET = "$start + (time_ns - $start) // $step * $step"
-
-
-@dataclass(frozen=True, slots=True)
-class LatencyPoint:
-    """Requests that ended in one step; latencies in ms, sizes in bytes."""
-
-    start_ns: Nanos
-    end_ns: Nanos
-    count: int
-    errors: int  # status >= 500
-    rate_per_s: float
-    latency_p50_ms: float
-    latency_p95_ms: float
-    latency_p99_ms: float
-    latency_max_ms: float
-    request_bytes_p50: float
-    request_bytes_p95: float
-    response_bytes_p50: float
-    response_bytes_p95: float
-    ttfb_p50_ms: float | None  # None when no request in the step was streamed
-    ttfb_p95_ms: float | None
 
 
 def _ms(ns: float | None) -> float | None:
@@ -81,7 +30,7 @@ def _ms(ns: float | None) -> float | None:
 
 def read_latency(cur: duckdb.DuckDBPyConnection, query: SeriesQuery) -> list[LatencyPoint]:
     """Per step: count, rate, latency percentiles, size percentiles, ttfb percentiles."""
-    clause, params = query.where(with_route=True)
+    clause, params = series_where(query, with_route=True)
     rows = cur.execute(
         f"SELECT {_BUCKET} AS bucket, count(*), count(*) FILTER (WHERE status >= 500), "
         "quantile_cont(latency_ns, [0.5, 0.95, 0.99]), max(latency_ns), "
@@ -105,31 +54,6 @@ def read_latency(cur: duckdb.DuckDBPyConnection, query: SeriesQuery) -> list[Lat
     return points
 
 
-@dataclass(frozen=True, slots=True)
-class GpuPoint:
-    """One GPU (instance, index) over one step; averages of the readings that had a value."""
-
-    instance: str
-    gpu_index: int
-    uuid: str
-    name: str
-    start_ns: Nanos
-    readings: int
-    temperature_c: float | None
-    sm_clock_mhz: float | None
-    sm_clock_max_mhz: int | None  # the highest reported in the step
-    power_w: float | None
-    power_limit_w: float | None
-    memory_used_bytes: float | None
-    memory_total_bytes: int | None
-    utilization_gpu_pct: float | None
-    utilization_memory_pct: float | None
-    # reason -> fraction of the step's readings (with a bitmask) that had its bit set;
-    # empty when no reading in the step reported reasons
-    throttle: tuple[tuple[str, float], ...]
-    replayed: bool  # some reading came from a recording, not from a GPU
-
-
 def _reason_columns() -> str:
     # the bits are this module's constants, not user input: inlined, not parameters
     return ", ".join(
@@ -138,7 +62,7 @@ def _reason_columns() -> str:
 
 def read_gpu(cur: duckdb.DuckDBPyConnection, query: SeriesQuery) -> list[GpuPoint]:
     """Per GPU per step, ordered by instance, GPU index and time."""
-    clause, params = query.where()
+    clause, params = series_where(query)
     rows = cur.execute(
         f"SELECT instance, gpu_index, any_value(uuid), any_value(name), {_BUCKET} AS bucket, "
         "count(*), avg(temperature_c), avg(sm_clock_mhz), max(sm_clock_max_mhz), "
@@ -167,25 +91,9 @@ def _gpu_point(row: tuple[Any, ...]) -> GpuPoint:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class ProcessPoint:
-    """One process (instance, pid) over one step."""
-
-    instance: str
-    pid: int
-    start_ns: Nanos
-    readings: int
-    cpu_user: float  # cores, average over the readings
-    cpu_system: float
-    rss_bytes_max: int
-    threads_max: int
-    ctx_switches_voluntary: int  # summed over the step
-    ctx_switches_involuntary: int
-
-
 def read_process(cur: duckdb.DuckDBPyConnection, query: SeriesQuery) -> list[ProcessPoint]:
     """Per process per step, ordered by instance, pid and time."""
-    clause, params = query.where()
+    clause, params = series_where(query)
     rows = cur.execute(
         f"SELECT instance, pid, {_BUCKET} AS bucket, count(*), avg(cpu_user), avg(cpu_system), "
         "max(rss_bytes), max(threads), sum(ctx_switches_voluntary)::BIGINT, "
@@ -197,29 +105,9 @@ def read_process(cur: duckdb.DuckDBPyConnection, query: SeriesQuery) -> list[Pro
     return [ProcessPoint(*row) for row in rows]
 
 
-@dataclass(frozen=True, slots=True)
-class HostPoint:
-    """One instance's host over one step; PSI None where the host has no /proc/pressure."""
-
-    instance: str
-    host: str
-    start_ns: Nanos
-    readings: int
-    cpu_pct: float
-    cpu_count: int
-    memory_available_bytes_min: int  # the tightest moment of the step
-    memory_total_bytes: int
-    load1: float
-    psi_cpu_some: float | None
-    psi_memory_some: float | None
-    psi_memory_full: float | None
-    psi_io_some: float | None
-    psi_io_full: float | None
-
-
 def read_host(cur: duckdb.DuckDBPyConnection, query: SeriesQuery) -> list[HostPoint]:
     """Per instance per step (each agent reports the host it runs on), by instance and time."""
-    clause, params = query.where()
+    clause, params = series_where(query)
     rows = cur.execute(
         f"SELECT instance, any_value(host), {_BUCKET} AS bucket, count(*), avg(cpu_pct), "
         "max(cpu_count), min(memory_available_bytes), max(memory_total_bytes), avg(load1), "

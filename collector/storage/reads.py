@@ -1,0 +1,161 @@
+"""What a store's reads are asked and what they return: plain values, no SQL.
+
+Part of the storage seam (store.py): ingest, query, analysis and the API see these, never
+a backend's rows. A backend turns a SeriesQuery into its own query language (for DuckDB,
+duckdb/where.py) and its rows into these values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyrometer.agent.shared.model import Nanos
+
+API_AGENT_ID = "api"  # agent_id of events posted to the HTTP API rather than sent by an agent
+# shown wherever replayed GPU data is (GpuPoint.replayed, GpuRow.replayed)
+REPLAYED_NOTICE = "GPU data replayed from a recording, not read from a GPU"
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesQuery:
+    """Which records a series covers and how they are bucketed; None filters match all."""
+
+    service: str
+    start_ns: Nanos
+    end_ns: Nanos
+    step_ns: Nanos
+    instance: str | None = None
+    version: str | None = None
+    route: str | None = None  # requests only
+
+    def bucket_end(self, start_ns: Nanos) -> Nanos:
+        return min(start_ns + self.step_ns, self.end_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyPoint:
+    """Requests that ended in one step; latencies in ms, sizes in bytes."""
+
+    start_ns: Nanos
+    end_ns: Nanos
+    count: int
+    errors: int  # status >= 500
+    rate_per_s: float
+    latency_p50_ms: float
+    latency_p95_ms: float
+    latency_p99_ms: float
+    latency_max_ms: float
+    request_bytes_p50: float
+    request_bytes_p95: float
+    response_bytes_p50: float
+    response_bytes_p95: float
+    ttfb_p50_ms: float | None  # None when no request in the step was streamed
+    ttfb_p95_ms: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class GpuPoint:
+    """One GPU (instance, index) over one step; averages of the readings that had a value."""
+
+    instance: str
+    gpu_index: int
+    uuid: str
+    name: str
+    start_ns: Nanos
+    readings: int
+    temperature_c: float | None
+    sm_clock_mhz: float | None
+    sm_clock_max_mhz: int | None  # the highest reported in the step
+    power_w: float | None
+    power_limit_w: float | None
+    memory_used_bytes: float | None
+    memory_total_bytes: int | None
+    utilization_gpu_pct: float | None
+    utilization_memory_pct: float | None
+    # reason -> fraction of the step's readings (with a bitmask) that had its bit set;
+    # empty when no reading in the step reported reasons
+    throttle: tuple[tuple[str, float], ...]
+    replayed: bool  # some reading came from a recording, not from a GPU
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessPoint:
+    """One process (instance, pid) over one step."""
+
+    instance: str
+    pid: int
+    start_ns: Nanos
+    readings: int
+    cpu_user: float  # cores, average over the readings
+    cpu_system: float
+    rss_bytes_max: int
+    threads_max: int
+    ctx_switches_voluntary: int  # summed over the step
+    ctx_switches_involuntary: int
+
+
+@dataclass(frozen=True, slots=True)
+class HostPoint:
+    """One instance's host over one step; PSI None where the host has no /proc/pressure."""
+
+    instance: str
+    host: str
+    start_ns: Nanos
+    readings: int
+    cpu_pct: float
+    cpu_count: int
+    memory_available_bytes_min: int  # the tightest moment of the step
+    memory_total_bytes: int
+    load1: float
+    psi_cpu_some: float | None
+    psi_memory_some: float | None
+    psi_memory_full: float | None
+    psi_io_some: float | None
+    psi_io_full: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRow:
+    time_ns: Nanos  # the request's end
+    latency_ns: Nanos
+    request_bytes: int
+    app_size: int | None
+    version: str
+    route: str
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
+class GpuRow:
+    time_ns: Nanos
+    instance: str
+    gpu_index: int
+    clock_event_reasons: int | None
+    sm_clock_mhz: int | None
+    sm_clock_max_mhz: int | None
+    temperature_c: float | None
+    slowdown_temperature_c: float | None
+    replayed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One row of the events table."""
+
+    time_ns: Nanos
+    service: str
+    instance: str
+    host: str
+    agent_id: str  # "api" for an event posted to the HTTP API
+    version: str  # the event's (new) version, or the sender's version when it had none
+    kind: str
+    previous_version: str = ""
+    pid: int = 0
+    previous_pid: int = 0
+    attrs: tuple[tuple[str, str], ...] = ()  # sorted by key
+
+
+@dataclass(frozen=True, slots=True)
+class EventListing:
+    events: tuple[StoredEvent, ...]  # by time
+    truncated: bool  # more than MAX_EVENTS matched; the earliest are returned
