@@ -43,15 +43,17 @@ bench: $(STAMP)
 gpu-check: $(STAMP)
 	$(PY) -m pyrometer.agent.gpu.check
 
-## ruff on everything, mypy --strict on the agent and collector packages.
-## mypy cannot follow setuptools' package-dir mapping, so it reads a tree of links
-## that mirrors the installed layout (pyrometer/agent -> agent/, ...).
+## ruff on everything, mypy --strict on the agent and collector packages, and the import
+## contracts between the folders (import-linter, [tool.importlinter] in pyproject.toml).
+## mypy and import-linter cannot follow setuptools' package-dir mapping, so they read a
+## tree of links that mirrors the installed layout (pyrometer/agent -> agent/, ...).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check agent collector proto/codegen.py proto/wire.py tests
 	rm -rf build/typecheck && mkdir -p build/typecheck/pyrometer
 	for pkg in agent collector proto; do ln -s "$(CURDIR)/$$pkg" build/typecheck/pyrometer/$$pkg; done
 	cd build/typecheck && "$(CURDIR)/$(VENV)/bin/mypy" --config-file "$(CURDIR)/pyproject.toml" \
 		-p pyrometer.agent -p pyrometer.collector
+	cd build/typecheck && PYTHONPATH=. "$(CURDIR)/$(VENV)/bin/lint-imports" "$(CURDIR)/pyproject.toml"
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
