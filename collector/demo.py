@@ -123,7 +123,6 @@ def _report(api: str, out: Path, started_ns: int) -> None:
               f"p99 per 10 s step {min(p99s):.1f}-{max(p99s):.1f} ms")
 
 
-
 def _free_udp_port() -> int:
     # a port the kernel just handed out is free; the agent binds it a moment later
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:

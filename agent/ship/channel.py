@@ -29,6 +29,7 @@ from pyrometer.agent.shared import credentials
 if TYPE_CHECKING:
     import grpc
 
+
 @dataclass(frozen=True, slots=True)
 class Security:
     """The agent's credentials; the default (nothing set) is today's plain channel."""

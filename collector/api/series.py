@@ -48,6 +48,8 @@ DEFAULT_STEPS: tuple[Nanos, ...] = (
     _S, 2 * _S, 5 * _S, 10 * _S, 15 * _S, 30 * _S, _M, 2 * _M, 5 * _M, 10 * _M, 15 * _M, 30 * _M,
     _H, 2 * _H, 3 * _H, 6 * _H, 12 * _H, _D, 7 * _D,
 )
+
+
 def default_step(span_ns: Nanos) -> Nanos:
     """The smallest usual step that cuts `span_ns` into at most MAX_BUCKETS buckets."""
     for step in DEFAULT_STEPS:

@@ -128,8 +128,6 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             child.stop(signal.SIGKILL)
 
 
-
-
 def _flamegraph(api: str, fmt: str, **extra: str) -> bytes:
     query = urllib.parse.urlencode({"service": "e2e", "from": "now-1h", "to": "now+1m",
                                     "format": fmt, **extra})
