@@ -1,14 +1,16 @@
-"""The built wheel, installed in a fresh virtualenv, runs a collector and an agent.
+"""The built sdist and wheel: the wheel, installed in a fresh virtualenv, runs a collector
+and an agent.
 
 Every other test runs on the editable install, which imports straight from the
 checkout's folders: a subpackage or data file that pyproject.toml leaves out of the
 distribution goes unnoticed there. That is how issue 11 shipped (a wheel installed with
-[collector] gave a collector that did not start). Here the wheel is built from a copy of
-the checkout, installed with its extras into a new virtualenv (no system site packages),
-and run from a folder outside the checkout without PYTHONPATH, so every import comes
-from the wheel: a collector, an agent profiling a real target, and queries of the API.
-The agent-only install must also stay light: it must not pull in DuckDB, pyarrow or
-aiohttp (the sidecar image is built from it).
+[collector] gave a collector that did not start). Here an sdist is built from a copy of
+the checkout and the wheel from that sdist (as pip does for a source release); the wheel
+is installed with its extras into a new virtualenv (no system site packages) and run
+from a folder outside the checkout without PYTHONPATH, so every import comes from the
+wheel: a collector, an agent profiling a real target, and queries of the API. The
+agent-only install must also stay light: it must not pull in DuckDB, pyarrow or aiohttp
+(the sidecar image is built from it).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 import urllib.error
 import urllib.parse
@@ -48,6 +51,7 @@ LEAKY_VARIABLES = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE"
 
 @dataclass(frozen=True)
 class Install:
+    sdist: Path
     wheel: Path
     venv: Path
     work: Path  # a folder outside the checkout, the cwd of everything run from the venv
@@ -90,9 +94,14 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Install:
     for name in git_files(untracked=True):
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, source / name)
-    # with build isolation, as `pip wheel .` runs for a user: the [build-system] table is
-    # tested too, and it costs about 2 s more than --no-build-isolation
-    _pip("wheel", "--quiet", "--no-deps", "--wheel-dir", tmp / "dist", source)
+    # the sdist through setuptools' own PEP 517 hook (no `build` package needed), then the
+    # wheel from the sdist with build isolation, as pip installs a source release: the
+    # [build-system] table is tested too, and whatever the sdist drops the wheel lacks
+    subprocess.run([sys.executable, "-c", "import sys; from setuptools import build_meta; "
+                    "build_meta.build_sdist(sys.argv[1])", tmp / "sdist"],
+                   cwd=source, check=True, capture_output=True, timeout=300)
+    sdist, = (tmp / "sdist").glob("pyrometer-*.tar.gz")
+    _pip("wheel", "--quiet", "--no-deps", "--wheel-dir", tmp / "dist", sdist)
     wheel, = (tmp / "dist").glob("pyrometer-*.whl")
     # --without-pip, and the test's own pip installs with --python: no ensurepip, and a
     # newer, faster pip than the one Python bundles
@@ -102,7 +111,16 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Install:
     work = tmp / "work"
     work.mkdir()
     assert not work.resolve().is_relative_to(REPO), f"{work} lies inside the checkout {REPO}"
-    return Install(wheel, venv, work, _clean_env(venv))
+    return Install(sdist, wheel, venv, work, _clean_env(venv))
+
+
+def test_the_sdist_holds_every_file_of_the_packages(installed: Install) -> None:
+    expected = {*git_files(*package_dirs(), untracked=True), "pyproject.toml", "README.md"}
+    with tarfile.open(installed.sdist) as sdist:
+        # every member lies under the sdist's own top folder, pyrometer-VERSION/
+        inside = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
+    missing = sorted(expected - inside)
+    assert not missing, f"the sdist lacks {missing}: a wheel built from it would lack them too"
 
 
 def test_the_wheel_holds_every_file_of_the_packages(installed: Install) -> None:
