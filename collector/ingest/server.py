@@ -16,6 +16,7 @@ rest of its batch is stored (see validate.py).
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from pyrometer.agent.shared.model import Nanos
+from pyrometer.collector.config import check_listen
 from pyrometer.collector.errors import (
     BatchLimitError,
     CollectorError,
@@ -183,6 +185,30 @@ class IngestServer:
         await self._server.wait_for_termination()
 
 
+def _check_bindable(listen: str) -> None:
+    """ListenError, with the system's reason, when `listen` cannot be bound.
+
+    gRPC's own bind failure says only "Failed to bind" (and logs a line of its own), so the
+    address is tried first with a plain socket, as gRPC binds it (SO_REUSEADDR, which on
+    Linux still refuses a port that another socket listens on). gRPC's bind stays the one
+    that counts: this only words the common failures (in use, not a local address).
+    """
+    host, port = check_listen("--grpc-listen", listen)
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as err:
+        raise ListenError(f"cannot listen on {listen} (gRPC ingest): {err.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as err:
+            raise ListenError(f"cannot listen on {listen} (gRPC ingest): {err.strerror}") from None
+
+
 async def start_ingest_server(
     store: Store, config: IngestConfig | None = None, metrics: CollectorMetrics | None = None,
     *, interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
@@ -201,11 +227,16 @@ async def start_ingest_server(
     options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
+        # gRPC sets SO_REUSEPORT by default, so a second collector on a port another one
+        # holds would start too and the kernel would split the agents between their two
+        # databases; without it the bind fails and the collector says so
+        ("grpc.so_reuseport", 0),
     ]
     server = grpc.aio.server(options=options, interceptors=list(interceptors))
     add_ingest_servicer(IngestServicer(committer, metrics, config.limits), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    _check_bindable(config.listen)
     try:
         port = (server.add_insecure_port(config.listen) if credentials is None
                 else server.add_secure_port(config.listen, credentials))

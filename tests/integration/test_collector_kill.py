@@ -252,3 +252,22 @@ def test_a_second_collector_on_the_same_file_says_so_in_one_line(tmp_path: Path)
                 f"process (pid {holder.pid})") in second.stderr
     finally:
         cluster.stop_all()
+
+
+def test_a_second_collector_on_a_taken_grpc_port_refuses_in_one_line(tmp_path: Path) -> None:
+    # gRPC's default SO_REUSEPORT would let both listen and the kernel split agents
+    # between two databases; the second collector must refuse and exit as a user error
+    cluster = Cluster(tmp_path, real=0, sims=0)
+    try:
+        cluster.start_collector()
+        argv = CLI + ["collector", "--db", str(tmp_path / "other.duckdb"), "--grpc-listen",
+                      f"127.0.0.1:{cluster.grpc}", "--http-listen", "127.0.0.1:0"]
+        second = subprocess.run(argv, capture_output=True, text=True, timeout=60,
+                                env=python_env(), check=False)
+        assert second.returncode == 2, second.stderr
+        assert "Traceback" not in second.stderr
+        errors = [line for line in second.stderr.splitlines() if "error:" in line]
+        assert errors == [f"pyrometer collector: error: cannot listen on 127.0.0.1:{cluster.grpc} "
+                          "(gRPC ingest): Address already in use"], second.stderr
+    finally:
+        cluster.stop_all()

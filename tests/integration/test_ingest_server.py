@@ -12,6 +12,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pyrometer.agent.shared.model import NANOS_PER_SECOND, SampleKey
+from pyrometer.collector.errors import ListenError
 from pyrometer.collector.ingest.limits import DecodeLimits
 from pyrometer.collector.ingest.server import IngestConfig, IngestServer, start_ingest_server
 from pyrometer.collector.metrics import CollectorMetrics
@@ -147,6 +148,25 @@ def test_storage_failure_is_internal(tmp_path: Path) -> None:
         assert metrics.value("pyrometer_commit_failures_total") == 1
 
     run(tmp_path, body)
+
+
+def test_a_port_another_server_holds_is_refused(tmp_path: Path) -> None:
+    first_store, second_store = DuckDBStore(tmp_path / "a.duckdb"), DuckDBStore(tmp_path / "b.duckdb")
+
+    async def main() -> None:
+        first = await start_ingest_server(first_store, IngestConfig(listen="127.0.0.1:0"))
+        try:
+            taken = f"127.0.0.1:{first.port}"
+            with pytest.raises(ListenError, match=f"cannot listen on {taken}"):
+                await start_ingest_server(second_store, IngestConfig(listen=taken))
+        finally:
+            await first.stop(1.0)
+
+    try:
+        asyncio.run(main())
+    finally:
+        first_store.close()
+        second_store.close()
 
 
 def test_health_is_serving(tmp_path: Path) -> None:
