@@ -7,7 +7,10 @@ Each check is also run against a fixture broken in the one way it exists to catc
 
 from __future__ import annotations
 
+import argparse
 import copy
+import importlib
+import re
 import shutil
 import subprocess
 import sys
@@ -279,3 +282,48 @@ def test_dockerfiles_lint_clean(dockerfile: str) -> None:
 def test_hadolint_flags_a_bad_dockerfile() -> None:
     done = _run(BIN / "hadolint", "--no-color", FIXTURES / "broken.Dockerfile")
     assert done.returncode == 1 and "DL3008" in done.stdout and "DL3002" in done.stdout, done.stdout
+
+
+def _parser(command: str) -> argparse.ArgumentParser:
+    module = {"agent": "pyrometer.agent.config", "collector": "pyrometer.collector.config"}[command]
+    parser = argparse.ArgumentParser(prog=f"pyrometer {command}", exit_on_error=False)
+    importlib.import_module(module).add_arguments(parser)
+    return parser
+
+
+def _flags_and_variables(docs: list[Doc], compose: Doc) -> list[tuple[str, list[str], list[str]]]:
+    """(command, argv, PYROMETER_* names) of every agent and collector the files run."""
+    runs = []
+    for pod in checks.pods(docs):
+        for c in checks.containers(pod):
+            command = {"pyrometer-agent": "agent", "pyrometer-collector": "collector"}.get(
+                checks.image_name(c))
+            if command:
+                names = [e["name"] for e in c.get("env", []) if e["name"].startswith("PYROMETER_")]
+                runs.append((command, c.get("args", []), names))
+    for svc in compose["services"].values():
+        command = {"pyrometer-agent:0.1.0": "agent"}.get(svc["image"])
+        if command:
+            runs.append((command, svc["command"], [n for n in svc.get("environment", {})]))
+    return runs
+
+
+def test_every_flag_and_variable_is_one_the_commands_take(rendered: dict[str, list[Doc]]) -> None:
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    runs = _flags_and_variables(rendered["sidecar-tls"], compose)
+    assert sorted({c for c, _, _ in runs}) == ["agent", "collector"]
+    for command, argv, names in runs:
+        parser = _parser(command)
+        try:
+            parser.parse_args(argv)  # an unknown or misspelled flag raises
+        except (argparse.ArgumentError, SystemExit) as exc:
+            pytest.fail(f"pyrometer {command} {argv}: {exc}")
+        known = set(re.findall(r"PYROMETER_[A-Z_]+", parser.format_help()))
+        assert set(names) <= known, f"pyrometer {command} takes no {sorted(set(names) - known)}"
+
+
+def test_a_misspelled_flag_or_variable_is_caught() -> None:
+    parser = _parser("agent")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--spool-dirr=/var/spool/pyrometer"])
+    assert "PYROMETER_TOKEN_FILES" not in set(re.findall(r"PYROMETER_[A-Z_]+", parser.format_help()))
