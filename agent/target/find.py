@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import psutil
 
 from pyrometer.agent.shared.errors import ConfigError, TargetError
+from pyrometer.agent.target.namespace import hint_when_alone
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,11 +42,18 @@ def by_pid(pid: int) -> Target:
             raise TargetError(f"process {pid} has exited (zombie)")
         return _target(proc)
     except psutil.NoSuchProcess:
-        raise TargetError(f"no process with pid {pid}") from None
+        raise TargetError(_with_hint(f"no process with pid {pid}")) from None
     except psutil.AccessDenied:
         raise TargetError(
             f"no permission to read process {pid}: run the agent as the same user or root"
         ) from None
+
+
+def _with_hint(message: str) -> str:
+    # A sidecar that does not share the server's PID namespace sees no process at all:
+    # name the setting to change rather than let the user hunt for a typo.
+    hint = hint_when_alone(_pyspy_children())
+    return f"{message}: {hint}" if hint else message
 
 
 def _is_pyspy(proc: psutil.Process) -> bool:
@@ -55,6 +63,10 @@ def _is_pyspy(proc: psutil.Process) -> bool:
         return False
 
 
+def _pyspy_children() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True) if _is_pyspy(p)}
+
+
 def _excluded_pids() -> set[int]:
     """The agent, its py-spy recorders and its ancestors.
 
@@ -62,10 +74,8 @@ def _excluded_pids() -> set[int]:
     carries the agent's own ``--match REGEX`` in its command line. Other children
     stay candidates: a demo or test may start the server it profiles.
     """
-    me = psutil.Process(os.getpid())
-    pids = {me.pid}
-    pids.update(p.pid for p in me.children(recursive=True) if _is_pyspy(p))
-    pids.update(p.pid for p in me.parents())
+    pids = {os.getpid(), *_pyspy_children()}
+    pids.update(p.pid for p in psutil.Process().parents())
     return pids
 
 
@@ -94,7 +104,7 @@ def by_match(regex: str) -> Target:
         raise ConfigError(f"--match {regex!r} is not a valid regular expression: {exc}") from None
     found = list(_candidates(pattern, _excluded_pids()))
     if not found:
-        raise TargetError(f"no process has a command line matching {regex!r}")
+        raise TargetError(_with_hint(f"no process has a command line matching {regex!r}"))
     return min(found, key=lambda t: (t.create_time, t.pid))
 
 

@@ -44,6 +44,9 @@ def start(procs: list[subprocess.Popen[str]], *args: str) -> subprocess.Popen[st
 
 
 def test_by_pid(spawn: list[subprocess.Popen[str]], token: str) -> None:
+    # a bystander, so that a test runner alone in a PID namespace of its own (a CI
+    # container) still sees another process and gets the plain message, no namespace hint
+    start(spawn, token, "bystander")
     proc = start(spawn, token)
     target = by_pid(proc.pid)
     assert target.pid == proc.pid and token in target.cmdline and target.is_alive()
