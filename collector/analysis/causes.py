@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from pyrometer.collector.analysis.candidate import Cause, Scorer, facts
 from pyrometer.collector.analysis.evidence import SpikeContext
-from pyrometer.collector.analysis.scorers_change import score_code_path, score_deploy
+from pyrometer.collector.analysis.scorers_change import score_code_path
+from pyrometer.collector.analysis.scorers_deploy import score_deploy
 from pyrometer.collector.analysis.scorers_load import score_payload, score_traffic
 from pyrometer.collector.analysis.scorers_system import score_gpu, score_host
 

@@ -1,101 +1,19 @@
-"""Scorers for what changed in the server: a deploy or restart, and a code path.
+"""The scorer for a code path: a change in the work the server does per request.
 
-Deploy or restart: an event shortly before or at the onset, and whether the slowdown
-is the new version's: its requests' size-adjusted latency (log latency less what the
-baseline's latency-per-size relation predicts, so a payload shift that happens to
-coincide with a deploy is not blamed on it) against the baseline's, and against the old
-version's requests inside the spike where both served. The event alone scores 0.3.
-
-Code path: which functions' share of the samples grew from the baseline's flame graph
-to the spike's, and how their samples per request (per unit of request size) grew.
-Discounted by the share of the rise request sizes explain (larger inputs shift the
-profile too), and when a deploy at the onset brought the change (the deploy is then
-the cause to act on).
+Which functions' share of the samples grew from the baseline's flame graph to the
+spike's, and how their samples per request (per unit of request size) grew. Discounted
+by the share of the rise request sizes explain (larger inputs shift the profile too),
+and when a deploy at the onset brought the change (the deploy is then the cause to act
+on; scorers_deploy.py scores it).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
-from pyrometer.collector.analysis.candidate import (
-    CHANGE_EVENT_KINDS,
-    Cause,
-    Facts,
-    lookback_ns,
-    none,
-    num,
-    pct,
-)
-from pyrometer.collector.analysis.evidence import CodeProfile, RequestSample, SpikeContext
-from pyrometer.collector.analysis.robust import Baseline, clip01, median, ramp
-
-MIN_RISE = math.log(1.05)
-MIN_VERSION_REQUESTS = 10
-
-
-def _residuals(requests: Sequence[RequestSample], facts: Facts) -> list[float]:
-    out = []
-    for r in requests:
-        value = facts.sizes.residual(r) if facts.sizes is not None else None
-        if value is None and r.latency_ms > 0:
-            value = math.log(r.latency_ms)
-        if value is not None:
-            out.append(value)
-    return out
-
-
-def score_deploy(ctx: SpikeContext, facts: Facts) -> Cause:
-    """See the module docstring."""
-    event = facts.change_event
-    onset = ctx.spike.onset_ns
-    if event is None:
-        later = [e for e in ctx.events if e.kind in CHANGE_EVENT_KINDS and e.time_ns > onset]
-        after = f"; the {later[0].kind} at +{(later[0].time_ns - onset) / 1e9:.0f}s came " \
-                "after the onset" if later else ""
-        return none("deploy", f"deploy: no deploy or restart event from "
-                    f"{lookback_ns(ctx) / 1e9:.0f}s before the onset to "
-                    f"{ctx.tolerance_ns / 1e9:.0f}s after it or its main rise{after}")
-    base, inside = ctx.split(ctx.requests, lambda r: r.end_ns)
-    new = [r for r in inside if r.version == event.version]
-    old = [r for r in inside if r.version != event.version]
-    if len(new) < MIN_VERSION_REQUESTS:
-        new, old = inside, []  # the version is not on the requests: judge them all
-    res_base = median(_residuals(base, facts))
-    rise_new = median(_residuals(new, facts)) - res_base
-    rise_old = median(_residuals(old, facts)) - res_base if len(old) >= MIN_VERSION_REQUESTS \
-        else math.nan
-    observed = median([math.log(r.latency_ms) for r in inside if r.latency_ms > 0]) - \
-        median([math.log(r.latency_ms) for r in base if r.latency_ms > 0])
-    share = clip01(rise_new / observed) if observed > MIN_RISE else 0.0
-    confined = 1.0 if math.isnan(rise_old) else clip01(1 - rise_old / rise_new) \
-        if rise_new > 0 else 0.0
-    per_bucket = {i: median(_residuals(rs, facts)) for i, rs in
-                  ctx.buckets(ctx.requests, lambda r: r.end_ns).items()}
-    z = Baseline.of([v for i, v in per_bucket.items() if i < 0 and not math.isnan(v)],
-                    floor_abs=0.02).z(res_base + rise_new)
-    score = 0.3 + 0.65 * share * confined
-    before = (onset - event.time_ns) / 1e9
-    # with one version serving the whole spike, its profile is the spike's
-    cost_new = ctx.version_profiles.get(event.version) or (None if old else ctx.spike_profile)
-    evidence = {
-        "event": event.kind, "version": event.version, "previous_version": event.previous_version,
-        "seconds_before_onset": num(before, 1), "new_version_requests": len(new),
-        "old_version_requests": len(old), "size_adjusted_rise_new": num(math.expm1(rise_new)),
-        "size_adjusted_rise_old": num(math.expm1(rise_old)), "observed_rise":
-        num(math.expm1(observed)), "new_version_samples_per_request":
-        num(cost_new.per_request if cost_new else math.nan),
-        "baseline_samples_per_request": num(ctx.baseline_profile.per_request
-                                            if ctx.baseline_profile else math.nan),
-    }
-    what = f"{event.kind} of {event.version or 'the service'}" + (
-        f" (from {event.previous_version})" if event.previous_version else "")
-    when = f"{before:.0f}s before the onset" if before >= 0 else f"{-before:.0f}s into the spike"
-    old_part = f"; the old version's {pct(math.expm1(rise_old))}" if old and not \
-        math.isnan(rise_old) else ""
-    explanation = (f"{what} {when}; its requests are {pct(math.expm1(rise_new))} slower than "
-                   f"the baseline's, size for size{old_part}")
-    return Cause("deploy", score, z, explanation, evidence)
+from pyrometer.collector.analysis.candidate import Cause, Facts, none, num
+from pyrometer.collector.analysis.evidence import CodeProfile, SpikeContext
+from pyrometer.collector.analysis.robust import ramp
 
 
 def _grown(spike: CodeProfile, base: CodeProfile) -> list[tuple[float, str, float, float]]:

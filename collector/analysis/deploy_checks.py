@@ -1,0 +1,121 @@
+"""What a deploy or restart that no request carries changed, measured at the event.
+
+Two checks (scorers_deploy.py says when each is asked):
+
+- `across_event`: the requests that began after the event and ended before the spike's
+  onset, size-adjusted, against the baseline's requests before the event, in units of
+  the baseline's own step-to-step variation (scaled to the number of requests compared:
+  a median of few requests wobbles more than a step's).
+- `cost_step`: the target's CPU seconds per request over the spike against the
+  baseline's, divided by what the requests' sizes predict (the baseline's
+  latency-per-size relation; at the baseline's load latency is mostly the work), and
+  judged against the spread of the baseline steps' own ratios. Without CPU readings,
+  profile samples per request, with wider thresholds: a sampling profiler also counts
+  threads that wait for a core, so samples per request grow under any slowdown.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pyrometer.collector.analysis.candidate import Facts, pct
+from pyrometer.collector.analysis.evidence import EventInfo, RequestSample, SpikeContext
+from pyrometer.collector.analysis.robust import Baseline, median, ramp
+
+MIN_ACROSS_REQUESTS = 10
+MIN_STEP_REQUESTS = 5  # a baseline step with fewer completions gives no CPU-per-request value
+
+
+def residuals(requests: Sequence[RequestSample], facts: Facts) -> list[float]:
+    """Size-adjusted log latencies, or plain log latencies where requests carry no size."""
+    out = []
+    for r in requests:
+        value = facts.sizes.residual(r) if facts.sizes is not None else None
+        if value is None and r.latency_ms > 0:
+            value = math.log(r.latency_ms)
+        if value is not None:
+            out.append(value)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class AcrossEvent:
+    """Latency per request, size for size, from before the event to between it and the onset."""
+
+    requests: int  # that began after the event and ended before the onset
+    seconds: float  # from the event to the onset
+    rise: float  # fraction (0.1 = +10%); NaN when not known
+    z: float
+    known: bool
+
+    @property
+    def changed(self) -> float:
+        """0..1: how clearly latency per request changed at the event."""
+        return ramp(self.z, 2, 4) * ramp(self.rise, 0.05, 0.2) if self.known else 0.0
+
+    def describe(self) -> str:
+        measured = (f"{pct(self.rise)} size for size in the {self.requests} requests of the "
+                    f"{self.seconds:.0f}s between it and the onset (z {self.z:.1f})")
+        if self.changed > 0:
+            return f"latency per request changed across it: {measured}"
+        return f"latency per request unchanged across it: {measured}"
+
+
+def across_event(ctx: SpikeContext, facts: Facts, event: EventInfo) -> AcrossEvent:
+    onset = ctx.spike.onset_ns
+    seconds = (onset - event.time_ns) / 1e9
+    after = [r for r in ctx.requests if r.start_ns >= event.time_ns and r.end_ns < onset]
+    before = [r for r in ctx.requests if r.end_ns < event.time_ns and ctx.in_baseline(r.end_ns)]
+    if len(after) < MIN_ACROSS_REQUESTS or len(before) < MIN_ACROSS_REQUESTS:
+        return AcrossEvent(len(after), seconds, math.nan, 0.0, False)
+    rise = median(residuals(after, facts)) - median(residuals(before, facts))
+    steps = [rs for i, rs in ctx.buckets(before, lambda r: r.end_ns).items() if i < 0]
+    spread = Baseline.of([median(residuals(rs, facts)) for rs in steps], floor_abs=0.02)
+    per_step = median([float(len(rs)) for rs in steps]) if steps else 1.0
+    scale = spread.scale * math.sqrt(max(1.0, per_step / len(after)))
+    return AcrossEvent(len(after), seconds, math.expm1(rise), rise / scale, True)
+
+
+@dataclass(frozen=True, slots=True)
+class CostStep:
+    """The target's cost per request, size-adjusted, spike over baseline."""
+
+    ratio: float  # NaN when not known
+    z: float
+    source: str  # "CPU" or "profile samples", "" when neither is known
+
+    @property
+    def changed(self) -> float:
+        if self.source == "CPU":
+            return ramp(self.z, 2, 4) * ramp(self.ratio, 1.1, 1.4)
+        return ramp(self.ratio, 1.3, 2.0)  # NaN (unknown): 0
+
+    def describe(self) -> str:
+        if not self.source:
+            return "no CPU readings or profile to tell whether requests got costlier at it"
+        z = f", z {self.z:.1f}" if self.source == "CPU" else ""
+        verb = "rose" if self.changed > 0 else "unchanged across it"
+        return (f"{self.source} per request {verb}: {pct(self.ratio - 1)} size for size"
+                f"{z}")
+
+
+def cost_step(ctx: SpikeContext, facts: Facts) -> CostStep:
+    size_factor = 1.0 + facts.sizes.predicted_rise if facts.sizes is not None else 1.0
+    if math.isnan(facts.cpu_ratio):
+        return CostStep(facts.cost_ratio / size_factor, 0.0,
+                        "" if math.isnan(facts.cost_ratio) else "profile samples")
+    adjusted = facts.cpu_ratio / size_factor
+    done = {i: len(rs) for i, rs in ctx.buckets(ctx.requests, lambda r: r.end_ns).items()}
+    per_step = {}
+    for p in ctx.resources:
+        i = ctx.bucket_index(p.start_ns)
+        n = done.get(i, 0)
+        if i < 0 and p.target_cpu_cores is not None and n >= MIN_STEP_REQUESTS \
+                and ctx.in_baseline(p.start_ns):
+            per_step[i] = p.target_cpu_cores / n
+    overall = sum(per_step.values()) / len(per_step) if per_step else math.nan
+    spread = Baseline.of([v / overall for v in per_step.values()] if overall > 0 else [],
+                         floor_abs=0.05)
+    return CostStep(adjusted, spread.z(adjusted), "CPU")
