@@ -86,7 +86,7 @@ def arrivals(ctx: SpikeContext) -> Arrivals | None:
 @dataclass(frozen=True, slots=True)
 class Facts:
     sizes: SizeModel | None
-    cost_ratio: float  # profile samples per request, spike over baseline; NaN unknown
+    cost_ratio: float  # working profile samples per request, spike over baseline; NaN unknown
     change_event: EventInfo | None  # a deploy/restart shortly before or at the onset
     cpu_ratio: float = math.nan  # target CPU seconds per request, spike over baseline
     arrivals: Arrivals | None = None
@@ -122,7 +122,9 @@ def change_event(ctx: SpikeContext) -> EventInfo | None:
 def facts(ctx: SpikeContext) -> Facts:
     cost = math.nan
     if ctx.spike_profile is not None and ctx.baseline_profile is not None:
-        cost = ratio(ctx.spike_profile.per_request, ctx.baseline_profile.per_request)
+        # the working samples: waiting frames grow with any slowdown (waiting.py)
+        cost = ratio(ctx.spike_profile.working_per_request,
+                     ctx.baseline_profile.working_per_request)
     return Facts(size_model(ctx), cost, change_event(ctx), cpu_per_request_ratio(ctx),
                  arrivals(ctx))
 

@@ -81,15 +81,29 @@ class EventInfo:
 
 @dataclass(frozen=True, slots=True)
 class CodeProfile:
-    """Inclusive samples per function ("name (file)") in a window, and its requests."""
+    """Samples of a window and its requests, working apart from waiting.
+
+    `functions`: inclusive samples per function ("name (file)") of the samples in which
+    the thread worked; `waiting`: the samples whose leaf is a waiting frame (a socket
+    read, a lock, a selector: waiting.py), by that frame; `total`: all samples.
+    """
 
     functions: Mapping[str, int]
     total: int
     requests: int
+    waiting: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def working(self) -> int:
+        return self.total - sum(self.waiting.values())
 
     @property
     def per_request(self) -> float:
         return self.total / self.requests if self.requests else math.nan
+
+    @property
+    def working_per_request(self) -> float:
+        return self.working / self.requests if self.requests else math.nan
 
 
 @dataclass(frozen=True, slots=True)

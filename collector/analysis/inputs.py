@@ -9,17 +9,20 @@ instances run on it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 from pyrometer.agent.shared.clock_events import CLOCK_EVENT_REASONS, SLOWDOWN_REASONS
-from pyrometer.agent.shared.model import Nanos
+from pyrometer.agent.shared.model import Nanos, Stack
 from pyrometer.collector.analysis.evidence import (
     CodeProfile,
     GpuSample,
     RequestSample,
     ResourcePoint,
 )
+from pyrometer.collector.analysis.waiting import is_waiting
 from pyrometer.collector.model import Profile
 from pyrometer.collector.query.diff import function_stats
+from pyrometer.collector.query.tree import FunctionKey
 from pyrometer.collector.storage.reads import GpuRow, HostPoint, ProcessPoint, RequestRow
 
 APP_SIZE_SHARE = 0.8
@@ -87,6 +90,20 @@ def _worst(values: Iterable[float | None]) -> float | None:
 
 
 def code_profile(profile: Profile, requests: int) -> CodeProfile:
-    """Inclusive samples per function label, the profile's total, and its requests."""
-    stats = function_stats(profile)
-    return CodeProfile({label: s.total for label, s in stats.items()}, profile.total, requests)
+    """Inclusive samples per function label of the working samples, the waiting samples
+    by their leaf, the profile's total, and its requests.
+
+    A sample whose leaf frame waits (waiting.py) is set apart whole: its callers did
+    not work in it either, so a handler whose socket reads grow is not "grown" itself.
+    """
+    working: list[tuple[Stack, int]] = []
+    waiting: dict[str, int] = {}
+    for stack, count in profile.samples:
+        if stack and is_waiting(stack[-1]):
+            label = FunctionKey.of(stack[-1]).label
+            waiting[label] = waiting.get(label, 0) + count
+        else:
+            working.append((stack, count))
+    stats = function_stats(replace(profile, samples=tuple(working)))
+    return CodeProfile({label: s.total for label, s in stats.items()}, profile.total, requests,
+                       waiting)
