@@ -8,12 +8,15 @@ threshold.
 
 Host pressure: CPU the host spent beyond the target's own, large against the host's
 cores (another process taking them), PSI cpu "some" when others take CPU, PSI memory
-and io, and the target's RSS growth. A neighbour makes the target's requests wait for
-a core, not do more work: when the target's own CPU time per request rose, the slowdown
-is its own (a code path, larger inputs), and the other processes' rise is a knock-on
-(the load generator, the profiler, the collector doing more) or a coincidence. Likewise
-when clearly more requests arrived: the clients and the pipeline beside the target work
-harder in a surge, and the surge is the cause to act on.
+and io, and the target's RSS growth. Behind a baseline whose co-tenants already come and
+go, the neighbours' z is small however much they take; then what the target gets
+decides (`_squeezed`): PSI cpu against its own baseline, and a host running full.
+
+A neighbour makes the target's requests wait for a core, not do more work: when the
+target's own CPU time per request rose, the slowdown is its own (a code path, larger
+inputs), and the other processes' rise is a knock-on (the load generator, the profiler,
+the collector doing more) or a coincidence. Likewise when clearly more requests arrived:
+the clients and the pipeline beside the target work harder in a surge, and the surge is the cause to act on.
 """
 
 from __future__ import annotations
@@ -90,6 +93,27 @@ def _delta(ctx: SpikeContext, value: Callable[[ResourcePoint], float | None],
     return s.baseline.median, s.spike_value, s.z, s.onset_ns
 
 
+def _squeezed(other_rise: float, other_z: float, cores: float, psi_base: float,
+              psi_spike: float, psi_z: float, busy_share: float) -> float:
+    """0..1: other processes took clearly more of the host and the target was squeezed.
+
+    Judged by what the target gets, not by the neighbours' z alone: a baseline whose
+    co-tenants already come and go makes their z small (issue 12: 0.7 -> 1.43 of 2
+    cores was z 2.2), yet the host then ran full and PSI cpu some went 10.8% -> 74.5%.
+    The neighbours' rise must still clear their noise (z 1.5) and be a real part of the
+    host (0.1 of its cores); the squeeze is PSI cpu some (the share of time runnable
+    tasks waited for a core) rising past its own baseline's spread, or doubling by
+    5 points or more however noisy that was, or the host running full (nothing left
+    for the target to take).
+    """
+    neighbours = ramp(other_z, 1.0, 2.0) * ramp(other_rise / cores, 0.1, 0.3)
+    rise = psi_spike - psi_base
+    psi = max(ramp(psi_z, 3, 6) * ramp(rise, 5, 25),
+              ramp(psi_spike / max(psi_base, 1.0), 1.5, 2.0) * ramp(rise, 5, 25))
+    full = ramp(busy_share, 0.85, 0.97)
+    return neighbours * max(psi, full)
+
+
 def score_host(ctx: SpikeContext, facts: Facts) -> Cause:
     """See the module docstring."""
     _, inside = ctx.split(ctx.resources, lambda p: p.start_ns)
@@ -97,24 +121,28 @@ def score_host(ctx: SpikeContext, facts: Facts) -> Cause:
         return none("host_pressure", "host_pressure: no process or host readings inside the spike")
     cores = max((p.cpu_count or 0) for p in inside) or math.nan
     o_base, o_spike, o_z, o_onset = _delta(ctx, lambda p: p.other_cpu_cores, 0.05)
-    c_base, c_spike, _, _ = _delta(ctx, lambda p: p.psi_cpu_some, 1.0)
+    c_base, c_spike, c_z, c_onset = _delta(ctx, lambda p: p.psi_cpu_some, 1.0)
+    busy = mean(p.host_busy_cores for p in inside if p.host_busy_cores is not None) / cores
+    squeezed = _squeezed(o_spike - o_base, o_z, cores, c_base, c_spike, c_z, busy)
     m_base, m_spike, _, m_onset = _delta(ctx, lambda p: p.psi_memory_some, 1.0)
     i_base, i_spike, _, _ = _delta(ctx, lambda p: p.psi_io_some, 1.0)
     r_base, r_spike, _, _ = _delta(ctx, lambda p: p.rss_bytes, 1.0)
     other = ramp(o_z, 2, 5) * ramp((o_spike - o_base) / cores, 0.1, 0.35)
     # PSI cpu counts the target's own waiting too: it supports, never carries, the case
-    cpu = min(1.0, other + 0.3 * ramp(c_spike - c_base, 5, 25) * (other > 0))
+    cpu = max(squeezed, min(1.0, other + 0.3 * ramp(c_spike - c_base, 5, 25) * (other > 0)))
     memory = ramp(m_spike - m_base, 2, 10)
     io = 0.8 * ramp(i_spike - i_base, 5, 25)
     rss = 0.6 * ramp(r_spike / r_base if r_base > 0 else math.nan, 1.2, 2.0)
-    late, late_note = timing(ctx, o_onset if cpu >= max(memory, io, rss) else m_onset)
+    cpu_onset = o_onset if o_onset is not None else c_onset
+    late, late_note = timing(ctx, cpu_onset if cpu >= max(memory, io, rss) else m_onset)
     # whatever else the host shows, a target doing more work per request explains itself
     own = 1.0 - ramp(facts.cpu_ratio, 1.15, 1.5)  # NaN (no readings): taken as flat
     raw = 0.9 * max(cpu, memory, io, rss) * own * (1.0 - facts.surge)
     score = raw * late
     evidence = {
         "cpu_count": num(cores, 0), "baseline_other_cpu_cores": num(o_base),
-        "spike_other_cpu_cores": num(o_spike), "baseline_psi_cpu_some": num(c_base),
+        "spike_other_cpu_cores": num(o_spike), "spike_host_busy_share": num(busy),
+        "target_squeezed": num(squeezed), "baseline_psi_cpu_some": num(c_base),
         "spike_psi_cpu_some": num(c_spike), "baseline_psi_memory_some": num(m_base),
         "spike_psi_memory_some": num(m_spike), "baseline_psi_io_some": num(i_base),
         "spike_psi_io_some": num(i_spike), "baseline_rss_bytes": num(r_base, 0),
