@@ -28,6 +28,9 @@ from pyrometer.collector.analysis.sizes import SizeModel, size_model
 KINDS = ("gpu_throttling", "deploy", "payload_size", "traffic_surge", "code_path",
          "host_pressure")
 CHANGE_EVENT_KINDS = frozenset({"deploy", "restart", "rollback", "config"})
+# evidence key of the share (0..1) of the latency rise a cause accounts for, where its
+# scorer can tell; causes that name one are ranked among themselves by it (causes.py)
+SHARE = "share_of_rise"
 
 
 @dataclass(frozen=True, slots=True)

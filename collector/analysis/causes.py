@@ -3,15 +3,17 @@
 Each scorer is a pure function of the spike's context and the facts shared across
 scorers (candidate.py). A score below MIN_SCORE does not explain the spike; when none
 reaches it, the spike is "unexplained" and `checked` says what each candidate saw.
-Latency itself is never a cause: every scorer reads a signal other than latency, and
-uses latency only to ask how much of the rise that signal accounts for.
+When several candidates each explain part of the rise and say how much, they are
+ordered among themselves by that share (`by_share`). Latency itself is never a cause:
+every scorer reads a signal other than latency, and uses latency only to ask how much
+of the rise that signal accounts for.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyrometer.collector.analysis.candidate import Cause, Scorer, facts
+from pyrometer.collector.analysis.candidate import SHARE, Cause, Scorer, facts
 from pyrometer.collector.analysis.evidence import SpikeContext
 from pyrometer.collector.analysis.scorers_change import score_code_path
 from pyrometer.collector.analysis.scorers_deploy import score_deploy
@@ -40,7 +42,32 @@ def rank(ctx: SpikeContext) -> Ranking:
     shared = facts(ctx)
     verdicts = tuple(_clamped(scorer(ctx, shared)) for scorer in SCORERS)
     scored = sorted((c for c in verdicts if c.score > 0), key=lambda c: (-c.score, -c.z, c.kind))
-    return Ranking(tuple(scored), verdicts)
+    return Ranking(tuple(by_share(scored)), verdicts)
+
+
+def _share(cause: Cause) -> float | None:
+    value = cause.evidence.get(SHARE)
+    return float(value) if isinstance(value, (int, float)) and cause.score >= MIN_SCORE \
+        else None
+
+
+def by_share(causes: list[Cause]) -> list[Cause]:
+    """Causes that each explain part of the rise (larger inputs during a surge), ordered
+    among themselves by how much of it each explains.
+
+    Scores say how sure a scorer is; when two sure candidates split the rise, the one
+    that accounts for more of it is the one to act on first. Only causes that name
+    their share (evidence `share_of_rise`) and explain the spike (MIN_SCORE) move, and
+    only into each other's places; the rest keep their rank by score.
+    """
+    places = [i for i, c in enumerate(causes) if _share(c) is not None]
+    if len(places) < 2:
+        return causes
+    moved = sorted((causes[i] for i in places), key=lambda c: -(_share(c) or 0.0))
+    out = list(causes)
+    for i, cause in zip(places, moved, strict=True):
+        out[i] = cause
+    return out
 
 
 def _clamped(cause: Cause) -> Cause:

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 
 from pyrometer.collector.analysis.candidate import (
     CHANGE_EVENT_KINDS,
+    SHARE,
     Cause,
     Facts,
     lookback_ns,
@@ -122,6 +123,7 @@ def _score_carried(ctx: SpikeContext, facts: Facts, event: EventInfo) -> Cause:
         "size_adjusted_rise_old": num(math.expm1(rise_old)),
         "observed_rise": num(math.expm1(observed)),
         "new_version_samples_per_request": num(cost_new.per_request if cost_new else math.nan),
+        SHARE: num(share * confined),
     }
     old_part = f"; the old version's {pct(math.expm1(rise_old))}" if old and not \
         math.isnan(rise_old) else ""
@@ -148,6 +150,7 @@ def _score_uncarried(ctx: SpikeContext, facts: Facts, event: EventInfo) -> Cause
         "z_across_event": num(step.z), "size_adjusted_cpu_per_request_ratio":
         num(cost.ratio), "cpu_per_request_z": num(cost.z),
         "size_adjusted_rise": num(math.expm1(rise)), "observed_rise": num(math.expm1(observed)),
+        SHARE: num(share * changed),
     }
     nothing = ("no request or sample carries that version" if event.version else
                "nothing names the new process")

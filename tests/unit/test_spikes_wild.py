@@ -226,3 +226,49 @@ def test_a_doubled_psi_counts_however_noisy_its_baseline() -> None:
     ranking = rank(ctx)
     assert [c.kind for c in ranking.causes] == ["host_pressure"], ranking.checked
     assert ranking.causes[0].score > 0.5
+
+
+# --- more than one cause --------------------------------------------------------------
+
+
+def surge_with_larger_inputs(rate: float, size_factor: float, slow: float) -> SpikeContext:
+    """A baseline of 9.1 requests/s; in the spike `rate` of them, `size_factor` larger,
+    queueing `slow` times longer; the target's CPU follows requests times size."""
+    rng = random.Random(37)
+    base = requests(T0, START, rng, rate=9.1)
+    inside = requests(START, END, rng, rate=rate, size_factor=size_factor, slow=slow)
+    cpu = min(1.9, 0.6 * rate / 9.1 * size_factor ** 0.7)
+    res = points(T0, 60, [0.55, 0.6, 0.65], [0.05], [2.0, 3.0]) + points(
+        START, 6, [cpu], [0.1], [40.0])
+    return SpikeContext(
+        spike=SPIKE, step_ns=STEP, baseline_start_ns=T0, requests=tuple(base + inside),
+        resources=tuple(res), baseline_profile=flat(len(base), 5.0),
+        spike_profile=flat(len(inside), 5.0 * size_factor ** 0.7))
+
+
+def shares(ctx: SpikeContext) -> dict[str, float]:
+    return {c.kind: float(c.evidence["share_of_rise"])  # type: ignore[arg-type]
+            for c in rank(ctx).causes if "share_of_rise" in c.evidence}
+
+
+def test_a_surge_with_longer_inputs_names_both_with_their_shares() -> None:
+    # issue 12: arrivals 9.1/s -> 19.8/s with longer inputs; the surge scored 0 because
+    # the CPU per request rose, as larger inputs make it do
+    ctx = surge_after_an_uncarried_deploy()
+    kinds = [c.kind for c in rank(ctx).causes]
+    assert kinds[:2] == ["traffic_surge", "payload_size"], rank(ctx).checked
+    split = shares(ctx)
+    assert split["traffic_surge"] > split["payload_size"] > 0.1
+    assert abs(split["traffic_surge"] + split["payload_size"] - 1.0) < 0.05
+    surge = rank(ctx).causes[0]
+    assert "of the rise that sizes do not explain" in surge.explanation and surge.score > 0.5
+
+
+def test_the_cause_that_explains_more_of_the_rise_ranks_first() -> None:
+    # inputs three times larger and a smaller surge: the payload explains more
+    ctx = surge_with_larger_inputs(rate=13.0, size_factor=3.0, slow=1.3)
+    ranking = rank(ctx)
+    kinds = [c.kind for c in ranking.causes]
+    assert kinds[:2] == ["payload_size", "traffic_surge"], ranking.checked
+    split = shares(ctx)
+    assert split["payload_size"] > split["traffic_surge"] > 0.1
