@@ -54,7 +54,12 @@ def _log_median(requests: Sequence[RequestSample]) -> float:
 
 
 def carried(ctx: SpikeContext, event: EventInfo) -> bool:
-    """Whether requests name the event's version as something new at it."""
+    """Whether requests name the event's version as something new at it.
+
+    Requests stand for samples too: the agent files each batch, its samples and its
+    request records alike, under the target's version at the time, so when no request
+    carries a version no sample of that agent does either.
+    """
     if not event.version:
         return False
     base, inside = ctx.split(ctx.requests, lambda r: r.end_ns)
