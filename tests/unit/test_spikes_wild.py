@@ -177,6 +177,7 @@ def test_waiting_frames_match_py_spys_names_old_and_new() -> None:
     assert is_waiting(Frame("readinto", "/usr/lib/python3.10/socket.py"))  # bare, full path
     assert is_waiting(Frame("Condition.wait", "threading.py"))
     assert is_waiting(Frame("_worker", "concurrent/futures/thread.py"))
+    assert is_waiting(Frame("_SocketWriter.write", "socketserver.py"))  # the demo's replies
     assert is_waiting_label("EpollSelector.select (selectors.py)")
     assert not is_waiting(Frame("readinto", "mysocket.py"))  # a path boundary, not a suffix
     assert not is_waiting(Frame("model_forward", "inference.py"))
