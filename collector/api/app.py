@@ -19,8 +19,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from pyrometer.collector.api import empty, openapi
 from pyrometer.collector.api import events as api_events
-from pyrometer.collector.api import openapi
 from pyrometer.collector.api import series as api_series
 from pyrometer.collector.api import spikes as api_spikes
 from pyrometer.collector.api.diff import flamegraph_diff
@@ -29,7 +29,6 @@ from pyrometer.collector.api.params import (
     METRICS,
     STORE,
     BadParameter,
-    UnknownService,
     optional,
     optional_int,
     parse_window,
@@ -115,14 +114,15 @@ async def flamegraph(request: web.Request) -> web.StreamResponse:
     profile = await run_query(request, "flamegraph", store.profile, service, window.start_ns,
                            window.end_ns, pid=pid, **filters)
     # only an empty answer needs the (full scan) services listing to tell "no data in
-    # this window" from "no such service"
+    # this window" from "no such service", and the notice saying which
+    notice = ""
     if not profile.samples:
-        known = await run_query(request, "services", store.services)
-        if service not in {s.name for s in known}:
-            raise UnknownService("service", f"unknown service {short(service)}")
+        notice = await empty.explain(request, service, window, {**filters, "pid": pid})
     # building and encoding a big tree takes CPU seconds: off the loop, which ingest shares
-    body, content_type = await asyncio.to_thread(render, profile, fmt)
-    headers = {"Content-Type": content_type}
+    body, content_type = await asyncio.to_thread(render, profile, fmt, notice=notice)
+    # every format's reader can tell an empty answer (a filter that matched nothing) from
+    # the header alone: the CLI writing pprof to a file does not parse it
+    headers = {"Content-Type": content_type, empty.SAMPLES_HEADER: str(profile.total)}
     if fmt == "pprof":
         # the service name comes from agents: keep quotes and line breaks out of the header
         filename = f"{_UNSAFE_FILENAME.sub('_', service)}.{FORMATS[fmt].extension}"

@@ -13,24 +13,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from typing import Protocol
 
 from aiohttp import web
 
 from pyrometer.agent.shared.model import Nanos
+from pyrometer.collector.api import empty
 from pyrometer.collector.api.params import (
     MAX_LABEL_LEN,
     METRICS,
     STORE,
     BadParameter,
     Query,
-    UnknownService,
     Window,
     optional,
     optional_int,
     parse_window,
     required,
-    run_query,
     short,
 )
 from pyrometer.collector.model import Profile
@@ -38,7 +38,9 @@ from pyrometer.collector.render.diff_html import render_diff_html
 from pyrometer.collector.render.diff_json import render_diff_json
 from pyrometer.collector.timeparse import MAX_TIME_NS, TimeFormatError, format_time, parse_time
 
-DiffRenderer = Callable[[Profile, Profile], str]
+
+class DiffRenderer(Protocol):
+    def __call__(self, baseline: Profile, target: Profile, *, notice: str = "") -> str: ...
 
 FORMATS: Mapping[str, tuple[DiffRenderer, str]] = {
     "json": (render_diff_json, "application/json"),
@@ -65,15 +67,15 @@ async def flamegraph_diff(request: web.Request) -> web.Response:
         before, after = await asyncio.gather(*(
             asyncio.to_thread(store.profile, service, w.start_ns, w.end_ns, pid=pid, **filters)
             for w in (baseline, target)))
-    # as for /flamegraph: only an empty answer needs the services listing
+    # as for /flamegraph: only an empty answer needs the services listing, and a notice
+    notice = ""
     if not before.samples and not after.samples:
-        known = await run_query(request, "services", store.services)
-        if service not in {s.name for s in known}:
-            raise UnknownService("service", f"unknown service {short(service)}")
+        notice = await empty.explain(request, service, target, {**filters, "pid": pid})
     render, content_type = FORMATS[fmt]
     # off the loop, which ingest shares: two trees take CPU seconds to build and encode
-    text = await asyncio.to_thread(render, before, after)
-    return web.Response(text=text, headers={"Content-Type": content_type})
+    text = await asyncio.to_thread(render, before, after, notice=notice)
+    return web.Response(text=text, headers={
+        "Content-Type": content_type, empty.SAMPLES_HEADER: str(before.total + after.total)})
 
 
 def baseline_window(query: Query, target: Window, now_ns: Nanos) -> Window:

@@ -33,6 +33,10 @@ STEP = _param("step", f"bucket length, {DURATION}; default: about 100 buckets")
 LABELS = [_param(name, f"only data with this {name}") for name in ("instance", "version", "thread")]
 PID = _param("pid", "only samples of this process", schema={"type": "integer"})
 
+# an empty answer also has a `notice` (JSON, HTML, pprof) saying why: the window, or
+# which filter matched nothing and the values it could have matched
+SAMPLES = {"Pyrometer-Samples": {"description": "samples in the flame graph, whatever its format",
+                                 "schema": {"type": "integer", "minimum": 0}}}
 _ERROR = {"description": "a bad parameter (400) or an unknown service (404)",
           "content": {"application/json": {"schema": {
               "type": "object", "required": ["error"],
@@ -41,8 +45,12 @@ _JSON = {"application/json": {"schema": {"type": "object"}}}
 
 
 def _get(summary: str, params: list[dict[str, Any]], content: dict[str, Any] | None = None,
-         *, errors: tuple[str, ...] = ("400", "404")) -> dict[str, Any]:
-    responses: dict[str, Any] = {"200": {"description": "OK", "content": content or _JSON}}
+         *, errors: tuple[str, ...] = ("400", "404"), headers: dict[str, Any] | None = None
+         ) -> dict[str, Any]:
+    ok: dict[str, Any] = {"description": "OK", "content": content or _JSON}
+    if headers:
+        ok["headers"] = headers
+    responses: dict[str, Any] = {"200": ok}
     responses.update({code: _ERROR for code in errors})
     return {"get": {"summary": summary, "parameters": params, "responses": responses}}
 
@@ -75,7 +83,7 @@ def _paths() -> dict[str, Any]:
             "merged stacks of the windows whose midpoint is in [from, to)",
             [*window, _param("format", "answer format; default json",
                              schema={"type": "string", "enum": formats}), *LABELS, PID],
-            _flamegraph_formats()),
+            _flamegraph_formats(), headers=SAMPLES),
         "/api/v1/flamegraph/diff": _get(
             "the change between a baseline window and the target window",
             [*window, _param("baseline_from", f"baseline start, {TIME}"),
@@ -83,7 +91,7 @@ def _paths() -> dict[str, Any]:
              _param("format", "json or html", schema={"type": "string", "enum": ["json", "html"]}),
              *LABELS, PID],
             {"application/json": {"schema": {"type": "object"}},
-             "text/html": {"schema": {"type": "string"}}}),
+             "text/html": {"schema": {"type": "string"}}}, headers=SAMPLES),
         "/api/v1/latency": _get("request latency and sizes per step",
                                 [*window, STEP, *LABELS[:2], _param("route", "only this route")]),
         "/api/v1/gpu": _get("GPU readings per GPU per step", [*window, STEP, *LABELS[:2]]),

@@ -3,7 +3,8 @@
 Parameters: service (required), from, to (as for flame graphs), step (a duration,
 default 10s), baseline (a duration, default 30m: a short recording is analysed with a
 short baseline), percentile (p95, p99 or max; default p99). The window may hold at
-most MAX_BUCKETS steps, baseline included. The answer's shape is report.to_json's.
+most MAX_BUCKETS steps, baseline included. The answer's shape is report.to_json's; a
+service with neither profiles nor requests is a 404, as for /api/v1/flamegraph.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pyrometer.collector.api.params import (
     STORE,
     BadParameter,
     Query,
+    UnknownService,
     optional,
     parse_window,
     required,
@@ -27,7 +29,12 @@ from pyrometer.collector.api.params import (
     short,
 )
 from pyrometer.collector.api.series import MIN_STEP_NS
-from pyrometer.collector.timeparse import TimeFormatError, format_duration, parse_duration
+from pyrometer.collector.timeparse import (
+    MAX_TIME_NS,
+    TimeFormatError,
+    format_duration,
+    parse_duration,
+)
 
 # a day at the default 10 s step with the default 30 min baseline is 8,820 buckets and
 # fits; the bound keeps a mistyped step (1ms over a day) from a runaway analysis
@@ -75,5 +82,14 @@ async def spikes(request: web.Request) -> web.Response:
     window = parse_window(query, now_ns=time.time_ns())
     config = parse_config(query, window.end_ns - window.start_ns)
     spike_query = SpikeQuery(service, window.start_ns, window.end_ns, config)
-    report = await run_query(request, "spikes", analyze, request.app[STORE], spike_query)
+    store = request.app[STORE]
+    report = await run_query(request, "spikes", analyze, store, spike_query)
+    # as for /flamegraph, only an answer without data needs the (full scan) check that
+    # tells a quiet window from a misspelt service: 404 when it has neither profiles nor
+    # requests, since requests are what spikes are found in
+    if report.detection.evaluated == 0 and report.detection.without_baseline == 0:
+        known = await run_query(request, "services", store.services)
+        if service not in {s.name for s in known} and not await run_query(
+                request, "routes", store.routes, service, 0, MAX_TIME_NS):
+            raise UnknownService("service", f"unknown service {short(service)}")
     return web.json_response(to_json(report))

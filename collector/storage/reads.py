@@ -33,6 +33,17 @@ class SeriesQuery:
 
 
 @dataclass(frozen=True, slots=True)
+class ProfileLabels:
+    """The distinct label values of a service's samples in a window, each sorted: what a
+    flame graph filter could have matched (for the answer to one that matched nothing)."""
+
+    instance: tuple[str, ...] = ()
+    version: tuple[str, ...] = ()
+    thread: tuple[str, ...] = ()
+    pid: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class LatencyPoint:
     """Requests that ended in one step; latencies in ms, sizes in bytes."""
 

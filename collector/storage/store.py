@@ -22,6 +22,7 @@ from pyrometer.collector.storage.reads import (
     HostPoint,
     LatencyPoint,
     ProcessPoint,
+    ProfileLabels,
     RequestRow,
     SeriesQuery,
     StoredEvent,
@@ -79,6 +80,10 @@ class Store(Protocol):
 
     def services(self) -> list[ServiceSummary]:
         """Every service with profile data, sorted by name."""
+        ...
+
+    def profile_labels(self, service: str, start_ns: Nanos, end_ns: Nanos) -> ProfileLabels:
+        """The label values of the samples `profile` would merge for the window, unfiltered."""
         ...
 
     def latency(self, query: SeriesQuery) -> list[LatencyPoint]:

@@ -31,7 +31,12 @@ from pyrometer.collector.storage.duckdb.append import (
     telemetry_tables,
 )
 from pyrometer.collector.storage.duckdb.events import read_events
-from pyrometer.collector.storage.duckdb.profiles import ProfileFilter, read_profile, read_services
+from pyrometer.collector.storage.duckdb.profiles import (
+    ProfileFilter,
+    read_labels,
+    read_profile,
+    read_services,
+)
 from pyrometer.collector.storage.duckdb.records import read_gpu_rows, read_request_rows, read_routes
 from pyrometer.collector.storage.duckdb.schema import TABLES, TIME_COLUMNS, create_statements
 from pyrometer.collector.storage.duckdb.series import read_gpu, read_host, read_latency, read_process
@@ -43,6 +48,7 @@ from pyrometer.collector.storage.reads import (
     HostPoint,
     LatencyPoint,
     ProcessPoint,
+    ProfileLabels,
     RequestRow,
     SeriesQuery,
     StoredEvent,
@@ -217,6 +223,11 @@ class DuckDBStore:
     def services(self) -> list[ServiceSummary]:
         """See `Store.services`."""
         return self._read(lambda cur: [ServiceSummary(*row) for row in read_services(cur)])
+
+    def profile_labels(self, service: str, start_ns: Nanos, end_ns: Nanos) -> ProfileLabels:
+        """See `Store.profile_labels`."""
+        where = ProfileFilter(service, start_ns, end_ns)
+        return self._read(lambda cur: read_labels(cur, where))
 
     def latency(self, query: SeriesQuery) -> list[LatencyPoint]:
         """See `Store.latency`."""

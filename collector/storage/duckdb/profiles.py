@@ -15,6 +15,7 @@ import duckdb
 
 from pyrometer.agent.shared.model import Frame, Nanos, Stack
 from pyrometer.collector.model import Profile
+from pyrometer.collector.storage.reads import ProfileLabels
 
 DEFAULT_RATE_HZ = 100.0  # what an empty profile reports; py-spy's default rate
 
@@ -111,3 +112,18 @@ def read_services(
         "sum(count)::BIGINT FROM samples GROUP BY service ORDER BY service"
     ).fetchall()
     return [(name, tuple(sorted(inst)), first, last, n) for name, inst, first, last, n in rows]
+
+
+def read_labels(cur: duckdb.DuckDBPyConnection, where: ProfileFilter) -> ProfileLabels:
+    """The distinct instance, version, thread and pid values of the rows `where` selects."""
+    clause, params = where.where()
+    row = cur.execute(
+        "SELECT list(DISTINCT instance), list(DISTINCT version), list(DISTINCT thread), "
+        f"list(DISTINCT pid) FROM samples WHERE {clause}",
+        params,
+    ).fetchone()
+    if row is None:
+        return ProfileLabels()
+    instances, versions, threads, pids = (sorted(v for v in values or () if v is not None)
+                                          for values in row)
+    return ProfileLabels(tuple(instances), tuple(versions), tuple(threads), tuple(pids))
