@@ -14,38 +14,76 @@ import importlib
 import logging
 import sys
 from collections.abc import Callable
+from importlib import metadata
 from typing import Any
 
 from pyrometer.agent.shared.errors import EXIT_USAGE, PyrometerError
 
 # subcommand -> (help, "module:function" adding its flags, handler "module:function")
+_CLI = "pyrometer.collector.cli"
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "agent": ("profile a Python process and stream to a collector",
               "pyrometer.agent.config:add_arguments", "pyrometer.agent.run:main"),
     "collector": ("receive, store and serve profiles",
                   "pyrometer.collector.config:add_arguments", "pyrometer.collector.service:main"),
-    "flamegraph": ("fetch a flame graph for a time window",
-                   "pyrometer.collector.api.client:add_flamegraph_arguments",
-                   "pyrometer.collector.api.client:flamegraph_main"),
+    "services": ("list the services that have profile data",
+                 f"{_CLI}.flame:add_services_arguments", f"{_CLI}.flame:services_main"),
+    "flamegraph": ("the top functions of a time window, or its flame graph in a file",
+                   f"{_CLI}.flame:add_flamegraph_arguments", f"{_CLI}.flame:flamegraph_main"),
+    "diff": ("what changed between a baseline window and a target window",
+             f"{_CLI}.diff:add_diff_arguments", f"{_CLI}.diff:diff_main"),
+    "latency": ("request latency, rate, errors and sizes by step",
+                f"{_CLI}.series:add_latency_arguments", f"{_CLI}.series:latency_main"),
+    "gpu": ("GPU temperature, clocks, power, memory and throttling by step",
+            f"{_CLI}.series:add_telemetry_arguments", f"{_CLI}.series:gpu_main"),
+    "process": ("the target process's and its host's CPU, memory and pressure by step",
+                f"{_CLI}.series:add_telemetry_arguments", f"{_CLI}.series:process_main"),
+    "events": ("list deploys, restarts and config changes in a window",
+               f"{_CLI}.events:add_events_arguments", f"{_CLI}.events:events_main"),
     "spikes": ("find latency spikes in a window and rank their causes",
-               "pyrometer.collector.api.client:add_spikes_arguments",
-               "pyrometer.collector.api.client:spikes_main"),
+               f"{_CLI}.events:add_spikes_arguments", f"{_CLI}.events:spikes_main"),
     "event": ("record a deploy or config change (for CI/CD)",
-              "pyrometer.collector.api.client:add_event_arguments",
-              "pyrometer.collector.api.client:event_main"),
+              f"{_CLI}.events:add_event_arguments", f"{_CLI}.events:event_main"),
     "demo": ("run collector, demo model server, agent and load for a minute",
              "pyrometer.collector.demo:add_arguments", "pyrometer.collector.demo:main"),
 }
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows each option's default after its help, unless there is none to show or the
+    help already says it (ArgumentDefaultsHelpFormatter would print "default: None")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (default in (None, False, [], "", argparse.SUPPRESS) or "default" in text
+                or not action.option_strings):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _version() -> str:
+    try:
+        return metadata.version("pyrometer")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pyrometer", description=__doc__.splitlines()[0])
-    parser.add_argument("--log-level", default="INFO",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser = argparse.ArgumentParser(prog="pyrometer", description=__doc__.splitlines()[0],
+                                     formatter_class=_HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"pyrometer {_version()}")
+    parser.add_argument("--log-level", default="INFO", choices=LOG_LEVELS,
+                        help="how much the command logs to stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, flags, _) in COMMANDS.items():
-        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd = sub.add_parser(name, help=help_text, description=help_text,
+                             formatter_class=_HelpFormatter)
         _function(flags)(cmd)
+        # after the subcommand too; SUPPRESS leaves the value given before it in place
+        cmd.add_argument("--log-level", default=argparse.SUPPRESS, choices=LOG_LEVELS,
+                         help="how much the command logs to stderr (default: INFO)")
     return parser
 
 

@@ -16,6 +16,11 @@ _RELATIVE = re.compile(r"now(?:\s*([+-])\s*(.+))?")
 # bound keeps every result inside DuckDB's BIGINT and datetime's range.
 _MAX_UNIX_SECONDS = 7_258_118_400
 MAX_TIME_NS: Nanos = _MAX_UNIX_SECONDS * NANOS_PER_SECOND
+# every form parse_time and parse_duration read, for messages that list them in full
+DURATION_FORMS = "a number and a unit (ms, s, m, h, d, w), or several: 250ms, 90s, 15m, 1h30m, 7d"
+TIME_FORMS = ("RFC 3339 with a time zone (2026-11-28T10:42:00Z, 2026-11-28T11:42:00+01:00), "
+              "unix seconds (1795000000, 1795000000.5), now, or now minus or plus a duration "
+              "(now-15m, now-1h30m, now+5m; units ms, s, m, h, d, w)")
 
 
 class TimeFormatError(ValueError):
