@@ -183,6 +183,12 @@ def test_url_at_the_grpc_port_says_so(collector: Child) -> None:
     assert "gRPC ingest port" in line and "7071" in line
 
 
+def test_a_url_without_a_scheme_is_one_line() -> None:
+    line = one_error_line(run("services", "--url", "127.0.0.1:7071"), "services")
+    assert line == ("--url '127.0.0.1:7071' is not an http:// or https:// URL; "
+                    "e.g. --url http://127.0.0.1:7071")
+
+
 @pytest.mark.parametrize("command", ["flamegraph", "spikes", "diff"])
 def test_an_unknown_service_is_a_404(collector: Child, command: str) -> None:
     done = run(command, "--url", collector.ready.group("http"), "--service", "nope", *WINDOW)
