@@ -19,10 +19,16 @@ Baselines rank the same spike: "random" is a seeded uniformly random permutation
 six kinds (averaged over many draws: AC@1 tends to 1/6 and AC@3 to 1/2); "max z" re-sorts
 the spike's causes by their robust z alone (kinds it does not list count as z = 0, in
 the fixed KINDS order).
+
+Each proportion (recall, precision, AC@1, AC@3) comes with its 95% Wilson score interval
+over the counts behind it, so that 3 of 3 reads as "somewhere in [0.44, 1]", not as
+certainty. Wilson rather than the normal approximation: it stays inside [0, 1] and is
+not degenerate at 0/n and n/n, which is where a handful of runs usually lands.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 from collections.abc import Iterable, Sequence
@@ -33,6 +39,23 @@ from scenarios.plan import KINDS
 RANDOM_DRAWS = 2000
 RANKERS = ("pyrometer", "random", "max_z")
 NS = 1_000_000_000
+Z95 = 1.959963984540054  # the standard normal's 97.5th percentile
+
+
+def wilson(successes: int, trials: int, z: float = Z95) -> tuple[float, float] | None:
+    """The Wilson score interval for a binomial proportion (95% by default); None
+    without trials. 3/3 gives [0.439, 1.0], 0/3 [0.0, 0.561], 5/10 [0.237, 0.763]."""
+    if trials <= 0:
+        return None
+    if not 0 <= successes <= trials:
+        raise ValueError(f"{successes} successes out of {trials} trials")
+    p, z2 = successes / trials, z * z
+    centre = (p + z2 / (2 * trials)) / (1 + z2 / trials)
+    half = z / (1 + z2 / trials) * math.sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials))
+    # clamp rounding dust: at 0/n and n/n the bound is exactly 0 or 1
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == trials else min(1.0, centre + half)
+    return low, high
 
 
 def spikes_of(record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -114,11 +137,16 @@ def score_scenario(records: Iterable[dict[str, Any]], baseline_s: float, slack_s
             ac[f"ac{k}_pyrometer"].append(float(truth["kind"] in rank_pyrometer(best)[:k]))
             ac[f"ac{k}_max_z"].append(float(truth["kind"] in rank_max_z(best)[:k]))
             ac[f"ac{k}_random"].append(random_ac(truth["kind"], k, rng))
+    hits1, hits3 = (round(sum(ac[f"ac{k}_pyrometer"])) for k in (1, 3))
     return {
         "runs": len(runs), "failed_runs": len(runs) - len(ok), "faults": len(faults),
         "detected": detected,
         "recall": detected / len(faults) if faults else None,
+        "recall_ci": wilson(detected, len(faults)),
         "precision": matched_spikes / all_spikes if all_spikes else None,
+        "precision_ci": wilson(matched_spikes, all_spikes),
+        "ac1_pyrometer_ci": wilson(hits1, detected),
+        "ac3_pyrometer_ci": wilson(hits3, detected),
         "spikes": sum(len(spikes_of(r)) for r in ok), "false_spikes": false_spikes,
         "false_per_hour": false_spikes / hours if hours > 0 else None,
         "analysable_hours": hours,

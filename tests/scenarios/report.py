@@ -29,6 +29,15 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _with_interval(row: dict[str, Any], key: str) -> str:
+    """A proportion and, where the row has one, its 95% interval: "1.00 [0.44, 1.00]"."""
+    cell, interval = _cell(row.get(key)), row.get(f"{key}_ci")
+    if row.get(key) is None or not interval:
+        return cell
+    low, high = interval
+    return f"{cell} [{low:.2f}, {high:.2f}]"
+
+
 def _name(scenario: str) -> str:
     return f"{scenario} (simulated GPU)" if scenario == "gpu_throttling" else scenario
 
@@ -38,7 +47,7 @@ def table(scores: dict[str, dict[str, Any]]) -> str:
     head = ["scenario", *(title for _, title in COLUMNS)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, row in scores.items():
-        cells = [_cell(row.get(key)) for key, _ in COLUMNS]
+        cells = [_with_interval(row, key) for key, _ in COLUMNS]
         if row.get("failed_runs"):
             cells[0] = f"{row['runs']} ({row['failed_runs']} failed)"
         lines.append("| " + " | ".join([_name(name), *cells]) + " |")
@@ -57,6 +66,8 @@ def markdown(scores: dict[str, dict[str, Any]], meta: dict[str, Any],
            table(scores),
            "Recall and delay are over faults; precision over the spikes of fault runs; false "
            "spikes per hour over analysable time outside fault windows (null runs: all of it). "
+           "Brackets: the 95% Wilson score interval of a proportion over its counts (runs, "
+           "spikes or detected faults), so that 3 of 3 reads as [0.44, 1.00], not certainty. "
            "AC@k is over detected faults (misses count in recall). Random: a seeded uniformly "
            "random permutation of the six causes, averaged over draws (1/6 and 1/2 expected). "
            "Max-z: the spike's causes re-sorted by robust z alone.\n",
