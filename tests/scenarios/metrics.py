@@ -156,10 +156,21 @@ def score_scenario(records: Iterable[dict[str, Any]], baseline_s: float, slack_s
     }
 
 
+def row_key(scenario: str, seed_set: str) -> str:
+    """A row's key in the scores: the scenario, marked when its runs are held out."""
+    return scenario if seed_set == "in-sample" else f"{scenario} ({seed_set})"
+
+
 def score(records: Sequence[dict[str, Any]], baseline_s: float, slack_s: float,
           seed: int = 0) -> dict[str, dict[str, Any]]:
-    """score_scenario for each scenario, in the order the records first name them."""
-    names = list(dict.fromkeys(r["plan"]["scenario"] for r in records))
-    return {name: score_scenario([r for r in records if r["plan"]["scenario"] == name],
-                                 baseline_s, slack_s, seed)
-            for name in names}
+    """score_scenario for each scenario and seed set, in the order the records first name
+    them; in-sample and held-out runs are never pooled (see plan.py)."""
+    def group(record: dict[str, Any]) -> tuple[str, str]:
+        return record["plan"]["scenario"], record["plan"].get("seed_set", "in-sample")
+
+    groups = list(dict.fromkeys(group(r) for r in records))
+    return {row_key(name, seed_set): {
+                "scenario": name, "seed_set": seed_set,
+                **score_scenario([r for r in records if group(r) == (name, seed_set)],
+                                 baseline_s, slack_s, seed)}
+            for name, seed_set in groups}

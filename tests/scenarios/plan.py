@@ -4,6 +4,13 @@ A run's timeline is measured from its anchor (the moment the agent is profiling)
 `fault_at_s` of baseline, the fault for `fault_s`, then `tail_s` without it. Null runs
 have no fault. Magnitudes and times vary between the runs of a scenario (full mode); the
 quick mode runs two scenarios once each, compressed.
+
+Two seed sets. In-sample runs derive from one base seed (2024 unless --seed says
+otherwise): the scorers in collector/analysis/ were tuned on what those runs showed.
+Held-out runs derive from HELD_OUT_SEEDS, run i of a scenario from the i-th seed, and are
+never tuned on: look at their figures to judge the scorers, never to change them, or
+they stop being held out (a seed that was looked at while tuning moves to the in-sample
+side and a new one takes its place in the list, with a note in the commit).
 """
 
 from __future__ import annotations
@@ -21,6 +28,13 @@ BASE_RATE = 40.0
 BASE_WORDS = 32.0
 WORKERS = 2
 BASE_VERSION = "1.0.0"
+
+IN_SAMPLE_SEED = 2024
+# Fixed and distinct from the in-sample seed; one per held-out run of a scenario, so the
+# held-out set holds at most this many runs per scenario.
+HELD_OUT_SEEDS = (7919, 104729, 1299709, 15485863, 179424673,
+                  2038074743, 3571, 27449, 224737, 350377)  # fmt: skip
+SEED_SETS = ("in-sample", "held-out")
 
 # What each scenario does, for the report.
 DESCRIPTIONS = {
@@ -67,6 +81,7 @@ class RunPlan:
     fault_s: float
     total_s: float
     magnitude: dict[str, Any] = field(default_factory=dict)
+    seed_set: str = "in-sample"
 
     @property
     def expected(self) -> str | None:
@@ -80,7 +95,7 @@ class RunPlan:
         return {"scenario": self.scenario, "index": self.index, "seed": self.seed,
                 "fault_at_s": self.fault_at_s, "fault_s": self.fault_s, "total_s": self.total_s,
                 "magnitude": self.magnitude, "expected": self.expected,
-                "simulated": self.simulated}
+                "simulated": self.simulated, "seed_set": self.seed_set}
 
 
 def draw_magnitude(scenario: str, index: int) -> dict[str, Any]:
@@ -109,24 +124,42 @@ def draw_magnitude(scenario: str, index: int) -> dict[str, Any]:
     return {}
 
 
-def plan_runs(quick: bool, runs: int, seed: int, scenarios: tuple[str, ...] | None = None
-              ) -> tuple[Timing, list[RunPlan]]:
-    """Every run of the evaluation, scenario by scenario, with its seeded draws."""
+def plan_runs(quick: bool, runs: int, seed: int, scenarios: tuple[str, ...] | None = None,
+              seed_sets: tuple[str, ...] = ("in-sample",)) -> tuple[Timing, list[RunPlan]]:
+    """Every run of the evaluation, scenario by scenario, with its seeded draws: `runs`
+    per scenario in each seed set (in-sample from `seed`, held-out from HELD_OUT_SEEDS)."""
     timing = QUICK if quick else FULL
     names = scenarios or (QUICK_SCENARIOS if quick else tuple(DESCRIPTIONS))
     unknown = set(names) - set(DESCRIPTIONS)
     if unknown:
         raise ValueError(f"unknown scenario(s) {sorted(unknown)}; known: {sorted(DESCRIPTIONS)}")
+    if set(seed_sets) - set(SEED_SETS) or not seed_sets:
+        raise ValueError(f"seed sets {list(seed_sets)}; known: {list(SEED_SETS)}")
+    count = 1 if quick else runs
+    if "held-out" in seed_sets:
+        if count > len(HELD_OUT_SEEDS):
+            raise ValueError(f"{count} held-out runs per scenario asked, but there are only "
+                             f"{len(HELD_OUT_SEEDS)} held-out seeds")
+        if "in-sample" in seed_sets and seed in HELD_OUT_SEEDS:
+            raise ValueError(f"seed {seed} is a held-out seed; pick another in-sample seed")
     plans = []
-    for name in names:
-        for index in range(1 if quick else runs):
-            run_seed = random.Random(f"{seed}/{name}/{index}").randrange(2**31)
-            rng = random.Random(run_seed)
-            fault_at = round(rng.uniform(*timing.baseline_s), 1)
-            fault_s = round(rng.uniform(*timing.fault_s), 1)
-            plans.append(RunPlan(name, index, run_seed, fault_at, fault_s,
-                                 round(fault_at + fault_s + timing.tail_s, 1),
-                                 draw_magnitude(name, index)))
+    for seed_set in SEED_SETS:  # in-sample first, whatever order they were asked in
+        if seed_set not in seed_sets:
+            continue
+        for name in names:
+            for index in range(count):
+                base = seed if seed_set == "in-sample" else HELD_OUT_SEEDS[index]
+                plans.append(_draw(timing, name, index, base, seed_set))
     # One pass over every scenario before the next: a run stopped early still covers all.
     plans.sort(key=lambda plan: plan.index)
     return timing, plans
+
+
+def _draw(timing: Timing, name: str, index: int, base: int, seed_set: str) -> RunPlan:
+    run_seed = random.Random(f"{base}/{name}/{index}").randrange(2**31)
+    rng = random.Random(run_seed)
+    fault_at = round(rng.uniform(*timing.baseline_s), 1)
+    fault_s = round(rng.uniform(*timing.fault_s), 1)
+    return RunPlan(name, index, run_seed, fault_at, fault_s,
+                   round(fault_at + fault_s + timing.tail_s, 1), draw_magnitude(name, index),
+                   seed_set)

@@ -46,12 +46,34 @@ def table(scores: dict[str, dict[str, Any]]) -> str:
     """Per-scenario rows; a failed run is shown in its row, never folded into a pool."""
     head = ["scenario", *(title for _, title in COLUMNS)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, row in scores.items():
+    for key, row in scores.items():
+        name = str(row.get("scenario", key))
         cells = [_with_interval(row, key) for key, _ in COLUMNS]
         if row.get("failed_runs"):
             cells[0] = f"{row['runs']} ({row['failed_runs']} failed)"
         lines.append("| " + " | ".join([_name(name), *cells]) + " |")
     return "\n".join(lines) + "\n"
+
+
+SET_TITLES = {
+    "in-sample": "In-sample (seed {seed}: the scorers were tuned on runs like these)",
+    "held-out": "Held-out (seeds {held_out}: never tuned on)",
+}
+
+
+def tables(scores: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
+    """One table per seed set, in-sample first: held-out figures are never pooled with
+    the in-sample ones, so that tuning cannot flatter them."""
+    sets = list(dict.fromkeys(row.get("seed_set", "in-sample") for row in scores.values()))
+    if sets == ["in-sample"]:
+        return table(scores)
+    out = []
+    for seed_set in sorted(sets, key=lambda s: s != "in-sample"):
+        rows = {k: r for k, r in scores.items() if r.get("seed_set", "in-sample") == seed_set}
+        title = SET_TITLES.get(seed_set, seed_set).format(
+            seed=meta.get("seed"), held_out=", ".join(map(str, meta.get("held_out_seeds", []))))
+        out.append(f"### {title}\n\n{table(rows)}")
+    return "\n".join(out)
 
 
 def markdown(scores: dict[str, dict[str, Any]], meta: dict[str, Any],
@@ -63,7 +85,7 @@ def markdown(scores: dict[str, dict[str, Any]], meta: dict[str, Any],
            f"spikes queried with baseline={meta['api_baseline']} step={meta['api_step']} "
            f"percentile={meta['percentile']}, match slack {meta['slack_s']:g} s.\n",
            _provenance(meta),
-           table(scores),
+           tables(scores, meta),
            "Recall and delay are over faults; precision over the spikes of fault runs; false "
            "spikes per hour over analysable time outside fault windows (null runs: all of it). "
            "Brackets: the 95% Wilson score interval of a proportion over its counts (runs, "
@@ -73,14 +95,16 @@ def markdown(scores: dict[str, dict[str, Any]], meta: dict[str, Any],
            "Max-z: the spike's causes re-sorted by robust z alone.\n",
            f"GPU throttling is {gpu_sim.LABEL}: no GPU was throttled.\n",
            "## Scenarios\n"]
-    for name in scores:
+    for name in dict.fromkeys(str(row.get("scenario", key)) for key, row in scores.items()):
         out.append(f"- **{name}**: {DESCRIPTIONS[name]}")
     out.append("\n## Runs\n")
-    out.append("| scenario | # | fault at (s) | for (s) | magnitude |\n|---|---|---|---|---|")
+    out.append("| scenario | set | # | seed | fault at (s) | for (s) | magnitude |\n"
+               "|---|---|---|---|---|---|---|")
     for plan in plans:
         magnitude = ", ".join(f"{k}={v}" for k, v in plan["magnitude"].items()) or "-"
         fault = ("-", "-") if plan["expected"] is None else (plan["fault_at_s"], plan["fault_s"])
-        out.append(f"| {plan['scenario']} | {plan['index']} | {fault[0]} | {fault[1]} | {magnitude} |")
+        out.append(f"| {plan['scenario']} | {plan.get('seed_set', 'in-sample')} | {plan['index']} "
+                   f"| {plan['seed']} | {fault[0]} | {fault[1]} | {magnitude} |")
     return "\n".join(out) + "\n"
 
 

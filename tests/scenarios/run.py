@@ -3,7 +3,9 @@
 Full mode runs every scenario (six faults and the null run) N times with seeded
 magnitudes and fault times, and writes the per-scenario table to tests/scenarios/results.md
 (with everything behind it in results.json). --quick runs two scenarios once each, in
-compressed time, for the test suite. --requery DIR asks a fresh collector on each kept
+compressed time, for the test suite. --seeds picks the in-sample runs (from --seed, the
+runs the scorers were tuned on), the held-out runs (plan.HELD_OUT_SEEDS, never tuned on),
+or both; the report keeps them in separate tables. --requery DIR asks a fresh collector on each kept
 run's database again, to re-score an existing evaluation after the analysis changed.
 """
 
@@ -24,7 +26,15 @@ if __package__ in (None, ""):  # run as a script: make `scenarios` importable as
     __package__ = "scenarios"
 
 from scenarios import harness, metrics, report  # noqa: E402
-from scenarios.plan import FULL, QUICK, RunPlan, plan_runs  # noqa: E402
+from scenarios.plan import (  # noqa: E402
+    FULL,
+    HELD_OUT_SEEDS,
+    IN_SAMPLE_SEED,
+    QUICK,
+    SEED_SETS,
+    RunPlan,
+    plan_runs,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
 
@@ -35,7 +45,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="two scenarios, one run each, ~90 s each")
     parser.add_argument("--runs", type=int, default=3, help="runs per scenario (full mode; default 3)")
     parser.add_argument("--scenarios", help="comma-separated subset of the scenarios")
-    parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument("--seed", type=int, default=IN_SAMPLE_SEED,
+                        help=f"base seed of the in-sample runs (default {IN_SAMPLE_SEED})")
+    parser.add_argument("--seeds", choices=("in-sample", "held-out", "both"), default="in-sample",
+                        help="which seed set to run: in-sample (the scorers were tuned on it), "
+                        "held-out (never tuned on) or both, reported apart (default in-sample)")
     parser.add_argument("--out", help="Markdown report (default tests/scenarios/results.md; quick: in "
                         "the work folder); JSON beside it")
     parser.add_argument("--workdir", help="where each run keeps its database and logs "
@@ -86,7 +100,8 @@ def requery(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             continue
         workdir = report.REPO / record["workdir"]  # relative to the checkout, or absolute
         stack = harness.Stack(workdir, RunPlan(**{k: record["plan"][k] for k in (
-            "scenario", "index", "seed", "fault_at_s", "fault_s", "total_s", "magnitude")}),
+            "scenario", "index", "seed", "fault_at_s", "fault_s", "total_s", "magnitude",
+            "seed_set") if k in record["plan"]}),
             harness.SETTINGS)
         try:
             _, api = stack.start_collector()
@@ -114,7 +129,12 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out) if args.out else Path(args.requery).with_suffix(".md")
     else:
         names = tuple(args.scenarios.split(",")) if args.scenarios else None
-        timing, plans = plan_runs(args.quick, args.runs, args.seed, names)
+        sets = SEED_SETS if args.seeds == "both" else (args.seeds,)
+        try:
+            timing, plans = plan_runs(args.quick, args.runs, args.seed, names, sets)
+        except ValueError as err:
+            print(f"run.py: {err}", file=sys.stderr)
+            return 2
         root = Path(__file__).resolve().parents[2] / "build" / "rca"
         root.mkdir(parents=True, exist_ok=True)
         workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(
@@ -122,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(plans)} runs, about {sum(p.total_s for p in plans) / 60:.0f} min of scenario "
               f"time; logs and databases in {workdir}", flush=True)
         meta = {"mode": "quick" if args.quick else "full", "seed": args.seed,
+                "seed_sets": list(sets), "held_out_seeds": list(HELD_OUT_SEEDS[:len({
+                    p.index for p in plans if p.seed_set == "held-out"})]),
                 "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                 "runs_total": len(plans), "runs_per_scenario": 1 if args.quick else args.runs,
                 "command": command, "api_baseline": timing.api_baseline,
@@ -130,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out) if args.out else (workdir / "results.md" if args.quick else RESULTS)
         records = run_all(plans, timing, workdir, meta, out)
     scores = _write(out, meta, records)
-    print(report.table(scores))
+    print(report.tables(scores, meta))
     print(f"report: {out}\ndata:   {out.with_suffix('.json')}")
     return 1 if any("error" in r for r in records) else 0
 
