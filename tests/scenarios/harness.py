@@ -24,7 +24,7 @@ from typing import Any
 
 from pyrometer.collector.demo import last_json_line
 from pyrometer.collector.procs import Child, python_env, start
-from scenarios import faults, gpu_sim
+from scenarios import decoys, faults, gpu_sim
 from scenarios.plan import BASE_RATE, BASE_VERSION, BASE_WORDS, WORKERS, RunPlan, Timing
 
 CLI = [sys.executable, "-m", "pyrometer.agent.cli"]
@@ -174,6 +174,7 @@ def run_one(plan: RunPlan, timing: Timing, workdir: Path, settings: Settings = S
         steps = [dict(s, at=round(anchor + s["at"] - launched, 3)) for s in inject.load_steps(plan)]
         load = stack.start_load(anchor + plan.total_s - launched, steps, plan.seed)
         load_from = time.time()
+        record["decoys"] = decoys.post_due(plan, api, SERVICE, anchor, anchor + plan.fault_at_s)
         _wait_until(anchor + plan.fault_at_s)
         began = inject.start(stack)
         _wait_until(anchor + plan.fault_at_s + plan.fault_s)

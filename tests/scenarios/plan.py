@@ -52,6 +52,12 @@ DESCRIPTIONS = {
 EXPECTED = {name: (None if name == "null" else name) for name in DESCRIPTIONS}
 QUICK_SCENARIOS = ("code_path", "traffic_surge")
 
+# Decoys: change events that change nothing, posted through POST /api/v1/events this
+# many seconds (drawn uniformly) before the fault, inside the window in which the
+# analysis looks for a change at a spike's onset. The ground truth stays the real
+# fault: a decoy ranked first is a miss. In null runs they come at the same times.
+DECOY_LEADS_S = {"deploy": (8.0, 20.0), "config": (3.0, 12.0)}
+
 
 @dataclass(frozen=True, slots=True)
 class Timing:
@@ -82,6 +88,8 @@ class RunPlan:
     total_s: float
     magnitude: dict[str, Any] = field(default_factory=dict)
     seed_set: str = "in-sample"
+    # Seconds from the anchor of the decoy change events (decoys.py); empty: none.
+    decoys: dict[str, float] = field(default_factory=dict)
 
     @property
     def expected(self) -> str | None:
@@ -95,7 +103,8 @@ class RunPlan:
         return {"scenario": self.scenario, "index": self.index, "seed": self.seed,
                 "fault_at_s": self.fault_at_s, "fault_s": self.fault_s, "total_s": self.total_s,
                 "magnitude": self.magnitude, "expected": self.expected,
-                "simulated": self.simulated, "seed_set": self.seed_set}
+                "simulated": self.simulated, "seed_set": self.seed_set,
+                "decoys": self.decoys}
 
 
 def draw_magnitude(scenario: str, index: int) -> dict[str, Any]:
@@ -125,9 +134,11 @@ def draw_magnitude(scenario: str, index: int) -> dict[str, Any]:
 
 
 def plan_runs(quick: bool, runs: int, seed: int, scenarios: tuple[str, ...] | None = None,
-              seed_sets: tuple[str, ...] = ("in-sample",)) -> tuple[Timing, list[RunPlan]]:
+              seed_sets: tuple[str, ...] = ("in-sample",), decoys: bool | None = None
+              ) -> tuple[Timing, list[RunPlan]]:
     """Every run of the evaluation, scenario by scenario, with its seeded draws: `runs`
-    per scenario in each seed set (in-sample from `seed`, held-out from HELD_OUT_SEEDS)."""
+    per scenario in each seed set (in-sample from `seed`, held-out from HELD_OUT_SEEDS).
+    Decoy change events are on by default in the full run and off in the quick one."""
     timing = QUICK if quick else FULL
     names = scenarios or (QUICK_SCENARIOS if quick else tuple(DESCRIPTIONS))
     unknown = set(names) - set(DESCRIPTIONS)
@@ -149,17 +160,21 @@ def plan_runs(quick: bool, runs: int, seed: int, scenarios: tuple[str, ...] | No
         for name in names:
             for index in range(count):
                 base = seed if seed_set == "in-sample" else HELD_OUT_SEEDS[index]
-                plans.append(_draw(timing, name, index, base, seed_set))
+                plans.append(_draw(timing, name, index, base, seed_set,
+                                   not quick if decoys is None else decoys))
     # One pass over every scenario before the next: a run stopped early still covers all.
     plans.sort(key=lambda plan: plan.index)
     return timing, plans
 
 
-def _draw(timing: Timing, name: str, index: int, base: int, seed_set: str) -> RunPlan:
+def _draw(timing: Timing, name: str, index: int, base: int, seed_set: str,
+          decoys: bool) -> RunPlan:
     run_seed = random.Random(f"{base}/{name}/{index}").randrange(2**31)
     rng = random.Random(run_seed)
     fault_at = round(rng.uniform(*timing.baseline_s), 1)
     fault_s = round(rng.uniform(*timing.fault_s), 1)
+    # drawn after the fault times, so turning decoys on or off moves no fault
+    times = {kind: round(fault_at - rng.uniform(*lead), 1) for kind, lead in DECOY_LEADS_S.items()}
     return RunPlan(name, index, run_seed, fault_at, fault_s,
                    round(fault_at + fault_s + timing.tail_s, 1), draw_magnitude(name, index),
-                   seed_set)
+                   seed_set, times if decoys else {})

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from scenarios import gpu_sim
-from scenarios.plan import DESCRIPTIONS
+from scenarios.plan import DECOY_LEADS_S, DESCRIPTIONS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -94,6 +94,7 @@ def markdown(scores: dict[str, dict[str, Any]], meta: dict[str, Any],
            "random permutation of the six causes, averaged over draws (1/6 and 1/2 expected). "
            "Max-z: the spike's causes re-sorted by robust z alone.\n",
            f"GPU throttling is {gpu_sim.LABEL}: no GPU was throttled.\n",
+           _conditions(meta),
            "## Scenarios\n"]
     for name in dict.fromkeys(str(row.get("scenario", key)) for key, row in scores.items()):
         out.append(f"- **{name}**: {DESCRIPTIONS[name]}")
@@ -106,6 +107,18 @@ def markdown(scores: dict[str, dict[str, Any]], meta: dict[str, Any],
         out.append(f"| {plan['scenario']} | {plan.get('seed_set', 'in-sample')} | {plan['index']} "
                    f"| {plan['seed']} | {fault[0]} | {fault[1]} | {magnitude} |")
     return "\n".join(out) + "\n"
+
+
+def _conditions(meta: dict[str, Any]) -> str:
+    """What besides the fault was going on in the runs (decoys, noise)."""
+    parts = []
+    if meta.get("decoys"):
+        leads = " and ".join(f"a {kind} event {low:g}-{high:g} s" for kind, (low, high)
+                             in DECOY_LEADS_S.items())
+        parts.append(f"Decoys on: {leads} before the fault, through the events API, changing "
+                     "nothing (the deploy names a version no request carries); the truth stays "
+                     "the real fault, so a decoy ranked first is a miss.")
+    return (" ".join(parts) + "\n") if parts else ""
 
 
 def _provenance(meta: dict[str, Any]) -> str:
