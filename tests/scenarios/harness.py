@@ -24,7 +24,7 @@ from typing import Any
 
 from pyrometer.collector.demo import last_json_line
 from pyrometer.collector.procs import Child, python_env, start
-from scenarios import decoys, faults, gpu_sim
+from scenarios import cotenant, decoys, faults, gpu_sim
 from scenarios.plan import BASE_RATE, BASE_VERSION, BASE_WORDS, WORKERS, RunPlan, Timing
 
 CLI = [sys.executable, "-m", "pyrometer.agent.cli"]
@@ -115,6 +115,13 @@ class Stack:
         self.agent = child
         return child
 
+    def start_cotenant(self, seed: int) -> Child:
+        """Background noise: a neighbour burning a varying, bounded share of one core."""
+        child = start("cotenant", [sys.executable, str(Path(cotenant.__file__)), "--seed", str(seed)],
+                      cotenant.READY, self.logs, timeout=READY_TIMEOUT_S, env=_env())
+        self.children.append(child)
+        return child
+
     def start_load(self, duration_s: float, steps: list[dict[str, float]], seed: int) -> Child:
         child = start("loadgen", [sys.executable, str(gpu_sim.DEMO / "loadgen.py"),
                                   "--url", f"http://127.0.0.1:{self.port}", "--rate", str(BASE_RATE),
@@ -165,6 +172,8 @@ def run_one(plan: RunPlan, timing: Timing, workdir: Path, settings: Settings = S
         grpc, api = stack.start_collector()
         record["api"] = api
         stack.start_server(BASE_VERSION)
+        if plan.noise:  # before the agent, so the baseline has the neighbour in it too
+            stack.start_cotenant(plan.seed)
         stack.start_agent(grpc, recording)
         anchor = time.time()  # the replay started a moment before the agent said so
         if plan.simulated:

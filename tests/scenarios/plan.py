@@ -16,7 +16,7 @@ side and a new one takes its place in the list, with a note in the commit).
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 # The cause kinds the spike analysis ranks, in a fixed order (used to break ties).
@@ -90,6 +90,8 @@ class RunPlan:
     seed_set: str = "in-sample"
     # Seconds from the anchor of the decoy change events (decoys.py); empty: none.
     decoys: dict[str, float] = field(default_factory=dict)
+    # A co-tenant burning a varying, bounded share of one core all run (cotenant.py).
+    noise: bool = False
 
     @property
     def expected(self) -> str | None:
@@ -104,7 +106,7 @@ class RunPlan:
                 "fault_at_s": self.fault_at_s, "fault_s": self.fault_s, "total_s": self.total_s,
                 "magnitude": self.magnitude, "expected": self.expected,
                 "simulated": self.simulated, "seed_set": self.seed_set,
-                "decoys": self.decoys}
+                "decoys": self.decoys, "noise": self.noise}
 
 
 def draw_magnitude(scenario: str, index: int) -> dict[str, Any]:
@@ -134,11 +136,12 @@ def draw_magnitude(scenario: str, index: int) -> dict[str, Any]:
 
 
 def plan_runs(quick: bool, runs: int, seed: int, scenarios: tuple[str, ...] | None = None,
-              seed_sets: tuple[str, ...] = ("in-sample",), decoys: bool | None = None
-              ) -> tuple[Timing, list[RunPlan]]:
+              seed_sets: tuple[str, ...] = ("in-sample",), decoys: bool | None = None,
+              noise: bool | None = None) -> tuple[Timing, list[RunPlan]]:
     """Every run of the evaluation, scenario by scenario, with its seeded draws: `runs`
     per scenario in each seed set (in-sample from `seed`, held-out from HELD_OUT_SEEDS).
-    Decoy change events are on by default in the full run and off in the quick one."""
+    Decoy change events and the co-tenant's noise are on by default in the full run and
+    off in the quick one."""
     timing = QUICK if quick else FULL
     names = scenarios or (QUICK_SCENARIOS if quick else tuple(DESCRIPTIONS))
     unknown = set(names) - set(DESCRIPTIONS)
@@ -160,8 +163,9 @@ def plan_runs(quick: bool, runs: int, seed: int, scenarios: tuple[str, ...] | No
         for name in names:
             for index in range(count):
                 base = seed if seed_set == "in-sample" else HELD_OUT_SEEDS[index]
-                plans.append(_draw(timing, name, index, base, seed_set,
-                                   not quick if decoys is None else decoys))
+                plan = _draw(timing, name, index, base, seed_set,
+                             not quick if decoys is None else decoys)
+                plans.append(replace(plan, noise=not quick if noise is None else noise))
     # One pass over every scenario before the next: a run stopped early still covers all.
     plans.sort(key=lambda plan: plan.index)
     return timing, plans

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from scenarios import gpu_sim
+from scenarios import cotenant, gpu_sim
 from scenarios.plan import DECOY_LEADS_S, DESCRIPTIONS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -118,6 +118,10 @@ def _conditions(meta: dict[str, Any]) -> str:
         parts.append(f"Decoys on: {leads} before the fault, through the events API, changing "
                      "nothing (the deploy names a version no request carries); the truth stays "
                      "the real fault, so a decoy ranked first is a miss.")
+    if meta.get("noise"):
+        parts.append(f"Noise on: a co-tenant process burned {cotenant.MIN_DUTY:.0%}-"
+                     f"{cotenant.MAX_DUTY:.0%} of one core all run, the share moving every "
+                     f"{cotenant.HOLD_S[0]:g}-{cotenant.HOLD_S[1]:g} s on a seeded walk.")
     return (" ".join(parts) + "\n") if parts else ""
 
 

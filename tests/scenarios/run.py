@@ -53,6 +53,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--decoys", action=argparse.BooleanOptionalAction, default=None,
                         help="post a deploy and a config event that change nothing shortly "
                         "before each fault (default: on in the full run, off with --quick)")
+    parser.add_argument("--noise", action=argparse.BooleanOptionalAction, default=None,
+                        help="run a co-tenant burning a varying share (5-40%%) of one core "
+                        "throughout (default: on in the full run, off with --quick)")
     parser.add_argument("--out", help="Markdown report (default tests/scenarios/results.md; quick: in "
                         "the work folder); JSON beside it")
     parser.add_argument("--workdir", help="where each run keeps its database and logs "
@@ -104,7 +107,7 @@ def requery(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         workdir = report.REPO / record["workdir"]  # relative to the checkout, or absolute
         stack = harness.Stack(workdir, RunPlan(**{k: record["plan"][k] for k in (
             "scenario", "index", "seed", "fault_at_s", "fault_s", "total_s", "magnitude",
-            "seed_set", "decoys") if k in record["plan"]}),
+            "seed_set", "decoys", "noise") if k in record["plan"]}),
             harness.SETTINGS)
         try:
             _, api = stack.start_collector()
@@ -134,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         names = tuple(args.scenarios.split(",")) if args.scenarios else None
         sets = SEED_SETS if args.seeds == "both" else (args.seeds,)
         try:
-            timing, plans = plan_runs(args.quick, args.runs, args.seed, names, sets, args.decoys)
+            timing, plans = plan_runs(args.quick, args.runs, args.seed, names, sets, args.decoys,
+                                     args.noise)
         except ValueError as err:
             print(f"run.py: {err}", file=sys.stderr)
             return 2
@@ -146,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
               f"time; logs and databases in {workdir}", flush=True)
         meta = {"mode": "quick" if args.quick else "full", "seed": args.seed,
                 "seed_sets": list(sets), "decoys": any(p.decoys for p in plans),
+                "noise": any(p.noise for p in plans),
                 "held_out_seeds": list(HELD_OUT_SEEDS[:len({
                     p.index for p in plans if p.seed_set == "held-out"})]),
                 "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
