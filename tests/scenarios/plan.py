@@ -2,8 +2,9 @@
 
 A run's timeline is measured from its anchor (the moment the agent is profiling):
 `fault_at_s` of baseline, the fault for `fault_s`, then `tail_s` without it. Null runs
-have no fault. Magnitudes and times vary between the runs of a scenario (full mode); the
-quick mode runs two scenarios once each, compressed.
+have no fault and in the full run last `null_s` (a soak). Magnitudes and times vary
+between the runs of a scenario (full mode); the quick mode runs two scenarios once each,
+compressed.
 
 Two seed sets. In-sample runs derive from one base seed (2024 unless --seed says
 otherwise): the scorers in collector/analysis/ were tuned on what those runs showed.
@@ -47,7 +48,8 @@ DESCRIPTIONS = {
     "host_pressure": "N processes spinning on the host's cores, then killed",
     "gpu_throttling": "SIMULATED: replayed NVML recording with a thermal episode, the server "
                       "slowed by sm_clock_max/sm_clock in step",
-    "null": "no fault",
+    "null": "no fault: a 12-minute soak per run in the full run (noise and decoys on), "
+            "compressed in the quick one",
 }
 EXPECTED = {name: (None if name == "null" else name) for name in DESCRIPTIONS}
 QUICK_SCENARIOS = ("code_path", "traffic_surge")
@@ -68,10 +70,14 @@ class Timing:
     tail_s: float
     api_baseline: str  # the spike endpoint's trailing-baseline and step parameters
     api_step: str
+    null_s: float = 0.0  # a null run lasts at least this long: the soak
 
 
+# Null runs soak: 12 min each, of which the first trailing baseline (60 s) cannot be
+# analysed, so 3 in-sample and 3 held-out runs hold 66 min of analysed time, noise and
+# decoys included, and "false spikes per hour" rests on more than a few minutes.
 FULL = Timing(baseline_s=(75.0, 110.0), fault_s=(25.0, 45.0), tail_s=30.0,
-              api_baseline="60s", api_step="2s")
+              api_baseline="60s", api_step="2s", null_s=720.0)
 QUICK = Timing(baseline_s=(55.0, 55.0), fault_s=(25.0, 25.0), tail_s=12.0,
                api_baseline="40s", api_step="2s")
 
@@ -179,6 +185,8 @@ def _draw(timing: Timing, name: str, index: int, base: int, seed_set: str,
     fault_s = round(rng.uniform(*timing.fault_s), 1)
     # drawn after the fault times, so turning decoys on or off moves no fault
     times = {kind: round(fault_at - rng.uniform(*lead), 1) for kind, lead in DECOY_LEADS_S.items()}
-    return RunPlan(name, index, run_seed, fault_at, fault_s,
-                   round(fault_at + fault_s + timing.tail_s, 1), draw_magnitude(name, index),
+    total = round(fault_at + fault_s + timing.tail_s, 1)
+    if name == "null":
+        total = max(total, timing.null_s)
+    return RunPlan(name, index, run_seed, fault_at, fault_s, total, draw_magnitude(name, index),
                    seed_set, times if decoys else {})

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 COLUMNS = (
     ("runs", "runs"), ("recall", "recall"), ("precision", "precision"),
     ("delay_median_s", "delay p50 (s)"), ("delay_max_s", "delay max (s)"),
-    ("false_per_hour", "false spikes/h"),
+    ("false_per_hour", "false spikes/h"), ("analysable_hours", "analysed h"),
     ("ac1_pyrometer", "AC@1"), ("ac3_pyrometer", "AC@3"),
     ("ac1_random", "AC@1 random"), ("ac3_random", "AC@3 random"),
     ("ac1_max_z", "AC@1 max-z"), ("ac3_max_z", "AC@3 max-z"),
@@ -87,7 +87,8 @@ def markdown(scores: dict[str, dict[str, Any]], meta: dict[str, Any],
            _provenance(meta),
            tables(scores, meta),
            "Recall and delay are over faults; precision over the spikes of fault runs; false "
-           "spikes per hour over analysable time outside fault windows (null runs: all of it). "
+           "spikes per hour over analysable time outside fault windows (null runs: all of it), "
+           "which the analysed-hours column gives. "
            "Brackets: the 95% Wilson score interval of a proportion over its counts (runs, "
            "spikes or detected faults), so that 3 of 3 reads as [0.44, 1.00], not certainty. "
            "AC@k is over detected faults (misses count in recall). Random: a seeded uniformly "

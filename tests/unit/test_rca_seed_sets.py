@@ -63,3 +63,16 @@ def test_held_out_is_scored_and_reported_apart() -> None:
     assert inside < text.index("| code_path | 1 | 1.00") < held < text.index("| code_path | 1 | 0.00")
     assert f"seeds {HELD_OUT_SEEDS[0]}: never tuned on" in text
     assert text.count("- **code_path**") == 1
+
+
+def test_the_null_soak_holds_an_hour_of_analysed_time() -> None:
+    timing, plans = plan_runs(quick=False, runs=3, seed=IN_SAMPLE_SEED,
+                              seed_sets=("in-sample", "held-out"))
+    nulls = [p for p in plans if p.scenario == "null"]
+    baseline_s = 60.0  # FULL's api_baseline: the part of each run that cannot be analysed
+    assert timing.api_baseline == "60s"
+    assert sum(p.total_s - baseline_s for p in nulls) >= 3600
+    faulted = [p for p in plans if p.scenario != "null"]
+    assert all(p.total_s == round(p.fault_at_s + p.fault_s + timing.tail_s, 1) for p in faulted)
+    _, quick = plan_runs(quick=True, runs=1, seed=IN_SAMPLE_SEED, scenarios=("null",))
+    assert quick[0].total_s <= 95  # the quick mode stays compressed
