@@ -122,7 +122,10 @@ def _conditions(meta: dict[str, Any]) -> str:
     if meta.get("noise"):
         parts.append(f"Noise on: a co-tenant process burned {cotenant.MIN_DUTY:.0%}-"
                      f"{cotenant.MAX_DUTY:.0%} of one core all run, the share moving every "
-                     f"{cotenant.HOLD_S[0]:g}-{cotenant.HOLD_S[1]:g} s on a seeded walk.")
+                     f"{cotenant.HOLD_S[0]:g}-{cotenant.HOLD_S[1]:g} s on a seeded walk, and "
+                     f"every {cotenant.BATCH_EVERY_S[0]:g}-{cotenant.BATCH_EVERY_S[1]:g} s a "
+                     f"batch job took {cotenant.BATCH_DUTY:.0%} of it for "
+                     f"{cotenant.BATCH_S[0]:g}-{cotenant.BATCH_S[1]:g} s.")
     return (" ".join(parts) + "\n") if parts else ""
 
 

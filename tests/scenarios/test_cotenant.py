@@ -1,4 +1,5 @@
-"""The co-tenant's noise: seeded, bounded, varying, and a process that stops when told."""
+"""The co-tenant's noise: seeded, bounded, varying, with a periodic batch job, and a
+process that stops when told."""
 
 from __future__ import annotations
 
@@ -16,15 +17,32 @@ from scenarios.plan import plan_runs
 
 
 def test_schedule_is_seeded_bounded_and_varies() -> None:
-    first = list(itertools.islice(cotenant.schedule(7), 200))
-    assert first == list(itertools.islice(cotenant.schedule(7), 200))
-    assert first != list(itertools.islice(cotenant.schedule(8), 200))
-    duties = [duty for _, duty in first]
+    first = list(itertools.islice(cotenant.schedule(7), 300))
+    assert first == list(itertools.islice(cotenant.schedule(7), 300))
+    assert first != list(itertools.islice(cotenant.schedule(8), 300))
+    walk = [(hold, duty) for hold, duty, what in first if what == "walk"]
+    duties = [duty for _, duty in walk]
     assert all(cotenant.MIN_DUTY <= d <= cotenant.MAX_DUTY for d in duties)
     assert max(duties) - min(duties) > (cotenant.MAX_DUTY - cotenant.MIN_DUTY) / 2
-    assert all(cotenant.HOLD_S[0] <= hold <= cotenant.HOLD_S[1] for hold, _ in first)
+    assert all(0 < hold <= cotenant.HOLD_S[1] for hold, _ in walk)
     with pytest.raises(ValueError):
         next(cotenant.schedule(1, 0.5, 0.2))
+
+
+def test_the_batch_job_comes_periodically_and_stays_under_one_core() -> None:
+    starts, elapsed = [], 0.0
+    for hold, duty, what in itertools.islice(cotenant.schedule(11), 500):
+        assert duty <= 1.0
+        if what == "batch":
+            assert duty >= cotenant.BATCH_DUTY
+            assert cotenant.BATCH_S[0] <= hold <= cotenant.BATCH_S[1]
+            starts.append(elapsed)
+        elapsed += hold
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert len(starts) > 10
+    low, high = cotenant.BATCH_EVERY_S
+    assert all(low + cotenant.BATCH_S[0] - 1e-6 <= g <= high + cotenant.BATCH_S[1] + 1e-6
+               for g in gaps)
 
 
 def test_burn_never_takes_more_than_its_share() -> None:
