@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pyrometer.collector.procs import Child, python_env, start
-from scenarios.plan import BASE_RATE, BASE_VERSION, BASE_WORDS, RunPlan
+from scenarios.plan import BASE_RATE, BASE_VERSION, BASE_WORDS, RAMP_STEPS, RunPlan
 
 if TYPE_CHECKING:
     from scenarios.harness import Stack
@@ -110,6 +110,38 @@ class Burners(NoFault):
         return ended
 
 
+class Ramp(NoFault):
+    """Gradual onset: the load rate climbs to its peak in equal steps over `ramp_s`, holds,
+    and drops back to the base at the fault's end."""
+
+    def __init__(self, peak: float, ramp_s: float, steps: int = RAMP_STEPS) -> None:
+        self._peak, self._ramp_s, self._steps = peak, ramp_s, steps
+
+    def load_steps(self, plan: RunPlan) -> list[dict[str, float]]:
+        rise = [{"at": plan.fault_at_s + self._ramp_s * i / self._steps,
+                 "rate": BASE_RATE + (self._peak - BASE_RATE) * (i + 1) / self._steps}
+                for i in range(self._steps)]
+        return [*rise, {"at": plan.fault_at_s + plan.fault_s, "rate": BASE_RATE}]
+
+
+class Overlap(NoFault):
+    """Two faults overlapping: a code path flipped on, and a load shift that joins it
+    `offset_s` later and ends with it."""
+
+    def __init__(self, flag: Flag, shift: LoadShift, offset_s: float) -> None:
+        self._flag, self._shift, self._offset_s = flag, shift, offset_s
+
+    def load_steps(self, plan: RunPlan) -> list[dict[str, float]]:
+        first, last = self._shift.load_steps(plan)
+        return [dict(first, at=plan.fault_at_s + self._offset_s), last]
+
+    def start(self, stack: Stack) -> float | None:
+        return self._flag.start(stack)
+
+    def stop(self, stack: Stack) -> float | None:
+        return self._flag.stop(stack)
+
+
 def injector(plan: RunPlan) -> Injector:
     """The injector for a plan's scenario. GPU throttling is driven by gpu_sim instead."""
     m: dict[str, Any] = plan.magnitude
@@ -123,6 +155,11 @@ def injector(plan: RunPlan) -> Injector:
         return Flag(str(m["flag"]))
     if plan.scenario == "host_pressure":
         return Burners(int(m["burners"]))
+    if plan.scenario == "overlap":
+        return Overlap(Flag(str(m["flag"])), LoadShift("rate", float(m["rate"])),
+                       float(m["offset_s"]))
+    if plan.scenario == "gradual_surge":
+        return Ramp(float(m["rate"]), float(m["ramp_s"]))
     return NoFault()
 
 

@@ -215,16 +215,23 @@ def _truth(plan: RunPlan, anchor: float, began: float | None, ended: float | Non
     """When the fault really began and ended (unix seconds), as the injectors recorded it."""
     if plan.expected is None:
         return None
-    if plan.scenario in ("payload_size", "traffic_surge"):
-        times = faults.load_step_times(load_output)
-        if len(times) != 2:
-            raise RuntimeError(f"load generator applied {len(times)} schedule steps, expected 2")
-        began, ended = times
+    extra: dict[str, Any] = {}
+    steps = len(faults.injector(plan).load_steps(plan))
+    times = faults.load_step_times(load_output)
+    if len(times) != steps:
+        raise RuntimeError(f"load generator applied {len(times)} schedule steps, expected {steps}")
+    if plan.scenario in ("payload_size", "traffic_surge", "gradual_surge"):
+        began, ended = times[0], times[-1]
+    elif plan.scenario == "overlap":  # the flag starts it; whichever ends last ends it
+        assert ended is not None
+        ended = max(ended, times[-1])
+        extra["joined"] = times[0]  # when the second fault (the surge) joined
     elif plan.simulated:
         began, ended = anchor + plan.fault_at_s, anchor + plan.fault_at_s + plan.fault_s
     assert began is not None and ended is not None
-    return {"kind": plan.expected, "start": began, "end": ended,
-            "simulated": plan.simulated, "label": gpu_sim.LABEL if plan.simulated else None}
+    return {"kind": plan.expected, "kinds": list(plan.causes), "start": began, "end": ended,
+            "simulated": plan.simulated, "label": gpu_sim.LABEL if plan.simulated else None,
+            **extra}
 
 
 def _query(api: str, start: float, end: float, timing: Timing, settings: Settings) -> dict[str, Any]:

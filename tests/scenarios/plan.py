@@ -48,10 +48,19 @@ DESCRIPTIONS = {
     "host_pressure": "N processes spinning on the host's cores, then killed",
     "gpu_throttling": "SIMULATED: replayed NVML recording with a thermal episode, the server "
                       "slowed by sm_clock_max/sm_clock in step",
+    "overlap": "two faults overlapping: the costly_postprocess flag on, and while it is on "
+               "a traffic surge past the pool; both are true causes",
+    "gradual_surge": "gradual onset: the load rate ramps in steps over 12-20 s from the base "
+                     "to several times it, holds, then drops back",
     "null": "no fault: a 12-minute soak per run in the full run (noise and decoys on), "
             "compressed in the quick one",
 }
-EXPECTED = {name: (None if name == "null" else name) for name in DESCRIPTIONS}
+# Every true cause of a scenario's fault, the first one started first; none for null runs.
+CAUSES: dict[str, tuple[str, ...]] = {name: (name,) for name in DESCRIPTIONS if name in KINDS}
+CAUSES.update({"overlap": ("code_path", "traffic_surge"), "gradual_surge": ("traffic_surge",),
+               "null": ()})
+EXPECTED = {name: (CAUSES[name][0] if CAUSES[name] else None) for name in DESCRIPTIONS}
+RAMP_STEPS = 6  # gradual_surge: rate steps from the base up to the peak
 QUICK_SCENARIOS = ("code_path", "traffic_surge")
 
 # Decoys: change events that change nothing, posted through POST /api/v1/events this
@@ -104,6 +113,10 @@ class RunPlan:
         return EXPECTED[self.scenario]
 
     @property
+    def causes(self) -> tuple[str, ...]:
+        return CAUSES[self.scenario]
+
+    @property
     def simulated(self) -> bool:
         return self.scenario == "gpu_throttling"
 
@@ -111,6 +124,7 @@ class RunPlan:
         return {"scenario": self.scenario, "index": self.index, "seed": self.seed,
                 "fault_at_s": self.fault_at_s, "fault_s": self.fault_s, "total_s": self.total_s,
                 "magnitude": self.magnitude, "expected": self.expected,
+                "causes": list(self.causes),
                 "simulated": self.simulated, "seed_set": self.seed_set,
                 "decoys": self.decoys, "noise": self.noise}
 
@@ -136,6 +150,12 @@ def draw_magnitude(scenario: str, index: int) -> dict[str, Any]:
         # a fair scheduler gives the server's threads their share beside two spinners on
         # two cores: its latency barely moved; pressure is more spinners than cores
         return {"burners": pick((4, 6, 8))}
+    if scenario == "overlap":
+        # the surge joins 8-14 s into the flag's episode: at the onset only the flag shows
+        return {"flag": "costly_postprocess", "rate": BASE_RATE * pick((5.0, 6.0, 7.0)),
+                "offset_s": pick((8.0, 11.0, 14.0))}
+    if scenario == "gradual_surge":
+        return {"rate": BASE_RATE * pick((5.0, 6.0, 7.0)), "ramp_s": pick((12.0, 16.0, 20.0))}
     if scenario == "gpu_throttling":
         return {"sm_clock_mhz": pick((800.0, 950.0, 1100.0))}
     return {}

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from scenarios import metrics, report
-from scenarios.plan import HELD_OUT_SEEDS, IN_SAMPLE_SEED, plan_runs
+from scenarios.plan import DESCRIPTIONS, HELD_OUT_SEEDS, IN_SAMPLE_SEED, plan_runs
 
 NS = 1_000_000_000
 
@@ -25,7 +25,7 @@ def test_both_sets_plan_apart_and_in_sample_is_unchanged() -> None:
     inside = [p for p in both if p.seed_set == "in-sample"]
     held = [p for p in both if p.seed_set == "held-out"]
     assert inside == alone  # adding the held-out set does not move the in-sample runs
-    assert len(held) == len(inside) == 7 * 3
+    assert len(held) == len(inside) == len(DESCRIPTIONS) * 3
     assert not {p.seed for p in held} & {p.seed for p in inside}
     assert {p.fault_at_s for p in held} != {p.fault_at_s for p in inside}
     assert both.index(inside[0]) < both.index(held[0])  # in-sample first in each pass
