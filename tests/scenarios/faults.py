@@ -151,7 +151,7 @@ def injector(plan: RunPlan) -> Injector:
         return LoadShift("rate", float(m["rate"]))
     if plan.scenario == "deploy":
         return Deploy(str(m["version"]))
-    if plan.scenario == "code_path":
+    if plan.scenario in ("code_path", "one_of_two"):
         return Flag(str(m["flag"]))
     if plan.scenario == "host_pressure":
         return Burners(int(m["burners"]))

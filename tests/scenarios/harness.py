@@ -60,14 +60,19 @@ def _env(**extra: str) -> dict[str, str]:
 class Stack:
     """The processes of one run, and the files through which faults reach the server."""
 
-    def __init__(self, workdir: Path, plan: RunPlan, settings: Settings) -> None:
+    def __init__(self, workdir: Path, plan: RunPlan, settings: Settings, tag: str | None = None,
+                 instance: str | None = None) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
         self.logs = workdir
+        self.instance = instance  # the agent's --instance; None: its default (the host name)
         self.settings = settings
         self.flags_file = workdir / "flags"
         self.slowdown_file = workdir / "slowdown"
         self.flags_file.write_text("")
         self.slowdown_file.write_text("1\n")
-        self.tag = str(plan.seed)  # on the server's command line: what --match finds
+        # on the server's command line: what --match finds. Two instances get tags of one
+        # length that differ in the last digit, so neither pattern matches the other server.
+        self.tag = tag or str(plan.seed)
         self.port = _free_port(socket.SOCK_STREAM)
         self.requests_addr = f"127.0.0.1:{_free_port(socket.SOCK_DGRAM)}"
         self.children: list[Child] = []
@@ -109,7 +114,8 @@ class Stack:
                                       "--match", rf"model_server\.py .*--seed {self.tag}",
                                       "--window", str(self.settings.window_s),
                                       "--requests-listen", self.requests_addr,
-                                      "--gpu", f"replay:{recording}", "--gpu-interval", "1"],
+                                      "--gpu", f"replay:{recording}", "--gpu-interval", "1",
+                                      *(["--instance", self.instance] if self.instance else [])],
                       r"profiling pid", self.logs, timeout=READY_TIMEOUT_S, env=_env())
         self.children.append(child)
         self.agent = child
@@ -122,9 +128,10 @@ class Stack:
         self.children.append(child)
         return child
 
-    def start_load(self, duration_s: float, steps: list[dict[str, float]], seed: int) -> Child:
+    def start_load(self, duration_s: float, steps: list[dict[str, float]], seed: int,
+                   rate: float = BASE_RATE) -> Child:
         child = start("loadgen", [sys.executable, str(gpu_sim.DEMO / "loadgen.py"),
-                                  "--url", f"http://127.0.0.1:{self.port}", "--rate", str(BASE_RATE),
+                                  "--url", f"http://127.0.0.1:{self.port}", "--rate", str(rate),
                                   "--text-words", str(BASE_WORDS), "--duration", f"{duration_s:.2f}",
                                   "--senders", "64", "--seed", str(seed),
                                   "--schedule", json.dumps(steps)],
@@ -162,7 +169,11 @@ def run_one(plan: RunPlan, timing: Timing, workdir: Path, settings: Settings = S
     """Run one plan end to end; the record holds the ground truth and what was detected."""
     workdir.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {"plan": plan.as_dict(), "workdir": str(workdir)}
-    stack = Stack(workdir, plan, settings)
+    # One of two instances: the first stack is instance a, a peer is instance b, both of
+    # the one service, half the load each; the fault reaches b only.
+    stack, peer = ((Stack(workdir, plan, settings, f"{plan.seed}1", "rca-a"),
+                    Stack(workdir / "instance-b", plan, settings, f"{plan.seed}2", "rca-b"))
+                   if plan.instances == 2 else (Stack(workdir, plan, settings), None))
     episode = (gpu_sim.ThermalEpisode(plan.fault_at_s, plan.fault_s, plan.magnitude["sm_clock_mhz"])
                if plan.simulated else gpu_sim.NO_EPISODE)
     recording = gpu_sim.write_recording(workdir / "gpu.jsonl", episode, plan.total_s + 120, plan.seed)
@@ -172,28 +183,40 @@ def run_one(plan: RunPlan, timing: Timing, workdir: Path, settings: Settings = S
         grpc, api = stack.start_collector()
         record["api"] = api
         stack.start_server(BASE_VERSION)
+        if peer is not None:
+            peer.start_server(BASE_VERSION)
         if plan.noise:  # before the agent, so the baseline has the neighbour in it too
             stack.start_cotenant(plan.seed)
         stack.start_agent(grpc, recording)
+        if peer is not None:
+            peer.start_agent(grpc, recording)
         anchor = time.time()  # the replay started a moment before the agent said so
         if plan.simulated:
             driver = gpu_sim.SlowdownDriver(stack.slowdown_file, episode, anchor)
             driver.start()
         launched = time.time()
         steps = [dict(s, at=round(anchor + s["at"] - launched, 3)) for s in inject.load_steps(plan)]
-        load = stack.start_load(anchor + plan.total_s - launched, steps, plan.seed)
+        share = BASE_RATE / plan.instances
+        load = stack.start_load(anchor + plan.total_s - launched, steps, plan.seed, share)
+        peer_load = (peer.start_load(anchor + plan.total_s - launched, [], plan.seed + 1, share)
+                     if peer is not None else None)
         load_from = time.time()
         record["decoys"] = decoys.post_due(plan, api, SERVICE, anchor, anchor + plan.fault_at_s)
         _wait_until(anchor + plan.fault_at_s)
-        began = inject.start(stack)
+        target = peer or stack
+        began = inject.start(target)
         _wait_until(anchor + plan.fault_at_s + plan.fault_s)
-        ended = inject.stop(stack)
+        ended = inject.stop(target)
         load.proc.wait(plan.total_s + 120)
+        if peer_load is not None:
+            peer_load.proc.wait(120)
         load_to = time.time()
         if driver is not None:
             driver.stop()
-        assert stack.agent is not None
-        stack.agent.stop(signal.SIGTERM, timeout=60)  # the agent ships its last window
+        for each in (stack, peer):
+            if each is not None:
+                assert each.agent is not None
+                each.agent.stop(signal.SIGTERM, timeout=60)  # the agent ships its last window
         record["truth"] = _truth(plan, anchor, began, ended, load.output())
         record["window"] = {"from": load_from, "to": load_to, "anchor": anchor}
         record["load"] = last_json_line(load.output())
@@ -206,6 +229,8 @@ def run_one(plan: RunPlan, timing: Timing, workdir: Path, settings: Settings = S
             if driver is not None:
                 driver.stop()
         finally:
+            if peer is not None:
+                peer.close()
             stack.close()  # burners and restarted servers are among its children
     return record
 
@@ -226,6 +251,8 @@ def _truth(plan: RunPlan, anchor: float, began: float | None, ended: float | Non
         assert ended is not None
         ended = max(ended, times[-1])
         extra["joined"] = times[0]  # when the second fault (the surge) joined
+    if plan.instances == 2:
+        extra["instance"] = "rca-b"  # the one the fault reached
     elif plan.simulated:
         began, ended = anchor + plan.fault_at_s, anchor + plan.fault_at_s + plan.fault_s
     assert began is not None and ended is not None

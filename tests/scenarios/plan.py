@@ -52,13 +52,15 @@ DESCRIPTIONS = {
                "a traffic surge past the pool; both are true causes",
     "gradual_surge": "gradual onset: the load rate ramps in steps over 12-20 s from the base "
                      "to several times it, holds, then drops back",
+    "one_of_two": "two instances of the service, half the load each; the costly_postprocess "
+                  "flag flipped on one of them only",
     "null": "no fault: a 12-minute soak per run in the full run (noise and decoys on), "
             "compressed in the quick one",
 }
 # Every true cause of a scenario's fault, the first one started first; none for null runs.
 CAUSES: dict[str, tuple[str, ...]] = {name: (name,) for name in DESCRIPTIONS if name in KINDS}
 CAUSES.update({"overlap": ("code_path", "traffic_surge"), "gradual_surge": ("traffic_surge",),
-               "null": ()})
+               "one_of_two": ("code_path",), "null": ()})
 EXPECTED = {name: (CAUSES[name][0] if CAUSES[name] else None) for name in DESCRIPTIONS}
 RAMP_STEPS = 6  # gradual_surge: rate steps from the base up to the peak
 QUICK_SCENARIOS = ("code_path", "traffic_surge")
@@ -113,6 +115,10 @@ class RunPlan:
         return EXPECTED[self.scenario]
 
     @property
+    def instances(self) -> int:
+        return 2 if self.scenario == "one_of_two" else 1
+
+    @property
     def causes(self) -> tuple[str, ...]:
         return CAUSES[self.scenario]
 
@@ -144,7 +150,7 @@ def draw_magnitude(scenario: str, index: int) -> dict[str, Any]:
         # past the pool's capacity on a quiet host too (about 150/s: 2 workers of ~7 ms
         # each under one GIL); at 2.5x the pool kept up there and nothing slowed down
         return {"rate": BASE_RATE * pick((5.0, 6.0, 7.0))}
-    if scenario == "code_path":
+    if scenario in ("code_path", "one_of_two"):
         return {"flag": "costly_postprocess"}
     if scenario == "host_pressure":
         # a fair scheduler gives the server's threads their share beside two spinners on

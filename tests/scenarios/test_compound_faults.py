@@ -56,3 +56,10 @@ def test_random_ranking_with_two_true_causes() -> None:
     assert metrics.random_ac(["code_path", "traffic_surge"], 1, rng) == pytest.approx(1 / 3, abs=0.04)
     assert metrics.random_ac(["code_path", "traffic_surge"], 3, rng) == pytest.approx(1 / 5, abs=0.04)
     assert metrics.random_ac("code_path", 3, rng) == pytest.approx(1 / 2, abs=0.04)
+
+
+def test_one_of_two_runs_two_instances_and_flips_the_flag() -> None:
+    plan = _plan("one_of_two")
+    assert plan.instances == 2 and plan.causes == ("code_path",)
+    assert isinstance(faults.injector(plan), faults.Flag)
+    assert _plan("code_path").instances == 1
