@@ -10,6 +10,7 @@ server's simulated slowdown share one timeline. After the load ends the agent is
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import sys
@@ -29,6 +30,8 @@ from scenarios.plan import BASE_RATE, BASE_VERSION, BASE_WORDS, WORKERS, RunPlan
 
 CLI = [sys.executable, "-m", "pyrometer.agent.cli"]
 SERVICE = "rca-demo"
+GC_PAUSE_DIR = Path(__file__).resolve().parent / "gcpause"
+GC_SEED_VAR = "PYROMETER_RCA_GC_SEED"  # as gcpause/sitecustomize.py reads it
 READY_TIMEOUT_S = 90.0  # a busy two-core host starts Python processes slowly
 
 
@@ -76,6 +79,7 @@ class Stack:
         self.port = _free_port(socket.SOCK_STREAM)
         self.requests_addr = f"127.0.0.1:{_free_port(socket.SOCK_DGRAM)}"
         self.children: list[Child] = []
+        self.gc_pauses = plan.noise
         self.server: Child | None = None
         self.agent: Child | None = None
         self._restarts = 0
@@ -94,6 +98,10 @@ class Stack:
         env = _env(APP_VERSION=version, DEMO_SLOW_VERSIONS=slow, DEMO_WORKERS=str(WORKERS),
                    DEMO_FLAGS_FILE=str(self.flags_file), DEMO_SLOWDOWN_FILE=str(self.slowdown_file),
                    PYROMETER_REQUESTS_ADDR=self.requests_addr)
+        if self.gc_pauses:  # noise: gcpause/sitecustomize.py runs inside the server
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(GC_PAUSE_DIR),
+                                                               env.get("PYTHONPATH")]))
+            env[GC_SEED_VAR] = self.tag
         self._restarts += 1
         child = start(f"server-{self._restarts}-{version}",
                       [sys.executable, str(gpu_sim.DEMO / "model_server.py"), "--host", "127.0.0.1",

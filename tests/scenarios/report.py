@@ -125,7 +125,8 @@ def _conditions(meta: dict[str, Any]) -> str:
                      f"{cotenant.HOLD_S[0]:g}-{cotenant.HOLD_S[1]:g} s on a seeded walk, and "
                      f"every {cotenant.BATCH_EVERY_S[0]:g}-{cotenant.BATCH_EVERY_S[1]:g} s a "
                      f"batch job took {cotenant.BATCH_DUTY:.0%} of it for "
-                     f"{cotenant.BATCH_S[0]:g}-{cotenant.BATCH_S[1]:g} s.")
+                     f"{cotenant.BATCH_S[0]:g}-{cotenant.BATCH_S[1]:g} s; in the server, "
+                     "full garbage collections over a large heap every 3-9 s.")
     return (" ".join(parts) + "\n") if parts else ""
 
 

@@ -55,7 +55,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "before each fault (default: on in the full run, off with --quick)")
     parser.add_argument("--noise", action=argparse.BooleanOptionalAction, default=None,
                         help="run a co-tenant burning a varying share (5-40%%) of one core and a "
-                        "periodic batch job throughout (default: on in the full run, off with --quick)")
+                        "periodic batch job, and GC pauses in the server, throughout (default: "
+                        "on in the full run, off with --quick)")
     parser.add_argument("--out", help="Markdown report (default tests/scenarios/results.md; quick: in "
                         "the work folder); JSON beside it")
     parser.add_argument("--workdir", help="where each run keeps its database and logs "
