@@ -163,7 +163,7 @@ def score_scenario(records: Iterable[dict[str, Any]], baseline_s: float, slack_s
         "ac3_pyrometer_ci": wilson(hits3, detected),
         "spikes": sum(len(spikes_of(r)) for r in ok), "false_spikes": false_spikes,
         "false_per_hour": false_spikes / hours if hours > 0 else None,
-        "analysable_hours": hours,
+        "analysable_hours": hours, "analysable_min": hours * 60,
         "delay_median_s": statistics.median(delays) if delays else None,
         "delay_max_s": max(delays) if delays else None,
         **{key: _mean(values) for key, values in ac.items()},

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 COLUMNS = (
     ("runs", "runs"), ("recall", "recall"), ("precision", "precision"),
     ("delay_median_s", "delay p50 (s)"), ("delay_max_s", "delay max (s)"),
-    ("false_per_hour", "false spikes/h"), ("analysable_hours", "analysed h"),
+    ("false_per_hour", "false spikes/h"), ("analysable_min", "analysed min"),
     ("ac1_pyrometer", "AC@1"), ("ac3_pyrometer", "AC@3"),
     ("ac1_random", "AC@1 random"), ("ac3_random", "AC@3 random"),
     ("ac1_max_z", "AC@1 max-z"), ("ac3_max_z", "AC@3 max-z"),
@@ -88,14 +88,14 @@ def markdown(scores: dict[str, dict[str, Any]], meta: dict[str, Any],
            tables(scores, meta),
            "Recall and delay are over faults; precision over the spikes of fault runs; false "
            "spikes per hour over analysable time outside fault windows (null runs: all of it), "
-           "which the analysed-hours column gives. "
+           "which the analysed-minutes column gives. "
            "Brackets: the 95% Wilson score interval of a proportion over its counts (runs, "
            "spikes or detected faults), so that 3 of 3 reads as [0.44, 1.00], not certainty. "
            "AC@k is over detected faults (misses count in recall). Random: a seeded uniformly "
            "random permutation of the six causes, averaged over draws (1/6 and 1/2 expected). "
            "Max-z: the spike's causes re-sorted by robust z alone.\n",
            f"GPU throttling is {gpu_sim.LABEL}: no GPU was throttled.\n",
-           _conditions(meta),
+           _conditions(plans),
            "## Scenarios\n"]
     for name in dict.fromkeys(str(row.get("scenario", key)) for key, row in scores.items()):
         out.append(f"- **{name}**: {DESCRIPTIONS[name]}")
@@ -110,17 +110,26 @@ def markdown(scores: dict[str, dict[str, Any]], meta: dict[str, Any],
     return "\n".join(out) + "\n"
 
 
-def _conditions(meta: dict[str, Any]) -> str:
-    """What besides the fault was going on in the runs (decoys, noise)."""
+def _where(plans: list[dict[str, Any]], key: str) -> str:
+    """"in every run", or which scenarios' runs had decoys or noise; "" for none."""
+    on = list(dict.fromkeys(p["scenario"] for p in plans if p.get(key)))
+    if not on:
+        return ""
+    return "in every run" if len(on) == len({p["scenario"] for p in plans}) else (
+        "in the runs of " + ", ".join(on))
+
+
+def _conditions(plans: list[dict[str, Any]]) -> str:
+    """What besides the fault was going on in the runs (decoys, noise), and in which."""
     parts = []
-    if meta.get("decoys"):
+    if where := _where(plans, "decoys"):
         leads = " and ".join(f"a {kind} event {low:g}-{high:g} s" for kind, (low, high)
                              in DECOY_LEADS_S.items())
-        parts.append(f"Decoys on: {leads} before the fault, through the events API, changing "
+        parts.append(f"Decoys {where}: {leads} before the fault, through the events API, changing "
                      "nothing (the deploy names a version no request carries); the truth stays "
                      "the real fault, so a decoy ranked first is a miss.")
-    if meta.get("noise"):
-        parts.append(f"Noise on: a co-tenant process burned {cotenant.MIN_DUTY:.0%}-"
+    if where := _where(plans, "noise"):
+        parts.append(f"Noise {where}: a co-tenant process burned {cotenant.MIN_DUTY:.0%}-"
                      f"{cotenant.MAX_DUTY:.0%} of one core all run, the share moving every "
                      f"{cotenant.HOLD_S[0]:g}-{cotenant.HOLD_S[1]:g} s on a seeded walk, and "
                      f"every {cotenant.BATCH_EVERY_S[0]:g}-{cotenant.BATCH_EVERY_S[1]:g} s a "
