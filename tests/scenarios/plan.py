@@ -4,7 +4,7 @@ A run's timeline is measured from its anchor (the moment the agent is profiling)
 `fault_at_s` of baseline, the fault for `fault_s`, then `tail_s` without it. Null runs
 have no fault and in the full run last `null_s` (a soak). Magnitudes and times vary
 between the runs of a scenario (full mode); the quick mode runs two scenarios once each,
-compressed.
+compressed, one with decoys and one with noise.
 
 Two seed sets. In-sample runs derive from one base seed (2024 unless --seed says
 otherwise): the scorers in collector/analysis/ were tuned on what those runs showed.
@@ -64,6 +64,10 @@ CAUSES.update({"overlap": ("code_path", "traffic_surge"), "gradual_surge": ("tra
 EXPECTED = {name: (CAUSES[name][0] if CAUSES[name] else None) for name in DESCRIPTIONS}
 RAMP_STEPS = 6  # gradual_surge: rate steps from the base up to the peak
 QUICK_SCENARIOS = ("code_path", "traffic_surge")
+# The quick mode is not a clean room either: its code-path run has the decoys, its surge
+# the noise (one each, so that a failure says which one broke it).
+QUICK_DECOYS = ("code_path",)
+QUICK_NOISE = ("traffic_surge",)
 
 # Decoys: change events that change nothing, posted through POST /api/v1/events this
 # many seconds (drawn uniformly) before the fault, inside the window in which the
@@ -172,8 +176,8 @@ def plan_runs(quick: bool, runs: int, seed: int, scenarios: tuple[str, ...] | No
               noise: bool | None = None) -> tuple[Timing, list[RunPlan]]:
     """Every run of the evaluation, scenario by scenario, with its seeded draws: `runs`
     per scenario in each seed set (in-sample from `seed`, held-out from HELD_OUT_SEEDS).
-    Decoy change events and the co-tenant's noise are on by default in the full run and
-    off in the quick one."""
+    Decoy change events and the noise are on by default in every run of the full mode,
+    and in QUICK_DECOYS and QUICK_NOISE of the quick one."""
     timing = QUICK if quick else FULL
     names = scenarios or (QUICK_SCENARIOS if quick else tuple(DESCRIPTIONS))
     unknown = set(names) - set(DESCRIPTIONS)
@@ -195,12 +199,17 @@ def plan_runs(quick: bool, runs: int, seed: int, scenarios: tuple[str, ...] | No
         for name in names:
             for index in range(count):
                 base = seed if seed_set == "in-sample" else HELD_OUT_SEEDS[index]
-                plan = _draw(timing, name, index, base, seed_set,
-                             not quick if decoys is None else decoys)
-                plans.append(replace(plan, noise=not quick if noise is None else noise))
+                plan = _draw(timing, name, index, base, seed_set, _on(decoys, quick, name,
+                                                                       QUICK_DECOYS))
+                plans.append(replace(plan, noise=_on(noise, quick, name, QUICK_NOISE)))
     # One pass over every scenario before the next: a run stopped early still covers all.
     plans.sort(key=lambda plan: plan.index)
     return timing, plans
+
+
+def _on(asked: bool | None, quick: bool, name: str, in_quick: tuple[str, ...]) -> bool:
+    """Whether decoys or noise are on in a run: as asked, else full runs all, quick some."""
+    return asked if asked is not None else (not quick or name in in_quick)
 
 
 def _draw(timing: Timing, name: str, index: int, base: int, seed_set: str,

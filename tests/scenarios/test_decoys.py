@@ -10,16 +10,17 @@ from pathlib import Path
 import pytest
 
 from scenarios import decoys, harness
-from scenarios.plan import BASE_VERSION, DECOY_LEADS_S, plan_runs
+from scenarios.plan import BASE_VERSION, DECOY_LEADS_S, QUICK_DECOYS, plan_runs
 
 
-def test_full_runs_have_decoys_before_the_fault_and_quick_runs_none() -> None:
+def test_full_runs_have_decoys_before_the_fault_and_one_quick_run_too() -> None:
     _, full = plan_runs(quick=False, runs=3, seed=2024)
     _, plain = plan_runs(quick=False, runs=3, seed=2024, decoys=False)
     _, quick = plan_runs(quick=True, runs=1, seed=2024)
     assert [replace(p, decoys={}) for p in full] == plain  # decoys move no fault
-    assert all(not p.decoys for p in quick + plain)
-    for plan in full:
+    assert all(not p.decoys for p in plain)
+    assert [p.scenario for p in quick if p.decoys] == list(QUICK_DECOYS)
+    for plan in full + [p for p in quick if p.decoys]:
         assert set(plan.decoys) == set(DECOY_LEADS_S)
         for kind, (low, high) in DECOY_LEADS_S.items():
             assert low <= plan.fault_at_s - plan.decoys[kind] <= high + 0.05

@@ -1,10 +1,11 @@
 """The root-cause evaluation's quick mode, end to end, plus its scoring on fixed records.
 
-The integration test runs tests/scenarios/run.py --quick: two scenarios (a code-path flag and
-a traffic surge), compressed to about 90 s each, over the real collector, demo server,
-agent and load generator. It checks that the harness works (ground truth recorded, the
-spikes endpoint answered, the table written) and that each quick fault is detected and
-its true cause ranked first.
+The integration test runs tests/scenarios/run.py --quick: two scenarios (a code-path flag
+with decoy deploy and config events posted before it, and a traffic surge with the
+co-tenant's noise and GC pauses in the server), compressed to about 90 s each, over the
+real collector, demo server, agent and load generator. It checks that the harness works
+(ground truth recorded, the spikes endpoint answered, the table written) and that each
+quick fault is detected and its true cause ranked first.
 """
 
 from __future__ import annotations
@@ -92,6 +93,10 @@ def test_quick_evaluation_end_to_end(tmp_path: Path) -> None:
         assert run["window"]["from"] < truth["start"] < truth["end"] < run["window"]["to"]
         assert run["spikes_http"] == 200 and run["spikes"]["status"] == "ok", run["spikes"]
         assert sum(p["count"] or 0 for p in run["latency"]) > 1000  # the middleware reported
+    decoy, noisy = runs
+    assert decoy["plan"]["decoys"] and [d["status"] for d in decoy["decoys"]] == [201, 201]
+    assert noisy["plan"]["noise"]
+    assert "duty" in (report.REPO / noisy["workdir"] / "cotenant.log").read_text()
     assert "| code_path |" in out.read_text() and "| traffic_surge |" in out.read_text()
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for name, row in data["scores"].items():

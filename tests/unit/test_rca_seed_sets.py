@@ -3,6 +3,7 @@ scored and reported apart from the in-sample runs the scorers were tuned on."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -76,3 +77,14 @@ def test_the_null_soak_holds_an_hour_of_analysed_time() -> None:
     assert all(p.total_s == round(p.fault_at_s + p.fault_s + timing.tail_s, 1) for p in faulted)
     _, quick = plan_runs(quick=True, runs=1, seed=IN_SAMPLE_SEED, scenarios=("null",))
     assert quick[0].total_s <= 95  # the quick mode stays compressed
+
+
+def test_the_report_says_which_runs_had_decoys_and_noise() -> None:
+    _, plans = plan_runs(quick=True, runs=1, seed=IN_SAMPLE_SEED)
+    text = report._conditions([p.as_dict() for p in plans])
+    assert "Decoys in the runs of code_path:" in text
+    assert "Noise in the runs of traffic_surge:" in text
+    _, full = plan_runs(quick=False, runs=1, seed=IN_SAMPLE_SEED, scenarios=("code_path", "null"))
+    text = report._conditions([p.as_dict() for p in full])
+    assert "Decoys in every run" in text and "Noise in every run" in text
+    assert report._conditions([replace(p, decoys={}, noise=False).as_dict() for p in full]) == ""
