@@ -25,16 +25,14 @@ from pyrometer.collector.api import series as api_series
 from pyrometer.collector.api import spikes as api_spikes
 from pyrometer.collector.api.diff import flamegraph_diff
 from pyrometer.collector.api.params import (
-    MAX_LABEL_LEN,
     METRICS,
     STORE,
     BadParameter,
-    optional,
-    optional_int,
+    choice,
     parse_window,
+    profile_filters,
     required,
     run_query,
-    short,
 )
 from pyrometer.collector.errors import StorageError
 from pyrometer.collector.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -45,7 +43,6 @@ from pyrometer.collector.timeparse import format_time
 
 log = logging.getLogger(__name__)
 
-_LABELS = ("instance", "version", "thread")
 # aiohttp refuses a request line over 8 KiB on its own (a bare 400 from its parser);
 # a label may be as long as MAX_LABEL_LEN, which percent-encoded is up to three times that
 RUNNER_OPTIONS: dict[str, Any] = {"max_line_size": 64 * 1024}
@@ -105,19 +102,16 @@ async def flamegraph(request: web.Request) -> web.StreamResponse:
     query = request.query
     service = required(query, "service")
     window = parse_window(query, now_ns=time.time_ns())
-    fmt = optional(query, "format") or "json"
-    if fmt not in FORMATS:
-        raise BadParameter("format", f"unknown format {short(fmt)}; use one of {', '.join(FORMATS)}")
-    filters = {name: optional(query, name, MAX_LABEL_LEN) for name in _LABELS}
-    pid = optional_int(query, "pid")
+    fmt = choice(query, "format", FORMATS, "json")
+    filters = profile_filters(query)
     store = request.app[STORE]
     profile = await run_query(request, "flamegraph", store.profile, service, window.start_ns,
-                           window.end_ns, pid=pid, **filters)
+                              window.end_ns, **filters)
     # only an empty answer needs the (full scan) services listing to tell "no data in
     # this window" from "no such service", and the notice saying which
     notice = ""
     if not profile.samples:
-        notice = await empty.explain(request, service, window, {**filters, "pid": pid})
+        notice = await empty.explain(request, service, window, filters)
     # building and encoding a big tree takes CPU seconds: off the loop, which ingest shares
     body, content_type = await asyncio.to_thread(render, profile, fmt, notice=notice)
     # every format's reader can tell an empty answer (a filter that matched nothing) from

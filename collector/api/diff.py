@@ -21,15 +21,15 @@ from aiohttp import web
 from pyrometer.agent.shared.model import Nanos
 from pyrometer.collector.api import empty
 from pyrometer.collector.api.params import (
-    MAX_LABEL_LEN,
     METRICS,
     STORE,
     BadParameter,
     Query,
     Window,
+    choice,
     optional,
-    optional_int,
     parse_window,
+    profile_filters,
     required,
     short,
 )
@@ -46,7 +46,6 @@ FORMATS: Mapping[str, tuple[DiffRenderer, str]] = {
     "json": (render_diff_json, "application/json"),
     "html": (render_diff_html, "text/html; charset=utf-8"),
 }
-_LABELS = ("instance", "version", "thread")
 
 
 async def flamegraph_diff(request: web.Request) -> web.Response:
@@ -56,21 +55,18 @@ async def flamegraph_diff(request: web.Request) -> web.Response:
     now_ns = time.time_ns()
     target = parse_window(query, now_ns=now_ns)
     baseline = baseline_window(query, target, now_ns)
-    fmt = optional(query, "format") or "json"
-    if fmt not in FORMATS:
-        raise BadParameter("format", f"unknown format {short(fmt)}; use one of {', '.join(FORMATS)}")
-    filters = {name: optional(query, name, MAX_LABEL_LEN) for name in _LABELS}
-    pid = optional_int(query, "pid")
+    fmt = choice(query, "format", FORMATS, "json")
+    filters = profile_filters(query)
     store = request.app[STORE]
     with request.app[METRICS].time_query("flamegraph_diff"):
         # DuckDB blocks; the two reads run in worker threads side by side
         before, after = await asyncio.gather(*(
-            asyncio.to_thread(store.profile, service, w.start_ns, w.end_ns, pid=pid, **filters)
+            asyncio.to_thread(store.profile, service, w.start_ns, w.end_ns, **filters)
             for w in (baseline, target)))
     # as for /flamegraph: only an empty answer needs the services listing, and a notice
     notice = ""
     if not before.samples and not after.samples:
-        notice = await empty.explain(request, service, target, {**filters, "pid": pid})
+        notice = await empty.explain(request, service, target, filters)
     render, content_type = FORMATS[fmt]
     # off the loop, which ingest shares: two trees take CPU seconds to build and encode
     text = await asyncio.to_thread(render, before, after, notice=notice)

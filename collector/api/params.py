@@ -8,9 +8,9 @@ the store fail (a time past int64, a string longer than anything stored).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 from aiohttp import web
 
@@ -84,6 +84,30 @@ def optional(query: Query, name: str, limit: int = MAX_PARAM_LEN) -> str | None:
     if value is not None and len(value) > limit:
         raise BadParameter(name, f"{name} is longer than {limit} characters")
     return value or None
+
+
+def choice(query: Query, name: str, allowed: Collection[str], default: str) -> str:
+    """`name`'s value, `default` when absent; a 400 listing `allowed` for anything else."""
+    value = optional(query, name) or default
+    if value not in allowed:
+        raise BadParameter(name, f"unknown {name} {short(value)}; use one of {', '.join(allowed)}")
+    return value
+
+
+class ProfileFilters(TypedDict):
+    """The label filters a flame graph (and each side of a diff) takes; None matches all."""
+
+    instance: str | None
+    version: str | None
+    thread: str | None
+    pid: int | None
+
+
+def profile_filters(query: Query) -> ProfileFilters:
+    return ProfileFilters(instance=optional(query, "instance", MAX_LABEL_LEN),
+                          version=optional(query, "version", MAX_LABEL_LEN),
+                          thread=optional(query, "thread", MAX_LABEL_LEN),
+                          pid=optional_int(query, "pid"))
 
 
 def optional_int(query: Query, name: str) -> int | None:
