@@ -13,7 +13,6 @@ from dataclasses import replace
 from typing import Any
 
 from pyrometer.collector.analysis.causes import rank
-from pyrometer.collector.analysis.detect import Spike
 from pyrometer.collector.analysis.evidence import (
     CodeProfile,
     EventInfo,
@@ -23,14 +22,8 @@ from pyrometer.collector.analysis.evidence import (
     SpikeContext,
 )
 from pyrometer.collector.analysis.sizes import fit_beta
+from support.spikes import END, ONSET, SPIKE, START, STEP, T0, S
 
-S = 1_000_000_000
-STEP = 10 * S
-T0 = 1_750_000_000 * S
-START = T0 + 600 * S  # the spike: one minute after ten of baseline
-END = START + 60 * S
-ONSET = START + 1 * S
-SPIKE = Spike(START, END, ONSET, START, 120.0, 45.0, 3.0, 20.0, 60.0)
 KINDS = {"gpu_throttling", "deploy", "payload_size", "traffic_surge", "code_path",
          "host_pressure"}
 BASE_SHARES = {"serve (app.py)": 1.0, "model_forward (inference.py)": 0.7,

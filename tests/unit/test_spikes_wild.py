@@ -14,7 +14,6 @@ from collections.abc import Sequence
 
 from pyrometer.agent.shared.model import Frame
 from pyrometer.collector.analysis.causes import MIN_SCORE, rank
-from pyrometer.collector.analysis.detect import Spike
 from pyrometer.collector.analysis.evidence import (
     CodeProfile,
     EventInfo,
@@ -25,14 +24,7 @@ from pyrometer.collector.analysis.evidence import (
 from pyrometer.collector.analysis.inputs import code_profile
 from pyrometer.collector.analysis.waiting import is_waiting, is_waiting_label
 from pyrometer.collector.model import Profile
-
-S = 1_000_000_000
-STEP = 10 * S
-T0 = 1_750_000_000 * S
-START = T0 + 600 * S
-END = START + 60 * S
-ONSET = START + 1 * S
-SPIKE = Spike(START, END, ONSET, START, 120.0, 45.0, 3.0, 20.0, 60.0)
+from support.spikes import END, ONSET, SPIKE, START, STEP, T0, S
 
 
 def requests(t_from: int, t_to: int, rng: random.Random, rate: float, size_factor: float = 1.0,
