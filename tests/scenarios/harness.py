@@ -209,7 +209,8 @@ def run_one(plan: RunPlan, timing: Timing, workdir: Path, settings: Settings = S
         peer_load = (peer.start_load(anchor + plan.total_s - launched, [], plan.seed + 1, share)
                      if peer is not None else None)
         load_from = time.time()
-        record["decoys"] = decoys.post_due(plan, api, SERVICE, anchor, anchor + plan.fault_at_s)
+        record["decoys"] = decoys.post_due(plan, api, SERVICE, anchor, anchor + plan.fault_at_s,
+                                           restart=lambda: stack.restart_server(BASE_VERSION))
         _wait_until(anchor + plan.fault_at_s)
         target = peer or stack
         began = inject.start(target)

@@ -73,7 +73,14 @@ QUICK_NOISE = ("traffic_surge",)
 # many seconds (drawn uniformly) before the fault, inside the window in which the
 # analysis looks for a change at a spike's onset. The ground truth stays the real
 # fault: a decoy ranked first is a miss. In null runs they come at the same times.
-DECOY_LEADS_S = {"deploy": (8.0, 20.0), "config": (3.0, 12.0)}
+DECOY_LEADS_S = {"deploy": (8.0, 20.0), "config": (3.0, 12.0), "restart": (25.0, 45.0)}
+# The restart decoy restarts the server process at the same version (the agent reports it
+# as a restart event, as it would any crash loop or node drain). It is in the full run
+# only, and comes earliest, so that the cold start's own blip has passed before the fault
+# while the event still lies within the analysis' look-back before the onset. The quick
+# mode keeps the two posted decoys: a real restart in `make test` would make its result
+# hang on how fast a busy CI machine starts a Python process.
+FULL_RUN_ONLY_DECOYS = ("restart",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +227,8 @@ def _draw(timing: Timing, name: str, index: int, base: int, seed_set: str,
     fault_s = round(rng.uniform(*timing.fault_s), 1)
     # drawn after the fault times, so turning decoys on or off moves no fault
     times = {kind: round(fault_at - rng.uniform(*lead), 1) for kind, lead in DECOY_LEADS_S.items()}
+    if timing is QUICK:
+        times = {kind: at for kind, at in times.items() if kind not in FULL_RUN_ONLY_DECOYS}
     total = round(fault_at + fault_s + timing.tail_s, 1)
     if name == "null":
         total = max(total, timing.null_s)

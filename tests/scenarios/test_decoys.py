@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from scenarios import decoys, harness
-from scenarios.plan import BASE_VERSION, DECOY_LEADS_S, QUICK_DECOYS, plan_runs
+from scenarios.plan import (
+    BASE_VERSION,
+    DECOY_LEADS_S,
+    FULL_RUN_ONLY_DECOYS,
+    QUICK_DECOYS,
+    plan_runs,
+)
 
 
 def test_full_runs_have_decoys_before_the_fault_and_one_quick_run_too() -> None:
@@ -20,10 +26,14 @@ def test_full_runs_have_decoys_before_the_fault_and_one_quick_run_too() -> None:
     assert [replace(p, decoys={}) for p in full] == plain  # decoys move no fault
     assert all(not p.decoys for p in plain)
     assert [p.scenario for p in quick if p.decoys] == list(QUICK_DECOYS)
-    for plan in full + [p for p in quick if p.decoys]:
+    for plan in full:
         assert set(plan.decoys) == set(DECOY_LEADS_S)
-        for kind, (low, high) in DECOY_LEADS_S.items():
-            assert low <= plan.fault_at_s - plan.decoys[kind] <= high + 0.05
+    for plan in [p for p in quick if p.decoys]:  # no real restart in the quick mode
+        assert set(plan.decoys) == set(DECOY_LEADS_S) - set(FULL_RUN_ONLY_DECOYS)
+    for plan in full + [p for p in quick if p.decoys]:
+        for kind, at_s in plan.decoys.items():
+            low, high = DECOY_LEADS_S[kind]
+            assert low <= plan.fault_at_s - at_s <= high + 0.05
 
 
 def test_the_decoy_deploy_names_a_version_no_request_carries() -> None:
@@ -54,3 +64,15 @@ def test_decoys_reach_the_events_api(tmp_path: Path) -> None:
         assert decoys.post_due(late, api, "svc", anchor, until=anchor + 60) == []
     finally:
         stack.close()
+
+
+def test_the_restart_decoy_restarts_the_server_and_posts_nothing() -> None:
+    _, plans = plan_runs(quick=False, runs=1, seed=2024, scenarios=("code_path",))
+    plan = replace(plans[0], decoys={"restart": 0.0})
+    restarts: list[float] = []
+    # no collector: an attempt to post would fail to connect
+    done = decoys.post_due(plan, "http://127.0.0.1:9", "svc", time.time(), until=time.time() + 60,
+                           restart=lambda: restarts.append(time.time()))
+    assert len(restarts) == 1 and [(d["kind"], d["status"]) for d in done] == [("restart", None)]
+    with pytest.raises(ValueError, match="nothing can restart"):
+        decoys.post_due(plan, "http://127.0.0.1:9", "svc", time.time(), until=time.time() + 60)
