@@ -79,6 +79,7 @@ class Spike:
     z: float  # of the peak against the baseline
     threshold_ms: float  # what the first bucket had to exceed
     route: str | None = None
+    instance: str | None = None  # the one instance that carries it (localise.py); None: all
 
 
 @dataclass(frozen=True, slots=True)

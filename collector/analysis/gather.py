@@ -24,6 +24,7 @@ from pyrometer.collector.analysis.inputs import (
     resource_points,
     size_unit,
 )
+from pyrometer.collector.analysis.localise import InstanceRise, localise
 from pyrometer.collector.storage.reads import REPLAYED_NOTICE, LatencyPoint, SeriesQuery
 from pyrometer.collector.storage.store import Store
 
@@ -45,6 +46,7 @@ class SpikeQuery:
 class AnalyzedSpike:
     spike: Spike
     ranking: Ranking
+    instances: tuple[InstanceRise, ...] = ()  # per instance, largest rise first (localise.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +99,9 @@ def analyze(store: Store, query: SpikeQuery) -> SpikeReport:
     for spike in chosen:
         excluded = tuple((s.start_ns, s.end_ns) for s in spikes
                          if s.route == spike.route and s.start_ns < spike.start_ns)
-        ctx = _context(store, query, spike, excluded, events)
+        ctx, rises = _context(store, query, spike, excluded, events)
         replayed = replayed or any(g.replayed for g in ctx.gpu)
-        analysed.append(AnalyzedSpike(ctx.spike, rank(ctx)))
+        analysed.append(AnalyzedSpike(ctx.spike, rank(ctx), rises))
     notices = (REPLAYED_NOTICE,) if replayed else ()
     return SpikeReport(query, detection.status, detection, tuple(analysed), notices,
                        len(spikes) - len(chosen))
@@ -107,35 +109,47 @@ def analyze(store: Store, query: SpikeQuery) -> SpikeReport:
 
 def _context(store: Store, query: SpikeQuery, spike: Spike,
              excluded: tuple[tuple[Nanos, Nanos], ...], events: tuple[EventInfo, ...]
-             ) -> SpikeContext:
+             ) -> tuple[SpikeContext, tuple[InstanceRise, ...]]:
+    """What the scorers judge one spike by; when one instance carries the spike, that
+    instance's requests, profiles, processes, host and GPUs only (localise.py), since a
+    healthy rest of the fleet dilutes every signal of the one that broke."""
     cfg = query.config
     base_start = spike.start_ns - cfg.baseline_ns
     rows = store.request_records(query.service, base_start, spike.end_ns + REQUEST_MARGIN_NS,
                                  route=spike.route)
+    where = localise(rows, (base_start, spike.start_ns), (spike.start_ns, spike.end_ns),
+                     cfg.percentile)
+    instance = where.instance
+    if instance is not None:
+        rows = [r for r in rows if r.instance == instance]
+        spike = replace(spike, instance=instance)
     unit = size_unit(rows)
     requests = request_samples(rows, unit)
     spike = refine_onset(spike, [r.end_ns for r in requests],
                          [r.latency_ms for r in requests], cfg.step_ns)
     inside = [r for r in requests if spike.start_ns <= r.end_ns < spike.end_ns]
     before = sum(1 for r in requests if base_start <= r.end_ns < spike.start_ns)
-    spike_profile = store.profile(query.service, spike.start_ns, spike.end_ns)
-    base_profile = store.profile(query.service, base_start, spike.start_ns)
+    spike_profile = store.profile(query.service, spike.start_ns, spike.end_ns, instance=instance)
+    base_profile = store.profile(query.service, base_start, spike.start_ns, instance=instance)
     counts: dict[str, int] = {}
     for r in inside:
         counts[r.version] = counts.get(r.version, 0) + 1
     versions = {}
     if len(counts) > 1:
         for version, n in sorted(counts.items(), key=lambda kv: -kv[1])[:MAX_VERSIONS]:
-            profile = store.profile(query.service, spike.start_ns, spike.end_ns, version=version)
+            profile = store.profile(query.service, spike.start_ns, spike.end_ns, version=version,
+                                    instance=instance)
             versions[version] = code_profile(profile, n)
+    gpus = [g for g in store.gpu_readings(query.service, base_start, spike.end_ns)
+            if instance is None or g.instance == instance]
+    series = replace(_series(query), instance=instance)
     return SpikeContext(
         spike=spike, step_ns=cfg.step_ns, baseline_start_ns=base_start,
         percentile=cfg.percentile, size_unit=unit, excluded=excluded, requests=requests,
-        gpu=gpu_samples(store.gpu_readings(query.service, base_start, spike.end_ns)),
-        resources=_resources(store, _series(query), base_start, spike.end_ns),
+        gpu=gpu_samples(gpus), resources=_resources(store, series, base_start, spike.end_ns),
         events=events, spike_profile=code_profile(spike_profile, len(inside)),
         baseline_profile=code_profile(base_profile, before), version_profiles=versions,
-    )
+    ), where.rises
 
 
 def _resources(store: Store, series: SeriesQuery, start_ns: Nanos, end_ns: Nanos

@@ -1,7 +1,8 @@
 """A SpikeReport as the API's JSON and as the short text `pyrometer spikes` prints.
 
 The JSON keeps the contract's names (an evaluation harness reads them): per spike its
-times, peak, baseline, z and route, its causes best first with score, z, explanation
+times, peak, baseline, z and route, the instance that alone carries it (null: several or
+one instance only) with every instance's own rise, its causes best first with score, z, explanation
 and evidence, whether it is unexplained, and what every candidate saw ("checked").
 """
 
@@ -32,6 +33,11 @@ def _spike(item: AnalyzedSpike) -> dict[str, Any]:
         "onset_ns": s.onset_ns, "peak_ns": s.peak_ns, "peak_ms": _finite(s.peak_ms),
         "baseline_ms": _finite(s.baseline_ms), "baseline_mad_ms": _finite(s.baseline_mad_ms),
         "threshold_ms": _finite(s.threshold_ms), "z": _finite(s.z, 2), "route": s.route,
+        "instance": s.instance,
+        "instances": [{"instance": r.instance, "baseline_ms": _finite(r.baseline_ms),
+                       "spike_ms": _finite(r.spike_ms), "ratio": _finite(r.ratio),
+                       "baseline_requests": r.baseline_requests,
+                       "spike_requests": r.spike_requests} for r in item.instances],
         "causes": [_cause(c) for c in ranking.causes],
         "unexplained": ranking.unexplained,
         "checked": [{"kind": c.kind, "score": _finite(c.score), "z": _finite(c.z, 2),

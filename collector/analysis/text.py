@@ -16,9 +16,10 @@ def to_text(doc: Mapping[str, Any], causes_shown: int = 3) -> str:
              f"{doc['step']}, baseline {doc['baseline']}): {doc['message']}"]
     for spike in doc["spikes"]:
         route = f" {spike['route']}" if spike.get("route") else ""
-        lines.append(f"\nspike{route} {spike['start']} .. {spike['end']} (onset "
-                     f"{spike['onset']}): {doc['percentile']} {spike['peak_ms']:.0f} ms vs "
-                     f"{spike['baseline_ms']:.0f} ms baseline, z {spike['z']:.1f}")
+        where = f" on instance {spike['instance']}" if spike.get("instance") else ""
+        lines.append(f"\nspike{route}{where} {spike['start']} .. {spike['end']} (onset "
+                     f"{spike['onset']}): {doc['percentile']} {spike['peak_ms']:.1f} ms vs "
+                     f"{spike['baseline_ms']:.1f} ms baseline, z {spike['z']:.1f}")
         for n, cause in enumerate(spike["causes"][:causes_shown], 1):
             lines.append(f"  {n}. {cause['kind']} {cause['score']:.2f}  {cause['explanation']}")
         if spike["unexplained"]:

@@ -134,6 +134,7 @@ class RequestRow:
     version: str
     route: str
     status: int
+    instance: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ def read_request_rows(cur: duckdb.DuckDBPyConnection, service: str, start_ns: Na
     clause, params = time_window(service, start_ns, end_ns, route=route)
     rows = cur.execute(
         "SELECT * FROM (SELECT time_ns, latency_ns, request_bytes, app_size, version, route, "
-        f"status FROM requests WHERE {clause} ORDER BY time_ns DESC LIMIT $limit) "
+        f"status, instance FROM requests WHERE {clause} ORDER BY time_ns DESC LIMIT $limit) "
         "ORDER BY time_ns",
         {**params, "limit": MAX_RECORDS},
     ).fetchall()
