@@ -133,6 +133,7 @@ def score_scenario(records: Iterable[dict[str, Any]], baseline_s: float, slack_s
     delays: list[float] = []
     ac: dict[str, list[float]] = {f"ac{k}_{who}": [] for who in RANKERS for k in (1, 3)}
     hours = 0.0
+    named = on_one = 0  # faults on one instance of several: matched spikes that name it
     for record in ok:
         spikes, hits = spikes_of(record), matching(record, slack_s)
         all_spikes += len(spikes) if record.get("truth") else 0
@@ -147,6 +148,9 @@ def score_scenario(records: Iterable[dict[str, Any]], baseline_s: float, slack_s
         delays.append((first.get("onset_ns") or first["start_ns"]) / NS - truth["start"])
         best = max(hits, key=lambda s: overlap_s(s, truth["start"], truth["end"] + slack_s))
         causes = truth_causes(truth)
+        if truth.get("instance"):
+            on_one += 1
+            named += best.get("instance") == truth["instance"]
         for k in (1, 3):
             ac[f"ac{k}_pyrometer"].append(float(hit(rank_pyrometer(best), causes, k)))
             ac[f"ac{k}_max_z"].append(float(hit(rank_max_z(best), causes, k)))
@@ -166,6 +170,7 @@ def score_scenario(records: Iterable[dict[str, Any]], baseline_s: float, slack_s
         "analysable_hours": hours, "analysable_min": hours * 60,
         "delay_median_s": statistics.median(delays) if delays else None,
         "delay_max_s": max(delays) if delays else None,
+        "instance_named": named if on_one else None, "instance_faults": on_one or None,
         **{key: _mean(values) for key, values in ac.items()},
     }
 

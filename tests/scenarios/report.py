@@ -95,6 +95,7 @@ def markdown(scores: dict[str, dict[str, Any]], meta: dict[str, Any],
            "random permutation of the six causes, averaged over draws (1/6 and 1/2 expected). "
            "Max-z: the spike's causes re-sorted by robust z alone.\n",
            f"GPU throttling is {gpu_sim.LABEL}: no GPU was throttled.\n",
+           _instances(scores),
            _conditions(plans),
            "## Scenarios\n"]
     for name in dict.fromkeys(str(row.get("scenario", key)) for key, row in scores.items()):
@@ -108,6 +109,14 @@ def markdown(scores: dict[str, dict[str, Any]], meta: dict[str, Any],
         out.append(f"| {plan['scenario']} | {plan.get('seed_set', 'in-sample')} | {plan['index']} "
                    f"| {plan['seed']} | {fault[0]} | {fault[1]} | {magnitude} |")
     return "\n".join(out) + "\n"
+
+
+def _instances(scores: dict[str, dict[str, Any]]) -> str:
+    """For faults on one instance of several: how many matched spikes named it."""
+    lines = [f"- {key}: {row['instance_named']} of {row['instance_faults']} detected faults "
+             "had their spike named for the broken instance"
+             for key, row in scores.items() if row.get("instance_faults")]
+    return ("Faults on one instance of two:\n\n" + "\n".join(lines) + "\n") if lines else ""
 
 
 def _where(plans: list[dict[str, Any]], key: str) -> str:

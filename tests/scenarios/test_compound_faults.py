@@ -63,3 +63,19 @@ def test_one_of_two_runs_two_instances_and_flips_the_flag() -> None:
     assert plan.instances == 2 and plan.causes == ("code_path",)
     assert isinstance(faults.injector(plan), faults.Flag)
     assert _plan("code_path").instances == 1
+
+
+def test_a_fault_on_one_instance_counts_whether_its_spike_named_that_instance() -> None:
+    def record(named: str | None) -> dict[str, object]:
+        spike = {"start_ns": 100 * 10**9, "end_ns": 130 * 10**9, "onset_ns": 101 * 10**9,
+                 "instance": named, "causes": [{"kind": "code_path", "score": 0.9, "z": 5}]}
+        return {"plan": {"scenario": "one_of_two"},
+                "truth": {"kind": "code_path", "start": 100.0, "end": 130.0, "instance": "rca-b"},
+                "window": {"from": 0.0, "to": 200.0}, "spikes": {"spikes": [spike]}}
+
+    row = metrics.score_scenario([record("rca-b"), record(None), record("rca-a")], 60.0, 10.0)
+    assert (row["instance_named"], row["instance_faults"]) == (1, 3)
+    assert row["ac1_pyrometer"] == 1.0
+    plain = metrics.score_scenario([{**record("rca-b"), "truth": {
+        "kind": "code_path", "start": 100.0, "end": 130.0}}], 60.0, 10.0)
+    assert plain["instance_named"] is None
