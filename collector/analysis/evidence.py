@@ -62,6 +62,9 @@ class ResourcePoint:
     psi_memory_some: float | None = None
     psi_io_some: float | None = None
     rss_bytes: float | None = None
+    # involuntary context switches of the target's threads per second of CPU they got:
+    # how often the scheduler took a core from them while they could still run
+    target_preempted_per_cpu_s: float | None = None
 
     @property
     def other_cpu_cores(self) -> float | None:

@@ -166,4 +166,4 @@ def _resources(store: Store, series: SeriesQuery, start_ns: Nanos, end_ns: Nanos
     if first >= end:
         return ()
     part = replace(series, start_ns=first, end_ns=end)
-    return resource_points(store.process(part), store.host(part))
+    return resource_points(store.process(part), store.host(part), step / NANOS_PER_SECOND)

@@ -62,14 +62,22 @@ def _float(value: int | None) -> float | None:
     return None if value is None else float(value)
 
 
-def resource_points(procs: Iterable[ProcessPoint], hosts: Iterable[HostPoint]
-                    ) -> tuple[ResourcePoint, ...]:
-    """One point per step: the target's processes summed, each host once."""
+# below this much CPU in a step (0.05 of a core) a preemption rate is one or two
+# switches over nothing: not reported
+MIN_CPU_FOR_PREEMPTION = 0.05
+
+
+def resource_points(procs: Iterable[ProcessPoint], hosts: Iterable[HostPoint],
+                    step_s: float | None = None) -> tuple[ResourcePoint, ...]:
+    """One point per step: the target's processes summed, each host once; with the
+    step's length, also the target's preemptions per CPU-second (None without it)."""
     cpu: dict[Nanos, float] = {}
     rss: dict[Nanos, float] = {}
+    switches: dict[Nanos, int] = {}
     for p in procs:
         cpu[p.start_ns] = cpu.get(p.start_ns, 0.0) + p.cpu_user + p.cpu_system
         rss[p.start_ns] = rss.get(p.start_ns, 0.0) + p.rss_bytes_max
+        switches[p.start_ns] = switches.get(p.start_ns, 0) + p.ctx_switches_involuntary
     by_host: dict[Nanos, dict[str, HostPoint]] = {}
     for h in hosts:
         by_host.setdefault(h.start_ns, {})[h.host] = h
@@ -80,8 +88,15 @@ def resource_points(procs: Iterable[ProcessPoint], hosts: Iterable[HostPoint]
         points.append(ResourcePoint(
             start, cpu.get(start), busy, sum(h.cpu_count for h in seen) or None,
             _worst(h.psi_cpu_some for h in seen), _worst(h.psi_memory_some for h in seen),
-            _worst(h.psi_io_some for h in seen), rss.get(start)))
+            _worst(h.psi_io_some for h in seen), rss.get(start),
+            _per_cpu_s(switches.get(start), cpu.get(start), step_s)))
     return tuple(points)
+
+
+def _per_cpu_s(switches: int | None, cores: float | None, step_s: float | None) -> float | None:
+    if switches is None or cores is None or not step_s or cores < MIN_CPU_FOR_PREEMPTION:
+        return None
+    return switches / (cores * step_s)
 
 
 def _worst(values: Iterable[float | None]) -> float | None:

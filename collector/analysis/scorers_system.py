@@ -10,7 +10,10 @@ Host pressure: CPU the host spent beyond the target's own, large against the hos
 cores (another process taking them), PSI cpu "some" when others take CPU, PSI memory
 and io, and the target's RSS growth. Behind a baseline whose co-tenants already come and
 go, the neighbours' z is small however much they take; then what the target gets
-decides (`_squeezed`): PSI cpu against its own baseline, and a host running full.
+decides (`_squeezed`): PSI cpu against its own baseline, a host running full, and how
+often the scheduler preempted the target's threads per second of CPU they got (their
+involuntary context switches, which the agent reads per process: a delay in the run
+queue shows there even where a container hides /proc/pressure).
 
 A neighbour makes the target's requests wait for a core, not do more work: when the
 target's own CPU time per request rose, the slowdown is its own (a code path, larger
@@ -94,7 +97,8 @@ def _delta(ctx: SpikeContext, value: Callable[[ResourcePoint], float | None],
 
 
 def _squeezed(other_rise: float, other_z: float, cores: float, psi_base: float,
-              psi_spike: float, psi_z: float, busy_share: float) -> float:
+              psi_spike: float, psi_z: float, busy_share: float,
+              preempt: tuple[float, float, float] = (math.nan, math.nan, math.nan)) -> float:
     """0..1: other processes took clearly more of the host and the target was squeezed.
 
     Judged by what the target gets, not by the neighbours' z alone: a baseline whose
@@ -104,14 +108,18 @@ def _squeezed(other_rise: float, other_z: float, cores: float, psi_base: float,
     host (0.1 of its cores); the squeeze is PSI cpu some (the share of time runnable
     tasks waited for a core) rising past its own baseline's spread, or doubling by
     5 points or more however noisy that was, or the host running full (nothing left
-    for the target to take).
+    for the target to take), or the target's preemptions per CPU-second (baseline,
+    spike, z) clearly above their baseline's spread and at least doubled: its threads
+    lost their core to someone while they still had work.
     """
     neighbours = ramp(other_z, 1.0, 2.0) * ramp(other_rise / cores, 0.1, 0.3)
     rise = psi_spike - psi_base
     psi = max(ramp(psi_z, 3, 6) * ramp(rise, 5, 25),
               ramp(psi_spike / max(psi_base, 1.0), 1.5, 2.0) * ramp(rise, 5, 25))
     full = ramp(busy_share, 0.85, 0.97)
-    return neighbours * max(psi, full)
+    p_base, p_spike, p_z = preempt
+    preempted = ramp(p_z, 3, 6) * ramp(p_spike / p_base if p_base > 0 else math.nan, 1.5, 2.5)
+    return neighbours * max(psi, full, preempted)
 
 
 def score_host(ctx: SpikeContext, facts: Facts) -> Cause:
@@ -123,7 +131,9 @@ def score_host(ctx: SpikeContext, facts: Facts) -> Cause:
     o_base, o_spike, o_z, o_onset = _delta(ctx, lambda p: p.other_cpu_cores, 0.05)
     c_base, c_spike, c_z, c_onset = _delta(ctx, lambda p: p.psi_cpu_some, 1.0)
     busy = mean(p.host_busy_cores for p in inside if p.host_busy_cores is not None) / cores
-    squeezed = _squeezed(o_spike - o_base, o_z, cores, c_base, c_spike, c_z, busy)
+    p_base, p_spike, p_z, _ = _delta(ctx, lambda p: p.target_preempted_per_cpu_s, 5.0)
+    squeezed = _squeezed(o_spike - o_base, o_z, cores, c_base, c_spike, c_z, busy,
+                         (p_base, p_spike, p_z))
     m_base, m_spike, _, m_onset = _delta(ctx, lambda p: p.psi_memory_some, 1.0)
     i_base, i_spike, _, _ = _delta(ctx, lambda p: p.psi_io_some, 1.0)
     r_base, r_spike, _, _ = _delta(ctx, lambda p: p.rss_bytes, 1.0)
@@ -143,6 +153,8 @@ def score_host(ctx: SpikeContext, facts: Facts) -> Cause:
         "cpu_count": num(cores, 0), "baseline_other_cpu_cores": num(o_base),
         "spike_other_cpu_cores": num(o_spike), "spike_host_busy_share": num(busy),
         "target_squeezed": num(squeezed), "baseline_psi_cpu_some": num(c_base),
+        "baseline_target_preempted_per_cpu_s": num(p_base),
+        "spike_target_preempted_per_cpu_s": num(p_spike),
         "spike_psi_cpu_some": num(c_spike), "baseline_psi_memory_some": num(m_base),
         "spike_psi_memory_some": num(m_spike), "baseline_psi_io_some": num(i_base),
         "spike_psi_io_some": num(i_spike), "baseline_rss_bytes": num(r_base, 0),

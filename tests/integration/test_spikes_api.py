@@ -128,7 +128,7 @@ def test_a_spikes_resources_are_the_whole_series_points_of_its_steps(tmp_path: P
     try:
         fill(store)
         series = SeriesQuery("svc", BASE_NS + 3 * S + 300_000_000, BASE_NS + 655 * S, 7 * S)
-        whole = resource_points(store.process(series), store.host(series))
+        whole = resource_points(store.process(series), store.host(series), 7.0)
         assert whole
         for start, end in [(BASE_NS + 123 * S + 1, BASE_NS + 456 * S + 7), (0, BASE_NS + 20 * S),
                            (BASE_NS + 600 * S, BASE_NS + 900 * S), (series.start_ns, series.end_ns),

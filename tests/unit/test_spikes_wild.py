@@ -221,6 +221,39 @@ def test_a_doubled_psi_counts_however_noisy_its_baseline() -> None:
     assert ranking.causes[0].score > 0.5
 
 
+def starved_without_psi(preempted_spike: float) -> SpikeContext:
+    """An 8-core host in a container that hides /proc/pressure (PSI None): neighbours
+    wandering 1.5-4.5 cores take 6.5 (z 1.6, the host 7.1 of 8 busy, not full); the
+    target's threads were preempted 20-30 times per CPU-second in the baseline."""
+    rng = random.Random(38)
+    base = requests(T0, START, rng, rate=20)
+    inside = requests(START, END, rng, rate=20, slow=1.8)
+
+    def at(t_from: int, steps: int, other: Sequence[float], preempted: Sequence[float]
+           ) -> list[ResourcePoint]:
+        return [ResourcePoint(t_from + i * STEP, 0.6, 0.6 + other[i % len(other)], 8, None,
+                              None, None, 2e9, preempted[i % len(preempted)])
+                for i in range(steps)]
+
+    res = at(T0, 60, [1.5, 3.0, 4.5], [20.0, 25.0, 30.0]) + at(START, 6, [6.5], [preempted_spike])
+    return SpikeContext(
+        spike=SPIKE, step_ns=STEP, baseline_start_ns=T0, requests=tuple(base + inside),
+        resources=tuple(res), baseline_profile=flat(len(base), 5.0),
+        spike_profile=flat(len(inside), 5.0))
+
+
+def test_preempted_threads_show_a_squeeze_where_psi_is_hidden() -> None:
+    ranking = rank(starved_without_psi(preempted_spike=110.0))
+    assert ranking.causes and ranking.causes[0].kind == "host_pressure", ranking.checked
+    host = ranking.causes[0]
+    assert host.score > 0.45, host
+    assert host.evidence["spike_target_preempted_per_cpu_s"] == 110.0
+    # the same neighbours, but the target kept its cores: only the busy host speaks
+    calm = rank(starved_without_psi(preempted_spike=27.0))
+    calm_host = next(c for c in calm.causes + calm.checked if c.kind == "host_pressure")
+    assert calm_host.score < 0.25 < host.score, calm_host
+
+
 # --- more than one cause --------------------------------------------------------------
 
 
@@ -265,3 +298,16 @@ def test_the_cause_that_explains_more_of_the_rise_ranks_first() -> None:
     assert kinds[:2] == ["payload_size", "traffic_surge"], ranking.checked
     split = shares(ctx)
     assert split["payload_size"] > split["traffic_surge"] > 0.1
+
+
+def test_preemptions_per_cpu_second_come_from_the_target_processes_switches() -> None:
+    from pyrometer.collector.analysis.inputs import resource_points
+    from pyrometer.collector.storage.reads import ProcessPoint
+
+    procs = [ProcessPoint("pod", 1, T0, 10, 0.3, 0.1, 10**8, 4, 50, 200),
+             ProcessPoint("pod", 2, T0, 10, 0.4, 0.0, 10**8, 4, 10, 120),
+             ProcessPoint("pod", 1, T0 + STEP, 10, 0.01, 0.01, 10**8, 4, 0, 3)]
+    first, idle = resource_points(procs, [], step_s=10.0)
+    assert first.target_preempted_per_cpu_s == 320 / (0.8 * 10)
+    assert idle.target_preempted_per_cpu_s is None  # 0.02 cores: a rate over nothing
+    assert resource_points(procs, [])[0].target_preempted_per_cpu_s is None  # no step known
