@@ -20,6 +20,7 @@ from typing import Any
 
 from pyrometer.agent.shared.errors import ConfigError
 from pyrometer.collector.api import client
+from pyrometer.collector.cli import text
 from pyrometer.collector.procs import Child, python_env, start
 
 SERVICE = "demo-model"
@@ -113,8 +114,7 @@ def _report(api: str, out: Path, started_ns: int) -> None:
     tree = json.loads(client.get(api, "/api/v1/flamegraph", {**params, "format": "json"}))
     print(f"\nflame graph: {path}  ({tree.get('total', 0)} samples)")
     print("top functions by own samples:")
-    for name, share in top_functions(tree.get("tree", tree), 8):
-        print(f"  {share:6.1%}  {name}")
+    print(text.functions_table(text.top_functions(tree.get("tree", tree), 8), tree.get("total", 0)))
     latency = json.loads(client.get(api, "/api/v1/latency", {**params, "step": "10s"}))
     points = latency.get("points", [])
     if points:
@@ -128,22 +128,6 @@ def _free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def top_functions(tree: dict[str, Any], limit: int) -> list[tuple[str, float]]:
-    """Functions by self samples (value minus children), as shares of the root's total."""
-    totals: dict[str, int] = {}
-    stack = [tree]
-    while stack:
-        node = stack.pop()
-        children = node.get("children", [])
-        own = node["value"] - sum(c["value"] for c in children)
-        if node is not tree and own > 0:
-            totals[node["name"]] = totals.get(node["name"], 0) + own
-        stack.extend(children)
-    root = max(tree.get("value", 0), 1)
-    ranked = sorted(totals.items(), key=lambda item: (-item[1], item[0]))[:limit]
-    return [(name, value / root) for name, value in ranked]
 
 
 def last_json_line(text: str) -> dict[str, Any] | None:
