@@ -264,3 +264,41 @@ def test_the_size_relation_is_learned_from_the_baseline() -> None:
     power = requests(T0, T0 + 60 * S, rng, latency=lambda size: size ** 0.8)
     assert abs((fit_beta(power) or 0) - 0.8) < 0.05
     assert fit_beta(power[:10]) is None  # too few to tell
+
+
+def creeping_gpu(seed: int = 3) -> tuple[GpuSample, ...]:
+    """A slow thermal creep: from the baseline's middle the temperature climbs 70 -> 88 C,
+    the SM clock steps down 1980 -> 1400 MHz with sw_thermal_slowdown on ever more
+    readings; inside the spike it is pinned at 1100 MHz and 90 C."""
+    rng = random.Random(seed)
+    out = []
+    creep_from = T0 + 300 * S
+    for t in range(T0, END, S):
+        if t >= START:
+            out.append(GpuSample(t, "pod/0", ("sw_thermal_slowdown",), False, 1100.0, 1980.0,
+                                 90.0, 89.0, replayed=True))
+            continue
+        f = max(0.0, (t - creep_from) / (START - creep_from))
+        hot = rng.random() < 0.6 * f
+        out.append(GpuSample(t, "pod/0", ("sw_thermal_slowdown",) if hot else (), False,
+                             1980.0 - 580.0 * f, 1980.0, 70.0 + 18.0 * f, 89.0, replayed=True))
+    return tuple(out)
+
+
+def test_a_slow_thermal_creep_is_still_gpu_throttling() -> None:
+    # the baseline already holds half the creep: its throttled share and clock have moved
+    ranking = rank(scenario(gpu=creeping_gpu()))
+    assert [c.kind for c in ranking.causes][:1] == ["gpu_throttling"], ranking.checked
+    assert ranking.causes[0].score > 0.5, ranking.causes[0]
+
+
+def test_a_short_spike_of_fifteen_seconds_is_found_and_explained() -> None:
+    # a 15 s burst of large inputs, on 5 s steps: three buckets
+    rng = random.Random(8)
+    end = START + 15 * S
+    inside = requests(START, end, rng, size_factor=3.0)
+    short = replace(SPIKE, end_ns=end)
+    ctx = replace(scenario(spike_requests=inside, spike_profile=profile(len(inside), 5.0 * 2.2,
+                                                                       BASE_SHARES)),
+                  spike=short, step_ns=5 * S)
+    assert top(ctx)[:1] == ["payload_size"]

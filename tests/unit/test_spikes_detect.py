@@ -138,3 +138,13 @@ def test_a_spike_ends_when_latency_is_back_near_its_baseline() -> None:
     found = detect(series(values), CONFIG, from_ns=T0 + 60 * STEP)
     assert [(s.start_ns, s.end_ns) for s in found.spikes] == [
         (T0 + 70 * STEP, T0 + 73 * STEP), (T0 + 74 * STEP, T0 + 75 * STEP)]
+
+
+def test_a_fifteen_second_spike_on_five_second_steps_is_found_whole() -> None:
+    step = 5 * S
+    config = DetectConfig(step_ns=step, baseline_ns=300 * S)  # 60 buckets of 5 s
+    values = noisy(100, seed=4)
+    values[80:83] = [110.0, 140.0, 120.0]  # 15 s
+    buckets = [Bucket(T0 + i * step, T0 + (i + 1) * step, v, 40) for i, v in enumerate(values)]
+    (spike,) = detect(buckets, config, from_ns=T0 + 60 * step).spikes
+    assert (spike.start_ns, spike.end_ns) == (T0 + 80 * step, T0 + 83 * step)
