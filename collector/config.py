@@ -10,9 +10,14 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyrometer.agent.shared import credentials
 from pyrometer.agent.shared.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pyrometer.collector.analysis.stages import StageRule
 
 _LISTEN = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]*):(\d{1,5})$")
 
@@ -52,6 +57,8 @@ class CollectorConfig:
     retention_ns: int | None = 7 * 86_400 * 1_000_000_000
     retention_interval_s: float = 300.0
     tls: ServerTls | None = None
+    # pipeline stage rules: the user's file's before the defaults; None: the defaults
+    stage_rules: tuple[StageRule, ...] | None = None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,6 +83,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-client-ca", metavar="FILE", help="CA (PEM) whose client "
                         "certificates agents must present on gRPC (mutual TLS) "
                         "[PYROMETER_TLS_CLIENT_CA]")
+    parser.add_argument("--stages", metavar="FILE", help="JSON file of pipeline stage rules, "
+                        'e.g. {"stages": [{"stage": "retrieval", "function": "knn_search"}]}, '
+                        "matched before the built-in ones (tokenization, forward pass, pre- "
+                        "and post-processing) [PYROMETER_STAGES]")
 
 
 def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> CollectorConfig:
@@ -93,7 +104,21 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> C
     retention, interval = _retention(args, env)
     return CollectorConfig(db_path=db, grpc_listen=grpc_listen, http_listen=http_listen,
                            commit_delay_ms=delay, tokens=_tokens(args, env), tls=_tls(args, env),
-                           retention_ns=retention, retention_interval_s=interval)
+                           retention_ns=retention, retention_interval_s=interval,
+                           stage_rules=_stage_rules(args, env))
+
+
+def _stage_rules(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[StageRule, ...] | None:
+    path = getattr(args, "stages", None) or env.get("PYROMETER_STAGES")
+    if not path:
+        return None
+    # imported here: the CLI parser imports this module and must stay light
+    from pyrometer.collector.analysis.stages import StageConfigError, load_rules
+
+    try:
+        return load_rules(Path(path))
+    except StageConfigError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _retention(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[int | None, float]:

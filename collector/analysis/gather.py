@@ -25,6 +25,7 @@ from pyrometer.collector.analysis.inputs import (
     size_unit,
 )
 from pyrometer.collector.analysis.localise import InstanceRise, localise
+from pyrometer.collector.analysis.stages import DEFAULT_RULES, StageChange, StageRule, compare, split
 from pyrometer.collector.storage.reads import REPLAYED_NOTICE, LatencyPoint, SeriesQuery
 from pyrometer.collector.storage.store import Store
 
@@ -40,6 +41,7 @@ class SpikeQuery:
     start_ns: Nanos
     end_ns: Nanos
     config: DetectConfig
+    stage_rules: tuple[StageRule, ...] = DEFAULT_RULES
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +49,7 @@ class AnalyzedSpike:
     spike: Spike
     ranking: Ranking
     instances: tuple[InstanceRise, ...] = ()  # per instance, largest rise first (localise.py)
+    stages: tuple[StageChange, ...] = ()  # time per request by stage, baseline vs spike
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +102,9 @@ def analyze(store: Store, query: SpikeQuery) -> SpikeReport:
     for spike in chosen:
         excluded = tuple((s.start_ns, s.end_ns) for s in spikes
                          if s.route == spike.route and s.start_ns < spike.start_ns)
-        ctx, rises = _context(store, query, spike, excluded, events)
+        ctx, rises, stages = _context(store, query, spike, excluded, events)
         replayed = replayed or any(g.replayed for g in ctx.gpu)
-        analysed.append(AnalyzedSpike(ctx.spike, rank(ctx), rises))
+        analysed.append(AnalyzedSpike(ctx.spike, rank(ctx), rises, stages))
     notices = (REPLAYED_NOTICE,) if replayed else ()
     return SpikeReport(query, detection.status, detection, tuple(analysed), notices,
                        len(spikes) - len(chosen))
@@ -109,7 +112,7 @@ def analyze(store: Store, query: SpikeQuery) -> SpikeReport:
 
 def _context(store: Store, query: SpikeQuery, spike: Spike,
              excluded: tuple[tuple[Nanos, Nanos], ...], events: tuple[EventInfo, ...]
-             ) -> tuple[SpikeContext, tuple[InstanceRise, ...]]:
+             ) -> tuple[SpikeContext, tuple[InstanceRise, ...], tuple[StageChange, ...]]:
     """What the scorers judge one spike by; when one instance carries the spike, that
     instance's requests, profiles, processes, host and GPUs only (localise.py), since a
     healthy rest of the fleet dilutes every signal of the one that broke."""
@@ -140,6 +143,9 @@ def _context(store: Store, query: SpikeQuery, spike: Spike,
             profile = store.profile(query.service, spike.start_ns, spike.end_ns, version=version,
                                     instance=instance)
             versions[version] = code_profile(profile, n)
+    stages = compare(split(base_profile.samples, before, base_profile.rate_hz, query.stage_rules),
+                     split(spike_profile.samples, len(inside), spike_profile.rate_hz,
+                           query.stage_rules))
     gpus = [g for g in store.gpu_readings(query.service, base_start, spike.end_ns)
             if instance is None or g.instance == instance]
     series = replace(_series(query), instance=instance)
@@ -149,7 +155,7 @@ def _context(store: Store, query: SpikeQuery, spike: Spike,
         gpu=gpu_samples(gpus), resources=_resources(store, series, base_start, spike.end_ns),
         events=events, spike_profile=code_profile(spike_profile, len(inside)),
         baseline_profile=code_profile(base_profile, before), version_profiles=versions,
-    ), where.rises
+    ), where.rises, stages
 
 
 def _resources(store: Store, series: SeriesQuery, start_ns: Nanos, end_ns: Nanos

@@ -2,8 +2,10 @@
 
 The JSON keeps the contract's names (an evaluation harness reads them): per spike its
 times, peak, baseline, z and route, the instance that alone carries it (null: several or
-one instance only) with every instance's own rise, its causes best first with score, z, explanation
-and evidence, whether it is unexplained, and what every candidate saw ("checked").
+one instance only) with every instance's own rise, the time per request of each
+pipeline stage in the baseline and the spike with a one-line summary (stages.py), its
+causes best first with score, z, explanation and evidence, whether it is unexplained,
+and what every candidate saw ("checked").
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from pyrometer.collector.analysis.candidate import Cause
 from pyrometer.collector.analysis.gather import AnalyzedSpike, SpikeReport
+from pyrometer.collector.analysis.stages import summary
 from pyrometer.collector.timeparse import format_duration, format_time
 
 
@@ -38,6 +41,11 @@ def _spike(item: AnalyzedSpike) -> dict[str, Any]:
                        "spike_ms": _finite(r.spike_ms), "ratio": _finite(r.ratio),
                        "baseline_requests": r.baseline_requests,
                        "spike_requests": r.spike_requests} for r in item.instances],
+        "stages": [{"stage": c.stage, "baseline_ms_per_request": _finite(c.baseline_ms),
+                    "spike_ms_per_request": _finite(c.spike_ms),
+                    "baseline_share": _finite(c.baseline_share),
+                    "spike_share": _finite(c.spike_share)} for c in item.stages],
+        "stages_summary": summary(item.stages) if item.stages else "",
         "causes": [_cause(c) for c in ranking.causes],
         "unexplained": ranking.unexplained,
         "checked": [{"kind": c.kind, "score": _finite(c.score), "z": _finite(c.z, 2),

@@ -20,6 +20,8 @@ def to_text(doc: Mapping[str, Any], causes_shown: int = 3) -> str:
         lines.append(f"\nspike{route}{where} {spike['start']} .. {spike['end']} (onset "
                      f"{spike['onset']}): {doc['percentile']} {spike['peak_ms']:.1f} ms vs "
                      f"{spike['baseline_ms']:.1f} ms baseline, z {spike['z']:.1f}")
+        if spike.get("stages_summary"):
+            lines.append(f"  stages: {spike['stages_summary']}")
         for n, cause in enumerate(spike["causes"][:causes_shown], 1):
             lines.append(f"  {n}. {cause['kind']} {cause['score']:.2f}  {cause['explanation']}")
         if spike["unexplained"]:

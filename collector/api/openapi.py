@@ -101,6 +101,10 @@ def _paths() -> dict[str, Any]:
             "latency spikes in the window, each with its ranked causes",
             [*window, STEP, _param("baseline", f"trailing baseline, {DURATION}; default 30m"),
              _param("percentile", "p95, p99 or max; default p99")]),
+        "/api/v1/stages": _get(
+            "the window's samples split into pipeline stages (tokenization, forward pass, "
+            "pre- and post-processing, serving framework, waiting, other), each with its "
+            "share and time per request", [*window, *LABELS, PID]),
         "/api/v1/events": {
             **_get("events of a service in the window", [*window, _param("kind", "only this kind")]),
             "post": {"summary": "record an event (a deploy from CI/CD, say)",

@@ -15,6 +15,7 @@ from typing import Any, TypedDict, TypeVar
 from aiohttp import web
 
 from pyrometer.agent.shared.model import Nanos
+from pyrometer.collector.analysis.stages import StageRule
 from pyrometer.collector.ingest.limits import DecodeLimits
 from pyrometer.collector.metrics import CollectorMetrics
 from pyrometer.collector.storage.store import Store
@@ -24,6 +25,8 @@ T = TypeVar("T")
 
 STORE = web.AppKey("store", Store)
 METRICS = web.AppKey("metrics", CollectorMetrics)
+# pipeline stage rules (analysis/stages.py): the user's own before the defaults
+STAGE_RULES: web.AppKey[tuple[StageRule, ...]] = web.AppKey("stage_rules")
 DEFAULT_RANGE = "now-1h"
 MAX_PARAM_LEN = 256
 # a label or service may be as long as ingest lets a stored string be, or a service

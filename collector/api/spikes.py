@@ -18,6 +18,7 @@ from pyrometer.collector.analysis.detect import DetectConfig
 from pyrometer.collector.analysis.gather import SpikeQuery, analyze
 from pyrometer.collector.analysis.report import to_json
 from pyrometer.collector.api.params import (
+    STAGE_RULES,
     STORE,
     BadParameter,
     Query,
@@ -81,7 +82,8 @@ async def spikes(request: web.Request) -> web.Response:
     service = required(query, "service")
     window = parse_window(query, now_ns=time.time_ns())
     config = parse_config(query, window.end_ns - window.start_ns)
-    spike_query = SpikeQuery(service, window.start_ns, window.end_ns, config)
+    spike_query = SpikeQuery(service, window.start_ns, window.end_ns, config,
+                             request.app[STAGE_RULES])
     store = request.app[STORE]
     report = await run_query(request, "spikes", analyze, store, spike_query)
     # as for /flamegraph, only an answer without data needs the (full scan) check that

@@ -90,8 +90,8 @@ class LiveServer:
     runs its own event loop, as it does in the collector.
     """
 
-    def __init__(self, store: DuckDBStore, metrics: CollectorMetrics) -> None:
-        self.app = create_app(store, metrics)
+    def __init__(self, store: DuckDBStore, metrics: CollectorMetrics, **options: Any) -> None:
+        self.app = create_app(store, metrics, **options)
         self.port = 0
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None

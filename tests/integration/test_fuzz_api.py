@@ -121,6 +121,7 @@ PARAMS = {
     "/api/v1/process": ["service", "from", "to", "step"],
     "/api/v1/spikes": ["service", "from", "to", "step", "baseline", "percentile"],
     "/api/v1/events": ["service", "from", "to", "kind"],
+    "/api/v1/stages": ["service", "from", "to", "instance", "version", "thread", "pid"],
     "/api/v1/services": [],
 }
 KIND = {"from": TIMES, "to": TIMES, "baseline_from": TIMES, "baseline_to": TIMES,
