@@ -17,6 +17,7 @@ from pyrometer.agent.shared import credentials
 from pyrometer.agent.shared.errors import ConfigError
 
 if TYPE_CHECKING:
+    from pyrometer.collector.analysis.slo import Objective
     from pyrometer.collector.analysis.stages import StageRule
 
 _LISTEN = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]*):(\d{1,5})$")
@@ -59,6 +60,7 @@ class CollectorConfig:
     tls: ServerTls | None = None
     # pipeline stage rules: the user's file's before the defaults; None: the defaults
     stage_rules: tuple[StageRule, ...] | None = None
+    objectives: tuple[Objective, ...] = ()  # latency SLOs (analysis/slo.py)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,6 +89,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         'e.g. {"stages": [{"stage": "retrieval", "function": "knn_search"}]}, '
                         "matched before the built-in ones (tokenization, forward pass, pre- "
                         "and post-processing) [PYROMETER_STAGES]")
+    parser.add_argument("--slos", metavar="FILE", help="JSON file of latency objectives, e.g. "
+                        '{"slos": [{"name": "predict", "service": "model", "objective": 0.99, '
+                        '"threshold_ms": 300, "period": "28d"}]}, served with their budget and '
+                        "burn rates at /api/v1/slos [PYROMETER_SLOS]")
 
 
 def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> CollectorConfig:
@@ -105,7 +111,20 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> C
     return CollectorConfig(db_path=db, grpc_listen=grpc_listen, http_listen=http_listen,
                            commit_delay_ms=delay, tokens=_tokens(args, env), tls=_tls(args, env),
                            retention_ns=retention, retention_interval_s=interval,
-                           stage_rules=_stage_rules(args, env))
+                           stage_rules=_stage_rules(args, env), objectives=_objectives(args, env))
+
+
+def _objectives(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Objective, ...]:
+    path = getattr(args, "slos", None) or env.get("PYROMETER_SLOS")
+    if not path:
+        return ()
+    # imported here: the CLI parser imports this module and must stay light
+    from pyrometer.collector.analysis.slo import SloConfigError, load_objectives
+
+    try:
+        return load_objectives(Path(path))
+    except SloConfigError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _stage_rules(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[StageRule, ...] | None:

@@ -60,7 +60,8 @@ async def _start_http(config: CollectorConfig, store: DuckDBStore, metrics: Coll
                       ) -> tuple[web.AppRunner, str]:
     host, port = check_listen("--http-listen", config.http_listen)
     middlewares = [http_middleware(config.tokens)] if config.tokens.enabled else []
-    app = create_app(store, metrics, middlewares, stage_rules=config.stage_rules)
+    app = create_app(store, metrics, middlewares, stage_rules=config.stage_rules,
+                     objectives=config.objectives)
     runner = web.AppRunner(app, access_log=None, **RUNNER_OPTIONS)
     await runner.setup()
     context = tls.https_context(config.tls) if config.tls else None

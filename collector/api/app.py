@@ -19,15 +19,18 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from pyrometer.collector.analysis.slo import Objective
 from pyrometer.collector.analysis.stages import DEFAULT_RULES, StageRule
 from pyrometer.collector.api import empty, openapi
 from pyrometer.collector.api import events as api_events
 from pyrometer.collector.api import series as api_series
+from pyrometer.collector.api import slos as api_slos
 from pyrometer.collector.api import spikes as api_spikes
 from pyrometer.collector.api import stages as api_stages
 from pyrometer.collector.api.diff import flamegraph_diff
 from pyrometer.collector.api.params import (
     METRICS,
+    OBJECTIVES,
     STAGE_RULES,
     STORE,
     BadParameter,
@@ -53,12 +56,14 @@ _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
 
 
 def create_app(store: Store, metrics: CollectorMetrics, middlewares: Sequence[Middleware] = (),
-               *, stage_rules: tuple[StageRule, ...] | None = None) -> web.Application:
+               *, stage_rules: tuple[StageRule, ...] | None = None,
+               objectives: tuple[Objective, ...] = ()) -> web.Application:
     """The API over `store`; query latencies are observed in `metrics`."""
     app = web.Application(middlewares=[*middlewares, _errors])  # first runs outermost (auth)
     app[STORE] = store
     app[METRICS] = metrics
     app[STAGE_RULES] = stage_rules or DEFAULT_RULES
+    app[OBJECTIVES] = objectives
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", prometheus_metrics)
     app.router.add_get("/api/v1/services", services)
@@ -69,6 +74,7 @@ def create_app(store: Store, metrics: CollectorMetrics, middlewares: Sequence[Mi
     app.router.add_get("/api/v1/process", api_series.process)
     app.router.add_get("/api/v1/spikes", api_spikes.spikes)
     app.router.add_get("/api/v1/stages", api_stages.stages)
+    app.router.add_get("/api/v1/slos", api_slos.slos)
     app.router.add_get("/api/v1/events", api_events.list_events)
     app.router.add_post("/api/v1/events", api_events.post_event)
     app.router.add_get("/api/v1/openapi.json", openapi.openapi_json)

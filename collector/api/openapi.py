@@ -105,6 +105,11 @@ def _paths() -> dict[str, Any]:
             "the window's samples split into pipeline stages (tokenization, forward pass, "
             "pre- and post-processing, serving framework, waiting, other), each with its "
             "share and time per request", [*window, *LABELS, PID]),
+        "/api/v1/slos": _get(
+            "each latency objective of the --slos file: budget left, burn rates over 5m, 30m, "
+            "1h and 6h, and its state (page, ticket, ok)",
+            [_param("service", "only this service's objectives"),
+             _param("at", f"when the windows end, {TIME}; default now")], errors=("400",)),
         "/api/v1/events": {
             **_get("events of a service in the window", [*window, _param("kind", "only this kind")]),
             "post": {"summary": "record an event (a deploy from CI/CD, say)",

@@ -15,6 +15,7 @@ from typing import Any, TypedDict, TypeVar
 from aiohttp import web
 
 from pyrometer.agent.shared.model import Nanos
+from pyrometer.collector.analysis.slo import Objective
 from pyrometer.collector.analysis.stages import StageRule
 from pyrometer.collector.ingest.limits import DecodeLimits
 from pyrometer.collector.metrics import CollectorMetrics
@@ -27,6 +28,7 @@ STORE = web.AppKey("store", Store)
 METRICS = web.AppKey("metrics", CollectorMetrics)
 # pipeline stage rules (analysis/stages.py): the user's own before the defaults
 STAGE_RULES: web.AppKey[tuple[StageRule, ...]] = web.AppKey("stage_rules")
+OBJECTIVES: web.AppKey[tuple[Objective, ...]] = web.AppKey("objectives")  # analysis/slo.py
 DEFAULT_RANGE = "now-1h"
 MAX_PARAM_LEN = 256
 # a label or service may be as long as ingest lets a stored string be, or a service
@@ -60,14 +62,14 @@ class Window:
 
 def parse_window(query: Query, now_ns: Nanos) -> Window:
     """`from`/`to` as RFC 3339, unix seconds or now-15m; defaults to the last hour."""
-    start = _parse_time_param(query, "from", DEFAULT_RANGE, now_ns)
-    end = _parse_time_param(query, "to", "now", now_ns)
+    start = parse_time_param(query, "from", DEFAULT_RANGE, now_ns)
+    end = parse_time_param(query, "to", "now", now_ns)
     if start >= end:
         raise BadParameter("from", f"from ({format_time(start)}) must be before to ({format_time(end)})")
     return Window(start, end)
 
 
-def _parse_time_param(query: Query, name: str, default: str, now_ns: Nanos) -> Nanos:
+def parse_time_param(query: Query, name: str, default: str, now_ns: Nanos) -> Nanos:
     raw = optional(query, name) or default
     try:
         return parse_time(raw, now_ns)

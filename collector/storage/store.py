@@ -116,6 +116,12 @@ class Store(Protocol):
         """GPU readings in [start, end), by time (capped; the latest are kept)."""
         ...
 
+    def request_counts(self, service: str, windows: Sequence[tuple[Nanos, Nanos]], *,
+                       threshold_ns: Nanos, route: str | None = None) -> list[tuple[int, int]]:
+        """(requests, good requests) that ended in each [start, end) window; good: status
+        below 500 and latency at most `threshold_ns` (what an SLO counts)."""
+        ...
+
     def routes(self, service: str, start_ns: Nanos, end_ns: Nanos) -> list[tuple[str, int]]:
         """(route, requests) that ended in [start, end), busiest first."""
         ...

@@ -122,9 +122,10 @@ PARAMS = {
     "/api/v1/spikes": ["service", "from", "to", "step", "baseline", "percentile"],
     "/api/v1/events": ["service", "from", "to", "kind"],
     "/api/v1/stages": ["service", "from", "to", "instance", "version", "thread", "pid"],
+    "/api/v1/slos": ["service", "at"],
     "/api/v1/services": [],
 }
-KIND = {"from": TIMES, "to": TIMES, "baseline_from": TIMES, "baseline_to": TIMES,
+KIND = {"from": TIMES, "to": TIMES, "at": TIMES, "baseline_from": TIMES, "baseline_to": TIMES,
         "step": DURATIONS, "baseline": DURATIONS,
         "pid": st.one_of(st.integers(-(2**70), 2**70).map(str), WORDS)}
 

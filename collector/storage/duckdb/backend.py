@@ -37,7 +37,12 @@ from pyrometer.collector.storage.duckdb.profiles import (
     read_profile,
     read_services,
 )
-from pyrometer.collector.storage.duckdb.records import read_gpu_rows, read_request_rows, read_routes
+from pyrometer.collector.storage.duckdb.records import (
+    read_gpu_rows,
+    read_request_counts,
+    read_request_rows,
+    read_routes,
+)
 from pyrometer.collector.storage.duckdb.schema import TABLES, TIME_COLUMNS, create_statements
 from pyrometer.collector.storage.duckdb.series import read_gpu, read_host, read_latency, read_process
 from pyrometer.collector.storage.reads import (
@@ -258,6 +263,12 @@ class DuckDBStore:
     def gpu_readings(self, service: str, start_ns: Nanos, end_ns: Nanos) -> list[GpuRow]:
         """See `Store.gpu_readings`."""
         return self._read(lambda cur: read_gpu_rows(cur, service, start_ns, end_ns))
+
+    def request_counts(self, service: str, windows: Sequence[tuple[Nanos, Nanos]], *,
+                       threshold_ns: Nanos, route: str | None = None) -> list[tuple[int, int]]:
+        """See `Store.request_counts`."""
+        return self._read(lambda cur: read_request_counts(cur, service, windows, threshold_ns,
+                                                          route))
 
     def routes(self, service: str, start_ns: Nanos, end_ns: Nanos) -> list[tuple[str, int]]:
         """See `Store.routes`."""

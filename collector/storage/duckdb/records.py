@@ -9,6 +9,8 @@ MAX_RECORDS rows (the most recent are kept, as the spike is at the end of the wi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import duckdb
 
 from pyrometer.agent.shared.model import Nanos
@@ -29,6 +31,27 @@ def read_request_rows(cur: duckdb.DuckDBPyConnection, service: str, start_ns: Na
         {**params, "limit": MAX_RECORDS},
     ).fetchall()
     return [RequestRow(*row) for row in rows]
+
+
+def read_request_counts(cur: duckdb.DuckDBPyConnection, service: str,
+                        windows: Sequence[tuple[Nanos, Nanos]], threshold_ns: Nanos,
+                        route: str | None = None) -> list[tuple[int, int]]:
+    """(requests, good requests) per window, in one scan over the windows' span."""
+    if not windows:
+        return []
+    clause, params = time_window(service, min(w[0] for w in windows),
+                                 max(w[1] for w in windows), route=route)
+    good = "status < 500 AND latency_ns <= $threshold"
+    columns = []
+    for n, (start, end) in enumerate(windows):
+        params[f"s{n}"], params[f"e{n}"] = start, end
+        inside = f"time_ns >= $s{n} AND time_ns < $e{n}"
+        columns.append(f"count(*) FILTER (WHERE {inside}), "
+                       f"count(*) FILTER (WHERE {inside} AND {good})")
+    row = cur.execute(f"SELECT {', '.join(columns)} FROM requests WHERE {clause}",
+                      {**params, "threshold": threshold_ns}).fetchone()
+    assert row is not None  # an aggregate without GROUP BY always has a row
+    return [(int(row[2 * n]), int(row[2 * n + 1])) for n in range(len(windows))]
 
 
 def read_gpu_rows(cur: duckdb.DuckDBPyConnection, service: str, start_ns: Nanos,
