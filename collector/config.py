@@ -17,6 +17,7 @@ from pyrometer.agent.shared import credentials
 from pyrometer.agent.shared.errors import ConfigError
 
 if TYPE_CHECKING:
+    from pyrometer.collector.alerts.config import AlertConfig
     from pyrometer.collector.analysis.slo import Objective
     from pyrometer.collector.analysis.stages import StageRule
 
@@ -61,6 +62,7 @@ class CollectorConfig:
     # pipeline stage rules: the user's file's before the defaults; None: the defaults
     stage_rules: tuple[StageRule, ...] | None = None
     objectives: tuple[Objective, ...] = ()  # latency SLOs (analysis/slo.py)
+    alerts: AlertConfig | None = None  # webhooks for spikes and SLO changes (alerts/)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,6 +95,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         '{"slos": [{"name": "predict", "service": "model", "objective": 0.99, '
                         '"threshold_ms": 300, "period": "28d"}]}, served with their budget and '
                         "burn rates at /api/v1/slos [PYROMETER_SLOS]")
+    parser.add_argument("--alerts", metavar="FILE", help="JSON file of webhooks to notify of "
+                        'spikes and SLO changes, e.g. {"webhooks": [{"url": "https://...", '
+                        '"format": "slack"}]} (formats json, slack, alertmanager) '
+                        "[PYROMETER_ALERTS]")
 
 
 def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> CollectorConfig:
@@ -111,7 +117,21 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> C
     return CollectorConfig(db_path=db, grpc_listen=grpc_listen, http_listen=http_listen,
                            commit_delay_ms=delay, tokens=_tokens(args, env), tls=_tls(args, env),
                            retention_ns=retention, retention_interval_s=interval,
-                           stage_rules=_stage_rules(args, env), objectives=_objectives(args, env))
+                           stage_rules=_stage_rules(args, env), objectives=_objectives(args, env),
+                           alerts=_alerts(args, env))
+
+
+def _alerts(args: argparse.Namespace, env: Mapping[str, str]) -> AlertConfig | None:
+    path = getattr(args, "alerts", None) or env.get("PYROMETER_ALERTS")
+    if not path:
+        return None
+    # imported here: the CLI parser imports this module and must stay light
+    from pyrometer.collector.alerts.config import AlertConfigError, load_alerts
+
+    try:
+        return load_alerts(Path(path))
+    except AlertConfigError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _objectives(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Objective, ...]:

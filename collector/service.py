@@ -10,6 +10,8 @@ import signal
 from aiohttp import web
 
 from pyrometer.collector import config as collector_config
+from pyrometer.collector.alerts.watcher import AlertWatcher, WebhookSender
+from pyrometer.collector.analysis.stages import DEFAULT_RULES
 from pyrometer.collector.api import tls
 from pyrometer.collector.api.app import RUNNER_OPTIONS, create_app
 from pyrometer.collector.api.auth import TokenInterceptor, http_middleware
@@ -41,11 +43,15 @@ async def run(config: CollectorConfig, stop: asyncio.Event | None = None) -> int
         try:
             runner, http_url = await _start_http(config, store, metrics)
             retention = _start_retention(config, store, metrics)
+            alerts = await _start_alerts(config, store, http_url)
             try:
                 print(_ready_line(config, ingest.port, http_url), flush=True)
                 await stop.wait()
                 log.info("shutting down")
             finally:
+                if alerts is not None:
+                    await _stop_task(alerts[0])
+                    await alerts[1].close()
                 if retention is not None:
                     await _stop_task(retention)
                 await runner.cleanup()
@@ -85,6 +91,21 @@ def _start_retention(config: CollectorConfig, store: DuckDBStore, metrics: Colle
     # its own stop event: the task is cancelled at shutdown, mid-pass if need be
     return asyncio.get_running_loop().create_task(
         run_retention(store, policy, metrics, asyncio.Event()), name="retention")
+
+
+async def _start_alerts(config: CollectorConfig, store: DuckDBStore, http_url: str
+                        ) -> tuple[asyncio.Task[None], WebhookSender] | None:
+    if config.alerts is None:
+        return None
+    sender = WebhookSender(config.alerts.webhooks)
+    await sender.start()
+    watcher = AlertWatcher(store, config.alerts, http_url, config.objectives,
+                           config.stage_rules or DEFAULT_RULES)
+    task = asyncio.get_running_loop().create_task(watcher.run(sender, asyncio.Event()),
+                                                  name="alerts")
+    log.info("alerts: %d webhook(s), looking every %.0f s", len(config.alerts.webhooks),
+             config.alerts.interval_ns / 1e9)
+    return task, sender
 
 
 async def _stop_task(task: asyncio.Task[None]) -> None:

@@ -1,0 +1,1 @@
+"""Notifications that carry the cause: spikes found and SLOs burning, sent to webhooks."""
