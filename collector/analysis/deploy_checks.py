@@ -3,9 +3,9 @@
 Two checks (scorers_deploy.py says when each is asked):
 
 - `across_event`: the requests that began after the event and ended before the spike's
-  onset, size-adjusted, against the baseline's requests before the event, in units of
-  the baseline's own step-to-step variation (scaled to the number of requests compared:
-  a median of few requests wobbles more than a step's).
+  onset (outside earlier spikes), size-adjusted, against the baseline's requests before
+  the event, in units of the baseline's own step-to-step variation (scaled to the number
+  of requests compared: a median of few requests wobbles more than a step's).
 - `cost_step`: the target's CPU seconds per request over the spike against the
   baseline's, divided by what the requests' sizes predict (the baseline's
   latency-per-size relation; at the baseline's load latency is mostly the work), and
@@ -66,7 +66,10 @@ class AcrossEvent:
 def across_event(ctx: SpikeContext, facts: Facts, event: EventInfo) -> AcrossEvent:
     onset = ctx.spike.onset_ns
     seconds = (onset - event.time_ns) / 1e9
-    after = [r for r in ctx.requests if r.start_ns >= event.time_ns and r.end_ns < onset]
+    # an earlier spike between the event and the onset (a restart's cold start, say) is
+    # detected on its own and was no lasting change: its requests say nothing of the event
+    after = [r for r in ctx.requests if r.start_ns >= event.time_ns and r.end_ns < onset
+             and not any(lo <= r.end_ns < hi for lo, hi in ctx.excluded)]
     before = [r for r in ctx.requests if r.end_ns < event.time_ns and ctx.in_baseline(r.end_ns)]
     if len(after) < MIN_ACROSS_REQUESTS or len(before) < MIN_ACROSS_REQUESTS:
         return AcrossEvent(len(after), seconds, math.nan, 0.0, False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 
 from pyrometer.agent.shared.model import Frame
 from pyrometer.collector.analysis.causes import MIN_SCORE, rank
@@ -82,6 +83,20 @@ def test_a_deploy_that_nothing_carries_and_that_changed_nothing_scores_near_zero
     assert "latency per request unchanged across it" in deploy.explanation
     assert ranking.causes and ranking.causes[0].kind in {"traffic_surge", "payload_size"}, \
         ranking.causes
+
+
+def test_a_blip_between_an_uncarried_deploy_and_the_onset_is_not_the_deploys_doing() -> None:
+    # A restart's cold start after the deploy event made its own short spike (detected,
+    # so excluded from the baseline); its slow requests are not evidence that the deploy
+    # changed latency per request (seen in the evaluation: deploy 0.9, "+320% size for size").
+    ctx = surge_after_an_uncarried_deploy()
+    blip = (ONSET - 15 * S, ONSET - 5 * S)
+    slowed = tuple(replace(r, latency_ms=r.latency_ms * 8) if blip[0] <= r.end_ns < blip[1] else r
+                   for r in ctx.requests)
+    ranking = rank(replace(ctx, requests=slowed, excluded=(blip,)))
+    deploy = next(c for c in ranking.checked if c.kind == "deploy")
+    assert deploy.score < 0.1, deploy
+    assert ranking.causes and ranking.causes[0].kind in {"traffic_surge", "payload_size"}
 
 
 def test_an_uncarried_deploy_that_made_each_request_costlier_still_explains() -> None:
