@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test test-full demo proto lint gpu-check rca-eval bench clean
+.PHONY: test test-full demo proto dashboard lint gpu-check rca-eval bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ demo: $(STAMP)
 ## regenerate proto/*_pb2*.py from proto/*.proto with the pinned grpcio-tools
 proto: $(STAMP)
 	$(PY) -m pyrometer.proto.codegen
+
+## rebuild deploy/grafana/dashboards/pyrometer.json from deploy/grafana/dashboard.py
+dashboard: $(STAMP)
+	$(PY) deploy/grafana/dashboard.py
 
 ## the root-cause evaluation: every scenario 3 times from the in-sample seed and 3 times
 ## from the held-out seeds, with noise and decoys, the null runs a 12-minute soak each
@@ -51,7 +55,7 @@ gpu-check: $(STAMP)
 ## mypy and import-linter cannot follow setuptools' package-dir mapping, so they read a
 ## tree of links that mirrors the installed layout (pyrometer/agent -> agent/, ...).
 lint: $(STAMP)
-	$(VENV)/bin/ruff check agent collector proto/codegen.py proto/wire.py tests
+	$(VENV)/bin/ruff check agent collector proto/codegen.py proto/wire.py tests deploy/grafana/dashboard.py
 	rm -rf build/typecheck && mkdir -p build/typecheck/pyrometer
 	for pkg in agent collector proto; do ln -s "$(CURDIR)/$$pkg" build/typecheck/pyrometer/$$pkg; done
 	cd build/typecheck && "$(CURDIR)/$(VENV)/bin/mypy" --config-file "$(CURDIR)/pyproject.toml" \

@@ -1,7 +1,7 @@
 """The agents' own footprint on the collector's /metrics: the latest AgentStats per agent.
 
 Each agent reports its CPU, RSS, queue and cumulative loss counters about once a minute
-(Batch.agent_stats). The collector exposes the latest report per (service, instance)
+(Batch.agent_stats). The collector exposes the latest report per (service, service_instance)
 as gauges:
 
     pyrometer_agent_cpu_cores, pyrometer_agent_rss_bytes, pyrometer_agent_queued_batches,
@@ -14,7 +14,8 @@ cumulative counts, which start again at 0 when the agent restarts, and the colle
 only relays them (`increase()` over a gauge that resets still reads right with
 `resets()`, or alert on the value changing).
 
-Cardinality is bounded: the only labels are service and instance (never agent_id,
+Cardinality is bounded: the only labels are service and service_instance (the agent's
+--instance; never agent_id,
 which is new on every agent start), a series not refreshed for `max_age_ns` is
 dropped, and past `max_series` the stalest series makes room for the new one.
 """
@@ -45,7 +46,9 @@ GAUGES: tuple[tuple[str, str, str], ...] = (
     ("reconnects", "reconnects", "Times the agent reopened its stream since it started"),
     ("pyspy_restarts", "pyspy_restarts", "Times the agent restarted py-spy since it started"),
 )
-LABELS = ("service", "instance")
+# `service_instance`, not `instance`: Prometheus sets `instance` to the scrape target (the
+# collector), and a clash would arrive renamed as `exported_instance`
+LABELS = ("service", "service_instance")
 
 
 class AgentGauges(Collector):

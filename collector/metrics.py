@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from pyrometer.collector.agent_metrics import AgentGauges
+from pyrometer.collector.service_metrics import ServiceMetrics
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _GROUP_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -64,6 +65,9 @@ class CollectorMetrics:
         # the agents' own footprint, latest per (service, instance): see agent_metrics.py
         self.agents = AgentGauges()
         r.register(self.agents)
+        # requests, GPUs and spikes per service: see service_metrics.py
+        self.services = ServiceMetrics()
+        r.register(self.services)
 
     @contextmanager
     def time_query(self, endpoint: str) -> Iterator[None]:

@@ -43,7 +43,7 @@ async def run(config: CollectorConfig, stop: asyncio.Event | None = None) -> int
         try:
             runner, http_url = await _start_http(config, store, metrics)
             retention = _start_retention(config, store, metrics)
-            alerts = await _start_alerts(config, store, http_url)
+            alerts = await _start_alerts(config, store, http_url, metrics)
             try:
                 print(_ready_line(config, ingest.port, http_url), flush=True)
                 await stop.wait()
@@ -93,14 +93,15 @@ def _start_retention(config: CollectorConfig, store: DuckDBStore, metrics: Colle
         run_retention(store, policy, metrics, asyncio.Event()), name="retention")
 
 
-async def _start_alerts(config: CollectorConfig, store: DuckDBStore, http_url: str
+async def _start_alerts(config: CollectorConfig, store: DuckDBStore, http_url: str,
+                        metrics: CollectorMetrics
                         ) -> tuple[asyncio.Task[None], WebhookSender] | None:
     if config.alerts is None:
         return None
     sender = WebhookSender(config.alerts.webhooks)
     await sender.start()
     watcher = AlertWatcher(store, config.alerts, http_url, config.objectives,
-                           config.stage_rules or DEFAULT_RULES)
+                           config.stage_rules or DEFAULT_RULES, on_spike=metrics.services.spike)
     task = asyncio.get_running_loop().create_task(watcher.run(sender, asyncio.Event()),
                                                   name="alerts")
     log.info("alerts: %d webhook(s), looking every %.0f s", len(config.alerts.webhooks),

@@ -46,12 +46,14 @@ class AlertWatcher:
 
     def __init__(self, store: Store, config: AlertConfig, ui_url: str,
                  objectives: Sequence[Objective] = (),
-                 stage_rules: tuple[StageRule, ...] = DEFAULT_RULES) -> None:
+                 stage_rules: tuple[StageRule, ...] = DEFAULT_RULES,
+                 on_spike: Callable[[str, str], None] | None = None) -> None:
         self._store = store
         self._config = config
         self._ui_url = config.ui_url or ui_url.rstrip("/")
         self._objectives = tuple(objectives)
         self._rules = stage_rules
+        self._on_spike = on_spike  # (service, top cause) of each new spike: /metrics counts
         self._notified: dict[tuple[str, str, str], tuple[Nanos, Nanos]] = {}
         self._slo_states: dict[tuple[str, str], str] = {}
 
@@ -68,7 +70,10 @@ class AlertWatcher:
                                                      self._rules))
             for spike in to_json(report)["spikes"]:
                 if self._new_spike(service, spike):
-                    notices.append(spike_notice(service, spike, cfg.percentile, self._ui_url))
+                    notice = spike_notice(service, spike, cfg.percentile, self._ui_url)
+                    notices.append(notice)
+                    if self._on_spike is not None:
+                        self._on_spike(service, notice.labels["top_cause"])
         for objective in self._objectives:  # every SLO: each names its own service
             counts = self._store.request_counts(
                 objective.service, windows(objective, now_ns),

@@ -138,6 +138,8 @@ class GroupCommitter:
                     m.records_rejected.labels(kind=kind, reason=reason).inc(count)
                 m.agents.observe(batch.source.service, batch.source.instance,
                                  batch.telemetry.agent_stats)
+                m.services.observe(batch.source.service, batch.source.instance,
+                                   batch.telemetry.requests, batch.telemetry.gpu)
         for table, rows in report.rows_written.items():
             m.rows.labels(table=table).inc(rows)
         return report

@@ -14,7 +14,7 @@ from pyrometer.collector.storage.duckdb.backend import DuckDBStore
 from support.ingest_builder import StreamEncoder
 from support.telemetry_builder import agent_stats
 
-LABELS = {"service": "svc", "instance": "pod-1"}
+LABELS = {"service": "svc", "service_instance": "pod-1"}
 
 
 def test_stored_reports_reach_the_gauges_and_the_table(tmp_path: Path) -> None:
@@ -36,7 +36,7 @@ def test_stored_reports_reach_the_gauges_and_the_table(tmp_path: Path) -> None:
     assert metrics.value("pyrometer_agent_rss_bytes", LABELS) == 2**30
     assert metrics.value("pyrometer_agent_cpu_cores", LABELS) == 0.125
     text = metrics.render().decode()
-    assert 'pyrometer_agent_queued_batches{instance="pod-1",service="svc"} 3.0' in text
+    assert 'pyrometer_agent_queued_batches{service="svc",service_instance="pod-1"} 3.0' in text
     assert "agent_id" not in text  # never a label: it is new on every agent start
 
 
