@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 PROTO_DIR = Path(__file__).resolve().parent
-SOURCES = ("ingest.proto", "profile.proto")
+SOURCES = ("ingest.proto", "profile.proto", "pyroscope_types.proto", "push.proto", "querier.proto")
 # Which sources define gRPC services (those get a _pb2_grpc.py).
 SERVICES = ("ingest.proto",)
 
