@@ -6,8 +6,10 @@ Who may do what, when the collector has tokens (`Tokens.enabled`):
   read-only token is PERMISSION_DENIED. The standard health service stays open, so that
   load balancers and Kubernetes probes, which send no token, can check it.
 - HTTP GET/HEAD (the API and /metrics): the read token or the write token (only the
-  write token when there is no separate read token). Anything else (POST /api/v1/events):
-  the write token. A missing or unknown token is 401 with `WWW-Authenticate: Bearer`; the
+  write token when there is no separate read token), and so do the Connect calls of
+  Pyroscope's query API (`POST /querier.v1.QuerierService/...`, for Grafana). Anything else
+  (POST /api/v1/events, Pyroscope's `POST /ingest` and `/push.v1.PusherService/Push`): the
+  write token. A missing or unknown token is 401 with `WWW-Authenticate: Bearer`; the
   read-only token on a write is 403. /healthz stays open, for the same probes.
 
 Tokens are compared in constant time (hmac.compare_digest over SHA-256 digests, which
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 
 OPEN_GRPC_PREFIXES = ("/grpc.health.v1.Health/",)
 OPEN_HTTP_PATHS = frozenset({"/healthz"})
+# Connect calls are POSTs, but these only read: the read token is enough (Grafana's data source)
+READ_POST_PREFIXES = ("/querier.v1.QuerierService/",)
 _READ_METHODS = frozenset({"GET", "HEAD"})
 
 
@@ -135,7 +139,8 @@ def http_middleware(tokens: Tokens) -> Middleware:
     async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in OPEN_HTTP_PATHS:
             return await handler(request)
-        need = Access.READ if request.method in _READ_METHODS else Access.WRITE
+        reads = request.method in _READ_METHODS or request.path.startswith(READ_POST_PREFIXES)
+        need = Access.READ if reads else Access.WRITE
         verdict = authorize(tokens, request.headers.get("Authorization"), need)
         if verdict is Verdict.ALLOWED:
             return await handler(request)

@@ -88,6 +88,9 @@ def test_the_description_is_served_and_names_every_route(api: Api) -> None:
     assert served == openapi_document()
     app = create_app(api.store, CollectorMetrics())
     routes = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
+    # Pyroscope's ingest and query calls are described by Pyroscope's own protocols
+    # (proto/push.proto, proto/querier.proto), not by this document
+    routes -= {r for r in routes if r == "/ingest" or r.startswith(("/push.v1.", "/querier.v1."))}
     assert routes == set(served["paths"])
 
 
