@@ -15,6 +15,7 @@ from typing import Protocol
 from pyrometer.agent.shared.model import Event, Nanos
 from pyrometer.collector.model import Profile
 from pyrometer.collector.storage.batch import DecodedBatch
+from pyrometer.collector.storage.label_sets import LabelSet, LabelSetSummary, StepSamples
 from pyrometer.collector.storage.reads import (
     EventListing,
     GpuPoint,
@@ -84,6 +85,19 @@ class Store(Protocol):
 
     def profile_labels(self, service: str, start_ns: Nanos, end_ns: Nanos) -> ProfileLabels:
         """The label values of the samples `profile` would merge for the window, unfiltered."""
+        ...
+
+    def label_sets(self, start_ns: Nanos, end_ns: Nanos) -> list[LabelSetSummary]:
+        """Every distinct label set of the sample windows whose midpoint is in [start, end)."""
+        ...
+
+    def select_profile(self, start_ns: Nanos, end_ns: Nanos, sets: Sequence[LabelSet]) -> Profile:
+        """Merged stacks of the windows of any of `sets` (as `profile` merges one service's)."""
+        ...
+
+    def select_steps(self, start_ns: Nanos, end_ns: Nanos, step_ns: Nanos,
+                     sets: Sequence[LabelSet]) -> list[StepSamples]:
+        """Samples per label set per step; a window counts in the step of its midpoint."""
         ...
 
     def latency(self, query: SeriesQuery) -> list[LatencyPoint]:

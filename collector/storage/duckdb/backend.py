@@ -31,6 +31,7 @@ from pyrometer.collector.storage.duckdb.append import (
     telemetry_tables,
 )
 from pyrometer.collector.storage.duckdb.events import read_events
+from pyrometer.collector.storage.duckdb.label_sets import read_label_sets, read_selected_profile, read_steps
 from pyrometer.collector.storage.duckdb.profiles import (
     ProfileFilter,
     read_labels,
@@ -45,6 +46,7 @@ from pyrometer.collector.storage.duckdb.records import (
 )
 from pyrometer.collector.storage.duckdb.schema import TABLES, TIME_COLUMNS, create_statements
 from pyrometer.collector.storage.duckdb.series import read_gpu, read_host, read_latency, read_process
+from pyrometer.collector.storage.label_sets import LabelSet, LabelSetSummary, StepSamples
 from pyrometer.collector.storage.reads import (
     API_AGENT_ID,
     EventListing,
@@ -224,6 +226,19 @@ class DuckDBStore:
         """See `Store.profile`."""
         where = ProfileFilter(service, start_ns, end_ns, instance, version, thread, pid)
         return self._read(lambda cur: read_profile(cur, where))
+
+    def label_sets(self, start_ns: Nanos, end_ns: Nanos) -> list[LabelSetSummary]:
+        """See `Store.label_sets`."""
+        return self._read(lambda cur: read_label_sets(cur, start_ns, end_ns))
+
+    def select_profile(self, start_ns: Nanos, end_ns: Nanos, sets: Sequence[LabelSet]) -> Profile:
+        """See `Store.select_profile`."""
+        return self._read(lambda cur: read_selected_profile(cur, start_ns, end_ns, sets))
+
+    def select_steps(self, start_ns: Nanos, end_ns: Nanos, step_ns: Nanos,
+                     sets: Sequence[LabelSet]) -> list[StepSamples]:
+        """See `Store.select_steps`."""
+        return self._read(lambda cur: read_steps(cur, start_ns, end_ns, step_ns, sets))
 
     def services(self) -> list[ServiceSummary]:
         """See `Store.services`."""

@@ -61,6 +61,12 @@ def read_profile(cur: duckdb.DuckDBPyConnection, where: ProfileFilter) -> Profil
         f"FROM samples WHERE {clause} GROUP BY stack_id, rate_hz",
         params,
     ).fetchall()
+    return merge_rows(cur, rows, where.service, where.start_ns, where.end_ns)
+
+
+def merge_rows(cur: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]], service: str,
+               start_ns: Nanos, end_ns: Nanos) -> Profile:
+    """A Profile from (stack_id, rate_hz, idle_included, count) rows."""
     counts: dict[int, int] = {}
     by_rate: dict[float, int] = {}
     idle = False
@@ -76,7 +82,7 @@ def read_profile(cur: duckdb.DuckDBPyConnection, where: ProfileFilter) -> Profil
     # mixed rates are rare (a restarted agent with a new --rate): report the one
     # most samples were taken at
     rate = max(by_rate, key=lambda r: (by_rate[r], r)) if by_rate else DEFAULT_RATE_HZ
-    return Profile(where.service, where.start_ns, where.end_ns, tuple(samples), rate, idle)
+    return Profile(service, start_ns, end_ns, tuple(samples), rate, idle)
 
 
 def _read_stacks(cur: duckdb.DuckDBPyConnection, stack_ids: Iterable[int]) -> dict[int, Stack]:
