@@ -21,7 +21,7 @@ from aiohttp.typedefs import Middleware
 
 from pyrometer.collector.analysis.slo import Objective
 from pyrometer.collector.analysis.stages import DEFAULT_RULES, StageRule
-from pyrometer.collector.api import empty, openapi, pyroscope_ingest
+from pyrometer.collector.api import empty, openapi, pyroscope_ingest, pyroscope_querier
 from pyrometer.collector.api import events as api_events
 from pyrometer.collector.api import series as api_series
 from pyrometer.collector.api import slos as api_slos
@@ -79,6 +79,7 @@ def create_app(store: Store, metrics: CollectorMetrics, middlewares: Sequence[Mi
     app.router.add_post("/api/v1/events", api_events.post_event)
     app.router.add_get("/api/v1/openapi.json", openapi.openapi_json)
     pyroscope_ingest.setup(app)  # Pyroscope's SDKs: POST /ingest, push.v1.PusherService/Push
+    pyroscope_querier.setup(app)  # Grafana's Pyroscope data source: querier.v1.QuerierService
     return app
 
 
