@@ -30,9 +30,7 @@ from pyrometer.proto import pyroscope_types_pb2 as types_pb2
 from pyrometer.proto import querier_pb2
 
 PREFIX = "/querier.v1.QuerierService/"
-SAMPLES_TYPE = "process_cpu:samples:count:cpu:nanoseconds"
-CPU_TYPE = "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
-PROFILE_TYPES = (SAMPLES_TYPE, CPU_TYPE)
+SAMPLES_TYPE, CPU_TYPE, PROFILE_TYPES = selector.SAMPLES_TYPE, selector.CPU_TYPE, selector.PROFILE_TYPES
 DEFAULT_RANGE_MS = 3600 * 1000  # a request without times: the last hour, as Pyroscope's ingesters hold
 MAX_STEPS = 11_000  # Prometheus' own bound on points per series
 _MS = 1_000_000

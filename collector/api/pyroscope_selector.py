@@ -4,7 +4,8 @@ API takes them, and the label sets they match.
 A stored label set reads, in Pyroscope's terms, as `service_name`, `instance` and
 `version` (when not empty), its other labels, and `__name__="process_cpu"`. Matchers
 are `=`, `!=`, `=~` and `!~`; regexes are anchored at both ends, as in Prometheus, and a
-missing label matches as the empty string. Pure.
+missing label matches as the empty string. `__profile_type__` (which Grafana adds to the
+selectors of its label pickers) matches when either of Pyrometer's profile types does. Pure.
 """
 
 from __future__ import annotations
@@ -16,6 +17,12 @@ from dataclasses import dataclass
 from pyrometer.collector.storage.label_sets import LabelSet
 
 PROFILE_NAME = "process_cpu"
+SAMPLES_TYPE = "process_cpu:samples:count:cpu:nanoseconds"
+CPU_TYPE = "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
+PROFILE_TYPES = (SAMPLES_TYPE, CPU_TYPE)
+# Grafana's label pickers scope their selectors with the profile type; every stored set
+# has both types, so such a matcher holds when either type satisfies it
+PROFILE_TYPE_LABEL = "__profile_type__"
 _MATCHER = re.compile(r'\s*([A-Za-z_.][A-Za-z0-9_.]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*(,|$)')
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"'}
 MAX_SELECTOR = 4096
@@ -89,4 +96,5 @@ def matching(sets: Iterable[LabelSet], matchers: list[Matcher]) -> list[LabelSet
 
 
 def matches(labels: dict[str, str], matchers: list[Matcher]) -> bool:
-    return all(m.test(labels.get(m.name, "")) for m in matchers)
+    return all(any(m.test(t) for t in PROFILE_TYPES) if m.name == PROFILE_TYPE_LABEL
+               else m.test(labels.get(m.name, "")) for m in matchers)

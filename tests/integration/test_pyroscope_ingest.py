@@ -11,9 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -26,11 +24,10 @@ from hypothesis import strategies as st
 from bench.sink import decode_push
 from pyrometer.collector.procs import Child, python_env, start
 from pyrometer.proto import profile_pb2
-from support.pprof_builder import pprof, push_request
+from support.pprof_builder import READ, WRITE, call, pprof, push_request
 
 pytestmark = pytest.mark.integration
 
-WRITE, READ = "w-" + "0123456789abcdef" * 2, "r-" + "fedcba9876543210" * 2
 CLI = [sys.executable, "-m", "pyrometer.agent.cli"]
 READY = r"API on (?P<http>https?://\S+)"
 SPAN_NS = 10 * 10**9
@@ -48,19 +45,6 @@ def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Child]:
         yield child
     finally:
         assert child.stop(signal.SIGTERM, timeout=30) == 0, child.output()
-
-
-def call(base: str, method: str, path: str, body: bytes | None = None,
-         headers: Mapping[str, str] | None = None, token: str | None = WRITE
-         ) -> tuple[int, Mapping[str, str], bytes]:
-    request = urllib.request.Request(base + path, data=body, method=method, headers=dict(headers or {}))
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as err:
-        return err.code, dict(err.headers), err.read()
 
 
 def samples(base: str, service: str, **filters: str) -> int:
@@ -228,7 +212,8 @@ print("target done", flush=True)
 class CountingProxy(ThreadingHTTPServer):
     """Forwards each push to the collector and counts the samples in those it accepted."""
 
-    daemon_threads = True
+    # handler threads are joined by server_close(), so no push is still in flight afterwards
+    daemon_threads = False
 
     def __init__(self, upstream: str) -> None:
         super().__init__(("127.0.0.1", 0), _ProxyHandler)

@@ -110,6 +110,11 @@ def test_profile_types_labels_and_series(collector: Child, encoding: str) -> Non
         name="version", matchers=['{service_name=~"agent.*"}'], start=start, end=end),
         types_pb2.LabelValuesResponse, encoding)
     assert list(versions.names) == ["1.0"]
+    # Grafana's label pickers scope their selectors with the profile type
+    scoped = grafana(collector, "LabelValues", types_pb2.LabelValuesRequest(
+        name="service_name", matchers=[f'{{__profile_type__="{CPU}"}}'], start=start, end=end),
+        types_pb2.LabelValuesResponse, encoding)
+    assert list(scoped.names) == ["agent-svc", "sdk-svc"]
     listing = grafana(collector, "Series", querier_pb2.SeriesRequest(
         matchers=['{service_name="sdk-svc"}'], label_names=["service_name", "version"], start=start, end=end),
         querier_pb2.SeriesResponse, encoding)

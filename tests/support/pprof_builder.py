@@ -1,13 +1,17 @@
-"""pprof profiles as Pyroscope's SDKs write them, and push requests holding them."""
+"""pprof profiles as Pyroscope's SDKs write them, push requests holding them, and a plain
+HTTP call with a bearer token for sending them (and Grafana's queries) to a collector."""
 
 from __future__ import annotations
 
 import gzip
+import urllib.error
+import urllib.request
 from collections.abc import Mapping, Sequence
 
 from pyrometer.proto import profile_pb2, push_pb2
 
 PERIOD_NS = 10_000_000  # 100 Hz
+WRITE, READ = "w-" + "0123456789abcdef" * 2, "r-" + "fedcba9876543210" * 2  # the test tokens
 
 
 def pprof(samples: Mapping[tuple[str, ...], int], *, time_ns: int, duration_ns: int,
@@ -54,3 +58,17 @@ def push_request(series: Sequence[tuple[Mapping[str, str], Sequence[bytes]]]) ->
         for raw in profiles:
             added.samples.add(raw_profile=raw)
     return request
+
+
+def call(base: str, method: str, path: str, body: bytes | None = None,
+         headers: Mapping[str, str] | None = None, token: str | None = WRITE
+         ) -> tuple[int, Mapping[str, str], bytes]:
+    """(status, headers, body) of one request to the collector at `base`, as `token`."""
+    request = urllib.request.Request(base + path, data=body, method=method, headers=dict(headers or {}))
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()

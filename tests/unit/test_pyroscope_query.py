@@ -56,6 +56,8 @@ SETS = [LabelSet("api", "pod-1", "1.0", '{"zone":"a"}'), LabelSet("api", "pod-2"
     ('{zone!~"a|b"}', ["api", "batch"]),
     ('{instance=""}', ["batch"]),
     ('{__name__="process_cpu", service_name=~"b.*"}', ["batch"]),
+    ('{__profile_type__="process_cpu:cpu:nanoseconds:cpu:nanoseconds", zone="a"}', ["api"]),
+    ('{__profile_type__="memory:alloc_space:bytes:space:bytes"}', []),
 ])
 def test_selectors_match_like_prometheus(text: str, services: list[str]) -> None:
     assert [s.service for s in matching(SETS, parse_selector(text))] == services
