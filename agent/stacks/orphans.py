@@ -14,6 +14,10 @@ measures, neither involving a shell:
 * Sweep: each recorder writes into a work directory named after the agent's pid
   (``pyrometer-pyspy-PID-*``). On start the sampler kills any recorder of this user
   whose parent is not that pid any more: the orphan of an agent that was killed.
+  Only recorders in the agent's own PID namespace: the pid in the name is the one
+  its agent saw, so a recorder of an agent in another namespace (a sidecar sharing
+  the model's namespace, beside one on the host, with one /tmp) names a pid that
+  means nothing here; killing it would kill a live agent's recorder.
 """
 
 from __future__ import annotations
@@ -74,8 +78,19 @@ def _orphan_owner(proc: psutil.Process) -> tuple[int, Path] | None:
     for arg in cmdline:
         match = _WORKDIR.search(arg)
         if match is not None:
+            here = _pid_namespace("self")
+            if here is None or _pid_namespace(str(proc.pid)) != here:
+                return None  # another namespace's pids (or unknown): not ours to judge
             agent = int(match[1])
             if agent != info.get("ppid"):
                 return agent, Path(arg).parent
             return None
     return None
+
+
+def _pid_namespace(pid: str) -> str | None:
+    """The PID namespace of a process ("pid:[4026531836]"), None when it cannot be read."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None

@@ -19,6 +19,7 @@ import psutil
 import pytest
 
 from pyrometer.agent.shared.model import ProfileWindow
+from pyrometer.agent.stacks import orphans
 from pyrometer.agent.stacks.orphans import WORKDIR_PREFIX, reap_orphans
 from pyrometer.agent.stacks.sampler import SamplerConfig, StackSampler, find_pyspy
 from pyrometer.collector.procs import Child, python_env, start
@@ -196,3 +197,24 @@ def test_a_recorder_orphaned_by_a_killed_agent_is_killed_by_the_next(rig: Rig) -
     finally:
         orphan.kill()
         orphan.wait()
+
+
+def test_a_recorder_in_another_pid_namespace_is_never_taken_for_an_orphan(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An agent in the model's PID namespace names its recorders' work directories with
+    # the pid it sees there (3, say), which from here is not their parent's pid: seen
+    # from the host it looks orphaned, and killing it would blind a live agent.
+    workdir = rig.tmp / f"{WORKDIR_PREFIX}3-x"
+    workdir.mkdir()
+    recorder = subprocess.Popen([find_pyspy(), "record", "--format", "raw", "--nonblocking",
+                                 "-o", str(workdir / "1.raw"), "--pid", str(rig.target.pid)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    real = orphans._pid_namespace
+    monkeypatch.setattr(orphans, "_pid_namespace",
+                        lambda pid: "pid:[1]" if pid == str(recorder.pid) else real(pid))
+    try:
+        assert reap_orphans() == 0
+        assert recorder.poll() is None and workdir.exists()
+    finally:
+        recorder.kill()
+        recorder.wait()
