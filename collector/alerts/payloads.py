@@ -88,10 +88,17 @@ def slo_notice(status: Mapping[str, Any], previous: str, ui_url: str, lookback_n
                    "burn_rates": status["burn_rates"]}, lines)
 
 
+CONTEXT_NS = 30 * 60 * NANOS_PER_SECOND  # shown around the window: its baseline and after
+
+
 def view_url(ui_url: str, service: str, start_ns: Nanos, end_ns: Nanos) -> str:
-    """The collector page showing the window (a permalink: the query holds the view)."""
-    query = urllib.parse.urlencode({"service": service, "from": _seconds(start_ns),
-                                    "to": _seconds(end_ns)})
+    """The collector page's permalink for the window: the timeline from half an hour
+    before to half an hour after it, the window itself selected (`sel`, in ms), so the
+    page opens on its flame graph."""
+    query = urllib.parse.urlencode({
+        "service": service, "from": _seconds(start_ns - CONTEXT_NS),
+        "to": _seconds(end_ns + CONTEXT_NS),
+        "sel": f"{start_ns // 1_000_000},{end_ns // 1_000_000}"})
     return f"{ui_url}/?{query}"
 
 

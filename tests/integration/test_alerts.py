@@ -99,6 +99,8 @@ def test_one_notice_per_spike_in_every_format(tmp_path: Path) -> None:
     assert plain["causes"][0]["kind"] == "payload_size" and plain["labels"]["top_cause"] == "payload_size"
     assert plain["start_ns"] == (T0 + SPIKE_AT) * S
     assert plain["url"].startswith("https://pyrometer.example/?service=svc&from=")
+    start_ms = (T0 + SPIKE_AT) * 1000  # the page opens with the spike's window selected
+    assert f"&sel={start_ms}%2C" in plain["url"]
     (slack,) = got.got["/slack"]
     assert "top cause payload_size" in slack["text"] and "|open in Pyrometer>" in slack["text"]
     (am,) = got.got["/alertmanager"]

@@ -119,7 +119,10 @@ class Stack:
 
     def start_agent(self, grpc: str, recording: Path) -> Child:
         child = start("agent", CLI + ["agent", "--collector", grpc, "--service", SERVICE,
-                                      "--match", rf"model_server\.py .*--seed {self.tag}",
+                                      # the port too: another run of the evaluation on this
+                                      # machine (same seeds, so same tags) is not this one
+                                      "--match", rf"model_server\.py .*--port {self.port} "
+                                      rf"--seed {self.tag}$",
                                       "--window", str(self.settings.window_s),
                                       "--requests-listen", self.requests_addr,
                                       "--gpu", f"replay:{recording}", "--gpu-interval", "1",
