@@ -22,13 +22,10 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapp
 from typing import Any
 
 from pyrometer.agent.requests.probe import (
-    ADDRESS_ENV,
-    DEFAULT_ADDRESS,
     DatagramSender,
     RequestProbe,
-    log,
-    parse_address,
     record_size,
+    resolve_address,
     template_path,
 )
 
@@ -50,7 +47,7 @@ class _Reporter:
     """What both middlewares share: the sender, the route function, the pid."""
 
     def __init__(self, address: str | None, route: RouteFn | None, path: RouteFn) -> None:
-        self.sender = DatagramSender(_resolve_address(address))
+        self.sender = DatagramSender(resolve_address(address))
         self._route = route
         self._path = path
         self._pid = os.getpid()
@@ -72,17 +69,6 @@ class _Reporter:
             except Exception:  # a broken route function must not lose the request
                 pass
         return template_path(self._path(request))
-
-
-def _resolve_address(address: str | None) -> tuple[str, int] | None:
-    if address is not None:
-        return parse_address(address)  # the app's own argument: fail at start-up, loudly
-    raw = os.environ.get(ADDRESS_ENV) or DEFAULT_ADDRESS
-    try:
-        return parse_address(raw)
-    except ValueError as err:  # a bad environment must not stop the app from starting
-        log.warning("pyrometer: %s=%s; request records are not sent", ADDRESS_ENV, err)
-        return None
 
 
 class PyrometerASGIMiddleware:

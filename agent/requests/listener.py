@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -24,6 +25,7 @@ MAX_BYTES = 1 << 40  # a terabyte in one request is a corrupted datagram, not a 
 MAX_DURATION_NS = 86_400 * 10**9  # a day
 MAX_LIST_GAPS = 4096  # senders cap at 512 today; leave room for others, bound the work
 MAX_TEXT = 1024
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
 Emit = Callable[[RequestRecord], None]
 
 
@@ -70,6 +72,17 @@ def _gaps(fields: Mapping[str, Any]) -> tuple[int, ...]:
     return tuple(value)
 
 
+def _trace_id(fields: Mapping[str, Any]) -> str | None:
+    value = fields.get("trace_id")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise Rejected("type:trace_id")
+    if _TRACE_ID.fullmatch(value) is None:
+        raise Rejected("range:trace_id")
+    return value
+
+
 def parse_datagram(data: bytes) -> RequestRecord:
     """One datagram as a RequestRecord (source "middleware"), or Rejected with a reason."""
     try:
@@ -97,6 +110,7 @@ def parse_datagram(data: bytes) -> RequestRecord:
         app_size=None if app_size is None else _int(fields, "app_size", 0, 2**53),
         pid=_int(fields, "pid", 0, 2**31, default=0),
         source="middleware",
+        trace_id=_trace_id(fields),
     )
 
 

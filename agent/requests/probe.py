@@ -16,13 +16,16 @@ Datagram schema, version 1: one UTF-8 JSON object per UDP datagram, compact sepa
      "ttfb_ns": int,            optional: from the call to the first non-empty body chunk
      "chunk_gaps_us": [int],    optional: gaps between body chunks, first MAX_GAPS of them
      "chunk_gaps_dropped": int, optional: gaps past MAX_GAPS, counted instead of sent
-     "app_size": int}           optional: what the app passed to record_size()
+     "app_size": int,           optional: what the app passed to record_size()
+     "trace_id": str}           optional: the W3C trace id (32 lowercase hex digits) the
+                                request arrived with, from its traceparent header/metadata
 """
 
 from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import re
 import socket
 import threading
@@ -45,6 +48,10 @@ _ID_SEGMENT = re.compile(
     r"|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
     r"|(?=[^/]*\d)[0-9A-Za-z_.~-]{16,})(?=/|$)"
 )
+# W3C Trace Context: version-traceid-parentid-flags; a version other than 00 may append
+# fields after the flags, and the all-zero ids and version ff are invalid.
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}(?:$|-)")
+_ZERO_TRACE = "0" * 32
 _HOST_PORT = re.compile(r"^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9_.-]+)):(\d{1,5})$")
 
 
@@ -66,6 +73,37 @@ def parse_address(address: str, *, allow_port_zero: bool = False) -> tuple[str, 
     if match is None or not (0 if allow_port_zero else 1) <= port <= 65535:
         raise ValueError(f"{address!r}: expected HOST:PORT, e.g. {DEFAULT_ADDRESS}")
     return match.group(1) or match.group(2), port
+
+
+def resolve_address(address: str | None) -> tuple[str, int] | None:
+    """Where records go: `address` (ValueError if bad), else $PYROMETER_REQUESTS_ADDR, else the default.
+
+    A bad address given as an argument fails the app at start-up, loudly; a bad environment
+    variable only logs, so that it cannot stop the app from starting (records are then dropped).
+    """
+    if address is not None:
+        return parse_address(address)
+    raw = os.environ.get(ADDRESS_ENV) or DEFAULT_ADDRESS
+    try:
+        return parse_address(raw)
+    except ValueError as err:
+        log.warning("pyrometer: %s=%s; request records are not sent", ADDRESS_ENV, err)
+        return None
+
+
+def trace_id_of(traceparent: object) -> str | None:
+    """The trace id of a W3C traceparent value, or None when it is absent or malformed."""
+    if not isinstance(traceparent, str):
+        return None
+    value = traceparent.strip()
+    match = _TRACEPARENT.match(value)
+    if match is None:
+        return None
+    version, trace_id, parent_id = match.groups()
+    if version == "ff" or trace_id == _ZERO_TRACE or parent_id == "0" * 16 or (
+            version == "00" and len(value) != 55):  # version 00 has exactly these four fields
+        return None
+    return trace_id
 
 
 _current: contextvars.ContextVar[RequestProbe] = contextvars.ContextVar("pyrometer_request")
@@ -90,7 +128,7 @@ class RequestProbe:
     """What one request did, measured on the monotonic clock while it happens."""
 
     __slots__ = ("start_ns", "method", "status", "request_bytes", "response_bytes", "first_ns",
-                 "last_ns", "gaps", "gaps_dropped", "end_ns", "app_size", "open")
+                 "last_ns", "gaps", "gaps_dropped", "end_ns", "app_size", "open", "trace_id")
 
     def __init__(self, method: str) -> None:
         self.start_ns = time.perf_counter_ns()
@@ -105,6 +143,7 @@ class RequestProbe:
         self.end_ns: int | None = None
         self.app_size: int | None = None
         self.open = True
+        self.trace_id: str | None = None  # set from trace_id_of(), so it is 32 hex digits
 
     def bind(self) -> contextvars.Token[RequestProbe]:
         """Make this the request record_size() attaches to, in the current context."""
@@ -157,6 +196,8 @@ class RequestProbe:
             text += f',"chunk_gaps_dropped":{self.gaps_dropped}'
         if self.app_size is not None:
             text += f',"app_size":{int(self.app_size)}'
+        if self.trace_id is not None:
+            text += f',"trace_id":{_quote(self.trace_id)}'
         return (text + "}").encode()
 
 

@@ -142,6 +142,7 @@ class RequestRecord:
     app_size: int | None = None  # app-supplied size of the work, e.g. tokens
     pid: int = 0  # the worker that served it; 0 = unknown
     source: str = "middleware"  # or "proxy"
+    trace_id: str | None = None  # W3C trace id (32 lowercase hex) the request arrived with
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pyrometer.agent.requests.listener import Rejected, RequestListener, parse_datagram
-from pyrometer.agent.requests.probe import RequestProbe
+from pyrometer.agent.requests.probe import RequestProbe, trace_id_of
 from pyrometer.agent.shared.errors import ConfigError
 from support.request_servers import Records
 
@@ -64,11 +64,42 @@ def test_probe_datagrams_round_trip(method: str, route: str, status: int, size: 
     (datagram(chunk_gaps_us=[1, "2"]), "type:chunk_gaps_us"),
     (datagram(chunk_gaps_us=[1] * 5000), "range:chunk_gaps_us"),
     (datagram(app_size=-3), "range:app_size"),
+    (datagram(trace_id=5), "type:trace_id"),
+    (datagram(trace_id="4BF92F3577B34DA6A3CE929D0E0E4736"), "range:trace_id"),
+    (datagram(trace_id="4bf92f35"), "range:trace_id"),
 ])
 def test_bad_datagrams_are_rejected_with_a_reason(data: bytes, reason: str) -> None:
     with pytest.raises(Rejected) as caught:
         parse_datagram(data)
     assert caught.value.reason == reason
+
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+@pytest.mark.parametrize(("traceparent", "trace_id"), [
+    (f"00-{TRACE_ID}-00f067aa0ba902b7-01", TRACE_ID),
+    (f" 00-{TRACE_ID}-00f067aa0ba902b7-00 ", TRACE_ID),
+    (f"01-{TRACE_ID}-00f067aa0ba902b7-01-what-the-future-adds", TRACE_ID),  # a later version's tail
+    (f"00-{TRACE_ID}-00f067aa0ba902b7-01-more", None),  # version 00 has exactly four fields
+    (f"ff-{TRACE_ID}-00f067aa0ba902b7-01", None),
+    (f"00-{'0' * 32}-00f067aa0ba902b7-01", None),
+    (f"00-{TRACE_ID}-{'0' * 16}-01", None),
+    (f"00-{TRACE_ID.upper()}-00f067aa0ba902b7-01", None),
+    ("00-4bf92f35-00f067aa0ba902b7-01", None),
+    ("", None),
+    (None, None),
+    (b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", None),  # binary metadata
+])
+def test_trace_ids_are_taken_only_from_valid_traceparents(traceparent: object, trace_id: str | None) -> None:
+    assert trace_id_of(traceparent) == trace_id
+
+
+def test_a_trace_id_round_trips_and_is_optional() -> None:
+    probe = RequestProbe("GRPC")
+    probe.status, probe.trace_id = 200, TRACE_ID
+    assert parse_datagram(probe.datagram("/m.S/Predict", 1)).trace_id == TRACE_ID
+    assert parse_datagram(datagram()).trace_id is None
 
 
 def test_listener_drops_garbage_by_reason_and_keeps_receiving() -> None:
