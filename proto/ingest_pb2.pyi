@@ -698,6 +698,7 @@ class RequestRecord(_message.Message):
     APP_SIZE_FIELD_NUMBER: _builtins.int
     PID_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
     end_unix_nanos: _builtins.int
     latency_nanos: _builtins.int
     request_bytes: _builtins.int
@@ -717,6 +718,10 @@ class RequestRecord(_message.Message):
     """worker that served it, 0 = unknown"""
     source: _builtins.int
     """string id: "middleware" or "proxy" """
+    trace_id: _builtins.str
+    """W3C trace id the request arrived with (traceparent), 32 lowercase hex digits; absent
+    when it carried none. A plain string, not a string id: every request has its own.
+    """
     @_builtins.property
     def chunk_gaps_us(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     def __init__(
@@ -735,17 +740,22 @@ class RequestRecord(_message.Message):
         app_size: _builtins.int | None = ...,
         pid: _builtins.int = ...,
         source: _builtins.int = ...,
+        trace_id: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_app_size", b"_app_size", "_ttfb_nanos", b"_ttfb_nanos", "app_size", b"app_size", "ttfb_nanos", b"ttfb_nanos"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_app_size", b"_app_size", "_trace_id", b"_trace_id", "_ttfb_nanos", b"_ttfb_nanos", "app_size", b"app_size", "trace_id", b"trace_id", "ttfb_nanos", b"ttfb_nanos"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_app_size", b"_app_size", "_ttfb_nanos", b"_ttfb_nanos", "app_size", b"app_size", "chunk_gaps_dropped", b"chunk_gaps_dropped", "chunk_gaps_us", b"chunk_gaps_us", "end_unix_nanos", b"end_unix_nanos", "latency_nanos", b"latency_nanos", "method", b"method", "pid", b"pid", "request_bytes", b"request_bytes", "response_bytes", b"response_bytes", "route", b"route", "source", b"source", "status", b"status", "ttfb_nanos", b"ttfb_nanos"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_app_size", b"_app_size", "_trace_id", b"_trace_id", "_ttfb_nanos", b"_ttfb_nanos", "app_size", b"app_size", "chunk_gaps_dropped", b"chunk_gaps_dropped", "chunk_gaps_us", b"chunk_gaps_us", "end_unix_nanos", b"end_unix_nanos", "latency_nanos", b"latency_nanos", "method", b"method", "pid", b"pid", "request_bytes", b"request_bytes", "response_bytes", b"response_bytes", "route", b"route", "source", b"source", "status", b"status", "trace_id", b"trace_id", "ttfb_nanos", b"ttfb_nanos"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__app_size: _TypeAlias = _typing.Literal["app_size"]  # noqa: Y015
     _WhichOneofArgType__app_size: _TypeAlias = _typing.Literal["_app_size", b"_app_size"]  # noqa: Y015
+    _WhichOneofReturnType__trace_id: _TypeAlias = _typing.Literal["trace_id"]  # noqa: Y015
+    _WhichOneofArgType__trace_id: _TypeAlias = _typing.Literal["_trace_id", b"_trace_id"]  # noqa: Y015
     _WhichOneofReturnType__ttfb_nanos: _TypeAlias = _typing.Literal["ttfb_nanos"]  # noqa: Y015
     _WhichOneofArgType__ttfb_nanos: _TypeAlias = _typing.Literal["_ttfb_nanos", b"_ttfb_nanos"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__app_size) -> _WhichOneofReturnType__app_size | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__trace_id) -> _WhichOneofReturnType__trace_id | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__ttfb_nanos) -> _WhichOneofReturnType__ttfb_nanos | None: ...
 

@@ -204,8 +204,7 @@ class StreamEncoder:
             _copy_fields(stats, batch.agent_stats.add())
 
     def _request(self, record: RequestRecord, msg: ingest_pb2.RequestRecord) -> None:
-        # trace_id: not in the wire format yet; the agent parses it, the collector has no column
-        _copy_fields(record, msg, skip=("route", "method", "source", "chunk_gaps_us", "trace_id"))
+        _copy_fields(record, msg, skip=("route", "method", "source", "chunk_gaps_us"))
         msg.route = self._string(record.route)
         msg.method = self._string(record.method)
         msg.source = self._string(record.source)

@@ -16,6 +16,7 @@ No I/O here; the protobuf records go in, the agent's domain values come out.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -57,6 +58,7 @@ _GPU_CLOCKS = ("sm_clock_mhz", "sm_clock_max_mhz", "graphics_clock_mhz", "memory
                "memory_clock_max_mhz")
 _GPU_POWER = ("power_mw", "power_limit_mw")
 _GPU_OTHER = ("clock_event_reasons", "performance_state")
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
 _GPU_OPTIONAL = _GPU_TEMPERATURES + _GPU_PERCENTS + _GPU_MEMORY + _GPU_CLOCKS + _GPU_POWER + _GPU_OTHER
 _PSI = ("psi_cpu_some", "psi_memory_some", "psi_memory_full", "psi_io_some", "psi_io_full")
 
@@ -188,12 +190,15 @@ class _Checker:
             raise _Reject("too_many_chunk_gaps")
         _within(msg.status, 0, MAX_HTTP_STATUS, "status_out_of_range")
         _within(msg.pid, 0, 2**31 - 1, "pid_out_of_range")
+        trace_id = _optional(msg, "trace_id")
+        if trace_id is not None and _TRACE_ID.fullmatch(trace_id) is None:
+            raise _Reject("bad_trace_id")
         return RequestRecord(
             end_ns=self.time(msg.end_unix_nanos), latency_ns=msg.latency_nanos,
             request_bytes=msg.request_bytes, response_bytes=msg.response_bytes,
             route=text(msg.route), method=text(msg.method), status=msg.status, ttfb_ns=ttfb,
             chunk_gaps_us=tuple(msg.chunk_gaps_us), chunk_gaps_dropped=msg.chunk_gaps_dropped,
-            app_size=app_size, pid=msg.pid, source=text(msg.source),
+            app_size=app_size, pid=msg.pid, source=text(msg.source), trace_id=trace_id,
         )
 
     def agent_stats(self, msg: ingest_pb2.AgentStats) -> AgentStats:

@@ -116,7 +116,7 @@ SELECT ts, {_IDENTITY}, {_VERSION}, s // 10 + 1, {_PID},
        CASE WHEN hash(s, i, j, 3) % 1000 = 0 THEN 503 ELSE 200 END,
        ((12 + 0.04 * tokens + 25 * pow({_unit('s', 'i', 'j', '2')}, 6))
         * CASE WHEN {_HIT} THEN 3 ELSE 1 END * 1000000)::BIGINT,
-       tokens * 4 + 300, 600 + tokens, NULL, NULL, NULL, []::BIGINT[], 0, tokens, 'middleware'
+       tokens * 4 + 300, 600 + tokens, NULL, NULL, NULL, []::BIGINT[], 0, tokens, 'middleware', NULL
 FROM (SELECT *, $t0 + s * 1000000000 + (hash(s, i, j) % 1000000000)::BIGINT AS ts,
              64 + (hash(s, i, j, 1) % 960)::BIGINT AS tokens
       FROM (SELECT g // ($n * $rate) AS s, g // $rate % $n AS i, g % $rate AS j

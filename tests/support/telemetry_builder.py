@@ -72,12 +72,16 @@ def agent_stats(at_s: float = 0.0, **fields: Any) -> AgentStats:
     return AgentStats(time_ns=BASE_NS + round(at_s * S), **values)
 
 
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
 def everything() -> Telemetry:
     """One valid record of every kind, a streamed request among them."""
     return Telemetry(
         gpu=(gpu(1, replayed=True),), process=(process(1),), host=(host(1),),
         requests=(request(1), request(2, ttfb_ns=3 * MS, chunk_gaps_us=(100, 250),
-                                     chunk_gaps_dropped=1, app_size=42, source="proxy")),
+                                     chunk_gaps_dropped=1, app_size=42, source="proxy",
+                                     trace_id=TRACE_ID)),
         events=(event(1, version="v2", previous_version="v1", pid=100, previous_pid=99,
                       attrs=(("commit", "abc"),)),),
         agent_stats=(agent_stats(1),),

@@ -89,6 +89,7 @@ BAD = [  # (kind, reason, bad record)
     ("request", "size_out_of_range", request(response_bytes=2**41)),
     ("request", "too_many_chunk_gaps", request(chunk_gaps_us=(1,) * 11)),
     ("request", "status_out_of_range", request(status=1000)),
+    ("request", "bad_trace_id", request(trace_id="not a trace id")),
     ("request", "latency_out_of_range", request(latency_ms=2 * 86_400_000)),
     ("request", "time_out_of_range", dataclasses.replace(request(), end_ns=BASE_NS // 10**9)),
     ("event", "empty_kind", event(kind="")),

@@ -16,7 +16,7 @@ from pyrometer.collector.storage.duckdb.backend import DuckDBStore
 from pyrometer.collector.storage.reads import SeriesQuery
 from pyrometer.collector.storage.store import BatchOutcome
 from support.ingest_builder import BASE_NS, NOW_NS, StreamEncoder, stack
-from support.telemetry_builder import MS, S, event, everything, gpu, host, process, request
+from support.telemetry_builder import MS, TRACE_ID, S, event, everything, gpu, host, process, request
 
 MINUTE = (BASE_NS, BASE_NS + 60 * S)
 
@@ -61,9 +61,10 @@ def test_every_table_round_trips(tmp_path: Path) -> None:
                            "FROM gpu").fetchall() == [(True, 71.5, 0, 0)]
         assert con.execute(
             "SELECT route, ttfb_ns, chunk_count, chunk_gap_max_us, chunk_gaps_us, "
-            "chunk_gaps_dropped, app_size, source FROM requests ORDER BY time_ns").fetchall() == [
-            ("/v1/predict", None, None, None, [], 0, None, "middleware"),
-            ("/v1/predict", 3 * MS, 4, 250, [100, 250], 1, 42, "proxy")]
+            "chunk_gaps_dropped, app_size, source, trace_id FROM requests ORDER BY time_ns"
+        ).fetchall() == [
+            ("/v1/predict", None, None, None, [], 0, None, "middleware", None),
+            ("/v1/predict", 3 * MS, 4, 250, [100, 250], 1, 42, "proxy", TRACE_ID)]
         assert con.execute("SELECT service, instance, version, seq, kind, previous_version, "
                            "attrs FROM events").fetchall() == [
             ("svc", "pod-1", "v2", 1, "deploy", "v1", '{"commit":"abc"}')]
@@ -75,6 +76,21 @@ def test_every_table_round_trips(tmp_path: Path) -> None:
             "spool_bytes, dropped_batches, dropped_records, reconnects, pyspy_restarts "
             "FROM agent_stats").fetchall() == [
             ("svc", "pod-1", 0.125, 80 * 2**20, 3, 1, 4096, 2, 7, 1, 0)]
+
+
+def test_a_file_from_before_a_new_column_gains_it_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "old.duckdb"
+    store = DuckDBStore(path)
+    store.commit([Agent().batch(1, Telemetry(requests=(request(1),)))])
+    store.close()
+    with duckdb.connect(str(path)) as con:  # the requests table as it was before trace_id
+        con.execute("ALTER TABLE requests DROP COLUMN trace_id")
+    store = DuckDBStore(path)
+    store.commit([Agent().batch(2, Telemetry(requests=(request(2, trace_id=TRACE_ID),)))])
+    store.close()
+    with duckdb.connect(str(path)) as con:
+        assert con.execute("SELECT trace_id FROM requests ORDER BY time_ns").fetchall() == [
+            (None,), (TRACE_ID,)]
 
 
 def test_a_retried_batch_stores_its_records_once(store: DuckDBStore) -> None:

@@ -177,7 +177,7 @@ _RECORD_COLUMNS: dict[str, dict[str, _Column]] = {
         "chunk_gap_max_us": _computed(lambda r: max(r.chunk_gaps_us) if r.chunk_gaps_us else None),
         "chunk_gaps_us": _computed(lambda r: list(r.chunk_gaps_us)),
         "chunk_gaps_dropped": _field("chunk_gaps_dropped"), "app_size": _field("app_size"),
-        "source": _field("source"),
+        "source": _field("source"), "trace_id": _field("trace_id"),
     },
     "events": {
         "time_ns": _field("time_ns"), "kind": _field("kind"),

@@ -44,7 +44,12 @@ from pyrometer.collector.storage.duckdb.records import (
     read_request_rows,
     read_routes,
 )
-from pyrometer.collector.storage.duckdb.schema import TABLES, TIME_COLUMNS, create_statements
+from pyrometer.collector.storage.duckdb.schema import (
+    TABLES,
+    TIME_COLUMNS,
+    create_statements,
+    migrate_statements,
+)
 from pyrometer.collector.storage.duckdb.series import read_gpu, read_host, read_latency, read_process
 from pyrometer.collector.storage.label_sets import LabelSet, LabelSetSummary, StepSamples
 from pyrometer.collector.storage.reads import (
@@ -102,6 +107,9 @@ class DuckDBStore:
         self._lock = threading.Lock()
         try:
             for statement in create_statements():
+                self._con.execute(statement)
+            for statement in migrate_statements(
+                    {table: set(names) for table, names in self._columns().items()}):
                 self._con.execute(statement)
             # ids this collector need not write again; other writers may still duplicate
             self._known_frames = self._ids("SELECT DISTINCT frame_id FROM frames")
@@ -208,14 +216,18 @@ class DuckDBStore:
             con.unregister(view)
         return int(rows.num_rows)
 
+    def _columns(self) -> dict[str, list[str]]:
+        """Each table's columns, in the file's order."""
+        return dict(self._con.execute(
+            "SELECT table_name, list(column_name ORDER BY column_index) FROM duckdb_columns() "
+            "WHERE database_name = current_database() AND schema_name = 'main' "
+            "GROUP BY table_name").fetchall())
+
     def _tables_in_order(self) -> set[str]:
         # tables whose columns are schema.TABLES' in the same order, so the Arrow tables
         # (built from the same schema) can be appended by position; a file written by
         # another layout keeps the insert by column name
-        found: dict[str, list[str]] = dict(self._con.execute(
-            "SELECT table_name, list(column_name ORDER BY column_index) FROM duckdb_columns() "
-            "WHERE database_name = current_database() AND schema_name = 'main' "
-            "GROUP BY table_name").fetchall())
+        found = self._columns()
         return {table for table, columns in TABLES.items()
                 if found.get(table) == [c.name for c in columns]}
 

@@ -132,6 +132,7 @@ REQUEST_COLUMNS = IDENTITY_COLUMNS + _cols(  # time_ns is the request's end
     ("chunk_gaps_dropped", "BIGINT", _BIGINT),
     ("app_size", "BIGINT", _BIGINT, True),  # app-supplied size of the work, e.g. tokens
     ("source", "VARCHAR", _TEXT),  # "middleware" or "proxy"
+    ("trace_id", "VARCHAR", _TEXT, True),  # W3C trace id the request arrived with
 )
 EVENT_COLUMNS = IDENTITY_COLUMNS + _cols(  # version: the event's (new) version
     ("kind", "VARCHAR", _TEXT),  # deploy, restart, config, ...
@@ -179,6 +180,20 @@ def create_statements() -> list[str]:
         + ", ".join(f"{c.name} {c.sql}{'' if c.nullable else ' NOT NULL'}" for c in columns)
         + ")"
         for table, columns in TABLES.items()
+    ]
+
+
+def migrate_statements(existing: dict[str, set[str]]) -> list[str]:
+    """ALTER TABLE ... ADD COLUMN for the nullable columns a file made by an older version lacks.
+
+    `existing` holds each table's column names as found in the file. Rows are appended by
+    position, so a column is only ever added at the end of its table's list here, which is
+    where ADD COLUMN puts it; older rows read NULL ("the agent did not say").
+    """
+    return [
+        f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {c.name} {c.sql}"
+        for table, columns in TABLES.items() if table in existing
+        for c in columns if c.nullable and c.name not in existing[table]
     ]
 
 
