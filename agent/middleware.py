@@ -9,10 +9,12 @@ Standard library only, so it is safe to import in any app:
 Per request it sends one UDP datagram (schema in request_probe) to the agent's
 --requests-listen address: `address=` if given, else $PYROMETER_REQUESTS_ADDR, else
 127.0.0.1:7072. Sending never blocks and never raises; with the agent down the datagrams
-are lost and the app is unaffected. `route=` is a callable given the ASGI scope or the
-WSGI environ after the app has run (so router-filled keys are there); by default the
-path with id-like segments templated (/users/123 -> /users/{id}). Put the middleware
-outermost so that it times the whole app and counts the bytes that leave it.
+are lost and the app is unaffected. A W3C `traceparent` header's trace id goes with the
+request, so a slow request found in a spike links to its trace. `route=` is a callable
+given the ASGI scope or the WSGI environ after the app has run (so router-filled keys
+are there); by default the path with id-like segments templated (/users/123 ->
+/users/{id}). Put the middleware outermost so that it times the whole app and counts
+the bytes that leave it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pyrometer.agent.requests.probe import (
     record_size,
     resolve_address,
     template_path,
+    trace_id_of,
 )
 
 __all__ = ["PyrometerASGIMiddleware", "PyrometerWSGIMiddleware", "record_size", "template_path"]
@@ -84,6 +87,7 @@ class PyrometerASGIMiddleware:
             await self.app(scope, receive, send)
             return
         probe = RequestProbe(str(scope.get("method", "")))
+        probe.trace_id = trace_id_of(_asgi_header(scope, b"traceparent"))
         token = probe.bind()
         body_seen = False
 
@@ -130,6 +134,13 @@ def _current_reset(token: Any) -> None:
         pass
 
 
+def _asgi_header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
 def _asgi_content_length(scope: Scope) -> int:
     for name, value in scope.get("headers", ()):
         if name.lower() == b"content-length":
@@ -158,6 +169,7 @@ class PyrometerWSGIMiddleware:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         probe = RequestProbe(str(environ.get("REQUEST_METHOD", "")))
+        probe.trace_id = trace_id_of(environ.get("HTTP_TRACEPARENT"))
         probe.bind()  # not reset: the response iterable runs after we return; close() ends it
         if environ.get("CONTENT_LENGTH"):
             probe.request_bytes = _int(environ["CONTENT_LENGTH"])

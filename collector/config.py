@@ -63,6 +63,7 @@ class CollectorConfig:
     stage_rules: tuple[StageRule, ...] | None = None
     objectives: tuple[Objective, ...] = ()  # latency SLOs (analysis/slo.py)
     alerts: AlertConfig | None = None  # webhooks for spikes and SLO changes (alerts/)
+    trace_url: str = ""  # e.g. https://tempo.example/trace/{trace_id}: links to traces
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,6 +96,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         '{"slos": [{"name": "predict", "service": "model", "objective": 0.99, '
                         '"threshold_ms": 300, "period": "28d"}]}, served with their budget and '
                         "burn rates at /api/v1/slos [PYROMETER_SLOS]")
+    parser.add_argument("--trace-url", metavar="TEMPLATE", help="link a spike's slowest "
+                        "requests to their traces: a URL with {trace_id} in it, e.g. "
+                        "https://tempo.example/explore?traceId={trace_id} (Tempo, Jaeger) "
+                        "[PYROMETER_TRACE_URL]")
     parser.add_argument("--alerts", metavar="FILE", help="JSON file of webhooks to notify of "
                         'spikes and SLO changes, e.g. {"webhooks": [{"url": "https://...", '
                         '"format": "slack"}]} (formats json, slack, alertmanager) '
@@ -118,7 +123,16 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> C
                            commit_delay_ms=delay, tokens=_tokens(args, env), tls=_tls(args, env),
                            retention_ns=retention, retention_interval_s=interval,
                            stage_rules=_stage_rules(args, env), objectives=_objectives(args, env),
-                           alerts=_alerts(args, env))
+                           alerts=_alerts(args, env), trace_url=_trace_url(args, env))
+
+
+def _trace_url(args: argparse.Namespace, env: Mapping[str, str]) -> str:
+    template = getattr(args, "trace_url", None) or env.get("PYROMETER_TRACE_URL") or ""
+    if template and (not re.match(r"^https?://[^/\s]+", template)
+                     or "{trace_id}" not in template):
+        raise ConfigError(f"--trace-url {template!r}: expected an http(s) URL with {{trace_id}} "
+                          "in it, e.g. https://tempo.example/trace/{trace_id}")
+    return template
 
 
 def _alerts(args: argparse.Namespace, env: Mapping[str, str]) -> AlertConfig | None:

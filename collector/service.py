@@ -67,7 +67,7 @@ async def _start_http(config: CollectorConfig, store: DuckDBStore, metrics: Coll
     host, port = check_listen("--http-listen", config.http_listen)
     middlewares = [http_middleware(config.tokens)] if config.tokens.enabled else []
     app = create_app(store, metrics, middlewares, stage_rules=config.stage_rules,
-                     objectives=config.objectives)
+                     objectives=config.objectives, trace_url=config.trace_url)
     runner = web.AppRunner(app, access_log=None, **RUNNER_OPTIONS)
     await runner.setup()
     context = tls.https_context(config.tls) if config.tls else None
@@ -101,7 +101,8 @@ async def _start_alerts(config: CollectorConfig, store: DuckDBStore, http_url: s
     sender = WebhookSender(config.alerts.webhooks)
     await sender.start()
     watcher = AlertWatcher(store, config.alerts, http_url, config.objectives,
-                           config.stage_rules or DEFAULT_RULES, on_spike=metrics.services.spike)
+                           config.stage_rules or DEFAULT_RULES, on_spike=metrics.services.spike,
+                           trace_url=config.trace_url)
     task = asyncio.get_running_loop().create_task(watcher.run(sender, asyncio.Event()),
                                                   name="alerts")
     log.info("alerts: %d webhook(s), looking every %.0f s", len(config.alerts.webhooks),

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 
-from pyrometer.agent.requests.probe import RequestProbe, parse_address, template_path
+from pyrometer.agent.requests.probe import RequestProbe, parse_address, template_path, trace_id_of
 from pyrometer.agent.shared.errors import ConfigError
 from pyrometer.agent.shared.model import RequestRecord
 
@@ -111,6 +111,7 @@ class ReverseProxy:
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         probe = RequestProbe(request.method)
+        probe.trace_id = trace_id_of(request.headers.get("traceparent"))
         probe.request_bytes = request.content_length or 0  # replaced by the bytes streamed up
         try:
             return await self._forward(request, probe)
@@ -168,7 +169,7 @@ class ReverseProxy:
             end_ns=end_ns, latency_ns=latency_ns, request_bytes=probe.request_bytes,
             response_bytes=probe.response_bytes, route=template_path(path), method=probe.method,
             status=probe.status or 502, ttfb_ns=ttfb_ns, chunk_gaps_us=tuple(probe.gaps),
-            chunk_gaps_dropped=probe.gaps_dropped, source="proxy",
+            chunk_gaps_dropped=probe.gaps_dropped, source="proxy", trace_id=probe.trace_id,
         )
         if self._emit is not None:
             try:

@@ -54,6 +54,11 @@ def spike_notice(service: str, spike: Mapping[str, Any], percentile: str, ui_url
              for n, c in enumerate(causes, 1)] or ["no candidate cause scored; see what was checked"]
     if spike.get("stages_summary"):
         lines.append(f"stages: {spike['stages_summary']}")
+    traced = [r for r in spike.get("slowest_requests", []) if r.get("trace_id")]
+    if traced:
+        slow = traced[0]
+        lines.append(f"slowest traced request: {slow['latency_ms']:.1f} ms, trace "
+                     f"{slow.get('trace_url') or slow['trace_id']}")
     labels = {"service": service, "route": spike.get("route") or "",
               "instance": spike.get("instance") or "", "top_cause": top}
     key = f"spike/{service}/{labels['route']}/{labels['instance']}/{spike['start_ns']}"

@@ -47,13 +47,15 @@ class AlertWatcher:
     def __init__(self, store: Store, config: AlertConfig, ui_url: str,
                  objectives: Sequence[Objective] = (),
                  stage_rules: tuple[StageRule, ...] = DEFAULT_RULES,
-                 on_spike: Callable[[str, str], None] | None = None) -> None:
+                 on_spike: Callable[[str, str], None] | None = None,
+                 trace_url: str = "") -> None:
         self._store = store
         self._config = config
         self._ui_url = config.ui_url or ui_url.rstrip("/")
         self._objectives = tuple(objectives)
         self._rules = stage_rules
         self._on_spike = on_spike  # (service, top cause) of each new spike: /metrics counts
+        self._trace_url = trace_url
         self._notified: dict[tuple[str, str, str], tuple[Nanos, Nanos]] = {}
         self._slo_states: dict[tuple[str, str], str] = {}
 
@@ -68,7 +70,7 @@ class AlertWatcher:
         for service in services:
             report = analyze(self._store, SpikeQuery(service, now - cfg.lookback_ns, now, detect,
                                                      self._rules))
-            for spike in to_json(report)["spikes"]:
+            for spike in to_json(report, self._trace_url)["spikes"]:
                 if self._new_spike(service, spike):
                     notice = spike_notice(service, spike, cfg.percentile, self._ui_url)
                     notices.append(notice)

@@ -26,12 +26,13 @@ from pyrometer.collector.analysis.inputs import (
 )
 from pyrometer.collector.analysis.localise import InstanceRise, localise
 from pyrometer.collector.analysis.stages import DEFAULT_RULES, StageChange, StageRule, compare, split
-from pyrometer.collector.storage.reads import REPLAYED_NOTICE, LatencyPoint, SeriesQuery
+from pyrometer.collector.storage.reads import REPLAYED_NOTICE, LatencyPoint, RequestRow, SeriesQuery
 from pyrometer.collector.storage.store import Store
 
 MAX_SPIKES = 20  # analysed per answer, the largest by z
 MAX_ROUTES = 5  # the busiest routes get their own series
 MAX_VERSIONS = 3  # versions inside a spike that get their own profile
+SLOWEST = 5  # the spike's slowest requests listed, with their trace ids
 REQUEST_MARGIN_NS = 60 * NANOS_PER_SECOND  # requests that began in the spike end later
 
 
@@ -50,6 +51,7 @@ class AnalyzedSpike:
     ranking: Ranking
     instances: tuple[InstanceRise, ...] = ()  # per instance, largest rise first (localise.py)
     stages: tuple[StageChange, ...] = ()  # time per request by stage, baseline vs spike
+    slowest: tuple[RequestRow, ...] = ()  # the spike's slowest requests, slowest first
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +104,9 @@ def analyze(store: Store, query: SpikeQuery) -> SpikeReport:
     for spike in chosen:
         excluded = tuple((s.start_ns, s.end_ns) for s in spikes
                          if s.route == spike.route and s.start_ns < spike.start_ns)
-        ctx, rises, stages = _context(store, query, spike, excluded, events)
+        ctx, rises, stages, slowest = _context(store, query, spike, excluded, events)
         replayed = replayed or any(g.replayed for g in ctx.gpu)
-        analysed.append(AnalyzedSpike(ctx.spike, rank(ctx), rises, stages))
+        analysed.append(AnalyzedSpike(ctx.spike, rank(ctx), rises, stages, slowest))
     notices = (REPLAYED_NOTICE,) if replayed else ()
     return SpikeReport(query, detection.status, detection, tuple(analysed), notices,
                        len(spikes) - len(chosen))
@@ -112,7 +114,8 @@ def analyze(store: Store, query: SpikeQuery) -> SpikeReport:
 
 def _context(store: Store, query: SpikeQuery, spike: Spike,
              excluded: tuple[tuple[Nanos, Nanos], ...], events: tuple[EventInfo, ...]
-             ) -> tuple[SpikeContext, tuple[InstanceRise, ...], tuple[StageChange, ...]]:
+             ) -> tuple[SpikeContext, tuple[InstanceRise, ...], tuple[StageChange, ...],
+                        tuple[RequestRow, ...]]:
     """What the scorers judge one spike by; when one instance carries the spike, that
     instance's requests, profiles, processes, host and GPUs only (localise.py), since a
     healthy rest of the fleet dilutes every signal of the one that broke."""
@@ -155,7 +158,15 @@ def _context(store: Store, query: SpikeQuery, spike: Spike,
         gpu=gpu_samples(gpus), resources=_resources(store, series, base_start, spike.end_ns),
         events=events, spike_profile=code_profile(spike_profile, len(inside)),
         baseline_profile=code_profile(base_profile, before), version_profiles=versions,
-    ), where.rises, stages
+    ), where.rises, stages, _slowest(rows, spike)
+
+
+def _slowest(rows: Sequence[RequestRow], spike: Spike) -> tuple[RequestRow, ...]:
+    """The spike's slowest requests (ended inside it), slowest first; the ones with a
+    trace id first among equals, since a trace is what the reader will open next."""
+    inside = [r for r in rows if spike.start_ns <= r.time_ns < spike.end_ns]
+    inside.sort(key=lambda r: (-r.latency_ns, r.trace_id is None, r.time_ns))
+    return tuple(inside[:SLOWEST])
 
 
 def _resources(store: Store, series: SeriesQuery, start_ns: Nanos, end_ns: Nanos

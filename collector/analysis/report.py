@@ -4,6 +4,7 @@ The JSON keeps the contract's names (an evaluation harness reads them): per spik
 times, peak, baseline, z and route, the instance that alone carries it (null: several or
 one instance only) with every instance's own rise, the time per request of each
 pipeline stage in the baseline and the spike with a one-line summary (stages.py), its
+slowest requests with their trace ids (and links, given a URL template), its
 causes best first with score, z, explanation and evidence, whether it is unexplained,
 and what every candidate saw ("checked").
 """
@@ -16,6 +17,7 @@ from typing import Any
 from pyrometer.collector.analysis.candidate import Cause
 from pyrometer.collector.analysis.gather import AnalyzedSpike, SpikeReport
 from pyrometer.collector.analysis.stages import summary
+from pyrometer.collector.storage.reads import RequestRow
 from pyrometer.collector.timeparse import format_duration, format_time
 
 
@@ -28,7 +30,16 @@ def _cause(cause: Cause) -> dict[str, Any]:
             "explanation": cause.explanation, "evidence": dict(cause.evidence)}
 
 
-def _spike(item: AnalyzedSpike) -> dict[str, Any]:
+def request_json(row: RequestRow, trace_url: str = "") -> dict[str, Any]:
+    """One request as the API lists it; its trace id becomes a link with `trace_url`."""
+    url = trace_url.replace("{trace_id}", row.trace_id) if trace_url and row.trace_id else None
+    return {"end": format_time(row.time_ns), "end_ns": row.time_ns,
+            "latency_ms": _finite(row.latency_ns / 1e6), "route": row.route,
+            "instance": row.instance, "version": row.version, "status": row.status,
+            "trace_id": row.trace_id, "trace_url": url}
+
+
+def _spike(item: AnalyzedSpike, trace_url: str = "") -> dict[str, Any]:
     s, ranking = item.spike, item.ranking
     return {
         "start": format_time(s.start_ns), "end": format_time(s.end_ns),
@@ -46,6 +57,7 @@ def _spike(item: AnalyzedSpike) -> dict[str, Any]:
                     "baseline_share": _finite(c.baseline_share),
                     "spike_share": _finite(c.spike_share)} for c in item.stages],
         "stages_summary": summary(item.stages) if item.stages else "",
+        "slowest_requests": [request_json(r, trace_url) for r in item.slowest],
         "causes": [_cause(c) for c in ranking.causes],
         "unexplained": ranking.unexplained,
         "checked": [{"kind": c.kind, "score": _finite(c.score), "z": _finite(c.z, 2),
@@ -71,7 +83,9 @@ def message(report: SpikeReport) -> str:
     return found
 
 
-def to_json(report: SpikeReport) -> dict[str, Any]:
+def to_json(report: SpikeReport, trace_url: str = "") -> dict[str, Any]:
+    """The answer; `trace_url` (e.g. "https://tempo.example/trace/{trace_id}") turns the
+    slowest requests' trace ids into links."""
     q = report.query
     cfg = q.config
     return {
@@ -79,6 +93,6 @@ def to_json(report: SpikeReport) -> dict[str, Any]:
         "from_ns": q.start_ns, "to_ns": q.end_ns, "step": format_duration(cfg.step_ns),
         "step_ns": cfg.step_ns, "baseline": format_duration(cfg.baseline_ns),
         "baseline_ns": cfg.baseline_ns, "percentile": cfg.percentile, "status": report.status,
-        "message": message(report), "spikes": [_spike(s) for s in report.spikes],
+        "message": message(report), "spikes": [_spike(s, trace_url) for s in report.spikes],
         "notices": list(report.notices),
     }

@@ -23,6 +23,7 @@ from pyrometer.collector.analysis.slo import Objective
 from pyrometer.collector.analysis.stages import DEFAULT_RULES, StageRule
 from pyrometer.collector.api import empty, openapi, pyroscope_ingest, pyroscope_querier
 from pyrometer.collector.api import events as api_events
+from pyrometer.collector.api import requests as api_requests
 from pyrometer.collector.api import series as api_series
 from pyrometer.collector.api import slos as api_slos
 from pyrometer.collector.api import spikes as api_spikes
@@ -33,6 +34,7 @@ from pyrometer.collector.api.params import (
     OBJECTIVES,
     STAGE_RULES,
     STORE,
+    TRACE_URL,
     BadParameter,
     choice,
     parse_window,
@@ -57,13 +59,14 @@ _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
 
 def create_app(store: Store, metrics: CollectorMetrics, middlewares: Sequence[Middleware] = (),
                *, stage_rules: tuple[StageRule, ...] | None = None,
-               objectives: tuple[Objective, ...] = ()) -> web.Application:
+               objectives: tuple[Objective, ...] = (), trace_url: str = "") -> web.Application:
     """The API over `store`; query latencies are observed in `metrics`."""
     app = web.Application(middlewares=[*middlewares, _errors])  # first runs outermost (auth)
     app[STORE] = store
     app[METRICS] = metrics
     app[STAGE_RULES] = stage_rules or DEFAULT_RULES
     app[OBJECTIVES] = objectives
+    app[TRACE_URL] = trace_url
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", prometheus_metrics)
     app.router.add_get("/api/v1/services", services)
@@ -75,6 +78,7 @@ def create_app(store: Store, metrics: CollectorMetrics, middlewares: Sequence[Mi
     app.router.add_get("/api/v1/spikes", api_spikes.spikes)
     app.router.add_get("/api/v1/stages", api_stages.stages)
     app.router.add_get("/api/v1/slos", api_slos.slos)
+    app.router.add_get("/api/v1/requests", api_requests.slowest)
     app.router.add_get("/api/v1/events", api_events.list_events)
     app.router.add_post("/api/v1/events", api_events.post_event)
     app.router.add_get("/api/v1/openapi.json", openapi.openapi_json)

@@ -105,6 +105,11 @@ def _paths() -> dict[str, Any]:
             "the window's samples split into pipeline stages (tokenization, forward pass, "
             "pre- and post-processing, serving framework, waiting, other), each with its "
             "share and time per request", [*window, *LABELS, PID]),
+        "/api/v1/requests": _get(
+            "the slowest requests of the window, with the W3C trace id each arrived with "
+            "(and a link to it with --trace-url)",
+            [*window, _param("route", "only this route"), LABELS[0],
+             _param("limit", "how many, 1-100; default 20", schema={"type": "integer"})]),
         "/api/v1/slos": _get(
             "each latency objective of the --slos file: budget left, burn rates over 5m, 30m, "
             "1h and 6h, and its state (page, ticket, ok)",

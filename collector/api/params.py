@@ -29,6 +29,7 @@ METRICS = web.AppKey("metrics", CollectorMetrics)
 # pipeline stage rules (analysis/stages.py): the user's own before the defaults
 STAGE_RULES: web.AppKey[tuple[StageRule, ...]] = web.AppKey("stage_rules")
 OBJECTIVES: web.AppKey[tuple[Objective, ...]] = web.AppKey("objectives")  # analysis/slo.py
+TRACE_URL: web.AppKey[str] = web.AppKey("trace_url")  # "...{trace_id}...", or ""
 DEFAULT_RANGE = "now-1h"
 MAX_PARAM_LEN = 256
 # a label or service may be as long as ingest lets a stored string be, or a service

@@ -20,6 +20,7 @@ from pyrometer.collector.analysis.report import to_json
 from pyrometer.collector.api.params import (
     STAGE_RULES,
     STORE,
+    TRACE_URL,
     BadParameter,
     Query,
     UnknownService,
@@ -94,4 +95,4 @@ async def spikes(request: web.Request) -> web.Response:
         if service not in {s.name for s in known} and not await run_query(
                 request, "routes", store.routes, service, 0, MAX_TIME_NS):
             raise UnknownService("service", f"unknown service {short(service)}")
-    return web.json_response(to_json(report))
+    return web.json_response(to_json(report, request.app[TRACE_URL]))

@@ -135,6 +135,7 @@ class RequestRow:
     route: str
     status: int
     instance: str = ""
+    trace_id: str | None = None  # W3C trace id the request came with, where it had one
 
 
 @dataclass(frozen=True, slots=True)

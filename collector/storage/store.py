@@ -130,6 +130,12 @@ class Store(Protocol):
         """GPU readings in [start, end), by time (capped; the latest are kept)."""
         ...
 
+    def slowest_requests(self, service: str, start_ns: Nanos, end_ns: Nanos, *, limit: int,
+                         route: str | None = None, instance: str | None = None
+                         ) -> list[RequestRow]:
+        """The `limit` slowest requests that ended in [start, end), slowest first."""
+        ...
+
     def request_counts(self, service: str, windows: Sequence[tuple[Nanos, Nanos]], *,
                        threshold_ns: Nanos, route: str | None = None) -> list[tuple[int, int]]:
         """(requests, good requests) that ended in each [start, end) window; good: status

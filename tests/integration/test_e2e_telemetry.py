@@ -3,7 +3,8 @@ following it by --match across a redeploy, GPU readings replayed from the record
 
 Checks, over real processes: request counts at the collector equal requests sent; a
 restart with a new APP_VERSION gives exactly one deploy event and the new samples carry
-the new version; replayed GPU data says it is replayed; process readings arrive.
+the new version; replayed GPU data says it is replayed; process readings arrive; the
+W3C trace ids the requests came with reach the API, linked by --trace-url.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ CLI = [sys.executable, "-m", "pyrometer.agent.cli"]
 DEMO = Path(__file__).resolve().parents[2] / "deploy" / "demo"
 RECORDING = DEMO / "gpu-thermal-episode.jsonl"
 DEADLINE_S = 90.0
+TRACE_URL = "https://tempo.example/trace/{trace_id}"
 
 
 def _free_udp_port() -> int:
@@ -54,11 +56,17 @@ def _wait(what: str, check: Callable[[], Any]) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _predict(url: str, n: int) -> None:
+def _trace_id(i: int) -> str:
+    return f"{i + 1:032x}"
+
+
+def _predict(url: str, n: int, traced: bool = False) -> None:
     for i in range(n):
         body = json.dumps({"text": f"request number {i} " * 4}).encode()
-        request = urllib.request.Request(f"{url}/v1/predict", data=body,
-                                         headers={"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json"}
+        if traced:  # W3C trace context, as an instrumented client sends it
+            headers["traceparent"] = f"00-{_trace_id(i)}-{i + 1:016x}-01"
+        request = urllib.request.Request(f"{url}/v1/predict", data=body, headers=headers)
         with urllib.request.urlopen(request, timeout=30) as response:
             assert response.status == 200
 
@@ -87,7 +95,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     try:
         collector = start("collector", CLI + ["collector", "--db", str(tmp / "t.duckdb"),
                                               "--grpc-listen", "127.0.0.1:0",
-                                              "--http-listen", "127.0.0.1:0"],
+                                              "--http-listen", "127.0.0.1:0",
+                                              "--trace-url", TRACE_URL],
                           r"ingest on (?P<grpc>\S+) .*API on (?P<http>http://\S+)", tmp,
                           env=python_env())
         children.append(collector)
@@ -105,7 +114,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         second = server("2.0")
         _wait("the deploy event", lambda: [e for e in _get(api, "/api/v1/events", **{
             "from": "now-10m", "to": "now+1m"})["events"] if e["kind"] == "deploy"])
-        _predict(second.ready.group("url"), 10)
+        _predict(second.ready.group("url"), 10, traced=True)
         _wait("10 more requests", lambda: _requests_seen(api) == 30)
         _wait("samples of 2.0", lambda: _get(api, "/api/v1/flamegraph", version="2.0", **{
             "from": "now-10m", "to": "now+1m"})["total"] > 0)
@@ -119,6 +128,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             "pids": (first.pid, second.pid),
             "by_version": {v: _requests_seen(api, version=v) for v in ("1.0", "2.0")},
             "agent_log": agent.output(),
+            "slowest": _get(api, "/api/v1/requests", limit="100", **window)["requests"],
         }
     finally:
         for child in reversed(children):
@@ -149,3 +159,15 @@ def test_process_readings_cover_both_servers(run: dict[str, Any]) -> None:
     pids = {p["pid"] for p in run["process"]["processes"] if p["points"]}
     assert set(run["pids"]) <= pids
     assert run["process"]["hosts"] and run["process"]["hosts"][0]["points"]
+
+
+def test_trace_ids_reach_the_api_with_links(run: dict[str, Any]) -> None:
+    slowest = run["slowest"]
+    assert len(slowest) == 30  # every request; the first ten came without a traceparent
+    traced = {r["trace_id"]: r for r in slowest if r["trace_id"]}
+    assert set(traced) == {_trace_id(i) for i in range(10)}
+    assert all(r["version"] == "2.0" for r in traced.values())
+    some = traced[_trace_id(3)]
+    assert some["trace_url"] == TRACE_URL.replace("{trace_id}", _trace_id(3))
+    latencies = [r["latency_ms"] for r in slowest]
+    assert latencies == sorted(latencies, reverse=True)

@@ -126,11 +126,13 @@ PARAMS = {
     "/api/v1/events": ["service", "from", "to", "kind"],
     "/api/v1/stages": ["service", "from", "to", "instance", "version", "thread", "pid"],
     "/api/v1/slos": ["service", "at"],
+    "/api/v1/requests": ["service", "from", "to", "route", "instance", "limit"],
     "/api/v1/services": [],
 }
 KIND = {"from": TIMES, "to": TIMES, "at": TIMES, "baseline_from": TIMES, "baseline_to": TIMES,
         "step": DURATIONS, "baseline": DURATIONS,
-        "pid": st.one_of(st.integers(-(2**70), 2**70).map(str), WORDS)}
+        "pid": st.one_of(st.integers(-(2**70), 2**70).map(str), WORDS),
+        "limit": st.one_of(st.integers(-5, 200).map(str), WORDS)}
 
 
 @st.composite

@@ -152,6 +152,10 @@ def assert_stream_timing(record: RequestRecord, app_times: list[int]) -> None:
     assert record.latency_ns >= record.ttfb_ns + sum(record.chunk_gaps_us) * 1000
 
 
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+TRACEPARENT = f"00-{TRACE_ID}-b7ad6b7169203331-01"
+
+
 def test_asgi_in_uvicorn_records_every_request_with_its_fields() -> None:
     app = AsgiApp()
     with Records() as records:
@@ -159,7 +163,9 @@ def test_asgi_in_uvicorn_records_every_request_with_its_fields() -> None:
         with UvicornThread(wrapped, lifespan="on") as server:
             assert app.started.wait(DEADLINE_S), "lifespan did not reach the app"
             sent = [request(server.port, "GET", f"/users/{i}") for i in range(20)]
-            sent += [request(server.port, "POST", "/echo", b"x" * (100 * i)) for i in range(1, 6)]
+            sent += [request(server.port, "POST", "/echo", b"x" * (100 * i),
+                             {"traceparent": TRACEPARENT} if i == 1 else {"traceparent": "junk"})
+                     for i in range(1, 6)]
             sent += [request(server.port, "GET", "/missing"), request(server.port, "GET", "/boom"),
                      request(server.port, "GET", "/threaded"), request(server.port, "GET", "/stream")]
             got = records.wait(len(sent))
@@ -174,6 +180,8 @@ def test_asgi_in_uvicorn_records_every_request_with_its_fields() -> None:
     assert all(r.response_bytes == 13 and r.method == "GET" and r.source == "middleware" for r in users)
     echoes = [r for r in got if r.route == "/echo"]
     assert [(r.request_bytes, r.response_bytes) for r in echoes] == [(100 * i, 100 * i) for i in range(1, 6)]
+    # a W3C traceparent's trace id goes with the request; a malformed one is ignored
+    assert [r.trace_id for r in echoes] == [TRACE_ID, None, None, None, None]
     assert by_route["/boom"].status == 500 and by_route["/missing"].status == 404
     assert by_route["/threaded"].app_size == 7
     assert all(r.pid > 0 and r.end_ns > 0 and r.latency_ns > 0 for r in got)

@@ -174,11 +174,14 @@ def test_request_bodies_stream_up_and_are_counted() -> None:
     assert [r.method for r in records] == ["POST", "POST"]
 
 
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
 def test_headers_status_and_query_pass_through_without_hop_by_hop() -> None:
     async def body(session: aiohttp.ClientSession, url: str, upstream: Upstream,
                    records: list[RequestRecord]) -> None:
         headers = {"X-Forwarded-For": "203.0.113.9", "X-Request-Id": "r1", "Connection": "keep-alive, X-Hop",
-                   "X-Hop": "drop me", "Host": "models.example"}
+                   "X-Hop": "drop me", "Host": "models.example", "traceparent": TRACEPARENT}
         async with session.get(f"{url}/headers/123?q=a%20b&x=1", headers=headers) as response:
             assert response.status == 404 and await response.text() == "no such model"
             assert response.headers["X-Model"] == "m1" and "Keep-Alive" not in response.headers
@@ -189,9 +192,11 @@ def test_headers_status_and_query_pass_through_without_hop_by_hop() -> None:
         assert sent["X-Request-Id"] == "r1" and sent["Host"] == "models.example"
         assert "X-Hop" not in sent and sent.get("Connection", "keep-alive") == "keep-alive"
         assert upstream.seen["path_qs"] == "/headers/123?q=a%20b&x=1"
+        assert sent["traceparent"] == TRACEPARENT  # the trace goes on upstream too
 
     [record] = run(body)
     assert (record.status, record.route, record.response_bytes) == (404, "/headers/{id}", 13)
+    assert record.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
 def test_upstream_down_is_a_recorded_502() -> None:

@@ -87,6 +87,11 @@ def test_one_payload_spike_in_the_contract_shape(api: LiveServer) -> None:
     assert [c["score"] for c in causes] == sorted((c["score"] for c in causes), reverse=True)
     for cause in causes:
         assert {"kind", "score", "z", "explanation", "evidence"} == set(cause)
+    slowest = spike["slowest_requests"]
+    assert len(slowest) == 5 and all(spike["start_ns"] <= r["end_ns"] < spike["end_ns"]
+                                     for r in slowest)
+    assert [r["latency_ms"] for r in slowest] == sorted((r["latency_ms"] for r in slowest),
+                                                        reverse=True)
     assert {c["kind"] for c in spike["checked"]} == {
         "gpu_throttling", "deploy", "payload_size", "traffic_surge", "code_path",
         "host_pressure"}

@@ -133,11 +133,12 @@ class WsgiThread:
         self.server.server_close()
 
 
-def request(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+def request(port: int, method: str, path: str, body: bytes | None = None,
+            headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     """One HTTP request on a fresh connection: (status, body)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE_S)
     try:
-        conn.request(method, path, body=body)
+        conn.request(method, path, body=body, headers=headers or {})
         response = conn.getresponse()
         return response.status, response.read()
     finally:

@@ -43,6 +43,7 @@ from pyrometer.collector.storage.duckdb.records import (
     read_request_counts,
     read_request_rows,
     read_routes,
+    read_slowest_requests,
 )
 from pyrometer.collector.storage.duckdb.schema import (
     TABLES,
@@ -290,6 +291,13 @@ class DuckDBStore:
     def gpu_readings(self, service: str, start_ns: Nanos, end_ns: Nanos) -> list[GpuRow]:
         """See `Store.gpu_readings`."""
         return self._read(lambda cur: read_gpu_rows(cur, service, start_ns, end_ns))
+
+    def slowest_requests(self, service: str, start_ns: Nanos, end_ns: Nanos, *, limit: int,
+                         route: str | None = None, instance: str | None = None
+                         ) -> list[RequestRow]:
+        """See `Store.slowest_requests`."""
+        return self._read(lambda cur: read_slowest_requests(cur, service, start_ns, end_ns, limit,
+                                                            route, instance))
 
     def request_counts(self, service: str, windows: Sequence[tuple[Nanos, Nanos]], *,
                        threshold_ns: Nanos, route: str | None = None) -> list[tuple[int, int]]:

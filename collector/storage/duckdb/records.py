@@ -26,9 +26,23 @@ def read_request_rows(cur: duckdb.DuckDBPyConnection, service: str, start_ns: Na
     clause, params = time_window(service, start_ns, end_ns, route=route)
     rows = cur.execute(
         "SELECT * FROM (SELECT time_ns, latency_ns, request_bytes, app_size, version, route, "
-        f"status, instance FROM requests WHERE {clause} ORDER BY time_ns DESC LIMIT $limit) "
+        f"status, instance, trace_id FROM requests WHERE {clause} ORDER BY time_ns DESC LIMIT $limit) "
         "ORDER BY time_ns",
         {**params, "limit": MAX_RECORDS},
+    ).fetchall()
+    return [RequestRow(*row) for row in rows]
+
+
+def read_slowest_requests(cur: duckdb.DuckDBPyConnection, service: str, start_ns: Nanos,
+                          end_ns: Nanos, limit: int, route: str | None = None,
+                          instance: str | None = None) -> list[RequestRow]:
+    """The slowest requests of a window, slowest first (ties: the traced first, then by time)."""
+    clause, params = time_window(service, start_ns, end_ns, route=route, instance=instance)
+    rows = cur.execute(
+        "SELECT time_ns, latency_ns, request_bytes, app_size, version, route, status, instance, "
+        f"trace_id FROM requests WHERE {clause} "
+        "ORDER BY latency_ns DESC, trace_id IS NULL, time_ns LIMIT $limit",
+        {**params, "limit": limit},
     ).fetchall()
     return [RequestRow(*row) for row in rows]
 
