@@ -21,6 +21,7 @@ from aiohttp.typedefs import Middleware
 
 from pyrometer.collector.analysis.slo import Objective
 from pyrometer.collector.analysis.stages import DEFAULT_RULES, StageRule
+from pyrometer.collector.api import cost as api_cost
 from pyrometer.collector.api import empty, openapi, pyroscope_ingest, pyroscope_querier
 from pyrometer.collector.api import events as api_events
 from pyrometer.collector.api import requests as api_requests
@@ -79,6 +80,7 @@ def create_app(store: Store, metrics: CollectorMetrics, middlewares: Sequence[Mi
     app.router.add_get("/api/v1/stages", api_stages.stages)
     app.router.add_get("/api/v1/slos", api_slos.slos)
     app.router.add_get("/api/v1/requests", api_requests.slowest)
+    app.router.add_get("/api/v1/cost", api_cost.cost)
     app.router.add_get("/api/v1/events", api_events.list_events)
     app.router.add_post("/api/v1/events", api_events.post_event)
     app.router.add_get("/api/v1/openapi.json", openapi.openapi_json)

@@ -110,6 +110,9 @@ def _paths() -> dict[str, Any]:
             "(and a link to it with --trace-url)",
             [*window, _param("route", "only this route"), LABELS[0],
              _param("limit", "how many, 1-100; default 20", schema={"type": "integer"})]),
+        "/api/v1/cost": _get(
+            "per version: requests, p50/p99 latency and busy GPU-seconds per 1000 requests, "
+            "and each version against the one before it", window),
         "/api/v1/slos": _get(
             "each latency objective of the --slos file: budget left, burn rates over 5m, 30m, "
             "1h and 6h, and its state (page, ticket, ok)",

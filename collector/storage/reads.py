@@ -172,3 +172,18 @@ class StoredEvent:
 class EventListing:
     events: tuple[StoredEvent, ...]  # by time
     truncated: bool  # more than MAX_EVENTS matched; the earliest are returned
+
+
+@dataclass(frozen=True, slots=True)
+class VersionCost:
+    """One version's requests and the GPU time they took over a window."""
+
+    version: str
+    requests: int
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+    gpu_busy_s: float  # GPU-seconds of work: utilization x time, summed over the GPUs
+    gpu_observed_s: float  # GPU-seconds the readings covered
+    gpus: int
+    replayed: bool  # any reading came from a recording, not a GPU
+    first_ns: Nanos  # its first request (or GPU reading) in the window

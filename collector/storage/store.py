@@ -27,6 +27,7 @@ from pyrometer.collector.storage.reads import (
     RequestRow,
     SeriesQuery,
     StoredEvent,
+    VersionCost,
 )
 
 
@@ -134,6 +135,11 @@ class Store(Protocol):
                          route: str | None = None, instance: str | None = None
                          ) -> list[RequestRow]:
         """The `limit` slowest requests that ended in [start, end), slowest first."""
+        ...
+
+    def version_costs(self, service: str, start_ns: Nanos, end_ns: Nanos) -> list[VersionCost]:
+        """Per version: its requests and the GPU-seconds its GPUs were busy, in [start, end),
+        in the order the versions first appear."""
         ...
 
     def request_counts(self, service: str, windows: Sequence[tuple[Nanos, Nanos]], *,

@@ -126,6 +126,7 @@ PARAMS = {
     "/api/v1/events": ["service", "from", "to", "kind"],
     "/api/v1/stages": ["service", "from", "to", "instance", "version", "thread", "pid"],
     "/api/v1/slos": ["service", "at"],
+    "/api/v1/cost": ["service", "from", "to"],
     "/api/v1/requests": ["service", "from", "to", "route", "instance", "limit"],
     "/api/v1/services": [],
 }

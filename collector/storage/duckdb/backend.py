@@ -44,6 +44,7 @@ from pyrometer.collector.storage.duckdb.records import (
     read_request_rows,
     read_routes,
     read_slowest_requests,
+    read_version_costs,
 )
 from pyrometer.collector.storage.duckdb.schema import (
     TABLES,
@@ -65,6 +66,7 @@ from pyrometer.collector.storage.reads import (
     RequestRow,
     SeriesQuery,
     StoredEvent,
+    VersionCost,
 )
 from pyrometer.collector.storage.store import BatchOutcome, CommitReport, ServiceSummary
 
@@ -298,6 +300,10 @@ class DuckDBStore:
         """See `Store.slowest_requests`."""
         return self._read(lambda cur: read_slowest_requests(cur, service, start_ns, end_ns, limit,
                                                             route, instance))
+
+    def version_costs(self, service: str, start_ns: Nanos, end_ns: Nanos) -> list[VersionCost]:
+        """See `Store.version_costs`."""
+        return self._read(lambda cur: read_version_costs(cur, service, start_ns, end_ns))
 
     def request_counts(self, service: str, windows: Sequence[tuple[Nanos, Nanos]], *,
                        threshold_ns: Nanos, route: str | None = None) -> list[tuple[int, int]]:

@@ -15,7 +15,7 @@ import duckdb
 
 from pyrometer.agent.shared.model import Nanos
 from pyrometer.collector.storage.duckdb.where import time_window
-from pyrometer.collector.storage.reads import GpuRow, RequestRow
+from pyrometer.collector.storage.reads import GpuRow, RequestRow, VersionCost
 
 MAX_RECORDS = 500_000
 
@@ -45,6 +45,42 @@ def read_slowest_requests(cur: duckdb.DuckDBPyConnection, service: str, start_ns
         {**params, "limit": limit},
     ).fetchall()
     return [RequestRow(*row) for row in rows]
+
+
+# a longer gap between two readings of one GPU is the agent being away, not GPU time
+MAX_READING_GAP_NS = 10_000_000_000
+
+
+def read_version_costs(cur: duckdb.DuckDBPyConnection, service: str, start_ns: Nanos,
+                       end_ns: Nanos) -> list[VersionCost]:
+    """Per version: requests and latency, and GPU busy time (utilization x the time to the
+    previous reading of the same GPU from the same agent, gaps capped), by version."""
+    clause, params = time_window(service, start_ns, end_ns)
+    gpu = cur.execute(
+        "WITH g AS (SELECT time_ns, version, instance, gpu_index, replayed, "
+        "utilization_gpu_pct AS util, "
+        "time_ns - lag(time_ns) OVER (PARTITION BY agent_id, gpu_index ORDER BY time_ns) AS gap "
+        f"FROM gpu WHERE {clause}) "
+        "SELECT version, sum(util / 100.0 * least(gap, $cap)) / 1e9, sum(least(gap, $cap)) / 1e9, "
+        "count(DISTINCT instance || '/' || gpu_index), bool_or(replayed), min(first) "
+        "FROM (SELECT *, min(time_ns) OVER (PARTITION BY version) AS first FROM g) "
+        "WHERE gap IS NOT NULL AND util IS NOT NULL GROUP BY version",
+        {**params, "cap": MAX_READING_GAP_NS}).fetchall()
+    reqs = cur.execute(
+        "SELECT version, count(*), quantile_cont(latency_ns, 0.5) / 1e6, "
+        "quantile_cont(latency_ns, 0.99) / 1e6, min(time_ns) "
+        f"FROM requests WHERE {clause} GROUP BY version",
+        params).fetchall()
+    by_gpu = {row[0]: row[1:] for row in gpu}
+    by_req = {row[0]: row[1:] for row in reqs}
+    out = []
+    for version in set(by_gpu) | set(by_req):
+        busy, observed, gpus, replayed, gpu_first = by_gpu.get(version, (0.0, 0.0, 0, False, None))
+        count, p50, p99, req_first = by_req.get(version, (0, None, None, None))
+        first = min(t for t in (gpu_first, req_first) if t is not None)
+        out.append(VersionCost(version, int(count), p50, p99, float(busy or 0.0),
+                               float(observed or 0.0), int(gpus), bool(replayed), int(first)))
+    return sorted(out, key=lambda c: (c.first_ns, c.version))  # in the order they served
 
 
 def read_request_counts(cur: duckdb.DuckDBPyConnection, service: str,
