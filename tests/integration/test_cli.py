@@ -265,3 +265,26 @@ def _in_terminal(args: list[str]) -> tuple[int, str]:
             chunks.append(chunk)
         os.close(leader)
         return proc.wait(timeout=60), b"".join(chunks).decode(errors="replace")
+
+
+def test_stages_requests_cost_and_slos_print_short_tables(collector: Child) -> None:
+    stages = query(collector, "stages")
+    assert stages.returncode == 0, stages.stderr
+    lines = stages.stdout.splitlines()
+    assert "14 samples, 5 requests" in lines[0]
+    # forward (9 samples) is the forward pass, tokenize (3) tokenization: 10 ms a sample
+    assert any(line.split()[:2] == ["64.3%", "18.0"] and line.endswith("forward pass")
+               for line in lines), stages.stdout
+    slow = query(collector, "requests", "--limit", "3")
+    assert slow.returncode == 0 and "the 3 slowest requests" in slow.stdout, slow.stderr
+    assert slow.stdout.count("12.3 ") == 3  # ms to 0.1, the one latency sent
+    cost = query(collector, "cost")
+    assert cost.returncode == 0 and "GPU-s/1000 req" in cost.stdout, cost.stderr
+    # one GPU reading has no interval before it: no GPU time, shown as "-", not 0
+    assert cost.stdout.splitlines()[-1].split() == ["5", "12.3", "12.3", "0", "-", "-", "1.0.0"]
+    slos = run("slos", "--url", collector.ready.group("http"))
+    assert slos.returncode == 0 and "0 objectives (the collector has none" in slos.stdout
+    as_json = json.loads(query(collector, "requests", "--json", "--limit", "1").stdout)
+    assert as_json["requests"][0]["latency_ms"] == 12.345
+    bad = query(collector, "requests", "--limit", "500")
+    assert "limit 500: expected 1-100" in one_error_line(bad, "requests")
