@@ -6,12 +6,13 @@ Standard library only: the `pyrometer` command imports this to build its parser.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pyrometer.agent.shared import credentials
 from pyrometer.agent.shared.errors import ConfigError
@@ -136,41 +137,37 @@ def _trace_url(args: argparse.Namespace, env: Mapping[str, str]) -> str:
 
 
 def _alerts(args: argparse.Namespace, env: Mapping[str, str]) -> AlertConfig | None:
-    path = getattr(args, "alerts", None) or env.get("PYROMETER_ALERTS")
-    if not path:
-        return None
-    # imported here: the CLI parser imports this module and must stay light
-    from pyrometer.collector.alerts.config import AlertConfigError, load_alerts
-
-    try:
-        return load_alerts(Path(path))
-    except AlertConfigError as err:
-        raise ConfigError(str(err)) from None
+    found: AlertConfig | None = _settings_file(args, env, "alerts",
+                                               "pyrometer.collector.alerts.config:load_alerts")
+    return found
 
 
 def _objectives(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Objective, ...]:
-    path = getattr(args, "slos", None) or env.get("PYROMETER_SLOS")
-    if not path:
-        return ()
-    # imported here: the CLI parser imports this module and must stay light
-    from pyrometer.collector.analysis.slo import SloConfigError, load_objectives
-
-    try:
-        return load_objectives(Path(path))
-    except SloConfigError as err:
-        raise ConfigError(str(err)) from None
+    found: tuple[Objective, ...] | None = _settings_file(
+        args, env, "slos", "pyrometer.collector.analysis.slo:load_objectives")
+    return found or ()
 
 
 def _stage_rules(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[StageRule, ...] | None:
-    path = getattr(args, "stages", None) or env.get("PYROMETER_STAGES")
+    found: tuple[StageRule, ...] | None = _settings_file(
+        args, env, "stages", "pyrometer.collector.analysis.stages:load_rules")
+    return found
+
+
+def _settings_file(args: argparse.Namespace, env: Mapping[str, str], flag: str,
+                   loader: str) -> Any:
+    """What `loader` ("module:function") makes of the JSON file named by --FLAG (or
+    PYROMETER_FLAG); None without one. The loader is imported only when there is a
+    file: the CLI parser imports this module and must stay light."""
+    path = getattr(args, flag, None) or env.get(f"PYROMETER_{flag.upper()}")
     if not path:
         return None
-    # imported here: the CLI parser imports this module and must stay light
-    from pyrometer.collector.analysis.stages import StageConfigError, load_rules
+    from pyrometer.collector.jsonfile import FileConfigError
 
+    module, _, function = loader.partition(":")
     try:
-        return load_rules(Path(path))
-    except StageConfigError as err:
+        return getattr(importlib.import_module(module), function)(Path(path))
+    except FileConfigError as err:
         raise ConfigError(str(err)) from None
 
 

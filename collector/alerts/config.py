@@ -14,7 +14,6 @@ listens). Every SLO of --slos is watched.
 
 from __future__ import annotations
 
-import json
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pyrometer.agent.shared.model import NANOS_PER_SECOND, Nanos
+from pyrometer.collector.jsonfile import FileConfigError, read_json
 from pyrometer.collector.timeparse import TimeFormatError, parse_duration
 
 FORMATS = ("json", "slack", "alertmanager")
@@ -46,17 +46,12 @@ class AlertConfig:
     services: tuple[str, ...] = ()  # watched for spikes; empty: every service with data
 
 
-class AlertConfigError(ValueError):
+class AlertConfigError(FileConfigError):
     """An alerts file that cannot be used; the message names the file and the key."""
 
 
 def load_alerts(path: Path) -> AlertConfig:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise AlertConfigError(f"cannot read alerts {path}: {err.strerror or err}") from None
-    except (UnicodeDecodeError, ValueError) as err:
-        raise AlertConfigError(f"alerts {path} is not JSON: {err}") from None
+    doc = read_json(path, "alerts", AlertConfigError)
     where = f"alerts {path}"
     if not isinstance(doc, Mapping):
         raise AlertConfigError(f"{where}: expected an object with \"webhooks\"")

@@ -19,7 +19,6 @@ burns nothing.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pyrometer.agent.shared.model import NANOS_PER_SECOND, Nanos
+from pyrometer.collector.jsonfile import FileConfigError, read_json
 from pyrometer.collector.timeparse import TimeFormatError, parse_duration
 
 MINUTE = 60 * NANOS_PER_SECOND
@@ -101,7 +101,7 @@ def evaluate(objective: Objective, at_ns: Nanos, counts: Sequence[tuple[int, int
     return SloStatus(objective, at_ns, total, bad, left, tuple(burns), state)
 
 
-class SloConfigError(ValueError):
+class SloConfigError(FileConfigError):
     """An objectives file that cannot be used; the message names the file and the entry."""
 
 
@@ -112,12 +112,7 @@ def load_objectives(path: Path) -> tuple[Objective, ...]:
                "objective": 0.99, "threshold_ms": 300, "period": "28d"},
               {"name": "p95", "service": "model", "percentile": "p95", "threshold_ms": 120}]}
     """
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise SloConfigError(f"cannot read objectives {path}: {err.strerror or err}") from None
-    except (UnicodeDecodeError, ValueError) as err:
-        raise SloConfigError(f"objectives {path} is not JSON: {err}") from None
+    doc = read_json(path, "objectives", SloConfigError)
     items = doc.get("slos") if isinstance(doc, Mapping) else None
     if not isinstance(items, list):
         raise SloConfigError(f'objectives {path}: expected {{"slos": [...]}}')

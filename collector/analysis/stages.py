@@ -26,7 +26,6 @@ starting point, and a stage a service names differently belongs in its own rules
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -36,6 +35,7 @@ from typing import Any
 
 from pyrometer.agent.shared.model import Frame, Stack
 from pyrometer.collector.analysis.waiting import is_waiting
+from pyrometer.collector.jsonfile import FileConfigError, read_json
 
 WAITING = "waiting"
 SERVING = "serving framework"
@@ -177,7 +177,7 @@ def summary(changes: Sequence[StageChange], shown: int = 3) -> str:
     return ", ".join(parts) if parts else "no stage changed"
 
 
-class StageConfigError(ValueError):
+class StageConfigError(FileConfigError):
     """A stage rules file that cannot be used; the message names the file and the rule."""
 
 
@@ -187,12 +187,7 @@ def load_rules(path: Path) -> tuple[StageRule, ...]:
     {"stages": [{"stage": "retrieval", "function": "search|knn", "file": "vector_store"},
                 {"stage": "forward pass", "file": "my_model/"}]}
     """
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise StageConfigError(f"cannot read stage rules {path}: {err.strerror or err}") from None
-    except (UnicodeDecodeError, ValueError) as err:
-        raise StageConfigError(f"stage rules {path} is not JSON: {err}") from None
+    doc = read_json(path, "stage rules", StageConfigError)
     items = doc.get("stages") if isinstance(doc, Mapping) else None
     if not isinstance(items, list):
         raise StageConfigError(f'stage rules {path}: expected {{"stages": [...]}}')
