@@ -1,13 +1,15 @@
 """A self-contained HTML differential flame graph: one file, no network, opens from disk.
 
-The page is ``flamegraph_diff.html`` next to this module. It wears the plain flame
-graph's stylesheet (``html.page_style``) so both pages look alike, and embeds the
+The page is ``flamegraph_diff.html`` next to this module. It inlines the same flame
+graph components as the plain page (``html.component_slots``), and embeds the
 envelope of ``diff_json`` plus a ``title`` key the same way ``html.py`` embeds its tree,
 escaped with ``html.script_safe`` so no frame name can end the script element.
 
 What the page draws: frames as wide as their normalised target value (or baseline, or
 both windows together, chosen on the page), coloured red where they grew and blue where
-they shrank, either by normalised value or by share of all samples; a tooltip with both
+they shrank, by default by change of share of all samples (so that a frame whose cost
+merely doubled with the traffic stays grey), or by change of normalised value; a table
+of the largest changes of share; a tooltip with both
 values, shares and sample counts; click to zoom, Esc or Reset to go back; search with
 the share of each window the matches cover. ``notice`` and the diff's caveats are shown
 as a banner.
@@ -19,7 +21,7 @@ import html
 
 from pyrometer.collector.model import Profile
 from pyrometer.collector.render.diff_json import diff_document
-from pyrometer.collector.render.html import fill_slots, page_style, script_safe, template
+from pyrometer.collector.render.html import component_slots, fill_slots, script_safe, template
 from pyrometer.collector.render.jsonout import dumps_deep
 
 PAGE = "flamegraph_diff.html"
@@ -37,6 +39,6 @@ def render_diff_html(baseline: Profile, target: Profile, *, baseline_units: floa
     doc = diff_document(baseline, target, baseline_units=baseline_units,
                         target_units=target_units, notice=notice)
     title = diff_title(doc)
-    slots = {"TITLE": html.escape(title), "STYLE": page_style(),
-             "DATA": script_safe(dumps_deep({"title": title, **doc}))}
+    slots = {"TITLE": html.escape(title), "DATA": script_safe(dumps_deep({"title": title, **doc})),
+             **component_slots()}
     return fill_slots(template(PAGE), slots)

@@ -1,11 +1,15 @@
 """A self-contained HTML flame graph: one file, no network, opens from disk.
 
-The page is ``flamegraph.html`` next to this module (CSS and JavaScript inline) with two
-slots filled in: the ``<title>`` (HTML-escaped) and a ``<script type="application/json">``
-element holding the JSON envelope of ``json_tree`` plus a ``title`` key. The script
-draws the tree (root on top), zooms on click, resets with the button or Esc, highlights
-search matches and reports the share of samples they cover, and shows a tooltip with
-samples and percentages. A ``notice`` (e.g. "replayed data") is shown as a banner.
+The page is ``flamegraph.html`` next to this module with its slots filled in: the
+``<title>`` (HTML-escaped), a ``<script type="application/json">`` element holding the
+JSON envelope of ``json_tree`` plus a ``title`` key, and the stylesheet and script of
+the flame graph components in ``pyrometer.collector.ui`` (static/flame.css, flame.js,
+export.js), inlined: the collector's page loads the same files, so there is one copy of
+the drawing code. The script draws the tree (root on top), zooms on click, resets with
+the button or Esc, highlights search matches and reports the share of samples they
+cover, shows a tooltip with self and total samples and percentages, and a table of the
+top functions by self and total samples. A ``notice`` (e.g. "replayed data") is shown
+as a banner.
 
 Why the data cannot break out: inside a script element the HTML parser only looks for
 ``</script`` (and ``<!--``), and JSON may spell any character as ``\\uXXXX``, so every
@@ -26,9 +30,9 @@ from pyrometer.collector.model import Profile
 from pyrometer.collector.render.json_tree import tree_document
 from pyrometer.collector.render.jsonout import dumps_deep
 from pyrometer.collector.render.speedscope import window_label
+from pyrometer.collector.ui.assets import inline_script, inline_style
 
 _SLOT = re.compile(r"\{\{([A-Z]+)\}\}")
-_STYLE = re.compile(r"<style>.*?</style>", re.DOTALL)
 _UNSAFE_IN_SCRIPT = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}
 PAGE = "flamegraph.html"
 
@@ -47,11 +51,9 @@ def fill_slots(page: str, slots: Mapping[str, str]) -> str:
     return _SLOT.sub(lambda m: slots.get(m.group(1), m.group()), page)
 
 
-def page_style() -> str:
-    """The flame graph page's ``<style>`` element, for other pages drawn the same way."""
-    found = _STYLE.search(template(PAGE))
-    assert found is not None, f"{PAGE} has no <style> element"
-    return found.group()
+def component_slots() -> dict[str, str]:
+    """The ``STYLE`` and ``SCRIPT`` slots of every export: the shared components, inlined."""
+    return {"STYLE": inline_style(), "SCRIPT": inline_script()}
 
 
 def script_safe_json(value: object) -> str:
@@ -74,4 +76,5 @@ def render_html(profile: Profile, *, notice: str = "") -> str:
     """Render ``profile`` as a standalone HTML flame graph; ``notice`` becomes a banner."""
     title = page_title(profile)
     data = {"title": title, **tree_document(profile, notice=notice)}
-    return fill_slots(template(PAGE), {"TITLE": html.escape(title), "DATA": script_safe_json(data)})
+    return fill_slots(template(PAGE), {"TITLE": html.escape(title), "DATA": script_safe_json(data),
+                                       **component_slots()})
