@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test test-full demo proto dashboard lint gpu-check rca-eval bench clean
+.PHONY: test test-full demo proto dashboard lint gpu-check rca-eval bench clean vendor
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ test: lint
 ## everything, including the long scenario runs
 test-full: $(STAMP)
 	$(PY) -m pytest -q
+
+## refresh the web page's vendored libraries (uPlot, speedscope) from the npm registry, as
+## pinned in collector/ui/static/vendor/vendor.lock.json (integrity checked); no node needed
+vendor: $(STAMP)
+	$(PY) -m pyrometer.collector.ui.vendor
 
 ## run the demo: collector, demo model server, agent sidecar and load for about a minute
 demo: $(STAMP)

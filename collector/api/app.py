@@ -4,7 +4,8 @@ Handlers only parse parameters, call the store and render in worker threads (Duc
 blocks, and a big tree takes CPU seconds to build and encode, which would stall ingest);
 every bad parameter is a 400 whose JSON names it, never a 500. The series
 endpoints (latency, gpu, process) live in series.py, the events ones in events.py, the
-spikes in spikes.py and the diff in diff.py; the parameter helpers they share in params.py.
+spikes in spikes.py, the diff in diff.py, the label listing in labels.py, and the web page
+and its static files in ui.py; the parameter helpers they share in params.py.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from aiohttp.typedefs import Middleware
 from pyrometer.collector.analysis.slo import Objective
 from pyrometer.collector.analysis.stages import DEFAULT_RULES, StageRule
 from pyrometer.collector.api import cost as api_cost
-from pyrometer.collector.api import empty, openapi, pyroscope_ingest, pyroscope_querier
+from pyrometer.collector.api import empty, openapi, pyroscope_ingest, pyroscope_querier, ui
 from pyrometer.collector.api import events as api_events
 from pyrometer.collector.api import requests as api_requests
 from pyrometer.collector.api import series as api_series
@@ -30,6 +31,7 @@ from pyrometer.collector.api import slos as api_slos
 from pyrometer.collector.api import spikes as api_spikes
 from pyrometer.collector.api import stages as api_stages
 from pyrometer.collector.api.diff import flamegraph_diff
+from pyrometer.collector.api.labels import labels
 from pyrometer.collector.api.params import (
     METRICS,
     OBJECTIVES,
@@ -71,6 +73,7 @@ def create_app(store: Store, metrics: CollectorMetrics, middlewares: Sequence[Mi
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", prometheus_metrics)
     app.router.add_get("/api/v1/services", services)
+    app.router.add_get("/api/v1/labels", labels)
     app.router.add_get("/api/v1/flamegraph", flamegraph)
     app.router.add_get("/api/v1/flamegraph/diff", flamegraph_diff)
     app.router.add_get("/api/v1/latency", api_series.latency)
@@ -86,6 +89,7 @@ def create_app(store: Store, metrics: CollectorMetrics, middlewares: Sequence[Mi
     app.router.add_get("/api/v1/openapi.json", openapi.openapi_json)
     pyroscope_ingest.setup(app)  # Pyroscope's SDKs: POST /ingest, push.v1.PusherService/Push
     pyroscope_querier.setup(app)  # Grafana's Pyroscope data source: querier.v1.QuerierService
+    ui.add_routes(app)
     return app
 
 

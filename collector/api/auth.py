@@ -10,7 +10,9 @@ Who may do what, when the collector has tokens (`Tokens.enabled`):
   Pyroscope's query API (`POST /querier.v1.QuerierService/...`, for Grafana). Anything else
   (POST /api/v1/events, Pyroscope's `POST /ingest` and `/push.v1.PusherService/Push`): the
   write token. A missing or unknown token is 401 with `WWW-Authenticate: Bearer`; the
-  read-only token on a write is 403. /healthz stays open, for the same probes.
+  read-only token on a write is 403. /healthz stays open, for the same probes, and so do
+  the web page (/) and its static files (/ui/...): they are code, not data, and the page
+  asks for a read token when its first API call answers 401.
 
 Tokens are compared in constant time (hmac.compare_digest over SHA-256 digests, which
 also hides their length), and appear in no log line and no error message.
@@ -34,7 +36,8 @@ from pyrometer.collector.config import Tokens
 log = logging.getLogger(__name__)
 
 OPEN_GRPC_PREFIXES = ("/grpc.health.v1.Health/",)
-OPEN_HTTP_PATHS = frozenset({"/healthz"})
+OPEN_HTTP_PATHS = frozenset({"/healthz", "/"})
+OPEN_HTTP_PREFIXES = ("/ui/",)
 # Connect calls are POSTs, but these only read: the read token is enough (Grafana's data source)
 READ_POST_PREFIXES = ("/querier.v1.QuerierService/",)
 _READ_METHODS = frozenset({"GET", "HEAD"})
@@ -133,11 +136,11 @@ def _refusal(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str
 
 
 def http_middleware(tokens: Tokens) -> Middleware:
-    """An aiohttp middleware enforcing `tokens` on every path but /healthz."""
+    """An aiohttp middleware enforcing `tokens` on every path but /healthz and the page's."""
 
     @web.middleware
     async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in OPEN_HTTP_PATHS:
+        if request.path in OPEN_HTTP_PATHS or request.path.startswith(OPEN_HTTP_PREFIXES):
             return await handler(request)
         reads = request.method in _READ_METHODS or request.path.startswith(READ_POST_PREFIXES)
         need = Access.READ if reads else Access.WRITE

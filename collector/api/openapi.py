@@ -71,6 +71,26 @@ def _event_body() -> dict[str, Any]:
                 "attrs": {"type": "object", "additionalProperties": {"type": "string"}}}}
 
 
+def _page() -> dict[str, Any]:
+    """/ and /ui/{path}: the web page and its static files (no token needed)."""
+    text = {"schema": {"type": "string"}}
+    static = {t: text for t in ("text/html", "text/javascript", "text/css", "application/json",
+                                "text/plain", "font/woff2", "image/png", "image/x-icon", "application/wasm",
+                                "application/octet-stream")}
+    missing = {"description": "no such file", "content": {"text/plain": text}}
+    return {
+        "/": {"get": {"summary": "the web page", "parameters": [], "responses": {
+            "200": {"description": "OK", "content": {"text/html": text}}}}},
+        "/ui/{path}": {"get": {
+            "summary": "the page's components and vendored libraries",
+            "parameters": [{"name": "path", "in": "path", "required": True,
+                            "description": "a file under the package's ui/static folder",
+                            "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "OK", "content": static}, "400": missing,
+                          "404": missing}}},
+    }
+
+
 def _paths() -> dict[str, Any]:
     window = [SERVICE, FROM, TO]
     formats = list(FORMATS)
@@ -79,6 +99,8 @@ def _paths() -> dict[str, Any]:
         "/metrics": _get("Prometheus metrics of the collector and the agents' footprint", [],
                          {"text/plain": {"schema": {"type": "string"}}}, errors=()),
         "/api/v1/services": _get("services with profile data", [], errors=()),
+        "/api/v1/labels": _get("label values (instance, version, thread, pid, route) of a service's "
+                               "data in the window", window, errors=("400",)),
         "/api/v1/flamegraph": _get(
             "merged stacks of the windows whose midpoint is in [from, to)",
             [*window, _param("format", "answer format; default json",
@@ -126,6 +148,7 @@ def _paths() -> dict[str, Any]:
                      "responses": {"201": {"description": "stored", "content": _JSON},
                                    "400": _ERROR}}},
         "/api/v1/openapi.json": _get("this description", [], errors=()),
+        **_page(),
     }
 
 

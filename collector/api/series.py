@@ -134,7 +134,8 @@ async def gpu(request: web.Request) -> web.Response:
     "temperature_c", "sm_clock_mhz", "sm_clock_max_mhz", "power_w", "power_limit_w",
     "memory_used_bytes", "memory_total_bytes", "utilization_gpu_pct",
     "utilization_memory_pct", "throttle": {reason: fraction of the step's readings with
-    that clock-event bit set} or null when no reading said, "replayed"}]}]}
+    that clock-event bit set} or null when no reading said, "replayed",
+    "slowdown_temperature_c" (the lowest threshold reported in the step, or null)}]}]}
     """
     q = parse_series(request.query)
     points = await run_query(request, "gpu", request.app[STORE].gpu, q)

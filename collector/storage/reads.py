@@ -87,6 +87,9 @@ class GpuPoint:
     # empty when no reading in the step reported reasons
     throttle: tuple[tuple[str, float], ...]
     replayed: bool  # some reading came from a recording, not from a GPU
+    # the lowest slowdown threshold reported in the step (the page draws temperature
+    # against it); None when no reading said
+    slowdown_temperature_c: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

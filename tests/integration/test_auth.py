@@ -226,6 +226,23 @@ def test_http_tokens(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     assert READ not in caplog.text and WRITE not in caplog.text
 
 
+def test_the_page_and_its_files_are_open_but_no_path_through_them_reaches_data(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with api(tmp_path, TOKENS) as base, aiohttp.ClientSession() as session:
+            for path in ("/", "/ui/app.js", "/ui/vendor/uplot/uPlot.iife.min.js"):
+                assert await status(session, "GET", f"{base}{path}", None) == 200, path
+            assert await status(session, "GET", f"{base}/ui/no-such-file.js", None) == 404
+            # whatever a client makes of dots in the path, it never gets data without a token
+            for path in ("/ui/../api/v1/services", "/ui/%2e%2e/api/v1/services",
+                         "/ui/..%2fapi/v1/services", "/ui/vendor/../../metrics"):
+                async with session.get(f"{base}{path}", headers={}) as response:
+                    body = await response.read()
+                    assert response.status in (401, 404), (path, response.status)
+                    assert b'"services"' not in body, path
+
+    asyncio.run(main())
+
+
 # --- the CLI against a real collector process --------------------------------------
 
 @pytest.fixture(scope="module")

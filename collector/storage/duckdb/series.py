@@ -68,6 +68,7 @@ def read_gpu(cur: duckdb.DuckDBPyConnection, query: SeriesQuery) -> list[GpuPoin
         "count(*), avg(temperature_c), avg(sm_clock_mhz), max(sm_clock_max_mhz), "
         "avg(power_mw) / 1000, avg(power_limit_mw) / 1000, avg(memory_used_bytes), "
         "max(memory_total_bytes), avg(utilization_gpu_pct), avg(utilization_memory_pct), "
+        "min(slowdown_temperature_c), "
         f"bool_or(replayed), count(clock_event_reasons), {_reason_columns()} "
         f"FROM gpu WHERE {clause} GROUP BY instance, gpu_index, bucket "
         "ORDER BY instance, gpu_index, bucket",
@@ -78,7 +79,7 @@ def read_gpu(cur: duckdb.DuckDBPyConnection, query: SeriesQuery) -> list[GpuPoin
 
 def _gpu_point(row: tuple[Any, ...]) -> GpuPoint:
     (instance, index, uuid, name, start, readings, temperature, sm, sm_max, power, limit,
-     used, total, util, util_memory, replayed, with_reasons, *reason_counts) = row
+     used, total, util, util_memory, slowdown, replayed, with_reasons, *reason_counts) = row
     throttle = tuple(
         (reason, n / with_reasons) for reason, n in zip(CLOCK_EVENT_REASONS, reason_counts, strict=True)
     ) if with_reasons else ()
@@ -87,7 +88,7 @@ def _gpu_point(row: tuple[Any, ...]) -> GpuPoint:
         readings=readings, temperature_c=temperature, sm_clock_mhz=sm, sm_clock_max_mhz=sm_max,
         power_w=power, power_limit_w=limit, memory_used_bytes=used, memory_total_bytes=total,
         utilization_gpu_pct=util, utilization_memory_pct=util_memory, throttle=throttle,
-        replayed=bool(replayed),
+        replayed=bool(replayed), slowdown_temperature_c=slowdown,
     )
 
 
