@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test test-full demo proto dashboard lint gpu-check rca-eval bench clean vendor
+.PHONY: test test-full demo proto dashboard lint gpu-check rca-eval bench clean browser vendor screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,18 +12,35 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[collector,demo,dev,proxy]'
 	touch $(STAMP)
 
-## the quick suite (what CI runs): lint, then unit + integration, long scenarios excluded
-test: lint
+## the quick suite (what CI runs): lint, then unit + integration + the web page in a real
+## browser, long scenarios excluded
+test: lint browser
 	$(PY) -m pytest -q -m "not slow"
 
 ## everything, including the long scenario runs
-test-full: $(STAMP)
+test-full: $(STAMP) browser
 	$(PY) -m pytest -q
+
+## the browser tests (tests/browser) drive Debian's chromium through Playwright, whose own
+## browser download is not reachable from CI: install it when it is missing. As root (CI)
+## a failed install fails the build; elsewhere it says what to do and the tests skip.
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 && [ -z "$$PYROMETER_CHROMIUM" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+		else \
+			echo "chromium is not installed: run 'sudo apt-get install chromium' (or set PYROMETER_CHROMIUM) to run the browser tests; they skip without it"; \
+		fi; \
+	fi
 
 ## refresh the web page's vendored libraries (uPlot, speedscope) from the npm registry, as
 ## pinned in collector/ui/static/vendor/vendor.lock.json (integrity checked); no node needed
 vendor: $(STAMP)
 	$(PY) -m pyrometer.collector.ui.vendor
+
+## the README's screenshots of the web page, taken by its browser tests
+screenshots: $(STAMP) browser
+	PYROMETER_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q tests/browser
 
 ## run the demo: collector, demo model server, agent sidecar and load for about a minute
 demo: $(STAMP)
