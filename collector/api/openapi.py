@@ -111,6 +111,8 @@ def _paths() -> dict[str, Any]:
             [*window, _param("baseline_from", f"baseline start, {TIME}"),
              _param("baseline_to", f"baseline end, {TIME}"),
              _param("format", "json or html", schema={"type": "string", "enum": ["json", "html"]}),
+             _param("per", "normalise each side per second of its window (default) or per request "
+                    "that ended in it", schema={"type": "string", "enum": ["second", "request"]}),
              *LABELS, PID],
             {"application/json": {"schema": {"type": "object"}},
              "text/html": {"schema": {"type": "string"}}}, headers=SAMPLES),

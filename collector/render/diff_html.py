@@ -34,10 +34,11 @@ def diff_title(doc: dict[str, object]) -> str:
 
 
 def render_diff_html(baseline: Profile, target: Profile, *, baseline_units: float | None = None,
-                     target_units: float | None = None, notice: str = "") -> str:
+                     target_units: float | None = None, units_name: str = "unit",
+                     notice: str = "") -> str:
     """Render the diff of ``target`` against ``baseline`` as a standalone HTML page."""
     doc = diff_document(baseline, target, baseline_units=baseline_units,
-                        target_units=target_units, notice=notice)
+                        target_units=target_units, units_name=units_name, notice=notice)
     title = diff_title(doc)
     slots = {"TITLE": html.escape(title), "DATA": script_safe(dumps_deep({"title": title, **doc})),
              **component_slots()}

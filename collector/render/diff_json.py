@@ -24,9 +24,10 @@ The envelope, version 1 (keys in this order)::
     }
 
 ``normalisation.per`` is ``"second"`` (each side divided by its window's seconds, the
-numbers given) or ``"unit"`` (divided by the unit counts the caller gave, e.g.
-requests). ``baseline``/``target``/``delta`` of a node are normalised samples, shares
-are fractions 0..1 of that side's total; both are rounded to 6 significant digits,
+numbers given) or ``"unit"`` (divided by the unit counts the caller gave), or the name
+the caller gave those units (the API's ``per=request`` says ``"request"``).
+``baseline``/``target``/``delta`` of a node are normalised samples, shares are
+fractions 0..1 of that side's total; both are rounded to 6 significant digits,
 while ``*_samples`` stay exact. Children come by descending ``baseline + target``.
 ``top_changes`` ranks functions (inclusive, each sample once) by ``|share_delta|``.
 """
@@ -50,9 +51,10 @@ TOP_CHANGES = 20
 
 
 def diff_document(baseline: Profile, target: Profile, *, baseline_units: float | None = None,
-                  target_units: float | None = None, notice: str = "",
+                  target_units: float | None = None, units_name: str = "unit", notice: str = "",
                   top: int = TOP_CHANGES) -> dict[str, object]:
-    """The envelope above as a JSON-ready dict (the HTML renderer embeds the same)."""
+    """The envelope above as a JSON-ready dict (the HTML renderer embeds the same);
+    `units_name` names what the units count (``"request"``), when they are given."""
     norm = normalisation(baseline, target, baseline_units=baseline_units,
                          target_units=target_units)
     return {
@@ -66,7 +68,7 @@ def diff_document(baseline: Profile, target: Profile, *, baseline_units: float |
         "to_ns": target.end_ns,
         "baseline_from_ns": baseline.start_ns,
         "baseline_to_ns": baseline.end_ns,
-        "normalisation": _normalisation_json(norm),
+        "normalisation": _normalisation_json(norm, units_name),
         "baseline_total": baseline.total,
         "target_total": target.total,
         "idle_included": baseline.idle_included or target.idle_included,
@@ -87,10 +89,12 @@ def diff_document(baseline: Profile, target: Profile, *, baseline_units: float |
 
 
 def render_diff_json(baseline: Profile, target: Profile, *, baseline_units: float | None = None,
-                     target_units: float | None = None, notice: str = "") -> str:
+                     target_units: float | None = None, units_name: str = "unit",
+                     notice: str = "") -> str:
     """Render the diff of ``target`` against ``baseline`` as the envelope above."""
     return dumps_deep(diff_document(baseline, target, baseline_units=baseline_units,
-                                    target_units=target_units, notice=notice))
+                                    target_units=target_units, units_name=units_name,
+                                    notice=notice))
 
 
 def tree_json(root: DiffNode) -> dict[str, object]:
@@ -112,8 +116,9 @@ def tree_json(root: DiffNode) -> dict[str, object]:
     return out
 
 
-def _normalisation_json(norm: Normalisation) -> dict[str, object]:
-    return {"per": norm.per, "baseline": _num(norm.baseline), "target": _num(norm.target)}
+def _normalisation_json(norm: Normalisation, units_name: str) -> dict[str, object]:
+    per = units_name if norm.per == "unit" else norm.per
+    return {"per": per, "baseline": _num(norm.baseline), "target": _num(norm.target)}
 
 
 def _delta(baseline: float, target: float) -> float:

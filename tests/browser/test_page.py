@@ -107,6 +107,8 @@ def test_the_diff_marks_the_grown_frame(open_page: tuple[Page, Watch], collector
         "data-change", "shrank")
     expect(page.locator("#top tbody tr").first.locator("td").first).to_have_text(f"{HOT} (app/render.py)")
     expect(page.locator("#colour")).to_have_value("share")
+    # per request by default: the spike's requests are as many as the baseline's per second
+    expect(page.locator("#profile-summary")).to_contain_text("Values are samples per request")
     screenshot(page.locator("#profile-section"), "diff")
 
 

@@ -76,3 +76,23 @@ def test_a_tarball_that_differs_from_the_lock_is_refused(tmp_path: Path) -> None
     with pytest.raises(vendor.VendorError, match="integrity mismatch"):
         vendor.extract(uplot, b"not the tarball", tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_diff_per_request_divides_by_the_requests_of_each_window(
+        api: tuple[LiveServer, dict[str, str]]) -> None:
+    server, window = api
+    incident = incident_times()  # the fixture's, to the 10 s it is rounded to
+    spike, before = incident.spike_start_ns // 10**9, incident.spike_start_ns // 10**9 - 600
+    reply = server.get("/api/v1/flamegraph/diff", service=SERVICE, per="request",
+                       **{"from": str(spike), "to": str(spike + 60), "baseline_from": str(before),
+                          "baseline_to": str(spike)})
+    assert reply.status == 200, reply.body
+    doc = reply.json()
+    assert doc["normalisation"] == {"per": "request", "baseline": 6000.0, "target": 600.0}
+    forward = next(c for c in doc["top_changes"] if c["function"].startswith("model_forward"))
+    assert forward["delta"] == 0.0  # 7 samples per request before and during the spike
+    empty = server.get("/api/v1/flamegraph/diff", service=SERVICE, per="request",
+                       **{"from": str(spike), "to": str(spike + 60), "baseline_from": "1000000000",
+                          "baseline_to": "1000000600"})
+    assert empty.status == 400 and empty.json()["parameter"] == "per"
+    assert "baseline window has none" in empty.json()["error"]

@@ -42,7 +42,8 @@
     const q = new URLSearchParams(location.search);
     const s = { service: q.get("service") || "", from: q.get("from") || "now-1h", to: q.get("to") || "now",
       sel: pair(q.get("sel")), base: pair(q.get("base")), view: q.get("view") === "diff" ? "diff" : "flame",
-      q: q.get("q") || "", colour: q.get("colour") === "value" ? "value" : "share" };
+      q: q.get("q") || "", colour: q.get("colour") === "value" ? "value" : "share",
+      per: q.get("per") === "second" ? "second" : "request" };
     for (const name of LABELS) s[name] = q.get(name) || "";
     return s;
   }
@@ -57,6 +58,7 @@
     if (state.base) q.set("base", state.base.map(Math.round).join(","));
     if (state.view === "diff") q.set("view", "diff");
     if (state.colour !== "share") q.set("colour", state.colour);
+    if (state.per !== "request") q.set("per", state.per);
     put("q", state.q);
     const url = "?" + q.toString();
     if (url !== location.search) history[push ? "pushState" : "replaceState"](null, "", url);
@@ -143,9 +145,11 @@
         continue;
       }
       if (!reply.ok) {
-        let message = reply.status + " " + reply.statusText;
-        try { message = (await reply.json()).error || message; } catch (e) { /* not JSON */ }
-        throw new Error(message);
+        let body = {};
+        try { body = await reply.json(); } catch (e) { /* not JSON */ }
+        const err = new Error(body.error || reply.status + " " + reply.statusText);
+        err.parameter = body.parameter;
+        throw err;
       }
       return reply;
     }
@@ -511,8 +515,11 @@
     const diff = document.createElement("button");
     diff.type = "button"; diff.textContent = "Diff against baseline"; diff.className = "spike-diff";
     diff.addEventListener("click", () => {
-      const start = s.start_ns / 1e6;
-      state.base = [start - baselineNs / 1e6, start];
+      // the spike's own trailing baseline, kept inside the range picked when that leaves
+      // a baseline at least as long as the spike
+      const start = s.start_ns / 1e6, length = (s.end_ns - s.start_ns) / 1e6;
+      const trailing = start - baselineNs / 1e6;
+      state.base = [start - range[0] >= length ? Math.max(trailing, range[0]) : trailing, start];
       selectWindow([start, s.end_ns / 1e6], "diff");
     });
     head.append(when, facts, cause, flame, diff);
@@ -575,7 +582,10 @@
     const w = profileWindow();
     const p = { service: state.service, from: iso(w[0]), to: iso(w[1]), format };
     for (const name of FLAME_LABELS) p[name] = state[name];
-    if (state.view === "diff" && state.base) { p.baseline_from = iso(state.base[0]); p.baseline_to = iso(state.base[1]); }
+    if (state.view === "diff") {
+      if (state.base) { p.baseline_from = iso(state.base[0]); p.baseline_to = iso(state.base[1]); }
+      p.per = state.per;
+    }
     return p;
   }
 
@@ -652,19 +662,29 @@
     downloadLinks();
     $("profile-summary").textContent = "Loading\u2026";
     const diff = state.view === "diff";
-    const doc = await apiJson(diff ? "api/v1/flamegraph/diff" : "api/v1/flamegraph", profileParams("json"));
+    let doc, fallback = "";
+    try {
+      doc = await apiJson(diff ? "api/v1/flamegraph/diff" : "api/v1/flamegraph", profileParams("json"));
+    } catch (err) {
+      // per request needs requests in both windows; without them, per second still compares
+      if (!diff || err.parameter !== "per") throw err;
+      doc = await apiJson("api/v1/flamegraph/diff", { ...profileParams("json"), per: "second" });
+      fallback = err.message + ": values are per second.";
+    }
     if (token !== loadToken) return;
     if (diff) {
       $("baseline-from").value = iso(doc.baseline_from_ns / 1e6);
       $("baseline-to").value = iso(doc.baseline_to_ns / 1e6);
       $("colour").value = state.colour;
+      $("per").value = state.per;
+      $("colour").options[1].textContent = "change per " + doc.normalisation.per;
       graph.colourMode = state.colour;
       changesTable.show(doc);
     } else {
       topTable.show(doc);
     }
     $("profile-summary").textContent = F.describe(doc);
-    const lines = F.notices(doc);
+    const lines = F.notices(doc).concat(fallback ? [fallback] : []);
     $("profile-notice").textContent = lines.join(" ");
     $("profile-notice").style.display = lines.length ? "block" : "none";
     graph.setDocument(doc);
@@ -680,6 +700,7 @@
     $("search").addEventListener("input", () => setSearch($("search").value));
     $("reset").addEventListener("click", () => { setSearch(""); graph.reset(); });
     $("width").addEventListener("change", () => graph.setWidth($("width").value));
+    $("per").addEventListener("change", () => { state.per = $("per").value; writeState(true); loadProfile(loadToken).catch(fail); });
     $("colour").addEventListener("change", () => { state.colour = $("colour").value; writeState(false); graph.setColour(state.colour); });
     const setBase = () => {
       try {
