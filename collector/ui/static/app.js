@@ -327,7 +327,7 @@
       cursor: { sync: { key: "pyrometer" }, drag: { x: true, y: false, setScale: false } },
       select: { show: true },
       scales: { x: { time: true, range: () => [range[0] / 1000, range[1] / 1000] }, ...(opts.scales || {}) },
-      axes: opts.axes || [{}, { size: 56 }],
+      axes: (opts.axes || [{}, { size: 56 }]).map((a, i) => (i === 0 ? { space: 90, ...a } : a)),
       series: [{}].concat(series),
       bands: opts.bands,
       legend: { live: true },
