@@ -166,4 +166,6 @@ def screenshot(target: Page | Locator, name: str) -> None:
     """Save a screenshot to $PYROMETER_SCREENSHOTS/`name`.png when that is set."""
     if SCREENSHOTS:
         Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+        page = target if isinstance(target, Page) else target.page
+        page.add_style_tag(content=".bar { position: static !important; }")  # not over the shot
         target.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"))

@@ -18,6 +18,7 @@
   const UNITS = { ms: 1, s: 1e3, m: 6e4, h: 3.6e6, d: 8.64e7, w: 6.048e8 };
   const STEPS_S = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
   const MAX_POINTS = 600;
+  const BLANK_AXIS = { side: 1, size: 48, grid: { show: false }, ticks: { show: false }, values: (u, splits) => splits.map(() => "") };
   const COLOURS = ["#1565c0", "#ef6c00", "#c62828", "#2e7d32", "#6a1b9a", "#00838f", "#5d4037"];
   const REASON_COLOURS = ["#d32f2f", "#f57c00", "#7b1fa2", "#0288d1", "#388e3c", "#5d4037", "#c2185b", "#455a64"];
 
@@ -327,7 +328,8 @@
       cursor: { sync: { key: "pyrometer" }, drag: { x: true, y: false, setScale: false } },
       select: { show: true },
       scales: { x: { time: true, range: () => [range[0] / 1000, range[1] / 1000] }, ...(opts.scales || {}) },
-      axes: (opts.axes || [{}, { size: 56 }]).map((a, i) => (i === 0 ? { space: 90, ...a } : a)),
+      // every panel has a right axis (blank where unused), so their time axes line up
+      axes: (opts.axes || [{}, { size: 56 }, BLANK_AXIS]).map((a, i) => (i === 0 ? { space: 90, ...a } : a)),
       series: [{}].concat(series),
       bands: opts.bands,
       legend: { live: true },
