@@ -3,7 +3,7 @@
     python tests/bench/run.py [--size tiny|full] [--rows 1,2,4] [--out DIR] [--workdir DIR]
 
 Runs the rows in order (1 slowdown, 2-3 agent cost and wire, 4 collector ingest, 5-6
-queries and storage), then writes BENCHMARKS.md and BENCHMARKS.json into --out (the
+queries and storage, 7 the web page), then writes BENCHMARKS.md and BENCHMARKS.json into --out (the
 repository root by default): every figure, the machine it ran on and the exact command.
 A row that fails is reported as failed, in both files, and the command exits 1 after the
 others have run: a partial table is still worth reading, a silent gap is not.
@@ -35,7 +35,8 @@ from bench import common  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 # row numbers of BENCHMARKS.md -> the module that measures them
 ROWS: dict[str, tuple[str, ...]] = {
-    "slowdown": ("1",), "agent_cost": ("2", "3"), "ingest_load": ("4",), "queries": ("5", "6")}
+    "slowdown": ("1",), "agent_cost": ("2", "3"), "ingest_load": ("4",), "queries": ("5", "6"),
+    "page_load": ("7",)}
 PACKAGES = ("py-spy", "pyroscope-io", "grpcio", "protobuf", "duckdb", "pyarrow", "aiohttp", "psutil")
 
 
