@@ -102,7 +102,9 @@ def guarded_collector(incident_db: tuple[Path, Incident], tmp_path_factory: pyte
         child.stop()
 
 
-@pytest.fixture(scope="session")
+# per module, not per session: Playwright's sync API runs an event loop in this thread
+# while it is open, and the tests after the browser tests call asyncio.run
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     path = chromium_path()
     if path is None:
