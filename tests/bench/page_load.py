@@ -8,9 +8,10 @@ A day of one service (query_fill.py, one instance) is written straight into the
 collector's tables; a real collector serves it, and chromium (driven by Playwright, as
 in tests/browser) opens the page on the whole day: labels, timeline series, events,
 the spike analysis of the day and the day's flame graph. Timed from the navigation to
-the moment the page says it has loaded everything (it is interactive then): once cold
-(a fresh collector and browser), then the median of warm reloads. The target is a
-second warm.
+the two marks the page sets: interactive (pickers, timeline and spikes drawn, so it
+answers clicks and drags; the flame graph may still be coming) and loaded (the flame
+graph too); once cold (a fresh collector and browser), then the median of warm reloads.
+The target is interactive within a second, warm.
 """
 
 from __future__ import annotations
@@ -66,22 +67,27 @@ def measure(size: str, work: Path) -> dict[str, Any]:
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
                 loads = [_load(page, url) for _ in range(1 + warm_runs)]
-                api_ms = [float(page.inner_text("#status").split()[2])]
             finally:
                 browser.close()
     finally:
         collector.stop()
-    warm = statistics.median(loads[1:])
-    return {"seconds_of_data": seconds, "instances": 1, "cold_s": round(loads[0], 3),
-            "warm_s": round(warm, 3), "warm_runs": [round(x, 3) for x in loads[1:]],
-            "last_api_ms": api_ms[0], "target_s": TARGET_S, "met": warm <= TARGET_S}
+    interactive = statistics.median(x for x, _ in loads[1:])
+    loaded = statistics.median(y for _, y in loads[1:])
+    return {"seconds_of_data": seconds, "instances": 1,
+            "cold_interactive_s": round(loads[0][0], 3), "cold_loaded_s": round(loads[0][1], 3),
+            "warm_interactive_s": round(interactive, 3), "warm_loaded_s": round(loaded, 3),
+            "warm_runs": [[round(x, 3), round(y, 3)] for x, y in loads[1:]],
+            "target_s": TARGET_S, "met": interactive <= TARGET_S}
 
 
-def _load(page: Any, url: str) -> float:
+def _load(page: Any, url: str) -> tuple[float, float]:
+    """Seconds from navigation until the page is interactive, and until all is drawn."""
     began = time.perf_counter()
     page.goto(url)
+    page.wait_for_selector("body[data-interactive]", timeout=LOAD_TIMEOUT_MS)
+    interactive = time.perf_counter() - began
     page.wait_for_selector("body[data-loaded]", timeout=LOAD_TIMEOUT_MS)
-    return time.perf_counter() - began
+    return interactive, time.perf_counter() - began
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -91,12 +97,15 @@ def markdown(result: dict[str, Any]) -> str:
         f"## 7. {TITLE}", "",
         f"The collector's page (`/`) in chromium over {hours:g} h of one service, the whole span "
         "picked: labels, timeline series, events, the spike analysis and the flame graph, timed "
-        "from navigation until the page has drawn everything (`tests/bench/page_load.py`).", "",
-        "| load | seconds |", "|---|---|",
-        f"| cold (fresh collector and browser) | {result['cold_s']:.2f} |",
-        f"| warm (median of {len(result['warm_runs'])}) | {result['warm_s']:.2f} |", "",
-        f"Warm, it {verdict} the target of {result['target_s']:g} s; the slowest API call set of the "
-        f"last load took {result['last_api_ms']:.0f} ms in the page's own measure.", ""])
+        "from navigation until it answers clicks and drags (interactive) and until the flame graph "
+        "is drawn too (`tests/bench/page_load.py`).", "",
+        "| load | interactive (s) | flame graph drawn too (s) |", "|---|---|---|",
+        f"| cold (fresh collector and browser) | {result['cold_interactive_s']:.2f} | "
+        f"{result['cold_loaded_s']:.2f} |",
+        f"| warm (median of {len(result['warm_runs'])}) | {result['warm_interactive_s']:.2f} | "
+        f"{result['warm_loaded_s']:.2f} |", "",
+        f"Warm, it {verdict} the target of {result['target_s']:g} s to interactive. The flame graph "
+        "of the whole span is the slowest call (building its tree; see rows 5 and 6).", ""])
 
 
 if __name__ == "__main__":

@@ -55,6 +55,8 @@ def test_the_timeline_draws_the_incident(open_page: tuple[Page, Watch], collecto
     assert set(panels) == {"rate", "latency", "gpu-clock", "gpu-temperature", "gpu-power", "host"}
     # 25 minutes in 5 s steps, every one with requests, GPU and host readings
     assert {p.get_attribute("data-points") for p in panels.values()} == {"300"}
+    # the restart and the deploy, drawn on every panel
+    assert {p.get_attribute("data-markers") for p in panels.values()} == {"2"}
     assert panels["gpu-clock"].get_attribute("data-throttle") == "hw_thermal_slowdown"
     expect(panels["gpu-clock"].locator(".replayed")).to_have_text("replayed, not measured")
     deploy = page.locator("#events li[data-kind=deploy]")
@@ -107,6 +109,23 @@ def test_the_diff_marks_the_grown_frame(open_page: tuple[Page, Watch], collector
         "data-change", "shrank")
     expect(page.locator("#top tbody tr").first.locator("td").first).to_have_text(f"{HOT} (app/render.py)")
     expect(page.locator("#colour")).to_have_value("share")
+    # any two windows: drag on the timeline to move the baseline
+    base = re.search(r"base=([0-9%C]+)", page.url)
+    page.select_option("#drag-sets", "baseline")
+    over = page.locator(".panel[data-panel=latency] .u-over")
+    over.scroll_into_view_if_needed()
+    box = over.bounding_box()
+    assert box is not None and base is not None
+    before = profile_loaded(page, None)
+    page.mouse.move(box["x"] + box["width"] * 0.1, box["y"] + 20)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + 20, steps=5)
+    page.mouse.up()
+    profile_loaded(page, before)
+    moved = re.search(r"base=([0-9%C]+)", page.url)
+    assert moved is not None and moved.group(1) != base.group(1)
+    expect(page.locator(".frame", has_text=f"{HOT} (app/render.py)").first).to_have_attribute(
+        "data-change", "grew")
     # per request by default: the spike's requests are as many as the baseline's per second
     expect(page.locator("#profile-summary")).to_contain_text("Values are samples per request")
     screenshot(page.locator("#profile-section"), "diff")
@@ -153,6 +172,9 @@ def test_presets_and_drag_select_a_window(open_page: tuple[Page, Watch], collect
     page.click("#presets button[data-preset='1h']")
     loaded(page)
     assert "from=now-1h" in page.url and "sel=" not in page.url
+    page.click("#pin")  # a link that shows the same hour later
+    assert re.search(r"from=\d{4}-\d\d-\d\dT", page.url) and "now" not in page.url
+    expect(page.locator("#presets button.active")).to_have_count(0)
 
 
 def test_speedscope_opens_with_the_window_profile(open_page: tuple[Page, Watch], collector: Served) -> None:

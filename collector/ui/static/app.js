@@ -17,7 +17,7 @@
   const TOKEN_KEY = "pyrometer.read-token";
   const UNITS = { ms: 1, s: 1e3, m: 6e4, h: 3.6e6, d: 8.64e7, w: 6.048e8 };
   const STEPS_S = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
-  const MAX_POINTS = 600;
+  const MAX_POINTS = 300;  // about one per 4 px of a wide panel: more only costs transfer
   const BLANK_AXIS = { side: 1, size: 48, grid: { show: false }, ticks: { show: false }, values: (u, splits) => splits.map(() => "") };
   const COLOURS = ["#1565c0", "#ef6c00", "#c62828", "#2e7d32", "#6a1b9a", "#00838f", "#5d4037"];
   const REASON_COLOURS = ["#d32f2f", "#f57c00", "#7b1fa2", "#0288d1", "#388e3c", "#5d4037", "#c2185b", "#455a64"];
@@ -28,6 +28,7 @@
   let events = [];
   let charts = [];
   let loadToken = 0;  // a newer load makes an older one's answers stale
+  let shownBaseline = null;  // the diff's baseline as the API chose it, when the URL names none
   const graph = new F.FlameGraph($("chart"), $("tip"), { onZoom: () => {} });
   const topTable = new F.TopTable($("top"), (name) => setSearch(name));
   const changesTable = new F.ChangesTable($("top"), (name) => setSearch(name));
@@ -204,6 +205,11 @@
       presets.appendChild(b);
     }
     $("apply").addEventListener("click", () => setRange($("from").value, $("to").value));
+    // a link with now-1h in it shows another hour tomorrow: pin the range to its times
+    $("pin").addEventListener("click", () => {
+      state.from = iso(range[0]); state.to = iso(range[1]);
+      writeState(true); showRange();
+    });
     for (const id of ["from", "to"]) {
       $(id).addEventListener("keydown", (e) => { if (e.key === "Enter") $("apply").click(); });
     }
@@ -265,18 +271,21 @@
     };
     ctx.save();
     for (const s of spikes) fill(s.start_ns / 1e6, s.end_ns / 1e6, "rgba(229, 57, 53, 0.13)");
-    if (state.view === "diff" && state.base) fill(state.base[0], state.base[1], "rgba(30, 136, 229, 0.12)");
+    const base = state.base || shownBaseline;
+    if (state.view === "diff" && base) fill(base[0], base[1], "rgba(30, 136, 229, 0.12)");
     if (state.sel) fill(state.sel[0], state.sel[1], "rgba(106, 27, 154, 0.16)");
     ctx.restore();
   }
 
   function markers(u) {
     const ctx = u.ctx, top = u.bbox.top, height = u.bbox.height, ratio = devicePixelRatio || 1;
+    let drawn = 0;
     ctx.save();
     ctx.font = (10 * ratio) + "px system-ui, sans-serif";
     for (const e of events) {
       const x = u.valToPos(e.time_ns / 1e9, "x", true);
       if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) continue;
+      drawn++;
       ctx.strokeStyle = e.kind === "deploy" ? "#6a1b9a" : e.kind === "restart" ? "#ef6c00" : "#777";
       ctx.setLineDash([4 * ratio, 3 * ratio]);
       ctx.beginPath(); ctx.moveTo(x, top); ctx.lineTo(x, top + height); ctx.stroke();
@@ -284,6 +293,8 @@
       ctx.fillText(eventLabel(e), x + 3 * ratio, top + 10 * ratio);
     }
     ctx.restore();
+    // what the canvas cannot tell a reader (or a test): how many markers it shows
+    if (u.root.parentElement) u.root.parentElement.dataset.markers = String(drawn);
   }
 
   function eventLabel(e) {
@@ -341,7 +352,8 @@
           const a = chart.posToVal(chart.select.left, "x") * 1000;
           const b = chart.posToVal(chart.select.left + chart.select.width, "x") * 1000;
           chart.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
-          selectWindow([a, b], null);
+          if (state.view === "diff" && $("drag-sets").value === "baseline") setBaseline([a, b]);
+          else selectWindow([a, b], null);
         }],
       },
     }, columns, box);
@@ -401,12 +413,11 @@
     const first = groups[0];
     const reasons = new Map();
     for (const p of first.points) for (const [r, v] of Object.entries(p.throttle || {})) if (v > 0) reasons.set(r, true);
-    const clockCols = align([{ points: first.points, series: [(p) => p.sm_clock_mhz, (p) => p.sm_clock_max_mhz] }]);
-    const xsIndex = new Map(first.points.map((p, i) => [p.start_ns, i]));
-    const stripRows = Array.from(reasons.keys()).map((r) => ({
-      reason: r, step: gpu.step_ns / 1e9,
-      active: clockCols[0].map((x) => { const p = first.points[xsIndex.get(Math.round(x * 1e9))]; return p && p.throttle ? p.throttle[r] || 0 : 0; }),
-    }));
+    const names = Array.from(reasons.keys());
+    const clockCols = align([{ points: first.points, series: [(p) => p.sm_clock_mhz, (p) => p.sm_clock_max_mhz]
+      .concat(names.map((r) => (p) => (p.throttle ? p.throttle[r] || 0 : 0))) }]);
+    const stripRows = names.map((r, i) => ({ reason: r, step: gpu.step_ns / 1e9, active: clockCols[3 + i] }));
+    clockCols.length = 3;
     const clock = mark(panel("GPU SM clock (MHz) against its max, " + name(first), clockCols,
       [line("SM clock", COLOURS[0]), line("max", "#999", { dash: [5, 4] })],
       { key: "gpu-clock", draw: [strips(stripRows)] }));
@@ -600,6 +611,13 @@
     loadProfile(loadToken).catch(fail);
   }
 
+  function setBaseline(win) {
+    state.base = win;
+    writeState(true);
+    redrawTimeline();
+    loadProfile(loadToken).catch(fail);
+  }
+
   function setSearch(term) {
     $("search").value = term;
     state.q = term;
@@ -675,6 +693,8 @@
     }
     if (token !== loadToken) return;
     if (diff) {
+      shownBaseline = [doc.baseline_from_ns / 1e6, doc.baseline_to_ns / 1e6];
+      redrawTimeline();
       $("baseline-from").value = iso(doc.baseline_from_ns / 1e6);
       $("baseline-to").value = iso(doc.baseline_to_ns / 1e6);
       $("colour").value = state.colour;
@@ -709,9 +729,8 @@
         const now = Date.now();
         const a = parseTime($("baseline-from").value, now), b = parseTime($("baseline-to").value, now);
         if (a >= b) throw new Error("the baseline's start must be before its end");
-        state.base = [a, b];
-      } catch (err) { fail(err); return; }
-      writeState(true); redrawTimeline(); loadProfile(loadToken).catch(fail);
+        setBaseline([a, b]);
+      } catch (err) { fail(err); }
     };
     for (const id of ["baseline-from", "baseline-to"]) {
       $(id).addEventListener("keydown", (e) => { if (e.key === "Enter") setBase(); });
@@ -738,7 +757,12 @@
     if (!state.service) return;
     status("Loading\u2026", false);
     const started = performance.now();
-    const results = await Promise.allSettled([loadLabels(token), loadTimeline(token), loadSpikes(token), loadProfile(token)]);
+    const profile = loadProfile(token);
+    const overview = Promise.all([loadLabels(token), loadTimeline(token), loadSpikes(token)]).then(() => {
+      // the page answers clicks and drags from here on; the flame graph may still be coming
+      if (token === loadToken) document.body.dataset.interactive = String(token);
+    });
+    const results = await Promise.allSettled([overview, profile]);
     if (token !== loadToken) return;
     const failed = results.find((r) => r.status === "rejected");
     if (failed) { fail(failed.reason); return; }
@@ -754,10 +778,11 @@
   async function start() {
     bindPick();
     bindProfile();
-    try {
-      await loadServices();
-    } catch (err) { fail(err); return; }
+    // with a service in the URL, its data need not wait for the listing of services
+    const listing = loadServices().catch((err) => fail(err));
+    if (!state.service) await listing;
     await loadAll();
+    await listing;
   }
 
   start();
