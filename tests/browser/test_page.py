@@ -236,3 +236,18 @@ def test_the_exports_draw_with_the_same_components(open_page: tuple[Page, Watch]
     page.goto(f"{collector.url}/api/v1/flamegraph/diff?format=html&{query}")
     expect(page.locator(".frame", has_text=f"{HOT} (app/render.py)").first).to_have_attribute(
         "data-change", "grew")
+
+
+def test_top_functions_count_a_recursive_function_once_per_sample(open_page: tuple[Page, Watch],
+                                                                 collector: Served) -> None:
+    page, _ = open_page
+    page.goto(f"{collector.url}/")
+    loaded(page)
+    # a -> b -> a -> c (10 samples) and a -> d (5): a is on every sample once in total
+    rows = page.evaluate("""() => PyrometerFlame.topFunctions({name: "svc", value: 15, children: [
+        {name: "a", value: 15, children: [
+          {name: "b", value: 10, children: [{name: "a", value: 10, children: [
+            {name: "c", value: 10, children: []}]}]},
+          {name: "d", value: 5, children: []}]}]})""")
+    found = {r["name"]: (r["self"], r["total"]) for r in rows}
+    assert found == {"a": (0, 15), "b": (0, 10), "c": (10, 10), "d": (5, 5)}

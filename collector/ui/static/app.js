@@ -191,7 +191,8 @@
     const doc = await apiJson("api/v1/labels", { service: state.service, from: iso(range[0]), to: iso(range[1]) });
     if (token !== loadToken) return;
     for (const name of ["instance", "version", "thread"]) {
-      fillSelect($(name), doc[name].map((v) => [v, v]), state[name], "all");
+      // an unnamed thread (py-spy without --threads) is no choice to offer
+      fillSelect($(name), doc[name].filter((v) => v !== "").map((v) => [v, v]), state[name], "all");
     }
     fillSelect($("route"), doc.route.map((r) => [r.route, r.route + " (" + r.requests + ")"]), state.route, "all");
   }
@@ -484,10 +485,13 @@
 
   // ---- spikes ------------------------------------------------------------------------
 
+  // The spike analysis in 10 s steps (the API's default) up to a few hours; past that, in
+  // steps that keep it to about 3000 buckets with its 30 min baseline: a day in 10 s steps
+  // is 8820 buckets and takes seconds, in 30 s steps a third of that.
+  const SPIKE_STEPS_S = [10, 30, 60, 120, 300, 600];
   function spikeStep(spanMs) {
-    // the API analyses at most 10,000 buckets, its 30 min baseline included
-    const s = Math.max(10, Math.ceil((spanMs / 1000 + 1800) / 9000 / 10) * 10);
-    return s + "s";
+    const buckets = (s) => (spanMs / 1000 + 1800) / s;
+    return (SPIKE_STEPS_S.find((s) => buckets(s) <= 3000) || Math.ceil(buckets(1) / 3000)) + "s";
   }
 
   function evidence(dl, items) {
@@ -562,6 +566,7 @@
   }
 
   async function loadSpikes(token) {
+    $("spikes-message").textContent = "analysing the range\u2026";
     let doc;
     try {
       doc = await apiJson("api/v1/spikes", { service: state.service, from: iso(range[0]), to: iso(range[1]),
@@ -573,7 +578,8 @@
     }
     if (token !== loadToken) return;
     spikes = doc.spikes;
-    $("spikes-message").textContent = doc.message;
+    $("spikes-message").textContent = doc.message + " (" + doc.step + " steps, " + doc.percentile +
+      " against the trailing " + doc.baseline + ")";
     const list = $("spikes");
     list.textContent = "";
     for (const s of spikes) list.appendChild(spikeRow(s, doc.baseline_ns));
@@ -745,6 +751,14 @@
 
   // ---- loading -----------------------------------------------------------------------
 
+  /* Say on the body that a stage of load `token` is done, and when (ms since navigation):
+   * for tests to wait on, and for the bench to time. */
+  function mark(token, name) {
+    if (token !== loadToken) return;
+    document.body.dataset[name] = String(token);
+    document.body.dataset[name + "At"] = String(Math.round(performance.now()));
+  }
+
   async function loadAll() {
     const token = ++loadToken;
     try {
@@ -758,16 +772,21 @@
     status("Loading\u2026", false);
     const started = performance.now();
     const profile = loadProfile(token);
-    const overview = Promise.all([loadLabels(token), loadTimeline(token), loadSpikes(token)]).then(() => {
-      // the page answers clicks and drags from here on; the flame graph may still be coming
-      if (token === loadToken) document.body.dataset.interactive = String(token);
+    // the spike analysis of a long range takes seconds (it reads every request of the range
+    // and its baseline): the list fills in when it comes, and the page does not wait for it
+    const spikesListed = loadSpikes(token).then(() => {
+      mark(token, "spikesLoaded");
     });
-    const results = await Promise.allSettled([overview, profile]);
+    const overview = Promise.all([loadLabels(token), loadTimeline(token)]).then(() => {
+      // the page answers picks, clicks and drags from here on
+      mark(token, "interactive");
+    });
+    const results = await Promise.allSettled([overview, spikesListed, profile]);
     if (token !== loadToken) return;
     const failed = results.find((r) => r.status === "rejected");
     if (failed) { fail(failed.reason); return; }
     status("Loaded in " + Math.round(performance.now() - started) + " ms", false);
-    document.body.dataset.loaded = String(token);
+    mark(token, "loaded");
   }
 
   window.addEventListener("popstate", () => {
