@@ -15,6 +15,7 @@ from pyrometer.collector.api import client
 from pyrometer.collector.cli import common, flame, text
 
 FORMATS = ("json", "html")
+PER = ("second", "request")
 
 
 def add_diff_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +28,9 @@ def add_diff_arguments(parser: argparse.ArgumentParser) -> None:
                              "or --from)")
     parser.add_argument("--format", choices=FORMATS,
                         help="what to write (default: html with -o, else the table)")
+    parser.add_argument("--per", choices=PER,
+                        help="divide each window's samples by its seconds (the default) or by "
+                             "the requests that ended in it, so that more traffic alone is no change")
     flame.add_filter_arguments(parser)
     parser.add_argument("--top", type=int, default=20, metavar="N", help="functions in the table")
 
@@ -36,7 +40,7 @@ def diff_main(args: argparse.Namespace) -> int:
     fmt = flame.choose_format(args, "html")
     params = {"service": args.service, "from": args.start, "to": args.end,
               "baseline_from": args.baseline_from, "baseline_to": args.baseline_to,
-              **flame.filters(args)}
+              "per": args.per, **flame.filters(args)}
     answer = client.get_answer(args.url, "/api/v1/flamegraph/diff",
                                {**params, "format": fmt or "json"}, auth=auth)
     notice = ""

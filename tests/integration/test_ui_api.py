@@ -3,12 +3,14 @@ the vendored libraries against their lock file."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from test_api import LiveServer
 
+from pyrometer.agent import cli
 from pyrometer.collector.metrics import CollectorMetrics
 from pyrometer.collector.storage.duckdb.backend import DuckDBStore
 from pyrometer.collector.ui import vendor
@@ -96,3 +98,17 @@ def test_a_diff_per_request_divides_by_the_requests_of_each_window(
                           "baseline_to": "1000000600"})
     assert empty.status == 400 and empty.json()["parameter"] == "per"
     assert "baseline window has none" in empty.json()["error"]
+
+
+def test_the_cli_diffs_per_request_too(api: tuple[LiveServer, dict[str, str]],
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    server, _ = api
+    incident = incident_times()
+    spike = incident.spike_start_ns // 10**9
+    args = ["diff", "--url", f"http://127.0.0.1:{server.port}", "--service", SERVICE,
+            "--from", str(spike), "--to", str(spike + 60), "--baseline-from", str(spike - 600),
+            "--baseline-to", str(spike),
+            "--per", "request", "--format", "json"]
+    assert cli.main(args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["normalisation"] == {"per": "request", "baseline": 6000.0, "target": 600.0}
