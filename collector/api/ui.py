@@ -11,6 +11,8 @@ host fails in the browser instead of leaking a request.
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import mimetypes
 
 from aiohttp import web
@@ -40,16 +42,23 @@ def add_routes(app: web.Application) -> None:
 
 
 async def index(request: web.Request) -> web.Response:
-    return await _file(INDEX)
+    return await _file(request, INDEX)
 
 
 async def static(request: web.Request) -> web.Response:
-    return await _file(request.match_info["path"])
+    return await _file(request, request.match_info["path"])
 
 
-async def _file(name: str) -> web.Response:
+@functools.lru_cache(maxsize=256)
+def _read(name: str) -> tuple[bytes, str]:
+    """The file and its entity tag; cached, since the files change only with the package."""
+    body = read_bytes(name)
+    return body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+async def _file(request: web.Request, name: str) -> web.Response:
     try:
-        body = await asyncio.to_thread(read_bytes, name)
+        body, etag = await asyncio.to_thread(_read, name)
     except AssetError:
         raise web.HTTPNotFound(text="no such file") from None
     suffix = "." + name.rsplit(".", 1)[-1] if "." in name else ""
@@ -57,8 +66,11 @@ async def _file(name: str) -> web.Response:
     if content_type.startswith("text/") or content_type == "application/json":
         content_type += "; charset=utf-8"
     csp = _CSP_SPEEDSCOPE if name.startswith("vendor/speedscope/") else _CSP_PAGE
-    return web.Response(body=body, headers={
-        "Content-Type": content_type, "Content-Security-Policy": csp,
-        "X-Content-Type-Options": "nosniff",
-        # the files change only with the collector's version; revalidating is cheap
-        "Cache-Control": "no-cache"})
+    headers = {"Content-Type": content_type, "Content-Security-Policy": csp,
+               "X-Content-Type-Options": "nosniff", "ETag": etag,
+               # the files change only with the collector's version: a reload revalidates
+               # them (a 304 without a body) rather than fetching them again
+               "Cache-Control": "no-cache"}
+    if etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=body, headers=headers)

@@ -58,6 +58,7 @@ def test_the_timeline_draws_the_incident(open_page: tuple[Page, Watch], collecto
     # the restart and the deploy, drawn on every panel
     assert {p.get_attribute("data-markers") for p in panels.values()} == {"2"}
     assert panels["gpu-clock"].get_attribute("data-throttle") == "hw_thermal_slowdown"
+    expect(panels["latency"].locator(".u-legend")).to_contain_text("TTFB p95 ms")
     expect(panels["gpu-clock"].locator(".replayed")).to_have_text("replayed, not measured")
     deploy = page.locator("#events li[data-kind=deploy]")
     expect(deploy).to_have_text(re.compile(r"deploy v1 \u2192 v2 on pod-a"))

@@ -3,6 +3,7 @@ the vendored libraries against their lock file."""
 
 from __future__ import annotations
 
+import http.client
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,6 +58,21 @@ def test_the_page_and_its_files(api: tuple[LiveServer, dict[str, str]], path: st
     assert reply.status == 200 and reply.content_type == content_type
     assert "default-src 'self'" in reply.headers["content-security-policy"]
     assert reply.headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_reload_revalidates_the_files_without_fetching_them(
+        api: tuple[LiveServer, dict[str, str]]) -> None:
+    server, _ = api
+    first = server.get("/ui/app.js")
+    etag = first.headers["etag"]
+    assert first.headers["cache-control"] == "no-cache" and etag.startswith('"')
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("GET", "/ui/app.js", headers={"If-None-Match": etag})
+        again = conn.getresponse()
+        assert again.status == 304 and again.read() == b""
+    finally:
+        conn.close()
 
 
 @pytest.mark.parametrize("path", ["/ui/nope.js", "/ui/vendor", "/ui/vendor/", "/ui/a//b.js",

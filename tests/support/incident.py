@@ -4,7 +4,8 @@ Twenty-five minutes of one service, ending a little before now so that the page'
 relative presets show it: steady traffic at 10 requests/s with `model_forward` the hot
 function; at SPIKE_AT a deploy of v2 whose requests take four times as long, its time
 spent in a new function `render_json_slow`, while the (replayed) GPU throttles
-thermally; a restart of the server halfway through the calm. Written through the
+thermally; a restart of the server halfway through the calm. Every other response is
+streamed, so the page shows time to first byte too. Written through the
 agent's own encoder and the collector's decoder into a DuckDB file, which a real
 collector process then serves.
 """
@@ -62,8 +63,11 @@ def _telemetry(at: int, base: int, incident: Incident, rng: random.Random) -> Te
     spiking = SPIKE_AT <= at < SPIKE_AT + SPIKE_S
     offset = (incident.start_ns - base) / S  # the builders count from BASE_NS
     slow = 80 if spiking else 20
-    reqs = tuple(request(offset + at + i / 10 + 0.05, latency_ms=slow * rng.uniform(0.9, 1.1),
-                         route="/v1/predict") for i in range(100))
+    latencies = [slow * rng.uniform(0.9, 1.1) for _ in range(100)]
+    # every other response is streamed, its first byte after a quarter of its time
+    reqs = tuple(request(offset + at + i / 10 + 0.05, latency_ms=ms, route="/v1/predict",
+                         ttfb_ns=round(ms * 250_000) if i % 2 else None)
+                 for i, ms in enumerate(latencies))
     gpus = tuple(gpu(offset + at + k, replayed=True, temperature_c=88.0 if spiking else 70.0,
                      slowdown_temperature_c=87.0, sm_clock_mhz=1200 if spiking else 1980,
                      clock_event_reasons=HW_THERMAL if spiking else 0)
