@@ -69,7 +69,6 @@ def test_the_timeline_draws_the_incident(open_page: tuple[Page, Watch], collecto
     expect(page.locator("#service")).to_have_value(SERVICE)
     expect(page.locator("#version option")).to_have_text(["all", "v1", "v2"])
     screenshot(page.locator("#timeline-section"), "timeline")
-    screenshot(page.locator("#spikes-section"), "spikes")
 
 
 def test_a_spike_row_explains_and_leads_to_its_flame_graph(open_page: tuple[Page, Watch],
@@ -82,6 +81,7 @@ def test_a_spike_row_explains_and_leads_to_its_flame_graph(open_page: tuple[Page
     row.locator("summary").click()
     expect(row.locator(".candidate").first).to_contain_text("score")
     expect(row.locator(".candidate.checked").first).to_contain_text("checked, not the cause")
+    screenshot(page.locator("#spikes-section"), "spikes")
     row.locator(".spike-flame").click()
     profile_loaded(page, before)
     incident = collector.incident

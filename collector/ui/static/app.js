@@ -498,7 +498,14 @@
     for (const [k, v] of Object.entries(items)) {
       const dt = document.createElement("dt"); dt.textContent = k;
       const dd = document.createElement("dd");
-      dd.textContent = typeof v === "number" ? F.num(v) : typeof v === "object" ? JSON.stringify(v) : String(v);
+      const plain = (x) => (typeof x === "number" ? F.num(x) : x !== null && typeof x === "object" ? JSON.stringify(x) : String(x));
+      // a list of records (the functions that changed, say): one line each, in words
+      if (Array.isArray(v) && v.every((x) => x !== null && typeof x === "object")) {
+        dd.textContent = v.map((x) => Object.entries(x).map(([a, b]) => a + " " + plain(b)).join(", ")).join("\n");
+        dd.style.whiteSpace = "pre-line";
+      } else {
+        dd.textContent = plain(v);
+      }
       dl.appendChild(dt); dl.appendChild(dd);
     }
   }
@@ -555,7 +562,9 @@
       div.appendChild(dl);
       details.appendChild(div);
     }
-    for (const c of s.checked) {
+    // "checked" lists every candidate; those ranked above are causes, the rest were not
+    const ranked = new Set(s.causes.map((c) => c.kind));
+    for (const c of s.checked.filter((x) => !ranked.has(x.kind))) {
       const div = document.createElement("div");
       div.className = "candidate checked";
       div.textContent = "checked, not the cause: " + c.kind + " (score " + c.score.toFixed(2) + ", z " + c.z + "): " + c.note;
