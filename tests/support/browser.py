@@ -1,4 +1,4 @@
-"""Test helper: fixtures of the browser tests (tests/browser/conftest.py imports them).
+"""Test support: fixtures of the browser tests (tests/browser/conftest.py imports them).
 
 Debian's chromium driven by Playwright, against real collector processes serving a
 recorded incident (tests/support/incident.py).

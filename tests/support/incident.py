@@ -1,4 +1,4 @@
-"""Test helper: a recorded incident for the web page's tests (and its screenshots).
+"""Test support: a recorded incident for the web page's tests (and its screenshots).
 
 Twenty-five minutes of one service, ending a little before now so that the page's
 relative presets show it: steady traffic at 10 requests/s with `model_forward` the hot

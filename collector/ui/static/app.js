@@ -29,7 +29,7 @@
   let charts = [];
   let loadToken = 0;  // a newer load makes an older one's answers stale
   let shownBaseline = null;  // the diff's baseline as the API chose it, when the URL names none
-  const graph = new F.FlameGraph($("chart"), $("tip"), { onZoom: () => {} });
+  const graph = new F.FlameGraph($("chart"), $("tip"));
   const topTable = new F.TopTable($("top"), (name) => setSearch(name));
   const changesTable = new F.ChangesTable($("top"), (name) => setSearch(name));
 
