@@ -46,7 +46,7 @@ def _day(seconds: int) -> Day:
 
 
 def measure(size: str, work: Path) -> dict[str, Any]:
-    from support.browser import chromium_path  # the tests' own launcher settings
+    from support.browser import CHROMIUM_ARGS, chromium_path  # the tests' own launcher settings
 
     chromium = chromium_path()
     if chromium is None:
@@ -64,7 +64,7 @@ def measure(size: str, work: Path) -> dict[str, Any]:
             "service": SERVICE, "from": str(day.start_ns // SECOND), "to": str(day.end_ns // SECOND)})
         url = f"{api}/?{query}"
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
                 loads = [_load(page, url) for _ in range(1 + warm_runs)]

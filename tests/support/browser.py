@@ -33,6 +33,9 @@ READY = r"ingest on (?P<grpc>\S+) .*API on (?P<http>http://\S+)"
 WRITE_TOKEN = "write-token-for-the-browser-test"
 READ_TOKEN = "read-token-for-the-browser-test"
 SCREENSHOTS = os.environ.get("PYROMETER_SCREENSHOTS")
+# CI runs as root, where chromium's sandbox cannot start; containers often have a small
+# /dev/shm, which chromium would otherwise fill and crash on
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-dev-shm-usage"]
 
 
 def chromium_path() -> str | None:
@@ -111,7 +114,7 @@ def browser() -> Iterator[Browser]:
         pytest.skip("no chromium on PATH: `make browser` installs Debian's (as root), or set "
                     "PYROMETER_CHROMIUM to a chromium binary")
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=path, args=["--no-sandbox"])
+        launched = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
         try:
             yield launched
         finally:
