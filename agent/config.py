@@ -11,6 +11,7 @@ import os
 import re
 import socket
 import tempfile
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -54,6 +55,9 @@ class AgentConfig:
     spool_dir: str | None = None  # None: no spool, undelivered batches only in memory
     spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES
     security: Security = Security()  # token and TLS for the collector
+    scrape: str | None = None  # the model server's Prometheus metrics URL
+    scrape_interval_s: float = 5.0
+    scrape_mapping: str | None = None  # JSON file of extra rules (agent/engine/mapping.py)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -96,6 +100,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "[PYROMETER_SPOOL_MAX_BYTES]")
     parser.add_argument("--version-env", help="comma-separated environment variables of the "
                         "target that hold its version (default APP_VERSION,GIT_COMMIT,IMAGE_TAG)")
+    parser.add_argument("--scrape", metavar="URL", help="the model server's Prometheus metrics "
+                        "URL (vLLM, Triton, TorchServe, TGI are known) [PYROMETER_SCRAPE]")
+    parser.add_argument("--scrape-interval", type=float, help="seconds between scrapes (1-300, "
+                        "default 5)")
+    parser.add_argument("--scrape-mapping", metavar="FILE", help="JSON file mapping other "
+                        "engines' metrics to Pyrometer's names")
     channel.add_arguments(parser)
 
 
@@ -130,8 +140,25 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> A
         labels=parse_labels(args.label), rate_hz=rate, window_s=window, gil=args.gil,
         idle=args.idle, threads=args.threads, subprocesses=args.subprocesses, native=args.native,
         **_telemetry(args, env), **_spool(args, env, service, collector),
-        security=channel.resolve(args, env),
+        security=channel.resolve(args, env), **_scrape(args, env),
     )
+
+
+def _scrape(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
+    url = _pick(getattr(args, "scrape", None), env, "PYROMETER_SCRAPE", None, str, "--scrape")
+    interval = getattr(args, "scrape_interval", None)
+    interval = 5.0 if interval is None else interval
+    mapping = getattr(args, "scrape_mapping", None)
+    if url:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"--scrape {url!r}: expected an http(s) URL, e.g. "
+                              "http://127.0.0.1:8000/metrics")
+    if not 1.0 <= interval <= 300.0:
+        raise ConfigError(f"--scrape-interval {interval}: expected 1-300 seconds")
+    if mapping and not url:
+        raise ConfigError("--scrape-mapping needs --scrape URL")
+    return {"scrape": url or None, "scrape_interval_s": interval, "scrape_mapping": mapping}
 
 
 def _spool(args: argparse.Namespace, env: Mapping[str, str], service: str, collector: str

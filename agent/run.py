@@ -132,6 +132,13 @@ async def _start_samplers(agent: Agent, services: contextlib.AsyncExitStack
 
     jobs.append(("process", ProcessSampler(config.process_interval_s).run(
         agent.live_target_pid, buffer.add_process, buffer.add_host, agent.stop)))
+    if config.scrape is not None:
+        from pyrometer.agent.engine.mapping import KNOWN, load_mapping
+        from pyrometer.agent.engine.scraper import scrape_periodically
+
+        rules = (*(load_mapping(config.scrape_mapping) if config.scrape_mapping else ()), *KNOWN)
+        jobs.append(("engine", scrape_periodically(config.scrape, rules, config.scrape_interval_s,
+                                                   buffer.add_engine, agent.stop)))
     gpu = _gpu_job(agent)
     if gpu is not None:
         jobs.append(("gpu", gpu))

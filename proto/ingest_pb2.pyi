@@ -294,6 +294,7 @@ class Batch(_message.Message):
     EVENTS_FIELD_NUMBER: _builtins.int
     HOST_FIELD_NUMBER: _builtins.int
     AGENT_STATS_FIELD_NUMBER: _builtins.int
+    ENGINE_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     """Per agent, strictly increasing from 1; a batch with seq <= the collector's
     high-water mark for this agent is a retried duplicate and is acknowledged unstored.
@@ -325,6 +326,10 @@ class Batch(_message.Message):
     def agent_stats(self) -> _containers.RepeatedCompositeFieldContainer[Global___AgentStats]:
         """the agent's own footprint, about once a minute"""
 
+    @_builtins.property
+    def engine(self) -> _containers.RepeatedCompositeFieldContainer[Global___EngineReading]:
+        """the model server's own metrics (--scrape URL), by canonical name, once per scrape"""
+
     def __init__(
         self,
         *,
@@ -338,14 +343,63 @@ class Batch(_message.Message):
         events: _abc.Iterable[Global___Event] | None = ...,
         host: _abc.Iterable[Global___HostReading] | None = ...,
         agent_stats: _abc.Iterable[Global___AgentStats] | None = ...,
+        engine: _abc.Iterable[Global___EngineReading] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "dictionary", b"dictionary", "profile", b"profile"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "agent_stats", b"agent_stats", "dictionary", b"dictionary", "events", b"events", "gpu", b"gpu", "host", b"host", "process", b"process", "profile", b"profile", "requests", b"requests", "seq", b"seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "agent_stats", b"agent_stats", "dictionary", b"dictionary", "engine", b"engine", "events", b"events", "gpu", b"gpu", "host", b"host", "process", b"process", "profile", b"profile", "requests", b"requests", "seq", b"seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Batch: _TypeAlias = Batch  # noqa: Y015
+
+@_typing.final
+class EngineReading(_message.Message):
+    """One canonical series of the serving engine (vLLM, Triton, TorchServe, TGI, or a
+    mapping file's) for one model, over the scrape interval ending at time_unix_nanos.
+    Counters and histograms arrive as increases over the interval, gauges as read.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_UNIX_NANOS_FIELD_NUMBER: _builtins.int
+    METRIC_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    INTERVAL_S_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    ENGINE_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    time_unix_nanos: _builtins.int
+    metric: _builtins.str
+    """canonical name: queue_time_s, compute_time_s, e2e_s, ttft_s, itl_s, requests,
+    preemptions, prompt_tokens, generation_tokens, requests_running, requests_waiting,
+    max_running, kv_cache_usage
+    """
+    value: _builtins.float
+    """gauge: the value read; counter: its increase; histogram: the sum of its observations"""
+    interval_s: _builtins.float
+    count: _builtins.int
+    """observations behind a sum (value / count is their mean); 0 for gauges and counters"""
+    engine: _builtins.str
+    model: _builtins.str
+    def __init__(
+        self,
+        *,
+        time_unix_nanos: _builtins.int = ...,
+        metric: _builtins.str = ...,
+        value: _builtins.float = ...,
+        interval_s: _builtins.float = ...,
+        count: _builtins.int = ...,
+        engine: _builtins.str = ...,
+        model: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "engine", b"engine", "interval_s", b"interval_s", "metric", b"metric", "model", b"model", "time_unix_nanos", b"time_unix_nanos", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EngineReading: _TypeAlias = EngineReading  # noqa: Y015
 
 @_typing.final
 class AgentStats(_message.Message):

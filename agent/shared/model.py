@@ -174,6 +174,40 @@ class AgentStats:
     pyspy_restarts: int
 
 
+# The serving engine's series, by canonical name, whatever the engine calls them
+# (agent/engine/mapping.py): "mean" ones carry a sum of observations and their count in
+# the interval (value / count is the mean), "delta" ones the increase in the interval,
+# "gauge" ones the last value read.
+ENGINE_METRICS: dict[str, str] = {
+    "queue_time_s": "mean",  # time a request waited in the engine's queue
+    "compute_time_s": "mean",  # time a request ran (inference/compute, not queued)
+    "e2e_s": "mean",  # the engine's own end-to-end latency per request
+    "ttft_s": "mean",  # time to first token
+    "itl_s": "mean",  # inter-token latency (time per output token)
+    "requests": "delta",  # requests completed
+    "preemptions": "delta",  # requests preempted (KV cache exhausted) in the interval
+    "prompt_tokens": "delta",  # or "mean" per request where the engine has a histogram
+    "generation_tokens": "delta",
+    "requests_running": "gauge",  # in the running batch
+    "requests_waiting": "gauge",  # queued, not yet scheduled
+    "max_running": "gauge",  # the configured batch limit, where a mapping names one
+    "kv_cache_usage": "gauge",  # fraction 0..1 of KV-cache blocks in use
+}
+
+
+@dataclass(frozen=True, slots=True)
+class EngineReading:
+    """One canonical engine series of one model over the scrape interval ending at time_ns."""
+
+    time_ns: Nanos
+    metric: str  # a key of ENGINE_METRICS
+    value: float  # gauge: the value; delta: the increase; mean: the sum of observations
+    interval_s: float
+    count: int = 0  # observations in the interval behind a sum (value / count = mean); else 0
+    engine: str = ""  # vllm, triton, torchserve, tgi, or the mapping file's engine name
+    model: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class Telemetry:
     """What one batch carries besides stacks: records gathered since the last batch."""
@@ -184,7 +218,8 @@ class Telemetry:
     requests: tuple[RequestRecord, ...] = ()
     events: tuple[Event, ...] = ()
     agent_stats: tuple[AgentStats, ...] = ()
+    engine: tuple[EngineReading, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.gpu or self.process or self.host or self.requests or self.events
-                    or self.agent_stats)
+                    or self.agent_stats or self.engine)

@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 
 from pyrometer.agent.shared.model import (
     AgentStats,
+    EngineReading,
     Event,
     GpuReading,
     HostReading,
@@ -54,6 +55,7 @@ class TelemetryBuffer:
         # events are rare and each one matters (a deploy): a generous bound
         self._events: _Bounded[Event] = _Bounded(max_readings)
         self._agent_stats: _Bounded[AgentStats] = _Bounded(max_readings)
+        self._engine: _Bounded[EngineReading] = _Bounded(max_readings)
 
     def add_gpu(self, reading: GpuReading) -> None:
         self._gpu.add(reading)
@@ -73,20 +75,23 @@ class TelemetryBuffer:
     def add_agent_stats(self, stats: AgentStats) -> None:
         self._agent_stats.add(stats)
 
+    def add_engine(self, reading: EngineReading) -> None:
+        self._engine.add(reading)
+
     def __len__(self) -> int:
         return sum(len(b.items) for b in self._all())
 
     @property
     def dropped(self) -> dict[str, int]:
-        names = ("gpu", "process", "host", "requests", "events")
+        names = ("gpu", "process", "host", "requests", "events", "engine")
         buffers: tuple[_Bounded[Any], ...] = self._all()
         return {name: b.dropped for name, b in zip(names, buffers, strict=True)}
 
     def take(self) -> Telemetry:
         return Telemetry(gpu=self._gpu.take(), process=self._process.take(),
                          host=self._host.take(), requests=self._requests.take(),
-                         events=self._events.take(), agent_stats=self._agent_stats.take())
+                         events=self._events.take(), agent_stats=self._agent_stats.take(),
+                         engine=self._engine.take())
 
-    def _all(self) -> tuple[_Bounded[GpuReading], _Bounded[ProcessReading], _Bounded[HostReading],
-                            _Bounded[RequestRecord], _Bounded[Event]]:
-        return self._gpu, self._process, self._host, self._requests, self._events
+    def _all(self) -> tuple[_Bounded[Any], ...]:
+        return self._gpu, self._process, self._host, self._requests, self._events, self._engine

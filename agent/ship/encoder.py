@@ -28,6 +28,7 @@ from google.protobuf.message import DecodeError
 from pyrometer.agent.shared.errors import AgentError
 from pyrometer.agent.shared.model import (
     AgentStats,
+    EngineReading,
     Event,
     Frame,
     GpuReading,
@@ -202,6 +203,8 @@ class StreamEncoder:
             self._request(request, batch.requests.add())
         for stats in telemetry.agent_stats:
             _copy_fields(stats, batch.agent_stats.add())
+        for reading in telemetry.engine:
+            _copy_fields(reading, batch.engine.add())
 
     def _request(self, record: RequestRecord, msg: ingest_pb2.RequestRecord) -> None:
         _copy_fields(record, msg, skip=("route", "method", "source", "chunk_gaps_us"))
@@ -323,7 +326,7 @@ def _identity_message(identity: AgentIdentity) -> ingest_pb2.AgentIdentity:
 
 
 def _copy_fields(record: GpuReading | ProcessReading | HostReading | RequestRecord | Event
-                 | AgentStats,
+                 | AgentStats | EngineReading,
                  msg: object, skip: tuple[str, ...] = ()) -> None:
     """Copy a record's set fields onto its message; None stays absent (proto3 optional)."""
     for name in record.__slots__:

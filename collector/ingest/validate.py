@@ -1,4 +1,4 @@
-"""Per-record validation of a batch's telemetry: GPU, process, host, request and event.
+"""Per-record validation of a batch's telemetry: GPU, process, host, request, event, engine.
 
 A bad record is not a bad batch. A GPU reading with a temperature of 4000 C or a request
 with a negative latency says that one sampler or one middleware call went wrong, not
@@ -23,8 +23,10 @@ from typing import Any
 
 from pyrometer.agent.shared.clock_events import KNOWN_CLOCK_EVENT_MASK
 from pyrometer.agent.shared.model import (
+    ENGINE_METRICS,
     NANOS_PER_SECOND,
     AgentStats,
+    EngineReading,
     Event,
     GpuReading,
     HostReading,
@@ -50,6 +52,8 @@ MAX_CLOCK_MHZ = 100_000  # 100 GHz
 MAX_POWER_MW = 100_000_000  # 100 kW for one device
 # per-interval counters are summed over a step: this bound keeps any sum inside int64
 MAX_INTERVAL_COUNT = 2**40
+# an engine series' value: a sum of seconds or tokens over one interval, a count, a gauge
+MAX_ENGINE_VALUE = 1e15
 
 _GPU_TEMPERATURES = ("temperature_c", "slowdown_temperature_c", "memory_temperature_c")
 _GPU_PERCENTS = ("utilization_gpu_pct", "utilization_memory_pct")
@@ -219,6 +223,20 @@ class _Checker:
             reconnects=msg.reconnects, pyspy_restarts=msg.pyspy_restarts,
         )
 
+    def engine(self, msg: ingest_pb2.EngineReading) -> EngineReading:
+        if msg.metric not in ENGINE_METRICS:
+            raise _Reject("unknown_engine_metric")
+        _within(msg.value, 0, MAX_ENGINE_VALUE, "value_out_of_range")
+        _within(msg.interval_s, 1e-3, 3600, "interval_out_of_range")
+        _within(msg.count, 0, MAX_INTERVAL_COUNT, "count_out_of_range")
+        if msg.metric == "kv_cache_usage" and msg.value > 1.0:
+            raise _Reject("fraction_out_of_range")
+        return EngineReading(
+            time_ns=self.time(msg.time_unix_nanos), metric=msg.metric, value=msg.value,
+            interval_s=_f32(msg.interval_s), count=msg.count,
+            engine=_text(msg.engine, self.limits), model=_text(msg.model, self.limits),
+        )
+
     def event(self, msg: ingest_pb2.Event) -> Event:
         if not msg.kind:
             raise _Reject("empty_kind")
@@ -264,6 +282,7 @@ def decode_telemetry(
         requests=keep("request", lambda r: check.request(r, text), batch.requests),
         events=keep("event", check.event, batch.events),
         agent_stats=keep("agent_stats", check.agent_stats, batch.agent_stats),
+        engine=keep("engine", check.engine, batch.engine),
     )
     return telemetry, dict(rejected)
 
@@ -276,7 +295,7 @@ def check_references(batch: ingest_pb2.Batch, n_strings: int, limits: DecodeLimi
     """
     for kind, records in (("gpu", batch.gpu), ("process", batch.process), ("host", batch.host),
                           ("request", batch.requests), ("event", batch.events),
-                          ("agent_stats", batch.agent_stats)):
+                          ("agent_stats", batch.agent_stats), ("engine", batch.engine)):
         if len(records) > limits.max_records:
             raise BatchLimitError(
                 f"{kind} records in one batch: {len(records)} exceeds the limit of "

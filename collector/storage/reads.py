@@ -190,3 +190,17 @@ class VersionCost:
     gpus: int
     replayed: bool  # any reading came from a recording, not a GPU
     first_ns: Nanos  # its first request (or GPU reading) in the window
+
+
+@dataclass(frozen=True, slots=True)
+class EngineRow:
+    """One stored engine reading (agent --scrape): see ENGINE_METRICS in the shared model."""
+
+    time_ns: Nanos
+    instance: str
+    metric: str
+    value: float
+    count: int
+    interval_s: float
+    engine: str
+    model: str

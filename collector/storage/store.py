@@ -17,6 +17,7 @@ from pyrometer.collector.model import Profile
 from pyrometer.collector.storage.batch import DecodedBatch
 from pyrometer.collector.storage.label_sets import LabelSet, LabelSetSummary, StepSamples
 from pyrometer.collector.storage.reads import (
+    EngineRow,
     EventListing,
     GpuPoint,
     GpuRow,
@@ -129,6 +130,10 @@ class Store(Protocol):
 
     def gpu_readings(self, service: str, start_ns: Nanos, end_ns: Nanos) -> list[GpuRow]:
         """GPU readings in [start, end), by time (capped; the latest are kept)."""
+        ...
+
+    def engine_readings(self, service: str, start_ns: Nanos, end_ns: Nanos) -> list[EngineRow]:
+        """The serving engine's readings in [start, end), by time (capped; the latest kept)."""
         ...
 
     def slowest_requests(self, service: str, start_ns: Nanos, end_ns: Nanos, *, limit: int,

@@ -11,6 +11,7 @@ from typing import Any
 from pyrometer.agent.shared.model import (
     NANOS_PER_SECOND,
     AgentStats,
+    EngineReading,
     Event,
     GpuReading,
     HostReading,
@@ -72,6 +73,13 @@ def agent_stats(at_s: float = 0.0, **fields: Any) -> AgentStats:
     return AgentStats(time_ns=BASE_NS + round(at_s * S), **values)
 
 
+def engine_reading(at_s: float = 0.0, metric: str = "queue_time_s", **fields: Any) -> EngineReading:
+    values: dict[str, Any] = dict(value=2.5, interval_s=5.0, count=10, engine="vllm",
+                                  model="llama")
+    values.update(fields)
+    return EngineReading(time_ns=BASE_NS + round(at_s * S), metric=metric, **values)
+
+
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
@@ -85,4 +93,5 @@ def everything() -> Telemetry:
         events=(event(1, version="v2", previous_version="v1", pid=100, previous_pid=99,
                       attrs=(("commit", "abc"),)),),
         agent_stats=(agent_stats(1),),
+        engine=(engine_reading(1), engine_reading(1, "requests_waiting", value=3.0, count=0)),
     )

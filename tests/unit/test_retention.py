@@ -37,7 +37,7 @@ def fill(store: DuckDBStore, agent: str, start_ns: int, seqs: range) -> None:
     encoder, decoder = StreamEncoder(agent_id=agent), StreamDecoder()
     for seq in seqs:
         raw = encoder.batch(seq, COUNTS, start_ns=start_ns + seq * 10 * S, telemetry=everything())
-        for records in (raw.gpu, raw.process, raw.host, raw.events, raw.agent_stats):
+        for records in (raw.gpu, raw.process, raw.host, raw.events, raw.agent_stats, raw.engine):
             for record in records:
                 record.time_unix_nanos += start_ns - BASE_NS
         for request in raw.requests:

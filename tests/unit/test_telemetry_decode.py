@@ -18,6 +18,7 @@ from support.telemetry_builder import (
     MS,
     S,
     agent_stats,
+    engine_reading,
     event,
     everything,
     gpu,
@@ -101,9 +102,16 @@ BAD = [  # (kind, reason, bad record)
     ("agent_stats", "spooled_exceeds_queued", agent_stats(queued_batches=1, spooled_batches=2)),
     ("agent_stats", "count_out_of_range", agent_stats(dropped_batches=2**63)),
     ("agent_stats", "time_out_of_range", agent_stats(FAR_FUTURE)),
+    ("engine", "unknown_engine_metric", engine_reading(metric="queue_time_ms")),
+    ("engine", "value_out_of_range", engine_reading(value=float("nan"))),
+    ("engine", "value_out_of_range", engine_reading(value=-1.0)),
+    ("engine", "fraction_out_of_range", engine_reading(metric="kv_cache_usage", value=87.0)),
+    ("engine", "interval_out_of_range", engine_reading(interval_s=0.0)),
+    ("engine", "count_out_of_range", engine_reading(count=2**50)),
+    ("engine", "time_out_of_range", engine_reading(FAR_FUTURE)),
 ]
 FIELD = {"gpu": "gpu", "process": "process", "host": "host", "request": "requests",
-         "event": "events", "agent_stats": "agent_stats"}
+         "event": "events", "agent_stats": "agent_stats", "engine": "engine"}
 
 
 @pytest.mark.parametrize(("kind", "reason", "bad"), BAD,

@@ -51,10 +51,10 @@ def test_every_table_round_trips(tmp_path: Path) -> None:
     store.close()
     assert report.rows_written == {"samples": 1, "stacks": 1, "frames": 1, "gpu": 1,
                                    "process": 1, "host": 1, "requests": 2, "events": 1,
-                                   "agent_stats": 1}
+                                   "agent_stats": 1, "engine": 2}
     with duckdb.connect(str(path)) as con:
         identity = "time_ns, service, instance, host, agent_id, version, seq"
-        for table in ("gpu", "process", "host", "requests", "events", "agent_stats"):
+        for table in ("gpu", "process", "host", "requests", "events", "agent_stats", "engine"):
             columns = [row[0] for row in con.execute(f"DESCRIBE {table}").fetchall()]
             assert ", ".join(columns[:7]) == identity
         assert con.execute("SELECT replayed, temperature_c, clock_event_reasons, gpu_index "
@@ -76,6 +76,10 @@ def test_every_table_round_trips(tmp_path: Path) -> None:
             "spool_bytes, dropped_batches, dropped_records, reconnects, pyspy_restarts "
             "FROM agent_stats").fetchall() == [
             ("svc", "pod-1", 0.125, 80 * 2**20, 3, 1, 4096, 2, 7, 1, 0)]
+        assert con.execute("SELECT version, metric, value, interval_s, count, engine, model "
+                           "FROM engine ORDER BY metric").fetchall() == [
+            ("v2", "queue_time_s", 2.5, 5.0, 10, "vllm", "llama"),
+            ("v2", "requests_waiting", 3.0, 5.0, 0, "vllm", "llama")]
 
 
 def test_a_file_from_before_a_new_column_gains_it_and_keeps_its_rows(tmp_path: Path) -> None:

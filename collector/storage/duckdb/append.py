@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 
 from pyrometer.agent.shared.model import (
     AgentStats,
+    EngineReading,
     Event,
     GpuReading,
     HostReading,
@@ -186,6 +187,7 @@ _RECORD_COLUMNS: dict[str, dict[str, _Column]] = {
         "attrs": _computed(lambda e: attrs_json(e.attrs)), "version": _event_version,
     },
     "agent_stats": _record_columns(AgentStats),
+    "engine": _record_columns(EngineReading),
 }
 _RECORDS_OF: dict[str, Callable[[Telemetry], Sequence[Any]]] = {
     "gpu": lambda t: t.gpu,
@@ -194,6 +196,7 @@ _RECORDS_OF: dict[str, Callable[[Telemetry], Sequence[Any]]] = {
     "requests": lambda t: t.requests,
     "events": lambda t: t.events,
     "agent_stats": lambda t: t.agent_stats,
+    "engine": lambda t: t.engine,
 }
 
 

@@ -30,6 +30,7 @@ from pyrometer.collector.storage.duckdb.append import (
     stacks_table,
     telemetry_tables,
 )
+from pyrometer.collector.storage.duckdb.engine import read_engine_rows
 from pyrometer.collector.storage.duckdb.events import read_events
 from pyrometer.collector.storage.duckdb.label_sets import read_label_sets, read_selected_profile, read_steps
 from pyrometer.collector.storage.duckdb.profiles import (
@@ -56,6 +57,7 @@ from pyrometer.collector.storage.duckdb.series import read_gpu, read_host, read_
 from pyrometer.collector.storage.label_sets import LabelSet, LabelSetSummary, StepSamples
 from pyrometer.collector.storage.reads import (
     API_AGENT_ID,
+    EngineRow,
     EventListing,
     GpuPoint,
     GpuRow,
@@ -293,6 +295,10 @@ class DuckDBStore:
     def gpu_readings(self, service: str, start_ns: Nanos, end_ns: Nanos) -> list[GpuRow]:
         """See `Store.gpu_readings`."""
         return self._read(lambda cur: read_gpu_rows(cur, service, start_ns, end_ns))
+
+    def engine_readings(self, service: str, start_ns: Nanos, end_ns: Nanos) -> list[EngineRow]:
+        """See `Store.engine_readings`."""
+        return self._read(lambda cur: read_engine_rows(cur, service, start_ns, end_ns))
 
     def slowest_requests(self, service: str, start_ns: Nanos, end_ns: Nanos, *, limit: int,
                          route: str | None = None, instance: str | None = None

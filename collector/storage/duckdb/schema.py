@@ -4,7 +4,7 @@ Every table is append-only and time-ordered, with no PRIMARY KEY or UNIQUE const
 so the same schema can live in Parquet under a DuckLake catalog where several
 collectors write at once. Only agent_hwm is ever updated, and only compare-and-set.
 
-Telemetry tables (gpu, process, host, requests, events, agent_stats) start with the same identity
+Telemetry tables (gpu, process, host, requests, events, agent_stats, engine) start with the same identity
 columns: time_ns (the record's own time, agent clock), then service, instance, host,
 agent_id, version (the batch's "version" label) and seq (the batch; 0 for an event
 posted to the HTTP API, whose agent_id is "api").
@@ -154,6 +154,16 @@ AGENT_STATS_COLUMNS = IDENTITY_COLUMNS + _cols(
     ("reconnects", "BIGINT", _BIGINT),
     ("pyspy_restarts", "BIGINT", _BIGINT),
 )
+# The serving engine's series (agent --scrape), one row per canonical metric and model per
+# scrape: value / count is a mean where count > 0 (ENGINE_METRICS in the shared model).
+ENGINE_COLUMNS = IDENTITY_COLUMNS + _cols(
+    ("metric", "VARCHAR", _TEXT),
+    ("value", "DOUBLE", _DOUBLE),
+    ("interval_s", "DOUBLE", _DOUBLE),
+    ("count", "BIGINT", _BIGINT),
+    ("engine", "VARCHAR", _TEXT),
+    ("model", "VARCHAR", _TEXT),
+)
 
 TABLES: dict[str, tuple[Column, ...]] = {
     "samples": SAMPLE_COLUMNS,
@@ -166,8 +176,9 @@ TABLES: dict[str, tuple[Column, ...]] = {
     "requests": REQUEST_COLUMNS,
     "events": EVENT_COLUMNS,
     "agent_stats": AGENT_STATS_COLUMNS,
+    "engine": ENGINE_COLUMNS,
 }
-TELEMETRY_TABLES = ("gpu", "process", "host", "requests", "events", "agent_stats")
+TELEMETRY_TABLES = ("gpu", "process", "host", "requests", "events", "agent_stats", "engine")
 # every time-ordered table and the column that retention compares with its cutoff;
 # stacks, frames and agent_hwm are dictionaries and dedupe state, not time series
 TIME_COLUMNS: dict[str, str] = {"samples": "end_ns", **{t: "time_ns" for t in TELEMETRY_TABLES}}

@@ -1,0 +1,1 @@
+"""The serving engine's own Prometheus metrics (--scrape URL), as canonical series."""
