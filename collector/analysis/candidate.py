@@ -26,7 +26,8 @@ from pyrometer.collector.analysis.robust import Baseline, quantile, ramp, ratio
 from pyrometer.collector.analysis.sizes import SizeModel, size_model
 
 KINDS = ("gpu_throttling", "deploy", "payload_size", "traffic_surge", "code_path",
-         "host_pressure")
+         "host_pressure", "engine_queueing", "batch_saturation", "kv_cache_pressure",
+         "prompt_tokens_shift")
 CHANGE_EVENT_KINDS = frozenset({"deploy", "restart", "rollback", "config"})
 # evidence key of the share (0..1) of the latency rise a cause accounts for, where its
 # scorer can tell; causes that name one are ranked among themselves by it (causes.py)

@@ -17,12 +17,21 @@ from pyrometer.collector.analysis.candidate import SHARE, Cause, Scorer, facts
 from pyrometer.collector.analysis.evidence import SpikeContext
 from pyrometer.collector.analysis.scorers_change import score_code_path
 from pyrometer.collector.analysis.scorers_deploy import score_deploy
+from pyrometer.collector.analysis.scorers_engine import (
+    score_batch_saturation,
+    score_engine_queueing,
+    score_kv_cache,
+    score_prompt_tokens,
+)
 from pyrometer.collector.analysis.scorers_load import score_payload, score_traffic
 from pyrometer.collector.analysis.scorers_system import score_gpu, score_host
 
 MIN_SCORE = 0.2
+# the engine's scorers last: they read the engine's metrics (agent --scrape) and never
+# score without them
 SCORERS: tuple[Scorer, ...] = (score_gpu, score_deploy, score_payload, score_traffic,
-                               score_code_path, score_host)
+                               score_code_path, score_host, score_engine_queueing,
+                               score_batch_saturation, score_kv_cache, score_prompt_tokens)
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,6 +75,18 @@ class ResourcePoint:
 
 
 @dataclass(frozen=True, slots=True)
+class EngineSample:
+    """One serving-engine reading (agent --scrape): value / count is a mean where count > 0."""
+
+    time_ns: Nanos
+    metric: str
+    value: float
+    count: int = 0
+    engine: str = ""
+    model: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class EventInfo:
     time_ns: Nanos
     kind: str
@@ -127,6 +139,7 @@ class SpikeContext:
     baseline_profile: CodeProfile | None = None
     # samples and requests of each version inside the spike
     version_profiles: Mapping[str, CodeProfile] = field(default_factory=dict)
+    engine: tuple[EngineSample, ...] = ()  # the serving engine's readings, when scraped
 
     @property
     def tolerance_ns(self) -> Nanos:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pyrometer.agent.shared.model import NANOS_PER_SECOND, Nanos
 from pyrometer.collector.analysis.causes import Ranking, rank
 from pyrometer.collector.analysis.detect import Bucket, DetectConfig, Detection, Spike, detect, refine_onset
-from pyrometer.collector.analysis.evidence import EventInfo, ResourcePoint, SpikeContext
+from pyrometer.collector.analysis.evidence import EngineSample, EventInfo, ResourcePoint, SpikeContext
 from pyrometer.collector.analysis.inputs import (
     code_profile,
     gpu_samples,
@@ -152,12 +152,16 @@ def _context(store: Store, query: SpikeQuery, spike: Spike,
     gpus = [g for g in store.gpu_readings(query.service, base_start, spike.end_ns)
             if instance is None or g.instance == instance]
     series = replace(_series(query), instance=instance)
+    engine = tuple(EngineSample(e.time_ns, e.metric, e.value, e.count, e.engine, e.model)
+                   for e in store.engine_readings(query.service, base_start, spike.end_ns)
+                   if instance is None or e.instance == instance)
     return SpikeContext(
         spike=spike, step_ns=cfg.step_ns, baseline_start_ns=base_start,
         percentile=cfg.percentile, size_unit=unit, excluded=excluded, requests=requests,
         gpu=gpu_samples(gpus), resources=_resources(store, series, base_start, spike.end_ns),
         events=events, spike_profile=code_profile(spike_profile, len(inside)),
         baseline_profile=code_profile(base_profile, before), version_profiles=versions,
+        engine=engine,
     ), where.rises, stages, _slowest(rows, spike)
 
 

@@ -94,7 +94,8 @@ def test_one_payload_spike_in_the_contract_shape(api: LiveServer) -> None:
                                                         reverse=True)
     assert {c["kind"] for c in spike["checked"]} == {
         "gpu_throttling", "deploy", "payload_size", "traffic_surge", "code_path",
-        "host_pressure"}
+        "host_pressure", "engine_queueing", "batch_saturation", "kv_cache_pressure",
+        "prompt_tokens_shift"}
 
 
 def test_a_short_recording_with_a_long_baseline_is_insufficient(api: LiveServer) -> None:

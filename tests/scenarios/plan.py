@@ -20,7 +20,10 @@ import random
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-# The cause kinds the spike analysis ranks, in a fixed order (used to break ties).
+# The cause kinds the spike analysis ranks, in a fixed order (used to break ties). The
+# engine's kinds (engine_queueing, batch_saturation, kv_cache_pressure, prompt_tokens_shift)
+# are left out: the demo server exposes no engine metrics, so they never score here, and
+# counting them would only lower the random ranker's baseline.
 KINDS = ("gpu_throttling", "deploy", "payload_size", "traffic_surge", "code_path", "host_pressure")
 
 # Steady load every run starts from (and returns to): the demo server with a bounded

@@ -24,8 +24,10 @@ from pyrometer.collector.analysis.evidence import (
 from pyrometer.collector.analysis.sizes import fit_beta
 from support.spikes import END, ONSET, SPIKE, START, STEP, T0, S
 
+# the engine's kinds are always checked too, and without engine data never score
 KINDS = {"gpu_throttling", "deploy", "payload_size", "traffic_surge", "code_path",
-         "host_pressure"}
+         "host_pressure", "engine_queueing", "batch_saturation", "kv_cache_pressure",
+         "prompt_tokens_shift"}
 BASE_SHARES = {"serve (app.py)": 1.0, "model_forward (inference.py)": 0.7,
                "preprocess (inference.py)": 0.2, "postprocess_render_json (inference.py)": 0.04}
 
