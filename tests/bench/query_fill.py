@@ -162,9 +162,21 @@ INSERT INTO events
 SELECT ts, {_IDENTITY}, $new, (ts - $t0) // $window + 1, 'deploy', $old, 2000 + i, 1000 + i, '{{}}'
 FROM (SELECT i, $deploy + i * $stagger AS ts FROM range($n) t(i))
 """
+# the serving engine's series (agent --scrape), four of them per instance every 5 s
+ENGINE = f"""
+INSERT INTO engine
+SELECT ts, {_IDENTITY}, {_VERSION}, s // 10 + 1, m,
+       CASE WHEN m = 'kv_cache_usage' THEN 0.4 + 0.5 * {_unit('s', 'i')}
+            ELSE 100 * {_unit('s', 'i', 'm')} END,
+       5.0, CASE WHEN m = 'queue_time_s' THEN 100 ELSE 0 END, 'vllm', 'llama'
+FROM (SELECT *, $t0 + s * 1000000000 + i * 7000000 AS ts
+      FROM (SELECT g // $n * 5 AS s, g % $n AS i FROM range($seconds // 5 * $n) t(g))),
+     (SELECT unnest(['queue_time_s', 'requests_waiting', 'kv_cache_usage', 'prompt_tokens']) AS m)
+"""
 HWM = "INSERT INTO agent_hwm SELECT $agents[i + 1], $windows FROM range($n) t(i)"
 TABLE_SQL = {"samples": SAMPLES, "requests": REQUESTS, "gpu": GPU, "process": PROCESS,
-             "host": HOST, "agent_stats": AGENT_STATS, "events": EVENTS, "agent_hwm": HWM}
+             "host": HOST, "agent_stats": AGENT_STATS, "events": EVENTS, "engine": ENGINE,
+             "agent_hwm": HWM}
 
 
 def _used(sql: str, params: dict[str, Any]) -> dict[str, Any]:
