@@ -59,6 +59,8 @@ class CollectorConfig:
     # delete data older than this (None: keep everything); see retention.py
     retention_ns: int | None = 7 * 86_400 * 1_000_000_000
     retention_interval_s: float = 300.0
+    # profile rollups are kept this long (never shorter than retention_ns)
+    rollup_retention_ns: int | None = 90 * 86_400 * 1_000_000_000
     tls: ServerTls | None = None
     # pipeline stage rules: the user's file's before the defaults; None: the defaults
     stage_rules: tuple[StageRule, ...] | None = None
@@ -80,6 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "everything) [PYROMETER_RETENTION]")
     parser.add_argument("--retention-interval", metavar="DURATION", help="time between "
                         "retention passes (default 5m) [PYROMETER_RETENTION_INTERVAL]")
+    parser.add_argument("--rollup-retention", metavar="DURATION", help="keep the per-minute "
+                        "and per-hour profile rollups this long (default 90d, never shorter "
+                        "than --retention) [PYROMETER_ROLLUP_RETENTION]")
     credentials.add_token_arguments(parser, "token agents and API clients must send (ingest, "
                                     "POST; also reads without --read-token)")
     credentials.add_token_arguments(parser, "read-only token for the API's GET endpoints",
@@ -124,7 +129,8 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> C
                            commit_delay_ms=delay, tokens=_tokens(args, env), tls=_tls(args, env),
                            retention_ns=retention, retention_interval_s=interval,
                            stage_rules=_stage_rules(args, env), objectives=_objectives(args, env),
-                           alerts=_alerts(args, env), trace_url=_trace_url(args, env))
+                           alerts=_alerts(args, env), trace_url=_trace_url(args, env),
+                           rollup_retention_ns=_rollup_retention(args, env, retention))
 
 
 def _trace_url(args: argparse.Namespace, env: Mapping[str, str]) -> str:
@@ -188,6 +194,22 @@ def _retention(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[int | 
     except TimeFormatError as err:
         raise ConfigError(f"--retention-interval: {err}") from None
     return retention, interval_s
+
+
+def _rollup_retention(args: argparse.Namespace, env: Mapping[str, str],
+                      retention: int | None) -> int | None:
+    from pyrometer.collector.storage.retention import DEFAULT_ROLLUP_RETENTION, parse_retention
+    from pyrometer.collector.timeparse import TimeFormatError
+
+    text = (getattr(args, "rollup_retention", None) or env.get("PYROMETER_ROLLUP_RETENTION")
+            or DEFAULT_ROLLUP_RETENTION)
+    try:
+        kept = parse_retention(text)
+    except TimeFormatError as err:
+        raise ConfigError(f"--rollup-retention: {err}") from None
+    if retention is None or kept is None:
+        return None  # raw rows kept for ever, or rollups asked to be: keep them all
+    return max(kept, retention)
 
 
 def _tokens(args: argparse.Namespace, env: Mapping[str, str]) -> Tokens:

@@ -22,6 +22,9 @@ class Profile:
     samples: tuple[tuple[Stack, int], ...]
     rate_hz: float = 100.0  # sampling rate asked of the agents (for pprof's period)
     idle_included: bool = False  # wall-clock samples mixed in: values are not CPU time
+    # the coarsest stored resolution the counts were summed from: "raw" sample rows, or
+    # "1m" / "1h" rollups for the window's whole minutes or hours (the counts are the same)
+    resolution: str = "raw"
 
     @property
     def total(self) -> int:

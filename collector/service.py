@@ -19,6 +19,7 @@ from pyrometer.collector.config import CollectorConfig, check_listen
 from pyrometer.collector.errors import ListenError
 from pyrometer.collector.ingest.server import IngestConfig, start_ingest_server
 from pyrometer.collector.metrics import CollectorMetrics
+from pyrometer.collector.storage.compaction import CompactionPolicy, run_compaction
 from pyrometer.collector.storage.duckdb.backend import DuckDBStore
 from pyrometer.collector.storage.retention import RetentionPolicy, run_retention
 
@@ -44,6 +45,9 @@ async def run(config: CollectorConfig, stop: asyncio.Event | None = None) -> int
             runner, http_url = await _start_http(config, store, metrics)
             retention = _start_retention(config, store, metrics)
             alerts = await _start_alerts(config, store, http_url, metrics)
+            # its own stop event: the task is cancelled at shutdown, mid-pass if need be
+            compaction = asyncio.get_running_loop().create_task(
+                run_compaction(store, CompactionPolicy(), asyncio.Event()), name="rollups")
             try:
                 print(_ready_line(config, ingest.port, http_url), flush=True)
                 await stop.wait()
@@ -52,6 +56,7 @@ async def run(config: CollectorConfig, stop: asyncio.Event | None = None) -> int
                 if alerts is not None:
                     await _stop_task(alerts[0])
                     await alerts[1].close()
+                await _stop_task(compaction)
                 if retention is not None:
                     await _stop_task(retention)
                 await runner.cleanup()
@@ -87,7 +92,8 @@ def _start_retention(config: CollectorConfig, store: DuckDBStore, metrics: Colle
         log.info("--retention off: data is kept until deleted by hand")
         return None
     policy = RetentionPolicy(config.retention_ns, interval_s=config.retention_interval_s,
-                             first_delay_s=min(60.0, config.retention_interval_s))
+                             first_delay_s=min(60.0, config.retention_interval_s),
+                             rollup_retention_ns=config.rollup_retention_ns)
     # its own stop event: the task is cancelled at shutdown, mid-pass if need be
     return asyncio.get_running_loop().create_task(
         run_retention(store, policy, metrics, asyncio.Event()), name="retention")

@@ -7,6 +7,11 @@ chunks, each its own short transaction under the store's write lock, and pauses 
 chunks, so a group commit waits for one chunk at most, never for a whole pass: ingest
 keeps flowing.
 
+The profile rollups (samples_1m, samples_1h) are kept longer, by their own
+`--rollup-retention` (default 90d, never shorter than --retention): a flame graph of an
+old week is still drawn from them once the raw rows are gone. A rollup bucket goes when
+all of it is older than that cutoff.
+
 Not deleted: the stacks and frames dictionaries, and agent_hwm. The dictionaries are
 content-addressed and shared by every window: they grow with the amount of distinct
 code profiled, not with time, and finding the entries no sample refers to any more
@@ -31,6 +36,7 @@ from pyrometer.collector.timeparse import TimeFormatError, parse_duration
 log = logging.getLogger(__name__)
 
 DEFAULT_RETENTION = "7d"
+DEFAULT_ROLLUP_RETENTION = "90d"
 DISABLED = frozenset({"0", "off", "none"})
 
 
@@ -60,6 +66,14 @@ class RetentionPolicy:
     first_delay_s: float = 0.0
     chunk_rows: int = 50_000  # rows per table per transaction
     pause_s: float = 0.01  # between chunks, so waiting commits take the lock first
+    # how old the rollups may get; None: as old as the raw rows (never shorter, or a read
+    # would take a bucket from a rollup that is gone while its raw rows are still there)
+    rollup_retention_ns: Nanos | None = None
+
+    def rollup_cutoff(self, cutoff_ns: Nanos) -> Nanos:
+        """The rollups' cutoff for a pass whose raw rows' cutoff is `cutoff_ns`."""
+        longer = max(self.retention_ns, self.rollup_retention_ns or 0)
+        return cutoff_ns - (longer - self.retention_ns)
 
 
 async def delete_expired(store: Store, cutoff_ns: Nanos, policy: RetentionPolicy,
@@ -72,7 +86,8 @@ async def delete_expired(store: Store, cutoff_ns: Nanos, policy: RetentionPolicy
     total: dict[str, int] = {}
     while stop is None or not stop.is_set():
         deleted = await asyncio.to_thread(store.delete_before, cutoff_ns,
-                                          limit=policy.chunk_rows)
+                                          limit=policy.chunk_rows,
+                                          rollup_cutoff_ns=policy.rollup_cutoff(cutoff_ns))
         for table, rows in deleted.items():
             if rows:
                 total[table] = total.get(table, 0) + rows

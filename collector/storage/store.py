@@ -48,6 +48,15 @@ class CommitReport:
 
 
 @dataclass(frozen=True, slots=True)
+class CompactReport:
+    """The result of one compaction step: rollup rows written, and whether the rollups
+    now reach the time asked for (else another step has more to do)."""
+
+    rows_written: Mapping[str, int]  # table name -> rows appended
+    caught_up: bool
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceSummary:
     """A service that has profile data, for the services listing."""
 
@@ -161,13 +170,25 @@ class Store(Protocol):
         """Store one event that did not come from an agent (agent_id "api"); returns it."""
         ...
 
-    def delete_before(self, cutoff_ns: Nanos, *, limit: int = 50_000) -> Mapping[str, int]:
-        """Delete up to `limit` rows older than `cutoff_ns` from each time-ordered table.
+    def compact(self, until_ns: Nanos, *, max_span_ns: Nanos = ...) -> CompactReport:
+        """Roll up the sample rows of the whole minutes before `until_ns` (and the hours
+        they complete) that are not rolled up yet, at most `max_span_ns` of them: one
+        short transaction under the write lock; callers repeat until `caught_up`.
+
+        A profile read then takes those buckets from the rollups, with the same answer.
+        """
+        ...
+
+    def delete_before(self, cutoff_ns: Nanos, *, limit: int = 50_000,
+                      rollup_cutoff_ns: Nanos | None = None) -> Mapping[str, int]:
+        """Delete up to `limit` rows older than `cutoff_ns` from each time-ordered table,
+        and, given `rollup_cutoff_ns`, from each rollup the buckets older than that.
 
         Each table's chunk is its own short transaction under the write lock, so ingest
         is never held up for long; callers repeat while a table returns `limit` (see
         retention.py). Returns rows deleted per table. Dictionaries (stacks, frames)
-        and agent_hwm are never deleted.
+        and agent_hwm are never deleted; rollups outlive the raw rows they were summed
+        from, until their own cutoff.
         """
         ...
 

@@ -154,3 +154,15 @@ def test_config_default_flag_and_environment() -> None:
     assert (resolved.retention_ns, resolved.retention_interval_s) == (2 * DAY, 60.0)
     with pytest.raises(ConfigError, match="--retention"):
         config.resolve(_args(retention="10s"), {})
+
+
+def test_rollups_are_kept_longer_never_shorter_and_for_ever_without_retention() -> None:
+    assert config.resolve(_args(), {}).rollup_retention_ns == 90 * DAY
+    assert config.resolve(_args(rollup_retention="1d"), {}).rollup_retention_ns == 7 * DAY
+    assert config.resolve(_args(retention="off"), {}).rollup_retention_ns is None
+    assert config.resolve(_args(), {"PYROMETER_ROLLUP_RETENTION": "30d"}).rollup_retention_ns == 30 * DAY
+    with pytest.raises(ConfigError, match="--rollup-retention"):
+        config.resolve(_args(rollup_retention="soon"), {})
+    policy = RetentionPolicy(7 * DAY, rollup_retention_ns=30 * DAY)
+    assert policy.rollup_cutoff(100 * DAY) == 77 * DAY
+    assert RetentionPolicy(7 * DAY).rollup_cutoff(100 * DAY) == 100 * DAY

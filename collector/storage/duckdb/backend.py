@@ -47,6 +47,15 @@ from pyrometer.collector.storage.duckdb.records import (
     read_slowest_requests,
     read_version_costs,
 )
+from pyrometer.collector.storage.duckdb.rollups import (
+    HOUR_NS,
+    LEVELS,
+    MINUTE_NS,
+    MINUTES,
+    add_late,
+    compact,
+    watermarks,
+)
 from pyrometer.collector.storage.duckdb.schema import (
     TABLES,
     TIME_COLUMNS,
@@ -70,7 +79,12 @@ from pyrometer.collector.storage.reads import (
     StoredEvent,
     VersionCost,
 )
-from pyrometer.collector.storage.store import BatchOutcome, CommitReport, ServiceSummary
+from pyrometer.collector.storage.store import (
+    BatchOutcome,
+    CommitReport,
+    CompactReport,
+    ServiceSummary,
+)
 
 T = TypeVar("T")
 _DELETE_SQL = {
@@ -79,6 +93,12 @@ _DELETE_SQL = {
     table: f"DELETE FROM {table} WHERE rowid IN "
            f"(SELECT rowid FROM {table} WHERE {column} < $cutoff LIMIT $limit)"
     for table, column in TIME_COLUMNS.items()
+}
+_DELETE_ROLLUP_SQL = {
+    # a bucket goes once all of it is older than the cutoff
+    level.table: f"DELETE FROM {level.table} WHERE rowid IN (SELECT rowid FROM {level.table} "
+                 f"WHERE bucket_ns <= $cutoff - {level.length_ns} LIMIT $limit)"
+    for level in LEVELS
 }
 
 
@@ -120,6 +140,8 @@ class DuckDBStore:
             self._known_frames = self._ids("SELECT DISTINCT frame_id FROM frames")
             self._known_stacks = self._ids("SELECT DISTINCT stack_id FROM stacks")
             self._in_order = self._tables_in_order()
+            # the rollups' watermarks; only this process moves them (compact, under _lock)
+            self._rollup_done = watermarks(self._con)
         except duckdb.Error as exc:
             self._con.close()
             raise StorageError(f"cannot prepare database file {self.path}: {exc}") from exc
@@ -136,11 +158,15 @@ class DuckDBStore:
                 outcomes, stored = self._advance_hwm(con, batches)
                 frames = frames_table(stored, self._known_frames)
                 stacks = stacks_table(stored, self._known_stacks)
+                samples = samples_table(stored)
                 written = {
-                    "samples": self._append(con, "samples", samples_table(stored)),
+                    "samples": self._append(con, "samples", samples),
                     "stacks": self._append(con, "stacks", stacks),
                     "frames": self._append(con, "frames", frames),
                 }
+                if self._late(stored):
+                    # windows compaction has already passed: their rollup rows go in now
+                    written |= add_late(con, samples, self._rollup_done)
                 # telemetry tables appear in the report only when they got rows
                 for table, rows in telemetry_tables(stored).items():
                     written[table] = self._append(con, table, rows)
@@ -154,6 +180,28 @@ class DuckDBStore:
             self._known_frames.update(frames.column("frame_id").to_pylist())
             self._known_stacks.update(stacks.column("stack_id").to_pylist())
         return CommitReport(tuple(outcomes), written)
+
+    def _late(self, batches: Sequence[DecodedBatch]) -> bool:
+        below = max(self._rollup_done.values(), default=None)
+        if below is None:
+            return False
+        return any(w.start_ns + (w.end_ns - w.start_ns) // 2 < below
+                   for b in batches if (w := b.window) is not None and w.counts)
+
+    def compact(self, until_ns: Nanos, *, max_span_ns: Nanos = HOUR_NS) -> CompactReport:
+        """See `Store.compact`."""
+        with self._lock:
+            try:
+                self._con.begin()
+                done, written = compact(self._con, until_ns, max_span_ns)
+                self._con.commit()
+            except (duckdb.Error, StorageError) as exc:
+                self._rollback()
+                if isinstance(exc, StorageError):
+                    raise
+                raise StorageError(f"rollup compaction in {self.path} failed: {exc}") from exc
+            self._rollup_done = done
+        return CompactReport(written, caught_up=done[MINUTES.name] >= until_ns // MINUTE_NS * MINUTE_NS)
 
     def _rollback(self) -> None:
         try:
@@ -337,16 +385,21 @@ class DuckDBStore:
             pid=event.pid, previous_pid=event.previous_pid, attrs=tuple(sorted(event.attrs)),
         )
 
-    def delete_before(self, cutoff_ns: Nanos, *, limit: int = 50_000) -> dict[str, int]:
+    def delete_before(self, cutoff_ns: Nanos, *, limit: int = 50_000,
+                      rollup_cutoff_ns: Nanos | None = None) -> dict[str, int]:
         """See `Store.delete_before`."""
+        statements = dict(_DELETE_SQL)
+        if rollup_cutoff_ns is not None:
+            statements |= _DELETE_ROLLUP_SQL
         deleted: dict[str, int] = {}
-        for table, sql in _DELETE_SQL.items():
+        for table, sql in statements.items():
+            cutoff = rollup_cutoff_ns if table in _DELETE_ROLLUP_SQL else cutoff_ns
             # one short transaction per table: a commit waits for one chunk at most
             with self._lock:
                 try:
                     self._con.begin()
                     (rows,) = self._con.execute(
-                        sql, {"cutoff": cutoff_ns, "limit": limit}).fetchone() or (0,)
+                        sql, {"cutoff": cutoff, "limit": limit}).fetchone() or (0,)
                     self._con.commit()
                 except duckdb.Error as exc:
                     self._rollback()

@@ -1,5 +1,8 @@
 """SQL reads over the storage schema: merged profiles and the services listing.
 
+A profile reads whole minutes and hours from the rollups where they cover its window,
+and raw sample rows for the rest (rollups.py); the answer is the same either way.
+
 Stacks and frames are collapsed by id (any_value) before they are used, because once
 several collectors write, the dictionaries may hold the same id more than once and a
 plain join would count a sample once per copy.
@@ -7,14 +10,15 @@ plain join would count a sample once per copy.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import duckdb
 
 from pyrometer.agent.shared.model import Frame, Nanos, Stack
 from pyrometer.collector.model import Profile
+from pyrometer.collector.storage.duckdb.rollups import ReadPlan, plan_read, rollup_part, watermarks
 from pyrometer.collector.storage.reads import ProfileLabels
 
 DEFAULT_RATE_HZ = 100.0  # what an empty profile reports; py-spy's default rate
@@ -32,18 +36,20 @@ class ProfileFilter:
     thread: str | None = None
     pid: int | None = None
 
-    def where(self) -> tuple[str, dict[str, Any]]:
-        """A parameterised WHERE clause (without the keyword) and its parameters."""
+    def where(self, suffix: str = "") -> tuple[str, dict[str, Any]]:
+        """A parameterised WHERE clause (without the keyword) and its parameters; `suffix`
+        tells apart the window parameters of several clauses in one statement."""
         # a window counts when its midpoint is in [start, end); the plain bounds on
         # start_ns and end_ns follow from that and let DuckDB skip row groups early
+        start, end = f"$start{suffix}", f"$end{suffix}"
         clauses = [
             "service = $service",
-            "start_ns < $end AND end_ns > $start",
-            "start_ns + (end_ns - start_ns) // 2 >= $start",
-            "start_ns + (end_ns - start_ns) // 2 < $end",
+            f"start_ns < {end} AND end_ns > {start}",
+            f"start_ns + (end_ns - start_ns) // 2 >= {start}",
+            f"start_ns + (end_ns - start_ns) // 2 < {end}",
         ]
         params: dict[str, Any] = {
-            "service": self.service, "start": self.start_ns, "end": self.end_ns,
+            "service": self.service, f"start{suffix}": self.start_ns, f"end{suffix}": self.end_ns,
         }
         for column in ("instance", "version", "thread", "pid"):
             value = getattr(self, column)
@@ -52,21 +58,51 @@ class ProfileFilter:
                 params[column] = value
         return " AND ".join(clauses), params
 
+    @property
+    def rolls_up(self) -> bool:
+        """Whether rollups can answer it: they are not kept per instance or pid."""
+        return self.instance is None and self.pid is None
+
+    def plan(self, done: Mapping[str, Nanos]) -> ReadPlan:
+        """Where its samples come from, given the rollups' watermarks."""
+        return plan_read(self.start_ns, self.end_ns, done if self.rolls_up else {})
+
+    def parts(self, plan: ReadPlan) -> tuple[str, dict[str, Any]]:
+        """One SELECT of (stack_id, rate_hz, idle_included, count) per part of `plan`,
+        joined by UNION ALL, and their parameters."""
+        selects: list[str] = []
+        params: dict[str, Any] = {"service": self.service}
+        equal = {"version": self.version, "thread": self.thread}
+        for n, (level, first, last) in enumerate(plan.rollups):
+            sql, more = rollup_part(level, first, last, n, equal)
+            selects.append(sql)
+            params |= more
+        # an empty window still needs one SELECT (that matches nothing)
+        raw = plan.raw if plan.raw or plan.rollups else ((self.start_ns, self.end_ns),)
+        for n, (lo, hi) in enumerate(raw):
+            clause, more = replace(self, start_ns=lo, end_ns=hi).where(f"_{n}")
+            selects.append(f"SELECT stack_id, rate_hz, idle_included, count FROM samples "
+                           f"WHERE {clause}")
+            params |= more
+        return " UNION ALL ".join(selects), params
+
 
 def read_profile(cur: duckdb.DuckDBPyConnection, where: ProfileFilter) -> Profile:
     """The merged profile for `where`, stacks by descending count, then by stack."""
-    clause, params = where.where()
+    plan = where.plan(watermarks(cur) if where.rolls_up else {})
+    parts, params = where.parts(plan)
     rows = cur.execute(
         "SELECT stack_id, rate_hz, bool_or(idle_included), sum(count)::BIGINT "
-        f"FROM samples WHERE {clause} GROUP BY stack_id, rate_hz",
+        f"FROM ({parts}) GROUP BY stack_id, rate_hz",
         params,
     ).fetchall()
-    return merge_rows(cur, rows, where.service, where.start_ns, where.end_ns)
+    return merge_rows(cur, rows, where.service, where.start_ns, where.end_ns, plan.resolution)
 
 
 def merge_rows(cur: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]], service: str,
-               start_ns: Nanos, end_ns: Nanos) -> Profile:
-    """A Profile from (stack_id, rate_hz, idle_included, count) rows."""
+               start_ns: Nanos, end_ns: Nanos, resolution: str = "raw") -> Profile:
+    """A Profile from (stack_id, rate_hz, idle_included, count) rows; `resolution` says
+    whether they were summed from raw windows or from rollups ("1m", "1h")."""
     counts: dict[int, int] = {}
     by_rate: dict[float, int] = {}
     idle = False
@@ -82,7 +118,7 @@ def merge_rows(cur: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]], serv
     # mixed rates are rare (a restarted agent with a new --rate): report the one
     # most samples were taken at
     rate = max(by_rate, key=lambda r: (by_rate[r], r)) if by_rate else DEFAULT_RATE_HZ
-    return Profile(service, start_ns, end_ns, tuple(samples), rate, idle)
+    return Profile(service, start_ns, end_ns, tuple(samples), rate, idle, resolution)
 
 
 def _read_stacks(cur: duckdb.DuckDBPyConnection, stack_ids: Iterable[int]) -> dict[int, Stack]:

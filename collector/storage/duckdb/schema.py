@@ -58,6 +58,26 @@ FRAME_COLUMNS = _cols(
     ("file", "VARCHAR", _TEXT),
     ("line", "INTEGER", _INT),
 )
+# Profile rollups (rollups.py): the sample rows of every whole minute or hour, summed per
+# (service, version, thread, stack, rate, idle); a window belongs to the bucket its
+# midpoint falls in, the rule the raw reads use, so a read over whole buckets gives
+# exactly the raw answer. Appended in bucket order by compaction; late windows add rows.
+ROLLUP_COLUMNS = _cols(
+    ("bucket_ns", "BIGINT", _BIGINT),  # bucket start, agent clock, a multiple of its length
+    ("service", "VARCHAR", _TEXT),
+    ("version", "VARCHAR", _TEXT),
+    ("thread", "VARCHAR", _TEXT),
+    ("stack_id", "BIGINT", _BIGINT),
+    ("rate_hz", "DOUBLE", _DOUBLE),
+    ("idle_included", "BOOLEAN", _BOOL),
+    ("count", "BIGINT", _BIGINT),
+)
+ROLLUP_STATE_COLUMNS = _cols(
+    ("resolution", "VARCHAR", _TEXT),  # "1m", "1h"
+    # every sample row whose midpoint is before this is in the rollup (compacted, or
+    # added by the commit that stored it); advanced compare-and-set, like agent_hwm
+    ("done_ns", "BIGINT", _BIGINT),
+)
 HWM_COLUMNS = _cols(
     ("agent_id", "VARCHAR", _TEXT),
     ("seq", "BIGINT", _BIGINT),  # highest batch seq stored for the agent
@@ -170,6 +190,9 @@ TABLES: dict[str, tuple[Column, ...]] = {
     "stacks": STACK_COLUMNS,
     "frames": FRAME_COLUMNS,
     "agent_hwm": HWM_COLUMNS,
+    "samples_1m": ROLLUP_COLUMNS,
+    "samples_1h": ROLLUP_COLUMNS,
+    "rollup_state": ROLLUP_STATE_COLUMNS,
     "gpu": GPU_COLUMNS,
     "process": PROCESS_COLUMNS,
     "host": HOST_COLUMNS,
@@ -182,6 +205,8 @@ TELEMETRY_TABLES = ("gpu", "process", "host", "requests", "events", "agent_stats
 # every time-ordered table and the column that retention compares with its cutoff;
 # stacks, frames and agent_hwm are dictionaries and dedupe state, not time series
 TIME_COLUMNS: dict[str, str] = {"samples": "end_ns", **{t: "time_ns" for t in TELEMETRY_TABLES}}
+# the rollups, deleted by their own (longer) retention
+ROLLUP_TABLES = ("samples_1m", "samples_1h")
 
 
 def create_statements() -> list[str]:

@@ -1,0 +1,195 @@
+"""Profile rollups: the sample rows of whole minutes and hours, summed, beside the raw rows.
+
+A flame graph over a day would otherwise aggregate every window of every instance (tens
+of millions of rows); with rollups it reads the day's whole hours from `samples_1h`, the
+ragged minutes at either end from `samples_1m`, and only the seconds before the first
+whole minute and after the last one from `samples`. A window belongs to the bucket its
+midpoint falls in, the rule every raw read uses, so the answer is exactly the raw one.
+
+How rollups are written: by compaction (`compact`), a background pass that sums the raw
+rows of the minutes up to a watermark, `rollup_state.done_ns`, then the hours up to the
+last whole hour of those minutes, and advances the watermark in the same transaction.
+Not at ingest: one commit holds one 10 s window per agent, so a per-commit rollup would
+be as many rows as the raw ones. Compaction runs a little behind real time, so windows
+still arriving land before it; a window that arrives later (a spooled backlog, a slow
+clock) has its rollup rows added by the commit that stores it (`add_late`). Either way,
+every sample row whose midpoint is before a level's `done_ns` is in that level's rollup,
+once. The embedded store serialises commits and compaction under one lock; a backend
+with several writers must make a late commit conflict with a compaction that moves the
+watermark past it (a compare-and-set on the same rollup_state row, say).
+
+Rollups are keyed by service, version, thread, stack, rate and idle flag, not by
+instance or pid: merged across instances they are a few thousand rows per bucket. A
+read filtered by instance or pid reads raw rows only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from pyrometer.agent.shared.model import NANOS_PER_SECOND, Nanos
+from pyrometer.collector.errors import StorageError
+
+MINUTE_NS = 60 * NANOS_PER_SECOND
+HOUR_NS = 3600 * NANOS_PER_SECOND
+RAW = "raw"
+# the midpoint of a window, as every read computes it
+MIDPOINT = "(start_ns + (end_ns - start_ns) // 2)"
+_KEY = "service, version, thread, stack_id, rate_hz, idle_included"
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    """One rollup: its name in answers and rollup_state, its table, its bucket length."""
+
+    name: str
+    table: str
+    length_ns: Nanos
+
+
+MINUTES = Level("1m", "samples_1m", MINUTE_NS)
+HOURS = Level("1h", "samples_1h", HOUR_NS)
+LEVELS = (HOURS, MINUTES)  # coarsest first: a read takes the largest buckets it can
+
+
+@dataclass(frozen=True, slots=True)
+class ReadPlan:
+    """Where a window's samples come from: whole buckets [from, to) of rollups, and the
+    midpoint ranges [from, to) left over, read from the raw rows."""
+
+    rollups: tuple[tuple[Level, Nanos, Nanos], ...]
+    raw: tuple[tuple[Nanos, Nanos], ...]
+
+    @property
+    def resolution(self) -> str:
+        """The coarsest resolution the plan reads ("1h", "1m"), or "raw"."""
+        return self.rollups[0][0].name if self.rollups else RAW
+
+
+def plan_read(start_ns: Nanos, end_ns: Nanos, done: Mapping[str, Nanos]) -> ReadPlan:
+    """Split [start, end) into whole buckets below each level's watermark, coarsest
+    first, and the raw ranges left over. `done` maps a level's name to its watermark;
+    a level missing from it is not used."""
+    pieces = [(start_ns, end_ns)] if end_ns > start_ns else []
+    rollups: list[tuple[Level, Nanos, Nanos]] = []
+    for level in LEVELS:
+        if level.name not in done:
+            continue
+        length, rest = level.length_ns, []
+        for lo, hi in pieces:
+            first = -(-lo // length) * length  # the first bucket that starts in the piece
+            last = min(hi // length * length, done[level.name] // length * length)
+            if last <= first:
+                rest.append((lo, hi))
+                continue
+            rollups.append((level, first, last))
+            rest += [p for p in ((lo, first), (last, hi)) if p[1] > p[0]]
+        pieces = rest
+    rollups.sort(key=lambda r: LEVELS.index(r[0]))
+    return ReadPlan(tuple(rollups), tuple(pieces))
+
+
+def watermarks(cur: duckdb.DuckDBPyConnection) -> dict[str, Nanos]:
+    """Each level's done_ns (the highest, should a row ever be doubled)."""
+    return dict(cur.execute(
+        "SELECT resolution, max(done_ns) FROM rollup_state GROUP BY resolution").fetchall())
+
+
+def rollup_part(level: Level, first: Nanos, last: Nanos, index: int,
+                equal: Mapping[str, object]) -> tuple[str, dict[str, Any]]:
+    """A SELECT of (stack_id, rate_hz, idle_included, count) from a rollup's buckets
+    [first, last), with equality filters on its key columns; parameters suffixed."""
+    clauses = ["service = $service", f"bucket_ns >= $first_{index}", f"bucket_ns < $last_{index}"]
+    params: dict[str, Any] = {f"first_{index}": first, f"last_{index}": last}
+    for column, value in equal.items():
+        if value is not None:
+            clauses.append(f"{column} = ${column}")
+            params[column] = value
+    return (f"SELECT stack_id, rate_hz, idle_included, count FROM {level.table} "
+            f"WHERE {' AND '.join(clauses)}", params)
+
+
+def _set_done(con: duckdb.DuckDBPyConnection, level: Level, old: Nanos | None, new: Nanos) -> None:
+    if old is None:
+        con.execute("INSERT INTO rollup_state VALUES ($r, $new)", {"r": level.name, "new": new})
+        return
+    # compare-and-set: a watermark another writer moved meanwhile does not match
+    (changed,) = con.execute(
+        "UPDATE rollup_state SET done_ns = $new WHERE resolution = $r AND done_ns = $old",
+        {"r": level.name, "old": old, "new": new}).fetchone() or (0,)
+    if not changed:
+        raise StorageError(f"rollup watermark {level.name} moved under this compaction; retry")
+
+
+def _first_bucket(con: duckdb.DuckDBPyConnection, until_ns: Nanos) -> Nanos:
+    # a store without a watermark yet: its rollups start at the oldest raw row's minute
+    (first,) = con.execute(f"SELECT min({MIDPOINT}) FROM samples").fetchone() or (None,)
+    return until_ns if first is None else min(until_ns, first // MINUTE_NS * MINUTE_NS)
+
+
+def compact(con: duckdb.DuckDBPyConnection, until_ns: Nanos, max_span_ns: Nanos
+            ) -> tuple[dict[str, Nanos], dict[str, int]]:
+    """One step of compaction in the caller's transaction: roll up the minutes from the
+    minute watermark to `until_ns` (at most `max_span_ns` of them), then the hours those
+    minutes complete. Returns the new watermarks and the rollup rows written."""
+    done = watermarks(con)
+    written = {MINUTES.table: 0, HOURS.table: 0}
+    until = until_ns // MINUTE_NS * MINUTE_NS
+    old_m = done.get(MINUTES.name)
+    start = _first_bucket(con, until) if old_m is None else old_m
+    target = max(start, min(until, start + max_span_ns // MINUTE_NS * MINUTE_NS))
+    if target > start:
+        written[MINUTES.table] = _insert(con, MINUTES, f"""
+            SELECT {MIDPOINT} // {MINUTE_NS} * {MINUTE_NS} AS bucket, {_KEY}, sum(count)
+            FROM samples WHERE start_ns < $b AND end_ns > $a
+              AND {MIDPOINT} >= $a AND {MIDPOINT} < $b
+            GROUP BY ALL""", start, target)
+    if target != old_m:
+        _set_done(con, MINUTES, old_m, target)
+    old_h = done.get(HOURS.name)
+    start_h = start // HOUR_NS * HOUR_NS if old_h is None else old_h
+    target_h = max(start_h, target // HOUR_NS * HOUR_NS)
+    if target_h > start_h:
+        written[HOURS.table] = _insert(con, HOURS, f"""
+            SELECT bucket_ns // {HOUR_NS} * {HOUR_NS} AS bucket, {_KEY}, sum(count)
+            FROM samples_1m WHERE bucket_ns >= $a AND bucket_ns < $b
+            GROUP BY ALL""", start_h, target_h)
+    if target_h != old_h:
+        _set_done(con, HOURS, old_h, target_h)
+    return {MINUTES.name: target, HOURS.name: target_h}, written
+
+
+def _insert(con: duckdb.DuckDBPyConnection, level: Level, select: str, a: Nanos, b: Nanos) -> int:
+    # in bucket order, and within a bucket by key, so the zone maps on bucket_ns prune
+    # a read to its buckets and the key columns compress in runs
+    (rows,) = con.execute(
+        f"INSERT INTO {level.table} SELECT * FROM ({select}) "
+        f"ORDER BY bucket, {_KEY}", {"a": a, "b": b}).fetchone() or (0,)
+    return int(rows)
+
+
+def add_late(con: duckdb.DuckDBPyConnection, samples: pa.Table, done: Mapping[str, Nanos]
+             ) -> dict[str, int]:
+    """The rollup rows of new sample rows whose midpoint is below a level's watermark
+    (compaction has passed them), in the caller's transaction, which stores the rows."""
+    written: dict[str, int] = {}
+    view = "_pyrometer_late_samples"
+    con.register(view, samples)
+    try:
+        for level in LEVELS:
+            if level.name not in done:
+                continue
+            length = level.length_ns
+            (rows,) = con.execute(
+                f"INSERT INTO {level.table} SELECT {MIDPOINT} // {length} * {length}, {_KEY}, "
+                f"sum(count) FROM {view} WHERE {MIDPOINT} < $done GROUP BY ALL",
+                {"done": done[level.name]}).fetchone() or (0,)
+            written[level.table] = int(rows)
+    finally:
+        con.unregister(view)
+    return written
