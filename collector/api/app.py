@@ -139,7 +139,8 @@ async def flamegraph(request: web.Request) -> web.StreamResponse:
     body, content_type = await asyncio.to_thread(render, profile, fmt, notice=notice)
     # every format's reader can tell an empty answer (a filter that matched nothing) from
     # the header alone: the CLI writing pprof to a file does not parse it
-    headers = {"Content-Type": content_type, empty.SAMPLES_HEADER: str(profile.total)}
+    headers = {"Content-Type": content_type, empty.SAMPLES_HEADER: str(profile.total),
+               empty.RESOLUTION_HEADER: profile.resolution}
     if fmt == "pprof":
         # the service name comes from agents: keep quotes and line breaks out of the header
         filename = f"{_UNSAFE_FILENAME.sub('_', service)}.{FORMATS[fmt].extension}"

@@ -84,7 +84,9 @@ async def flamegraph_diff(request: web.Request) -> web.Response:
     # off the loop, which ingest shares: two trees take CPU seconds to build and encode
     text = await asyncio.to_thread(render, before, after, notice=notice, **units)
     return web.Response(text=text, headers={
-        "Content-Type": content_type, empty.SAMPLES_HEADER: str(before.total + after.total)})
+        "Content-Type": content_type, empty.SAMPLES_HEADER: str(before.total + after.total),
+        # the target's, then the baseline's
+        empty.RESOLUTION_HEADER: f"{after.resolution}, {before.resolution}"})
 
 
 async def _request_units(store: Store, service: str, baseline: Window, target: Window,

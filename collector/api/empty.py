@@ -21,6 +21,9 @@ from pyrometer.collector.storage.store import ServiceSummary
 from pyrometer.collector.timeparse import format_time
 
 SAMPLES_HEADER = "Pyrometer-Samples"  # a flame graph's samples, whatever its format
+# the coarsest stored resolution a profile was summed from: "raw", "1m" or "1h" (rollups
+# of the window's whole minutes or hours; the counts are the raw ones either way)
+RESOLUTION_HEADER = "Pyrometer-Resolution"
 MAX_SHOWN = 10  # values listed per label; a service may have thousands of threads
 _PLAIN = re.compile(r"[\w.:/@+=-]{1,64}")
 

@@ -36,7 +36,13 @@ PID = _param("pid", "only samples of this process", schema={"type": "integer"})
 # an empty answer also has a `notice` (JSON, HTML, pprof) saying why: the window, or
 # which filter matched nothing and the values it could have matched
 SAMPLES = {"Pyrometer-Samples": {"description": "samples in the flame graph, whatever its format",
-                                 "schema": {"type": "integer", "minimum": 0}}}
+                                 "schema": {"type": "integer", "minimum": 0}},
+           "Pyrometer-Resolution": {
+               "description": "the coarsest stored resolution the counts were summed from: "
+                              "raw, 1m or 1h (rollups of the window's whole minutes or hours; "
+                              "the counts are exact either way); a diff gives the target's, "
+                              "then the baseline's",
+               "schema": {"type": "string"}}}
 _ERROR = {"description": "a bad parameter (400) or an unknown service (404)",
           "content": {"application/json": {"schema": {
               "type": "object", "required": ["error"],

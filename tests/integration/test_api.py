@@ -438,3 +438,16 @@ def test_storage_failure_is_a_json_500_without_details(tmp_path: Path) -> None:
         reply = server.get("/api/v1/services")
     assert reply.status == 500
     assert str(tmp_path) not in reply.json()["error"]
+
+
+def test_rolled_up_minutes_give_the_same_answer_and_say_so(api: LiveServer, store: DuckDBStore
+                                                           ) -> None:
+    # last in the file: compaction changes where later reads come from, not what they say
+    first_minute = BASE_NS // (60 * S) * 60
+    window = {"from": str(first_minute - 60), "to": str(first_minute + 7200)}
+    before = flamegraph(api, format="folded", **window)
+    assert before.headers["pyrometer-resolution"] == "raw"
+    assert store.compact(BASE_NS + 7200 * S, max_span_ns=7200 * S).caught_up
+    after = flamegraph(api, format="folded", **window)
+    assert after.headers["pyrometer-resolution"] in ("1m", "1h")
+    assert after.body == before.body and after.headers["pyrometer-samples"] == "21"
