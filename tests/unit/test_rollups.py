@@ -211,3 +211,20 @@ def test_compaction_of_an_empty_store_sets_watermarks(store: DuckDBStore) -> Non
     profile = store.profile("svc", T0, T0 + HOUR_NS, version="v2")
     assert profile.resolution == "1h" and dict(profile.samples) == {STACKS[2]: 3}
     assert [level.name for level in LEVELS] == ["1h", "1m"]
+
+
+def test_the_stack_cache_is_bounded_and_gives_the_same_stacks(tmp_path: Path) -> None:
+    store = DuckDBStore(tmp_path / "cache.duckdb")
+    try:
+        store._stacks.max_stacks = 2  # room for two of the three stacks
+        agents = Agents()
+        agents.commit(store, Window(0, 0, 10, "v1", ((0, 0, 1), (1, 0, 2))),
+                      Window(1, 60, 10, "v1", ((2, 1, 3),)))
+        assert dict(store.profile("svc", T0, T0 + 60 * S).samples) == {STACKS[0]: 1, STACKS[1]: 2}
+        assert len(store._stacks.stacks) == 2
+        everything = store.profile("svc", T0, T0 + 120 * S)  # one more: it starts again
+        assert dict(everything.samples) == {STACKS[0]: 1, STACKS[1]: 2, STACKS[2]: 3}
+        assert len(store._stacks.stacks) == 1
+        assert store.profile("svc", T0, T0 + 120 * S) == everything
+    finally:
+        store.close()

@@ -35,6 +35,7 @@ from pyrometer.collector.storage.duckdb.events import read_events
 from pyrometer.collector.storage.duckdb.label_sets import read_label_sets, read_selected_profile, read_steps
 from pyrometer.collector.storage.duckdb.profiles import (
     ProfileFilter,
+    StackCache,
     read_labels,
     read_profile,
     read_services,
@@ -139,6 +140,7 @@ class DuckDBStore:
             # ids this collector need not write again; other writers may still duplicate
             self._known_frames = self._ids("SELECT DISTINCT frame_id FROM frames")
             self._known_stacks = self._ids("SELECT DISTINCT stack_id FROM stacks")
+            self._stacks = StackCache()  # stacks read for profiles, by id
             self._in_order = self._tables_in_order()
             # the rollups' watermarks; only this process moves them (compact, under _lock)
             self._rollup_done = watermarks(self._con)
@@ -290,7 +292,7 @@ class DuckDBStore:
     ) -> Profile:
         """See `Store.profile`."""
         where = ProfileFilter(service, start_ns, end_ns, instance, version, thread, pid)
-        return self._read(lambda cur: read_profile(cur, where))
+        return self._read(lambda cur: read_profile(cur, where, self._stacks))
 
     def label_sets(self, start_ns: Nanos, end_ns: Nanos) -> list[LabelSetSummary]:
         """See `Store.label_sets`."""

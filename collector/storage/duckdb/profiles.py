@@ -87,7 +87,8 @@ class ProfileFilter:
         return " UNION ALL ".join(selects), params
 
 
-def read_profile(cur: duckdb.DuckDBPyConnection, where: ProfileFilter) -> Profile:
+def read_profile(cur: duckdb.DuckDBPyConnection, where: ProfileFilter,
+                 cache: StackCache | None = None) -> Profile:
     """The merged profile for `where`, stacks by descending count, then by stack."""
     plan = where.plan(watermarks(cur) if where.rolls_up else {})
     parts, params = where.parts(plan)
@@ -96,11 +97,13 @@ def read_profile(cur: duckdb.DuckDBPyConnection, where: ProfileFilter) -> Profil
         f"FROM ({parts}) GROUP BY stack_id, rate_hz",
         params,
     ).fetchall()
-    return merge_rows(cur, rows, where.service, where.start_ns, where.end_ns, plan.resolution)
+    return merge_rows(cur, rows, where.service, where.start_ns, where.end_ns, plan.resolution,
+                      cache)
 
 
 def merge_rows(cur: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]], service: str,
-               start_ns: Nanos, end_ns: Nanos, resolution: str = "raw") -> Profile:
+               start_ns: Nanos, end_ns: Nanos, resolution: str = "raw",
+               cache: StackCache | None = None) -> Profile:
     """A Profile from (stack_id, rate_hz, idle_included, count) rows; `resolution` says
     whether they were summed from raw windows or from rollups ("1m", "1h")."""
     counts: dict[int, int] = {}
@@ -110,7 +113,7 @@ def merge_rows(cur: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]], serv
         counts[stack_id] = counts.get(stack_id, 0) + count
         by_rate[rate] = by_rate.get(rate, 0) + count
         idle = idle or stack_idle
-    stacks = _read_stacks(cur, counts)
+    stacks = _read_stacks(cur, counts, cache)
     samples = sorted(
         ((stacks[sid], n) for sid, n in counts.items() if sid in stacks),
         key=lambda item: (-item[1], [(f.name, f.file, f.line) for f in item[0]]),
@@ -121,10 +124,48 @@ def merge_rows(cur: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]], serv
     return Profile(service, start_ns, end_ns, tuple(samples), rate, idle, resolution)
 
 
-def _read_stacks(cur: duckdb.DuckDBPyConnection, stack_ids: Iterable[int]) -> dict[int, Stack]:
-    ids = list(stack_ids)
-    if not ids:
-        return {}
+class StackCache:
+    """Stacks already read, by id, so a flame graph does not read the same thousands of
+    stacks and their frames again on every call.
+
+    Safe to keep for as long as the store is open: an id is a hash of the stack's frames,
+    so every copy of it, from any writer, is the same stack. Bounded: past `max_stacks`
+    it starts again empty. Reads on several threads share it; each step is one dict
+    operation, atomic under the GIL, and a lost race only reads a stack twice.
+    """
+
+    def __init__(self, max_stacks: int = 50_000) -> None:
+        self.max_stacks = max_stacks
+        self.stacks: dict[int, Stack] = {}
+
+    def add(self, found: dict[int, Stack]) -> None:
+        if len(found) > self.max_stacks:
+            return  # one read larger than the cache: keep what it holds
+        if len(self.stacks) + len(found) > self.max_stacks:
+            self.stacks = {}
+        self.stacks.update(found)
+
+
+def _read_stacks(cur: duckdb.DuckDBPyConnection, stack_ids: Iterable[int],
+                 cache: StackCache | None = None) -> dict[int, Stack]:
+    known = cache.stacks if cache is not None else {}
+    out: dict[int, Stack] = {}
+    missing: list[int] = []
+    for sid in stack_ids:
+        stack = known.get(sid)
+        if stack is None:
+            missing.append(sid)
+        else:
+            out[sid] = stack
+    if missing:
+        found = _read_new_stacks(cur, missing)
+        if cache is not None:
+            cache.add(found)
+        out |= found
+    return out
+
+
+def _read_new_stacks(cur: duckdb.DuckDBPyConnection, ids: list[int]) -> dict[int, Stack]:
     stack_rows = cur.execute(
         "SELECT stack_id, any_value(frame_ids) FROM stacks "
         "WHERE stack_id IN (SELECT unnest($ids)) GROUP BY stack_id",
@@ -137,7 +178,8 @@ def _read_stacks(cur: duckdb.DuckDBPyConnection, stack_ids: Iterable[int]) -> di
         {"ids": frame_ids},
     ).fetchall()
     frames = {fid: Frame(name, file, line) for fid, name, file, line in frame_rows}
-    # a stack whose frames are missing cannot be drawn; it is left out, not guessed
+    # a stack whose frames are missing cannot be drawn; it is left out, not guessed (nor
+    # cached: its frames may be committed later)
     return {
         sid: tuple(frames[f] for f in fids)
         for sid, fids in stack_rows
