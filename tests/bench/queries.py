@@ -116,7 +116,7 @@ def where_time_goes(db: Path, plan: Plan, end_ns: int, work: Path) -> dict[str, 
     out: dict[str, Any] = {"flamegraph_sql": {}, "flamegraph_phases": {}}
     with duckdb.connect(str(db), read_only=True) as con:
         for w in sorted({min(FLAMEGRAPH_WINDOW_S, max(plan.flamegraph)), max(plan.flamegraph)}):
-            sql, params = query_probe.profile_sql(SERVICE, end_ns - w * SECOND, end_ns)
+            sql, params = query_probe.profile_sql(con, SERVICE, end_ns - w * SECOND, end_ns)
             out["flamegraph_sql"][str(w)] = query_probe.sql_profile(con, sql, params,
                                                                     work / "profile.json")
         for w in sorted({min(plan.flamegraph), min(FLAMEGRAPH_WINDOW_S, max(plan.flamegraph)),

@@ -73,17 +73,13 @@ def flamegraph_moves(result: dict[str, Any]) -> str:
         "tree: functions are keyed once per distinct frame; what is left is one dictionary "
         "step per frame of every distinct stack, and `to_dict` copying the tree once more; "
         "building the JSON straight from the aggregate, or caching a window's tree, would cut "
-        "it further. (3) Long windows: "
-        "the aggregate reads every sample row. A rollup table written at ingest, "
-        "`samples_1m(minute_ns, service, instance, version, thread, stack_id, count)` (one "
-        "row per distinct stack per instance per minute, counts summed over the six windows), "
-        "or coarser, `samples_1h` merged across instances and keyed by version and thread, "
-        "would let a query read whole hours from the rollup and only the ragged edges from "
-        "samples; a day would be 24 × (distinct stacks per hour) rows instead of every "
-        "window's. It must follow the same rules as the other tables: append-only, time-"
-        "ordered, no constraints, retention by age; a window's midpoint rule decides which "
-        "hour a window belongs to, so the sums match the raw query exactly. It is a schema "
-        "and write-path change, so it is described here, not made."
+        "it further. (3) Long windows: whole hours and minutes are read from the profile "
+        "rollups (`samples_1h`, `samples_1m`: per service, version, thread and stack, summed "
+        "by a background compaction a couple of minutes behind real time), and only the "
+        "seconds before the first whole minute and after the last one, and the minutes not "
+        "yet compacted, from the raw rows; the answer is exactly the raw one, and the "
+        "`Pyrometer-Resolution` header says which rollup was used. What is left of a long "
+        "window's cost is the tree and the stacks, as for a short one."
     )
 
 
@@ -202,8 +198,9 @@ def storage_notes(result: dict[str, Any]) -> str:
         "there (measured above); in DuckDB's own format, a per-collector dense stack number "
         "next to the hash would do the same, at the price of a mapping kept with the "
         "dictionary. The DuckLake backend the design grows into gets this for free. (3) "
-        "Rollups (see section 5) with a shorter retention for raw rows. Each is a schema "
-        "change, described here, not made."
+        "A shorter retention for raw rows, now that the rollups (see section 5, counted in "
+        "the whole file above) keep long windows answerable. (1) and (2) are schema "
+        "changes, described here, not made."
         + ("" if figures["profile"] < result["targets"]["bytes_per_sample"] else
            f"\n\nThe profile tables alone miss the target by "
            f"{figures['profile'] - result['targets']['bytes_per_sample']:.2f} bytes per sample.")

@@ -15,7 +15,11 @@ from hypothesis import strategies as st
 
 from pyrometer.agent.shared.model import NANOS_PER_SECOND, SampleKey, Stack
 from pyrometer.collector.ingest.decode import StreamDecoder
-from pyrometer.collector.storage.compaction import CompactionPolicy, compact_until
+from pyrometer.collector.storage.compaction import (
+    CompactionPolicy,
+    compact_until,
+    run_compaction,
+)
 from pyrometer.collector.storage.duckdb.backend import DuckDBStore
 from pyrometer.collector.storage.duckdb.rollups import HOUR_NS, LEVELS, MINUTE_NS, plan_read
 from pyrometer.collector.storage.retention import RetentionPolicy, delete_expired
@@ -228,3 +232,24 @@ def test_the_stack_cache_is_bounded_and_gives_the_same_stacks(tmp_path: Path) ->
         assert store.profile("svc", T0, T0 + 120 * S) == everything
     finally:
         store.close()
+
+
+def test_the_background_loop_compacts_behind_its_grace_and_stops(store: DuckDBStore) -> None:
+    agents = Agents()
+    agents.commit(store, *(Window(0, m * 60, 10, "v1", ((0, 0, 1),)) for m in range(30)))
+    policy = CompactionPolicy(interval_s=3600, first_delay_s=0, grace_ns=10 * MINUTE_NS,
+                              max_span_ns=7 * MINUTE_NS, pause_s=0)
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.create_task(run_compaction(store, policy, stop,
+                                                  clock=lambda: T0 + 30 * MINUTE_NS))
+        while store.table_rows()["samples_1m"] < 20:
+            await asyncio.sleep(0.01)  # polling a condition, bounded by the test timeout
+        stop.set()
+        await asyncio.wait_for(loop, 10)  # no waiting out the hour-long interval
+
+    asyncio.run(scenario())
+    # the last ten minutes wait for their grace; everything before is rolled up
+    assert store.table_rows()["samples_1m"] == 20
+    assert store.profile("svc", T0, T0 + 20 * MINUTE_NS).resolution == "1m"
