@@ -76,7 +76,7 @@ class Day:
             "deploy": self.end_ns - self.deploy_ago_s * SECOND, "stagger": self.deploy_stagger_s * SECOND,
             "spike0": self.end_ns - self.spike_ago_s * SECOND,
             "spike1": self.end_ns - (self.spike_ago_s - self.spike_s) * SECOND,
-            "old": OLD, "new": NEW, "labels": LABELS, "stack_ids": list(pool.stack_ids),
+            "old": OLD, "new": NEW, "labels": LABELS,
             "spike_idx": pool.spike_index, "tail": len(pool.stack_ids) - HOT - 1,
             "kmin": ROWS_MIN, "kspan": ROWS_MAX - ROWS_MIN + 1, "hot": HOT,
             "rate": self.request_rate, "seconds": self.seconds,
@@ -100,8 +100,8 @@ SAMPLES = f"""
 INSERT INTO samples
 SELECT ts, ts + $window, {_IDENTITY}, w + 1, version, $labels, pid,
        CASE WHEN r % 5 = 4 THEN 'ThreadPoolExecutor-0_0' ELSE 'MainThread' END,
-       $stack_ids[1 + CASE WHEN hit AND r = 0 THEN $spike_idx WHEN r < $hot THEN r
-                      ELSE $hot + (tail_at + r * 7919) % $tail END],
+       (1 + CASE WHEN hit AND r = 0 THEN $spike_idx WHEN r < $hot THEN r
+             ELSE $hot + (tail_at + r * 7919) % $tail END)::INTEGER,
        greatest(1, round(scale / (r + 1) * (0.75 + 0.5 * {_unit('w', 'i', 'r')})))::BIGINT,
        100.0, false
 FROM (SELECT *, unnest(range(k)) AS r
@@ -193,9 +193,10 @@ def _dictionaries(con: duckdb.DuckDBPyConnection, pool: StackPool) -> None:
         "frame_id": list(frames), "name": [f.name for f in frames.values()],
         "file": [f.file for f in frames.values()],
         "line": pa.array([f.line for f in frames.values()], pa.int32())}))
-    con.register("_stacks", pa.table({
+    con.register("_stacks", pa.table({  # numbered 1, 2, ... in the pool's order
         "stack_id": list(pool.stack_ids),
-        "frame_ids": [[frame_id(f) for f in stack] for stack in pool.stacks]}))
+        "frame_ids": [[frame_id(f) for f in stack] for stack in pool.stacks],
+        "stack_no": pa.array(range(1, len(pool.stack_ids) + 1), pa.int32())}))
     con.execute("INSERT INTO frames SELECT * FROM _frames")
     con.execute("INSERT INTO stacks SELECT * FROM _stacks")
 

@@ -51,7 +51,7 @@ def flamegraph_bound(result: dict[str, Any]) -> str:
         f"{_span(int(shortest))}, {_ms(phases[longest]['aggregate_s'])} at {_span(int(longest))}; "
         "DuckDB's profile shows it scanning only the row groups of the window (the table is in "
         "time order, so the zone maps on start_ns and end_ns prune the rest), its time split "
-        "between the scan and the hash aggregate by stack_id.\n\n"
+        "between the scan and the hash aggregate by stack.\n\n"
         "The flame graph and diff renders run in a worker thread, as the store reads do, so "
         "the event loop that the gRPC ingest server shares keeps running; being Python, the "
         "render still holds the GIL for most of its time, so ingest slows (it is not stopped) "
@@ -171,16 +171,14 @@ def storage_notes(result: dict[str, Any]) -> str:
     identity = sum(per_row.get(c, 0.0) for c in ("instance", "host", "agent_id"))
     rows_per_sample = rows / figures["samples"]
     others = figures["file"] - figures["profile"]
-    parquet = result.get("parquet") or {}
-    parquet_id = (f"{parquet['stack_id'] / parquet['rows']:.2f} bytes a row"
-                  if parquet.get("rows") else "about a byte a row")
     return (
         f"**What bounds it.** A sample row holds {figures['samples'] / rows:.1f} samples on "
         f"average ({rows_per_sample:.3f} rows per sample), so bytes per sample are bytes per "
         f"row × {rows_per_sample:.3f}. Of the samples table's "
-        f"{stored['tables']['samples'] / rows:.1f} bytes per row, stack_id takes "
-        f"{per_row.get('stack_id', 0.0):.1f}: a 64-bit content hash is random, and DuckDB's "
-        "own format has no dictionary encoding for integers, so it is stored as it is; the "
+        f"{stored['tables']['samples'] / rows:.1f} bytes per row, stack_no takes "
+        f"{per_row.get('stack_no', 0.0):.1f}: the stack's small number in this file, "
+        "bit-packed (the 64-bit content hash, which DuckDB's own format would store "
+        "uncompressed, 8 bytes a row, is kept once per stack in the stacks dictionary); the "
         f"count takes {per_row.get('count', 0.0):.1f}; instance, host and agent_id together "
         f"{identity:.1f} (dictionary indices, bit-packed: DuckDB does not run-length encode "
         "strings, although each value repeats for a whole window's rows); the window's times, "
@@ -193,14 +191,9 @@ def storage_notes(result: dict[str, Any]) -> str:
         "**What would move it.** (1) Identity: one small integer per row naming the agent "
         "run (a `sources` dictionary table of agent_id, instance, host, version, labels, pid, "
         "append-only like stacks), run-length encoded, instead of three strings. (2) "
-        "stack_id: Parquet (the DuckLake layout) dictionary-encodes 64-bit columns, and a row "
-        f"group holds a few thousand distinct stacks, so the same column costs {parquet_id} "
-        "there (measured above); in DuckDB's own format, a per-collector dense stack number "
-        "next to the hash would do the same, at the price of a mapping kept with the "
-        "dictionary. The DuckLake backend the design grows into gets this for free. (3) "
         "A shorter retention for raw rows, now that the rollups (see section 5, counted in "
-        "the whole file above) keep long windows answerable. (1) and (2) are schema "
-        "changes, described here, not made."
+        "the whole file above) keep long windows answerable. (1) is a schema change, "
+        "described here, not made."
         + ("" if figures["profile"] < result["targets"]["bytes_per_sample"] else
            f"\n\nThe profile tables alone miss the target by "
            f"{figures['profile'] - result['targets']['bytes_per_sample']:.2f} bytes per sample.")

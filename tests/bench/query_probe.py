@@ -86,8 +86,8 @@ def profile_sql(con: duckdb.DuckDBPyConnection, service: str, start_ns: Nanos, e
     minutes from the rollups, the rest from the raw rows."""
     where = ProfileFilter(service, start_ns, end_ns)
     parts, params = where.parts(where.plan(watermarks(con)))
-    return ("SELECT stack_id, rate_hz, bool_or(idle_included), sum(count)::BIGINT "
-            f"FROM ({parts}) GROUP BY stack_id, rate_hz", params)
+    return ("SELECT stack_no, rate_hz, bool_or(idle_included), sum(count)::BIGINT "
+            f"FROM ({parts}) GROUP BY stack_no, rate_hz", params)
 
 
 def _best(func: Callable[[], Any], repeats: int) -> tuple[float, Any]:
@@ -202,14 +202,14 @@ def storage(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, Any]:
 
 
 def samples_as_parquet(con: duckdb.DuckDBPyConnection, out: Path, since_ns: Nanos) -> dict[str, int]:
-    """Bytes of the sample rows since `since_ns`, and of their stack_id column alone,
+    """Bytes of the sample rows since `since_ns`, and of their stack_no column alone,
     written as Parquet (zstd), the file format of the DuckLake layout the design grows
     into; with the rows and samples they hold. A slice keeps the copy short."""
     where = f"WHERE end_ns > {int(since_ns)}"
     rows, samples = con.execute(f"SELECT count(*), sum(count)::BIGINT FROM samples {where}"
                                 ).fetchone() or (0, 0)
     sizes = {"rows": int(rows), "samples": int(samples or 0)}
-    for name, columns in (("table", "*"), ("stack_id", "stack_id")):
+    for name, columns in (("table", "*"), ("stack_no", "stack_no")):
         target = out / f"samples-{name}.parquet"
         con.execute(f"COPY (SELECT {columns} FROM samples {where}) TO '{target}' "
                     "(FORMAT parquet, COMPRESSION zstd)")

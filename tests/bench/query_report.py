@@ -296,5 +296,4 @@ def _parquet_line(result: dict[str, Any], figures: dict[str, float]) -> str:
     return (f"For comparison, the sample rows of the last {_span(parquet['slice_s'])} "
             f"({rows:,} rows) written as Parquet (zstd), the file format of the DuckLake layout: "
             f"{parquet['table'] / samples:.3f} bytes per sample ({parquet['table'] / rows:.2f} per "
-            f"row), of which stack_id {parquet['stack_id'] / rows:.2f} bytes per row (Parquet "
-            "dictionary-encodes it).")
+            f"row), of which stack_no {parquet['stack_no'] / rows:.2f} bytes per row.")

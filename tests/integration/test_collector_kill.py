@@ -171,7 +171,7 @@ def check_and_report(c: Cluster, extra: dict[str, int]) -> None:
             return (con.execute(sql, params).fetchone() or (None,))[0]
 
         # no batch stored twice: each (agent, seq, stack, thread, pid) row is unique
-        assert one("SELECT count(*) FROM (SELECT agent_id, seq, stack_id, thread, pid "
+        assert one("SELECT count(*) FROM (SELECT agent_id, seq, stack_no, thread, pid "
                    "FROM samples GROUP BY ALL HAVING count(*) > 1)") == 0
         batches_stored = one("SELECT count(*) FROM (SELECT DISTINCT agent_id, seq FROM samples "
                              "UNION SELECT DISTINCT agent_id, seq FROM process "

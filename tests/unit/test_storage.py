@@ -179,3 +179,48 @@ def test_file_locked_by_another_process_is_a_clear_error(tmp_path: Path) -> None
     finally:
         holder.communicate("")
     DuckDBStore(path).close()  # usable once the other process is gone
+
+
+def test_a_file_from_before_stack_numbers_is_numbered_once_and_reads_the_same(
+        tmp_path: Path) -> None:
+    path = tmp_path / "old.duckdb"
+    a = Agent(agent_id="a")
+    batches = [a.batch(1, {SampleKey(MAIN, "MainThread"): 5, SampleKey(IDLE, "w"): 2}),
+               a.batch(2, {SampleKey(TOKENIZE, "MainThread"): 3, SampleKey(MAIN, "w"): 1},
+                       start_ns=BASE_NS + 10 * S)]
+    store = DuckDBStore(path)
+    store.commit(batches)
+    expected = store.profile("svc", BASE_NS, BASE_NS + 60 * S)
+    store.close()
+    with duckdb.connect(str(path)) as con:  # back to the layout before stack numbers
+        con.execute("CREATE TABLE old_samples AS SELECT s.* EXCLUDE (stack_no), k.stack_id "
+                    "FROM samples s JOIN stacks k USING (stack_no) ORDER BY s.rowid")
+        con.execute("INSERT INTO old_samples SELECT * EXCLUDE (stack_no), 12345 FROM samples "
+                    "LIMIT 1")  # a row whose stack was never stored
+        con.execute("DROP TABLE samples")
+        con.execute("CREATE TABLE samples AS SELECT start_ns, end_ns, service, instance, host, "
+                    "agent_id, seq, version, labels, pid, thread, stack_id, count, rate_hz, "
+                    "idle_included FROM old_samples")
+        con.execute("DROP TABLE old_samples")
+        con.execute("ALTER TABLE stacks DROP COLUMN stack_no")
+        for rollup in ("samples_1m", "samples_1h", "rollup_state"):  # rollups keyed by hash
+            con.execute(f"DROP TABLE {rollup}")
+        con.execute("CREATE TABLE samples_1m (bucket_ns BIGINT, stack_id BIGINT)")
+    reopened = DuckDBStore(path)
+    try:
+        assert reopened.profile("svc", BASE_NS, BASE_NS + 60 * S) == expected
+        assert reopened.table_rows()["samples"] == 5
+        # new stacks get the next numbers, old ones keep theirs
+        report = reopened.commit([a.batch(3, {SampleKey(stack("main", "new"), "w"): 4,
+                                              SampleKey(MAIN, "w"): 6},
+                                          start_ns=BASE_NS + 20 * S)])
+        assert report.rows_written["stacks"] == 1
+        assert reopened.compact(BASE_NS + 3600 * S).caught_up
+        after = reopened.profile("svc", BASE_NS - 60 * S, BASE_NS + 3600 * S)
+        assert dict(after.samples)[MAIN] == 5 + 1 + 6
+        assert dict(after.samples)[stack("main", "new")] == 4
+    finally:
+        reopened.close()
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert con.execute("SELECT list(stack_no ORDER BY stack_no) FROM stacks").fetchone() == (
+            [1, 2, 3, 4],)

@@ -49,8 +49,9 @@ def repeated(values: Sequence[object], lengths: Sequence[int], type_: pa.DataTyp
     return pc.run_end_decode(pa.RunEndEncodedArray.from_arrays(run_ends, pa.array(values, type_)))
 
 
-def samples_table(batches: Sequence[DecodedBatch]) -> pa.Table:
-    """One row per (window row) of every batch, with the batch's identity repeated."""
+def samples_table(batches: Sequence[DecodedBatch], stack_nos: Mapping[int, int]) -> pa.Table:
+    """One row per (window row) of every batch, with the batch's identity repeated and
+    each stack by its number (`stack_nos`: stack id -> stacks.stack_no)."""
     windows = [(b, b.window) for b in batches if b.window is not None and b.window.counts]
     fixed: dict[str, list[object]] = {name: [] for name in _SAMPLE_FIXED}
     lengths: list[int] = []
@@ -64,7 +65,8 @@ def samples_table(batches: Sequence[DecodedBatch]) -> pa.Table:
             fixed[name].append(value)
     per_row: dict[str, list[Sequence[object]]] = {
         "pid": [w.pids for _, w in windows], "thread": [w.threads for _, w in windows],
-        "stack_id": [w.stack_ids for _, w in windows], "count": [w.counts for _, w in windows],
+        "stack_no": [list(map(stack_nos.__getitem__, w.stack_ids)) for _, w in windows],
+        "count": [w.counts for _, w in windows],
     }
     schema = arrow_schema("samples")
     columns = [
@@ -80,11 +82,15 @@ def _all_known(ids: Sequence[int], known: Collection[int]) -> bool:
     # store has them all: a set test in C skips a Python loop over each batch's ids
     if isinstance(known, (set, frozenset)):
         return known.issuperset(ids)
+    if isinstance(known, Mapping):
+        return known.keys() >= set(ids)
     return all(i in known for i in ids)
 
 
-def stacks_table(batches: Sequence[DecodedBatch], known: Collection[int]) -> pa.Table:
-    """Stacks of the batches whose id is not in `known`, each id once."""
+def stacks_table(batches: Sequence[DecodedBatch], known: Mapping[int, int], next_no: int
+                 ) -> tuple[pa.Table, dict[int, int]]:
+    """Stacks of the batches whose id is not in `known` (id -> number), each id once,
+    numbered from `next_no` on; and those new numbers by id."""
     new: dict[int, tuple[int, ...]] = {}
     for batch in batches:
         if _all_known(batch.stacks.ids, known):
@@ -92,10 +98,13 @@ def stacks_table(batches: Sequence[DecodedBatch], known: Collection[int]) -> pa.
         for sid, frames in zip(batch.stacks.ids, batch.stacks.frame_ids, strict=True):
             if sid not in known:
                 new.setdefault(sid, frames)
-    return pa.table(
-        {"stack_id": list(new), "frame_ids": [list(f) for f in new.values()]},
+    numbers = {sid: next_no + n for n, sid in enumerate(new)}
+    table = pa.table(
+        {"stack_id": list(new), "frame_ids": [list(f) for f in new.values()],
+         "stack_no": list(numbers.values())},
         schema=arrow_schema("stacks"),
     )
+    return table, numbers
 
 
 def frames_table(batches: Sequence[DecodedBatch], known: Collection[int]) -> pa.Table:

@@ -10,8 +10,10 @@ them by id before joining.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
+from collections import ChainMap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -33,6 +35,7 @@ from pyrometer.collector.storage.duckdb.append import (
 from pyrometer.collector.storage.duckdb.engine import read_engine_rows
 from pyrometer.collector.storage.duckdb.events import read_events
 from pyrometer.collector.storage.duckdb.label_sets import read_label_sets, read_selected_profile, read_steps
+from pyrometer.collector.storage.duckdb.migrate import add_stack_numbers, needs_stack_numbers
 from pyrometer.collector.storage.duckdb.profiles import (
     ProfileFilter,
     StackCache,
@@ -104,6 +107,7 @@ _DELETE_ROLLUP_SQL = {
 
 
 _PID = re.compile(r"PID (\d+)")
+log = logging.getLogger(__name__)
 
 
 def _connect(path: Path) -> duckdb.DuckDBPyConnection:
@@ -132,6 +136,7 @@ class DuckDBStore:
         self._con = _connect(self.path)
         self._lock = threading.Lock()
         try:
+            self._migrate()
             for statement in create_statements():
                 self._con.execute(statement)
             for statement in migrate_statements(
@@ -139,7 +144,10 @@ class DuckDBStore:
                 self._con.execute(statement)
             # ids this collector need not write again; other writers may still duplicate
             self._known_frames = self._ids("SELECT DISTINCT frame_id FROM frames")
-            self._known_stacks = self._ids("SELECT DISTINCT stack_id FROM stacks")
+            # each stack's number in this file (see schema.py), and the next one to give
+            self._stack_nos: dict[int, int] = dict(self._con.execute(
+                "SELECT stack_id, min(stack_no) FROM stacks GROUP BY stack_id").fetchall())
+            self._next_stack_no = max(self._stack_nos.values(), default=0) + 1
             self._stacks = StackCache()  # stacks read for profiles, by id
             self._in_order = self._tables_in_order()
             # the rollups' watermarks; only this process moves them (compact, under _lock)
@@ -147,6 +155,20 @@ class DuckDBStore:
         except duckdb.Error as exc:
             self._con.close()
             raise StorageError(f"cannot prepare database file {self.path}: {exc}") from exc
+
+    def _migrate(self) -> None:
+        exists = self._con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+            "AND schema_name = 'main' AND table_name = 'stacks'").fetchone() or (0,)
+        if exists[0] and needs_stack_numbers(self._con):
+            log.info("numbering the stacks of %s (once; a large file takes a while)", self.path)
+            self._con.begin()
+            try:
+                add_stack_numbers(self._con)
+                self._con.commit()
+            except duckdb.Error:
+                self._rollback()
+                raise
 
     def _ids(self, sql: str) -> set[int]:
         return {row[0] for row in self._con.execute(sql).fetchall()}
@@ -159,8 +181,8 @@ class DuckDBStore:
                 con.begin()
                 outcomes, stored = self._advance_hwm(con, batches)
                 frames = frames_table(stored, self._known_frames)
-                stacks = stacks_table(stored, self._known_stacks)
-                samples = samples_table(stored)
+                stacks, numbered = stacks_table(stored, self._stack_nos, self._next_stack_no)
+                samples = samples_table(stored, ChainMap(numbered, self._stack_nos))
                 written = {
                     "samples": self._append(con, "samples", samples),
                     "stacks": self._append(con, "stacks", stacks),
@@ -173,14 +195,18 @@ class DuckDBStore:
                 for table, rows in telemetry_tables(stored).items():
                     written[table] = self._append(con, table, rows)
                 con.commit()
-            except (duckdb.Error, StorageError) as exc:
+            except (duckdb.Error, StorageError, KeyError) as exc:
                 self._rollback()
                 if isinstance(exc, StorageError):
                     raise
+                if isinstance(exc, KeyError):  # the decoder lets no such batch through
+                    raise StorageError(f"a sample row names stack {exc} that its batch "
+                                       "does not define") from exc
                 raise StorageError(f"commit to {self.path} failed: {exc}") from exc
             # only a committed id is known; a rolled-back one must be written next time
             self._known_frames.update(frames.column("frame_id").to_pylist())
-            self._known_stacks.update(stacks.column("stack_id").to_pylist())
+            self._stack_nos.update(numbered)
+            self._next_stack_no += len(numbered)
         return CommitReport(tuple(outcomes), written)
 
     def _late(self, batches: Sequence[DecodedBatch]) -> bool:

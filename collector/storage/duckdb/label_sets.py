@@ -47,8 +47,8 @@ def read_selected_profile(cur: duckdb.DuckDBPyConnection, start_ns: Nanos, end_n
     if not sets:
         return merge_rows(cur, [], name, start_ns, end_ns)
     rows = cur.execute(
-        "SELECT stack_id, rate_hz, bool_or(idle_included), sum(count)::BIGINT "
-        f"FROM samples {_JOIN} WHERE {_WINDOW} GROUP BY stack_id, rate_hz",
+        "SELECT stack_no, rate_hz, bool_or(idle_included), sum(count)::BIGINT "
+        f"FROM samples {_JOIN} WHERE {_WINDOW} GROUP BY stack_no, rate_hz",
         _params(start_ns, end_ns, sets),
     ).fetchall()
     return merge_rows(cur, rows, name, start_ns, end_ns)

@@ -68,7 +68,7 @@ class ProfileFilter:
         return plan_read(self.start_ns, self.end_ns, done if self.rolls_up else {})
 
     def parts(self, plan: ReadPlan) -> tuple[str, dict[str, Any]]:
-        """One SELECT of (stack_id, rate_hz, idle_included, count) per part of `plan`,
+        """One SELECT of (stack_no, rate_hz, idle_included, count) per part of `plan`,
         joined by UNION ALL, and their parameters."""
         selects: list[str] = []
         params: dict[str, Any] = {"service": self.service}
@@ -81,7 +81,7 @@ class ProfileFilter:
         raw = plan.raw if plan.raw or plan.rollups else ((self.start_ns, self.end_ns),)
         for n, (lo, hi) in enumerate(raw):
             clause, more = replace(self, start_ns=lo, end_ns=hi).where(f"_{n}")
-            selects.append(f"SELECT stack_id, rate_hz, idle_included, count FROM samples "
+            selects.append(f"SELECT stack_no, rate_hz, idle_included, count FROM samples "
                            f"WHERE {clause}")
             params |= more
         return " UNION ALL ".join(selects), params
@@ -93,8 +93,8 @@ def read_profile(cur: duckdb.DuckDBPyConnection, where: ProfileFilter,
     plan = where.plan(watermarks(cur) if where.rolls_up else {})
     parts, params = where.parts(plan)
     rows = cur.execute(
-        "SELECT stack_id, rate_hz, bool_or(idle_included), sum(count)::BIGINT "
-        f"FROM ({parts}) GROUP BY stack_id, rate_hz",
+        "SELECT stack_no, rate_hz, bool_or(idle_included), sum(count)::BIGINT "
+        f"FROM ({parts}) GROUP BY stack_no, rate_hz",
         params,
     ).fetchall()
     return merge_rows(cur, rows, where.service, where.start_ns, where.end_ns, plan.resolution,
@@ -104,13 +104,13 @@ def read_profile(cur: duckdb.DuckDBPyConnection, where: ProfileFilter,
 def merge_rows(cur: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]], service: str,
                start_ns: Nanos, end_ns: Nanos, resolution: str = "raw",
                cache: StackCache | None = None) -> Profile:
-    """A Profile from (stack_id, rate_hz, idle_included, count) rows; `resolution` says
+    """A Profile from (stack_no, rate_hz, idle_included, count) rows; `resolution` says
     whether they were summed from raw windows or from rollups ("1m", "1h")."""
     counts: dict[int, int] = {}
     by_rate: dict[float, int] = {}
     idle = False
-    for stack_id, rate, stack_idle, count in rows:
-        counts[stack_id] = counts.get(stack_id, 0) + count
+    for stack_no, rate, stack_idle, count in rows:
+        counts[stack_no] = counts.get(stack_no, 0) + count
         by_rate[rate] = by_rate.get(rate, 0) + count
         idle = idle or stack_idle
     stacks = _read_stacks(cur, counts, cache)
@@ -125,11 +125,11 @@ def merge_rows(cur: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]], serv
 
 
 class StackCache:
-    """Stacks already read, by id, so a flame graph does not read the same thousands of
-    stacks and their frames again on every call.
+    """Stacks already read, by number, so a flame graph does not read the same thousands
+    of stacks and their frames again on every call.
 
-    Safe to keep for as long as the store is open: an id is a hash of the stack's frames,
-    so every copy of it, from any writer, is the same stack. Bounded: past `max_stacks`
+    Safe to keep for as long as the store is open: a stack's number in a file never
+    changes, nor does the stack (its id is a hash of its frames). Bounded: past `max_stacks`
     it starts again empty. Reads on several threads share it; each step is one dict
     operation, atomic under the GIL, and a lost race only reads a stack twice.
     """
@@ -146,12 +146,13 @@ class StackCache:
         self.stacks.update(found)
 
 
-def _read_stacks(cur: duckdb.DuckDBPyConnection, stack_ids: Iterable[int],
+def _read_stacks(cur: duckdb.DuckDBPyConnection, stack_nos: Iterable[int],
                  cache: StackCache | None = None) -> dict[int, Stack]:
+    """Stacks by their number in this file."""
     known = cache.stacks if cache is not None else {}
     out: dict[int, Stack] = {}
     missing: list[int] = []
-    for sid in stack_ids:
+    for sid in stack_nos:
         stack = known.get(sid)
         if stack is None:
             missing.append(sid)
@@ -167,8 +168,8 @@ def _read_stacks(cur: duckdb.DuckDBPyConnection, stack_ids: Iterable[int],
 
 def _read_new_stacks(cur: duckdb.DuckDBPyConnection, ids: list[int]) -> dict[int, Stack]:
     stack_rows = cur.execute(
-        "SELECT stack_id, any_value(frame_ids) FROM stacks "
-        "WHERE stack_id IN (SELECT unnest($ids)) GROUP BY stack_id",
+        "SELECT stack_no, any_value(frame_ids) FROM stacks "
+        "WHERE stack_no IN (SELECT unnest($ids)) GROUP BY stack_no",
         {"ids": ids},
     ).fetchall()
     frame_ids = sorted({f for _, frames in stack_rows for f in frames})

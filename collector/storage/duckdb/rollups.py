@@ -40,7 +40,7 @@ HOUR_NS = 3600 * NANOS_PER_SECOND
 RAW = "raw"
 # the midpoint of a window, as every read computes it
 MIDPOINT = "(start_ns + (end_ns - start_ns) // 2)"
-_KEY = "service, version, thread, stack_id, rate_hz, idle_included"
+_KEY = "service, version, thread, stack_no, rate_hz, idle_included"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +102,7 @@ def watermarks(cur: duckdb.DuckDBPyConnection) -> dict[str, Nanos]:
 
 def rollup_part(level: Level, first: Nanos, last: Nanos, index: int,
                 equal: Mapping[str, object]) -> tuple[str, dict[str, Any]]:
-    """A SELECT of (stack_id, rate_hz, idle_included, count) from a rollup's buckets
+    """A SELECT of (stack_no, rate_hz, idle_included, count) from a rollup's buckets
     [first, last), with equality filters on its key columns; parameters suffixed."""
     clauses = ["service = $service", f"bucket_ns >= $first_{index}", f"bucket_ns < $last_{index}"]
     params: dict[str, Any] = {f"first_{index}": first, f"last_{index}": last}
@@ -110,7 +110,7 @@ def rollup_part(level: Level, first: Nanos, last: Nanos, index: int,
         if value is not None:
             clauses.append(f"{column} = ${column}")
             params[column] = value
-    return (f"SELECT stack_id, rate_hz, idle_included, count FROM {level.table} "
+    return (f"SELECT stack_no, rate_hz, idle_included, count FROM {level.table} "
             f"WHERE {' AND '.join(clauses)}", params)
 
 

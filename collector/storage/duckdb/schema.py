@@ -2,7 +2,13 @@
 
 Every table is append-only and time-ordered, with no PRIMARY KEY or UNIQUE constraint,
 so the same schema can live in Parquet under a DuckLake catalog where several
-collectors write at once. Only agent_hwm is ever updated, and only compare-and-set.
+collectors write at once. Only agent_hwm and rollup_state are ever updated, and only
+compare-and-set.
+
+Stack numbers: a DuckDB file has one writer, which numbers each stack it stores
+(stacks.stack_no) and puts the number, not the 64-bit hash, in samples and rollups. A
+backend with several writers (DuckLake) keeps the hash in its sample rows instead:
+Parquet dictionary-encodes it, and numbers given by several writers would clash.
 
 Telemetry tables (gpu, process, host, requests, events, agent_stats, engine) start with the same identity
 columns: time_ns (the record's own time, agent clock), then service, instance, host,
@@ -43,14 +49,18 @@ SAMPLE_COLUMNS = _cols(
     ("labels", "VARCHAR", _TEXT),  # the other labels, a JSON object
     ("pid", "INTEGER", _INT),  # sampled process (the target's pid for its own rows)
     ("thread", "VARCHAR", _TEXT),
-    ("stack_id", "BIGINT", _BIGINT),
+    ("stack_no", "INTEGER", _INT),  # stacks.stack_no of the row's stack
     ("count", "BIGINT", _BIGINT),
     ("rate_hz", "DOUBLE", _DOUBLE),
     ("idle_included", "BOOLEAN", _BOOL),
 )
 STACK_COLUMNS = _cols(
-    ("stack_id", "BIGINT", _BIGINT),
+    ("stack_id", "BIGINT", _BIGINT),  # a hash of the frames: the same in every file
     ("frame_ids", "BIGINT[]", pa.list_(_BIGINT)),  # root first
+    # a small number for the stack, 1, 2, 3, ... in the order this file got them: what
+    # sample rows hold, since a 64-bit hash is stored uncompressed (8 bytes a row) and
+    # a small integer bit-packed (a byte or two)
+    ("stack_no", "INTEGER", _INT),
 )
 FRAME_COLUMNS = _cols(
     ("frame_id", "BIGINT", _BIGINT),
@@ -67,7 +77,7 @@ ROLLUP_COLUMNS = _cols(
     ("service", "VARCHAR", _TEXT),
     ("version", "VARCHAR", _TEXT),
     ("thread", "VARCHAR", _TEXT),
-    ("stack_id", "BIGINT", _BIGINT),
+    ("stack_no", "INTEGER", _INT),
     ("rate_hz", "DOUBLE", _DOUBLE),
     ("idle_included", "BOOLEAN", _BOOL),
     ("count", "BIGINT", _BIGINT),
