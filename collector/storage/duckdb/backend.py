@@ -148,7 +148,7 @@ class DuckDBStore:
             self._stack_nos: dict[int, int] = dict(self._con.execute(
                 "SELECT stack_id, min(stack_no) FROM stacks GROUP BY stack_id").fetchall())
             self._next_stack_no = max(self._stack_nos.values(), default=0) + 1
-            self._stacks = StackCache()  # stacks read for profiles, by id
+            self._stacks = StackCache()  # stacks read for profiles, by number
             self._in_order = self._tables_in_order()
             # the rollups' watermarks; only this process moves them (compact, under _lock)
             self._rollup_done = watermarks(self._con)
@@ -182,7 +182,9 @@ class DuckDBStore:
                 outcomes, stored = self._advance_hwm(con, batches)
                 frames = frames_table(stored, self._known_frames)
                 stacks, numbered = stacks_table(stored, self._stack_nos, self._next_stack_no)
-                samples = samples_table(stored, ChainMap(numbered, self._stack_nos))
+                # a plain dict in the steady state (no new stacks): one C lookup a row
+                samples = samples_table(stored, ChainMap(numbered, self._stack_nos)
+                                        if numbered else self._stack_nos)
                 written = {
                     "samples": self._append(con, "samples", samples),
                     "stacks": self._append(con, "stacks", stacks),
