@@ -239,8 +239,9 @@ def _storage_rows(stored: dict[str, Any], samples: int) -> list[str]:
     lines = ["| table | rows | MiB | bytes per row | bytes per sample |", "|---|---:|---:|---:|---:|"]
     for table, size in sorted(stored["tables"].items(), key=lambda kv: -kv[1]):
         rows = stored["rows"][table]
-        per_row = size / rows if rows else math.nan
-        lines.append(f"| {table} | {rows:,} | {size / common.MIB:,.1f} | {per_row:,.2f} | "
+        # an empty table (the hour rollup of a run shorter than an hour) has no bytes per row
+        per_row = f"{size / rows:,.2f}" if rows else "–"
+        lines.append(f"| {table} | {rows:,} | {size / common.MIB:,.1f} | {per_row} | "
                      f"{size / samples:.3f} |")
     return lines
 
