@@ -41,12 +41,18 @@ REOPEN_AFTER_NS = 5_000_000_000  # a failed resolve is not retried on every requ
 
 log = logging.getLogger("pyrometer.middleware")
 
-# Whole path segments that are ids, not routes: numbers, UUIDs, and long tokens with a
-# digit (hashes, base64 ids). Templating them keeps the route's cardinality bounded.
+# Whole path segments that are ids, not routes: numbers, UUIDs, and long random-looking
+# tokens (hashes, base64 and prefixed ids such as cus_9s6XKzkNRiz8i3): 16 or more
+# characters holding an unbroken run of 12 or more letters and digits with a digit in
+# it. Names made of words keep their segment, digits or not: a model name
+# (all-MiniLM-L6-v2, bert-base-uncased-v2) or a gRPC service (inference.v1.GRPCInference
+# Service) is a bounded, meaningful part of the route. Templating ids keeps the route's
+# cardinality bounded.
 _ID_SEGMENT = re.compile(
     r"(?<=/)(?:\d+"
     r"|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-    r"|(?=[^/]*\d)[0-9A-Za-z_.~-]{16,})(?=/|$)"
+    r"|(?=[0-9A-Za-z_.~-]{16,}(?:/|$))[0-9A-Za-z_.~-]*?"
+    r"(?<![0-9A-Za-z])(?=[0-9A-Za-z]{12,})(?=[A-Za-z]*\d)[0-9A-Za-z]+[0-9A-Za-z_.~-]*)(?=/|$)"
 )
 # W3C Trace Context: version-traceid-parentid-flags; a version other than 00 may append
 # fields after the flags, and the all-zero ids and version ff are invalid.

@@ -138,6 +138,14 @@ def test_default_route_templates_ids_and_keeps_the_rest() -> None:
     assert template_path("/v1/models/9f1c2d3e-1111-4222-8333-00000000abcd/infer") == "/v1/models/{id}/infer"
     assert template_path("/blobs/sha256deadbeef0123456789") == "/blobs/{id}"
     assert template_path("/v1/chat/completions") == "/v1/chat/completions"
+    # random-looking tokens are ids; names made of words keep their segment, digits or not
+    assert template_path("/customers/cus_9s6XKzkNRiz8i3") == "/customers/{id}"
+    assert template_path("/x/01ARZ3NDEKTSV4RRFFQ69G5FAV/y") == "/x/{id}/y"
+    assert template_path("/v2/models/bert-base-uncased-v2/infer") == "/v2/models/bert-base-uncased-v2/infer"
+    assert template_path("/embed/all-MiniLM-L6-v2") == "/embed/all-MiniLM-L6-v2"
+    assert template_path("/inference.v1.GRPCInferenceService/ModelInfer") == \
+        "/inference.v1.GRPCInferenceService/ModelInfer"
+    assert template_path("/users/abcdefghijklmnopq") == "/users/abcdefghijklmnopq"  # no digit
     assert template_path("") == "/"
     assert len(template_path("/x" * 500)) == 200
 
