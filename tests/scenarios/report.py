@@ -132,11 +132,15 @@ def _conditions(plans: list[dict[str, Any]]) -> str:
     """What besides the fault was going on in the runs (decoys, noise), and in which."""
     parts = []
     if where := _where(plans, "decoys"):
-        leads = " and ".join(f"a {kind} event {low:g}-{high:g} s" for kind, (low, high)
-                             in DECOY_LEADS_S.items())
-        parts.append(f"Decoys {where}: {leads} before the fault, through the events API, changing "
-                     "nothing (the deploy names a version no request carries); the truth stays "
-                     "the real fault, so a decoy ranked first is a miss.")
+        kinds = list(dict.fromkeys(k for p in plans for k in p.get("decoys", {})))
+        posted = " and ".join(f"a {kind} event {low:g}-{high:g} s" for kind, (low, high)
+                              in DECOY_LEADS_S.items() if kind in kinds and kind != "restart")
+        restart = (f"; and {DECOY_LEADS_S['restart'][0]:g}-{DECOY_LEADS_S['restart'][1]:g} s "
+                   "before it the server restarted at the same version, which the agent "
+                   "reported") if "restart" in kinds else ""
+        parts.append(f"Decoys {where}: {posted} before the fault, through the events API{restart}; "
+                     "all changing nothing (the deploy names a version no request carries); the "
+                     "truth stays the real fault, so a decoy ranked first is a miss.")
     if where := _where(plans, "noise"):
         parts.append(f"Noise {where}: a co-tenant process burned {cotenant.MIN_DUTY:.0%}-"
                      f"{cotenant.MAX_DUTY:.0%} of one core all run, the share moving every "
