@@ -19,14 +19,13 @@ from aiohttp import web
 
 from pyrometer.collector.api.params import (
     STORE,
-    UnknownService,
     parse_window,
+    require_known_service,
     required,
     run_query,
-    short,
 )
 from pyrometer.collector.storage.reads import REPLAYED_NOTICE, VersionCost
-from pyrometer.collector.timeparse import MAX_TIME_NS, format_time
+from pyrometer.collector.timeparse import format_time
 
 
 def per_thousand(cost: VersionCost) -> float | None:
@@ -78,10 +77,8 @@ async def cost(request: web.Request) -> web.Response:
     store = request.app[STORE]
     costs = await run_query(request, "cost", store.version_costs, service, window.start_ns,
                             window.end_ns)
-    if not costs and not await run_query(request, "routes", store.routes, service, 0, MAX_TIME_NS):
-        known = await run_query(request, "services", store.services)
-        if service not in {s.name for s in known}:
-            raise UnknownService("service", f"unknown service {short(service)}")
+    if not costs:
+        await require_known_service(request, service)
     # versions come in the order they served, so "vs" reads as before and after
     replayed = any(c.replayed for c in costs)
     body: dict[str, Any] = {

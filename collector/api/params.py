@@ -20,7 +20,7 @@ from pyrometer.collector.analysis.stages import StageRule
 from pyrometer.collector.ingest.limits import DecodeLimits
 from pyrometer.collector.metrics import CollectorMetrics
 from pyrometer.collector.storage.store import Store
-from pyrometer.collector.timeparse import TimeFormatError, format_time, parse_time
+from pyrometer.collector.timeparse import MAX_TIME_NS, TimeFormatError, format_time, parse_time
 
 T = TypeVar("T")
 
@@ -139,6 +139,17 @@ async def run_query(request: web.Request, endpoint: str, func: Callable[..., T],
     """Call the store in a worker thread (DuckDB blocks), timed as a query of `endpoint`."""
     with request.app[METRICS].time_query(endpoint):
         return await asyncio.to_thread(func, *args, **kwargs)
+
+
+async def require_known_service(request: web.Request, service: str) -> None:
+    """UnknownService (404) when `service` has neither profiles nor requests at all: what
+    tells a quiet window from a misspelt name. Two full scans: ask only when an answer
+    came back empty."""
+    store = request.app[STORE]
+    known = await run_query(request, "services", store.services)
+    if service not in {s.name for s in known} and not await run_query(
+            request, "routes", store.routes, service, 0, MAX_TIME_NS):
+        raise UnknownService("service", f"unknown service {short(service)}")
 
 
 def window_json(window: Window) -> dict[str, Any]:

@@ -5,7 +5,8 @@ Each request gives its end, latency, route, instance, version, status and the W3
 id it arrived with (the middleware, the proxy and the gRPC interceptor read
 `traceparent`), and a link to the trace where the collector has --trace-url. The
 question it answers: "which requests were slow, and what did they do?", one click
-from the tracing tool. A service without requests is a 404, as for spikes.
+from the tracing tool. A service with neither requests nor profiles is a 404, as for
+spikes.
 """
 
 from __future__ import annotations
@@ -20,15 +21,14 @@ from pyrometer.collector.api.params import (
     STORE,
     TRACE_URL,
     BadParameter,
-    UnknownService,
     optional,
     optional_int,
     parse_window,
+    require_known_service,
     required,
     run_query,
-    short,
 )
-from pyrometer.collector.timeparse import MAX_TIME_NS, format_time
+from pyrometer.collector.timeparse import format_time
 
 MAX_LIMIT = 100
 
@@ -47,8 +47,8 @@ async def slowest(request: web.Request) -> web.Response:
                            window.start_ns, window.end_ns, limit=limit,
                            route=optional(query, "route", MAX_LABEL_LEN),
                            instance=optional(query, "instance", MAX_LABEL_LEN))
-    if not rows and not await run_query(request, "routes", store.routes, service, 0, MAX_TIME_NS):
-        raise UnknownService("service", f"unknown service {short(service)}")
+    if not rows:
+        await require_known_service(request, service)
     trace_url = request.app[TRACE_URL]
     return web.json_response({
         "service": service, "from": format_time(window.start_ns), "to": format_time(window.end_ns),

@@ -23,16 +23,15 @@ from pyrometer.collector.api.params import (
     TRACE_URL,
     BadParameter,
     Query,
-    UnknownService,
     optional,
     parse_window,
+    require_known_service,
     required,
     run_query,
     short,
 )
 from pyrometer.collector.api.series import MIN_STEP_NS
 from pyrometer.collector.timeparse import (
-    MAX_TIME_NS,
     TimeFormatError,
     format_duration,
     parse_duration,
@@ -91,8 +90,5 @@ async def spikes(request: web.Request) -> web.Response:
     # tells a quiet window from a misspelt service: 404 when it has neither profiles nor
     # requests, since requests are what spikes are found in
     if report.detection.evaluated == 0 and report.detection.without_baseline == 0:
-        known = await run_query(request, "services", store.services)
-        if service not in {s.name for s in known} and not await run_query(
-                request, "routes", store.routes, service, 0, MAX_TIME_NS):
-            raise UnknownService("service", f"unknown service {short(service)}")
+        await require_known_service(request, service)
     return web.json_response(to_json(report, request.app[TRACE_URL]))

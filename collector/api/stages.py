@@ -19,15 +19,14 @@ from pyrometer.collector.analysis.stages import StageRule, split
 from pyrometer.collector.api.params import (
     STAGE_RULES,
     STORE,
-    UnknownService,
     parse_window,
     profile_filters,
+    require_known_service,
     required,
     run_query,
-    short,
 )
 from pyrometer.collector.storage.reads import SeriesQuery
-from pyrometer.collector.timeparse import MAX_TIME_NS, format_time
+from pyrometer.collector.timeparse import format_time
 
 
 def _finite(x: float, digits: int = 3) -> float | None:
@@ -49,10 +48,7 @@ async def stages(request: web.Request) -> web.Response:
     points = await run_query(request, "latency", store.latency, series)
     requests = sum(p.count for p in points)
     if not profile.samples and not requests:
-        known = await run_query(request, "services", store.services)
-        if service not in {s.name for s in known} and not await run_query(
-                request, "routes", store.routes, service, 0, MAX_TIME_NS):
-            raise UnknownService("service", f"unknown service {short(service)}")
+        await require_known_service(request, service)
     rules: tuple[StageRule, ...] = request.app[STAGE_RULES]
     result = split(profile.samples, requests, profile.rate_hz, rules)
     body: dict[str, Any] = {
