@@ -17,15 +17,16 @@ from typing import Any
 
 from aiohttp import web
 
+from pyrometer.collector.analysis.candidate import num
 from pyrometer.collector.api.params import (
     STORE,
     parse_window,
     require_known_service,
     required,
     run_query,
+    window_json,
 )
 from pyrometer.collector.storage.reads import REPLAYED_NOTICE, VersionCost
-from pyrometer.collector.timeparse import format_time
 
 
 def per_thousand(cost: VersionCost) -> float | None:
@@ -56,16 +57,13 @@ def comparisons(costs: list[VersionCost]) -> list[str]:
 
 
 def _version(cost: VersionCost) -> dict[str, Any]:
-    def rounded(x: float | None, digits: int = 3) -> float | None:
-        return None if x is None else round(x, digits)
-
     return {"version": cost.version, "requests": cost.requests,
-            "latency_p50_ms": rounded(cost.latency_p50_ms),
-            "latency_p99_ms": rounded(cost.latency_p99_ms), "gpus": cost.gpus,
-            "gpu_busy_seconds": rounded(cost.gpu_busy_s),
-            "gpu_utilization": rounded(cost.gpu_busy_s / cost.gpu_observed_s, 4)
+            "latency_p50_ms": num(cost.latency_p50_ms),
+            "latency_p99_ms": num(cost.latency_p99_ms), "gpus": cost.gpus,
+            "gpu_busy_seconds": num(cost.gpu_busy_s),
+            "gpu_utilization": num(cost.gpu_busy_s / cost.gpu_observed_s, 4)
             if cost.gpu_observed_s > 0 else None,
-            "gpu_seconds_per_1000_requests": rounded(per_thousand(cost)),
+            "gpu_seconds_per_1000_requests": num(per_thousand(cost)),
             "replayed": cost.replayed}
 
 
@@ -82,7 +80,7 @@ async def cost(request: web.Request) -> web.Response:
     # versions come in the order they served, so "vs" reads as before and after
     replayed = any(c.replayed for c in costs)
     body: dict[str, Any] = {
-        "service": service, "from": format_time(window.start_ns), "to": format_time(window.end_ns),
+        "service": service, **window_json(window),
         "versions": [_version(c) for c in costs], "comparisons": comparisons(costs),
         "replayed": replayed}
     if replayed:

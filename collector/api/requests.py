@@ -27,8 +27,8 @@ from pyrometer.collector.api.params import (
     require_known_service,
     required,
     run_query,
+    window_json,
 )
-from pyrometer.collector.timeparse import format_time
 
 MAX_LIMIT = 100
 
@@ -51,5 +51,5 @@ async def slowest(request: web.Request) -> web.Response:
         await require_known_service(request, service)
     trace_url = request.app[TRACE_URL]
     return web.json_response({
-        "service": service, "from": format_time(window.start_ns), "to": format_time(window.end_ns),
+        "service": service, **window_json(window),
         "requests": [request_json(r, trace_url) for r in rows]})

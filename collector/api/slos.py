@@ -9,12 +9,12 @@ no budget figure (null).
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
 from aiohttp import web
 
+from pyrometer.collector.analysis.candidate import num
 from pyrometer.collector.analysis.slo import SloStatus, evaluate, windows
 from pyrometer.collector.api.params import (
     OBJECTIVES,
@@ -26,10 +26,6 @@ from pyrometer.collector.api.params import (
 from pyrometer.collector.timeparse import format_duration, format_time
 
 
-def _number(x: float, digits: int = 4) -> float | None:
-    return None if math.isnan(x) or math.isinf(x) else round(x, digits)
-
-
 def status_json(status: SloStatus) -> dict[str, Any]:
     o = status.objective
     return {
@@ -37,9 +33,9 @@ def status_json(status: SloStatus) -> dict[str, Any]:
         "threshold_ms": o.threshold_ms, "period": format_duration(o.period_ns),
         "at": format_time(status.at_ns), "at_ns": status.at_ns, "state": status.state,
         "requests": status.requests, "bad_requests": status.bad,
-        "budget_left": _number(status.budget_left),
+        "budget_left": num(status.budget_left, 4),
         "burn_rates": [{"window": format_duration(b.window_ns), "requests": b.requests,
-                        "bad_requests": b.bad, "burn_rate": _number(b.burn_rate, 3)}
+                        "bad_requests": b.bad, "burn_rate": num(b.burn_rate)}
                        for b in status.burns],
     }
 

@@ -9,12 +9,12 @@ carry neither). A service with neither profiles nor requests is a 404.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
 from aiohttp import web
 
+from pyrometer.collector.analysis.candidate import num
 from pyrometer.collector.analysis.stages import StageRule, split
 from pyrometer.collector.api.params import (
     STAGE_RULES,
@@ -24,13 +24,9 @@ from pyrometer.collector.api.params import (
     require_known_service,
     required,
     run_query,
+    window_json,
 )
 from pyrometer.collector.storage.reads import SeriesQuery
-from pyrometer.collector.timeparse import format_time
-
-
-def _finite(x: float, digits: int = 3) -> float | None:
-    return None if math.isnan(x) or math.isinf(x) else round(x, digits)
 
 
 async def stages(request: web.Request) -> web.Response:
@@ -52,11 +48,10 @@ async def stages(request: web.Request) -> web.Response:
     rules: tuple[StageRule, ...] = request.app[STAGE_RULES]
     result = split(profile.samples, requests, profile.rate_hz, rules)
     body: dict[str, Any] = {
-        "service": service, "from": format_time(window.start_ns), "to": format_time(window.end_ns),
-        "from_ns": window.start_ns, "to_ns": window.end_ns, "samples": result.samples,
-        "requests": requests, "period_ms": _finite(result.period_ms),
+        "service": service, **window_json(window), "samples": result.samples,
+        "requests": requests, "period_ms": num(result.period_ms),
         "wall_clock": profile.idle_included,
-        "stages": [{"stage": s.stage, "samples": s.samples, "share": _finite(s.share, 4),
-                    "ms_per_request": _finite(s.ms_per_request)} for s in result.stages],
+        "stages": [{"stage": s.stage, "samples": s.samples, "share": num(s.share, 4),
+                    "ms_per_request": num(s.ms_per_request)} for s in result.stages],
     }
     return web.json_response(body)
