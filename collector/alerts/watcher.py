@@ -32,7 +32,7 @@ from pyrometer.collector.alerts.payloads import Notice, body, slo_notice, spike_
 from pyrometer.collector.analysis.detect import DetectConfig
 from pyrometer.collector.analysis.gather import SpikeQuery, analyze
 from pyrometer.collector.analysis.report import to_json
-from pyrometer.collector.analysis.slo import Objective, evaluate, windows
+from pyrometer.collector.analysis.slo import Objective, status_at
 from pyrometer.collector.analysis.stages import DEFAULT_RULES, StageRule
 from pyrometer.collector.api.slos import status_json
 from pyrometer.collector.storage.store import Store
@@ -77,10 +77,7 @@ class AlertWatcher:
                     if self._on_spike is not None:
                         self._on_spike(service, notice.labels["top_cause"])
         for objective in self._objectives:  # every SLO: each names its own service
-            counts = self._store.request_counts(
-                objective.service, windows(objective, now_ns),
-                threshold_ns=round(objective.threshold_ms * 1_000_000), route=objective.route)
-            status = status_json(evaluate(objective, now_ns, counts))
+            status = status_json(status_at(self._store, objective, now_ns))
             key = (objective.service, objective.name)
             previous = self._slo_states.get(key, "ok")
             if status["state"] != previous:

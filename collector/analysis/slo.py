@@ -28,6 +28,7 @@ from typing import Any
 
 from pyrometer.agent.shared.model import NANOS_PER_SECOND, Nanos
 from pyrometer.collector.jsonfile import FileConfigError, read_json
+from pyrometer.collector.storage.store import Store
 from pyrometer.collector.timeparse import TimeFormatError, parse_duration
 
 MINUTE = 60 * NANOS_PER_SECOND
@@ -99,6 +100,14 @@ def evaluate(objective: Objective, at_ns: Nanos, counts: Sequence[tuple[int, int
     bad = total - good
     left = 1.0 - bad / (objective.budget * total) if total else math.nan
     return SloStatus(objective, at_ns, total, bad, left, tuple(burns), state)
+
+
+def status_at(store: Store, objective: Objective, at_ns: Nanos) -> SloStatus:
+    """The objective's status at `at_ns`, counted from the store in one scan."""
+    counts = store.request_counts(objective.service, windows(objective, at_ns),
+                                  threshold_ns=round(objective.threshold_ms * 1_000_000),
+                                  route=objective.route)
+    return evaluate(objective, at_ns, counts)
 
 
 class SloConfigError(FileConfigError):

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from pyrometer.collector.analysis.candidate import num
-from pyrometer.collector.analysis.slo import SloStatus, evaluate, windows
+from pyrometer.collector.analysis.slo import SloStatus, status_at
 from pyrometer.collector.api.params import (
     OBJECTIVES,
     STORE,
@@ -50,9 +50,6 @@ async def slos(request: web.Request) -> web.Response:
     for objective in request.app[OBJECTIVES]:
         if service is not None and objective.service != service:
             continue
-        spans = windows(objective, at_ns)
-        counts = await run_query(request, "slos", store.request_counts, objective.service, spans,
-                                 threshold_ns=round(objective.threshold_ms * 1_000_000),
-                                 route=objective.route)
-        found.append(status_json(evaluate(objective, at_ns, counts)))
+        found.append(status_json(await run_query(request, "slos", status_at, store, objective,
+                                                 at_ns)))
     return web.json_response({"at": format_time(at_ns), "at_ns": at_ns, "slos": found})
