@@ -2,10 +2,17 @@
 
 Two checks (scorers_deploy.py says when each is asked):
 
-- `across_event`: the requests that began after the event and ended before the spike's
-  onset (outside earlier spikes), size-adjusted, against the baseline's requests before
-  the event, in units of the baseline's own step-to-step variation (scaled to the number
-  of requests compared: a median of few requests wobbles more than a step's).
+- `across_event`: the requests that began after the event and ended in the first half
+  of the time from it to the spike's onset (outside earlier spikes), size-adjusted,
+  against the baseline's requests before the event, in units of the baseline's own
+  step-to-step variation (scaled to the number of requests compared: a median of few
+  requests wobbles more than a step's). Only the first half: a change the event made
+  shows from its first requests, while the detected onset can lag the real one by
+  several steps, and a fault that began in those steps is not the event's doing (a
+  held-out run: a decoy deploy 26 s before the onset, a code path switched on 15 s
+  after it and detected 11 s late, and the whole gap read +33%, z 4.9). An event less
+  than two steps before the onset leaves no such half (the onset itself is only known
+  to a step): then the check is not known and `cost_step` judges.
 - `cost_step`: the target's CPU seconds per request over the spike against the
   baseline's, divided by what the requests' sizes predict (the baseline's
   latency-per-size relation; at the baseline's load latency is mostly the work), and
@@ -44,7 +51,7 @@ def residuals(requests: Sequence[RequestSample], facts: Facts) -> list[float]:
 class AcrossEvent:
     """Latency per request, size for size, from before the event to between it and the onset."""
 
-    requests: int  # that began after the event and ended before the onset
+    requests: int  # that began after the event and ended in the first half of the gap
     seconds: float  # from the event to the onset
     rise: float  # fraction (0.1 = +10%); NaN when not known
     z: float
@@ -57,7 +64,7 @@ class AcrossEvent:
 
     def describe(self) -> str:
         measured = (f"{pct(self.rise)} size for size in the {self.requests} requests of the "
-                    f"{self.seconds:.0f}s between it and the onset (z {self.z:.1f})")
+                    f"first {self.seconds / 2:.0f}s after it (z {self.z:.1f})")
         if self.changed > 0:
             return f"latency per request changed across it: {measured}"
         return f"latency per request unchanged across it: {measured}"
@@ -66,12 +73,14 @@ class AcrossEvent:
 def across_event(ctx: SpikeContext, facts: Facts, event: EventInfo) -> AcrossEvent:
     onset = ctx.spike.onset_ns
     seconds = (onset - event.time_ns) / 1e9
+    until = event.time_ns + (onset - event.time_ns) // 2  # see the module docstring
     # an earlier spike between the event and the onset (a restart's cold start, say) is
     # detected on its own and was no lasting change: its requests say nothing of the event
-    after = [r for r in ctx.requests if r.start_ns >= event.time_ns and r.end_ns < onset
+    after = [r for r in ctx.requests if r.start_ns >= event.time_ns and r.end_ns < until
              and not any(lo <= r.end_ns < hi for lo, hi in ctx.excluded)]
     before = [r for r in ctx.requests if r.end_ns < event.time_ns and ctx.in_baseline(r.end_ns)]
-    if len(after) < MIN_ACROSS_REQUESTS or len(before) < MIN_ACROSS_REQUESTS:
+    if onset - event.time_ns < 2 * ctx.step_ns or len(after) < MIN_ACROSS_REQUESTS \
+            or len(before) < MIN_ACROSS_REQUESTS:
         return AcrossEvent(len(after), seconds, math.nan, 0.0, False)
     rise = median(residuals(after, facts)) - median(residuals(before, facts))
     steps = [rs for i, rs in ctx.buckets(before, lambda r: r.end_ns).items() if i < 0]

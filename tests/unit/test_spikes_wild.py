@@ -99,6 +99,36 @@ def test_a_blip_between_an_uncarried_deploy_and_the_onset_is_not_the_deploys_doi
     assert ranking.causes and ranking.causes[0].kind in {"traffic_surge", "payload_size"}
 
 
+def late_onset_after_an_uncarried_deploy(slow_from_s: float, slow: float) -> SpikeContext:
+    """A held-out run's timeline: a deploy 26.5 s before the detected onset that nothing
+    carries, and every request that ended from `slow_from_s` before the onset on `slow`
+    times slower (the detector's onset lagging the real one)."""
+    ctx = surge_after_an_uncarried_deploy()
+    since = ONSET - round(slow_from_s * S)
+    slowed = tuple(replace(r, latency_ms=r.latency_ms * slow) if since <= r.end_ns < START
+                   else r for r in ctx.requests)
+    event = EventInfo(ONSET - 26_500_000_000, "deploy", "1.0.3", "1.0.2")
+    return replace(ctx, requests=slowed, events=(event,))
+
+
+def test_a_fault_in_the_steps_before_a_late_onset_is_not_the_deploys_doing() -> None:
+    # the fault began 11 s before the onset it was detected at, 15.5 s after the deploy
+    # (before the change: "+33% size for size in the 529 requests", deploy 0.83, first)
+    ranking = rank(late_onset_after_an_uncarried_deploy(slow_from_s=11, slow=2.1))
+    deploy = next(c for c in ranking.checked if c.kind == "deploy")
+    assert deploy.score < 0.1, deploy
+    assert "latency per request unchanged across it" in deploy.explanation
+    assert "first 13s after it" in deploy.explanation
+
+
+def test_a_deploy_that_slowed_requests_from_its_first_ones_still_explains() -> None:
+    # the same deploy, and requests slower from the moment it happened
+    ranking = rank(late_onset_after_an_uncarried_deploy(slow_from_s=26.5, slow=2.1))
+    deploy = next(c for c in ranking.causes + ranking.checked if c.kind == "deploy")
+    assert "latency per request changed across it" in deploy.explanation, deploy
+    assert deploy.evidence["rise_across_event"] > 0.5
+
+
 def test_an_uncarried_deploy_that_made_each_request_costlier_still_explains() -> None:
     # the same event at the onset, nothing on the requests, and the target's CPU per
     # request doubled at the same sizes and rate: the change shows in the cost
