@@ -58,9 +58,10 @@ dashboard: $(STAMP)
 ## from the held-out seeds, with noise and decoys, the null runs a 12-minute soak each
 ## (about four and a half hours on two cores); writes tests/scenarios/results.md
 ## (linked from the README) and results.json beside it. The held-out seeds are never tuned
-## on: read their table to judge the scorers, not to change them.
+## on: read their table to judge the scorers, not to change them. Stopped, or run in
+## sittings: RESUME=tests/scenarios/results.json keeps the runs it holds and runs the rest.
 rca-eval: $(STAMP)
-	$(PY) tests/scenarios/run.py --runs 3 --seeds both
+	$(PY) tests/scenarios/run.py --runs 3 --seeds both $(if $(RESUME),--resume $(RESUME))
 
 ## the benchmarks side by side with py-spy and Pyroscope's SDK (about half an hour on two
 ## cores; run it on an otherwise idle machine): writes BENCHMARKS.md and BENCHMARKS.json

@@ -157,6 +157,9 @@ def _provenance(meta: dict[str, Any]) -> str:
     runs = meta.get("runs_per_scenario")
     held = f"{runs} run(s) per scenario" if runs else "runs per scenario: see the Runs table"
     line = f"Holds {held}; produced by `{meta.get('command', 'python tests/scenarios/run.py')}`"
+    if meta.get("resumed_from"):
+        line += (f" (its runs already in `{meta['resumed_from']}` were kept and re-scored with "
+                 "the current analysis over their recorded telemetry, not run again)")
     if meta.get("rescored"):
         line += (f", then re-scored {meta['rescored']} with the current analysis over the same "
                  f"recorded telemetry (`{meta['rescore_command']}`)")

@@ -7,6 +7,11 @@ compressed time, for the test suite. --seeds picks the in-sample runs (from --se
 runs the scorers were tuned on), the held-out runs (plan.HELD_OUT_SEEDS, never tuned on),
 or both; the report keeps them in separate tables. --requery DIR asks a fresh collector on each kept
 run's database again, to re-score an existing evaluation after the analysis changed.
+--resume JSON finishes an evaluation that was stopped, or grows one (the held-out set
+after the in-sample one): the runs of that results JSON whose plan is one of this
+evaluation's are re-queried, not run again, and the others run. The full evaluation is
+four to five hours on two cores, so it can be done in sittings; every run in the table
+is scored by the same, current analysis either way.
 """
 
 from __future__ import annotations
@@ -63,21 +68,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(default: a new folder under build/rca)")
     parser.add_argument("--requery", metavar="JSON", help="re-ask the collector about the runs "
                         "recorded in this results JSON (their work folders must still exist)")
+    parser.add_argument("--resume", metavar="JSON", help="keep the runs of this earlier results "
+                        "JSON that this evaluation plans (re-queried with today's analysis; their "
+                        "work folders must still exist) and run only the rest")
     return parser.parse_args(argv)
 
 
 def run_all(plans: list[RunPlan], timing: Any, workdir: Path, meta: dict[str, Any],
-            out: Path) -> list[dict[str, Any]]:
+            out: Path, kept: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Run the plans in order, rewriting the report after each: a long evaluation that is
-    stopped early still leaves the table of what finished."""
-    records = []
+    stopped early still leaves the table of what finished (and `kept`, runs resumed from
+    an earlier one, come first)."""
+    records = list(kept or [])
+    done = {_key(r["plan"]) for r in records}
     for n, plan in enumerate(plans, start=1):
+        if _key(plan.as_dict()) in done:
+            continue
         began = time.monotonic()
         record = harness.run_one(plan, timing, workdir / f"{plan.scenario}-{plan.index}")
         records.append(record)
         print(f"[{n}/{len(plans)}] {plan.scenario} #{plan.index} {plan.magnitude or ''}: "
               f"{_outcome(record)} ({time.monotonic() - began:.0f} s)", flush=True)
-        _write(out, dict(meta, runs_done=n), records)
+        _write(out, dict(meta, runs_done=len(records)), records)
     return records
 
 
@@ -87,6 +99,11 @@ def _write(out: Path, meta: dict[str, Any], records: list[dict[str, Any]]) -> di
                            meta["seed"])
     report.write(out, scores, meta, records)
     return scores
+
+
+def _key(plan: object) -> str:
+    """A plan as a comparable string: two runs are the same run when every drawn value is."""
+    return json.dumps(plan, sort_keys=True)
 
 
 def _outcome(record: dict[str, Any]) -> str:
@@ -101,8 +118,35 @@ def _outcome(record: dict[str, Any]) -> str:
 def requery(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Start a collector on each kept run's database and query it again."""
     data = json.loads(path.read_text())
-    timing = QUICK if data["meta"]["mode"] == "quick" else FULL
-    for record in data["runs"]:
+    return data["meta"], requery_records(data["meta"], data["runs"])
+
+
+def resumable(path: Path, plans: list[RunPlan], mode: str) -> list[dict[str, Any]]:
+    """The runs of an earlier evaluation that this one plans, re-queried; ValueError when
+    that evaluation cannot be resumed by this one."""
+    try:
+        data = json.loads(path.read_text())
+        meta, runs = data["meta"], data["runs"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"--resume {path}: not a results JSON ({err})") from err
+    if meta.get("mode") != mode:
+        raise ValueError(f"--resume {path}: a {meta.get('mode')} evaluation, this one is {mode}")
+    wanted = {_key(p.as_dict()) for p in plans}
+    # a run that failed is run again; one planned differently (another seed or
+    # magnitude, decoys or noise switched) is not this evaluation's
+    kept = [r for r in runs if "error" not in r
+            and _key(r.get("plan")) in wanted]
+    missing = [r["workdir"] for r in kept if not (report.REPO / r["workdir"]).is_dir()]
+    if missing:
+        raise ValueError(f"--resume {path}: the work folders of {len(missing)} kept run(s) "
+                         f"are gone ({missing[0]}, ...): they cannot be re-scored")
+    return requery_records(meta, kept)
+
+
+def requery_records(meta: dict[str, Any], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Query each record's kept database again with today's analysis (in place)."""
+    timing = QUICK if meta["mode"] == "quick" else FULL
+    for record in records:
         if "error" in record:
             continue
         workdir = report.REPO / record["workdir"]  # relative to the checkout, or absolute
@@ -116,7 +160,7 @@ def requery(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             record.update(harness._query(api, window["from"], window["to"], timing, harness.SETTINGS))
         finally:
             stack.close()
-    return data["meta"], data["runs"]
+    return records
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -140,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             timing, plans = plan_runs(args.quick, args.runs, args.seed, names, sets, args.decoys,
                                      args.noise)
+            kept = resumable(Path(args.resume), plans, "quick" if args.quick else "full") \
+                if args.resume else []
         except ValueError as err:
             print(f"run.py: {err}", file=sys.stderr)
             return 2
@@ -147,8 +193,12 @@ def main(argv: list[str] | None = None) -> int:
         root.mkdir(parents=True, exist_ok=True)
         workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(
             prefix=("quick-" if args.quick else "full-"), dir=root))
-        print(f"{len(plans)} runs, about {sum(p.total_s for p in plans) / 60:.0f} min of scenario "
-              f"time; logs and databases in {workdir}", flush=True)
+        kept_keys = {_key(r["plan"]) for r in kept}
+        todo = [p for p in plans if _key(p.as_dict()) not in kept_keys]
+        print(f"{len(plans)} runs ({len(kept)} kept from {args.resume}), " if kept else
+              f"{len(plans)} runs, ", end="")
+        print(f"about {sum(p.total_s for p in todo) / 60:.0f} min of scenario time; logs and "
+              f"databases in {workdir}", flush=True)
         meta = {"mode": "quick" if args.quick else "full", "seed": args.seed,
                 "seed_sets": list(sets), "decoys": any(p.decoys for p in plans),
                 "noise": any(p.noise for p in plans),
@@ -156,11 +206,12 @@ def main(argv: list[str] | None = None) -> int:
                     p.index for p in plans if p.seed_set == "held-out"})]),
                 "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                 "runs_total": len(plans), "runs_per_scenario": 1 if args.quick else args.runs,
-                "command": command, "api_baseline": timing.api_baseline,
+                "command": command, "resumed_from": args.resume,
+                "api_baseline": timing.api_baseline,
                 "api_step": timing.api_step, "percentile": harness.SETTINGS.percentile,
                 "slack_s": harness.SETTINGS.slack_s}
         out = Path(args.out) if args.out else (workdir / "results.md" if args.quick else RESULTS)
-        records = run_all(plans, timing, workdir, meta, out)
+        records = run_all(plans, timing, workdir, meta, out, kept)
     scores = _write(out, meta, records)
     print(report.tables(scores, meta))
     print(f"report: {out}\ndata:   {out.with_suffix('.json')}")
