@@ -26,7 +26,7 @@ from pyrometer.collector.analysis.inputs import (
 )
 from pyrometer.collector.analysis.localise import InstanceRise, localise
 from pyrometer.collector.analysis.stages import DEFAULT_RULES, StageChange, StageRule, compare, split
-from pyrometer.collector.storage.reads import REPLAYED_NOTICE, LatencyPoint, RequestRow, SeriesQuery
+from pyrometer.collector.storage.reads import REPLAYED_NOTICE, QuantilePoint, RequestRow, SeriesQuery
 from pyrometer.collector.storage.store import Store
 
 MAX_SPIKES = 20  # analysed per answer, the largest by z
@@ -64,11 +64,9 @@ class SpikeReport:
     truncated: int = 0  # spikes detected but not analysed (beyond MAX_SPIKES)
 
 
-def buckets(points: Sequence[LatencyPoint], percentile: str) -> list[Bucket]:
+def buckets(points: Sequence[QuantilePoint]) -> list[Bucket]:
     """The detector's input: one percentile of each latency step."""
-    field = {"p50": "latency_p50_ms", "p95": "latency_p95_ms", "p99": "latency_p99_ms",
-             "max": "latency_max_ms"}[percentile]
-    return [Bucket(p.start_ns, p.end_ns, getattr(p, field), p.count) for p in points]
+    return [Bucket(p.start_ns, p.end_ns, p.latency_ms, p.count) for p in points]
 
 
 def _series(query: SpikeQuery, route: str | None = None) -> SeriesQuery:
@@ -79,13 +77,13 @@ def _series(query: SpikeQuery, route: str | None = None) -> SeriesQuery:
 
 def _detect_all(store: Store, query: SpikeQuery) -> tuple[Detection, list[Spike]]:
     cfg = query.config
-    whole = detect(buckets(store.latency(_series(query)), cfg.percentile), cfg, query.start_ns)
+    points, routes = store.latency_quantile(_series(query), cfg.percentile)
+    whole = detect(buckets(points), cfg, query.start_ns)
     spikes = list(whole.spikes)
-    routes = store.routes(query.service, query.start_ns - cfg.baseline_ns, query.end_ns)
     if len(routes) >= 2:
-        for route, _ in routes[:MAX_ROUTES]:
-            points = store.latency(_series(query, route))
-            for s in detect(buckets(points, cfg.percentile), cfg, query.start_ns, route).spikes:
+        # the requests without a route are no route of their own: their series adds nothing
+        for series in (r for r in routes[:MAX_ROUTES] if r.route is not None):
+            for s in detect(buckets(series.points), cfg, query.start_ns, series.route).spikes:
                 if not any(w.start_ns < s.end_ns and s.start_ns < w.end_ns for w in whole.spikes):
                     spikes.append(s)
     return whole, spikes

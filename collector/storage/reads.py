@@ -64,6 +64,28 @@ class LatencyPoint:
     ttfb_p95_ms: float | None
 
 
+QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}  # and "max"
+
+
+@dataclass(frozen=True, slots=True)
+class QuantilePoint:
+    """One latency quantile of the requests that ended in one step, and their count."""
+
+    start_ns: Nanos
+    end_ns: Nanos
+    count: int
+    latency_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSeries:
+    """One route's `QuantilePoint`s; route None: the requests that carry no route."""
+
+    route: str | None
+    requests: int
+    points: tuple[QuantilePoint, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class GpuPoint:
     """One GPU (instance, index) over one step; averages of the readings that had a value."""

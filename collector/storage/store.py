@@ -25,7 +25,9 @@ from pyrometer.collector.storage.reads import (
     LatencyPoint,
     ProcessPoint,
     ProfileLabels,
+    QuantilePoint,
     RequestRow,
+    RouteSeries,
     SeriesQuery,
     StoredEvent,
     VersionCost,
@@ -113,6 +115,14 @@ class Store(Protocol):
 
     def latency(self, query: SeriesQuery) -> list[LatencyPoint]:
         """Request latency and sizes per step (filters: instance, version, route)."""
+        ...
+
+    def latency_quantile(self, query: SeriesQuery, quantile: str
+                         ) -> tuple[list[QuantilePoint], list[RouteSeries]]:
+        """One latency quantile ("p50", "p95", "p99" or "max", as `latency` computes it)
+        and the count per step, of the query's requests and of each route's (busiest
+        first, as `routes` orders them), in one pass: what spike detection reads (filters:
+        instance, version; not route)."""
         ...
 
     def gpu(self, query: SeriesQuery) -> list[GpuPoint]:

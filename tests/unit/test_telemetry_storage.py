@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pyrometer.agent.shared.clock_events import CLOCK_EVENT_REASONS
 from pyrometer.agent.shared.model import Event, SampleKey, Telemetry
@@ -207,3 +210,35 @@ def test_events_from_agents_and_from_the_api(store: DuckDBStore) -> None:
     assert [e.kind for e in store.events("svc", *MINUTE, kind="deploy").events] == ["deploy"]
     assert store.events("other", *MINUTE).events == ()
     assert store.events("svc", BASE_NS + 6 * S, BASE_NS + 7 * S).events[0].kind == "deploy"
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 59.9), st.floats(0.1, 5000),
+                          st.sampled_from(["/a", "/b", "/c", ""])), min_size=1, max_size=120),
+       st.sampled_from([3, 10, 60]))
+def test_the_detectors_quantile_series_is_the_latency_series_read_in_one_pass(
+        requests: list[tuple[float, float, str]], step_s: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = DuckDBStore(Path(tmp) / "q.duckdb")
+        try:
+            store.commit([Agent().batch(1, Telemetry(requests=tuple(
+                request(at, latency_ms=ms, route=route) for at, ms, route in requests)))])
+            fields = {"p50": "latency_p50_ms", "p95": "latency_p95_ms",
+                      "p99": "latency_p99_ms", "max": "latency_max_ms"}
+            for quantile, field in fields.items():
+                whole, routes = store.latency_quantile(series(step_s), quantile)
+
+                def expected(route: str | None = None, field: str = field
+                             ) -> list[tuple[object, ...]]:
+                    by = {} if route is None else {"route": route}
+                    return [(p.start_ns, p.end_ns, p.count, getattr(p, field))
+                            for p in store.latency(series(step_s, **by))]
+
+                assert [(p.start_ns, p.end_ns, p.count, p.latency_ms) for p in whole] == expected()
+                assert [(r.route, r.requests) for r in routes] == store.routes("svc", *MINUTE)
+                for r in routes:
+                    if r.route is not None:
+                        assert [(p.start_ns, p.end_ns, p.count, p.latency_ms)
+                                for p in r.points] == expected(r.route)
+        finally:
+            store.close()

@@ -66,7 +66,13 @@ from pyrometer.collector.storage.duckdb.schema import (
     create_statements,
     migrate_statements,
 )
-from pyrometer.collector.storage.duckdb.series import read_gpu, read_host, read_latency, read_process
+from pyrometer.collector.storage.duckdb.series import (
+    read_gpu,
+    read_host,
+    read_latency,
+    read_latency_quantile,
+    read_process,
+)
 from pyrometer.collector.storage.label_sets import LabelSet, LabelSetSummary, StepSamples
 from pyrometer.collector.storage.reads import (
     API_AGENT_ID,
@@ -78,7 +84,9 @@ from pyrometer.collector.storage.reads import (
     LatencyPoint,
     ProcessPoint,
     ProfileLabels,
+    QuantilePoint,
     RequestRow,
+    RouteSeries,
     SeriesQuery,
     StoredEvent,
     VersionCost,
@@ -347,6 +355,11 @@ class DuckDBStore:
     def latency(self, query: SeriesQuery) -> list[LatencyPoint]:
         """See `Store.latency`."""
         return self._read(lambda cur: read_latency(cur, query))
+
+    def latency_quantile(self, query: SeriesQuery, quantile: str
+                         ) -> tuple[list[QuantilePoint], list[RouteSeries]]:
+        """See `Store.latency_quantile`."""
+        return self._read(lambda cur: read_latency_quantile(cur, query, quantile))
 
     def gpu(self, query: SeriesQuery) -> list[GpuPoint]:
         """See `Store.gpu`."""
