@@ -79,7 +79,7 @@ def arrivals(ctx: SpikeContext) -> Arrivals | None:
     if not ctx.requests:
         return None
     per_step = {i: float(len(rs)) for i, rs in
-                ctx.buckets(ctx.requests, lambda r: r.start_ns).items()}
+                ctx.request_steps("start").items()}
     signal = summarize(ctx, per_step, floor_abs=2.0, floor_rel=0.05)
     spike_steps = -(-(ctx.spike.end_ns - ctx.spike.start_ns) // ctx.step_ns)
     value = sum(per_step.get(i, 0.0) for i in range(spike_steps)) / spike_steps
@@ -144,7 +144,7 @@ def cpu_per_request_ratio(ctx: SpikeContext) -> float:
     """
     cpu = {ctx.bucket_index(p.start_ns): p.target_cpu_cores for p in ctx.resources
            if p.target_cpu_cores is not None}
-    done = {i: len(rs) for i, rs in ctx.buckets(ctx.requests, lambda r: r.end_ns).items()}
+    done = {i: len(rs) for i, rs in ctx.request_steps().items()}
     spike_buckets = -(-(ctx.spike.end_ns - ctx.spike.start_ns) // ctx.step_ns)
     sides: dict[bool, list[float]] = {True: [0.0, 0.0], False: [0.0, 0.0]}
     for i, cores in cpu.items():

@@ -119,7 +119,7 @@ def cost_step(ctx: SpikeContext, facts: Facts) -> CostStep:
         return CostStep(facts.cost_ratio / size_factor, 0.0,
                         "" if math.isnan(facts.cost_ratio) else "profile samples")
     adjusted = facts.cpu_ratio / size_factor
-    done = {i: len(rs) for i, rs in ctx.buckets(ctx.requests, lambda r: r.end_ns).items()}
+    done = {i: len(rs) for i, rs in ctx.request_steps().items()}
     per_step = {}
     for p in ctx.resources:
         i = ctx.bucket_index(p.start_ns)

@@ -140,6 +140,9 @@ class SpikeContext:
     # samples and requests of each version inside the spike
     version_profiles: Mapping[str, CodeProfile] = field(default_factory=dict)
     engine: tuple[EngineSample, ...] = ()  # the serving engine's readings, when scraped
+    # what several scorers ask of the requests, computed once (request_steps, request_split):
+    # a day's spike has hundreds of thousands of requests and a dozen scorers
+    _memo: dict[str, object] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def tolerance_ns(self) -> Nanos:
@@ -158,11 +161,15 @@ class SpikeContext:
         """(baseline items, spike items) by each item's time."""
         base: list[T] = []
         inside: list[T] = []
+        # in_spike and in_baseline inlined: this runs over every request of a day's spike
+        start, end, base_start = self.spike.start_ns, self.spike.end_ns, self.baseline_start_ns
+        excluded = self.excluded
         for item in items:
             t = time_of(item)
-            if self.in_spike(t):
+            if start <= t < end:
                 inside.append(item)
-            elif self.in_baseline(t):
+            elif base_start <= t < start and not (
+                    excluded and any(lo <= t < hi for lo, hi in excluded)):
                 base.append(item)
         return base, inside
 
@@ -172,9 +179,32 @@ class SpikeContext:
 
     def buckets(self, items: Iterable[T], time_of: Callable[[T], Nanos]) -> dict[int, list[T]]:
         out: dict[int, list[T]] = {}
+        start, step = self.spike.start_ns, self.step_ns  # bucket_index, inlined
         for item in items:
-            out.setdefault(self.bucket_index(time_of(item)), []).append(item)
+            key = (time_of(item) - start) // step
+            bucket = out.get(key)
+            if bucket is None:
+                out[key] = [item]
+            else:
+                bucket.append(item)
         return out
+
+    def request_steps(self, by: str = "end") -> dict[int, list[RequestSample]]:
+        """`buckets` of the requests by their end ("end") or start ("start"), computed
+        once per context; shared, so callers must not change what they get."""
+        key = f"steps_{by}"
+        if key not in self._memo:
+            time_of: Callable[[RequestSample], Nanos] = (
+                (lambda r: r.end_ns) if by == "end" else (lambda r: r.start_ns))
+            self._memo[key] = self.buckets(self.requests, time_of)
+        return self._memo[key]  # type: ignore[return-value]
+
+    def request_split(self) -> tuple[list[RequestSample], list[RequestSample]]:
+        """`split` of the requests by their end, computed once per context; shared, so
+        callers must not change what they get."""
+        if "split" not in self._memo:
+            self._memo["split"] = self.split(self.requests, lambda r: r.end_ns)
+        return self._memo["split"]  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,7 +62,7 @@ def carried(ctx: SpikeContext, event: EventInfo) -> bool:
     """
     if not event.version:
         return False
-    base, inside = ctx.split(ctx.requests, lambda r: r.end_ns)
+    base, inside = ctx.request_split()
     new = sum(1 for r in inside if r.version == event.version)
     before = [r for r in base if r.end_ns < event.time_ns]
     already = sum(1 for r in before if r.version == event.version)
@@ -103,7 +103,7 @@ def _common(ctx: SpikeContext, event: EventInfo, new: int, old: int) -> dict[str
 
 
 def _score_carried(ctx: SpikeContext, facts: Facts, event: EventInfo) -> Cause:
-    base, inside = ctx.split(ctx.requests, lambda r: r.end_ns)
+    base, inside = ctx.request_split()
     new = [r for r in inside if r.version == event.version]
     old = [r for r in inside if r.version != event.version]
     res_base = median(residuals(base, facts))
@@ -115,7 +115,7 @@ def _score_carried(ctx: SpikeContext, facts: Facts, event: EventInfo) -> Cause:
     confined = 1.0 if math.isnan(rise_old) else clip01(1 - rise_old / rise_new) \
         if rise_new > 0 else 0.0
     per_bucket = {i: median(residuals(rs, facts)) for i, rs in
-                  ctx.buckets(ctx.requests, lambda r: r.end_ns).items()}
+                  ctx.request_steps().items()}
     z = Baseline.of([v for i, v in per_bucket.items() if i < 0 and not math.isnan(v)],
                     floor_abs=0.02).z(res_base + rise_new)
     # the version's requests carry it: what they show is the evidence, the event alone little
@@ -138,7 +138,7 @@ def _score_carried(ctx: SpikeContext, facts: Facts, event: EventInfo) -> Cause:
 
 
 def _score_uncarried(ctx: SpikeContext, facts: Facts, event: EventInfo) -> Cause:
-    base, inside = ctx.split(ctx.requests, lambda r: r.end_ns)
+    base, inside = ctx.request_split()
     observed = _log_median(inside) - _log_median(base)
     rise = median(residuals(inside, facts)) - median(residuals(base, facts))
     share = clip01(rise / observed) if observed > MIN_RISE else 0.0

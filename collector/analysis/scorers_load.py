@@ -70,9 +70,9 @@ def score_traffic(ctx: SpikeContext, facts: Facts) -> Cause:
     base_rate = signal.baseline.median
     rate_ratio = signal.ratio
     arrivals = {i: float(len(rs)) for i, rs in
-                ctx.buckets(ctx.requests, lambda r: r.start_ns).items()}
+                ctx.request_steps("start").items()}
     latency = {i: median([r.latency_ms for r in rs]) for i, rs in
-               ctx.buckets(ctx.requests, lambda r: r.end_ns).items()}
+               ctx.request_steps().items()}
     shared = [i for i in arrivals if i in latency]
     queueing = spearman([arrivals[i] for i in shared], [latency[i] for i in shared])
     # CPU time per request where the process readings tell it: the threads queued for a

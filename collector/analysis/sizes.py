@@ -53,7 +53,10 @@ def _logs(requests: Sequence[RequestSample]) -> tuple[list[float], list[float]]:
 
 def fit_beta(requests: Sequence[RequestSample]) -> float | None:
     """The slope of log latency on log size; None when the sizes cannot tell."""
-    xs, ys = _logs(requests)
+    return _slope(*_logs(requests))
+
+
+def _slope(xs: Sequence[float], ys: Sequence[float]) -> float | None:
     if len(xs) < MIN_FIT_REQUESTS:
         return None
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
@@ -66,15 +69,15 @@ def fit_beta(requests: Sequence[RequestSample]) -> float | None:
 
 def size_model(ctx: SpikeContext) -> SizeModel | None:
     """The model for this spike, or None when requests carry no sizes."""
-    base, inside = ctx.split(ctx.requests, lambda r: r.end_ns)
+    base, inside = ctx.request_split()
     bx, by = _logs(base)
     sx, sy = _logs(inside)
     if not bx or not sx:
         return None
-    learned = fit_beta(base)
+    learned = _slope(bx, by)
     beta = ASSUMED_BETA if learned is None else learned
     per_bucket = {i: median([r.size for r in rs if r.size is not None])
-                  for i, rs in ctx.buckets(ctx.requests, lambda r: r.end_ns).items()
+                  for i, rs in ctx.request_steps().items()
                   if any(r.size is not None for r in rs)}
     signal = summarize(ctx, per_bucket, floor_rel=0.02)
     observed = median(sy) - median(by)
