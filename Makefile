@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test test-full demo proto dashboard lint gpu-check rca-eval bench clean browser vendor screenshots
+.PHONY: test test-full demo proto dashboard lint gpu-check rca-eval bench clean browser vendor screenshots \
+	stages-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +68,12 @@ rca-eval: $(STAMP)
 ## cores; run it on an otherwise idle machine): writes BENCHMARKS.md and BENCHMARKS.json
 bench: $(STAMP)
 	$(PY) tests/bench/run.py --size full
+
+## the stage shares of the demo server and of a tokenizers + onnxruntime server against the
+## servers' own hand timing (tests/integration/test_stages_check.py, also in `make test`):
+## prints both tables, as recorded in docs/stages-check.md (about 20 s)
+stages-check: $(STAMP)
+	$(PY) tests/integration/test_stages_check.py
 
 ## on a machine with an NVIDIA GPU: read the real NVML for about 20 s (under load when
 ## torch with CUDA is importable) and print what it read; exits non-zero if it read nothing

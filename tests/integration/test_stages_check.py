@@ -10,7 +10,7 @@ One request at a time, and one worker thread, so that a request thread is never 
 waiting for the GIL by another: py-spy (without --gil or --idle) does not sample a thread
 that sleeps on the GIL, while perf_counter counts that time, so concurrency would part the
 two measures for a reason that is not the stage rules'. The figures are in
-docs/stages-check.md; `python tests/integration/test_stages_check.py` prints them.
+docs/stages-check.md; `make stages-check` (this file run by python) prints them.
 """
 
 from __future__ import annotations
