@@ -78,7 +78,7 @@ def _start_collector(out: Path, logs: Path, children: list[Child]) -> Child:
 
 def _run_profiled_load(args: argparse.Namespace, grpc_addr: str, logs: Path,
                        children: list[Child]) -> None:
-    requests_addr = f"127.0.0.1:{_free_udp_port()}"
+    requests_addr = f"127.0.0.1:{free_udp_port()}"
     # the server reports each request to the agent through Pyrometer's WSGI middleware
     server = start("model-server", [sys.executable, str(DEMO_DIR / "model_server.py"),
                                     "--host", "127.0.0.1", "--port", "0"],
@@ -123,7 +123,8 @@ def _report(api: str, out: Path, started_ns: int) -> None:
               f"p99 per 10 s step {min(p99s):.1f}-{max(p99s):.1f} ms")
 
 
-def _free_udp_port() -> int:
+def free_udp_port() -> int:
+    """A UDP port on 127.0.0.1 for the agent's --requests-listen (the tests use it too)."""
     # a port the kernel just handed out is free; the agent binds it a moment later
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))

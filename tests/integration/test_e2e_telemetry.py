@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-import socket
 import sys
 import time
 import urllib.parse
@@ -23,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from pyrometer.collector.demo import free_udp_port
 from pyrometer.collector.procs import Child, python_env, start
 
 pytestmark = pytest.mark.integration
@@ -31,12 +31,6 @@ DEMO = Path(__file__).resolve().parents[2] / "deploy" / "demo"
 RECORDING = DEMO / "gpu-thermal-episode.jsonl"
 DEADLINE_S = 90.0
 TRACE_URL = "https://tempo.example/trace/{trace_id}"
-
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _get(api: str, path: str, **params: str) -> Any:
@@ -81,7 +75,7 @@ def _requests_seen(api: str, **filters: str) -> int:
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("tele")
     seed = str(random.randrange(10**6, 10**7))  # makes --match unique to this test's server
-    addr = f"127.0.0.1:{_free_udp_port()}"
+    addr = f"127.0.0.1:{free_udp_port()}"
     children: list[Child] = []
 
     def server(version: str) -> Child:

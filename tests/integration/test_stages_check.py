@@ -19,7 +19,6 @@ import http.client
 import json
 import random
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from pyrometer.collector.demo import free_udp_port
 from pyrometer.collector.procs import Child, python_env, start
 
 pytestmark = pytest.mark.integration
@@ -63,12 +63,6 @@ class Outcome:
         by = {s["stage"]: float(s["share"]) for s in self.stages["stages"]}
         shares = {stage: by.get(stage, 0.0) for stage in HAND_STAGES if stage != "serving framework"}
         return {**shares, "serving framework": sum(by.get(stage, 0.0) for stage in REST)}
-
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _get(api: str, path: str, **params: str) -> Any:
@@ -113,7 +107,7 @@ def _drive(url: str, target: str, seconds: float) -> int:
 def profile_target(target: str, collector: Child, tmp: Path) -> Outcome:
     """Start the target and an agent beside it, drive it, and read both measures back."""
     api, service = collector.ready.group("http"), f"check-{target}"
-    addr, timings = f"127.0.0.1:{_free_udp_port()}", tmp / f"{target}-timings.json"
+    addr, timings = f"127.0.0.1:{free_udp_port()}", tmp / f"{target}-timings.json"
     started = time.time()
     children: list[Child] = []
     try:
