@@ -56,6 +56,35 @@ def read_psi(root: str = PSI_ROOT) -> Psi:
     )
 
 
+def thread_ctx_switches(pid: int, proc_root: str = "/proc") -> tuple[int, int] | None:
+    """(voluntary, involuntary) context switches summed over every thread of `pid`.
+
+    psutil's num_ctx_switches() reads /proc/PID/status, which counts the main thread
+    only: for a server whose main thread sits in accept() while worker threads serve,
+    it said 1 switch a second and 0 preemptions on a host running full (the workers'
+    own counters held hundreds). Each thread's count is in /proc/PID/task/TID/status.
+    None when the task directory cannot be read (not Linux, another user's process).
+    A thread that exits between the listing and its read is left out of this tick's
+    sum, so the interval's delta can come out low, never negative (process_delta clamps).
+    """
+    try:
+        tasks = os.listdir(f"{proc_root}/{pid}/task")
+    except OSError:
+        return None
+    voluntary = involuntary = 0
+    for tid in tasks:
+        try:
+            with open(f"{proc_root}/{pid}/task/{tid}/status", "rb") as status:
+                for line in status:
+                    if line.startswith(b"voluntary_ctxt_switches:"):
+                        voluntary += int(line.split()[1])
+                    elif line.startswith(b"nonvoluntary_ctxt_switches:"):
+                        involuntary += int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    return voluntary, involuntary
+
+
 def snapshot_process(proc: psutil.Process, time_ns: Nanos, mono_ns: Nanos) -> ProcessSnapshot | None:
     """Counters of one process, or None when it has exited (or is a zombie awaiting reaping)."""
     try:
@@ -63,12 +92,13 @@ def snapshot_process(proc: psutil.Process, time_ns: Nanos, mono_ns: Nanos) -> Pr
             if proc.status() == psutil.STATUS_ZOMBIE:
                 return None
             cpu = proc.cpu_times()
-            ctx = proc.num_ctx_switches()
+            summed = thread_ctx_switches(proc.pid)
+            voluntary, involuntary = summed if summed is not None else proc.num_ctx_switches()
             return ProcessSnapshot(
                 pid=proc.pid, create_time=proc.create_time(), time_ns=time_ns, mono_ns=mono_ns,
                 cpu_user_s=cpu.user, cpu_system_s=cpu.system, rss_bytes=proc.memory_info().rss,
-                threads=proc.num_threads(), ctx_voluntary=ctx.voluntary,
-                ctx_involuntary=ctx.involuntary,
+                threads=proc.num_threads(), ctx_voluntary=voluntary,
+                ctx_involuntary=involuntary,
             )
     except psutil.NoSuchProcess:  # ZombieProcess included: gone between listing and reading
         return None

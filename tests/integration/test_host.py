@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -29,7 +30,13 @@ from pyrometer.agent.host.readings import (
     host_delta,
     process_delta,
 )
-from pyrometer.agent.host.sampler import ProcessSampler, parse_psi, read_psi, snapshot_process
+from pyrometer.agent.host.sampler import (
+    ProcessSampler,
+    parse_psi,
+    read_psi,
+    snapshot_process,
+    thread_ctx_switches,
+)
 from pyrometer.agent.shared.errors import ConfigError
 from pyrometer.agent.shared.model import HostReading, ProcessReading
 
@@ -245,3 +252,40 @@ def test_snapshot_of_an_exited_or_zombie_process_is_none() -> None:
 def test_interval_must_be_positive() -> None:
     with pytest.raises(ConfigError, match="positive"):
         ProcessSampler(0)
+
+
+SPINNERS = """
+import sys, threading
+def spin():
+    while True:
+        sum(range(10_000))
+for _ in range(3):
+    threading.Thread(target=spin, daemon=True).start()
+print("spinning", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_context_switches_count_every_thread_not_the_main_one_alone() -> None:
+    # three spinning worker threads, the main thread blocked on stdin: psutil's
+    # num_ctx_switches() reads the main thread's counters only, which barely move
+    child = subprocess.Popen([sys.executable, "-c", SPINNERS], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "spinning"
+        proc = psutil.Process(child.pid)
+        deadline = time.monotonic() + 60
+        while True:  # the spinners take the GIL from each other: switches pile up
+            summed = thread_ctx_switches(child.pid)
+            assert summed is not None
+            main = proc.num_ctx_switches()
+            if sum(summed) >= 50 + 5 * (main.voluntary + main.involuntary):
+                break
+            assert time.monotonic() < deadline, (summed, main)
+            time.sleep(0.2)
+        snap = snapshot_process(proc, 1, 1)
+        assert snap is not None and snap.ctx_voluntary + snap.ctx_involuntary >= sum(summed)
+    finally:
+        child.kill()
+        child.wait()
+    assert thread_ctx_switches(child.pid) is None  # gone: no task directory
