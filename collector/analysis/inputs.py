@@ -47,12 +47,22 @@ def _size(row: RequestRow, unit: str) -> float | None:
 
 def gpu_samples(rows: Iterable[GpuRow]) -> tuple[GpuSample, ...]:
     idle_bit = CLOCK_EVENT_REASONS["gpu_idle"]
+    # a day's spike reads hundreds of thousands of readings of a few GPUs with a few
+    # distinct reason masks: each name and reason tuple is built once
+    reasons_of: dict[int, tuple[str, ...]] = {}
+    names: dict[tuple[str, int], str] = {}
     out = []
     for r in rows:
         mask = r.clock_event_reasons or 0
-        reasons = tuple(name for name in SLOWDOWN_REASONS if mask & CLOCK_EVENT_REASONS[name])
+        reasons = reasons_of.get(mask)
+        if reasons is None:
+            reasons = reasons_of[mask] = tuple(
+                name for name in SLOWDOWN_REASONS if mask & CLOCK_EVENT_REASONS[name])
+        gpu = names.get((r.instance, r.gpu_index))
+        if gpu is None:
+            gpu = names[(r.instance, r.gpu_index)] = f"{r.instance}/{r.gpu_index}"
         out.append(GpuSample(
-            r.time_ns, f"{r.instance}/{r.gpu_index}", reasons, bool(mask & idle_bit),
+            r.time_ns, gpu, reasons, bool(mask & idle_bit),
             _float(r.sm_clock_mhz), _float(r.sm_clock_max_mhz), r.temperature_c,
             r.slowdown_temperature_c, r.replayed))
     return tuple(out)
