@@ -3,9 +3,14 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+# The lake backend pins another DuckDB than the embedded one (see [lake] in pyproject.toml
+# and docs/lake.md), so its tests run in a virtualenv of their own.
+LAKE_VENV := .venv-lake
+LAKE_PY := $(LAKE_VENV)/bin/python
+LAKE_STAMP := $(LAKE_VENV)/.installed-stamp
 
-.PHONY: test test-full demo proto dashboard lint gpu-check rca-eval bench clean browser vendor screenshots \
-	stages-check
+.PHONY: test test-full test-lake demo proto dashboard lint gpu-check rca-eval bench clean browser \
+	postgres vendor screenshots stages-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,14 +18,38 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[collector,demo,dev,proxy]'
 	touch $(STAMP)
 
+$(LAKE_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(LAKE_VENV)
+	$(LAKE_PY) -m pip install --quiet --upgrade pip
+	$(LAKE_PY) -m pip install --quiet -e '.[lake,demo,dev,proxy]'
+	touch $(LAKE_STAMP)
+
 ## the quick suite (what CI runs): lint, then unit + integration + the web page in a real
 ## browser, long scenarios excluded
 test: lint browser
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow and not lake"
 
 ## everything, including the long scenario runs
 test-full: $(STAMP) browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not lake"
+
+## the lake backend's tests (-m lake) in .venv-lake, against a PostgreSQL the tests start
+## themselves (see `make postgres`); elsewhere they skip and say why
+test-lake: $(LAKE_STAMP) postgres
+	$(LAKE_PY) -m pytest -q -m lake
+
+## the lake's tests start a PostgreSQL of their own (initdb, a free port on 127.0.0.1) from
+## Debian's package: install it when it is missing, as `browser` installs chromium. As root
+## (CI) a failed install fails the build; elsewhere it says what to do and the tests skip.
+postgres:
+	@if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+			&& [ -z "$$PYROMETER_PG_BIN" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql; \
+		else \
+			echo "PostgreSQL is not installed: run 'sudo apt-get install postgresql' (or set PYROMETER_PG_BIN to its bin folder) to run the lake's tests; they skip without it"; \
+		fi; \
+	fi
 
 ## the browser tests (tests/browser) drive Debian's chromium through Playwright, whose own
 ## browser download is not reachable from CI: install it when it is missing. As root (CI)
@@ -93,4 +122,4 @@ lint: $(STAMP)
 	cd build/typecheck && PYTHONPATH=. "$(CURDIR)/$(VENV)/bin/lint-imports" "$(CURDIR)/pyproject.toml"
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(LAKE_VENV) .pytest_cache build *.egg-info
