@@ -49,9 +49,11 @@ def repeated(values: Sequence[object], lengths: Sequence[int], type_: pa.DataTyp
     return pc.run_end_decode(pa.RunEndEncodedArray.from_arrays(run_ends, pa.array(values, type_)))
 
 
-def samples_table(batches: Sequence[DecodedBatch], stack_nos: Mapping[int, int]) -> pa.Table:
+def samples_table(batches: Sequence[DecodedBatch], stack_nos: Mapping[int, int],
+                  schema: pa.Schema | None = None) -> pa.Table:
     """One row per (window row) of every batch, with the batch's identity repeated and
-    each stack by its number (`stack_nos`: stack id -> stacks.stack_no)."""
+    each stack by its number (`stack_nos`: stack id -> stacks.stack_no); `schema`: the
+    samples table's (default: the embedded one, numbers as 32-bit integers)."""
     windows = [(b, b.window) for b in batches if b.window is not None and b.window.counts]
     fixed: dict[str, list[object]] = {name: [] for name in _SAMPLE_FIXED}
     lengths: list[int] = []
@@ -68,7 +70,7 @@ def samples_table(batches: Sequence[DecodedBatch], stack_nos: Mapping[int, int])
         "stack_no": [list(map(stack_nos.__getitem__, w.stack_ids)) for _, w in windows],
         "count": [w.counts for _, w in windows],
     }
-    schema = arrow_schema("samples")
+    schema = schema or arrow_schema("samples")
     columns = [
         repeated(fixed[f.name], lengths, f.type) if f.name in fixed
         else pa.array(list(chain.from_iterable(per_row[f.name])), f.type)
@@ -87,10 +89,11 @@ def _all_known(ids: Sequence[int], known: Collection[int]) -> bool:
     return all(i in known for i in ids)
 
 
-def stacks_table(batches: Sequence[DecodedBatch], known: Mapping[int, int], next_no: int
-                 ) -> tuple[pa.Table, dict[int, int]]:
+def stacks_table(batches: Sequence[DecodedBatch], known: Mapping[int, int], next_no: int | None,
+                 schema: pa.Schema | None = None) -> tuple[pa.Table, dict[int, int]]:
     """Stacks of the batches whose id is not in `known` (id -> number), each id once,
-    numbered from `next_no` on; and those new numbers by id."""
+    numbered from `next_no` on (None: each numbered by its own id, for a `schema` whose
+    stack_no is 64-bit); and those new numbers by id."""
     new: dict[int, tuple[int, ...]] = {}
     for batch in batches:
         if _all_known(batch.stacks.ids, known):
@@ -98,11 +101,12 @@ def stacks_table(batches: Sequence[DecodedBatch], known: Mapping[int, int], next
         for sid, frames in zip(batch.stacks.ids, batch.stacks.frame_ids, strict=True):
             if sid not in known:
                 new.setdefault(sid, frames)
-    numbers = {sid: next_no + n for n, sid in enumerate(new)}
+    numbers = ({sid: sid for sid in new} if next_no is None
+               else {sid: next_no + n for n, sid in enumerate(new)})
     table = pa.table(
         {"stack_id": list(new), "frame_ids": [list(f) for f in new.values()],
          "stack_no": list(numbers.values())},
-        schema=arrow_schema("stacks"),
+        schema=schema or arrow_schema("stacks"),
     )
     return table, numbers
 

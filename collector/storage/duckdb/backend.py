@@ -63,6 +63,8 @@ from pyrometer.collector.storage.duckdb.rollups import (
 from pyrometer.collector.storage.duckdb.schema import (
     TABLES,
     TIME_COLUMNS,
+    Column,
+    arrow_schema,
     create_statements,
     migrate_statements,
 )
@@ -137,15 +139,31 @@ class DuckDBStore:
 
     Writes are serialised by a lock (the group committer sends one group at a time);
     each query runs on its own cursor, so reads do not wait for writes.
+
+    A subclass on another kind of DuckDB database (the lake) opens its connection, sets
+    `_tables` and calls `_prepare`; the hooks it may override are `_cursor`,
+    `_claim_agents` and `compact`.
     """
+
+    # the tables' columns: the embedded schema numbers stacks 1, 2, 3 (32-bit)
+    _tables: dict[str, tuple[Column, ...]] = TABLES
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._con = _connect(self.path)
+        self._prepare(_connect(self.path), f"database file {self.path}")
+
+    def _prepare(self, con: duckdb.DuckDBPyConnection, name: str) -> None:
+        """Create or migrate the tables on `con` and read what commits need to know;
+        `name` says which database in error messages."""
+        self._con = con
+        self._name = name
         self._lock = threading.Lock()
+        self._samples_schema = arrow_schema("samples", self._tables)
+        self._stacks_schema = arrow_schema("stacks", self._tables)
+        self._hashed = self._tables["stacks"] != TABLES["stacks"]
         try:
             self._migrate()
-            for statement in create_statements():
+            for statement in create_statements(self._tables):
                 self._con.execute(statement)
             for statement in migrate_statements(
                     {table: set(names) for table, names in self._columns().items()}):
@@ -162,14 +180,14 @@ class DuckDBStore:
             self._rollup_done = watermarks(self._con)
         except duckdb.Error as exc:
             self._con.close()
-            raise StorageError(f"cannot prepare database file {self.path}: {exc}") from exc
+            raise StorageError(f"cannot prepare {self._name}: {exc}") from exc
 
     def _migrate(self) -> None:
         exists = self._con.execute(
             "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
             "AND schema_name = 'main' AND table_name = 'stacks'").fetchone() or (0,)
         if exists[0] and needs_stack_numbers(self._con):
-            log.info("numbering the stacks of %s (once; a large file takes a while)", self.path)
+            log.info("numbering the stacks of %s (once; a large file takes a while)", self._name)
             self._con.begin()
             try:
                 add_stack_numbers(self._con)
@@ -186,13 +204,16 @@ class DuckDBStore:
         with self._lock:
             con = self._con
             try:
+                self._claim_agents(con, batches)
                 con.begin()
                 outcomes, stored = self._advance_hwm(con, batches)
                 frames = frames_table(stored, self._known_frames)
-                stacks, numbered = stacks_table(stored, self._stack_nos, self._next_stack_no)
+                stacks, numbered = stacks_table(
+                    stored, self._stack_nos, None if self._hashed else self._next_stack_no,
+                    self._stacks_schema)
                 # a plain dict in the steady state (no new stacks): one C lookup a row
                 samples = samples_table(stored, ChainMap(numbered, self._stack_nos)
-                                        if numbered else self._stack_nos)
+                                        if numbered else self._stack_nos, self._samples_schema)
                 written = {
                     "samples": self._append(con, "samples", samples),
                     "stacks": self._append(con, "stacks", stacks),
@@ -212,7 +233,7 @@ class DuckDBStore:
                 if isinstance(exc, KeyError):  # the decoder lets no such batch through
                     raise StorageError(f"a sample row names stack {exc} that its batch "
                                        "does not define") from exc
-                raise StorageError(f"commit to {self.path} failed: {exc}") from exc
+                raise StorageError(f"commit to {self._name} failed: {exc}") from exc
             # only a committed id is known; a rolled-back one must be written next time
             self._known_frames.update(frames.column("frame_id").to_pylist())
             self._stack_nos.update(numbered)
@@ -237,7 +258,7 @@ class DuckDBStore:
                 self._rollback()
                 if isinstance(exc, StorageError):
                     raise
-                raise StorageError(f"rollup compaction in {self.path} failed: {exc}") from exc
+                raise StorageError(f"rollup compaction in {self._name} failed: {exc}") from exc
             self._rollup_done = done
         return CompactReport(written, caught_up=done[MINUTES.name] >= until_ns // MINUTE_NS * MINUTE_NS)
 
@@ -246,6 +267,10 @@ class DuckDBStore:
             self._con.rollback()
         except duckdb.Error:  # no transaction open (begin failed): nothing to undo
             pass
+
+    def _claim_agents(self, con: duckdb.DuckDBPyConnection, batches: Sequence[DecodedBatch]) -> None:
+        """Before the commit's transaction: nothing here, where this process is the only
+        writer (a new agent's high-water mark is inserted with its first batch)."""
 
     def _advance_hwm(
         self, con: duckdb.DuckDBPyConnection, batches: Sequence[DecodedBatch]
@@ -319,7 +344,7 @@ class DuckDBStore:
         # (built from the same schema) can be appended by position; a file written by
         # another layout keeps the insert by column name
         found = self._columns()
-        return {table for table, columns in TABLES.items()
+        return {table for table, columns in self._tables.items()
                 if found.get(table) == [c.name for c in columns]}
 
     def profile(
@@ -421,7 +446,7 @@ class DuckDBStore:
                 self._con.commit()
             except duckdb.Error as exc:
                 self._rollback()
-                raise StorageError(f"storing an event in {self.path} failed: {exc}") from exc
+                raise StorageError(f"storing an event in {self._name} failed: {exc}") from exc
         return StoredEvent(
             time_ns=event.time_ns, service=service, instance="", host="", agent_id=API_AGENT_ID,
             version=event.version, kind=event.kind, previous_version=event.previous_version,
@@ -446,7 +471,7 @@ class DuckDBStore:
                     self._con.commit()
                 except duckdb.Error as exc:
                     self._rollback()
-                    raise StorageError(f"retention delete in {self.path} failed: {exc}") from exc
+                    raise StorageError(f"retention delete in {self._name} failed: {exc}") from exc
             deleted[table] = int(rows)
         return deleted
 
@@ -454,15 +479,18 @@ class DuckDBStore:
         """Rows in every table (for tests and diagnostics; a full count per table)."""
         return self._read(lambda cur: {
             table: int((cur.execute(f"SELECT count(*) FROM {table}").fetchone() or (0,))[0])
-            for table in TABLES})
+            for table in self._tables})
 
     def _read(self, query: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         # a cursor of its own per read: DuckDB connections are not shared across threads
         try:
-            with self._con.cursor() as cur:
+            with self._cursor() as cur:
                 return query(cur)
         except duckdb.Error as exc:
-            raise StorageError(f"query on {self.path} failed: {exc}") from exc
+            raise StorageError(f"query on {self._name} failed: {exc}") from exc
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        return self._con.cursor()
 
     def close(self) -> None:
         """See `Store.close`."""

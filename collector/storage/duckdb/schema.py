@@ -219,13 +219,22 @@ TIME_COLUMNS: dict[str, str] = {"samples": "end_ns", **{t: "time_ns" for t in TE
 ROLLUP_TABLES = ("samples_1m", "samples_1h")
 
 
-def create_statements() -> list[str]:
+# The lake's tables (lake/backend.py): the same, but a stack's number is its 64-bit id,
+# since numbers given 1, 2, 3 by several writers would clash (see the module docstring)
+HASHED_TABLES: dict[str, tuple[Column, ...]] = {
+    table: tuple(c._replace(sql="BIGINT", arrow=_BIGINT) if c.name == "stack_no" else c
+                 for c in columns)
+    for table, columns in TABLES.items()
+}
+
+
+def create_statements(tables: dict[str, tuple[Column, ...]] = TABLES) -> list[str]:
     """CREATE TABLE IF NOT EXISTS for every table (the schema's single source)."""
     return [
         f"CREATE TABLE IF NOT EXISTS {table} ("
         + ", ".join(f"{c.name} {c.sql}{'' if c.nullable else ' NOT NULL'}" for c in columns)
         + ")"
-        for table, columns in TABLES.items()
+        for table, columns in tables.items()
     ]
 
 
@@ -243,5 +252,5 @@ def migrate_statements(existing: dict[str, set[str]]) -> list[str]:
     ]
 
 
-def arrow_schema(table: str) -> pa.Schema:
-    return pa.schema([pa.field(c.name, c.arrow, c.nullable) for c in TABLES[table]])
+def arrow_schema(table: str, tables: dict[str, tuple[Column, ...]] = TABLES) -> pa.Schema:
+    return pa.schema([pa.field(c.name, c.arrow, c.nullable) for c in tables[table]])
