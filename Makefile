@@ -25,13 +25,15 @@ $(LAKE_STAMP): pyproject.toml
 	touch $(LAKE_STAMP)
 
 ## the quick suite (what CI runs): lint, then unit + integration + the web page in a real
-## browser, long scenarios excluded
+## browser, long scenarios excluded; then the lake backend's tests in their own virtualenv
 test: lint browser
 	$(PY) -m pytest -q -m "not slow and not lake"
+	$(MAKE) test-lake
 
 ## everything, including the long scenario runs
 test-full: $(STAMP) browser
 	$(PY) -m pytest -q -m "not lake"
+	$(MAKE) test-lake
 
 ## the lake backend's tests (-m lake) in .venv-lake, against a PostgreSQL the tests start
 ## themselves (see `make postgres`); elsewhere they skip and say why

@@ -50,8 +50,17 @@ class ServerTls:
 
 
 @dataclass(frozen=True, slots=True)
+class LakeTarget:
+    """Where the lake backend stores (docs/lake.md): the PostgreSQL catalog, as a libpq URL,
+    and the data path, s3://BUCKET/PREFIX or an absolute local folder."""
+
+    catalog: str = field(repr=False)  # may hold a password
+    data_path: str
+
+
+@dataclass(frozen=True, slots=True)
 class CollectorConfig:
-    db_path: str
+    db_path: str | None  # the embedded backend's file; None with `lake`
     grpc_listen: str = "127.0.0.1:7070"
     http_listen: str = "127.0.0.1:7071"
     commit_delay_ms: float = 5.0  # how long a commit group waits for more batches
@@ -67,10 +76,18 @@ class CollectorConfig:
     objectives: tuple[Objective, ...] = ()  # latency SLOs (analysis/slo.py)
     alerts: AlertConfig | None = None  # webhooks for spikes and SLO changes (alerts/)
     trace_url: str = ""  # e.g. https://tempo.example/trace/{trace_id}: links to traces
+    lake: LakeTarget | None = None  # many collectors, one DuckLake, instead of db_path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", help="DuckDB file to store data in [PYROMETER_DB]")
+    parser.add_argument("--lake", metavar="URL", help="store in a DuckLake shared with other "
+                        "collectors instead: its PostgreSQL catalog, e.g. "
+                        "postgres://user@host:5432/pyrometer (needs pyrometer[lake]; "
+                        "docs/lake.md) [PYROMETER_LAKE]")
+    parser.add_argument("--data-path", metavar="PATH", help="with --lake: where its Parquet "
+                        "files go, s3://bucket/prefix (endpoint and credentials from the AWS_* "
+                        "variables) or an absolute local folder [PYROMETER_DATA_PATH]")
     parser.add_argument("--grpc-listen", help="agent ingest address (default 127.0.0.1:7070; "
                         "port 0 picks a free one) [PYROMETER_GRPC_LISTEN]")
     parser.add_argument("--http-listen", help="HTTP API address (default 127.0.0.1:7071) "
@@ -115,8 +132,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> CollectorConfig:
     env = os.environ if env is None else env
     db = args.db or env.get("PYROMETER_DB")
-    if not db:
-        raise ConfigError("--db PATH is required (or PYROMETER_DB): the DuckDB file to store data in")
+    lake = _lake(args, env)
+    if lake is not None and db:
+        raise ConfigError("--db and --lake both given: a collector stores in one of them")
+    if lake is None and not db:
+        raise ConfigError("--db PATH is required (or PYROMETER_DB): the DuckDB file to store data in "
+                          "(or --lake URL --data-path PATH for a lake shared by many collectors)")
     grpc_listen = args.grpc_listen or env.get("PYROMETER_GRPC_LISTEN") or "127.0.0.1:7070"
     http_listen = args.http_listen or env.get("PYROMETER_HTTP_LISTEN") or "127.0.0.1:7071"
     for flag, value in (("--grpc-listen", grpc_listen), ("--http-listen", http_listen)):
@@ -130,7 +151,34 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> C
                            retention_ns=retention, retention_interval_s=interval,
                            stage_rules=_stage_rules(args, env), objectives=_objectives(args, env),
                            alerts=_alerts(args, env), trace_url=_trace_url(args, env),
-                           rollup_retention_ns=_rollup_retention(args, env, retention))
+                           rollup_retention_ns=_rollup_retention(args, env, retention), lake=lake)
+
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")  # S3's rule: 3 to 63 characters
+
+
+def _lake(args: argparse.Namespace, env: Mapping[str, str]) -> LakeTarget | None:
+    catalog = getattr(args, "lake", None) or env.get("PYROMETER_LAKE")
+    data_path = getattr(args, "data_path", None) or env.get("PYROMETER_DATA_PATH")
+    if not catalog:
+        if data_path and getattr(args, "data_path", None):
+            raise ConfigError("--data-path is for the lake: give --lake URL too")
+        return None
+    if not re.match(r"^postgres(ql)?://[^/\s]+/[^/\s?]+", catalog):
+        raise ConfigError("--lake: expected the PostgreSQL catalog as postgres://USER@HOST[:PORT]/DATABASE")
+    if not data_path:
+        raise ConfigError("--lake needs --data-path (or PYROMETER_DATA_PATH): s3://bucket/prefix "
+                          "or an absolute local folder, where the lake's Parquet files go")
+    if data_path.startswith("s3://"):
+        bucket = data_path[len("s3://"):].split("/", 1)[0]
+        if not _BUCKET.match(bucket):
+            raise ConfigError(f"--data-path {data_path}: {bucket!r} is not an S3 bucket name "
+                              "(3-63 lower-case letters, digits, dots and hyphens)")
+    elif "://" in data_path or not Path(data_path).is_absolute():
+        raise ConfigError(f"--data-path {data_path}: expected s3://bucket/prefix or an absolute "
+                          "local folder")
+    # DuckLake joins file names onto the data path: one trailing slash, never two
+    return LakeTarget(catalog, data_path.rstrip("/") + "/")
 
 
 def _trace_url(args: argparse.Namespace, env: Mapping[str, str]) -> str:

@@ -21,6 +21,7 @@ from pyrometer.collector.ingest.server import IngestConfig, start_ingest_server
 from pyrometer.collector.metrics import CollectorMetrics
 from pyrometer.collector.storage.compaction import CompactionPolicy, run_compaction
 from pyrometer.collector.storage.duckdb.backend import DuckDBStore
+from pyrometer.collector.storage.lake.backend import LakeStore, redacted
 from pyrometer.collector.storage.retention import RetentionPolicy, run_retention
 
 log = logging.getLogger("pyrometer.collector")
@@ -34,7 +35,7 @@ async def run(config: CollectorConfig, stop: asyncio.Event | None = None) -> int
     """Serve until SIGTERM/SIGINT (or `stop` is set); print one ready line when up."""
     stop = stop or _stop_on_signals()
     _log_security(config)
-    store = DuckDBStore(config.db_path)
+    store = _open_store(config)
     metrics = CollectorMetrics()
     try:
         ingest = await start_ingest_server(
@@ -65,6 +66,13 @@ async def run(config: CollectorConfig, stop: asyncio.Event | None = None) -> int
     finally:
         store.close()
     return 0
+
+
+def _open_store(config: CollectorConfig) -> DuckDBStore:
+    if config.lake is not None:
+        return LakeStore(config.lake.catalog, config.lake.data_path)
+    assert config.db_path is not None  # resolve() gives one or the other
+    return DuckDBStore(config.db_path)
 
 
 async def _start_http(config: CollectorConfig, store: DuckDBStore, metrics: CollectorMetrics
@@ -130,8 +138,10 @@ def _ready_line(config: CollectorConfig, grpc_port: int, http_url: str) -> str:
     ingest, api = "gRPC", "HTTP"
     if config.tls is not None:
         ingest, api = ("gRPC+mTLS" if config.tls.client_ca_path else "gRPC+TLS"), "HTTPS"
+    where = (f"lake {redacted(config.lake.catalog)} data {config.lake.data_path}"
+             if config.lake is not None else f"db {config.db_path}")
     return (f"pyrometer collector: ingest on {host}:{grpc_port} ({ingest}), "
-            f"API on {http_url} ({api}), db {config.db_path}")
+            f"API on {http_url} ({api}), {where}")
 
 
 def _log_security(config: CollectorConfig) -> None:

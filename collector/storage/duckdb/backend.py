@@ -163,11 +163,15 @@ class DuckDBStore:
         self._hashed = self._tables["stacks"] != TABLES["stacks"]
         try:
             self._migrate()
+            # one transaction: the schema appears whole or not at all, and a lake makes
+            # one catalog commit of it rather than one per table
+            self._con.begin()
             for statement in create_statements(self._tables):
                 self._con.execute(statement)
             for statement in migrate_statements(
                     {table: set(names) for table, names in self._columns().items()}):
                 self._con.execute(statement)
+            self._con.commit()
             # ids this collector need not write again; other writers may still duplicate
             self._known_frames = self._ids("SELECT DISTINCT frame_id FROM frames")
             # each stack's number in this file (see schema.py), and the next one to give

@@ -1,0 +1,1 @@
+"""The lake backend: many collectors writing one DuckLake (docs/lake.md)."""

@@ -1,0 +1,201 @@
+"""LakeStore on a real DuckLake: a PostgreSQL catalog started here on 127.0.0.1 (Debian's
+server, see support/postgres.py) and Parquet files in a local data path.
+
+Runs in .venv-lake (`make test-lake`), whose DuckDB has the lake's extensions; elsewhere
+the module skips and says why. Each test gets a database of its own in one cluster.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from pyrometer.agent.shared.model import NANOS_PER_SECOND, SampleKey
+from pyrometer.collector.ingest.decode import StreamDecoder
+from pyrometer.collector.storage.batch import DecodedBatch
+from pyrometer.collector.storage.duckdb.backend import DuckDBStore
+from pyrometer.collector.storage.lake.backend import LakeStore
+from pyrometer.collector.storage.lake.extensions import extension_file
+from pyrometer.collector.storage.reads import SeriesQuery
+from pyrometer.collector.storage.store import BatchOutcome
+from support.ingest_builder import BASE_NS, NOW_NS, StreamEncoder, stack
+from support.postgres import Postgres, start_postgres
+from support.telemetry_builder import everything
+
+pytestmark = [pytest.mark.lake, pytest.mark.integration]
+
+if extension_file("ducklake") is None or extension_file("postgres_scanner") is None:
+    pytest.skip(f"DuckDB {duckdb.__version__} has no ducklake/postgres_scanner extension wheel "
+                "here: the lake's tests run in .venv-lake (`make test-lake` installs "
+                "pyrometer[lake] there)", allow_module_level=True)
+
+S = NANOS_PER_SECOND
+WINDOW = (BASE_NS, BASE_NS + 120 * S)
+MAIN = stack("main", "serve", "forward")
+IDLE = stack("main", "wait")
+TOKENIZE = stack("main", "serve", "tokenize")
+
+
+class Agent:
+    """Batches of one agent as the ingest server hands them to a store."""
+
+    def __init__(self, agent_id: str) -> None:
+        self.encoder = StreamEncoder(agent_id=agent_id)
+        self.decoder = StreamDecoder()
+
+    def batch(self, seq: int, counts: dict[SampleKey, int], **window: object) -> DecodedBatch:
+        return self.decoder.decode(self.encoder.batch(seq, counts, **window), NOW_NS)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    try:
+        pg = start_postgres()
+    except RuntimeError as err:  # no server binaries here: say what to do
+        pytest.skip(str(err))
+    yield pg
+    pg.stop()
+
+
+@dataclass
+class Lake:
+    catalog: str
+    data_path: str
+
+    def open(self) -> LakeStore:
+        return LakeStore(self.catalog, self.data_path)
+
+
+@pytest.fixture
+def lake(postgres: Postgres, tmp_path: Path) -> Lake:
+    catalog = postgres.create_database(f"lake_{uuid.uuid4().hex[:12]}")
+    return Lake(catalog, str(tmp_path / "data") + "/")
+
+
+@pytest.fixture
+def collectors(lake: Lake) -> Iterator[tuple[LakeStore, LakeStore]]:
+    """Two collectors on the same lake."""
+    a = lake.open()
+    b = lake.open()
+    yield a, b
+    a.close()
+    b.close()
+
+
+def _fill(agents: dict[str, Agent]) -> list[list[DecodedBatch]]:
+    a, b = agents["a"], agents["b"]
+    return [
+        [a.batch(1, {SampleKey(MAIN, "MainThread"): 5, SampleKey(IDLE, "MainThread"): 2},
+                 telemetry=everything())],
+        [b.batch(1, {SampleKey(MAIN, "MainThread"): 4, SampleKey(TOKENIZE, "w"): 9}),
+         a.batch(2, {SampleKey(TOKENIZE, "w"): 1}, start_ns=BASE_NS + 10 * S, version="v2")],
+        [a.batch(2, {SampleKey(TOKENIZE, "w"): 1}, start_ns=BASE_NS + 10 * S, version="v2")],
+    ]
+
+
+def _answers(store: DuckDBStore) -> dict[str, object]:
+    query = SeriesQuery("svc", *WINDOW, step_ns=30 * S)
+    sets = [summary.label_set for summary in store.label_sets(*WINDOW)]
+    return {
+        "profile": store.profile("svc", *WINDOW),
+        "profile_v2": store.profile("svc", *WINDOW, version="v2"),
+        "services": store.services(),
+        "labels": store.profile_labels("svc", *WINDOW),
+        "label_sets": store.label_sets(*WINDOW),
+        "select": store.select_profile(*WINDOW, sets),
+        "steps": store.select_steps(*WINDOW, 30 * S, sets),
+        "latency": store.latency(query), "gpu": store.gpu(query), "host": store.host(query),
+        "process": store.process(query), "events": store.events("svc", *WINDOW),
+        "requests": store.request_records("svc", *WINDOW),
+        "engine": store.engine_readings("svc", *WINDOW),
+        "costs": store.version_costs("svc", *WINDOW),
+        "routes": store.routes("svc", *WINDOW),
+    }
+
+
+def test_the_lake_answers_as_the_embedded_store(collectors: tuple[LakeStore, LakeStore],
+                                                tmp_path: Path) -> None:
+    local = DuckDBStore(tmp_path / "local.duckdb")
+    lake_a, lake_b = collectors
+    # the same batches (a retried one among them) to the file and, spread over two
+    # collectors, to the lake
+    for group in _fill({"a": Agent("a"), "b": Agent("b")}):
+        local.commit(group)
+    for n, group in enumerate(_fill({"a": Agent("a"), "b": Agent("b")})):
+        (lake_a if n % 2 == 0 else lake_b).commit(group)
+    try:
+        expected = _answers(local)
+        assert expected["profile"].samples  # type: ignore[attr-defined]
+        assert _answers(lake_a) == expected
+        assert _answers(lake_b) == expected
+    finally:
+        local.close()
+
+
+def test_a_batch_retried_on_another_collector_is_dropped(
+        collectors: tuple[LakeStore, LakeStore]) -> None:
+    a, b = collectors
+    agent = Agent("moved")
+    first = agent.batch(1, {SampleKey(MAIN): 5, SampleKey(IDLE): 2})
+    assert a.commit([first]).outcomes == (BatchOutcome.STORED,)
+    # the ack was lost: the agent reconnects through the load balancer to b and retries
+    assert b.commit([first]).outcomes == (BatchOutcome.DUPLICATE,)
+    second = agent.batch(2, {SampleKey(MAIN): 1}, start_ns=BASE_NS + 10 * S)
+    assert b.commit([second]).outcomes == (BatchOutcome.STORED,)
+    assert a.commit([second, first]).outcomes == (BatchOutcome.DUPLICATE,) * 2
+    # b had not seen a's stacks and frames, so it stored its own copies: read once
+    rows = a.table_rows()
+    assert rows["stacks"] == 2 + 1 and rows["frames"] == 4 + 3
+    for store in (a, b):
+        assert store.profile("svc", *WINDOW).samples == ((MAIN, 6), (IDLE, 2))
+        [summary] = store.services()
+        assert summary.samples == 8
+
+
+def _race(stores: tuple[LakeStore, LakeStore], batch: DecodedBatch) -> list[BatchOutcome]:
+    """Both stores commit `batch` at the same moment; their outcomes."""
+    start = threading.Barrier(len(stores))
+    outcomes: list[BatchOutcome] = []
+
+    def commit(store: LakeStore) -> None:
+        start.wait()
+        outcomes.extend(store.commit([batch]).outcomes)
+
+    threads = [threading.Thread(target=commit, args=(store,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
+
+
+def test_racing_collectors_store_a_batch_exactly_once(
+        collectors: tuple[LakeStore, LakeStore]) -> None:
+    agent = Agent("raced")
+    rounds = 4
+    for seq in range(1, rounds + 1):
+        batch = agent.batch(seq, {SampleKey(MAIN): 1}, start_ns=BASE_NS + seq * 10 * S)
+        # the loser of the compare-and-set runs again and finds the batch stored
+        assert sorted(o.value for o in _race(collectors, batch)) == ["duplicate", "stored"]
+    for store in collectors:
+        assert store.profile("svc", *WINDOW).samples == ((MAIN, rounds),)
+
+
+def test_a_restarted_collector_reads_what_was_committed(lake: Lake) -> None:
+    first = lake.open()
+    agent = Agent("a")
+    first.commit([agent.batch(1, {SampleKey(MAIN): 3})])
+    first.close()
+    again = lake.open()
+    try:
+        assert again.profile("svc", *WINDOW).samples == ((MAIN, 3),)
+        assert again.commit([agent.batch(1, {SampleKey(MAIN): 3})]).outcomes == (
+            BatchOutcome.DUPLICATE,)
+    finally:
+        again.close()
