@@ -7,7 +7,10 @@ the module skips and says why. Each test gets a database of its own in one clust
 
 from __future__ import annotations
 
+import json
+import sys
 import threading
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +21,7 @@ import pytest
 
 from pyrometer.agent.shared.model import NANOS_PER_SECOND, SampleKey
 from pyrometer.collector.ingest.decode import StreamDecoder
+from pyrometer.collector.procs import python_env, start
 from pyrometer.collector.storage.batch import DecodedBatch
 from pyrometer.collector.storage.duckdb.backend import DuckDBStore
 from pyrometer.collector.storage.lake.backend import LakeStore
@@ -199,3 +203,28 @@ def test_a_restarted_collector_reads_what_was_committed(lake: Lake) -> None:
             BatchOutcome.DUPLICATE,)
     finally:
         again.close()
+
+
+def _http(url: str, body: dict[str, object] | None = None) -> object:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+def test_collectors_started_on_one_lake_answer_for_each_other(lake: Lake, tmp_path: Path) -> None:
+    cli = [sys.executable, "-m", "pyrometer.agent.cli", "collector", "--lake", lake.catalog,
+           "--data-path", lake.data_path, "--grpc-listen", "127.0.0.1:0",
+           "--http-listen", "127.0.0.1:0"]
+    ready = r"API on (?P<http>http://\S+) .*, lake postgres://"
+    children = [start(f"collector-{n}", cli, ready, tmp_path, env=python_env()) for n in "ab"]
+    try:
+        a, b = (child.ready.group("http") for child in children)
+        _http(f"{a}/api/v1/events", {"service": "svc", "kind": "deploy", "version": "v7",
+                                      "time": "2025-06-15T15:00:00Z"})
+        listing = _http(f"{b}/api/v1/events?service=svc&from=2025-06-15T14:00:00Z"
+                        "&to=2025-06-15T16:00:00Z")
+        assert [e["version"] for e in listing["events"]] == ["v7"]  # type: ignore[index]
+    finally:
+        for child in children:
+            assert child.stop() == 0, child.output()
