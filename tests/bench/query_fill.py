@@ -3,6 +3,9 @@
 The tables are created by the collector's own store (so the schema is exactly what it
 serves from); the rows come from INSERT ... SELECT over range(), one statement per
 table, with pseudo-random values from DuckDB's hash() so that a run is reproducible.
+Telemetry goes into the tables on disk (`<table>_rows`, each row's source by number),
+with readings at full double precision; the columns that schema.py keeps at fixed
+decimal places round them as they go in, as they do for the collector's own appends.
 Rows go in time-major order (all instances' rows of one window or second before the
 next), which is the order real ingest appends them in as agents' batches arrive side
 by side; per-instance values (names, ids) come from list parameters, not joins, so
@@ -89,6 +92,9 @@ _VERSION = "CASE WHEN ts >= $deploy + i * $stagger THEN $new ELSE $old END"
 _PID = "(CASE WHEN ts >= $deploy + i * $stagger THEN 2000 ELSE 1000 END + i)::INTEGER"
 _HIT = "(i % 5 < 2 AND ts >= $spike0 AND ts < $spike1)"
 _IDENTITY = "$service, $instances[i + 1], $hosts[i + 1], $agents[i + 1]"
+# telemetry rows name their source by number (schema.py): instance i's sources are
+# 2i + 1 before its deploy and 2i + 2 after, as SOURCES numbers them
+_SOURCE = "(1 + 2 * i + (ts >= $deploy + i * $stagger)::INTEGER)::INTEGER"
 
 
 def _unit(*keys: str) -> str:
@@ -112,8 +118,8 @@ FROM (SELECT *, unnest(range(k)) AS r
 """
 # requests end at random moments of their second; tokens drive the latency, with a tail
 REQUESTS = f"""
-INSERT INTO requests
-SELECT ts, {_IDENTITY}, {_VERSION}, s // 10 + 1, {_PID},
+INSERT INTO requests_rows
+SELECT ts, {_SOURCE}, s // 10 + 1, {_PID},
        CASE WHEN hash(s, i, j, 4) % 10 = 0 THEN '/v1/embed' ELSE '/v1/predict' END, 'POST',
        CASE WHEN hash(s, i, j, 3) % 1000 = 0 THEN 503 ELSE 200 END,
        ((12 + 0.04 * tokens + 25 * pow({_unit('s', 'i', 'j', '2')}, 6))
@@ -127,8 +133,8 @@ FROM (SELECT *, $t0 + s * 1000000000 + (hash(s, i, j) % 1000000000)::BIGINT AS t
 _SECONDS = """FROM (SELECT *, $t0 + s * 1000000000 + i * 7000000 AS ts
       FROM (SELECT g // $n AS s, g % $n AS i FROM range($seconds * $n) t(g)))"""
 GPU = f"""
-INSERT INTO gpu
-SELECT ts, {_IDENTITY}, {_VERSION}, s // 10 + 1, 0, 'GPU-' || $agents[i + 1], 'NVIDIA A10G', false,
+INSERT INTO gpu_rows
+SELECT ts, {_SOURCE}, s // 10 + 1, 0, 'GPU-' || $agents[i + 1], 'NVIDIA A10G', false,
        CASE WHEN {_HIT} THEN 89.0 ELSE 62.0 + 6 * {_unit('s', 'i')} END, 90.0, NULL,
        CASE WHEN {_HIT} THEN 1095 ELSE 1710 END, 1710, CASE WHEN {_HIT} THEN 1095 ELSE 1710 END,
        6251, 6251, CASE WHEN {_HIT} THEN 64 ELSE 0 END,
@@ -137,24 +143,24 @@ SELECT ts, {_IDENTITY}, {_VERSION}, s // 10 + 1, 0, 'GPU-' || $agents[i + 1], 'N
 {_SECONDS}
 """
 PROCESS = f"""
-INSERT INTO process
-SELECT ts, {_IDENTITY}, {_VERSION}, s // 10 + 1, {_PID}, 1.0,
+INSERT INTO process_rows
+SELECT ts, {_SOURCE}, s // 10 + 1, {_PID}, 1.0,
        0.7 + 0.3 * {_unit('s', 'i')}, 0.08 + 0.04 * {_unit('s', 'i', '1')},
        3000000000 + (hash(i) % 100)::BIGINT * 1000000, 24, (400 + hash(s, i, 2) % 200)::BIGINT,
        (10 + hash(s, i, 3) % 20)::BIGINT
 {_SECONDS}
 """
 HOST = f"""
-INSERT INTO host
-SELECT ts, {_IDENTITY}, {_VERSION}, s // 10 + 1, 30 + 20 * {_unit('s', 'i')}, 8,
+INSERT INTO host_rows
+SELECT ts, {_SOURCE}, s // 10 + 1, 30 + 20 * {_unit('s', 'i')}, 8,
        (20000000000 - 100000000 * {_unit('s', 'i', '1')})::BIGINT, 32000000000,
        2 + {_unit('s', 'i', '2')}, 1.5 * {_unit('s', 'i', '3')}, 0.0, 0.0, 0.2, 0.1
 {_SECONDS}
 """
 # the agent's own footprint, once a minute per agent
 AGENT_STATS = f"""
-INSERT INTO agent_stats
-SELECT ts, {_IDENTITY}, {_VERSION}, s // 10 + 1, 0.02 + 0.01 * {_unit('s', 'i')}, 90000000,
+INSERT INTO agent_stats_rows
+SELECT ts, {_SOURCE}, s // 10 + 1, 0.02 + 0.01 * {_unit('s', 'i')}, 90000000,
        0, 0, 0, 0, 0, 0, 0
 FROM (SELECT *, $t0 + s * 1000000000 + i * 7000000 AS ts
       FROM (SELECT g // $n * 60 AS s, g % $n AS i FROM range($seconds // 60 * $n) t(g)))
@@ -166,8 +172,8 @@ FROM (SELECT i, $deploy + i * $stagger AS ts FROM range($n) t(i))
 """
 # the serving engine's series (agent --scrape), four of them per instance every 5 s
 ENGINE = f"""
-INSERT INTO engine
-SELECT ts, {_IDENTITY}, {_VERSION}, s // 10 + 1, m,
+INSERT INTO engine_rows
+SELECT ts, {_SOURCE}, s // 10 + 1, m,
        CASE WHEN m = 'kv_cache_usage' THEN 0.4 + 0.5 * {_unit('s', 'i')}
             ELSE 100 * {_unit('s', 'i', 'm')} END,
        5.0, CASE WHEN m = 'queue_time_s' THEN 100 ELSE 0 END, 'vllm', 'llama'
@@ -175,8 +181,13 @@ FROM (SELECT *, $t0 + s * 1000000000 + i * 7000000 AS ts
       FROM (SELECT g // $n * 5 AS s, g % $n AS i FROM range($seconds // 5 * $n) t(g))),
      (SELECT unnest(['queue_time_s', 'requests_waiting', 'kv_cache_usage', 'prompt_tokens']) AS m)
 """
+SOURCES = f"""
+INSERT INTO sources
+SELECT 1 + 2 * i + j, {_IDENTITY}, CASE WHEN j = 0 THEN $old ELSE $new END
+FROM range($n) t(i), range(2) u(j)
+"""
 HWM = "INSERT INTO agent_hwm SELECT $agents[i + 1], $windows FROM range($n) t(i)"
-TABLE_SQL = {"samples": SAMPLES, "requests": REQUESTS, "gpu": GPU, "process": PROCESS,
+TABLE_SQL = {"sources": SOURCES, "samples": SAMPLES, "requests": REQUESTS, "gpu": GPU, "process": PROCESS,
              "host": HOST, "agent_stats": AGENT_STATS, "events": EVENTS, "engine": ENGINE,
              "agent_hwm": HWM}
 

@@ -30,7 +30,7 @@ from pyrometer.collector.storage.duckdb.profiles import (
     read_profile,
 )
 from pyrometer.collector.storage.duckdb.rollups import watermarks
-from pyrometer.collector.storage.duckdb.schema import TABLES
+from pyrometer.collector.storage.duckdb.schema import FILE_TABLES, TABLES, stored_name
 
 SECOND = 1_000_000_000
 
@@ -160,10 +160,15 @@ def spike_phases(db: Path, service: str, start_ns: Nanos, end_ns: Nanos,
             "analysis_s": max(0.0, total - sum(reads.values()))}
 
 
+# each table on disk by the name reads know it by (gpu for gpu_rows; sources its own)
+_READ_NAMES = {name: name for name in FILE_TABLES} | {stored_name(t, FILE_TABLES): t for t in TABLES}
+
+
 def _segments(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, int, int, list[int]]]:
     rows = []
-    for table in TABLES:
-        rows += [(table, column, block, offset, list(extra or [])) for column, block, offset, extra
+    for table in FILE_TABLES:
+        rows += [(_READ_NAMES[table], column, block, offset, list(extra or []))
+                 for column, block, offset, extra
                  in con.execute("SELECT column_name, block_id, block_offset, additional_block_ids "
                                 "FROM pragma_storage_info($t) WHERE block_id >= 0",
                                 {"t": table}).fetchall()]
@@ -180,7 +185,7 @@ def storage(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, Any]:
     block = int((con.execute("SELECT block_size FROM pragma_database_size()").fetchone() or (0,))[0])
     used = int((con.execute("SELECT used_blocks FROM pragma_database_size()").fetchone() or (0,))[0])
     segments = sorted(_segments(con), key=lambda s: (s[2], s[3]))
-    tables: dict[str, int] = {t: 0 for t in TABLES}
+    tables: dict[str, int] = {t: 0 for t in _READ_NAMES.values()}
     columns: dict[str, int] = {}
     for n, (table, column, blk, offset, extra) in enumerate(segments):
         nxt = segments[n + 1] if n + 1 < len(segments) else None
@@ -189,7 +194,8 @@ def storage(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, Any]:
         tables[table] += size
         if table == "samples":
             columns[column] = columns.get(column, 0) + size
-    rows = {t: int((con.execute(f"SELECT count(*) FROM {t}").fetchone() or (0,))[0]) for t in TABLES}
+    rows = {read: int((con.execute(f"SELECT count(*) FROM {table}").fetchone() or (0,))[0])
+            for table, read in _READ_NAMES.items()}
     methods = con.execute(
         "SELECT column_name, string_agg(DISTINCT compression, ', ' ORDER BY compression) "
         "FROM pragma_storage_info('samples') WHERE segment_type <> 'VALIDITY' GROUP BY column_name"

@@ -15,7 +15,9 @@ from pyrometer.agent.shared.clock_events import CLOCK_EVENT_REASONS
 from pyrometer.agent.shared.model import Event, SampleKey, Telemetry
 from pyrometer.collector.ingest.decode import StreamDecoder
 from pyrometer.collector.storage.batch import DecodedBatch
+from pyrometer.collector.storage.duckdb.append import telemetry_tables
 from pyrometer.collector.storage.duckdb.backend import DuckDBStore
+from pyrometer.collector.storage.duckdb.schema import HASHED_TABLES, arrow_schema, numbers_sources
 from pyrometer.collector.storage.reads import SeriesQuery
 from pyrometer.collector.storage.store import BatchOutcome
 from support.ingest_builder import BASE_NS, NOW_NS, StreamEncoder, stack
@@ -90,8 +92,8 @@ def test_a_file_from_before_a_new_column_gains_it_and_keeps_its_rows(tmp_path: P
     store = DuckDBStore(path)
     store.commit([Agent().batch(1, Telemetry(requests=(request(1),)))])
     store.close()
-    with duckdb.connect(str(path)) as con:  # the requests table as it was before trace_id
-        con.execute("ALTER TABLE requests DROP COLUMN trace_id")
+    with duckdb.connect(str(path)) as con:  # the requests rows as they were before trace_id
+        con.execute("ALTER TABLE requests_rows DROP COLUMN trace_id")
     store = DuckDBStore(path)
     store.commit([Agent().batch(2, Telemetry(requests=(request(2, trace_id=TRACE_ID),)))])
     store.close()
@@ -242,3 +244,68 @@ def test_the_detectors_quantile_series_is_the_latency_series_read_in_one_pass(
                                 for p in r.points] == expected(r.route)
         finally:
             store.close()
+
+
+def _answers(store: DuckDBStore) -> tuple[object, ...]:
+    return (store.latency(series()), store.gpu(series()), store.process(series()),
+            store.host(series()), store.request_records("svc", *MINUTE),
+            # rows of one time come in no set order (ORDER BY time_ns alone)
+            store.gpu_readings("svc", *MINUTE), sorted(map(repr, store.engine_readings("svc", *MINUTE))),
+            store.version_costs("svc", *MINUTE), store.events("svc", *MINUTE), store.table_rows())
+
+
+def _as_before_sources(path: Path) -> None:
+    """Put a file in the layout from before sources: each telemetry table a table of its
+    own with the five source strings on every row and readings as DOUBLE."""
+    with duckdb.connect(str(path)) as con:
+        for table in ("gpu", "process", "host", "requests", "agent_stats", "engine"):
+            con.execute(f"CREATE TABLE {table}_old AS SELECT * FROM {table}")
+            con.execute(f"DROP VIEW {table}")
+            con.execute(f"DROP TABLE {table}_rows")
+            con.execute(f"ALTER TABLE {table}_old RENAME TO {table}")
+        con.execute("DROP TABLE sources")
+
+
+def test_a_file_from_before_sources_is_numbered_and_answers_the_same(tmp_path: Path) -> None:
+    path = tmp_path / "old.duckdb"
+    store = DuckDBStore(path)
+    a, b = Agent(agent_id="a", instance="pod-a"), Agent(agent_id="b", instance="pod-b")
+    store.commit([a.batch(1, everything(), version="v1"),
+                  b.batch(1, Telemetry(requests=(request(3),), gpu=(gpu(4, index=1),)), version="v2")])
+    store.commit([a.batch(2, Telemetry(host=(host(20, cpu_pct=12.25),)), version="v2")])
+    before = _answers(store)
+    store.close()
+    _as_before_sources(path)
+    store = DuckDBStore(path)
+    try:
+        assert _answers(store) == before
+        store.commit([b.batch(2, Telemetry(requests=(request(30),)), version="v2")])
+        assert sum(p.count for p in store.latency(series(step_s=60))) == 4
+    finally:
+        store.close()
+    with duckdb.connect(str(path)) as con:
+        assert con.execute("SELECT source_no, agent_id, version FROM sources ORDER BY 1").fetchall() == [
+            (1, "a", "v1"), (2, "b", "v2"), (3, "a", "v2")]
+        assert con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'gpu'").fetchone() == (1,)
+
+
+def test_readings_keep_their_places_and_read_back_as_double(store: DuckDBStore) -> None:
+    store.commit([Agent().batch(1, Telemetry(
+        host=(host(0, cpu_pct=37.123456, load1=2.07, psi_cpu_some=0.51),),
+        process=(process(0, cpu_user=0.123456),),
+        gpu=(gpu(0, temperature_c=71.0),)))])
+    cur = store._con.cursor()
+    assert cur.execute("SELECT cpu_pct, load1, psi_cpu_some FROM host").fetchall() == [(37.12, 2.07, 0.51)]
+    assert cur.execute("SELECT cpu_user, cpu_system FROM process").fetchall() == [(0.1235, 0.25)]
+    assert cur.execute("SELECT typeof(temperature_c) FROM gpu").fetchall() == [("DOUBLE",)]
+    cur.close()
+
+
+def test_the_lake_layout_keeps_the_strings_on_every_row_and_readings_as_sent() -> None:
+    # several collectors write the lake: no per-writer source numbers there (schema.py)
+    batch = Agent(agent_id="a").batch(1, Telemetry(host=(host(0, cpu_pct=37.125),)))
+    assert not numbers_sources(HASHED_TABLES) and "sources" not in HASHED_TABLES
+    [(name, rows)] = telemetry_tables([batch], HASHED_TABLES, {}).items()
+    assert name == "host" and rows.schema == arrow_schema("host", HASHED_TABLES)
+    assert rows.column("agent_id").to_pylist() == ["a"]
+    assert rows.column("cpu_pct").to_pylist() == [37.125]

@@ -2,10 +2,10 @@
 
 Profiles: samples (one row per window row, the batch's identity repeated), stacks and
 frames (only the ids this store has not seen). Telemetry: gpu, process, host, requests,
-events and agent_stats, one row per record with the batch's identity (service, instance,
-host, agent_id, version, seq) and the record's own time and fields. Values the agent did
-not send stay NULL, never zero, so an average over a step is an average of what was
-measured.
+events, agent_stats and engine, one row per record with the batch's identity (its number
+in sources, and seq; events the identity's strings) and the record's own time and
+fields. Values the agent did not send stay NULL, never zero, so an average over a step is
+an average of what was measured.
 """
 
 from __future__ import annotations
@@ -31,7 +31,17 @@ from pyrometer.agent.shared.model import (
     Telemetry,
 )
 from pyrometer.collector.storage.batch import DecodedBatch, Source
-from pyrometer.collector.storage.duckdb.schema import TABLES, arrow_schema
+from pyrometer.collector.storage.duckdb.schema import (
+    FILE_TABLES,
+    SOURCE_KEY,
+    SOURCED_TABLES,
+    TABLES,
+    Column,
+    Layout,
+    arrow_schema,
+    numbers_sources,
+    stored_name,
+)
 from pyrometer.collector.storage.reads import API_AGENT_ID
 
 # samples columns that hold one value per batch (the others hold one per window row)
@@ -133,31 +143,53 @@ def frames_table(batches: Sequence[DecodedBatch], known: Collection[int]) -> pa.
     )
 
 
-# One column of a telemetry table, built for one batch's records of its kind at once.
-_Column = Callable[[Sequence[Any], Source, int], list[Any]]
-_IDENTITY = ("service", "instance", "host", "agent_id", "version", "seq")
+SourceKey = tuple[str, ...]
+
+
+def source_key(source: Source) -> SourceKey:
+    """The strings sources.source_no stands for (schema.SOURCE_KEY), in that order."""
+    return tuple(getattr(source, name) for name in SOURCE_KEY)
+
+
+def sources_table(batches: Sequence[DecodedBatch], known: Mapping[SourceKey, int], next_no: int
+                  ) -> tuple[pa.Table, dict[SourceKey, int]]:
+    """The batches' sources not in `known` (key -> number), each once, numbered from
+    `next_no` on; and those new numbers by key."""
+    new = dict.fromkeys(k for b in batches if (k := source_key(b.source)) not in known)
+    numbers = {key: next_no + n for n, key in enumerate(new)}
+    columns: dict[str, list[Any]] = {"source_no": list(numbers.values())}
+    columns |= {name: [key[i] for key in numbers] for i, name in enumerate(SOURCE_KEY)}
+    return pa.table(columns, schema=arrow_schema("sources", FILE_TABLES)), numbers
+
+
+# One column of a telemetry table, built for one batch's records of its kind at once
+# from the records, the batch's source, its seq and the source's number.
+_Column = Callable[[Sequence[Any], Source, int, int], list[Any]]
+_IDENTITY = ("service", "instance", "host", "agent_id", "version", "seq", "source_no")
 
 
 def _field(name: str) -> _Column:
     get = attrgetter(name)
-    return lambda records, source, seq: list(map(get, records))
+    return lambda records, source, seq, no: list(map(get, records))
 
 
 def _computed(value: Callable[[Any], Any]) -> _Column:
-    return lambda records, source, seq: list(map(value, records))
+    return lambda records, source, seq, no: list(map(value, records))
 
 
 def _same(name: str) -> _Column:
     # the batch's identity, repeated on every record of the batch
     if name == "seq":
-        return lambda records, source, seq: [seq] * len(records)
+        return lambda records, source, seq, no: [seq] * len(records)
+    if name == "source_no":
+        return lambda records, source, seq, no: [no] * len(records)
     if name not in _IDENTITY:
         raise KeyError(f"no value for telemetry column {name!r}")
     get = attrgetter(name)
-    return lambda records, source, seq: [get(source)] * len(records)
+    return lambda records, source, seq, no: [get(source)] * len(records)
 
 
-def _event_version(records: Sequence[Any], source: Source, seq: int) -> list[Any]:
+def _event_version(records: Sequence[Any], source: Source, seq: int, no: int) -> list[Any]:
     # an event without a version happened under the batch's version
     return [e.version or source.version for e in records]
 
@@ -213,38 +245,49 @@ _RECORDS_OF: dict[str, Callable[[Telemetry], Sequence[Any]]] = {
 }
 
 
-def _plan(table: str) -> list[tuple[str, _Column]]:
-    # every column of the table, in table order: the record's own, else the batch's identity
-    own = _RECORD_COLUMNS[table]
-    return [(c.name, own[c.name] if c.name in own else _same(c.name)) for c in TABLES[table]]
+_Part = tuple[Sequence[Any], Source, int, int]  # records, source, seq, source number
+_Plan = tuple[list[_Column], pa.Schema]
+_PLANS: dict[tuple[str, tuple[Column, ...]], _Plan] = {}  # by table and columns on disk
 
 
-_PLANS = {table: _plan(table) for table in _RECORD_COLUMNS}
-_SCHEMAS = {table: arrow_schema(table) for table in _RECORD_COLUMNS}
+def _plan(table: str, columns: tuple[Column, ...]) -> _Plan:
+    # every column of the table on disk, in its order: the record's own, else the batch's
+    key = (table, columns)
+    if key not in _PLANS:
+        own = _RECORD_COLUMNS[table]
+        _PLANS[key] = ([own[c.name] if c.name in own else _same(c.name) for c in columns],
+                       pa.schema([pa.field(c.name, c.arrow, c.nullable) for c in columns]))
+    return _PLANS[key]
 
 
-def _table(table: str, parts: Sequence[tuple[Sequence[Any], Source, int]]) -> pa.Table:
-    cols: list[list[Any]] = [[] for _ in _PLANS[table]]
-    for records, source, seq in parts:
-        for values, (_, column) in zip(cols, _PLANS[table], strict=True):
-            values.extend(column(records, source, seq))
-    schema = _SCHEMAS[table]
+def _table(table: str, tables: Layout, parts: Sequence[_Part]) -> pa.Table:
+    plan, schema = _plan(table, tables[stored_name(table, tables)])
+    cols: list[list[Any]] = [[] for _ in plan]
+    for part in parts:
+        for values, column in zip(cols, plan, strict=True):
+            values.extend(column(*part))
     return pa.Table.from_arrays(
         [pa.array(values, f.type) for values, f in zip(cols, schema, strict=True)], schema=schema)
 
 
-def telemetry_tables(batches: Sequence[DecodedBatch]) -> dict[str, pa.Table]:
-    """One Arrow table per telemetry table that has rows in `batches`; empty ones left out."""
+def telemetry_tables(batches: Sequence[DecodedBatch], tables: Layout,
+                     source_nos: Mapping[SourceKey, int]) -> dict[str, pa.Table]:
+    """One Arrow table per telemetry table that has rows in `batches`, keyed by the name
+    reads use, in the layout `tables` (schema.stored_name); where that layout numbers
+    sources, each source by its number (`source_nos`). Empty ones left out."""
+    numbered = numbers_sources(tables)
     out: dict[str, pa.Table] = {}
     for table, records_of in _RECORDS_OF.items():
-        parts = [(records, batch.source, batch.seq) for batch in batches
-                 if (records := records_of(batch.telemetry))]
+        by_no = numbered and table in SOURCED_TABLES
+        parts = [(records, batch.source, batch.seq,
+                  source_nos[source_key(batch.source)] if by_no else 0)
+                 for batch in batches if (records := records_of(batch.telemetry))]
         if parts:
-            out[table] = _table(table, parts)
+            out[table] = _table(table, tables, parts)
     return out
 
 
 def api_event_table(service: str, event: Event) -> pa.Table:
     """One event posted to the HTTP API: agent_id "api", no instance or host, seq 0."""
     source = Source(agent_id=API_AGENT_ID, service=service, version=event.version)
-    return _table("events", [((event,), source, 0)])
+    return _table("events", TABLES, [((event,), source, 0, 0)])

@@ -29,13 +29,20 @@ from pyrometer.collector.storage.duckdb.append import (
     api_event_table,
     frames_table,
     samples_table,
+    source_key,
+    sources_table,
     stacks_table,
     telemetry_tables,
 )
 from pyrometer.collector.storage.duckdb.engine import read_engine_rows
 from pyrometer.collector.storage.duckdb.events import read_events
 from pyrometer.collector.storage.duckdb.label_sets import read_label_sets, read_selected_profile, read_steps
-from pyrometer.collector.storage.duckdb.migrate import add_stack_numbers, needs_stack_numbers
+from pyrometer.collector.storage.duckdb.migrate import (
+    add_sources,
+    add_stack_numbers,
+    needs_sources,
+    needs_stack_numbers,
+)
 from pyrometer.collector.storage.duckdb.profiles import (
     ProfileFilter,
     StackCache,
@@ -61,12 +68,17 @@ from pyrometer.collector.storage.duckdb.rollups import (
     watermarks,
 )
 from pyrometer.collector.storage.duckdb.schema import (
+    FILE_TABLES,
+    SOURCE_KEY,
     TABLES,
     TIME_COLUMNS,
-    Column,
+    Layout,
     arrow_schema,
     create_statements,
     migrate_statements,
+    numbers_sources,
+    stored_name,
+    view_statements,
 )
 from pyrometer.collector.storage.duckdb.series import (
     read_gpu,
@@ -101,13 +113,16 @@ from pyrometer.collector.storage.store import (
 )
 
 T = TypeVar("T")
-_DELETE_SQL = {
-    # retention by age; rowid: delete a bounded chunk, as a DELETE without LIMIT would
-    # hold the lock for the whole backlog (a first pass over months of data, say)
-    table: f"DELETE FROM {table} WHERE rowid IN "
-           f"(SELECT rowid FROM {table} WHERE {column} < $cutoff LIMIT $limit)"
-    for table, column in TIME_COLUMNS.items()
-}
+
+
+def _delete_sql(table: str, column: str) -> str:
+    # retention by age, from the table that holds the rows (not a view); rowid: delete a
+    # bounded chunk, as a DELETE without LIMIT would hold the lock for the whole backlog
+    # (a first pass over months of data, say)
+    return (f"DELETE FROM {table} WHERE rowid IN "
+            f"(SELECT rowid FROM {table} WHERE {column} < $cutoff LIMIT $limit)")
+
+
 _DELETE_ROLLUP_SQL = {
     # a bucket goes once all of it is older than the cutoff
     level.table: f"DELETE FROM {level.table} WHERE rowid IN (SELECT rowid FROM {level.table} "
@@ -145,8 +160,9 @@ class DuckDBStore:
     `_claim_agents` and `compact`.
     """
 
-    # the tables' columns: the embedded schema numbers stacks 1, 2, 3 (32-bit)
-    _tables: dict[str, tuple[Column, ...]] = TABLES
+    # the tables on disk: the embedded file numbers stacks 1, 2, 3 (32-bit) and keeps
+    # telemetry rows by source number behind views (schema.py, Sources)
+    _tables: Layout = FILE_TABLES
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -161,6 +177,9 @@ class DuckDBStore:
         self._samples_schema = arrow_schema("samples", self._tables)
         self._stacks_schema = arrow_schema("stacks", self._tables)
         self._hashed = self._tables["stacks"] != TABLES["stacks"]
+        self._sourced = numbers_sources(self._tables)
+        self._delete_sql = {table: _delete_sql(stored_name(table, self._tables), column)
+                            for table, column in TIME_COLUMNS.items()}
         try:
             self._migrate()
             # one transaction: the schema appears whole or not at all, and a lake makes
@@ -169,7 +188,9 @@ class DuckDBStore:
             for statement in create_statements(self._tables):
                 self._con.execute(statement)
             for statement in migrate_statements(
-                    {table: set(names) for table, names in self._columns().items()}):
+                    {table: set(names) for table, names in self._columns().items()}, self._tables):
+                self._con.execute(statement)
+            for statement in view_statements(self._tables):
                 self._con.execute(statement)
             self._con.commit()
             # ids this collector need not write again; other writers may still duplicate
@@ -178,6 +199,12 @@ class DuckDBStore:
             self._stack_nos: dict[int, int] = dict(self._con.execute(
                 "SELECT stack_id, min(stack_no) FROM stacks GROUP BY stack_id").fetchall())
             self._next_stack_no = max(self._stack_nos.values(), default=0) + 1
+            # each source's number in this file (schema.SOURCE_KEY), and the next one
+            self._source_nos: dict[tuple[str, ...], int] = {
+                tuple(row[1:]): row[0] for row in self._con.execute(
+                    f"SELECT source_no, {', '.join(SOURCE_KEY)} FROM sources").fetchall()
+            } if self._sourced else {}
+            self._next_source_no = max(self._source_nos.values(), default=0) + 1
             self._stacks = StackCache()  # stacks read for profiles, by number
             self._in_order = self._tables_in_order()
             # the rollups' watermarks; only this process moves them (compact, under _lock)
@@ -192,13 +219,19 @@ class DuckDBStore:
             "AND schema_name = 'main' AND table_name = 'stacks'").fetchone() or (0,)
         if exists[0] and needs_stack_numbers(self._con):
             log.info("numbering the stacks of %s (once; a large file takes a while)", self._name)
-            self._con.begin()
-            try:
-                add_stack_numbers(self._con)
-                self._con.commit()
-            except duckdb.Error:
-                self._rollback()
-                raise
+            self._migrate_step(add_stack_numbers)
+        if self._sourced and needs_sources(self._con):
+            log.info("numbering the sources of %s (once; a large file takes a while)", self._name)
+            self._migrate_step(add_sources)
+
+    def _migrate_step(self, step: Callable[[duckdb.DuckDBPyConnection], None]) -> None:
+        self._con.begin()
+        try:
+            step(self._con)
+            self._con.commit()
+        except duckdb.Error:
+            self._rollback()
+            raise
 
     def _ids(self, sql: str) -> set[int]:
         return {row[0] for row in self._con.execute(sql).fetchall()}
@@ -226,9 +259,12 @@ class DuckDBStore:
                 if self._late(stored):
                     # windows compaction has already passed: their rollup rows go in now
                     written |= add_late(con, samples, self._rollup_done)
+                sources, new_sources = self._new_sources(stored)
+                self._append(con, "sources", sources)
                 # telemetry tables appear in the report only when they got rows
-                for table, rows in telemetry_tables(stored).items():
-                    written[table] = self._append(con, table, rows)
+                for table, rows in telemetry_tables(
+                        stored, self._tables, ChainMap(new_sources, self._source_nos)).items():
+                    written[table] = self._append(con, stored_name(table, self._tables), rows)
                 con.commit()
             except (duckdb.Error, StorageError, KeyError) as exc:
                 self._rollback()
@@ -242,7 +278,17 @@ class DuckDBStore:
             self._known_frames.update(frames.column("frame_id").to_pylist())
             self._stack_nos.update(numbered)
             self._next_stack_no += len(numbered)
+            self._source_nos.update(new_sources)
+            self._next_source_no += len(new_sources)
         return CommitReport(tuple(outcomes), written)
+
+    def _new_sources(self, batches: Sequence[DecodedBatch]
+                     ) -> tuple[pa.Table, dict[tuple[str, ...], int]]:
+        if not self._sourced or all(source_key(b.source) in self._source_nos for b in batches):
+            # the steady state: every agent's source is numbered (or none is, in a layout
+            # with the strings on every row)
+            return pa.table({}), {}
+        return sources_table(batches, self._source_nos, self._next_source_no)
 
     def _late(self, batches: Sequence[DecodedBatch]) -> bool:
         below = max(self._rollup_done.values(), default=None)
@@ -344,7 +390,7 @@ class DuckDBStore:
             "GROUP BY table_name").fetchall())
 
     def _tables_in_order(self) -> set[str]:
-        # tables whose columns are schema.TABLES' in the same order, so the Arrow tables
+        # tables whose columns are the layout's (`_tables`) in the same order, so the Arrow tables
         # (built from the same schema) can be appended by position; a file written by
         # another layout keeps the insert by column name
         found = self._columns()
@@ -460,7 +506,7 @@ class DuckDBStore:
     def delete_before(self, cutoff_ns: Nanos, *, limit: int = 50_000,
                       rollup_cutoff_ns: Nanos | None = None) -> dict[str, int]:
         """See `Store.delete_before`."""
-        statements = dict(_DELETE_SQL)
+        statements = dict(self._delete_sql)
         if rollup_cutoff_ns is not None:
             statements |= _DELETE_ROLLUP_SQL
         deleted: dict[str, int] = {}
@@ -483,7 +529,7 @@ class DuckDBStore:
         """Rows in every table (for tests and diagnostics; a full count per table)."""
         return self._read(lambda cur: {
             table: int((cur.execute(f"SELECT count(*) FROM {table}").fetchone() or (0,))[0])
-            for table in self._tables})
+            for table in TABLES})
 
     def _read(self, query: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         # a cursor of its own per read: DuckDB connections are not shared across threads

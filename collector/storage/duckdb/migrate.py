@@ -5,13 +5,27 @@ get numbers in the order their stacks were stored, and sample rows are rewritten
 the numbers, in their order (a sample whose stack was never stored gets 0, which names
 no stack, so reads leave it out as before). Rollups written before then are dropped and
 compaction writes them again from the raw rows.
+
+Sources: files from before them hold the five source strings on every telemetry row.
+Each distinct five gets a number, in the order the tables first hold it, and each table's
+rows move, in their order, to `<table>_rows` with the number (and readings at the places
+schema.py keeps); the old table goes, and the view of the same name takes its place.
 """
 
 from __future__ import annotations
 
 import duckdb
 
-from pyrometer.collector.storage.duckdb.schema import SAMPLE_COLUMNS, STACK_COLUMNS, Column
+from pyrometer.collector.storage.duckdb.schema import (
+    FILE_TABLES,
+    SAMPLE_COLUMNS,
+    SOURCE_COLUMNS,
+    SOURCE_KEY,
+    SOURCED_TABLES,
+    STACK_COLUMNS,
+    Column,
+    stored_name,
+)
 
 
 def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
@@ -45,10 +59,45 @@ def add_stack_numbers(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _rewrite(con: duckdb.DuckDBPyConnection, table: str, columns: tuple[Column, ...],
-             select: str) -> None:
-    # a new table in the new layout, filled in the old one's order, in its place
-    definition = ", ".join(f"{c.name} {c.sql} NOT NULL" for c in columns)
+             select: str, into: str | None = None) -> None:
+    # a new table in the new layout, filled in the old one's order, in its place (or
+    # under the name `into`)
+    definition = ", ".join(
+        f"{c.name} {c.sql}{'' if c.nullable else ' NOT NULL'}" for c in columns)
     con.execute(f"CREATE TABLE {table}_migrated ({definition})")
     con.execute(f"INSERT INTO {table}_migrated {select}")
     con.execute(f"DROP TABLE {table}")
-    con.execute(f"ALTER TABLE {table}_migrated RENAME TO {table}")
+    con.execute(f"ALTER TABLE {table}_migrated RENAME TO {into or table}")
+
+
+def _base_tables(con: duckdb.DuckDBPyConnection) -> set[str]:
+    return {row[0] for row in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = 'main'").fetchall()}
+
+
+def needs_sources(con: duckdb.DuckDBPyConnection) -> bool:
+    return bool(_base_tables(con) & set(SOURCED_TABLES))
+
+
+def add_sources(con: duckdb.DuckDBPyConnection) -> None:
+    """The sources migration above, in the caller's transaction; run before CREATE TABLE
+    IF NOT EXISTS, which then creates the views."""
+    old = [t for t in SOURCED_TABLES if t in _base_tables(con)]
+    key = ", ".join(SOURCE_KEY)
+    firsts = " UNION ALL ".join(
+        f"SELECT {key}, {n} AS t, min(rowid) AS r FROM {table} GROUP BY ALL"
+        for n, table in enumerate(old))
+    definition = ", ".join(f"{c.name} {c.sql} NOT NULL" for c in SOURCE_COLUMNS)
+    con.execute(f"CREATE TABLE sources ({definition})")
+    con.execute(f"INSERT INTO sources SELECT row_number() OVER (ORDER BY min(t), min(r)), {key} "
+                f"FROM ({firsts}) GROUP BY ALL")
+    for table in old:
+        present = set(_columns(con, table))
+        rows = stored_name(table, FILE_TABLES)
+        columns = ", ".join(
+            "s.source_no" if c.name == "source_no" else f"o.{c.name}" if c.name in present
+            else "NULL" for c in FILE_TABLES[rows])
+        _rewrite(con, table, FILE_TABLES[rows],
+                 f"SELECT {columns} FROM {table} AS o JOIN sources AS s USING ({key}) "
+                 "ORDER BY o.rowid", into=rows)

@@ -13,7 +13,8 @@ Parquet dictionary-encodes it, and numbers given by several writers would clash.
 Telemetry tables (gpu, process, host, requests, events, agent_stats, engine) start with the same identity
 columns: time_ns (the record's own time, agent clock), then service, instance, host,
 agent_id, version (the batch's "version" label) and seq (the batch; 0 for an event
-posted to the HTTP API, whose agent_id is "api").
+posted to the HTTP API, whose agent_id is "api"). In the embedded file, the five
+strings of a reading's sender are kept once in sources, by number (see Sources below).
 """
 
 from __future__ import annotations
@@ -28,11 +29,19 @@ class Column(NamedTuple):
     sql: str
     arrow: pa.DataType
     nullable: bool = False  # NULL means "the agent did not say", never zero
+    # the type on disk where it is narrower than what reads see (`sql`); see STORED_AS
+    stored: str = ""
 
 
 def _cols(*spec: tuple[str, str, pa.DataType] | tuple[str, str, pa.DataType, bool]
           ) -> tuple[Column, ...]:
     return tuple(Column(*s) for s in spec)
+
+
+def _decimals(columns: tuple[Column, ...], **places: int) -> tuple[Column, ...]:
+    # readings kept on disk at a fixed number of decimal places (see STORED_AS below)
+    return tuple(c._replace(stored=f"DECIMAL(18,{places[c.name]})") if c.name in places else c
+                 for c in columns)
 
 
 _BIGINT, _INT, _TEXT, _DOUBLE, _BOOL = pa.int64(), pa.int32(), pa.string(), pa.float64(), pa.bool_()
@@ -101,7 +110,7 @@ IDENTITY_COLUMNS = _cols(
     ("version", "VARCHAR", _TEXT),
     ("seq", "BIGINT", _BIGINT),
 )
-GPU_COLUMNS = IDENTITY_COLUMNS + _cols(
+GPU_COLUMNS = IDENTITY_COLUMNS + _decimals(_cols(
     ("gpu_index", "INTEGER", _INT),
     ("uuid", "VARCHAR", _TEXT),
     ("name", "VARCHAR", _TEXT),
@@ -123,8 +132,8 @@ GPU_COLUMNS = IDENTITY_COLUMNS + _cols(
     ("utilization_memory_pct", "INTEGER", _INT, True),
     ("performance_state", "INTEGER", _INT, True),
     ("process_memory_bytes", "BIGINT", _BIGINT, True),
-)
-PROCESS_COLUMNS = IDENTITY_COLUMNS + _cols(
+), temperature_c=2, slowdown_temperature_c=2, memory_temperature_c=2)
+PROCESS_COLUMNS = IDENTITY_COLUMNS + _decimals(_cols(
     ("pid", "INTEGER", _INT),
     ("interval_s", "DOUBLE", _DOUBLE),
     ("cpu_user", "DOUBLE", _DOUBLE),  # cores over the interval
@@ -133,8 +142,8 @@ PROCESS_COLUMNS = IDENTITY_COLUMNS + _cols(
     ("threads", "BIGINT", _BIGINT),
     ("ctx_switches_voluntary", "BIGINT", _BIGINT),  # in the interval
     ("ctx_switches_involuntary", "BIGINT", _BIGINT),
-)
-HOST_COLUMNS = IDENTITY_COLUMNS + _cols(
+), cpu_user=4, cpu_system=4)
+HOST_COLUMNS = IDENTITY_COLUMNS + _decimals(_cols(
     ("cpu_pct", "DOUBLE", _DOUBLE),
     ("cpu_count", "BIGINT", _BIGINT),
     ("memory_available_bytes", "BIGINT", _BIGINT),
@@ -145,7 +154,8 @@ HOST_COLUMNS = IDENTITY_COLUMNS + _cols(
     ("psi_memory_full", "DOUBLE", _DOUBLE, True),
     ("psi_io_some", "DOUBLE", _DOUBLE, True),
     ("psi_io_full", "DOUBLE", _DOUBLE, True),
-)
+), cpu_pct=2, load1=2, psi_cpu_some=2, psi_memory_some=2, psi_memory_full=2, psi_io_some=2,
+    psi_io_full=2)
 REQUEST_COLUMNS = IDENTITY_COLUMNS + _cols(  # time_ns is the request's end
     ("pid", "INTEGER", _INT),  # the worker that served it, 0 = unknown
     ("route", "VARCHAR", _TEXT),
@@ -173,7 +183,7 @@ EVENT_COLUMNS = IDENTITY_COLUMNS + _cols(  # version: the event's (new) version
 )
 # The agent's own footprint, about once a minute per agent; counters are cumulative
 # since that agent started (a new agent_id starts them again at 0).
-AGENT_STATS_COLUMNS = IDENTITY_COLUMNS + _cols(
+AGENT_STATS_COLUMNS = IDENTITY_COLUMNS + _decimals(_cols(
     ("cpu_cores", "DOUBLE", _DOUBLE),  # agent and its py-spy children, last interval
     ("rss_bytes", "BIGINT", _BIGINT),
     ("queued_batches", "BIGINT", _BIGINT),  # not yet acknowledged
@@ -183,7 +193,7 @@ AGENT_STATS_COLUMNS = IDENTITY_COLUMNS + _cols(
     ("dropped_records", "BIGINT", _BIGINT),
     ("reconnects", "BIGINT", _BIGINT),
     ("pyspy_restarts", "BIGINT", _BIGINT),
-)
+), cpu_cores=4)
 # The serving engine's series (agent --scrape), one row per canonical metric and model per
 # scrape: value / count is a mean where count > 0 (ENGINE_METRICS in the shared model).
 ENGINE_COLUMNS = IDENTITY_COLUMNS + _cols(
@@ -218,7 +228,6 @@ TIME_COLUMNS: dict[str, str] = {"samples": "end_ns", **{t: "time_ns" for t in TE
 # the rollups, deleted by their own (longer) retention
 ROLLUP_TABLES = ("samples_1m", "samples_1h")
 
-
 # The lake's tables (lake/backend.py): the same, but a stack's number is its 64-bit id,
 # since numbers given 1, 2, 3 by several writers would clash (see the module docstring)
 HASHED_TABLES: dict[str, tuple[Column, ...]] = {
@@ -227,9 +236,80 @@ HASHED_TABLES: dict[str, tuple[Column, ...]] = {
     for table, columns in TABLES.items()
 }
 
+# Sources: the five strings that name who sent a reading (service, instance, host,
+# agent_id, version) repeat on every row of a telemetry table, where DuckDB stores each
+# dictionary-coded at about a byte a row. The file's one writer numbers each distinct
+# five once (sources.source_no, 1, 2, 3, ...) and the rows hold the number, a bit-packed
+# byte for all five. The tables above are what reads see: in the file each telemetry
+# table but events (a hundred rows a day, whose version is the event's own) is a view of
+# its rows (`<table>_rows`) joined with sources, with the columns, order and types of the
+# table.
+#
+# The lake keeps the plain layout (HASHED_TABLES: the five strings on every row,
+# readings as DOUBLE). Numbers given 1, 2, 3 by each collector would name two sources
+# alike, and a hash of the five would need every read to collapse the sources rows that
+# several collectors write; neither buys much there, since Parquet already stores a
+# column of a few distinct strings as a dictionary and run-length coded indexes, a few
+# bits a row, and the Parquet writer keeps doubles as they come (docs/lake.md has the
+# measurement). So the file's layout is FILE_TABLES and the lake's HASHED_TABLES, and
+# only a layout that holds "sources" gets numbered sources and views.
+SOURCE_KEY = ("service", "instance", "host", "agent_id", "version")
+SOURCE_COLUMNS = _cols(("source_no", "INTEGER", _INT), *((n, "VARCHAR", _TEXT) for n in SOURCE_KEY))
+SOURCED_TABLES = ("gpu", "process", "host", "requests", "agent_stats", "engine")
 
-def create_statements(tables: dict[str, tuple[Column, ...]] = TABLES) -> list[str]:
-    """CREATE TABLE IF NOT EXISTS for every table (the schema's single source)."""
+# STORED_AS: a reading kept at a fixed number of decimal places (`Column.stored`) is, in
+# the file, a DECIMAL on disk, a bit-packed integer, and DOUBLE again in the view. The
+# places are the readings' own or finer: PSI avg10 and load1 come from the kernel with
+# two decimals, NVML gives whole degrees; CPU time ticks at 10 ms, so over the agent's
+# one-second interval host CPU is known to 1/(100 * cores) of 100% (kept to 0.01%) and a
+# process's cores to 0.01 (kept to 0.0001). A double with no more places than these
+# reads back as the very same double; a DOUBLE of full precision took 7 bytes a row
+# (ALP-RD).
+
+Layout = dict[str, tuple[Column, ...]]
+
+
+def _rows_columns(table: str) -> tuple[Column, ...]:
+    columns = TABLES[table]
+    if table not in SOURCED_TABLES:
+        return columns
+    key = set(SOURCE_KEY)
+    rest = tuple(c._replace(sql=c.stored or c.sql) for c in columns if c.name not in key)
+    return rest[:1] + SOURCE_COLUMNS[:1] + rest[1:]  # time_ns, source_no, seq, ...
+
+
+def _rows_name(table: str) -> str:
+    return f"{table}_rows" if table in SOURCED_TABLES else table
+
+
+# every table of the embedded file on disk, by its name there
+FILE_TABLES: Layout = {
+    "sources": SOURCE_COLUMNS, **{_rows_name(t): _rows_columns(t) for t in TABLES}}
+
+
+def numbers_sources(tables: Layout) -> bool:
+    """Whether a layout keeps sources by number (the file's) or strings on every row."""
+    return "sources" in tables
+
+
+def stored_name(table: str, tables: Layout) -> str:
+    """The table of layout `tables` that holds `table`'s rows (its own name, or
+    `<table>_rows` where a view of the name joins sources)."""
+    return _rows_name(table) if numbers_sources(tables) else table
+
+
+def _view(table: str) -> str:
+    def expr(c: Column) -> str:
+        if c.name in SOURCE_KEY:
+            return f"s.{c.name}"
+        return f"CAST(r.{c.name} AS {c.sql}) AS {c.name}" if c.stored else f"r.{c.name}"
+    return (f"CREATE OR REPLACE VIEW {table} AS SELECT "
+            + ", ".join(expr(c) for c in TABLES[table])
+            + f" FROM {_rows_name(table)} AS r JOIN sources AS s USING (source_no)")
+
+
+def create_statements(tables: Layout) -> list[str]:
+    """CREATE TABLE IF NOT EXISTS for every table of a layout (the schema's single source)."""
     return [
         f"CREATE TABLE IF NOT EXISTS {table} ("
         + ", ".join(f"{c.name} {c.sql}{'' if c.nullable else ' NOT NULL'}" for c in columns)
@@ -238,7 +318,13 @@ def create_statements(tables: dict[str, tuple[Column, ...]] = TABLES) -> list[st
     ]
 
 
-def migrate_statements(existing: dict[str, set[str]]) -> list[str]:
+def view_statements(tables: Layout) -> list[str]:
+    """CREATE OR REPLACE VIEW for every table that reads see through a view in a layout;
+    after `migrate_statements`, so a view names the columns its rows have."""
+    return [_view(table) for table in SOURCED_TABLES] if numbers_sources(tables) else []
+
+
+def migrate_statements(existing: dict[str, set[str]], tables: Layout) -> list[str]:
     """ALTER TABLE ... ADD COLUMN for the nullable columns a file made by an older version lacks.
 
     `existing` holds each table's column names as found in the file. Rows are appended by
@@ -247,10 +333,11 @@ def migrate_statements(existing: dict[str, set[str]]) -> list[str]:
     """
     return [
         f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {c.name} {c.sql}"
-        for table, columns in TABLES.items() if table in existing
+        for table, columns in tables.items() if table in existing
         for c in columns if c.nullable and c.name not in existing[table]
     ]
 
 
-def arrow_schema(table: str, tables: dict[str, tuple[Column, ...]] = TABLES) -> pa.Schema:
+def arrow_schema(table: str, tables: Layout = TABLES) -> pa.Schema:
+    """The Arrow schema of rows appended to `table`, a table of layout `tables`."""
     return pa.schema([pa.field(c.name, c.arrow, c.nullable) for c in tables[table]])
