@@ -629,6 +629,7 @@ class ProcessReading(_message.Message):
     THREADS_FIELD_NUMBER: _builtins.int
     CTX_SWITCHES_VOLUNTARY_FIELD_NUMBER: _builtins.int
     CTX_SWITCHES_INVOLUNTARY_FIELD_NUMBER: _builtins.int
+    RUN_QUEUE_WAIT_FIELD_NUMBER: _builtins.int
     time_unix_nanos: _builtins.int
     pid: _builtins.int
     interval_s: _builtins.float
@@ -640,6 +641,11 @@ class ProcessReading(_message.Message):
     ctx_switches_voluntary: _builtins.int
     """context switches in the interval"""
     ctx_switches_involuntary: _builtins.int
+    run_queue_wait: _builtins.float
+    """seconds its threads spent runnable but waiting for a CPU, per second of the interval
+    (summed over threads: 0.5 = half a core's worth of waiting); absent where the kernel
+    does not say (no /proc/PID/task/TID/schedstat)
+    """
     def __init__(
         self,
         *,
@@ -652,12 +658,15 @@ class ProcessReading(_message.Message):
         threads: _builtins.int = ...,
         ctx_switches_voluntary: _builtins.int = ...,
         ctx_switches_involuntary: _builtins.int = ...,
+        run_queue_wait: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_run_queue_wait", b"_run_queue_wait", "run_queue_wait", b"run_queue_wait"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_system", b"cpu_system", "cpu_user", b"cpu_user", "ctx_switches_involuntary", b"ctx_switches_involuntary", "ctx_switches_voluntary", b"ctx_switches_voluntary", "interval_s", b"interval_s", "pid", b"pid", "rss_bytes", b"rss_bytes", "threads", b"threads", "time_unix_nanos", b"time_unix_nanos"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_run_queue_wait", b"_run_queue_wait", "cpu_system", b"cpu_system", "cpu_user", b"cpu_user", "ctx_switches_involuntary", b"ctx_switches_involuntary", "ctx_switches_voluntary", b"ctx_switches_voluntary", "interval_s", b"interval_s", "pid", b"pid", "rss_bytes", b"rss_bytes", "run_queue_wait", b"run_queue_wait", "threads", b"threads", "time_unix_nanos", b"time_unix_nanos"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__run_queue_wait: _TypeAlias = _typing.Literal["run_queue_wait"]  # noqa: Y015
+    _WhichOneofArgType__run_queue_wait: _TypeAlias = _typing.Literal["_run_queue_wait", b"_run_queue_wait"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__run_queue_wait) -> _WhichOneofReturnType__run_queue_wait | None: ...
 
 Global___ProcessReading: _TypeAlias = ProcessReading  # noqa: Y015
 

@@ -65,6 +65,7 @@ class ProcessSnapshot:
     threads: int
     ctx_voluntary: int
     ctx_involuntary: int
+    run_wait_s: float | None = None  # cumulative, summed over its threads (schedstat)
 
     @property
     def key(self) -> ProcessKey:
@@ -99,6 +100,8 @@ def process_delta(prev: ProcessSnapshot | None, cur: ProcessSnapshot) -> Process
         rss_bytes=cur.rss_bytes, threads=cur.threads,
         ctx_switches_voluntary=max(0, cur.ctx_voluntary - prev.ctx_voluntary),
         ctx_switches_involuntary=max(0, cur.ctx_involuntary - prev.ctx_involuntary),
+        run_queue_wait=None if cur.run_wait_s is None or prev.run_wait_s is None
+        else max(0.0, cur.run_wait_s - prev.run_wait_s) / interval_s,
     )
 
 

@@ -16,6 +16,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -56,33 +57,49 @@ def read_psi(root: str = PSI_ROOT) -> Psi:
     )
 
 
-def thread_ctx_switches(pid: int, proc_root: str = "/proc") -> tuple[int, int] | None:
-    """(voluntary, involuntary) context switches summed over every thread of `pid`.
+@dataclass(frozen=True, slots=True)
+class ThreadCounters:
+    """Cumulative counters of a process summed over its threads."""
+
+    voluntary: int  # context switches
+    involuntary: int
+    run_wait_s: float | None  # time runnable but waiting for a CPU; None: no schedstat
+
+
+def thread_counters(pid: int, proc_root: str = "/proc") -> ThreadCounters | None:
+    """Context switches and run-queue wait summed over every thread of `pid`.
 
     psutil's num_ctx_switches() reads /proc/PID/status, which counts the main thread
     only: for a server whose main thread sits in accept() while worker threads serve,
     it said 1 switch a second and 0 preemptions on a host running full (the workers'
-    own counters held hundreds). Each thread's count is in /proc/PID/task/TID/status.
-    None when the task directory cannot be read (not Linux, another user's process).
-    A thread that exits between the listing and its read is left out of this tick's
-    sum, so the interval's delta can come out low, never negative (process_delta clamps).
+    own counters held hundreds). Each thread's counts are in /proc/PID/task/TID/status,
+    and the time it waited in a run queue (runnable, no CPU free) is the second field
+    of its schedstat: the target's own CPU delay, which PSI gives only for the whole
+    host or cgroup. None when the task directory cannot be read (not Linux, another
+    user's process). A thread that exits between the listing and its read is left out
+    of this tick's sums, so an interval's delta can come out low, never negative
+    (process_delta clamps).
     """
     try:
         tasks = os.listdir(f"{proc_root}/{pid}/task")
     except OSError:
         return None
     voluntary = involuntary = 0
+    wait_ns: int | None = None
     for tid in tasks:
+        task = f"{proc_root}/{pid}/task/{tid}"
         try:
-            with open(f"{proc_root}/{pid}/task/{tid}/status", "rb") as status:
+            with open(f"{task}/status", "rb") as status:
                 for line in status:
                     if line.startswith(b"voluntary_ctxt_switches:"):
                         voluntary += int(line.split()[1])
                     elif line.startswith(b"nonvoluntary_ctxt_switches:"):
                         involuntary += int(line.split()[1])
+            with open(f"{task}/schedstat", "rb") as schedstat:  # run ns, wait ns, slices
+                wait_ns = (wait_ns or 0) + int(schedstat.read().split()[1])
         except (OSError, ValueError, IndexError):
             continue
-    return voluntary, involuntary
+    return ThreadCounters(voluntary, involuntary, None if wait_ns is None else wait_ns / 1e9)
 
 
 def snapshot_process(proc: psutil.Process, time_ns: Nanos, mono_ns: Nanos) -> ProcessSnapshot | None:
@@ -92,13 +109,14 @@ def snapshot_process(proc: psutil.Process, time_ns: Nanos, mono_ns: Nanos) -> Pr
             if proc.status() == psutil.STATUS_ZOMBIE:
                 return None
             cpu = proc.cpu_times()
-            summed = thread_ctx_switches(proc.pid)
-            voluntary, involuntary = summed if summed is not None else proc.num_ctx_switches()
+            summed = thread_counters(proc.pid)
+            voluntary, involuntary = ((summed.voluntary, summed.involuntary) if summed
+                                      else proc.num_ctx_switches())
             return ProcessSnapshot(
                 pid=proc.pid, create_time=proc.create_time(), time_ns=time_ns, mono_ns=mono_ns,
                 cpu_user_s=cpu.user, cpu_system_s=cpu.system, rss_bytes=proc.memory_info().rss,
                 threads=proc.num_threads(), ctx_voluntary=voluntary,
-                ctx_involuntary=involuntary,
+                ctx_involuntary=involuntary, run_wait_s=summed.run_wait_s if summed else None,
             )
     except psutil.NoSuchProcess:  # ZombieProcess included: gone between listing and reading
         return None

@@ -106,6 +106,8 @@ class ProcessReading:
     threads: int
     ctx_switches_voluntary: int  # in the interval
     ctx_switches_involuntary: int
+    # seconds its threads waited runnable for a CPU, per second (None: not known)
+    run_queue_wait: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

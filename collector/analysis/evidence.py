@@ -65,6 +65,9 @@ class ResourcePoint:
     # involuntary context switches of the target's threads per second of CPU they got:
     # how often the scheduler took a core from them while they could still run
     target_preempted_per_cpu_s: float | None = None
+    # seconds the target's threads waited runnable for a CPU per second of CPU they got
+    # (their schedstat run-queue wait): the target's own CPU delay
+    target_waited_per_cpu_s: float | None = None
 
     @property
     def other_cpu_cores(self) -> float | None:

@@ -84,10 +84,13 @@ def resource_points(procs: Iterable[ProcessPoint], hosts: Iterable[HostPoint],
     cpu: dict[Nanos, float] = {}
     rss: dict[Nanos, float] = {}
     switches: dict[Nanos, int] = {}
+    waits: dict[Nanos, float] = {}  # only steps where some process said
     for p in procs:
         cpu[p.start_ns] = cpu.get(p.start_ns, 0.0) + p.cpu_user + p.cpu_system
         rss[p.start_ns] = rss.get(p.start_ns, 0.0) + p.rss_bytes_max
         switches[p.start_ns] = switches.get(p.start_ns, 0) + p.ctx_switches_involuntary
+        if p.run_queue_wait is not None:
+            waits[p.start_ns] = waits.get(p.start_ns, 0.0) + p.run_queue_wait
     by_host: dict[Nanos, dict[str, HostPoint]] = {}
     for h in hosts:
         by_host.setdefault(h.start_ns, {})[h.host] = h
@@ -99,14 +102,17 @@ def resource_points(procs: Iterable[ProcessPoint], hosts: Iterable[HostPoint],
             start, cpu.get(start), busy, sum(h.cpu_count for h in seen) or None,
             _worst(h.psi_cpu_some for h in seen), _worst(h.psi_memory_some for h in seen),
             _worst(h.psi_io_some for h in seen), rss.get(start),
-            _per_cpu_s(switches.get(start), cpu.get(start), step_s)))
+            _per_cpu_s(switches.get(start), cpu.get(start), step_s),
+            _per_cpu_s(waits.get(start), cpu.get(start), 1.0)))
     return tuple(points)
 
 
-def _per_cpu_s(switches: int | None, cores: float | None, step_s: float | None) -> float | None:
-    if switches is None or cores is None or not step_s or cores < MIN_CPU_FOR_PREEMPTION:
+def _per_cpu_s(amount: float | None, cores: float | None, step_s: float | None) -> float | None:
+    """`amount` over a step of `step_s` per CPU-second the target got in it (None below
+    MIN_CPU_FOR_PREEMPTION cores, where a rate is one or two events over nothing)."""
+    if amount is None or cores is None or not step_s or cores < MIN_CPU_FOR_PREEMPTION:
         return None
-    return switches / (cores * step_s)
+    return amount / (cores * step_s)
 
 
 def _worst(values: Iterable[float | None]) -> float | None:

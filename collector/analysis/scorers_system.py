@@ -13,7 +13,8 @@ go, the neighbours' z is small however much they take; then what the target gets
 decides (`_squeezed`): PSI cpu against its own baseline, a host running full, and how
 often the scheduler preempted the target's threads per second of CPU they got (their
 involuntary context switches, which the agent reads per process: a delay in the run
-queue shows there even where a container hides /proc/pressure).
+queue shows there even where a container hides /proc/pressure), and how long they waited
+in a run queue per second of CPU they got (their schedstat: the target's own CPU delay).
 
 A neighbour makes the target's requests wait for a core, not do more work: when the
 target's own CPU time per request rose, the slowdown is its own (a code path, larger
@@ -99,7 +100,8 @@ def _delta(ctx: SpikeContext, value: Callable[[ResourcePoint], float | None],
 def _squeezed(other_rise: float, other_z: float, cores: float, psi_base: float,
               psi_spike: float, psi_z: float, busy_share: float,
               preempt: tuple[float, float, float] = (math.nan, math.nan, math.nan),
-              busy_base_share: float = math.nan) -> float:
+              busy_base_share: float = math.nan,
+              waited: tuple[float, float, float] = (math.nan, math.nan, math.nan)) -> float:
     """0..1: other processes took clearly more of the host and the target was squeezed.
 
     Judged by what the target gets, not by the neighbours' z alone: a baseline whose
@@ -111,7 +113,10 @@ def _squeezed(other_rise: float, other_z: float, cores: float, psi_base: float,
     5 points or more however noisy that was, or the host running full (nothing left
     for the target to take), or the target's preemptions per CPU-second (baseline,
     spike, z) clearly above their baseline's spread and at least doubled: its threads
-    lost their core to someone while they still had work.
+    lost their core to someone while they still had work; or, most directly, the time
+    its threads waited runnable in a run queue per CPU-second they got (baseline, spike,
+    z; schedstat) clearly above its spread and doubled, or up by 0.3 s or more per
+    CPU-second from next to nothing.
 
     A host already (nearly) full in the baseline leaves the neighbours no room to rise
     by 0.1 of its cores, however many of them come: a held-out run had others at 1.57 of
@@ -127,9 +132,14 @@ def _squeezed(other_rise: float, other_z: float, cores: float, psi_base: float,
     full = ramp(busy_share, 0.85, 0.97)
     p_base, p_spike, p_z = preempt
     preempted = ramp(p_z, 3, 6) * ramp(p_spike / p_base if p_base > 0 else math.nan, 1.5, 2.5)
+    w_base, w_spike, w_z = waited
+    delayed = ramp(w_z, 3, 6) * max(
+        ramp(w_spike / w_base if w_base > 0 else math.nan, 1.5, 2.5),
+        ramp(w_spike - w_base, 0.1, 0.3))
     free = max(1.0 - busy_base_share, 0.05) * cores  # NaN (no baseline readings): no case
     crowded = ramp(busy_base_share, 0.8, 0.95) * ramp(other_rise / free, 0.5, 1.0)
-    return max(neighbours * max(psi, full, preempted), crowded * max(psi, preempted))
+    return max(neighbours * max(psi, full, preempted, delayed),
+               crowded * max(psi, preempted, delayed))
 
 
 def score_host(ctx: SpikeContext, facts: Facts) -> Cause:
@@ -143,8 +153,9 @@ def score_host(ctx: SpikeContext, facts: Facts) -> Cause:
     busy = mean(p.host_busy_cores for p in inside if p.host_busy_cores is not None) / cores
     busy_base = _delta(ctx, lambda p: p.host_busy_cores, 0.05)[0] / cores
     p_base, p_spike, p_z, _ = _delta(ctx, lambda p: p.target_preempted_per_cpu_s, 5.0)
+    w_base, w_spike, w_z, _ = _delta(ctx, lambda p: p.target_waited_per_cpu_s, 0.02)
     squeezed = _squeezed(o_spike - o_base, o_z, cores, c_base, c_spike, c_z, busy,
-                         (p_base, p_spike, p_z), busy_base)
+                         (p_base, p_spike, p_z), busy_base, (w_base, w_spike, w_z))
     m_base, m_spike, _, m_onset = _delta(ctx, lambda p: p.psi_memory_some, 1.0)
     i_base, i_spike, _, _ = _delta(ctx, lambda p: p.psi_io_some, 1.0)
     r_base, r_spike, _, _ = _delta(ctx, lambda p: p.rss_bytes, 1.0)
@@ -167,6 +178,8 @@ def score_host(ctx: SpikeContext, facts: Facts) -> Cause:
         "target_squeezed": num(squeezed), "baseline_psi_cpu_some": num(c_base),
         "baseline_target_preempted_per_cpu_s": num(p_base),
         "spike_target_preempted_per_cpu_s": num(p_spike),
+        "baseline_target_waited_per_cpu_s": num(w_base),
+        "spike_target_waited_per_cpu_s": num(w_spike),
         "spike_psi_cpu_some": num(c_spike), "baseline_psi_memory_some": num(m_base),
         "spike_psi_memory_some": num(m_spike), "baseline_psi_io_some": num(i_base),
         "spike_psi_io_some": num(i_spike), "baseline_rss_bytes": num(r_base, 0),

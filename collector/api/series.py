@@ -154,7 +154,9 @@ async def process(request: web.Request) -> web.Response:
 
     {head..., "processes": [{"instance", "pid", "points": [{"time", "start_ns",
     "readings", "cpu_user", "cpu_system" (cores, average), "rss_bytes_max",
-    "threads_max", "ctx_switches_voluntary", "ctx_switches_involuntary" (summed)}]}],
+    "threads_max", "ctx_switches_voluntary", "ctx_switches_involuntary" (summed),
+    "run_queue_wait" (thread-seconds waiting for a CPU per second, average; null from
+    agents that do not read it)}]}],
     "hosts": [{"instance", "points": [{"time", "start_ns", "host", "readings",
     "cpu_pct", "cpu_count", "memory_available_bytes_min", "memory_total_bytes",
     "load1", "psi_cpu_some", "psi_memory_some", "psi_memory_full", "psi_io_some",

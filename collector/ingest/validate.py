@@ -154,11 +154,15 @@ class _Checker:
         _within(msg.rss_bytes, 0, self.limits.max_memory_bytes, "size_out_of_range")
         for count in (msg.ctx_switches_voluntary, msg.ctx_switches_involuntary):
             _within(count, 0, MAX_INTERVAL_COUNT, "count_out_of_range")
+        wait = _optional(msg, "run_queue_wait")  # thread-seconds per second, like cores
+        if wait is not None:
+            _within(wait, 0, self.limits.max_cpu_cores, "cpu_out_of_range")
         return ProcessReading(
             time_ns=self.time(msg.time_unix_nanos), pid=msg.pid, interval_s=_f32(msg.interval_s),
             cpu_user=_f32(msg.cpu_user), cpu_system=_f32(msg.cpu_system), rss_bytes=msg.rss_bytes,
             threads=msg.threads, ctx_switches_voluntary=msg.ctx_switches_voluntary,
             ctx_switches_involuntary=msg.ctx_switches_involuntary,
+            run_queue_wait=None if wait is None else _f32(wait),
         )
 
     def host(self, msg: ingest_pb2.HostReading) -> HostReading:

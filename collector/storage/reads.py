@@ -128,6 +128,7 @@ class ProcessPoint:
     threads_max: int
     ctx_switches_voluntary: int  # summed over the step
     ctx_switches_involuntary: int
+    run_queue_wait: float | None = None  # thread-seconds per second, average; None: unknown
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ from pyrometer.agent.host.sampler import (
     parse_psi,
     read_psi,
     snapshot_process,
-    thread_ctx_switches,
+    thread_counters,
 )
 from pyrometer.agent.shared.errors import ConfigError
 from pyrometer.agent.shared.model import HostReading, ProcessReading
@@ -266,26 +266,81 @@ sys.stdin.read()
 """
 
 
+def _spinners(cpu: int | None = None) -> subprocess.Popen[str]:
+    child = subprocess.Popen([sys.executable, "-c", SPINNERS], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    if cpu is not None:  # every thread of it on one CPU: they queue there for it
+        for tid in os.listdir(f"/proc/{child.pid}/task"):
+            os.sched_setaffinity(int(tid), {cpu})
+    assert child.stdout is not None and child.stdout.readline().strip() == "spinning"
+    if cpu is not None:  # the spinners started after the first pin inherit it; pin again
+        for tid in os.listdir(f"/proc/{child.pid}/task"):
+            os.sched_setaffinity(int(tid), {cpu})
+    return child
+
+
+def _stop(*children: subprocess.Popen[str]) -> None:
+    for child in children:
+        child.kill()
+        child.wait()
+
+
 def test_context_switches_count_every_thread_not_the_main_one_alone() -> None:
     # three spinning worker threads, the main thread blocked on stdin: psutil's
     # num_ctx_switches() reads the main thread's counters only, which barely move
-    child = subprocess.Popen([sys.executable, "-c", SPINNERS], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
+    child = _spinners()
     try:
-        assert child.stdout is not None and child.stdout.readline().strip() == "spinning"
         proc = psutil.Process(child.pid)
         deadline = time.monotonic() + 60
         while True:  # the spinners take the GIL from each other: switches pile up
-            summed = thread_ctx_switches(child.pid)
+            summed = thread_counters(child.pid)
             assert summed is not None
             main = proc.num_ctx_switches()
-            if sum(summed) >= 50 + 5 * (main.voluntary + main.involuntary):
+            if summed.voluntary + summed.involuntary >= 50 + 5 * (main.voluntary + main.involuntary):
                 break
             assert time.monotonic() < deadline, (summed, main)
             time.sleep(0.2)
         snap = snapshot_process(proc, 1, 1)
-        assert snap is not None and snap.ctx_voluntary + snap.ctx_involuntary >= sum(summed)
+        assert snap is not None
+        assert snap.ctx_voluntary + snap.ctx_involuntary >= summed.voluntary + summed.involuntary
     finally:
-        child.kill()
-        child.wait()
-    assert thread_ctx_switches(child.pid) is None  # gone: no task directory
+        _stop(child)
+    assert thread_counters(child.pid) is None  # gone: no task directory
+
+
+@pytest.mark.skipif(not os.path.exists(f"/proc/{os.getpid()}/schedstat"),
+                    reason="the kernel keeps no schedstat")
+def test_run_queue_wait_grows_when_another_process_takes_the_cpu() -> None:
+    # the target on one CPU with a neighbour spinning on that same CPU: its running
+    # thread waits in the run queue about half the time, whatever else the host does
+    cpu = min(os.sched_getaffinity(0))
+    target = _spinners(cpu)
+    try:
+        first = thread_counters(target.pid)
+        assert first is not None and first.run_wait_s is not None
+        neighbour = _spinners(cpu)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                now = thread_counters(target.pid)
+                assert now is not None and now.run_wait_s is not None
+                if now.run_wait_s - first.run_wait_s >= 0.5:
+                    break
+                assert time.monotonic() < deadline, (first, now)
+                time.sleep(0.2)
+        finally:
+            _stop(neighbour)
+    finally:
+        _stop(target)
+
+
+def test_process_delta_gives_run_queue_wait_per_second() -> None:
+    def snap(mono_s: float, wait: float | None) -> ProcessSnapshot:
+        return ProcessSnapshot(pid=1, create_time=1.0, time_ns=0, mono_ns=round(mono_s * 1e9),
+                               cpu_user_s=0, cpu_system_s=0, rss_bytes=1, threads=2,
+                               ctx_voluntary=0, ctx_involuntary=0, run_wait_s=wait)
+
+    reading = process_delta(snap(1, 3.0), snap(3, 4.5))
+    assert reading is not None and reading.run_queue_wait == 0.75
+    unknown = process_delta(snap(1, None), snap(3, 4.5))
+    assert unknown is not None and unknown.run_queue_wait is None

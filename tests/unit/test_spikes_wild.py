@@ -22,9 +22,10 @@ from pyrometer.collector.analysis.evidence import (
     ResourcePoint,
     SpikeContext,
 )
-from pyrometer.collector.analysis.inputs import code_profile
+from pyrometer.collector.analysis.inputs import code_profile, resource_points
 from pyrometer.collector.analysis.waiting import is_waiting, is_waiting_label
 from pyrometer.collector.model import Profile
+from pyrometer.collector.storage.reads import ProcessPoint
 from support.spikes import END, ONSET, SPIKE, START, STEP, T0, S
 
 
@@ -325,6 +326,46 @@ def test_preempted_threads_show_a_squeeze_where_psi_is_hidden() -> None:
     assert calm_host.score < 0.25 < host.score, calm_host
 
 
+def waited_without_psi(waited_spike: float) -> SpikeContext:
+    """The 8-core host of `starved_without_psi`, from an agent that reads no preemptions
+    but the run-queue wait: 0.05-0.11 s per CPU-second in the baseline."""
+    rng = random.Random(40)
+    base = requests(T0, START, rng, rate=20)
+    inside = requests(START, END, rng, rate=20, slow=1.8)
+
+    def at(t_from: int, steps: int, other: Sequence[float], waited: Sequence[float]
+           ) -> list[ResourcePoint]:
+        return [ResourcePoint(t_from + i * STEP, 0.6, 0.6 + other[i % len(other)], 8, None,
+                              None, None, 2e9, None, waited[i % len(waited)])
+                for i in range(steps)]
+
+    res = at(T0, 60, [1.5, 3.0, 4.5], [0.05, 0.08, 0.11]) + at(START, 6, [6.5], [waited_spike])
+    return SpikeContext(
+        spike=SPIKE, step_ns=STEP, baseline_start_ns=T0, requests=tuple(base + inside),
+        resources=tuple(res), baseline_profile=flat(len(base), 5.0),
+        spike_profile=flat(len(inside), 5.0))
+
+
+def test_time_waiting_in_the_run_queue_shows_a_squeeze_where_psi_is_hidden() -> None:
+    ranking = rank(waited_without_psi(waited_spike=0.6))
+    assert ranking.causes and ranking.causes[0].kind == "host_pressure", ranking.checked
+    host = ranking.causes[0]
+    assert host.score > 0.45, host
+    assert host.evidence["spike_target_waited_per_cpu_s"] == 0.6
+    calm = rank(waited_without_psi(waited_spike=0.09))
+    calm_host = next(c for c in calm.causes + calm.checked if c.kind == "host_pressure")
+    assert calm_host.score < 0.25 < host.score, calm_host
+
+
+def test_run_queue_wait_per_cpu_second_comes_from_the_target_processes_schedstat() -> None:
+    procs = [ProcessPoint("i", pid, STEP, 2, 0.4, 0.1, 1, 4, 10, 5, wait)
+             for pid, wait in ((1, 0.25), (2, None))]
+    [point] = resource_points(procs, [], 2.0)
+    assert point.target_waited_per_cpu_s == 0.25 / (2 * 0.5)  # waited 0.25 s a second, 1 core
+    [unknown] = resource_points([replace(procs[0], run_queue_wait=None)], [], 2.0)
+    assert unknown.target_waited_per_cpu_s is None
+
+
 # --- more than one cause --------------------------------------------------------------
 
 
@@ -372,8 +413,6 @@ def test_the_cause_that_explains_more_of_the_rise_ranks_first() -> None:
 
 
 def test_preemptions_per_cpu_second_come_from_the_target_processes_switches() -> None:
-    from pyrometer.collector.analysis.inputs import resource_points
-    from pyrometer.collector.storage.reads import ProcessPoint
 
     procs = [ProcessPoint("pod", 1, T0, 10, 0.3, 0.1, 10**8, 4, 50, 200),
              ProcessPoint("pod", 2, T0, 10, 0.4, 0.0, 10**8, 4, 10, 120),

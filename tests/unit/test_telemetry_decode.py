@@ -82,6 +82,7 @@ BAD = [  # (kind, reason, bad record)
     ("process", "interval_out_of_range", process(interval_s=0.0)),
     ("process", "cpu_out_of_range", process(cpu_user=-0.5)),
     ("process", "pid_out_of_range", process(pid=-3)),
+    ("process", "cpu_out_of_range", process(run_queue_wait=-0.25)),
     ("host", "percent_out_of_range", host(cpu_pct=150.0)),
     ("host", "percent_out_of_range", host(psi_io_full=100.5)),
     ("host", "load_out_of_range", host(load1=-1.0)),

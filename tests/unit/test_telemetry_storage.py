@@ -183,7 +183,8 @@ def test_gpu_step_without_reasons_has_no_fractions(store: DuckDBStore) -> None:
 
 def test_process_and_host_series(store: DuckDBStore) -> None:
     store.commit([Agent().batch(1, Telemetry(
-        process=(process(0, cpu_user=0.5, rss_bytes=100), process(1, cpu_user=1.0, rss_bytes=300),
+        process=(process(0, cpu_user=0.5, rss_bytes=100, run_queue_wait=0.25),
+                 process(1, cpu_user=1.0, rss_bytes=300, run_queue_wait=0.5),
                  process(2, pid=101, threads=3)),
         host=(host(0, cpu_pct=40.0, memory_available_bytes=10, psi_io_some=None),
               host(1, cpu_pct=60.0, memory_available_bytes=5, psi_io_some=2.0)),
@@ -191,7 +192,8 @@ def test_process_and_host_series(store: DuckDBStore) -> None:
     target, worker = store.process(series())
     assert (target.pid, target.readings, target.cpu_user, target.rss_bytes_max) == (100, 2, 0.75, 300)
     assert (target.ctx_switches_voluntary, target.ctx_switches_involuntary) == (200, 10)
-    assert (worker.pid, worker.threads_max) == (101, 3)
+    assert target.run_queue_wait == 0.375
+    assert (worker.pid, worker.threads_max, worker.run_queue_wait) == (101, 3, None)  # an older agent
     [point] = store.host(series())
     assert (point.host, point.readings, point.cpu_pct) == ("host-1", 2, 50.0)
     assert point.memory_available_bytes_min == 5 and point.psi_io_some == 2.0

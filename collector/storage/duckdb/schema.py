@@ -142,7 +142,9 @@ PROCESS_COLUMNS = IDENTITY_COLUMNS + _decimals(_cols(
     ("threads", "BIGINT", _BIGINT),
     ("ctx_switches_voluntary", "BIGINT", _BIGINT),  # in the interval
     ("ctx_switches_involuntary", "BIGINT", _BIGINT),
-), cpu_user=4, cpu_system=4)
+    # thread-seconds runnable but waiting for a CPU, per second; NULL from older agents
+    ("run_queue_wait", "DOUBLE", _DOUBLE, True),
+), cpu_user=4, cpu_system=4, run_queue_wait=4)
 HOST_COLUMNS = IDENTITY_COLUMNS + _decimals(_cols(
     ("cpu_pct", "DOUBLE", _DOUBLE),
     ("cpu_count", "BIGINT", _BIGINT),

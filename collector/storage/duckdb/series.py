@@ -137,7 +137,7 @@ def read_process(cur: duckdb.DuckDBPyConnection, query: SeriesQuery) -> list[Pro
     rows = cur.execute(
         f"SELECT instance, pid, {_BUCKET} AS bucket, count(*), avg(cpu_user), avg(cpu_system), "
         "max(rss_bytes), max(threads), sum(ctx_switches_voluntary)::BIGINT, "
-        "sum(ctx_switches_involuntary)::BIGINT "
+        "sum(ctx_switches_involuntary)::BIGINT, avg(run_queue_wait) "
         f"FROM process WHERE {clause} GROUP BY instance, pid, bucket "
         "ORDER BY instance, pid, bucket",
         params,
