@@ -6,22 +6,18 @@ for one) can wrap it without the server knowing.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import inference
+from serving import BadRequest, PolledFile, StartResponse, flag_lines, read_json, reply, require
 
 log = logging.getLogger("model-server")
 NAME = "pyrometer-demo-model"
-RECHECK_S = 1.0  # how stale a file-driven switch may be
-
-StartResponse = Callable[..., Any]
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,42 +42,7 @@ class ServerConfig:
         return self.slow_forward or self.version in self.slow_versions
 
 
-class _PolledFile(Generic[T]):
-    """A value parsed from a file, re-read at most once per RECHECK_S.
-
-    Cheap on the hot path: between re-reads it is a clock read and a comparison, so a
-    scenario can change a running server's behaviour by writing one file. A missing,
-    unreadable or half-written file gives the default.
-    """
-
-    def __init__(self, path: str | None, default: T,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._path = path
-        self._default = default
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._value = default
-        self._checked = float("-inf")
-
-    def value(self) -> T:
-        if self._path is None:
-            return self._default
-        now = self._clock()
-        with self._lock:
-            if now - self._checked >= RECHECK_S:
-                self._checked = now
-                try:
-                    with open(self._path, encoding="utf-8") as f:
-                        self._value = self._parse(f.read())
-                except (OSError, ValueError):
-                    self._value = self._default
-            return self._value
-
-    def _parse(self, text: str) -> T:
-        raise NotImplementedError
-
-
-class SlowdownKnob(_PolledFile[float]):
+class SlowdownKnob(PolledFile[float]):
     """The factor in DEMO_SLOWDOWN_FILE (at least 1): the GPU-throttle simulation."""
 
     def __init__(self, path: str | None, clock: Callable[[], float] = time.monotonic) -> None:
@@ -94,7 +55,7 @@ class SlowdownKnob(_PolledFile[float]):
         return max(1.0, float(text.strip() or "1"))
 
 
-class FlagsKnob(_PolledFile[dict[str, bool]]):
+class FlagsKnob(PolledFile[dict[str, bool]]):
     """Runtime flags from DEMO_FLAGS_FILE: ``name=1`` / ``name=0`` lines, ``#`` comments.
 
     This is the "code path changed without a deploy" fault: a feature flag flipped in a
@@ -109,14 +70,10 @@ class FlagsKnob(_PolledFile[dict[str, bool]]):
 
     def _parse(self, text: str) -> dict[str, bool]:
         flags: dict[str, bool] = {}
-        for line in text.splitlines():
-            line = line.split("#", 1)[0].strip()
-            if not line:
-                continue
-            name, sep, raw = line.partition("=")
-            if not sep or raw.strip().lower() not in _FLAG_VALUES:
-                raise ValueError(f"bad flag line {line!r}")  # keeps the whole file out
-            flags[name.strip()] = _FLAG_VALUES[raw.strip().lower()]
+        for name, raw in flag_lines(text).items():
+            if raw not in _FLAG_VALUES:
+                raise ValueError(f"bad flag {name}={raw!r}")  # keeps the whole file out
+            flags[name] = _FLAG_VALUES[raw]
         return flags
 
 
@@ -126,14 +83,6 @@ _FLAG_VALUES = {"1": True, "true": True, "on": True, "0": False, "false": False,
 def simulated_device_wait(seconds: float) -> None:
     """Where a throttled GPU's longer kernels would keep the host waiting."""
     time.sleep(seconds)
-
-
-class BadRequest(Exception):
-    """The client sent something the API cannot take; becomes a 4xx."""
-
-    def __init__(self, status: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class ModelServerApp:
@@ -168,20 +117,21 @@ class ModelServerApp:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
         try:
             if path == "/v1/predict":
-                self._require(method, "POST")
-                return self._reply(start_response, "200 OK", self.predict(self._read_json(environ)))
+                require(method, "POST")
+                body = read_json(environ, self.config.max_body_bytes)
+                return reply(start_response, "200 OK", self.predict(body))
             if path == "/healthz":
-                self._require(method, "GET")
-                return self._reply(start_response, "200 OK", {"status": "ok"})
+                require(method, "GET")
+                return reply(start_response, "200 OK", {"status": "ok"})
             if path == "/v1/info":
-                self._require(method, "GET")
-                return self._reply(start_response, "200 OK", self.info())
+                require(method, "GET")
+                return reply(start_response, "200 OK", self.info())
             raise BadRequest("404 Not Found", f"no route {path}")
         except BadRequest as exc:
-            return self._reply(start_response, exc.status, {"error": str(exc)})
+            return reply(start_response, exc.status, {"error": str(exc)})
         except Exception:
             log.exception("prediction failed")
-            return self._reply(start_response, "500 Internal Server Error", {"error": "internal"})
+            return reply(start_response, "500 Internal Server Error", {"error": "internal"})
 
     def predict(self, request: dict[str, Any]) -> dict[str, Any]:
         """Run one request through the pipeline, waiting for a worker slot first."""
@@ -259,29 +209,3 @@ class ModelServerApp:
         """Wait until no prediction is queued or running; False if that took too long."""
         with self._idle:
             return self._idle.wait_for(lambda: self._waiting + self._running == 0, timeout)
-
-    def _require(self, method: str, allowed: str) -> None:
-        if method != allowed:
-            raise BadRequest("405 Method Not Allowed", f"use {allowed}")
-
-    def _read_json(self, environ: dict[str, Any]) -> dict[str, Any]:
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            raise BadRequest("400 Bad Request", "bad Content-Length") from None
-        if length > self.config.max_body_bytes:
-            raise BadRequest("413 Payload Too Large", f"body over {self.config.max_body_bytes} bytes")
-        try:
-            body = json.loads(environ["wsgi.input"].read(length) or b"null")
-        except (ValueError, UnicodeDecodeError):
-            raise BadRequest("400 Bad Request", "body is not JSON") from None
-        if not isinstance(body, dict):
-            raise BadRequest("400 Bad Request", "body must be a JSON object")
-        return body
-
-    @staticmethod
-    def _reply(start_response: StartResponse, status: str, body: dict[str, Any]) -> list[bytes]:
-        data = json.dumps(body, separators=(",", ":")).encode()
-        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
-        start_response(status, headers)
-        return [data]
