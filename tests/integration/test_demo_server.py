@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import selectors
-import signal
 import subprocess
 import sys
 import time
@@ -15,72 +11,23 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
+from support.demo_servers import DEMO, load_demo_module, running_demo
+
 pytestmark = pytest.mark.integration
 
-DEMO = Path(__file__).resolve().parents[2] / "deploy" / "demo"
 READY_PREFIX = "model-server listening on "
-START_TIMEOUT_S = 30.0
-EXIT_TIMEOUT_S = 15.0
-
-
-def _load_module(name: str) -> ModuleType:
-    """Import a deploy/demo file by path: deploy/ is not part of the installed package."""
-    spec = importlib.util.spec_from_file_location(f"demo_{name}", DEMO / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
-
-loadgen = _load_module("loadgen")
-
-
-def _read_ready_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
-    """The first stdout line, without blocking past the deadline if the server hangs."""
-    assert proc.stdout is not None
-    fd, buf = proc.stdout.fileno(), b""
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as sel:
-        sel.register(fd, selectors.EVENT_READ)
-        while b"\n" not in buf:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not sel.select(remaining):
-                pytest.fail(f"no ready line within {timeout}s (got {buf!r})")
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                pytest.fail(f"server exited before its ready line: rc={proc.wait()} out={buf!r}")
-            buf += chunk
-    return buf.split(b"\n", 1)[0].decode()
+loadgen = load_demo_module("loadgen")
 
 
 @contextmanager
 def running_server(tmp_path: Path, env: Mapping[str, str], *args: str) -> Iterator[str]:
-    """Start the server on a free port; yield its base URL; SIGTERM it and expect rc 0."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("DEMO_", "APP_"))}
-    full_env.update(env)
-    with open(tmp_path / "server.stderr", "wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, str(DEMO / "model_server.py"), "--port", "0", *args],
-            stdout=subprocess.PIPE, stderr=err, env=full_env,
-        )  # fmt: skip
-        try:
-            line = _read_ready_line(proc, START_TIMEOUT_S)
-            assert line.startswith(READY_PREFIX), line
-            yield line[len(READY_PREFIX) :]
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(EXIT_TIMEOUT_S) == 0, (tmp_path / "server.stderr").read_text()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            assert proc.stdout is not None
-            proc.stdout.close()
+    """The demo model server on a free port; its base URL; SIGTERM and rc 0 at the end."""
+    with running_demo(tmp_path, "model_server.py", READY_PREFIX, env, *args) as url:
+        yield url
 
 
 def _call(url: str, body: Any = None, method: str | None = None) -> tuple[int, dict[str, Any]]:
