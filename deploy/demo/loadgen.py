@@ -20,6 +20,12 @@ surge, a payload-size shift): a list of steps ``{"at": SECONDS_AFTER_START, "rat
 generator prints ``loadgen step: {"at", "rate", "text_words", "unix"}`` (``unix`` is
 the wall-clock time it took effect), so a harness can record when the load changed.
 ``target_rate`` in the summary stays the starting rate.
+
+``--endpoint generate`` sends to the streamed-token demo server (llm_server.py) instead:
+``POST /v1/generate {"prompt", "max_tokens"}`` with a prompt of the drawn number of words
+(``--text-words`` and the schedule's ``text_words`` are its size knob) and
+``--max-tokens`` tokens to generate; each streamed answer is read to its end, and one
+whose last line is not a finished generation counts as an error (``stream_error``).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from dataclasses import asdict, dataclass, field
 from urllib.parse import urlsplit
 
 SIZE_DISTS = ("lognormal", "exponential", "fixed")
+ENDPOINTS = {"predict": "/v1/predict", "generate": "/v1/generate"}
 ARRIVALS = ("poisson", "uniform")
 LOGNORMAL_SIGMA = 0.6
 WORDS = (  # a support-ticket vocabulary, so payloads look like the model's input
@@ -123,13 +130,28 @@ def _percentile(sorted_ms: list[float], q: float) -> float | None:
     return round(sorted_ms[rank], 3)
 
 
-def _target(url: str) -> tuple[str, int, str]:
-    """Host, port and path; a bare base URL means the predict endpoint."""
+def _target(url: str, endpoint: str = "predict") -> tuple[str, int, str]:
+    """Host, port and path; a bare base URL means the endpoint's own path."""
     parts = urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
         raise ValueError(f"{url!r}: expected http://HOST:PORT[/path]")
-    path = parts.path if parts.path not in ("", "/") else "/v1/predict"
+    path = parts.path if parts.path not in ("", "/") else ENDPOINTS[endpoint]
     return parts.hostname, parts.port or 80, path
+
+
+def _body(endpoint: str, words: str, max_tokens: int) -> bytes:
+    if endpoint == "generate":
+        return json.dumps({"prompt": words, "max_tokens": max_tokens}).encode()
+    return json.dumps({"text": words}).encode()
+
+
+def _finished_stream(body: bytes) -> bool:
+    """Whether a streamed generation ended with its finish line."""
+    last = body.rstrip(b"\n").rpartition(b"\n")[2]
+    try:
+        return json.loads(last).get("finish_reason") == "length"
+    except (ValueError, AttributeError):
+        return False
 
 
 class _Sender(threading.Thread):
@@ -142,10 +164,11 @@ class _Sender(threading.Thread):
         target: tuple[str, int, str],
         timeout: float,
         give_up_at: list[float],  # a one-element box: set when the schedule ends
+        streamed: bool = False,  # answers are token streams, to be read to their end
     ) -> None:
         super().__init__(name="loadgen-sender", daemon=True)
         self._jobs, self._results, self._target = jobs, results, target
-        self._timeout, self._give_up_at = timeout, give_up_at
+        self._timeout, self._give_up_at, self._streamed = timeout, give_up_at, streamed
 
     def run(self) -> None:
         while (job := self._jobs.get()) is not None:
@@ -162,8 +185,10 @@ class _Sender(threading.Thread):
         try:
             conn.request("POST", path, body, {"Content-Type": "application/json"})
             response = conn.getresponse()
-            response.read()
-            return "ok" if response.status == 200 else f"http_{response.status}"
+            body = response.read()
+            if response.status != 200:
+                return f"http_{response.status}"
+            return "ok" if not self._streamed or _finished_stream(body) else "stream_error"
         except TimeoutError:
             return "timeout"
         except (OSError, http.client.HTTPException):
@@ -178,8 +203,10 @@ def run_load(
     senders: int = 16, timeout: float = 10.0, seed: int | None = 0,
     stop: threading.Event | None = None, on_start: Callable[[], None] | None = None,
     schedule: Sequence[Step] = (), on_step: Callable[[Step, float], None] | None = None,
+    endpoint: str = "predict", max_tokens: int = 16,
 ) -> LoadSummary:  # fmt: skip
-    """Send predictions to ``url`` at ``rate``/s for ``duration`` s (or ``max_requests``).
+    """Send predictions to ``url`` at ``rate``/s for ``duration`` s (or ``max_requests``);
+    with ``endpoint="generate"``, generations of ``max_tokens`` tokens, streamed.
 
     Returns once every scheduled request has finished, or has been abandoned
     ``timeout`` seconds after the schedule ended. Setting ``stop`` ends the schedule early.
@@ -188,13 +215,17 @@ def run_load(
     """
     if rate <= 0 or duration < 0 or text_words <= 0 or senders < 1:
         raise ValueError("rate, text_words and senders must be positive, duration not negative")
-    if size_dist not in SIZE_DISTS or arrival not in ARRIVALS:
-        raise ValueError(f"size_dist must be one of {SIZE_DISTS}, arrival one of {ARRIVALS}")
-    target, rng, stop = _target(url), random.Random(seed), stop or threading.Event()
+    if size_dist not in SIZE_DISTS or arrival not in ARRIVALS or endpoint not in ENDPOINTS:
+        raise ValueError(f"size_dist must be one of {SIZE_DISTS}, arrival one of {ARRIVALS}, "
+                         f"endpoint one of {tuple(ENDPOINTS)}")
+    if max_tokens < 1:
+        raise ValueError("max_tokens must be at least 1")
+    target, rng, stop = _target(url, endpoint), random.Random(seed), stop or threading.Event()
     jobs: queue.Queue[tuple[float, bytes] | None] = queue.Queue()
     results: list[tuple[float, str]] = []  # list.append is atomic; no lock needed
     give_up_at = [math.inf]
-    pool = [_Sender(jobs, results, target, timeout, give_up_at) for _ in range(senders)]
+    pool = [_Sender(jobs, results, target, timeout, give_up_at, endpoint == "generate")
+            for _ in range(senders)]
     for sender in pool:
         sender.start()
     if on_start is not None:
@@ -217,7 +248,7 @@ def run_load(
         if stop.wait(max(0.0, due - time.monotonic())):
             break
         n = draw_words(rng, text_words, size_dist)
-        body = json.dumps({"text": " ".join(rng.choice(WORDS) for _ in range(n))}).encode()
+        body = _body(endpoint, " ".join(rng.choice(WORDS) for _ in range(n)), max_tokens)
         jobs.put((due, body))
         sent, words = sent + 1, words + n
         due += rng.expovariate(rate) if arrival == "poisson" else 1.0 / rate
@@ -252,6 +283,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--senders", type=int, default=16, help="concurrent connections at most")
     parser.add_argument("--timeout", type=float, default=10.0, help="per request, seconds")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--endpoint", choices=tuple(ENDPOINTS), default="predict",
+                        help="predict (model_server.py) or generate (llm_server.py, streamed)")
+    parser.add_argument("--max-tokens", type=int, default=16,
+                        help="tokens to generate per request (--endpoint generate)")
     parser.add_argument("--schedule", default="[]",
                         help='JSON steps, e.g. [{"at": 60, "rate": 100}, {"at": 90, "rate": 20}]')
     args = parser.parse_args(argv)
@@ -273,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.url, args.rate, args.duration, max_requests=args.max_requests,
             text_words=args.text_words, size_dist=args.size_dist, arrival=args.arrival,
             senders=args.senders, timeout=args.timeout, seed=args.seed, stop=stop, on_start=ready,
-            schedule=schedule, on_step=stepped,
+            schedule=schedule, on_step=stepped, endpoint=args.endpoint, max_tokens=args.max_tokens,
         )  # fmt: skip
     except ValueError as exc:
         print(f"loadgen: {exc}", file=sys.stderr)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -20,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pyrometer.agent.engine.convert import Converter
 from pyrometer.agent.engine.mapping import KNOWN
-from support.demo_servers import running_demo
+from support.demo_servers import DEMO, running_demo
 
 pytestmark = pytest.mark.integration
 
@@ -192,3 +194,23 @@ def test_bad_bodies_get_400_and_change_nothing(tmp_path: Path, body: bytes) -> N
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(f"{url}/v1/generate", timeout=WAIT_S)
         assert err.value.code == 405
+
+
+def test_the_load_generator_streams_generations_and_shifts_prompts(tmp_path: Path) -> None:
+    with llm_server(tmp_path) as (url, _):
+        schedule = json.dumps([{"at": 1.0, "text_words": 40}])
+        done = subprocess.run(
+            [sys.executable, str(DEMO / "loadgen.py"), "--url", url, "--endpoint", "generate",
+             "--max-tokens", "4", "--rate", "20", "--duration", "2", "--text-words", "5",
+             "--size-dist", "fixed", "--arrival", "uniform", "--schedule", schedule],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        lines = done.stdout.splitlines()
+        assert lines[0].startswith("loadgen started") and lines[1].startswith("loadgen step: ")
+        summary = json.loads(lines[-1])
+        sent = summary["sent"]
+        assert 38 <= sent == summary["ok"] and summary["errors"] == 0
+        assert 5 < summary["mean_words"] < 40  # half the prompts of 5 words, half of 40
+        _, values = _metrics(url)
+        assert values["vllm:prompt_tokens_total"] == round(summary["mean_words"] * sent)
+        assert values["vllm:generation_tokens_total"] == sent * 4
