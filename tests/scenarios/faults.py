@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pyrometer.collector.procs import Child, python_env, start
-from scenarios.plan import BASE_RATE, BASE_VERSION, BASE_WORDS, RAMP_STEPS, RunPlan
+from scenarios.plan import BASE_RATE, BASE_VERSION, BASE_WORDS, LLM_WORDS, RAMP_STEPS, RunPlan
 
 if TYPE_CHECKING:
     from scenarios.harness import Stack
@@ -43,13 +43,13 @@ class NoFault:
 class LoadShift(NoFault):
     """Payload size or rate changed by the load generator itself, at the planned offsets."""
 
-    def __init__(self, key: str, value: float) -> None:
+    def __init__(self, key: str, value: float, base: float | None = None) -> None:
         self._key, self._value = key, value
+        self._base = base if base is not None else BASE_RATE if key == "rate" else BASE_WORDS
 
     def load_steps(self, plan: RunPlan) -> list[dict[str, float]]:
-        base = BASE_RATE if self._key == "rate" else BASE_WORDS
         return [{"at": plan.fault_at_s, self._key: self._value},
-                {"at": plan.fault_at_s + plan.fault_s, self._key: base}]
+                {"at": plan.fault_at_s + plan.fault_s, self._key: self._base}]
 
 
 class Deploy(NoFault):
@@ -70,20 +70,22 @@ class Deploy(NoFault):
 
 
 class Flag(NoFault):
-    """Flip a runtime flag in the server's flags file: a code path changed, no deploy."""
+    """Set a runtime flag in the server's flags file, no deploy: a code path changed
+    (costly_postprocess=1, then 0), or an engine limit (max_num_seqs=5, then nothing: the
+    server's default again, `off` None)."""
 
-    def __init__(self, name: str) -> None:
-        self._name = name
+    def __init__(self, name: str, on: int = 1, off: int | None = 0) -> None:
+        self._name, self._on, self._off = name, on, off
 
     def start(self, stack: Stack) -> float | None:
-        return self._write(stack, 1)
+        return self._write(stack, f"{self._name}={self._on}\n")
 
     def stop(self, stack: Stack) -> float | None:
-        return self._write(stack, 0)
+        return self._write(stack, "" if self._off is None else f"{self._name}={self._off}\n")
 
-    def _write(self, stack: Stack, value: int) -> float:
+    def _write(self, stack: Stack, text: str) -> float:
         tmp = stack.flags_file.with_suffix(".tmp")
-        tmp.write_text(f"{self._name}={value}\n")
+        tmp.write_text(text)
         tmp.replace(stack.flags_file)  # atomic: the server never reads half a file
         return time.time()
 
@@ -160,6 +162,11 @@ def injector(plan: RunPlan) -> Injector:
                        float(m["offset_s"]))
     if plan.scenario == "gradual_surge":
         return Ramp(float(m["rate"]), float(m["ramp_s"]))
+    if plan.scenario == "llm_prompt_shift":
+        return LoadShift("text_words", float(m["text_words"]), LLM_WORDS)
+    if plan.scenario in ("llm_queueing", "llm_kv_pressure"):
+        (name, value), = m.items()
+        return Flag(name, int(value), off=None)
     return NoFault()
 
 

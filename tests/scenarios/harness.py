@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -26,13 +27,24 @@ from typing import Any
 from pyrometer.collector.demo import last_json_line
 from pyrometer.collector.procs import Child, python_env, start
 from scenarios import cotenant, decoys, faults, gpu_sim
-from scenarios.plan import BASE_RATE, BASE_VERSION, BASE_WORDS, WORKERS, RunPlan, Timing
+from scenarios.plan import (
+    BASE_VERSION,
+    BASE_WORDS,
+    LLM_MAX_TOKENS,
+    LLM_WORDS,
+    WORKERS,
+    RunPlan,
+    Timing,
+)
 
 CLI = [sys.executable, "-m", "pyrometer.agent.cli"]
 SERVICE = "rca-demo"
 GC_PAUSE_DIR = Path(__file__).resolve().parent / "gcpause"
 GC_SEED_VAR = "PYROMETER_RCA_GC_SEED"  # as gcpause/sitecustomize.py reads it
 READY_TIMEOUT_S = 90.0  # a busy two-core host starts Python processes slowly
+# the engine's metrics once a second (the agent's default is 5 s): compressed scenario time
+# is analysed in 2 s steps, each of which should hold a scrape or two
+SCRAPE_INTERVAL_S = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +92,9 @@ class Stack:
         self.requests_addr = f"127.0.0.1:{_free_port(socket.SOCK_DGRAM)}"
         self.children: list[Child] = []
         self.gc_pauses = plan.noise
+        # the LLM scenarios run the streamed-token server and scrape its engine metrics
+        self.llm = plan.llm
+        self.script = "llm_server.py" if plan.llm else "model_server.py"
         self.server: Child | None = None
         self.agent: Child | None = None
         self._restarts = 0
@@ -104,7 +119,7 @@ class Stack:
             env[GC_SEED_VAR] = self.tag
         self._restarts += 1
         child = start(f"server-{self._restarts}-{version}",
-                      [sys.executable, str(gpu_sim.DEMO / "model_server.py"), "--host", "127.0.0.1",
+                      [sys.executable, str(gpu_sim.DEMO / self.script), "--host", "127.0.0.1",
                        "--port", str(self.port), "--seed", self.tag],
                       r"listening on (?P<url>http://\S+)", self.logs, timeout=READY_TIMEOUT_S, env=env)
         self.children.append(child)
@@ -118,11 +133,13 @@ class Stack:
         self.start_server(version)
 
     def start_agent(self, grpc: str, recording: Path) -> Child:
+        scrape = (["--scrape", f"http://127.0.0.1:{self.port}/metrics",
+                   "--scrape-interval", str(SCRAPE_INTERVAL_S)] if self.llm else [])
         child = start("agent", CLI + ["agent", "--collector", grpc, "--service", SERVICE,
                                       # the port too: another run of the evaluation on this
                                       # machine (same seeds, so same tags) is not this one
-                                      "--match", rf"model_server\.py .*--port {self.port} "
-                                      rf"--seed {self.tag}$",
+                                      "--match", rf"{re.escape(self.script)} .*--port {self.port} "
+                                      rf"--seed {self.tag}$", *scrape,
                                       "--window", str(self.settings.window_s),
                                       "--requests-listen", self.requests_addr,
                                       "--gpu", f"replay:{recording}", "--gpu-interval", "1",
@@ -140,11 +157,13 @@ class Stack:
         return child
 
     def start_load(self, duration_s: float, steps: list[dict[str, float]], seed: int,
-                   rate: float = BASE_RATE) -> Child:
+                   rate: float) -> Child:
+        words, endpoint = ((LLM_WORDS, ["--endpoint", "generate", "--max-tokens", str(LLM_MAX_TOKENS)])
+                           if self.llm else (BASE_WORDS, []))
         child = start("loadgen", [sys.executable, str(gpu_sim.DEMO / "loadgen.py"),
                                   "--url", f"http://127.0.0.1:{self.port}", "--rate", str(rate),
-                                  "--text-words", str(BASE_WORDS), "--duration", f"{duration_s:.2f}",
-                                  "--senders", "64", "--seed", str(seed),
+                                  "--text-words", str(words), "--duration", f"{duration_s:.2f}",
+                                  "--senders", "64", "--seed", str(seed), *endpoint,
                                   "--schedule", json.dumps(steps)],
                       r"loadgen started", self.logs, timeout=READY_TIMEOUT_S, env=_env())
         self.children.append(child)
@@ -207,7 +226,7 @@ def run_one(plan: RunPlan, timing: Timing, workdir: Path, settings: Settings = S
             driver.start()
         launched = time.time()
         steps = [dict(s, at=round(anchor + s["at"] - launched, 3)) for s in inject.load_steps(plan)]
-        share = BASE_RATE / plan.instances
+        share = plan.base_rate / plan.instances
         load = stack.start_load(anchor + plan.total_s - launched, steps, plan.seed, share)
         peer_load = (peer.start_load(anchor + plan.total_s - launched, [], plan.seed + 1, share)
                      if peer is not None else None)
@@ -257,7 +276,7 @@ def _truth(plan: RunPlan, anchor: float, began: float | None, ended: float | Non
     times = faults.load_step_times(load_output)
     if len(times) != steps:
         raise RuntimeError(f"load generator applied {len(times)} schedule steps, expected {steps}")
-    if plan.scenario in ("payload_size", "traffic_surge", "gradual_surge"):
+    if plan.scenario in ("payload_size", "traffic_surge", "gradual_surge", "llm_prompt_shift"):
         began, ended = times[0], times[-1]
     elif plan.scenario == "overlap":  # the flag starts it; whichever ends last ends it
         assert ended is not None

@@ -13,14 +13,16 @@ pooled:
   is not counted);
 - AC@k: the share of *detected* faults whose true cause is among the first k causes of
   the ranked spike (the matching spike that overlaps the fault window most). Misses are
-  in recall, not here, so that the random baseline's AC@1 is 1/6 by construction. Where
+  in recall, not here, so that the random baseline's AC@1 is 1/6 by construction (1/10 in
+  the LLM scenarios, where the engine's four kinds can score too). Where
   a fault has two true causes (overlapping faults), AC@1 asks that the first cause be
   one of them and AC@3 that both be among the first three.
 
 Baselines rank the same spike: "random" is a seeded uniformly random permutation of the
-six kinds (averaged over many draws: AC@1 tends to 1/6 and AC@3 to 1/2); "max z" re-sorts
-the spike's causes by their robust z alone (kinds it does not list count as z = 0, in
-the fixed KINDS order).
+kinds that can score in the scenario (plan.kinds_for: the six of KINDS, averaged over many
+draws AC@1 tends to 1/6 and AC@3 to 1/2; in the LLM scenarios the engine's four as well,
+1/10 and 3/10); "max z" re-sorts the spike's causes by their robust z alone (kinds it does
+not list count as z = 0, in the fixed order of those kinds).
 
 Each proportion (recall, precision, AC@1, AC@3) comes with its 95% Wilson score interval
 over the counts behind it, so that 3 of 3 reads as "somewhere in [0.44, 1]", not as
@@ -36,7 +38,7 @@ import statistics
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from scenarios.plan import KINDS
+from scenarios.plan import KINDS, kinds_for
 
 RANDOM_DRAWS = 2000
 RANKERS = ("pyrometer", "random", "max_z")
@@ -82,9 +84,9 @@ def rank_pyrometer(spike: dict[str, Any]) -> list[str]:
     return [str(c["kind"]) for c in causes]
 
 
-def rank_max_z(spike: dict[str, Any]) -> list[str]:
+def rank_max_z(spike: dict[str, Any], kinds: Sequence[str] = KINDS) -> list[str]:
     z = {str(c["kind"]): float(c.get("z") or 0.0) for c in spike.get("causes", [])}
-    order = list(z) + [k for k in KINDS if k not in z]  # listed first, then the rest
+    order = list(z) + [k for k in kinds if k not in z]  # listed first, then the rest
     return sorted(order, key=lambda k: -z.get(k, 0.0))  # stable: ties keep that order
 
 
@@ -98,12 +100,13 @@ def truth_causes(truth: dict[str, Any]) -> list[str]:
     return list(truth.get("kinds") or [truth["kind"]])
 
 
-def random_ac(expected: str | Sequence[str], k: int, rng: random.Random) -> float:
-    """Expected AC@k of a uniformly random ranking, estimated from seeded draws."""
+def random_ac(expected: str | Sequence[str], k: int, rng: random.Random,
+              kinds: Sequence[str] = KINDS) -> float:
+    """Expected AC@k of a uniformly random ranking of `kinds`, from seeded draws."""
     causes = [expected] if isinstance(expected, str) else list(expected)
     hits = 0
     for _ in range(RANDOM_DRAWS):
-        order = list(KINDS)
+        order = list(kinds)
         rng.shuffle(order)
         hits += hit(order, causes, k)
     return hits / RANDOM_DRAWS
@@ -148,13 +151,14 @@ def score_scenario(records: Iterable[dict[str, Any]], baseline_s: float, slack_s
         delays.append((first.get("onset_ns") or first["start_ns"]) / NS - truth["start"])
         best = max(hits, key=lambda s: overlap_s(s, truth["start"], truth["end"] + slack_s))
         causes = truth_causes(truth)
+        kinds = kinds_for(record["plan"]["scenario"])
         if truth.get("instance"):
             on_one += 1
             named += best.get("instance") == truth["instance"]
         for k in (1, 3):
             ac[f"ac{k}_pyrometer"].append(float(hit(rank_pyrometer(best), causes, k)))
-            ac[f"ac{k}_max_z"].append(float(hit(rank_max_z(best), causes, k)))
-            ac[f"ac{k}_random"].append(random_ac(causes, k, rng))
+            ac[f"ac{k}_max_z"].append(float(hit(rank_max_z(best, kinds), causes, k)))
+            ac[f"ac{k}_random"].append(random_ac(causes, k, rng, kinds))
     hits1, hits3 = (round(sum(ac[f"ac{k}_pyrometer"])) for k in (1, 3))
     return {
         "runs": len(runs), "failed_runs": len(runs) - len(ok), "faults": len(faults),

@@ -21,10 +21,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 # The cause kinds the spike analysis ranks, in a fixed order (used to break ties). The
-# engine's kinds (engine_queueing, batch_saturation, kv_cache_pressure, prompt_tokens_shift)
-# are left out: the demo server exposes no engine metrics, so they never score here, and
-# counting them would only lower the random ranker's baseline.
+# engine's kinds score only from engine metrics (agent --scrape): the demo model server
+# exposes none, so in its scenarios they never score, and counting them would only lower
+# the random ranker's baseline. The LLM scenarios run the streamed-token server, whose
+# metrics the agent scrapes: there all ten can score (kinds_for).
 KINDS = ("gpu_throttling", "deploy", "payload_size", "traffic_surge", "code_path", "host_pressure")
+ENGINE_KINDS = ("engine_queueing", "batch_saturation", "kv_cache_pressure", "prompt_tokens_shift")
+LLM_SCENARIOS = ("llm_queueing", "llm_prompt_shift", "llm_kv_pressure")
 
 # Steady load every run starts from (and returns to): the demo server with a bounded
 # pool of two workers, open-loop Poisson arrivals of lognormal-sized support tickets.
@@ -32,6 +35,12 @@ BASE_RATE = 40.0
 BASE_WORDS = 32.0
 WORKERS = 2
 BASE_VERSION = "1.0.0"
+# The LLM scenarios' steady load: the streamed-token server (deploy/demo/llm_server.py,
+# whose docstring works out what its defaults leave free under it) at 20 generations a
+# second, prompts of 32 words on average (lognormal), 24 tokens generated each.
+LLM_RATE = 20.0
+LLM_WORDS = 32.0
+LLM_MAX_TOKENS = 24
 
 IN_SAMPLE_SEED = 2024
 # Fixed and distinct from the in-sample seed; one per held-out run of a scenario, so the
@@ -60,13 +69,23 @@ DESCRIPTIONS = {
                      "to several times it, holds, then drops back",
     "one_of_two": "two instances of the service, half the load each; the costly_postprocess "
                   "flag flipped on one of them only",
+    "llm_queueing": "streamed-token server: its batch limit cut by the max_num_seqs flag below "
+                    "the batch the load needs, arrivals unchanged (requests wait, the work per "
+                    "request is flat), then back to the default",
+    "llm_prompt_shift": "streamed-token server: the load switches to prompts several times "
+                        "longer (mean words x magnitude), then back",
+    "llm_kv_pressure": "streamed-token server: its KV cache cut by the kv_blocks flag (as if "
+                       "another model took the GPU's memory): the cache runs full, sequences "
+                       "are preempted and recomputed; then back to the default",
     "null": "no fault: a 12-minute soak per run in the full run (noise and decoys on), "
             "compressed in the quick one",
 }
 # Every true cause of a scenario's fault, the first one started first; none for null runs.
 CAUSES: dict[str, tuple[str, ...]] = {name: (name,) for name in DESCRIPTIONS if name in KINDS}
 CAUSES.update({"overlap": ("code_path", "traffic_surge"), "gradual_surge": ("traffic_surge",),
-               "one_of_two": ("code_path",), "null": ()})
+               "one_of_two": ("code_path",), "llm_queueing": ("engine_queueing",),
+               "llm_prompt_shift": ("prompt_tokens_shift",),
+               "llm_kv_pressure": ("kv_cache_pressure",), "null": ()})
 EXPECTED = {name: (CAUSES[name][0] if CAUSES[name] else None) for name in DESCRIPTIONS}
 RAMP_STEPS = 6  # gradual_surge: rate steps from the base up to the peak
 QUICK_SCENARIOS = ("code_path", "traffic_surge")
@@ -140,6 +159,15 @@ class RunPlan:
         return CAUSES[self.scenario]
 
     @property
+    def llm(self) -> bool:
+        """Run on the streamed-token server, its engine metrics scraped by the agent."""
+        return self.scenario in LLM_SCENARIOS
+
+    @property
+    def base_rate(self) -> float:
+        return LLM_RATE if self.llm else BASE_RATE
+
+    @property
     def simulated(self) -> bool:
         return self.scenario == "gpu_throttling"
 
@@ -181,7 +209,26 @@ def draw_magnitude(scenario: str, index: int) -> dict[str, Any]:
         return {"rate": BASE_RATE * pick((5.0, 6.0, 7.0)), "ramp_s": pick((12.0, 16.0, 20.0))}
     if scenario == "gpu_throttling":
         return {"sm_clock_mhz": pick((800.0, 950.0, 1100.0))}
+    # The LLM faults, against the ~6.6 sequences (bursts ~20) and ~20 KV blocks the base
+    # load keeps busy (llm_server.py's docstring). A batch limit of 7 already queues in
+    # bursts; 5 serves about 16 of the 20 arrivals a second. Prompts x3 keep the batch
+    # under its limit of 64 (x4 reached it: that is batch saturation, another cause). The
+    # KV cuts sit where the cache runs full and preempts while the engine still keeps up
+    # most of the time: a cache cut further (24 blocks and below) turns into a queue whose
+    # compute per request is flat, which is engine queueing's signature as much as the
+    # cache's (a simulation of the engine's scheduler said so, before any run).
+    if scenario == "llm_queueing":
+        return {"max_num_seqs": pick((7, 6, 5))}
+    if scenario == "llm_prompt_shift":
+        return {"text_words": LLM_WORDS * pick((2.0, 2.5, 3.0))}
+    if scenario == "llm_kv_pressure":
+        return {"kv_blocks": pick((30, 28, 26))}
     return {}
+
+
+def kinds_for(scenario: str) -> tuple[str, ...]:
+    """The cause kinds that can score in a scenario's runs (the random ranker's choices)."""
+    return KINDS + ENGINE_KINDS if scenario in LLM_SCENARIOS else KINDS
 
 
 def plan_runs(quick: bool, runs: int, seed: int, scenarios: tuple[str, ...] | None = None,

@@ -92,7 +92,9 @@ def markdown(scores: dict[str, dict[str, Any]], meta: dict[str, Any],
            "Brackets: the 95% Wilson score interval of a proportion over its counts (runs, "
            "spikes or detected faults), so that 3 of 3 reads as [0.44, 1.00], not certainty. "
            "AC@k is over detected faults (misses count in recall). Random: a seeded uniformly "
-           "random permutation of the six causes, averaged over draws (1/6 and 1/2 expected). "
+           "random permutation of the six causes, averaged over draws (1/6 and 1/2 expected); "
+           "in the llm_ scenarios, whose engine metrics are scraped, of ten (the engine's "
+           "four too: 1/10 and 3/10). "
            "Max-z: the spike's causes re-sorted by robust z alone.\n",
            f"GPU throttling is {gpu_sim.LABEL}: no GPU was throttled.\n",
            _instances(scores),

@@ -1,6 +1,7 @@
 """`python tests/scenarios/run.py [--quick] [--runs N] [--out FILE]`: the root-cause evaluation.
 
-Full mode runs every scenario (six faults, three compound ones and the null soak) N times with seeded
+Full mode runs every scenario (six faults, three compound ones, three LLM-serving faults on the
+streamed-token server and the null soak) N times with seeded
 magnitudes and fault times, and writes the per-scenario table to tests/scenarios/results.md
 (with everything behind it in results.json). --quick runs two scenarios once each, in
 compressed time, for the test suite. --seeds picks the in-sample runs (from --seed, the
