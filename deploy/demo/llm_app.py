@@ -9,17 +9,16 @@ record_size, as an LLM endpoint would report tokens rather than bytes.
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from llm_engine import Engine, Limits, Sequence
 from llm_metrics import EngineMetrics
 from prometheus_client import CONTENT_TYPE_LATEST
-from serving import BadRequest, PolledFile, StartResponse, flag_lines, read_json, reply, require
+from serving import BadRequest, PolledFile, StartResponse, dispatch, flag_lines, read_json, reply
 
 try:  # the demo runs without Pyrometer installed too; then sizes are simply not reported
     from pyrometer.agent.middleware import record_size
@@ -27,7 +26,6 @@ except ImportError:  # pragma: no cover
     def record_size(size: int) -> bool:
         return False
 
-log = logging.getLogger("llm-server")
 MODEL = "pyrometer-demo-llm"
 LIMIT_FLAGS = ("max_num_seqs", "kv_blocks")
 VOCAB = ("the", "order", "was", "shipped", "today", "and", "should", "arrive", "within",
@@ -81,32 +79,21 @@ class LlmApp:
         self.engine = Engine(lambda: self._knob.limits(config), self.metrics)
         self._idle = threading.Condition()
         self._streams = 0
+        self._routes = {
+            "/v1/generate": ("POST", lambda env, start: self.generate(read_json(env), start)),
+            "/metrics": ("GET", self._metrics_route),
+            "/v1/info": ("GET", lambda _, start: reply(start, "200 OK", self.info())),
+        }
         self.engine.start()
 
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Any:
-        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
-        try:
-            if path == "/v1/generate":
-                require(method, "POST")
-                return self.generate(read_json(environ), start_response)
-            if path == "/metrics":
-                require(method, "GET")
-                data = self.metrics.render()
-                start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST),
-                                          ("Content-Length", str(len(data)))])
-                return [data]
-            if path == "/healthz":
-                require(method, "GET")
-                return reply(start_response, "200 OK", {"status": "ok"})
-            if path == "/v1/info":
-                require(method, "GET")
-                return reply(start_response, "200 OK", self.info())
-            raise BadRequest("404 Not Found", f"no route {path}")
-        except BadRequest as exc:
-            return reply(start_response, exc.status, {"error": str(exc)})
-        except Exception:
-            log.exception("request failed")
-            return reply(start_response, "500 Internal Server Error", {"error": "internal"})
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        return dispatch(environ, start_response, self._routes)
+
+    def _metrics_route(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        data = self.metrics.render()
+        start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST),
+                                  ("Content-Length", str(len(data)))])
+        return [data]
 
     def generate(self, request: dict[str, Any], start_response: StartResponse) -> _Stream:
         """Queue one generation; the response streams a JSON line per token as the engine

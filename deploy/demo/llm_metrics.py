@@ -17,13 +17,14 @@ Times are the engine's own: from the moment a request reached it, not the HTTP s
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 if TYPE_CHECKING:
     from llm_engine import Sequence
 
+M = TypeVar("M", Counter, Gauge, Histogram)
 FINISH_REASONS = ("stop", "length", "abort")
 # vLLM's own bucket bounds (seconds), trimmed at the long end
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,
@@ -38,39 +39,32 @@ class EngineMetrics:
 
     def __init__(self, model: str) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        r, m = self.registry, ("model_name",)
         self._model = model
-        self.running = Gauge("vllm:num_requests_running", "Requests in the running batch.",
-                             m, registry=r).labels(model)
-        self.waiting = Gauge("vllm:num_requests_waiting", "Requests waiting to be scheduled.",
-                             m, registry=r).labels(model)
-        self.kv_usage = Gauge("vllm:kv_cache_usage_perc", "KV-cache usage (1 means 100 percent).",
-                              m, registry=r).labels(model)
-        self.preemptions = Counter("vllm:num_preemptions", "Cumulative preemptions.",
-                                   m, registry=r).labels(model)
-        self.prompt_tokens = Counter("vllm:prompt_tokens", "Prefill tokens processed.",
-                                     m, registry=r).labels(model)
-        self.generation_tokens = Counter("vllm:generation_tokens", "Generation tokens processed.",
-                                         m, registry=r).labels(model)
+        one = self._one
+        self.running = one(Gauge, "vllm:num_requests_running", "Requests in the running batch.")
+        self.waiting = one(Gauge, "vllm:num_requests_waiting", "Requests waiting to be scheduled.")
+        self.kv_usage = one(Gauge, "vllm:kv_cache_usage_perc", "KV-cache usage (1 means 100 percent).")
+        self.preemptions = one(Counter, "vllm:num_preemptions", "Cumulative preemptions.")
+        self.prompt_tokens = one(Counter, "vllm:prompt_tokens", "Prefill tokens processed.")
+        self.generation_tokens = one(Counter, "vllm:generation_tokens", "Generation tokens processed.")
         self._success = Counter("vllm:request_success", "Successfully processed requests.",
-                                ("model_name", "finished_reason"), registry=r)
+                                ("model_name", "finished_reason"), registry=self.registry)
         for reason in FINISH_REASONS:  # as vLLM does: every series there from the start
             self._success.labels(model, reason)
-        self.ttft = self._histogram("vllm:time_to_first_token_seconds",
-                                    "Time to first token.", TTFT_BUCKETS)
-        self.tpot = self._histogram("vllm:time_per_output_token_seconds",
-                                    "Time per output token.", TPOT_BUCKETS)
-        self.e2e = self._histogram("vllm:e2e_request_latency_seconds",
-                                   "End-to-end request latency.", REQUEST_BUCKETS)
-        self.queue = self._histogram("vllm:request_queue_time_seconds",
-                                     "Time spent waiting in the queue.", REQUEST_BUCKETS)
-        self.inference = self._histogram("vllm:request_inference_time_seconds",
-                                         "Time spent running (scheduled to finished).",
-                                         REQUEST_BUCKETS)
+        self.ttft = one(Histogram, "vllm:time_to_first_token_seconds", "Time to first token.",
+                        buckets=TTFT_BUCKETS)
+        self.tpot = one(Histogram, "vllm:time_per_output_token_seconds", "Time per output token.",
+                        buckets=TPOT_BUCKETS)
+        self.e2e = one(Histogram, "vllm:e2e_request_latency_seconds", "End-to-end request latency.",
+                       buckets=REQUEST_BUCKETS)
+        self.queue = one(Histogram, "vllm:request_queue_time_seconds",
+                         "Time spent waiting in the queue.", buckets=REQUEST_BUCKETS)
+        self.inference = one(Histogram, "vllm:request_inference_time_seconds",
+                             "Time spent running (scheduled to finished).", buckets=REQUEST_BUCKETS)
 
-    def _histogram(self, name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
-        return Histogram(name, doc, ("model_name",), buckets=buckets,
-                         registry=self.registry).labels(self._model)
+    def _one(self, kind: type[M], name: str, doc: str, **options: Any) -> M:
+        """The family's one series, that of this server's model."""
+        return kind(name, doc, ("model_name",), registry=self.registry, **options).labels(self._model)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

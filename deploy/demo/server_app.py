@@ -6,7 +6,6 @@ for one) can wrap it without the server knowing.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -14,9 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import inference
-from serving import BadRequest, PolledFile, StartResponse, flag_lines, read_json, reply, require
+from serving import BadRequest, PolledFile, StartResponse, dispatch, flag_lines, read_json, reply
 
-log = logging.getLogger("model-server")
 NAME = "pyrometer-demo-model"
 
 
@@ -98,6 +96,8 @@ class ModelServerApp:
         self._lock = threading.Lock()
         self._waiting = self._running = self._served = 0
         self._idle = threading.Condition(self._lock)
+        self._routes = {"/v1/predict": ("POST", self._predict_route),
+                        "/v1/info": ("GET", lambda _, start: reply(start, "200 OK", self.info()))}
 
     @property
     def costly_postprocess(self) -> bool:
@@ -114,24 +114,11 @@ class ModelServerApp:
         return fn.__name__
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
-        try:
-            if path == "/v1/predict":
-                require(method, "POST")
-                body = read_json(environ, self.config.max_body_bytes)
-                return reply(start_response, "200 OK", self.predict(body))
-            if path == "/healthz":
-                require(method, "GET")
-                return reply(start_response, "200 OK", {"status": "ok"})
-            if path == "/v1/info":
-                require(method, "GET")
-                return reply(start_response, "200 OK", self.info())
-            raise BadRequest("404 Not Found", f"no route {path}")
-        except BadRequest as exc:
-            return reply(start_response, exc.status, {"error": str(exc)})
-        except Exception:
-            log.exception("prediction failed")
-            return reply(start_response, "500 Internal Server Error", {"error": "internal"})
+        return dispatch(environ, start_response, self._routes)
+
+    def _predict_route(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        body = read_json(environ, self.config.max_body_bytes)
+        return reply(start_response, "200 OK", self.predict(body))
 
     def predict(self, request: dict[str, Any]) -> dict[str, Any]:
         """Run one request through the pipeline, waiting for a worker slot first."""

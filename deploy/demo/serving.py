@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from socketserver import ThreadingMixIn
 from typing import Any, Generic, Protocol, TypeVar
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -141,6 +141,31 @@ def reply(start_response: StartResponse, status: str, body: dict[str, Any]) -> l
     headers = [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
     start_response(status, headers)
     return [data]
+
+
+Handler = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+def dispatch(environ: dict[str, Any], start_response: StartResponse,
+             routes: Mapping[str, tuple[str, Handler]]) -> Iterable[bytes]:
+    """Answer a request from `routes` (path: (method, handler)), and GET /healthz: a route
+    asked with another method gets 405, an unknown path 404, a BadRequest its 4xx, and
+    anything else the handler raises a logged 500."""
+    method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+    try:
+        if path == "/healthz":
+            require(method, "GET")
+            return reply(start_response, "200 OK", {"status": "ok"})
+        if path not in routes:
+            raise BadRequest("404 Not Found", f"no route {path}")
+        allowed, handler = routes[path]
+        require(method, allowed)
+        return handler(environ, start_response)
+    except BadRequest as exc:
+        return reply(start_response, exc.status, {"error": str(exc)})
+    except Exception:
+        log.exception("%s %s failed", method, path)
+        return reply(start_response, "500 Internal Server Error", {"error": "internal"})
 
 
 class ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
