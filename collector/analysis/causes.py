@@ -11,7 +11,7 @@ of the rise that signal accounts for.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pyrometer.collector.analysis.candidate import SHARE, Cause, Scorer, facts
 from pyrometer.collector.analysis.evidence import SpikeContext
@@ -32,6 +32,17 @@ MIN_SCORE = 0.2
 SCORERS: tuple[Scorer, ...] = (score_gpu, score_deploy, score_payload, score_traffic,
                                score_code_path, score_host, score_engine_queueing,
                                score_batch_saturation, score_kv_cache, score_prompt_tokens)
+# A candidate that is another's account of the same thing seen less directly: requests
+# waiting in the engine's queue are what a full KV cache or a batch at its limit look like
+# from the door (admission waits for room), and larger payloads at an engine that counts
+# prompt tokens are the token shift measured in bytes. When the more direct candidate
+# explains the spike (MIN_SCORE), the other keeps its evidence but ranks just below it:
+# the one to act on is the constraint, or the engine's own count.
+EXPLAINED_BY: dict[str, tuple[str, ...]] = {
+    "engine_queueing": ("kv_cache_pressure", "batch_saturation"),
+    "payload_size": ("prompt_tokens_shift",),
+}
+BELOW = 0.95  # the explained candidate's score is capped at this share of the direct one's
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +60,23 @@ class Ranking:
 def rank(ctx: SpikeContext) -> Ranking:
     """Every candidate scored; those above zero sorted by score (ties: by z)."""
     shared = facts(ctx)
-    verdicts = tuple(_clamped(scorer(ctx, shared)) for scorer in SCORERS)
+    verdicts = _below_what_explains_them(tuple(_clamped(scorer(ctx, shared)) for scorer in SCORERS))
     scored = sorted((c for c in verdicts if c.score > 0), key=lambda c: (-c.score, -c.z, c.kind))
     return Ranking(tuple(by_share(scored)), verdicts)
+
+
+def _below_what_explains_them(verdicts: tuple[Cause, ...]) -> tuple[Cause, ...]:
+    """See EXPLAINED_BY."""
+    by_kind = {c.kind: c for c in verdicts}
+    out = []
+    for cause in verdicts:
+        direct = max((by_kind[k] for k in EXPLAINED_BY.get(cause.kind, ()) if k in by_kind
+                      and by_kind[k].score >= MIN_SCORE), key=lambda c: c.score, default=None)
+        if direct is not None and cause.score > BELOW * direct.score:
+            cause = replace(cause, score=BELOW * direct.score,
+                            explanation=f"{cause.explanation} (follows from {direct.kind})")
+        out.append(cause)
+    return tuple(out)
 
 
 def _share(cause: Cause) -> float | None:

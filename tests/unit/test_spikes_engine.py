@@ -97,6 +97,38 @@ def test_kv_cache_pressure_with_preemptions() -> None:
     assert kv.evidence["kv_cache_usage_spike_max"] > 0.95
 
 
+def test_a_queue_behind_a_full_kv_cache_is_the_caches_doing() -> None:
+    # what the streamed-token demo showed with its KV cache cut: the queue grew (requests
+    # wait for room), compute per request flat, the cache full and sequences preempted;
+    # queueing alone scores 0.95, more than the cache's 0.9 at most
+    ctx = scenario(queue_time_s=(steady(0.01 * 100, 1.2 * 100), 100),
+                   compute_time_s=(steady(0.3 * 100), 100),
+                   requests_waiting=(steady(0.2, 20.0, 0.3), 0),
+                   kv_cache_usage=(steady(0.05, 0.99, 0.01), 0),
+                   preemptions=(lambda inside, rng: float(rng.randint(3, 8)) if inside else 0.0, 0))
+    ranking = rank(ctx)
+    assert causes(ctx)[:2] == ["kv_cache_pressure", "engine_queueing"], ranking.causes
+    queue = ranking.causes[1]
+    assert "follows from kv_cache_pressure" in queue.explanation
+    assert queue.evidence["queue_time_ms_spike"] > 100  # its evidence kept
+    # the same queue with the cache roomy: the queue is the cause
+    roomy = scenario(queue_time_s=(steady(0.01 * 100, 1.2 * 100), 100),
+                     compute_time_s=(steady(0.3 * 100), 100),
+                     requests_waiting=(steady(0.2, 20.0, 0.3), 0),
+                     kv_cache_usage=(steady(0.05, 0.1, 0.01), 0),
+                     preemptions=(steady(0.0), 0))
+    assert causes(roomy)[0] == "engine_queueing"
+
+
+def test_larger_payloads_at_an_engine_counting_tokens_rank_below_the_token_shift() -> None:
+    # prompts three times longer, seen both in bytes on the wire and in the engine's
+    # prompt-token counters: the engine's count ranks first, the bytes just below
+    ctx = scenario(sizes=3.0, prompt_tokens=(steady(500.0 * 100, 1500.0 * 100), 0),
+                   requests=(steady(100.0, noise=0.0), 0))
+    ranking = rank(ctx)
+    assert causes(ctx)[0] == "prompt_tokens_shift", ranking.causes
+
+
 def test_batch_saturation_at_the_configured_limit_with_requests_waiting() -> None:
     ctx = scenario(requests_running=(steady(60.0, 256.0, 0.0), 0),
                    max_running=(steady(256.0, noise=0.0), 0),
