@@ -88,7 +88,7 @@ dashboard: $(STAMP)
 
 ## the root-cause evaluation: every scenario 3 times from the in-sample seed and 3 times
 ## from the held-out seeds, with noise and decoys, the null runs a 12-minute soak each
-## (about four and a half hours on two cores); writes tests/scenarios/results.md
+## (about five hours on two cores); writes tests/scenarios/results.md
 ## (linked from the README) and results.json beside it. The held-out seeds are never tuned
 ## on: read their table to judge the scorers, not to change them. Stopped, or run in
 ## sittings: RESUME=tests/scenarios/results.json keeps the runs it holds and runs the rest.
