@@ -252,6 +252,12 @@ def test_a_collector_killed_under_load_ends_with_every_batch_stored_once(tmp_pat
                 state["acked_at_kill"] = shipper.stats.acked
                 first.stop(signal.SIGKILL)
                 state["second"] = 1
+        # an agent outlives a collector's restart: it closes only once the new one is up.
+        # Closing earlier gives up after one last try (the spool keeps the rest for the
+        # next agent), which left this test hanging on how fast the load loop ran against
+        # how fast a Python process starts
+        while "up" not in state:
+            await asyncio.sleep(0.01)
         await shipper.close()
         await task
 
@@ -263,6 +269,7 @@ def test_a_collector_killed_under_load_ends_with_every_batch_stored_once(tmp_pat
             while "second" not in state:
                 await asyncio.sleep(0.01)
             second = await asyncio.to_thread(collector)  # restarted on the same port
+            state["up"] = 1
             await loading
 
         asyncio.run(asyncio.wait_for(with_restart(), DEADLINE_S * 2))
