@@ -147,7 +147,7 @@ INSERT INTO process_rows
 SELECT ts, {_SOURCE}, s // 10 + 1, {_PID}, 1.0,
        0.7 + 0.3 * {_unit('s', 'i')}, 0.08 + 0.04 * {_unit('s', 'i', '1')},
        3000000000 + (hash(i) % 100)::BIGINT * 1000000, 24, (400 + hash(s, i, 2) % 200)::BIGINT,
-       (10 + hash(s, i, 3) % 20)::BIGINT
+       (10 + hash(s, i, 3) % 20)::BIGINT, 0.05 + 0.05 * {_unit('s', 'i', '4')}
 {_SECONDS}
 """
 HOST = f"""
