@@ -293,21 +293,31 @@ def test_neighbours_that_took_what_a_full_host_had_left_are_host_pressure() -> N
     assert "host_pressure" not in [c.kind for c in still.causes], still.causes
 
 
-def starved_without_psi(preempted_spike: float) -> SpikeContext:
+def starved_without_psi(preempted_spike: float | None = None,
+                        waited_spike: float | None = None) -> SpikeContext:
     """An 8-core host in a container that hides /proc/pressure (PSI None): neighbours
-    wandering 1.5-4.5 cores take 6.5 (z 1.6, the host 7.1 of 8 busy, not full); the
-    target's threads were preempted 20-30 times per CPU-second in the baseline."""
+    wandering 1.5-4.5 cores take 6.5 (z 1.6, the host 7.1 of 8 busy, not full). Where the
+    agent read them, the target's threads were preempted 20-30 times per CPU-second in the
+    baseline, and waited 0.05-0.11 s in a run queue per CPU-second."""
     rng = random.Random(38)
     base = requests(T0, START, rng, rate=20)
     inside = requests(START, END, rng, rate=20, slow=1.8)
 
-    def at(t_from: int, steps: int, other: Sequence[float], preempted: Sequence[float]
-           ) -> list[ResourcePoint]:
+    def at(t_from: int, steps: int, other: Sequence[float], preempted: Sequence[float] | None,
+           waited: Sequence[float] | None) -> list[ResourcePoint]:
         return [ResourcePoint(t_from + i * STEP, 0.6, 0.6 + other[i % len(other)], 8, None,
-                              None, None, 2e9, preempted[i % len(preempted)])
+                              None, None, 2e9,
+                              None if preempted is None else preempted[i % len(preempted)],
+                              None if waited is None else waited[i % len(waited)])
                 for i in range(steps)]
 
-    res = at(T0, 60, [1.5, 3.0, 4.5], [20.0, 25.0, 30.0]) + at(START, 6, [6.5], [preempted_spike])
+    def read(baseline: list[float], spike: float | None) -> tuple[list[float] | None, ...]:
+        return (None, None) if spike is None else (baseline, [spike])
+
+    preempted = read([20.0, 25.0, 30.0], preempted_spike)
+    waited = read([0.05, 0.08, 0.11], waited_spike)
+    res = at(T0, 60, [1.5, 3.0, 4.5], preempted[0], waited[0]) + at(
+        START, 6, [6.5], preempted[1], waited[1])
     return SpikeContext(
         spike=SPIKE, step_ns=STEP, baseline_start_ns=T0, requests=tuple(base + inside),
         resources=tuple(res), baseline_profile=flat(len(base), 5.0),
@@ -326,33 +336,13 @@ def test_preempted_threads_show_a_squeeze_where_psi_is_hidden() -> None:
     assert calm_host.score < 0.25 < host.score, calm_host
 
 
-def waited_without_psi(waited_spike: float) -> SpikeContext:
-    """The 8-core host of `starved_without_psi`, from an agent that reads no preemptions
-    but the run-queue wait: 0.05-0.11 s per CPU-second in the baseline."""
-    rng = random.Random(40)
-    base = requests(T0, START, rng, rate=20)
-    inside = requests(START, END, rng, rate=20, slow=1.8)
-
-    def at(t_from: int, steps: int, other: Sequence[float], waited: Sequence[float]
-           ) -> list[ResourcePoint]:
-        return [ResourcePoint(t_from + i * STEP, 0.6, 0.6 + other[i % len(other)], 8, None,
-                              None, None, 2e9, None, waited[i % len(waited)])
-                for i in range(steps)]
-
-    res = at(T0, 60, [1.5, 3.0, 4.5], [0.05, 0.08, 0.11]) + at(START, 6, [6.5], [waited_spike])
-    return SpikeContext(
-        spike=SPIKE, step_ns=STEP, baseline_start_ns=T0, requests=tuple(base + inside),
-        resources=tuple(res), baseline_profile=flat(len(base), 5.0),
-        spike_profile=flat(len(inside), 5.0))
-
-
 def test_time_waiting_in_the_run_queue_shows_a_squeeze_where_psi_is_hidden() -> None:
-    ranking = rank(waited_without_psi(waited_spike=0.6))
+    ranking = rank(starved_without_psi(waited_spike=0.6))
     assert ranking.causes and ranking.causes[0].kind == "host_pressure", ranking.checked
     host = ranking.causes[0]
     assert host.score > 0.45, host
     assert host.evidence["spike_target_waited_per_cpu_s"] == 0.6
-    calm = rank(waited_without_psi(waited_spike=0.09))
+    calm = rank(starved_without_psi(waited_spike=0.09))
     calm_host = next(c for c in calm.causes + calm.checked if c.kind == "host_pressure")
     assert calm_host.score < 0.25 < host.score, calm_host
 
