@@ -27,14 +27,23 @@ class Pod:
     where: str  # "Deployment/demo-model", for messages
     labels: Mapping[str, str]
     spec: Doc
+    # a StatefulSet's volumeClaimTemplates: volumes each of its pods gets a claim for
+    claims: frozenset[str] = frozenset()
 
 
 def pods(docs: list[Doc]) -> Iterator[Pod]:
     for doc in docs:
         if doc.get("kind") in WORKLOAD_KINDS:
             template = doc["spec"]["template"]
+            claims = frozenset(t["metadata"]["name"] for t in doc["spec"].get("volumeClaimTemplates", []))
             yield Pod(f"{doc['kind']}/{doc['metadata']['name']}",
-                      template.get("metadata", {}).get("labels", {}), template["spec"])
+                      template.get("metadata", {}).get("labels", {}), template["spec"], claims)
+
+
+def workload(docs: list[Doc], pod: Pod) -> Doc:
+    """The Deployment, StatefulSet, ... a pod template belongs to."""
+    kind, name = pod.where.split("/", 1)
+    return next(d for d in docs if d.get("kind") == kind and d["metadata"]["name"] == name)
 
 
 def containers(pod: Pod) -> list[Doc]:
@@ -58,20 +67,27 @@ def flag(container: Doc, name: str) -> str | None:
     return argv[argv.index(name) + 1] if name in argv[:-1] else None
 
 
+# what third-party images listen on when no flag of theirs says otherwise
+DEFAULT_PORTS = {"postgres": 5432}
+
+
 def listening_ports(container: Doc) -> set[int]:
     """The ports the container's process is told to listen on, from its own flags.
 
     The flags of the collector (--grpc-listen, --http-listen), the demo model server
-    (--port) and the agent (--proxy LISTEN=UPSTREAM).
+    (--port), the agent (--proxy LISTEN=UPSTREAM) and MinIO (--address); PostgreSQL's
+    default port.
     """
     ports: set[int] = set()
-    for name in ("--grpc-listen", "--http-listen"):
+    for name in ("--grpc-listen", "--http-listen", "--address"):
         if (value := flag(container, name)) is not None:
             ports.add(int(value.rsplit(":", 1)[1]))
     if (value := flag(container, "--port")) is not None:
         ports.add(int(value))
     if (value := flag(container, "--proxy")) is not None:
         ports.add(int(value.split("=", 1)[0].rsplit(":", 1)[1]))
+    if not ports and image_name(container) in DEFAULT_PORTS:
+        ports.add(DEFAULT_PORTS[image_name(container)])
     return ports
 
 
@@ -104,7 +120,7 @@ def volume_mounts(docs: list[Doc]) -> list[str]:
     """Every volumeMount names a volume of its pod, and every volume is mounted somewhere."""
     problems = []
     for pod in pods(docs):
-        volumes = {v["name"] for v in pod.spec.get("volumes", [])}
+        volumes = {v["name"] for v in pod.spec.get("volumes", [])} | pod.claims
         mounted = set()
         for c in containers(pod):
             for mount in c.get("volumeMounts", []):
@@ -250,22 +266,77 @@ def _agent_policy(pod: Pod, c: Doc, where: str) -> list[str]:
     return problems
 
 
-def collector_volume(docs: list[Doc]) -> list[str]:
-    """The collector's --db file lies on a mounted PersistentVolumeClaim."""
+def env_value(docs: list[Doc], container: Doc, name: str) -> str | None:
+    """An env var of the container as text: its value (with $(VAR) expanded), its
+    ConfigMap key's value, or `<Secret NAME KEY>` for a Secret's (compared, never read);
+    None when it is not set."""
+    for entry in container.get("env", []):
+        if entry["name"] != name:
+            continue
+        if "value" in entry:
+            return expand(docs, container, entry["value"])
+        source = entry.get("valueFrom", {})
+        if "secretKeyRef" in source:
+            return f"<Secret {source['secretKeyRef']['name']} {source['secretKeyRef']['key']}>"
+        if "configMapKeyRef" in source:
+            ref = source["configMapKeyRef"]
+            return next((d.get("data", {}).get(ref["key"]) for d in docs if d.get("kind") == "ConfigMap"
+                         and d["metadata"]["name"] == ref["name"]), None)
+    return None
+
+
+def expand(docs: list[Doc], container: Doc, text: str) -> str:
+    """`text` with each $(NAME) replaced by the env var's value, as the kubelet does."""
+    return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                  lambda m: env_value(docs, container, m.group(1)) or m.group(0), text)
+
+
+def collector_storage(docs: list[Doc]) -> list[str]:
+    """Each collector keeps its data where it outlives the pod, with no more writers
+    than its backend allows: a --db file on a mounted PersistentVolumeClaim, opened by one
+    pod at a time (one replica, Recreate); a --lake data path on S3, nothing on a claim."""
     problems, seen = [], False
     for pod in pods(docs):
         claims = {v["name"] for v in pod.spec.get("volumes", []) if "persistentVolumeClaim" in v}
         for c in containers(pod):
-            db = flag(c, "--db")
             if image_name(c) != "pyrometer-collector":
                 continue
             seen = True
-            mounts = [m["mountPath"].rstrip("/") + "/" for m in c.get("volumeMounts", [])
-                      if m["name"] in claims]
-            if db is None or not any(db.startswith(m) for m in mounts):
-                problems.append(f"{pod.where}: --db {db} is not on a PersistentVolumeClaim mount "
-                                f"({mounts or 'none'}); the data would die with the pod")
+            claimed = [m["mountPath"].rstrip("/") + "/" for m in c.get("volumeMounts", [])
+                       if m["name"] in claims | pod.claims]
+            if flag(c, "--lake") is not None:
+                problems += _lake_storage(docs, pod, c, claimed)
+            else:
+                problems += _embedded_storage(docs, pod, c, claimed)
     return problems if seen else ["no collector container in the manifests"]
+
+
+def _embedded_storage(docs: list[Doc], pod: Pod, c: Doc, claimed: list[str]) -> list[str]:
+    problems = []
+    db = flag(c, "--db")
+    if db is None or not any(db.startswith(m) for m in claimed):
+        problems.append(f"{pod.where}: --db {db} is not on a PersistentVolumeClaim mount "
+                        f"({claimed or 'none'}); the data would die with the pod")
+    spec = workload(docs, pod)["spec"]
+    if spec.get("replicas", 1) != 1:
+        problems.append(f"{pod.where}: {spec['replicas']} replicas of a --db collector; DuckDB "
+                        "has one writer (many collectors need --lake)")
+    if pod.where.startswith("Deployment/") and spec.get("strategy", {}).get("type") != "Recreate":
+        problems.append(f"{pod.where}: strategy is not Recreate; a rollout would open the "
+                        "DuckDB file from two pods")
+    return problems
+
+
+def _lake_storage(docs: list[Doc], pod: Pod, c: Doc, claimed: list[str]) -> list[str]:
+    problems = []
+    data_path = expand(docs, c, flag(c, "--data-path") or "")
+    if not data_path.startswith("s3://"):
+        problems.append(f"{pod.where}: --data-path {data_path or None} is not s3://; each "
+                        "collector would write a folder of its own")
+    if claimed:
+        problems.append(f"{pod.where}: a --lake collector mounts a PersistentVolumeClaim "
+                        f"({claimed}); it keeps nothing local, and a claim pins it to a node")
+    return problems
 
 
 def compose_policy(compose: Doc) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import importlib
 import re
 import shutil
@@ -23,6 +24,7 @@ import pytest
 import yaml
 
 from support import deploy_checks as checks
+from support import deploy_wiring as wiring
 from support.deploy_checks import Doc
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,11 +34,15 @@ BIN = Path(sys.executable).parent
 # The oldest Kubernetes the manifests claim (native gRPC probes are GA since 1.27) and the
 # newest whose schemas the pinned kubernetes-validate bundles.
 KUBERNETES_VERSIONS = ("1.33.0", "1.37.0")
-EXAMPLES = ("sidecar", "sidecar-tls")
+EXAMPLES = ("sidecar", "sidecar-tls", "lake")
 # Stand-ins for the files the examples' secretGenerators read, which users create and git
 # ignores; Kustomize only needs them to exist.
-GENERATED_FILES = {"sidecar": ("token",), "sidecar-tls": ("tls.crt", "tls.key", "ca.crt")}
+GENERATED_FILES = {"sidecar": ("token",), "sidecar-tls": ("tls.crt", "tls.key", "ca.crt"),
+                   "lake": ("catalog-password", "s3-secret-key")}
 DEMO_PATHS = frozenset({"/healthz", "/v1/info", "/v1/predict"})
+# MinIO's health endpoints (the example's S3-compatible store for the lake)
+MINIO_PATHS = frozenset({"/minio/health/live", "/minio/health/ready"})
+COMPOSE_FILES = ("compose.yaml", "compose.lake.yaml")
 
 
 def _run(*argv: str | Path) -> subprocess.CompletedProcess[str]:
@@ -79,7 +85,7 @@ def served_paths() -> dict[str, frozenset[str]]:
     collector = frozenset(r.canonical for r in app.router.resources())
     # the agent's proxy port forwards every path to the model server
     return {"pyrometer-collector": collector, "pyrometer-demo-model": DEMO_PATHS,
-            "pyrometer-agent": DEMO_PATHS}
+            "pyrometer-agent": DEMO_PATHS, "minio": MINIO_PATHS}
 
 
 def test_the_demo_server_serves_the_paths_probes_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -93,17 +99,39 @@ def test_the_demo_server_serves_the_paths_probes_may_use(monkeypatch: pytest.Mon
         assert statuses == ["200 OK"], f"GET {path} on the demo server: {statuses}"
 
 
+COMMON_PARTS = {"Deployment/demo-model", "Deployment/pyrometer-collector", "Service/demo-model",
+                "Service/pyrometer-collector", "Secret/pyrometer-token"}
+EMBEDDED_PARTS = {"PersistentVolumeClaim/pyrometer-collector-data"}
+LAKE_PARTS = {"StatefulSet/pyrometer-lake-catalog", "Service/pyrometer-lake-catalog",
+              "StatefulSet/pyrometer-lake-s3", "Service/pyrometer-lake-s3", "Job/pyrometer-lake-bucket",
+              "ConfigMap/pyrometer-lake", "Secret/pyrometer-lake-catalog", "Secret/pyrometer-lake-s3",
+              "PodDisruptionBudget/pyrometer-collector"}
+
+
+def _named(d: Doc) -> str:  # a generated Secret's or ConfigMap's name ends in a hash of its content
+    name = d["metadata"]["name"]
+    return f"{d['kind']}/{name.rsplit('-', 1)[0] if d['kind'] in ('Secret', 'ConfigMap') else name}"
+
+
 @pytest.mark.parametrize("example", EXAMPLES)
 def test_examples_render_every_part(rendered: dict[str, list[Doc]], example: str) -> None:
-    def named(d: Doc) -> str:  # a generated Secret's name ends in a hash of its content
-        name = d["metadata"]["name"]
-        return f"{d['kind']}/{name.rsplit('-', 1)[0] if d['kind'] == 'Secret' else name}"
+    kinds = {_named(d) for d in rendered[example]}
+    expected, absent = ((COMMON_PARTS | LAKE_PARTS, EMBEDDED_PARTS) if example == "lake"
+                        else (COMMON_PARTS | EMBEDDED_PARTS, LAKE_PARTS))
+    assert expected <= kinds, f"{example} renders {sorted(kinds)}, without {sorted(expected - kinds)}"
+    assert not absent & kinds, f"{example} renders {sorted(absent & kinds)}"
 
-    kinds = sorted(named(d) for d in rendered[example])
-    expected = {"Deployment/demo-model", "Deployment/pyrometer-collector", "Service/demo-model",
-                "Service/pyrometer-collector", "PersistentVolumeClaim/pyrometer-collector-data",
-                "Secret/pyrometer-token"}
-    assert expected <= set(kinds), f"{example} renders {kinds}"
+
+def test_the_lake_runs_many_collectors_behind_the_one_service(rendered: dict[str, list[Doc]]) -> None:
+    docs = rendered["lake"]
+    assert _workload(docs, "Deployment", "pyrometer-collector")["spec"]["replicas"] == 3
+    services = [d for d in docs if d["kind"] == "Service" and "pyrometer-collector" in d["metadata"]["name"]]
+    assert services == [_service(rendered["sidecar"], "pyrometer-collector")], \
+        "agents must keep dialing the one Service"
+    # the same probes as the one embedded collector
+    lake, embedded = _collector(docs), _collector(rendered["sidecar"])
+    assert (lake["readinessProbe"], lake["livenessProbe"]) == (
+        embedded["readinessProbe"], embedded["livenessProbe"])
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
@@ -131,7 +159,7 @@ def test_the_old_target_port_bug_passes_schemas_and_fails_the_cross_reference() 
 def _all_problems(docs: list[Doc], served: dict[str, frozenset[str]]) -> list[str]:
     return [*checks.service_target_ports(docs), *checks.volume_mounts(docs),
             *checks.references_exist(docs), *checks.probes_served(docs, served),
-            *checks.policy(docs), *checks.collector_volume(docs)]
+            *checks.policy(docs), *checks.collector_storage(docs)]
 
 
 @pytest.mark.parametrize("example", EXAMPLES)
@@ -148,8 +176,31 @@ def test_the_base_leaves_only_the_token_secret_to_the_overlay(k8s_tree: Path) ->
         "Deployment/pyrometer-collector: Secret 'pyrometer-token' is not in the manifests"]
 
 
-def _container(docs: list[Doc], workload: str, name: str) -> Doc:
-    pod = next(p for p in checks.pods(docs) if p.where == f"Deployment/{workload}")
+def test_the_lake_component_leaves_only_where_the_lake_is_to_the_overlay(k8s_tree: Path) -> None:
+    overlay = k8s_tree / "examples" / "bare-lake"
+    overlay.mkdir(exist_ok=True)
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": ["../../base/collector"], "components": ["../../components/collector-lake"]}))
+    docs = _render(k8s_tree, "examples/bare-lake")
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSIONS[0], strict=True)
+    assert sorted(_named(d) for d in docs) == [
+        "Deployment/pyrometer-collector", "PodDisruptionBudget/pyrometer-collector",
+        "Service/pyrometer-collector"]
+    where = "Deployment/pyrometer-collector: "
+    assert checks.references_exist(docs) == [
+        where + "Secret 'pyrometer-token' is not in the manifests",
+        *(where + f"ConfigMap 'pyrometer-lake' key {k!r} is not in the manifests"
+          for k in ("catalog", "data-path")),
+        where + "Secret 'pyrometer-lake-catalog' key 'password' is not in the manifests",
+        *(where + f"Secret 'pyrometer-lake-s3' key {k!r} is not in the manifests"
+          for k in ("access-key-id", "secret-access-key")),
+        where + "ConfigMap 'pyrometer-lake' key 's3-region' is not in the manifests"]
+
+
+def _container(docs: list[Doc], workload: str, name: str, kind: str = "Deployment") -> Doc:
+    pod = next(p for p in checks.pods(docs) if p.where == f"{kind}/{workload}")
     return next(c for c in pod.spec["containers"] if c["name"] == name)
 
 
@@ -175,6 +226,15 @@ def _set(path: list[Any], value: Any) -> Callable[[Doc], None]:
 
 def _service(docs: list[Doc], name: str) -> Doc:
     return next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == name)
+
+
+def _workload(docs: list[Doc], kind: str, name: str) -> Doc:
+    return next(d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name)
+
+
+def _generated(docs: list[Doc], kind: str, name: str) -> Doc:
+    """A ConfigMap or Secret a generator made (its name carries a hash)."""
+    return next(d for d in docs if d["kind"] == kind and d["metadata"]["name"].rsplit("-", 1)[0] == name)
 
 
 # (id, how the good manifests are broken, the check that must notice, what it must say)
@@ -227,7 +287,14 @@ BREAKS: list[tuple[str, Callable[[list[Doc]], None], str, str]] = [
     ("spool-not-on-empty-dir", lambda d: _set(["args", 3], "--spool-dir=/var/spool/other")(_agent(d)),
      "policy", "--spool-dir /var/spool/other is not an emptyDir mount"),
     ("db-off-the-volume", lambda d: _set(["args", 0], "--db=/tmp/pyrometer.duckdb")(_collector(d)),
-     "collector_volume", "--db /tmp/pyrometer.duckdb is not on a PersistentVolumeClaim mount"),
+     "collector_storage", "--db /tmp/pyrometer.duckdb is not on a PersistentVolumeClaim mount"),
+    ("embedded-collectors-replicated",
+     lambda d: _set(["spec", "replicas"], 3)(_workload(d, "Deployment", "pyrometer-collector")),
+     "collector_storage", "3 replicas of a --db collector"),
+    ("embedded-collector-rolled",
+     lambda d: _set(["spec", "strategy"], {"type": "RollingUpdate"})(
+         _workload(d, "Deployment", "pyrometer-collector")),
+     "collector_storage", "strategy is not Recreate"),
 ]
 
 
@@ -241,8 +308,71 @@ def test_each_check_catches_what_it_is_for(
         "target_ports": checks.service_target_ports, "mounts": checks.volume_mounts,
         "references": checks.references_exist, "policy": checks.policy,
         "probes": lambda d: checks.probes_served(d, served_paths),
-        "collector_volume": checks.collector_volume}
+        "collector_storage": checks.collector_storage}
     problems = run[check](docs)
+    assert any(says in p for p in problems), f"{name}: {check} did not say {says!r}: {problems}"
+
+
+def _lake_problems(docs: list[Doc]) -> list[str]:
+    return wiring.lake_wiring(wiring.k8s_parts(docs), wiring.k8s_finder(docs))
+
+
+def test_the_lake_parts_reach_each_other(rendered: dict[str, list[Doc]]) -> None:
+    assert _lake_problems(rendered["lake"]) == []
+    assert _lake_problems(rendered["sidecar"]) == ["no collector runs with --lake"]
+
+
+def _lake_setting(key: str, value: str) -> Callable[[list[Doc]], None]:
+    return lambda d: _set(["data", key], value)(_generated(d, "ConfigMap", "pyrometer-lake"))
+
+
+def _catalog_env(index: int, value: Doc) -> Callable[[list[Doc]], None]:
+    return lambda d: _set(["env", index], value)(
+        _container(d, "pyrometer-lake-catalog", "postgres", "StatefulSet"))
+
+
+# (id, how the good lake example is broken, the check that must notice, what it must say)
+LAKE_BREAKS: list[tuple[str, Callable[[list[Doc]], None], str, str]] = [
+    ("catalog-host-typo", _lake_setting("catalog", "postgres://pyrometer@pyrometer-lake-catalg:5432/pyrometer"),
+     "wiring", "catalog pyrometer-lake-catalg:5432: no Service of that name"),
+    ("catalog-port", _lake_setting("catalog", "postgres://pyrometer@pyrometer-lake-catalog:5433/pyrometer"),
+     "wiring", "Service/pyrometer-lake-catalog has no port 5433"),
+    ("catalog-database", _lake_setting("catalog", "postgres://pyrometer@pyrometer-lake-catalog/lake"),
+     "wiring", "has POSTGRES_DB 'pyrometer'"),
+    ("password-in-the-url",
+     _lake_setting("catalog", "postgres://pyrometer:hunter2@pyrometer-lake-catalog:5432/pyrometer"),
+     "wiring", "the catalog URL holds its password"),
+    ("catalog-password-not-the-collectors'", _catalog_env(2, {"name": "POSTGRES_PASSWORD", "value": "x"}),
+     "wiring", "PGPASSWORD <Secret pyrometer-lake-catalog-"),
+    ("s3-endpoint-port", _lake_setting("s3-endpoint", "http://pyrometer-lake-s3:9001"),
+     "wiring", "Service/pyrometer-lake-s3 has no port 9001"),
+    ("s3-keys-not-minio's",
+     lambda d: _set(["env", 0, "valueFrom", "secretKeyRef", "key"], "secret-access-key")(
+         _container(d, "pyrometer-lake-s3", "minio", "StatefulSet")),
+     "wiring", "are not StatefulSet/pyrometer-lake-s3 container minio's MINIO_ROOT_USER"),
+    ("bucket-nobody-makes", _lake_setting("data-path", "s3://pyrometer-profiles/lake"),
+     "wiring", "nothing makes the bucket 'pyrometer-profiles'"),
+    ("bucket-made-elsewhere",
+     lambda d: _set(["env", 2, "value"], "http://$(ACCESS_KEY):$(SECRET_KEY)@minio:9000")(
+         _container(d, "pyrometer-lake-bucket", "make-bucket", "Job")),
+     "wiring", "is not pyrometer-lake-s3:9000 with the collectors' keys"),
+    ("lake-on-a-local-folder", _lake_setting("data-path", "/data/lake"),
+     "collector_storage", "--data-path /data/lake is not s3://"),
+    ("lake-collector-on-a-claim",
+     lambda d: (_pod_spec(d, "pyrometer-collector")["volumes"].append(
+         {"name": "data", "persistentVolumeClaim": {"claimName": "pyrometer-collector-data"}}),
+         _collector(d)["volumeMounts"].append({"name": "data", "mountPath": "/data"})),
+     "collector_storage", "a --lake collector mounts a PersistentVolumeClaim"),
+]
+
+
+@pytest.mark.parametrize(("name", "breaks", "check", "says"), LAKE_BREAKS, ids=[b[0] for b in LAKE_BREAKS])
+def test_each_lake_check_catches_what_it_is_for(
+        rendered: dict[str, list[Doc]], name: str, breaks: Callable[[list[Doc]], None],
+        check: str, says: str) -> None:
+    docs = copy.deepcopy(rendered["lake"])
+    breaks(docs)
+    problems = {"wiring": _lake_problems, "collector_storage": checks.collector_storage}[check](docs)
     assert any(says in p for p in problems), f"{name}: {check} did not say {says!r}: {problems}"
 
 
@@ -251,10 +381,62 @@ def _check_compose(path: Path) -> subprocess.CompletedProcess[str]:
     return _run(BIN / "check-jsonschema", "--builtin-schema", "vendor.compose-spec", path)
 
 
-def test_compose_file_validates_and_holds_the_agent_policy() -> None:
-    done = _check_compose(DEPLOY / "compose.yaml")
-    assert done.returncode == 0, f"compose.yaml:\n{done.stdout}{done.stderr}"
-    assert checks.compose_policy(yaml.safe_load((DEPLOY / "compose.yaml").read_text())) == []
+def _compose(name: str) -> Doc:
+    loaded: Doc = yaml.safe_load((DEPLOY / name).read_text())
+    return loaded
+
+
+@pytest.mark.parametrize("name", COMPOSE_FILES)
+def test_compose_file_validates_and_holds_the_agent_policy(name: str) -> None:
+    done = _check_compose(DEPLOY / name)
+    assert done.returncode == 0, f"{name}:\n{done.stdout}{done.stderr}"
+    assert checks.compose_policy(_compose(name)) == []
+
+
+@pytest.mark.parametrize("name", COMPOSE_FILES)
+def test_compose_services_wait_for_what_they_reach(name: str) -> None:
+    assert wiring.compose_dependencies(_compose(name)) == []
+
+
+def test_compose_lake_parts_reach_each_other() -> None:
+    compose = _compose("compose.lake.yaml")
+    assert wiring.lake_wiring(wiring.compose_parts(compose), wiring.compose_finder(compose)) == []
+    assert compose["services"]["collector"]["deploy"]["replicas"] == 3
+
+
+def _compose_set(service: str, path: list[Any], value: Any) -> Callable[[Doc], None]:
+    return lambda c: _set(path, value)(c["services"][service])
+
+
+# (id, how compose.lake.yaml is broken, the check that must notice, what it must say)
+COMPOSE_BREAKS: list[tuple[str, Callable[[Doc], None], str, str]] = [
+    ("replicas-on-one-host-port", _compose_set("collector", ["ports"], ["127.0.0.1:7071:7071"]),
+     "dependencies", "3 replicas and host port 7071 for 1"),
+    ("collector-does-not-wait-for-the-bucket",
+     lambda c: c["services"]["collector"]["depends_on"].pop("bucket"),
+     "dependencies", "collector: reaches bucket but does not wait for it (service_completed_successfully)"),
+    ("wait-for-health-never-checked", lambda c: c["services"]["catalog"].pop("healthcheck"),
+     "dependencies", "waits for catalog to be healthy, and catalog has no healthcheck"),
+    ("agent-dials-no-service",
+     _compose_set("agent", ["environment", "PYROMETER_COLLECTOR"], "collectors:7070"),
+     "dependencies", "agent: reaches collectors but does not wait for it"),
+    ("bucket-maker-with-other-keys",
+     _compose_set("bucket", ["environment", "MC_HOST_lake"], "http://pyrometer:minioadmin@s3:9000"),
+     "wiring", "bucket: mc's alias 'lake' (http://pyrometer:minioadmin@s3:9000) is not s3:9000"),
+    ("catalog-password-drifted", _compose_set("catalog", ["environment", "POSTGRES_PASSWORD"], "other"),
+     "wiring", "collector: PGPASSWORD pyrometer-lake-catalog-demo is not catalog's POSTGRES_PASSWORD"),
+]
+
+
+@pytest.mark.parametrize(("name", "breaks", "check", "says"), COMPOSE_BREAKS,
+                         ids=[b[0] for b in COMPOSE_BREAKS])
+def test_each_compose_check_catches_what_it_is_for(
+        name: str, breaks: Callable[[Doc], None], check: str, says: str) -> None:
+    compose = _compose("compose.lake.yaml")
+    breaks(compose)
+    problems = (wiring.compose_dependencies(compose) if check == "dependencies" else
+                wiring.lake_wiring(wiring.compose_parts(compose), wiring.compose_finder(compose)))
+    assert any(says in p for p in problems), f"{name}: {check} did not say {says!r}: {problems}"
 
 
 def test_compose_schema_rejects_a_misspelled_field() -> None:
@@ -263,7 +445,7 @@ def test_compose_schema_rejects_a_misspelled_field() -> None:
 
 
 def test_compose_policy_catches_an_extra_capability() -> None:
-    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    compose = _compose("compose.yaml")
     compose["services"]["agent"]["cap_add"].append("NET_ADMIN")
     del compose["services"]["model"]["read_only"]
     assert checks.compose_policy(compose) == [
@@ -291,35 +473,74 @@ def _parser(command: str) -> argparse.ArgumentParser:
     return parser
 
 
-def _flags_and_variables(docs: list[Doc], compose: Doc) -> list[tuple[str, list[str], list[str]]]:
-    """(command, argv, PYROMETER_* names) of every agent and collector the files run."""
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One agent or collector the deployment files start."""
+
+    where: str
+    command: str  # "agent" or "collector"
+    image: str
+    argv: list[str]
+    variables: list[str]
+
+
+def _runs(docs: list[Doc], compose: Doc, where: str) -> list[Run]:
+    commands = {"pyrometer-agent": "agent", "pyrometer-collector": "collector"}
     runs = []
     for pod in checks.pods(docs):
         for c in checks.containers(pod):
-            command = {"pyrometer-agent": "agent", "pyrometer-collector": "collector"}.get(
-                checks.image_name(c))
-            if command:
-                names = [e["name"] for e in c.get("env", []) if e["name"].startswith("PYROMETER_")]
-                runs.append((command, c.get("args", []), names))
-    for svc in compose["services"].values():
-        command = {"pyrometer-agent:0.1.0": "agent"}.get(svc["image"])
-        if command:
-            runs.append((command, svc["command"], [n for n in svc.get("environment", {})]))
+            if command := commands.get(checks.image_name(c)):
+                runs.append(Run(f"{where} {pod.where}", command, c["image"], c.get("args", []),
+                                [e["name"] for e in c.get("env", [])]))
+    for name, svc in compose["services"].items():
+        if command := commands.get(checks.image_name(svc)):
+            runs.append(Run(f"{where} {name}", command, svc["image"], svc.get("command", []),
+                            list(svc.get("environment", {}))))
     return runs
 
 
-def test_every_flag_and_variable_is_one_the_commands_take(rendered: dict[str, list[Doc]]) -> None:
-    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
-    runs = _flags_and_variables(rendered["sidecar-tls"], compose)
-    assert sorted({c for c, _, _ in runs}) == ["agent", "collector"]
-    for command, argv, names in runs:
-        parser = _parser(command)
+# the S3 settings the lake reads (its module docstring names each), and libpq's password
+LAKE_VARIABLES = frozenset(re.findall(r"AWS_[A-Z0-9_]+", (ROOT / "collector/storage/lake/s3.py").read_text())
+                           ) | {"PGPASSWORD"}
+
+
+@pytest.fixture(scope="module")
+def runs(rendered: dict[str, list[Doc]]) -> list[Run]:
+    found = [*_runs(rendered["sidecar-tls"], _compose("compose.yaml"), "sidecar-tls, compose.yaml:"),
+             *_runs(rendered["lake"], _compose("compose.lake.yaml"), "lake, compose.lake.yaml:")]
+    assert sorted({(r.command, r.where.split(":")[0]) for r in found}) == [
+        ("agent", "lake, compose.lake.yaml"), ("agent", "sidecar-tls, compose.yaml"),
+        ("collector", "lake, compose.lake.yaml"), ("collector", "sidecar-tls, compose.yaml")]
+    return found
+
+
+def test_every_flag_and_variable_is_one_the_commands_take(runs: list[Run]) -> None:
+    for run in runs:
+        parser = _parser(run.command)
         try:
-            parser.parse_args(argv)  # an unknown or misspelled flag raises
+            parser.parse_args(run.argv)  # an unknown or misspelled flag raises
         except (argparse.ArgumentError, SystemExit) as exc:
-            pytest.fail(f"pyrometer {command} {argv}: {exc}")
+            pytest.fail(f"{run.where} pyrometer {run.command} {run.argv}: {exc}")
         known = set(re.findall(r"PYROMETER_[A-Z_]+", parser.format_help()))
-        assert set(names) <= known, f"pyrometer {command} takes no {sorted(set(names) - known)}"
+        if run.command == "collector" and "--lake" in " ".join(run.argv):
+            known |= LAKE_VARIABLES
+        unknown = {n for n in run.variables if n.startswith(("PYROMETER_", "AWS_", "PG"))} - known
+        assert not unknown, f"{run.where}: pyrometer {run.command} reads no {sorted(unknown)}"
+
+
+def test_each_collector_runs_the_image_of_its_backend(runs: list[Run]) -> None:
+    # the two extras pin different DuckDB releases: a --lake collector started from the
+    # embedded image stops at start-up, asking for pyrometer[lake]
+    for run in runs:
+        if run.command == "collector":
+            lake = "--lake" in " ".join(run.argv)
+            assert run.image.endswith("-lake") == lake, f"{run.where}: {run.image} for {run.argv}"
+    build = _compose("compose.lake.yaml")["services"]["collector"]["build"]
+    assert build["target"] == "lake"
+    stages = re.findall(r"^FROM \S+ AS (\S+)\n(?:(?!FROM).*\n)*?RUN pip install [^\n]*'/src\[(\w+)\]'",
+                        (DEPLOY / "Dockerfile.collector").read_text(), re.MULTILINE)
+    assert stages == [("lake", "lake"), ("embedded", "collector")], \
+        "the lake target installs [lake], and the default (last) target is the embedded one"
 
 
 def test_a_misspelled_flag_or_variable_is_caught() -> None:
@@ -327,3 +548,4 @@ def test_a_misspelled_flag_or_variable_is_caught() -> None:
     with pytest.raises(SystemExit):
         parser.parse_args(["--spool-dirr=/var/spool/pyrometer"])
     assert "PYROMETER_TOKEN_FILES" not in set(re.findall(r"PYROMETER_[A-Z_]+", parser.format_help()))
+    assert "AWS_ENDPOINT_URL_S3" in LAKE_VARIABLES and "AWS_S3_ENDPOINT" not in LAKE_VARIABLES
