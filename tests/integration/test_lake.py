@@ -16,45 +16,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
 import pytest
 
-from pyrometer.agent.shared.model import NANOS_PER_SECOND, SampleKey
-from pyrometer.collector.ingest.decode import StreamDecoder
+from pyrometer.agent.shared.model import SampleKey
 from pyrometer.collector.procs import python_env, start
 from pyrometer.collector.storage.batch import DecodedBatch
 from pyrometer.collector.storage.duckdb.backend import DuckDBStore
 from pyrometer.collector.storage.lake.backend import LakeStore
-from pyrometer.collector.storage.lake.extensions import extension_file
-from pyrometer.collector.storage.reads import SeriesQuery
 from pyrometer.collector.storage.store import BatchOutcome
-from support.ingest_builder import BASE_NS, NOW_NS, StreamEncoder, stack
+from support.ingest_builder import BASE_NS
+from support.lake import IDLE, MAIN, WINDOW, Agent, S, answers, fill, missing_extensions
 from support.postgres import Postgres, start_postgres
-from support.telemetry_builder import everything
 
 pytestmark = [pytest.mark.lake, pytest.mark.integration]
 
-if extension_file("ducklake") is None or extension_file("postgres_scanner") is None:
-    pytest.skip(f"DuckDB {duckdb.__version__} has no ducklake/postgres_scanner extension wheel "
-                "here: the lake's tests run in .venv-lake (`make test-lake` installs "
-                "pyrometer[lake] there)", allow_module_level=True)
-
-S = NANOS_PER_SECOND
-WINDOW = (BASE_NS, BASE_NS + 120 * S)
-MAIN = stack("main", "serve", "forward")
-IDLE = stack("main", "wait")
-TOKENIZE = stack("main", "serve", "tokenize")
-
-
-class Agent:
-    """Batches of one agent as the ingest server hands them to a store."""
-
-    def __init__(self, agent_id: str) -> None:
-        self.encoder = StreamEncoder(agent_id=agent_id)
-        self.decoder = StreamDecoder()
-
-    def batch(self, seq: int, counts: dict[SampleKey, int], **window: object) -> DecodedBatch:
-        return self.decoder.decode(self.encoder.batch(seq, counts, **window), NOW_NS)  # type: ignore[arg-type]
+if (why := missing_extensions("ducklake", "postgres_scanner")) is not None:
+    pytest.skip(why, allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
@@ -92,52 +69,21 @@ def collectors(lake: Lake) -> Iterator[tuple[LakeStore, LakeStore]]:
     b.close()
 
 
-def _fill(agents: dict[str, Agent]) -> list[list[DecodedBatch]]:
-    a, b = agents["a"], agents["b"]
-    return [
-        [a.batch(1, {SampleKey(MAIN, "MainThread"): 5, SampleKey(IDLE, "MainThread"): 2},
-                 telemetry=everything())],
-        [b.batch(1, {SampleKey(MAIN, "MainThread"): 4, SampleKey(TOKENIZE, "w"): 9}),
-         a.batch(2, {SampleKey(TOKENIZE, "w"): 1}, start_ns=BASE_NS + 10 * S, version="v2")],
-        [a.batch(2, {SampleKey(TOKENIZE, "w"): 1}, start_ns=BASE_NS + 10 * S, version="v2")],
-    ]
-
-
-def _answers(store: DuckDBStore) -> dict[str, object]:
-    query = SeriesQuery("svc", *WINDOW, step_ns=30 * S)
-    sets = [summary.label_set for summary in store.label_sets(*WINDOW)]
-    return {
-        "profile": store.profile("svc", *WINDOW),
-        "profile_v2": store.profile("svc", *WINDOW, version="v2"),
-        "services": store.services(),
-        "labels": store.profile_labels("svc", *WINDOW),
-        "label_sets": store.label_sets(*WINDOW),
-        "select": store.select_profile(*WINDOW, sets),
-        "steps": store.select_steps(*WINDOW, 30 * S, sets),
-        "latency": store.latency(query), "gpu": store.gpu(query), "host": store.host(query),
-        "process": store.process(query), "events": store.events("svc", *WINDOW),
-        "requests": store.request_records("svc", *WINDOW),
-        "engine": store.engine_readings("svc", *WINDOW),
-        "costs": store.version_costs("svc", *WINDOW),
-        "routes": store.routes("svc", *WINDOW),
-    }
-
-
 def test_the_lake_answers_as_the_embedded_store(collectors: tuple[LakeStore, LakeStore],
                                                 tmp_path: Path) -> None:
     local = DuckDBStore(tmp_path / "local.duckdb")
     lake_a, lake_b = collectors
     # the same batches (a retried one among them) to the file and, spread over two
     # collectors, to the lake
-    for group in _fill({"a": Agent("a"), "b": Agent("b")}):
+    for group in fill():
         local.commit(group)
-    for n, group in enumerate(_fill({"a": Agent("a"), "b": Agent("b")})):
+    for n, group in enumerate(fill()):
         (lake_a if n % 2 == 0 else lake_b).commit(group)
     try:
-        expected = _answers(local)
+        expected = answers(local)
         assert expected["profile"].samples  # type: ignore[attr-defined]
-        assert _answers(lake_a) == expected
-        assert _answers(lake_b) == expected
+        assert answers(lake_a) == expected
+        assert answers(lake_b) == expected
     finally:
         local.close()
 
