@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 # The lake backend pins another DuckDB than the embedded one (see [lake] in pyproject.toml
-# and docs/lake.md), so its tests run in a virtualenv of their own.
+# and docs/lake.md), so its tests run in a virtualenv of their own, which alone also gets
+# [lake-test] (moto, the S3 server of the s3:// tests).
 LAKE_VENV := .venv-lake
 LAKE_PY := $(LAKE_VENV)/bin/python
 LAKE_STAMP := $(LAKE_VENV)/.installed-stamp
@@ -21,7 +22,7 @@ $(STAMP): pyproject.toml
 $(LAKE_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(LAKE_VENV)
 	$(LAKE_PY) -m pip install --quiet --upgrade pip
-	$(LAKE_PY) -m pip install --quiet -e '.[lake,demo,dev,proxy]'
+	$(LAKE_PY) -m pip install --quiet -e '.[lake,lake-test,demo,dev,proxy]'
 	touch $(LAKE_STAMP)
 
 ## the quick suite (what CI runs): lint, then unit + integration + the web page in a real
