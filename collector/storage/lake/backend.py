@@ -93,6 +93,7 @@ class LakeStore(DuckDBStore):
             extensions.load(con, extensions.CATALOG + (extensions.S3 if remote else ()))
             if remote:
                 con.execute(s3.secret_sql(env))
+                s3.check_reachable(con, self.data_path, env)
             elif not os.path.isdir(self.data_path):
                 os.makedirs(self.data_path, exist_ok=True)
             con.execute(f"ATTACH {extensions.literal('ducklake:postgres:' + self.catalog)} AS {ALIAS} "
