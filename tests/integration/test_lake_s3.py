@@ -11,18 +11,24 @@ and says why. Each test gets a catalog database and a key prefix of its own.
 from __future__ import annotations
 
 import socket
+import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 import pytest
 
 from pyrometer.collector.errors import StorageError
+from pyrometer.collector.procs import python_env, start
+from pyrometer.collector.render.folded import render_folded
+from pyrometer.collector.storage.duckdb.backend import DuckDBStore
 from pyrometer.collector.storage.lake import extensions, s3
 from pyrometer.collector.storage.lake.backend import LakeStore
-from support.lake import missing_extensions
+from support.lake import WINDOW, answers, fill, missing_extensions
 from support.postgres import Postgres, start_postgres
 from support.request_servers import free_port
 from support.s3 import S3Server, start_s3
@@ -91,6 +97,64 @@ class S3Lake:
 def lake(postgres: Postgres, bucket: S3Server) -> S3Lake:
     name = uuid.uuid4().hex[:12]
     return S3Lake(postgres.create_database(f"lake_{name}"), f"lake-{name}/", bucket.env())
+
+
+def test_an_s3_lake_answers_as_the_embedded_store_from_parquet_in_the_bucket(
+        lake: S3Lake, bucket: S3Server, tmp_path: Path) -> None:
+    local = DuckDBStore(tmp_path / "local.duckdb")
+    for group in fill():
+        local.commit(group)
+    writers = lake.open(), lake.open()
+    try:
+        for n, group in enumerate(fill()):
+            writers[n % 2].commit(group)
+        lake.flush()
+        keys = bucket.keys(BUCKET, lake.prefix)
+        # DuckLake's layout: PREFIX/SCHEMA/TABLE/ducklake-UUID.parquet
+        assert keys and all(k.startswith(lake.prefix) and k.endswith(".parquet") for k in keys), keys
+        tables = {k[len(lake.prefix):].split("/")[1] for k in keys}
+        assert {"samples", "stacks", "frames", "events", "agent_hwm"} <= tables, tables
+        expected = answers(local)
+        assert expected["profile"].samples  # type: ignore[attr-defined]
+        for store in writers:
+            assert answers(store) == expected
+    finally:
+        for store in writers:
+            store.close()
+        local.close()
+    # a collector started afterwards reads the same from the bucket
+    reader = lake.open()
+    try:
+        assert answers(reader) == expected
+    finally:
+        reader.close()
+
+
+def test_a_collector_on_an_s3_lake_serves_its_flame_graph(lake: S3Lake, tmp_path: Path) -> None:
+    writer = lake.open()
+    try:
+        for group in fill():
+            writer.commit(group)
+        profile = writer.profile("svc", *WINDOW)
+    finally:
+        writer.close()
+    lake.flush()
+    cli = [sys.executable, "-m", "pyrometer.agent.cli", "collector", "--lake", lake.catalog,
+           "--data-path", lake.data_path, "--grpc-listen", "127.0.0.1:0",
+           "--http-listen", "127.0.0.1:0"]
+    # the S3 settings reach the collector as they would in a deployment: its environment
+    child = start("collector-s3", cli, r"API on (?P<http>http://\S+) .*, lake postgres://",
+                  tmp_path, env=python_env(**lake.env))
+    try:
+        frm, to = (t // 1_000_000_000 for t in WINDOW)
+        url = (f"{child.ready.group('http')}/api/v1/flamegraph?service=svc&from={frm}&to={to}"
+               "&format=folded")
+        with urllib.request.urlopen(url, timeout=30) as response:
+            folded = response.read().decode()
+        assert folded == render_folded(profile)
+        assert "main (app.py:1);serve (app.py:2);forward (app.py:3) 9" in folded.splitlines()
+    finally:
+        assert child.stop() == 0, child.output()
 
 
 def test_a_missing_bucket_is_named_at_start_up(lake: S3Lake) -> None:
