@@ -56,6 +56,9 @@ class LakeTarget:
 
     catalog: str = field(repr=False)  # may hold a password
     data_path: str
+    # between maintenance passes (retention, merging files, expiring snapshots), which the
+    # collectors take turns at (storage/lake/maintenance.py)
+    maintenance_interval_s: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +91,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-path", metavar="PATH", help="with --lake: where its Parquet "
                         "files go, s3://bucket/prefix (endpoint and credentials from the AWS_* "
                         "variables) or an absolute local folder [PYROMETER_DATA_PATH]")
+    parser.add_argument("--maintenance-interval", metavar="DURATION", help="with --lake: "
+                        "time between maintenance passes, which the collectors take turns "
+                        "at: retention, merging small files, expiring snapshots (default 5m; "
+                        "replaces --retention-interval) [PYROMETER_MAINTENANCE_INTERVAL]")
     parser.add_argument("--grpc-listen", help="agent ingest address (default 127.0.0.1:7070; "
                         "port 0 picks a free one) [PYROMETER_GRPC_LISTEN]")
     parser.add_argument("--http-listen", help="HTTP API address (default 127.0.0.1:7071) "
@@ -160,9 +167,13 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")  # S3's rule: 3 to 6
 def _lake(args: argparse.Namespace, env: Mapping[str, str]) -> LakeTarget | None:
     catalog = getattr(args, "lake", None) or env.get("PYROMETER_LAKE")
     data_path = getattr(args, "data_path", None) or env.get("PYROMETER_DATA_PATH")
+    every = (getattr(args, "maintenance_interval", None)
+             or env.get("PYROMETER_MAINTENANCE_INTERVAL"))
     if not catalog:
-        if data_path and getattr(args, "data_path", None):
-            raise ConfigError("--data-path is for the lake: give --lake URL too")
+        for flag, given in (("--data-path", "data_path"), ("--maintenance-interval",
+                                                           "maintenance_interval")):
+            if getattr(args, given, None):
+                raise ConfigError(f"{flag} is for the lake: give --lake URL too")
         return None
     if not re.match(r"^postgres(ql)?://[^/\s]+/[^/\s?]+", catalog):
         raise ConfigError("--lake: expected the PostgreSQL catalog as postgres://USER@HOST[:PORT]/DATABASE")
@@ -177,8 +188,16 @@ def _lake(args: argparse.Namespace, env: Mapping[str, str]) -> LakeTarget | None
     elif "://" in data_path or not Path(data_path).is_absolute():
         raise ConfigError(f"--data-path {data_path}: expected s3://bucket/prefix or an absolute "
                           "local folder")
+    from pyrometer.collector.timeparse import TimeFormatError, parse_duration
+
+    try:
+        interval_s = parse_duration(every or "5m") / 1e9
+    except TimeFormatError as err:
+        raise ConfigError(f"--maintenance-interval: {err}") from None
+    if interval_s < 1:
+        raise ConfigError(f"--maintenance-interval {every}: at least 1s")
     # DuckLake joins file names onto the data path: one trailing slash, never two
-    return LakeTarget(catalog, data_path.rstrip("/") + "/")
+    return LakeTarget(catalog, data_path.rstrip("/") + "/", interval_s)
 
 
 def _trace_url(args: argparse.Namespace, env: Mapping[str, str]) -> str:

@@ -17,6 +17,7 @@ from pyrometer.collector.agent_metrics import AgentGauges
 from pyrometer.collector.service_metrics import ServiceMetrics
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_STEP_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 _GROUP_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST  # for the HTTP API's /metrics response
@@ -62,6 +63,24 @@ class CollectorMetrics:
             "Rows deleted for being older than --retention, by table", ["table"], registry=r)
         self.retention_runs = Counter(
             "pyrometer_retention_runs", "Retention passes, by result", ["result"], registry=r)
+        # the lake backend's maintenance (storage/lake/maintenance.py); empty elsewhere
+        self.lake_maintenance_runs = Counter(
+            "pyrometer_lake_maintenance_runs",
+            "Lake maintenance passes, by result (ok, partial, failed; skipped: another "
+            "collector held the lease)", ["result"], registry=r)
+        self.lake_step_seconds = Histogram(
+            "pyrometer_lake_maintenance_step_seconds", "Time a lake maintenance step took",
+            ["step"], buckets=_STEP_BUCKETS, registry=r)
+        self.lake_step_failures = Counter(
+            "pyrometer_lake_maintenance_step_failures",
+            "Lake maintenance steps that failed, by step and kind (conflict: another "
+            "collector's commit went first; error: anything else)", ["step", "kind"], registry=r)
+        self.lake_files = Gauge(
+            "pyrometer_lake_data_files", "Parquet data files per lake table, after the "
+            "latest maintenance pass", ["table"], registry=r)
+        self.lake_inlined_rows = Gauge(
+            "pyrometer_lake_inlined_rows", "Rows held in the lake's catalog (inlined) per "
+            "table, after the latest maintenance pass", ["table"], registry=r)
         # the agents' own footprint, latest per (service, instance): see agent_metrics.py
         self.agents = AgentGauges()
         r.register(self.agents)

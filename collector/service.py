@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
+import socket
+import uuid
 
 from aiohttp import web
 
@@ -22,6 +25,7 @@ from pyrometer.collector.metrics import CollectorMetrics
 from pyrometer.collector.storage.compaction import CompactionPolicy, run_compaction
 from pyrometer.collector.storage.duckdb.backend import DuckDBStore
 from pyrometer.collector.storage.lake.backend import LakeStore, redacted
+from pyrometer.collector.storage.lake.maintenance import MaintenancePolicy, run_maintenance
 from pyrometer.collector.storage.retention import RetentionPolicy, run_retention
 
 log = logging.getLogger("pyrometer.collector")
@@ -44,7 +48,8 @@ async def run(config: CollectorConfig, stop: asyncio.Event | None = None) -> int
             credentials=tls.grpc_credentials(config.tls) if config.tls else None)
         try:
             runner, http_url = await _start_http(config, store, metrics)
-            retention = _start_retention(config, store, metrics)
+            retention = (_start_retention(config, store, metrics) if config.lake is None
+                         else _start_maintenance(config, store, metrics))
             alerts = await _start_alerts(config, store, http_url, metrics)
             # its own stop event: the task is cancelled at shutdown, mid-pass if need be
             compaction = asyncio.get_running_loop().create_task(
@@ -105,6 +110,24 @@ def _start_retention(config: CollectorConfig, store: DuckDBStore, metrics: Colle
     # its own stop event: the task is cancelled at shutdown, mid-pass if need be
     return asyncio.get_running_loop().create_task(
         run_retention(store, policy, metrics, asyncio.Event()), name="retention")
+
+
+def _start_maintenance(config: CollectorConfig, store: DuckDBStore, metrics: CollectorMetrics
+                       ) -> asyncio.Task[None]:
+    """The lake's maintenance loop, which does its retention too (lake/maintenance.py)."""
+    assert config.lake is not None and isinstance(store, LakeStore)
+    every = config.lake.maintenance_interval_s
+    kept = config.retention_ns
+    retention = None if kept is None else RetentionPolicy(
+        kept, rollup_retention_ns=config.rollup_retention_ns)
+    policy = MaintenancePolicy(interval_s=every, first_delay_s=min(60.0, every),
+                               retention=retention)
+    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    log.info("lake maintenance every %.0f s (as %s), retention %s", every, holder,
+             "off" if kept is None else f"{kept / 86_400e9:g} days")
+    # its own stop event: the task is cancelled at shutdown, mid-pass if need be
+    return asyncio.get_running_loop().create_task(
+        run_maintenance(store, policy, metrics, asyncio.Event(), holder), name="maintenance")
 
 
 async def _start_alerts(config: CollectorConfig, store: DuckDBStore, http_url: str,

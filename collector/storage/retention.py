@@ -104,7 +104,7 @@ async def run_retention(store: Store, policy: RetentionPolicy, metrics: Collecto
     A failed pass is logged and counted, and the next one tries again: a background
     job never takes the collector down.
     """
-    if await _stopped_within(stop, policy.first_delay_s):
+    if await stopped_within(stop, policy.first_delay_s):
         return
     while not stop.is_set():
         started = time.monotonic()
@@ -120,10 +120,11 @@ async def run_retention(store: Store, policy: RetentionPolicy, metrics: Collecto
             if deleted:
                 log.info("retention: deleted %s in %.1f s", _summary(deleted),
                          time.monotonic() - started)
-        await _stopped_within(stop, policy.interval_s)
+        await stopped_within(stop, policy.interval_s)
 
 
-async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
+async def stopped_within(stop: asyncio.Event, seconds: float) -> bool:
+    """Wait `seconds` or until `stop` is set; True when it was set."""
     try:
         await asyncio.wait_for(stop.wait(), seconds)
     except TimeoutError:

@@ -32,12 +32,19 @@ def test_lake_flags_and_environment() -> None:
     from_env = _resolve(env={"PYROMETER_LAKE": CATALOG, "PYROMETER_DATA_PATH": "/srv/lake"})
     assert from_env.lake == config.LakeTarget(CATALOG, "/srv/lake/")
     assert _resolve("--db", "x.duckdb").lake is None
+    every = _resolve("--lake", CATALOG, "--data-path", "/srv", "--maintenance-interval", "90s")
+    assert every.lake is not None and every.lake.maintenance_interval_s == 90.0
+    assert from_env.lake.maintenance_interval_s == 300.0  # the default, 5m
 
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--db", "x.duckdb", "--lake", CATALOG, "--data-path", "/srv"], "one of them"),
     (["--lake", CATALOG], "needs --data-path"),
     (["--data-path", "/srv"], "give --lake URL too"),
+    (["--db", "x.duckdb", "--maintenance-interval", "1m"], "give --lake URL too"),
+    (["--lake", CATALOG, "--data-path", "/srv", "--maintenance-interval", "soon"],
+     "--maintenance-interval"),
+    (["--lake", CATALOG, "--data-path", "/srv", "--maintenance-interval", "10ms"], "at least 1s"),
     (["--lake", "mysql://db/lake", "--data-path", "/srv"], "postgres://"),
     (["--lake", "postgres://db.internal", "--data-path", "/srv"], "DATABASE"),
     (["--lake", CATALOG, "--data-path", "relative/dir"], "absolute"),

@@ -14,7 +14,9 @@ writers need:
 - a commit that loses such a conflict, or a snapshot conflict with another collector's
   commit, is run again from the start, where a retried batch now reads as a duplicate;
 - profile rollups are not written: a late window committed by one collector while
-  another moves the rollup watermark could be missed, so profiles read the raw rows.
+  another moves the rollup watermark could be missed, so profiles read the raw rows;
+- retention and the lake's own upkeep (merging small files, expiring snapshots) run as
+  one maintenance pass at a time across the collectors, under a lease (maintenance.py).
 """
 
 from __future__ import annotations
@@ -40,10 +42,15 @@ from pyrometer.collector.storage.store import CommitReport, CompactReport
 log = logging.getLogger(__name__)
 
 ALIAS = "lake"
-# a conflict means another collector committed meanwhile: a handful of tries, each after
-# a short jittered pause, outlasts any burst of them; the agent retries past that
-ATTEMPTS = 6
+METADATA = f"__ducklake_metadata_{ALIAS}"  # DuckLake's name for the attached catalog
+LEASE = "maintenance_lease"
+# a conflict means another collector committed meanwhile, or a maintenance pass moved
+# rows a commit touches (maintenance.py flushes one table after another, each a
+# conflict for a commit that writes it): tries 10 ms apart, doubling to a second at most
+# (about 3.3 s in all), outlast such a run of them; the agent retries past that
+ATTEMPTS = 10
 _BASE_DELAY_S = 0.01
+_MAX_DELAY_S = 1.0
 
 
 def redacted(catalog: str) -> str:
@@ -55,13 +62,40 @@ def redacted(catalog: str) -> str:
     return urlunsplit(url._replace(netloc=f"{url.username}:***@{host}"))
 
 
-def _is_conflict(exc: BaseException) -> bool:
+def is_conflict(exc: BaseException) -> bool:
+    """Whether `exc` is a commit refused because another one went first: DuckLake's own
+    conflict check, or the catalog's (PostgreSQL's serialization failures and deadlock
+    victims, which a DuckLake transaction meets when two update the same inlined rows).
+    Each is safe to run again from the start."""
     cause = exc.__cause__ if isinstance(exc, StorageError) else exc
-    return isinstance(cause, duckdb.TransactionException) and "conflict" in str(cause).lower()
+    if not isinstance(cause, duckdb.Error):
+        return False
+    text = str(cause).lower()
+    return (isinstance(cause, duckdb.TransactionException) and "conflict" in text) or any(
+        marker in text for marker in _CATALOG_CONFLICTS)
+
+
+# PostgreSQL's words for "another transaction got there first" (SQLSTATE 40001, 40P01)
+_CATALOG_CONFLICTS = ("could not serialize access", "deadlock detected")
+
+
+# each step's statement (maintenance.py says what each does and why these ages)
+_MAINTENANCE_SQL = {
+    "flush": "CALL ducklake_flush_inlined_data({lake}, table_name => $table)",
+    "merge": "CALL ducklake_merge_adjacent_files({lake})",
+    "rewrite": "CALL ducklake_rewrite_data_files({lake})",
+    # counted, not fetched: their TIMESTAMPTZ columns would need pytz to come back
+    "expire": "SELECT count(*) FROM ducklake_expire_snapshots({lake}, "
+              "older_than => now() - to_seconds($keep))",
+    "cleanup": "SELECT count(*) FROM ducklake_cleanup_old_files({lake}, "
+               "older_than => now() - to_seconds($keep))",
+    "orphans": "SELECT count(*) FROM ducklake_delete_orphaned_files({lake}, "
+               "older_than => now() - to_seconds($orphan))",
+}
 
 
 def _pause(attempt: int) -> None:
-    time.sleep(_BASE_DELAY_S * 2 ** attempt * random.uniform(0.8, 1.2))
+    time.sleep(min(_MAX_DELAY_S, _BASE_DELAY_S * 2 ** attempt) * random.uniform(0.8, 1.2))
 
 
 class LakeStore(DuckDBStore):
@@ -79,9 +113,10 @@ class LakeStore(DuckDBStore):
             # two collectors starting at once both create the tables: one conflicts
             try:
                 self._prepare(self._attach(env), name)
+                self._prepare_lease()
                 return
             except StorageError as exc:
-                if not _is_conflict(exc) or attempt == ATTEMPTS - 1:
+                if not is_conflict(exc) or attempt == ATTEMPTS - 1:
                     raise
             _pause(attempt)
 
@@ -110,6 +145,21 @@ class LakeStore(DuckDBStore):
             raise
         return con
 
+    def _prepare_lease(self) -> None:
+        # the maintenance lease (maintenance.py): one row, or a few identical ones when
+        # collectors started together each inserted one; every take moves all of them
+        con = self._con
+        try:
+            con.begin()
+            con.execute(f"CREATE TABLE IF NOT EXISTS {LEASE} (holder VARCHAR, until_ns BIGINT)")
+            if not (con.execute(f"SELECT count(*) FROM {LEASE}").fetchone() or (0,))[0]:
+                con.execute(f"INSERT INTO {LEASE} VALUES ('', 0)")
+            con.commit()
+        except duckdb.Error as exc:
+            self._rollback()
+            con.close()
+            raise StorageError(f"cannot prepare {self._name}: {exc}") from exc
+
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         cur = self._con.cursor()
         cur.execute(f"USE {ALIAS}")  # a cursor starts in the in-memory database
@@ -121,7 +171,7 @@ class LakeStore(DuckDBStore):
             try:
                 return super().commit(batches)
             except StorageError as exc:
-                if not _is_conflict(exc) or attempt == ATTEMPTS - 1:
+                if not is_conflict(exc) or attempt == ATTEMPTS - 1:
                     raise
                 log.debug("commit conflicted with another collector's; trying again")
             _pause(attempt)
@@ -143,6 +193,91 @@ class LakeStore(DuckDBStore):
                         {"a": fresh})
         con.commit()
         self._claimed.update(agents)
+
+    def delete_before(self, cutoff_ns: Nanos, *, limit: int = 50_000,
+                      rollup_cutoff_ns: Nanos | None = None) -> dict[str, int]:
+        """See `Store.delete_before`; a chunk that conflicts with a commit is tried again."""
+        for attempt in range(ATTEMPTS):
+            try:
+                return super().delete_before(cutoff_ns, limit=limit,
+                                             rollup_cutoff_ns=rollup_cutoff_ns)
+            except StorageError as exc:
+                if not is_conflict(exc) or attempt == ATTEMPTS - 1:
+                    raise
+            _pause(attempt)
+        raise AssertionError("unreachable")
+
+    def take_lease(self, holder: str, now_ns: Nanos, lease_ns: Nanos) -> bool:
+        """Take the maintenance lease until `now_ns + lease_ns` if it is free (or already
+        `holder`'s); False when another collector holds it or took it just now."""
+        try:
+            with self._cursor() as cur:
+                cur.begin()
+                (moved,) = cur.execute(
+                    f"UPDATE {LEASE} SET holder = $holder, until_ns = $until "
+                    "WHERE until_ns < $now OR holder = $holder",
+                    {"holder": holder, "until": now_ns + lease_ns, "now": now_ns}).fetchone() or (0,)
+                if not moved:
+                    cur.rollback()
+                    return False
+                cur.commit()
+                return True
+        except duckdb.Error as exc:
+            if is_conflict(exc):
+                return False  # another collector's take went first
+            raise StorageError(f"taking the maintenance lease of {self._name} failed: {exc}") from exc
+
+    def release_lease(self, holder: str) -> None:
+        """Give the lease back, if `holder` still has it."""
+        self._write(f"UPDATE {LEASE} SET until_ns = 0 WHERE holder = $holder",
+                    {"holder": holder}, "releasing the maintenance lease")
+
+    def maintain(self, step: str, snapshot_keep_s: float, orphan_age_s: float) -> None:
+        """One of maintenance.py's steps other than retention (see there for each)."""
+        sql = _MAINTENANCE_SQL[step].format(lake=extensions.literal(ALIAS))
+        values = {"keep": snapshot_keep_s, "orphan": orphan_age_s}
+        if step != "flush":
+            self._write(sql, {k: v for k, v in values.items() if f"${k}" in sql},
+                        f"lake maintenance step {step}")
+            return
+        # table by table, each tried again after a conflict: agent_hwm's inlined rows
+        # change with every commit of every collector, and one flush of all tables
+        # would lose to that nearly always while it held the others back
+        for table, (_, inlined) in sorted(self.data_files().items()):
+            if not inlined:
+                continue
+            for attempt in range(ATTEMPTS):
+                try:
+                    self._write(sql, {"table": table}, f"flushing the inlined rows of {table}")
+                    break
+                except StorageError as exc:
+                    if not is_conflict(exc) or attempt == ATTEMPTS - 1:
+                        raise
+                _pause(attempt)
+
+    def _write(self, sql: str, params: Mapping[str, object], what: str) -> None:
+        # on a cursor of its own, not under the commit lock: a long merge must not hold
+        # up this collector's commits, and DuckLake orders the two like any others
+        try:
+            with self._cursor() as cur:
+                cur.execute(sql, params)
+        except duckdb.Error as exc:
+            raise StorageError(f"{what} in {self._name} failed: {exc}") from exc
+
+    def data_files(self) -> dict[str, tuple[int, int]]:
+        """Per table: its Parquet data files, and the rows inlined in the catalog."""
+        def read(cur: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, int]]:
+            files = dict(cur.execute(f"SELECT table_name, file_count FROM ducklake_table_info"
+                                     f"({extensions.literal(ALIAS)})").fetchall())
+            inlined = dict.fromkeys(files, 0)
+            for table, inline in cur.execute(
+                    f"SELECT t.table_name, i.table_name FROM {METADATA}.ducklake_inlined_data_tables i "
+                    f"JOIN {METADATA}.ducklake_table t USING (table_id) "
+                    "WHERE t.end_snapshot IS NULL").fetchall():
+                (rows,) = cur.execute(f'SELECT count(*) FROM {METADATA}."{inline}"').fetchone() or (0,)
+                inlined[table] = inlined.get(table, 0) + int(rows)
+            return {table: (int(files[table] or 0), inlined[table]) for table in files}
+        return self._read(read)
 
     def compact(self, until_ns: Nanos, *, max_span_ns: Nanos = HOUR_NS) -> CompactReport:
         """No rollups in the lake yet (see the module docstring): nothing to do."""
