@@ -18,21 +18,17 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
-import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from pyrometer.agent.shared.model import NANOS_PER_SECOND, ProfileWindow, SampleKey
-from pyrometer.agent.ship.encoder import AgentIdentity
-from pyrometer.agent.ship.shipper import Shipper, ShipperConfig
+from pyrometer.agent.shared.model import NANOS_PER_SECOND
 from pyrometer.collector.procs import Child, python_env, start
 from support import targets
-from support.ingest_builder import stack
+from support.sim_agents import sim as sim_agent
+from support.sim_agents import until
 
 pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "pyrometer.agent.cli"]
@@ -48,26 +44,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@dataclass
-class Sim:
-    """A simulated agent: windows of known counts at a steady pace through a real Shipper."""
-
-    name: str
-    shipper: Shipper
-    submitted: dict[int, int] = field(default_factory=dict)  # seq -> samples
-
-    async def produce(self, stop: asyncio.Event, period_s: float) -> None:
-        i = 0
-        while not stop.is_set():
-            start_ns = time.time_ns()
-            counts = {SampleKey(stack("main", "serve", f"op{i % 5}")): 1 + i % 7,
-                      SampleKey(stack("main", "idle"), thread="bg"): 1 + i % 3}
-            window = ProfileWindow(start_ns, start_ns + S // 10, 100.0, counts)
-            self.submitted[self.shipper.submit(window)] = window.total
-            i += 1
-            await asyncio.sleep(period_s)
-
-
 class Cluster:
     """The collector (restartable on fixed ports), real agents and simulated ones."""
 
@@ -79,11 +55,8 @@ class Cluster:
         (tmp / "target.py").write_text(targets.BUSY)
         self.targets = [self._add(start(f"target-{i}", [sys.executable, str(tmp / "target.py")],
                                         "target ready", tmp)) for i in range(real)]
-        self.sims = [Sim(f"sim-{i}", Shipper(
-            ShipperConfig(f"127.0.0.1:{self.grpc}", spool_dir=tmp / f"sim-spool-{i}",
-                          backoff_initial_s=0.1, backoff_max_s=1.0),
-            AgentIdentity(agent_id=uuid.uuid4().hex, service=f"sim-{i}", instance="sim",
-                          host="h", target_pid=1))) for i in range(sims)]
+        self.sims = [sim_agent(f"sim-{i}", f"127.0.0.1:{self.grpc}", tmp / f"sim-spool-{i}")
+                     for i in range(sims)]
         self.agents: list[Child] = []
 
     def _add(self, child: Child) -> Child:
@@ -118,14 +91,6 @@ class Cluster:
     def stop_all(self) -> None:
         for child in reversed(self.children):
             child.stop(signal.SIGKILL)
-
-
-async def until(condition: object, timeout: float = 120.0) -> None:
-    """Poll a condition (not a fixed sleep), failing after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
 def windows_logged(agent: Child) -> list[int]:
