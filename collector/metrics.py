@@ -74,7 +74,8 @@ class CollectorMetrics:
         self.lake_step_failures = Counter(
             "pyrometer_lake_maintenance_step_failures",
             "Lake maintenance steps that failed, by step and kind (conflict: another "
-            "collector's commit went first; error: anything else)", ["step", "kind"], registry=r)
+            "collector's commit went first; fatal: DuckDB's instance failed and was "
+            "replaced; error: anything else)", ["step", "kind"], registry=r)
         self.lake_files = Gauge(
             "pyrometer_lake_data_files", "Parquet data files per lake table, after the "
             "latest maintenance pass", ["table"], registry=r)

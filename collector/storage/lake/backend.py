@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit, urlunsplit
@@ -35,7 +36,7 @@ from pyrometer.collector.errors import StorageError
 from pyrometer.collector.storage.batch import DecodedBatch
 from pyrometer.collector.storage.duckdb.backend import DuckDBStore
 from pyrometer.collector.storage.duckdb.rollups import HOUR_NS
-from pyrometer.collector.storage.duckdb.schema import HASHED_TABLES
+from pyrometer.collector.storage.duckdb.schema import HASHED_TABLES, TIME_COLUMNS, stored_name
 from pyrometer.collector.storage.lake import extensions, s3
 from pyrometer.collector.storage.store import CommitReport, CompactReport
 
@@ -83,7 +84,7 @@ _CATALOG_CONFLICTS = ("could not serialize access", "deadlock detected")
 _MAINTENANCE_SQL = {
     "flush": "CALL ducklake_flush_inlined_data({lake}, table_name => $table)",
     "merge": "CALL ducklake_merge_adjacent_files({lake})",
-    "rewrite": "CALL ducklake_rewrite_data_files({lake})",
+    "rewrite": "CALL ducklake_rewrite_data_files({lake}, $table)",
     # counted, not fetched: their TIMESTAMPTZ columns would need pytz to come back
     "expire": "SELECT count(*) FROM ducklake_expire_snapshots({lake}, "
               "older_than => now() - to_seconds($keep))",
@@ -108,6 +109,10 @@ class LakeStore(DuckDBStore):
         self.data_path = data_path
         self._claimed: set[str] = set()  # agents whose high-water mark row exists
         env = os.environ if env is None else env
+        self._env = env
+        # maintenance's own DuckDB, attached on first use (see _side)
+        self._side_con: duckdb.DuckDBPyConnection | None = None
+        self._side_lock = threading.Lock()
         name = f"lake {redacted(catalog)} (data {data_path})"
         for attempt in range(ATTEMPTS):
             # two collectors starting at once both create the tables: one conflicts
@@ -211,7 +216,7 @@ class LakeStore(DuckDBStore):
         """Take the maintenance lease until `now_ns + lease_ns` if it is free (or already
         `holder`'s); False when another collector holds it or took it just now."""
         try:
-            with self._cursor() as cur:
+            with self._side() as cur:
                 cur.begin()
                 (moved,) = cur.execute(
                     f"UPDATE {LEASE} SET holder = $holder, until_ns = $until "
@@ -223,6 +228,7 @@ class LakeStore(DuckDBStore):
                 cur.commit()
                 return True
         except duckdb.Error as exc:
+            self._check_side(exc)
             if is_conflict(exc):
                 return False  # another collector's take went first
             raise StorageError(f"taking the maintenance lease of {self._name} failed: {exc}") from exc
@@ -236,6 +242,15 @@ class LakeStore(DuckDBStore):
         """One of maintenance.py's steps other than retention (see there for each)."""
         sql = _MAINTENANCE_SQL[step].format(lake=extensions.literal(ALIAS))
         values = {"keep": snapshot_keep_s, "orphan": orphan_age_s}
+        if step == "rewrite":
+            # only the tables retention deletes from: rewriting agent_hwm's files (whose
+            # rows every commit updates) under concurrent commits is where DuckLake
+            # 1.5.5's compaction failed fatally ("expected a single output file for
+            # 18446744073709551615 rows"); flush and merge keep that table small enough
+            for table in TIME_COLUMNS:
+                self._write(sql, {"table": stored_name(table, self._tables)},
+                            f"rewriting the files of {table}")
+            return
         if step != "flush":
             self._write(sql, {k: v for k, v in values.items() if f"${k}" in sql},
                         f"lake maintenance step {step}")
@@ -259,9 +274,10 @@ class LakeStore(DuckDBStore):
         # on a cursor of its own, not under the commit lock: a long merge must not hold
         # up this collector's commits, and DuckLake orders the two like any others
         try:
-            with self._cursor() as cur:
+            with self._side() as cur:
                 cur.execute(sql, params)
         except duckdb.Error as exc:
+            self._check_side(exc)
             raise StorageError(f"{what} in {self._name} failed: {exc}") from exc
 
     def data_files(self) -> dict[str, tuple[int, int]]:
@@ -277,7 +293,46 @@ class LakeStore(DuckDBStore):
                 (rows,) = cur.execute(f'SELECT count(*) FROM {METADATA}."{inline}"').fetchone() or (0,)
                 inlined[table] = inlined.get(table, 0) + int(rows)
             return {table: (int(files[table] or 0), inlined[table]) for table in files}
-        return self._read(read)
+        try:
+            with self._side() as cur:
+                return read(cur)
+        except duckdb.Error as exc:
+            self._check_side(exc)
+            raise StorageError(f"counting the data files of {self._name} failed: {exc}") from exc
+
+    def _side(self) -> duckdb.DuckDBPyConnection:
+        """A cursor on maintenance's own DuckDB instance, attached to the same lake.
+
+        Its own instance, not a cursor of the collector's: DuckLake 1.5.5's file merge can
+        fail with a fatal error ("DuckLakeCompaction - expected a single output file for
+        18446744073709551615 rows", seen under concurrent commits), and a fatal error
+        invalidates the whole DuckDB instance it happens in. There it costs one pass of
+        maintenance (the instance is dropped and attached afresh), never ingest or a query.
+        """
+        with self._side_lock:
+            if self._side_con is None:
+                self._side_con = self._attach(self._env)
+            cur = self._side_con.cursor()
+        cur.execute(f"USE {ALIAS}")
+        return cur
+
+    def _check_side(self, exc: duckdb.Error) -> None:
+        # an internal error invalidates the instance too (the next statement says FATAL)
+        if isinstance(exc, duckdb.FatalException | duckdb.InternalException):
+            log.warning("lake maintenance: its DuckDB instance failed fatally; attaching a "
+                        "fresh one for the next step: %s", exc)
+            with self._side_lock:
+                if self._side_con is not None:
+                    self._side_con.close()
+                self._side_con = None
+
+    def close(self) -> None:
+        """See `Store.close`; maintenance's instance too."""
+        with self._side_lock:
+            if self._side_con is not None:
+                self._side_con.close()
+                self._side_con = None
+        super().close()
 
     def compact(self, until_ns: Nanos, *, max_span_ns: Nanos = HOUR_NS) -> CompactReport:
         """No rollups in the lake yet (see the module docstring): nothing to do."""

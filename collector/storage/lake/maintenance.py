@@ -10,7 +10,8 @@ pass at a time (the others count a `skipped` run and look again next interval). 
    data and every read scans it;
 3. merge: merge the small Parquet files that one commit per group writes (about 11k a
    table an hour at fleet rates) into large ones;
-4. rewrite: rewrite the files whose rows retention mostly deleted;
+4. rewrite: rewrite the files whose rows retention mostly deleted (the time-ordered
+   tables only, see LakeStore.maintain);
 5. expire: drop snapshots older than `snapshot_keep_s`: DuckLake keeps every snapshot,
    and with it every merged-away file, until told otherwise;
 6. cleanup: delete the files expired snapshots alone referred to, once they have been
@@ -29,6 +30,11 @@ one commit through. A collector killed mid-pass holds the lease until it runs ou
 the steps are still safe: each is a DuckLake transaction, and a conflict fails that step
 alone, counted as `conflict`, to be done by the next pass.
 
+A step can also fail `fatal`: DuckLake 1.5.5's compaction now and then stops with an
+internal error under concurrent commits, which invalidates the DuckDB instance it ran in. Steps
+run in an instance of their own (LakeStore._side), which is attached afresh, so this
+costs a step, never ingest or a query; the next pass merges what was left.
+
 On /metrics: passes by result (ok, partial, skipped, failed), seconds per step, step
 failures by step and kind, and the Parquet files and inlined rows per table after each
 pass (any collector reports them, lease or not).
@@ -42,6 +48,8 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import duckdb
 
 from pyrometer.agent.shared.model import NANOS_PER_SECOND, Nanos
 from pyrometer.collector.errors import StorageError
@@ -95,7 +103,9 @@ async def maintain_once(store: LakeStore, policy: MaintenancePolicy, metrics: Co
                     await asyncio.to_thread(store.maintain, step, policy.snapshot_keep_s,
                                             policy.orphan_age_s)
             except StorageError as exc:
-                kind = "conflict" if is_conflict(exc) else "error"
+                kind = ("conflict" if is_conflict(exc) else
+                        "fatal" if isinstance(exc.__cause__, duckdb.FatalException | duckdb.InternalException)
+                        else "error")
                 metrics.lake_step_failures.labels(step=step, kind=kind).inc()
                 log.warning("lake maintenance: %s failed (%s); the next pass tries again: %s",
                             step, kind, exc)
