@@ -217,3 +217,39 @@ def test_orphaned_files_go_once_old_and_young_ones_stay(
     assert not stale.exists()
     assert fresh.exists()  # it may be a commit in flight on another collector
     assert written.exists() and _stored(a, agent) == agent.sent
+
+
+def test_rollups_by_several_collectors_miss_no_late_window(
+        lake: tuple[LakeStore, LakeStore, Path]) -> None:
+    """One collector compacts over and over while another commits windows into the very
+    minutes it is rolling up (late ones, as an agent's spool delivers after an outage):
+    every sample is in the rollups, which the flame graph then reads."""
+    a, b, _ = lake
+    late = Agent("late")
+    minute = 60 * S
+    stop, errors = threading.Event(), []
+
+    def compact() -> None:
+        step = 0
+        try:
+            while not stop.is_set():
+                step += 1  # a minute further each step, up to ten minutes of windows
+                a.compact(BASE_NS + min(step, 10) * minute, max_span_ns=minute)
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    thread = threading.Thread(target=compact)
+    thread.start()
+    try:
+        for i in range(60):  # ten-second windows over ten minutes, in order
+            b.commit([late.batch(start_ns=BASE_NS + i * 10 * S)])
+    finally:
+        stop.set()
+        thread.join(120)
+    assert errors == []
+    b.compact(BASE_NS + 10 * minute, max_span_ns=10 * minute)
+    window = (BASE_NS, BASE_NS + 10 * minute)
+    profile = b.profile("svc", *window)
+    assert profile.resolution != "raw"  # read from the rollups
+    assert sum(count for _, count in profile.samples) == late.sent
+    assert a.profile("svc", *window) == profile

@@ -157,7 +157,7 @@ class DuckDBStore:
 
     A subclass on another kind of DuckDB database (the lake) opens its connection, sets
     `_tables` and calls `_prepare`; the hooks it may override are `_cursor`,
-    `_claim_agents` and `compact`.
+    `_claim_agents`, `_in_commit`, `_in_compact` and `compact`.
     """
 
     # the tables on disk: the embedded file numbers stacks 1, 2, 3 (32-bit) and keeps
@@ -243,6 +243,7 @@ class DuckDBStore:
             try:
                 self._claim_agents(con, batches)
                 con.begin()
+                self._in_commit(con, batches)
                 outcomes, stored = self._advance_hwm(con, batches)
                 frames = frames_table(stored, self._known_frames)
                 stacks, numbered = stacks_table(
@@ -302,6 +303,7 @@ class DuckDBStore:
         with self._lock:
             try:
                 self._con.begin()
+                self._in_compact(self._con)
                 done, written = compact(self._con, until_ns, max_span_ns)
                 self._con.commit()
             except (duckdb.Error, StorageError) as exc:
@@ -321,6 +323,13 @@ class DuckDBStore:
     def _claim_agents(self, con: duckdb.DuckDBPyConnection, batches: Sequence[DecodedBatch]) -> None:
         """Before the commit's transaction: nothing here, where this process is the only
         writer (a new agent's high-water mark is inserted with its first batch)."""
+
+    def _in_commit(self, con: duckdb.DuckDBPyConnection, batches: Sequence[DecodedBatch]) -> None:
+        """First in the commit's transaction: nothing here, where the rollup watermarks
+        move only under this process's lock."""
+
+    def _in_compact(self, con: duckdb.DuckDBPyConnection) -> None:
+        """First in a compaction step's transaction: nothing here (see _in_commit)."""
 
     def _advance_hwm(
         self, con: duckdb.DuckDBPyConnection, batches: Sequence[DecodedBatch]

@@ -13,8 +13,11 @@ writers need:
   DuckLake lets one commit through (appends alone would never conflict);
 - a commit that loses such a conflict, or a snapshot conflict with another collector's
   commit, is run again from the start, where a retried batch now reads as a duplicate;
-- profile rollups are not written: a late window committed by one collector while
-  another moves the rollup watermark could be missed, so profiles read the raw rows;
+- profile rollups are written by every collector's compaction, and a commit of a window
+  old enough that a compaction may be rolling up its minute meanwhile conflicts with
+  that compaction through a fence table, so one of the two runs again and sees the
+  other (_in_commit); without it a late window committed by one collector while another
+  moves the rollup watermark would be missed by the rollups;
 - retention and the lake's own upkeep (merging small files, expiring snapshots) run as
   one maintenance pass at a time across the collectors, under a lease (maintenance.py).
 """
@@ -34,8 +37,9 @@ import duckdb
 from pyrometer.agent.shared.model import Nanos
 from pyrometer.collector.errors import StorageError
 from pyrometer.collector.storage.batch import DecodedBatch
+from pyrometer.collector.storage.compaction import CompactionPolicy
 from pyrometer.collector.storage.duckdb.backend import DuckDBStore
-from pyrometer.collector.storage.duckdb.rollups import HOUR_NS
+from pyrometer.collector.storage.duckdb.rollups import HOUR_NS, watermarks
 from pyrometer.collector.storage.duckdb.schema import HASHED_TABLES, TIME_COLUMNS, stored_name
 from pyrometer.collector.storage.lake import extensions, s3
 from pyrometer.collector.storage.store import CommitReport, CompactReport
@@ -45,6 +49,12 @@ log = logging.getLogger(__name__)
 ALIAS = "lake"
 METADATA = f"__ducklake_metadata_{ALIAS}"  # DuckLake's name for the attached catalog
 LEASE = "maintenance_lease"
+FENCE = "rollup_fence"
+# a window whose midpoint is older than this when it is committed may fall in a minute a
+# compaction is rolling up meanwhile: compaction takes minutes CompactionPolicy.grace_ns
+# (2 min) old by its own clock, so half of that holds while collectors' clocks agree to
+# within a minute
+FENCE_AGE_NS = CompactionPolicy().grace_ns // 2
 # a conflict means another collector committed meanwhile, or a maintenance pass moved
 # rows a commit touches (maintenance.py flushes one table after another, each a
 # conflict for a commit that writes it): tries 10 ms apart, doubling to a second at most
@@ -159,6 +169,9 @@ class LakeStore(DuckDBStore):
             con.execute(f"CREATE TABLE IF NOT EXISTS {LEASE} (holder VARCHAR, until_ns BIGINT)")
             if not (con.execute(f"SELECT count(*) FROM {LEASE}").fetchone() or (0,))[0]:
                 con.execute(f"INSERT INTO {LEASE} VALUES ('', 0)")
+            con.execute(f"CREATE TABLE IF NOT EXISTS {FENCE} (time_ns BIGINT)")
+            if not (con.execute(f"SELECT count(*) FROM {FENCE}").fetchone() or (0,))[0]:
+                con.execute(f"INSERT INTO {FENCE} VALUES (0)")  # see _in_compact
             con.commit()
         except duckdb.Error as exc:
             self._rollback()
@@ -334,6 +347,33 @@ class LakeStore(DuckDBStore):
                 self._side_con = None
         super().close()
 
+    def _in_commit(self, con: duckdb.DuckDBPyConnection, batches: Sequence[DecodedBatch]) -> None:
+        # a window a compaction may be rolling up meanwhile: read the watermarks in this
+        # transaction, and insert into the fence, which every compaction step deletes
+        # from; DuckLake refuses an insert into a table a concurrent transaction deleted
+        # from, so a compaction that moved the watermarks meanwhile makes this commit
+        # run again, now reading them, and its late rows go into the rollups
+        # (DuckDBStore._late); one that starts later sees this commit's rows
+        since = time.time_ns() - FENCE_AGE_NS
+        if any(w.start_ns + (w.end_ns - w.start_ns) // 2 < since
+               for b in batches if (w := b.window) is not None and w.counts):
+            self._rollup_done = watermarks(con)
+            con.execute(f"INSERT INTO {FENCE} VALUES ($t)", {"t": since})
+
+    def _in_compact(self, con: duckdb.DuckDBPyConnection) -> None:
+        # the fence's other side (see _in_commit); its one row left is what the next step
+        # deletes, so a step always deletes something and always conflicts
+        con.execute(f"DELETE FROM {FENCE}")
+        con.execute(f"INSERT INTO {FENCE} VALUES (0)")
+
     def compact(self, until_ns: Nanos, *, max_span_ns: Nanos = HOUR_NS) -> CompactReport:
-        """No rollups in the lake yet (see the module docstring): nothing to do."""
-        return CompactReport({}, caught_up=True)
+        """See `Store.compact`; run again after a conflict (another collector's step, or
+        a commit of a late window)."""
+        for attempt in range(ATTEMPTS):
+            try:
+                return super().compact(until_ns, max_span_ns=max_span_ns)
+            except StorageError as exc:
+                if not is_conflict(exc) or attempt == ATTEMPTS - 1:
+                    raise
+            _pause(attempt)
+        raise AssertionError("unreachable")
