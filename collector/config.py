@@ -57,8 +57,9 @@ class LakeTarget:
     catalog: str = field(repr=False)  # may hold a password
     data_path: str
     # between maintenance passes (retention, merging files, expiring snapshots), which the
-    # collectors take turns at (storage/lake/maintenance.py)
-    maintenance_interval_s: float = 300.0
+    # collectors take turns at (storage/lake/maintenance.py); None: this collector takes
+    # no turn (another collector of the lake, or a job of its own, must)
+    maintenance_interval_s: float | None = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +95,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--maintenance-interval", metavar="DURATION", help="with --lake: "
                         "time between maintenance passes, which the collectors take turns "
                         "at: retention, merging small files, expiring snapshots (default 5m; "
-                        "replaces --retention-interval) [PYROMETER_MAINTENANCE_INTERVAL]")
+                        "replaces --retention-interval); off: this collector takes no turn, so "
+                        "another must [PYROMETER_MAINTENANCE_INTERVAL]")
     parser.add_argument("--grpc-listen", help="agent ingest address (default 127.0.0.1:7070; "
                         "port 0 picks a free one) [PYROMETER_GRPC_LISTEN]")
     parser.add_argument("--http-listen", help="HTTP API address (default 127.0.0.1:7071) "
@@ -188,6 +190,10 @@ def _lake(args: argparse.Namespace, env: Mapping[str, str]) -> LakeTarget | None
     elif "://" in data_path or not Path(data_path).is_absolute():
         raise ConfigError(f"--data-path {data_path}: expected s3://bucket/prefix or an absolute "
                           "local folder")
+    # DuckLake joins file names onto the data path: one trailing slash, never two
+    path = data_path.rstrip("/") + "/"
+    if (every or "").strip().lower() == "off":
+        return LakeTarget(catalog, path, None)
     from pyrometer.collector.timeparse import TimeFormatError, parse_duration
 
     try:
@@ -196,8 +202,7 @@ def _lake(args: argparse.Namespace, env: Mapping[str, str]) -> LakeTarget | None
         raise ConfigError(f"--maintenance-interval: {err}") from None
     if interval_s < 1:
         raise ConfigError(f"--maintenance-interval {every}: at least 1s")
-    # DuckLake joins file names onto the data path: one trailing slash, never two
-    return LakeTarget(catalog, data_path.rstrip("/") + "/", interval_s)
+    return LakeTarget(catalog, path, interval_s)
 
 
 def _trace_url(args: argparse.Namespace, env: Mapping[str, str]) -> str:

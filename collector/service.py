@@ -113,11 +113,16 @@ def _start_retention(config: CollectorConfig, store: DuckDBStore, metrics: Colle
 
 
 def _start_maintenance(config: CollectorConfig, store: DuckDBStore, metrics: CollectorMetrics
-                       ) -> asyncio.Task[None]:
+                       ) -> asyncio.Task[None] | None:
     """The lake's maintenance loop, which does its retention too (lake/maintenance.py)."""
     assert config.lake is not None and isinstance(store, LakeStore)
     every = config.lake.maintenance_interval_s
     kept = config.retention_ns
+    if every is None:
+        log.warning("--maintenance-interval off: this collector neither maintains the lake nor "
+                    "applies --retention; another collector of the lake must, or small files, "
+                    "inlined rows and old data accumulate")
+        return None
     retention = None if kept is None else RetentionPolicy(
         kept, rollup_retention_ns=config.rollup_retention_ns)
     policy = MaintenancePolicy(interval_s=every, first_delay_s=min(60.0, every),

@@ -35,6 +35,8 @@ def test_lake_flags_and_environment() -> None:
     every = _resolve("--lake", CATALOG, "--data-path", "/srv", "--maintenance-interval", "90s")
     assert every.lake is not None and every.lake.maintenance_interval_s == 90.0
     assert from_env.lake.maintenance_interval_s == 300.0  # the default, 5m
+    off = _resolve("--lake", CATALOG, "--data-path", "/srv", "--maintenance-interval", "off")
+    assert off.lake is not None and off.lake.maintenance_interval_s is None
 
 
 @pytest.mark.parametrize(("argv", "message"), [
