@@ -55,6 +55,10 @@ class CollectorMetrics:
             buckets=_LATENCY_BUCKETS, registry=r)
         self.commit_failures = Counter(
             "pyrometer_commit_failures", "Transactions that failed", registry=r)
+        self.commit_conflicts = Counter(
+            "pyrometer_commit_conflicts", "Commits run again from the start after losing a "
+            "conflict with another collector's transaction (lake backend; a commit that "
+            "gives up counts in pyrometer_commit_failures instead)", registry=r)
         self.query_seconds = Histogram(
             "pyrometer_query_seconds", "Time to answer a query, by API endpoint",
             ["endpoint"], buckets=_LATENCY_BUCKETS, registry=r)

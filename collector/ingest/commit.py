@@ -127,6 +127,8 @@ class GroupCommitter:
         m = self._metrics
         m.commit_seconds.observe(time.perf_counter() - started)
         m.group_size.observe(len(batches))
+        if report.conflicts:
+            m.commit_conflicts.inc(report.conflicts)
         for batch, outcome in zip(batches, report.outcomes, strict=True):
             if outcome is BatchOutcome.DUPLICATE:
                 m.duplicates.inc()

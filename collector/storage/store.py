@@ -43,10 +43,12 @@ class BatchOutcome(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class CommitReport:
-    """The result of one commit: an outcome per batch (in order) and rows appended."""
+    """The result of one commit: an outcome per batch (in order), rows appended, and how
+    many times it was run again after losing a conflict with another writer (the lake)."""
 
     outcomes: tuple[BatchOutcome, ...]
     rows_written: Mapping[str, int]  # table name -> rows appended
+    conflicts: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ writers need:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -184,10 +185,11 @@ class LakeStore(DuckDBStore):
         return cur
 
     def commit(self, batches: Sequence[DecodedBatch]) -> CommitReport:
-        """See `Store.commit`; run again from the start after a conflict."""
+        """See `Store.commit`; run again from the start after a conflict, and the report
+        says how many times."""
         for attempt in range(ATTEMPTS):
             try:
-                return super().commit(batches)
+                return dataclasses.replace(super().commit(batches), conflicts=attempt)
             except StorageError as exc:
                 if not is_conflict(exc) or attempt == ATTEMPTS - 1:
                     raise
