@@ -39,10 +39,12 @@ class Row(Protocol):
 
 
 def start_collector(work: Path, *extra: str, name: str = "collector",
-                    db: Path | None = None) -> Child:
+                    db: Path | None = None, store: Sequence[str] | None = None) -> Child:
     """A real collector on free loopback ports; ``ready.group("grpc"|"http")`` are its
-    addresses. The caller stops it."""
-    return start(name, CLI + ["collector", "--db", str(db or work / f"{name}.duckdb"),
+    addresses. It stores in `db` (by default a file named after it in `work`), or where
+    the flags `store` say (``--lake URL --data-path PATH``). The caller stops it."""
+    where = list(store) if store is not None else ["--db", str(db or work / f"{name}.duckdb")]
+    return start(name, CLI + ["collector", *where,
                               "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
                               *extra], COLLECTOR_READY, work, env=python_env())
 

@@ -1,8 +1,9 @@
 """Load generator for the collector ingest benchmark: one process, many agent streams.
 
-Run by ingest_load.py, never by hand. It reads a JSON plan on its first stdin line,
-opens one gRPC channel (its own TCP connection, gzip like the agent's) and one Ingest
-stream per agent, sends every stream's first batch (the one with the dictionary) and
+Run by ingest_load.py (and lake_ingest.py), never by hand. It reads a JSON plan on its
+first stdin line, opens one gRPC channel (its own TCP connection, gzip like the agent's)
+and one Ingest stream per agent, stream i to collector i mod len(plan["addresses"]),
+sends every stream's first batch (the one with the dictionary) and
 waits for those acks, then prints ``ready {...}``. The next stdin line, ``go {...}``,
 gives the monotonic times (shared by all processes on the machine) at which to start
 sending, start and stop counting, and stop sending. At the end it closes every stream
@@ -12,7 +13,9 @@ Two ways to send. "closed": each stream keeps up to `in_flight` batches unacknow
 and sends the next as soon as one is acked, which finds the collector's saturation.
 "paced": each stream sends one batch every `period_s` from a random phase, as a real
 agent does (its `max_in_flight` of 8 still bounds it), which measures ack latency at a
-given offered load.
+given offered load. A plan's optional "batches" ends each stream after that many
+(a fill of known size rather than a timed load), and "services" spreads the agents over
+that many services (ingest_workload.SERVICES by default).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable as a p
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "bench"
 
-from bench.ingest_workload import Batches  # noqa: E402
+from bench.ingest_workload import SERVICES, Batches  # noqa: E402
 from pyrometer.proto import ingest_pb2  # noqa: E402
 
 METHOD = "/pyrometer.v1.Ingest/Stream"
@@ -110,13 +113,14 @@ async def run_stream(stream: Stream, batches: Batches, plan: dict[str, Any], go:
     paced = plan["mode"] == "paced"
     window = asyncio.Semaphore(AGENT_MAX_IN_FLIGHT if paced else plan["in_flight"])
     phase = random.Random(stream.index).uniform(0, plan["period_s"]) if paced else 0.0
+    last = plan.get("batches") or sys.maxsize  # a fill: this many batches a stream, then stop
 
     async def writer() -> None:
         await asyncio.sleep(max(0.0, go["start"] + phase - time.monotonic()))
         due = go["start"] + phase
         while True:
             await window.acquire()
-            if time.monotonic() >= go["stop"]:
+            if time.monotonic() >= go["stop"] or stream.next_seq > last:
                 break
             await send(stream, batches, tally)
             if paced:
@@ -153,10 +157,11 @@ def summary(tally: Tally, go: dict[str, float]) -> dict[str, Any]:
 
 async def main() -> None:
     plan = json.loads(sys.stdin.readline())
-    batches = Batches.build(plan["base_ns"], plan["run_id"])
+    batches = Batches.build(plan["base_ns"], plan["run_id"], services=plan.get("services", SERVICES))
     tally = Tally()
     began = time.monotonic()
-    streams = [open_stream(plan["address"], i)
+    addresses = plan["addresses"]
+    streams = [open_stream(addresses[i % len(addresses)], i)
                for i in range(plan["first_stream"], plan["first_stream"] + plan["streams"])]
     await asyncio.gather(*(first_batch(s, batches, tally) for s in streams))
     ready = {"setup_s": time.monotonic() - began, "first_batch_bytes": len(batches.encode(0, 1)),

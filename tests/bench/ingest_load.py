@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -51,6 +52,8 @@ TITLE = "Collector ingest"
 GENERATOR = Path(__file__).resolve().with_name("ingest_gen.py")
 DAY_NS = 86_400 * NANOS_PER_SECOND
 __all__ = ["TITLE", "measure", "markdown"]
+# counters of the store under load, read at both ends of the measured interval
+Probe = Callable[[], dict[str, float]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,21 +137,29 @@ def busy_s() -> float:
     return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
 
 
-def snapshot(collector: int, generators: list[int]) -> dict[str, Any]:
-    return {"at": time.monotonic(), "collector": common.process_cpu_s(collector),
+def snapshot(collectors: Sequence[int], generators: list[int]) -> dict[str, Any]:
+    # thread ids are unique across processes, so the collectors' threads share one map
+    threads = {tid: cpu for pid in collectors for tid, cpu in ingest_profile.thread_cpu(pid).items()}
+    return {"at": time.monotonic(), "collector": sum(common.process_cpu_s(p) for p in collectors),
             "generators": sum(common.process_cpu_s(p) for p in generators), "machine": busy_s(),
-            "threads": ingest_profile.thread_cpu(collector)}
+            "threads": threads}
 
 
-def observe(collector: int, generators: list[int], times: dict[str, float]) -> dict[str, Any]:
-    """CPU of everything over the measured interval, in cores (CPU seconds per second)."""
+def observe(collectors: Sequence[int], generators: list[int], times: dict[str, float],
+            probe: Probe | None = None) -> dict[str, Any]:
+    """CPU of everything over the measured interval, in cores (CPU seconds per second);
+    "collector" is all of `collectors` together. `probe`'s counters, read at both ends
+    of the interval, come back as their increase ("probe")."""
     time.sleep(max(0.0, times["from"] - time.monotonic()))
-    before = snapshot(collector, generators)
+    before = snapshot(collectors, generators)
+    counted = probe() if probe else {}
     time.sleep(max(0.0, times["to"] - time.monotonic()))
-    after = snapshot(collector, generators)
+    after = snapshot(collectors, generators)
+    counted = {k: v - counted[k] for k, v in probe().items()} if probe else {}
     wall = after["at"] - before["at"]
     cores = {k: (after[k] - before[k]) / wall for k in ("collector", "generators", "machine")}
-    return {"wall_s": wall, "collector_cpu_s": after["collector"] - before["collector"],
+    return {"wall_s": wall, "probe": counted,
+            "collector_cpu_s": after["collector"] - before["collector"],
             "collector_cores": cores["collector"], "generator_cores": cores["generators"],
             "machine_cores": cores["machine"],
             "other_cores": cores["machine"] - cores["collector"] - cores["generators"],
@@ -163,21 +174,25 @@ def peak_rss_mib(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / common.MIB
 
 
-def plans(level: Level, address: str, run_id: str) -> list[dict[str, Any]]:
-    """Split the level's streams over up to two generator processes (two cores here)."""
+def plans(level: Level, addresses: Sequence[str], run_id: str, **extra: Any) -> list[dict[str, Any]]:
+    """Split the level's streams over up to two generator processes (two cores here);
+    stream i goes to collector i mod len(addresses). `extra` goes into every plan."""
     count = min(2, level.streams)
     base_ns = time.time_ns() - 3 * DAY_NS  # room for ~26,000 windows per stream before "now"
     shares = [level.streams // count + (i < level.streams % count) for i in range(count)]
-    return [{"address": address, "first_stream": sum(shares[:i]), "streams": n, "mode": level.mode,
-             "in_flight": level.in_flight, "period_s": level.period_s, "base_ns": base_ns,
-             "run_id": run_id} for i, n in enumerate(shares)]
+    return [{"addresses": list(addresses), "first_stream": sum(shares[:i]), "streams": n,
+             "mode": level.mode, "in_flight": level.in_flight, "period_s": level.period_s,
+             "base_ns": base_ns, "run_id": run_id} | extra for i, n in enumerate(shares)]
 
 
-def drive(level: Level, collector: Child, work: Path) -> dict[str, Any]:
-    """Run the generators against `collector` through warm-up, measure and profile."""
+def drive(level: Level, collectors: Sequence[Child], work: Path,
+          probe: Probe | None = None) -> dict[str, Any]:
+    """Run the generators against `collectors` (agents spread over them) through warm-up,
+    measure (see `observe` for `probe`) and profile (the first collector)."""
     run_id = uuid.uuid4().hex[:12]
+    addresses = [c.ready.group("grpc") for c in collectors]
     generators = [Generator(plan, work / f"{level.name}-gen{i}.log")
-                  for i, plan in enumerate(plans(level, collector.ready.group("grpc"), run_id))]
+                  for i, plan in enumerate(plans(level, addresses, run_id))]
     try:
         ready = [g.expect("ready", timeout=300) for g in generators]
         start = time.monotonic() + 0.2
@@ -186,10 +201,11 @@ def drive(level: Level, collector: Child, work: Path) -> dict[str, Any]:
                  "stop": start + level.warm_s + level.measure_s + level.profile_s}
         for g in generators:
             g.go(times)
-        seen = observe(collector.pid, [g.proc.pid for g in generators], times)
+        seen = observe([c.pid for c in collectors], [g.proc.pid for g in generators], times, probe)
         profile = None
         if level.profile_s:
-            profile = profile_collector(collector.pid, level.profile_s, work / f"{level.name}.raw")
+            profile = profile_collector(collectors[0].pid, level.profile_s,
+                                        work / f"{level.name}.raw")
         results = [g.expect("result", timeout=level.profile_s + 300) for g in generators]
     finally:
         for g in generators:
@@ -219,7 +235,7 @@ def run_level(level: Level, work: Path) -> dict[str, Any]:
     """One level on a fresh collector: the figures, the loss check and the peak RSS."""
     collector = common.start_collector(work, "--retention", "off", name=f"collector-{level.name}")
     try:
-        driven = drive(level, collector, work)
+        driven = drive(level, [collector], work)
         stored = common.stored_samples(collector.ready.group("http"))
         peak = peak_rss_mib(collector.pid)
     finally:

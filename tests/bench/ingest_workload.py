@@ -131,9 +131,9 @@ def telemetry(start_ns: int) -> Telemetry:
     )
 
 
-def identity(stream: int, run_id: str) -> AgentIdentity:
-    """Stream `stream`'s agent: its own id, one of SERVICES services, its own instance."""
-    return AgentIdentity(agent_id=f"{run_id}-{stream:05d}", service=f"bench-{stream % SERVICES}",
+def identity(stream: int, run_id: str, services: int = SERVICES) -> AgentIdentity:
+    """Stream `stream`'s agent: its own id, one of `services` services, its own instance."""
+    return AgentIdentity(agent_id=f"{run_id}-{stream:05d}", service=f"bench-{stream % services}",
                          instance=f"replica-{stream:05d}", host=f"node-{stream // 8:04d}",
                          target_pid=TARGET_PID, labels=(("version", "v1"),),
                          agent_version="bench")
@@ -150,9 +150,11 @@ class Batches:
     steady_samples: list[int]
     base_ns: int  # start of every stream's first window
     run_id: str
+    services: int = SERVICES
 
     @classmethod
-    def build(cls, base_ns: int, run_id: str | None = None, seed: int = 7) -> Batches:
+    def build(cls, base_ns: int, run_id: str | None = None, seed: int = 7,
+              services: int = SERVICES) -> Batches:
         stacks, rng = make_stacks(seed), random.Random(seed + 1)
         encoder = StreamEncoder(identity(0, "template"))
         first = ProfileWindow(base_ns, base_ns + WINDOW_NS, RATE_HZ, window_counts(stacks, rng, True))
@@ -163,7 +165,7 @@ class Batches:
         if any(m.dictionary.strings or m.dictionary.frames or m.dictionary.stacks for m in steady):
             raise AssertionError("steady-state batches must not carry dictionary entries")
         return cls(first_msg, steady, first.total, [w.total for w in windows], base_ns,
-                   run_id or uuid.uuid4().hex[:12])
+                   run_id or uuid.uuid4().hex[:12], services)
 
     def samples(self, seq: int) -> int:
         """Samples in batch `seq` of any stream."""
@@ -173,7 +175,7 @@ class Batches:
         """Batch `seq` of stream `stream`: its window starts (seq - 1) windows after base."""
         msg = self.first_msg if seq == 1 else self.steady_msgs[seq % VARIANTS]
         start = self.base_ns + (seq - 1) * WINDOW_NS
-        who = identity(stream, self.run_id)
+        who = identity(stream, self.run_id, self.services)
         agent = msg.agent
         agent.agent_id, agent.service = who.agent_id, who.service
         agent.instance, agent.host = who.instance, who.host

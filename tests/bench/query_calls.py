@@ -15,6 +15,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,10 +96,13 @@ def _detail(call: Call, body: bytes) -> dict[str, Any]:
                 "causes": [c["kind"] for c in found[0]["causes"][:3]]}}
 
 
-def time_call(work: Path, db: Path, call: Call, warm: int, slow_s: float) -> Timing:
-    """A fresh collector on `db`: one cold call, then `warm` more (three at most when the
-    cold one took over `slow_s`, to bound the run)."""
-    collector = common.start_collector(work, "--retention", "off", db=db, name="query-collector")
+def time_call(work: Path, db: Path | None, call: Call, warm: int, slow_s: float,
+              store: Sequence[str] | None = None) -> Timing:
+    """A fresh collector on `db` (or where the flags `store` say, as
+    `common.start_collector` takes them): one cold call, then `warm` more (three at most
+    when the cold one took over `slow_s`, to bound the run)."""
+    collector = common.start_collector(work, "--retention", "off", db=db, store=store,
+                                       name="query-collector")
     try:
         url = call.url(collector.ready.group("http"))
         cold, body = get(url)
