@@ -22,7 +22,7 @@ from pyrometer.agent.shared.model import NANOS_PER_SECOND, SampleKey
 from pyrometer.collector.ingest.decode import StreamDecoder
 from pyrometer.collector.metrics import CollectorMetrics
 from pyrometer.collector.storage.batch import DecodedBatch
-from pyrometer.collector.storage.lake.backend import LakeStore
+from pyrometer.collector.storage.lake.backend import METADATA, LakeStore
 from pyrometer.collector.storage.lake.extensions import extension_file
 from pyrometer.collector.storage.lake.maintenance import MaintenancePolicy, maintain_once
 from pyrometer.collector.storage.retention import RetentionPolicy
@@ -101,6 +101,7 @@ def test_a_pass_merges_the_small_files_and_changes_no_answer(
     for i in range(30):  # one commit per batch, as a collector under light load makes
         (a if i % 2 else b).commit([agents[i % 2].batch()])
     before = a.data_files()
+    snapshots = _catalog_rows(a, "ducklake_snapshot")
     profile = a.profile("svc", *WIDE)
     assert before["samples"][0] + (before["samples"][1] > 0) >= 20  # a file a commit
 
@@ -115,6 +116,15 @@ def test_a_pass_merges_the_small_files_and_changes_no_answer(
     # the merged-away files are gone from the data path, not only from the catalog
     assert _parquet_on_disk(data, "samples") == after["samples"][0]
     assert metrics.lake_step_failures._metrics == {}
+    # and the catalog forgot them and the old snapshots (a SELECT over the expire and
+    # cleanup functions deleted files but kept both)
+    assert _catalog_rows(a, "ducklake_files_scheduled_for_deletion") == 0
+    assert _catalog_rows(a, "ducklake_snapshot") <= 3 < snapshots
+
+
+def _catalog_rows(store: LakeStore, table: str) -> int:
+    return store._read(lambda cur: int((cur.execute(
+        f"SELECT count(*) FROM {METADATA}.{table}").fetchone() or (0,))[0]))
 
 
 def test_one_collector_maintains_at_a_time(lake: tuple[LakeStore, LakeStore, Path]) -> None:

@@ -96,12 +96,13 @@ _MAINTENANCE_SQL = {
     "flush": "CALL ducklake_flush_inlined_data({lake}, table_name => $table)",
     "merge": "CALL ducklake_merge_adjacent_files({lake})",
     "rewrite": "CALL ducklake_rewrite_data_files({lake}, $table)",
-    # counted, not fetched: their TIMESTAMPTZ columns would need pytz to come back
-    "expire": "SELECT count(*) FROM ducklake_expire_snapshots({lake}, "
-              "older_than => now() - to_seconds($keep))",
-    "cleanup": "SELECT count(*) FROM ducklake_cleanup_old_files({lake}, "
-               "older_than => now() - to_seconds($keep))",
-    "orphans": "SELECT count(*) FROM ducklake_delete_orphaned_files({lake}, "
+    # CALLed, never selected from: with DuckLake 1.5.5 a SELECT over these functions
+    # deletes the files but leaves the catalog as it was (no snapshot expired, every
+    # cleaned-up file still scheduled). Their results are not fetched: the TIMESTAMPTZ
+    # columns would need pytz to come back.
+    "expire": "CALL ducklake_expire_snapshots({lake}, older_than => now() - to_seconds($keep))",
+    "cleanup": "CALL ducklake_cleanup_old_files({lake}, older_than => now() - to_seconds($keep))",
+    "orphans": "CALL ducklake_delete_orphaned_files({lake}, "
                "older_than => now() - to_seconds($orphan))",
 }
 
