@@ -10,8 +10,8 @@ LAKE_VENV := .venv-lake
 LAKE_PY := $(LAKE_VENV)/bin/python
 LAKE_STAMP := $(LAKE_VENV)/.installed-stamp
 
-.PHONY: test test-full test-lake demo proto dashboard lint gpu-check rca-eval bench clean browser \
-	postgres vendor screenshots stages-check
+.PHONY: test test-full test-lake demo proto dashboard lint gpu-check rca-eval bench bench-lake clean \
+	browser postgres vendor screenshots stages-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -100,6 +100,14 @@ rca-eval: $(STAMP)
 ## cores; run it on an otherwise idle machine): writes BENCHMARKS.md and BENCHMARKS.json
 bench: $(STAMP)
 	$(PY) tests/bench/run.py --size full
+
+## the lake backend's benchmarks (docs/lake.md), in .venv-lake against a PostgreSQL they
+## start themselves: ingest with 1, 2 and 3 collectors on one lake, a 10-minute flame graph
+## over it, and its Parquet files before and after a maintenance pass (about six minutes on
+## two cores). Writes BENCHMARKS-lake.md and BENCHMARKS-lake.json; `make bench`'s files,
+## from the other virtualenv, are left as they are.
+bench-lake: $(LAKE_STAMP) postgres
+	$(LAKE_PY) tests/bench/run.py --lake --size full
 
 ## the stage shares of the demo server and of a tokenizers + onnxruntime server against the
 ## servers' own hand timing (tests/integration/test_stages_check.py, also in `make test`):

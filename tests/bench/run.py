@@ -1,12 +1,19 @@
 """`make bench`: every row of BENCHMARKS.md in one session, side by side.
 
     python tests/bench/run.py [--size tiny|full] [--rows 1,2,4] [--out DIR] [--workdir DIR]
+    python tests/bench/run.py --lake [--size tiny|full] [--rows L1] [--out DIR]
 
 Runs the rows in order (1 slowdown, 2-3 agent cost and wire, 4 collector ingest, 5-6
 queries and storage, 7 the web page), then writes BENCHMARKS.md and BENCHMARKS.json into --out (the
 repository root by default): every figure, the machine it ran on and the exact command.
 A row that fails is reported as failed, in both files, and the command exits 1 after the
 others have run: a partial table is still worth reading, a silent gap is not.
+
+With --lake it runs the lake backend's rows instead (L1 ingest with 1-3 collectors,
+L2-L3 a flame graph over the lake and its files before and after maintenance), which
+need the lake's DuckDB pin and so run from .venv-lake (`make bench-lake`), and writes
+BENCHMARKS-lake.md and BENCHMARKS-lake.json: the two sets come from two virtualenvs and
+two sessions, so neither run rewrites the other's files.
 """
 
 from __future__ import annotations
@@ -37,29 +44,33 @@ ROOT = Path(__file__).resolve().parents[2]
 ROWS: dict[str, tuple[str, ...]] = {
     "slowdown": ("1",), "agent_cost": ("2", "3"), "ingest_load": ("4",), "queries": ("5", "6"),
     "page_load": ("7",)}
-PACKAGES = ("py-spy", "pyroscope-io", "grpcio", "protobuf", "duckdb", "pyarrow", "aiohttp", "psutil")
+LAKE_ROWS: dict[str, tuple[str, ...]] = {"lake_ingest": ("L1",), "lake_files": ("L2", "L3")}
+PACKAGES = ("py-spy", "pyroscope-io", "grpcio", "protobuf", "duckdb", "pyarrow", "aiohttp", "psutil",
+            "duckdb-extension-ducklake", "duckdb-extension-postgres-scanner")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").strip().splitlines()[0])
     parser.add_argument("--size", choices=common.SIZES, default="full")
+    parser.add_argument("--lake", action="store_true", help="the lake backend's rows instead, "
+                        "into BENCHMARKS-lake.md and BENCHMARKS-lake.json (run from .venv-lake)")
     parser.add_argument("--rows", help="comma-separated row numbers to run (default: all)")
     parser.add_argument("--out", type=Path, default=ROOT,
-                        help="where BENCHMARKS.md and BENCHMARKS.json go (default: the repository)")
+                        help="where the two files go (default: the repository)")
     parser.add_argument("--workdir", type=Path, help="keep each row's logs and databases here "
                         "(default: a temporary folder, removed afterwards)")
     return parser.parse_args(argv)
 
 
-def selected(rows: str | None) -> list[str]:
+def selected(rows: str | None, table: dict[str, tuple[str, ...]] = ROWS) -> list[str]:
     """The row modules to run, in order; an unknown row number is an error, not a skip."""
     if not rows:
-        return list(ROWS)
+        return list(table)
     wanted = {r.strip() for r in rows.split(",") if r.strip()}
-    known = {n for numbers in ROWS.values() for n in numbers}
+    known = {n for numbers in table.values() for n in numbers}
     if unknown := sorted(wanted - known):
         raise SystemExit(f"--rows: no row {', '.join(unknown)} (rows are {', '.join(sorted(known))})")
-    return [name for name, numbers in ROWS.items() if wanted & set(numbers)]
+    return [name for name, numbers in table.items() if wanted & set(numbers)]
 
 
 def machine() -> dict[str, Any]:
@@ -98,7 +109,8 @@ def commit() -> str:
     return head + (" (with uncommitted changes)" if dirty else "")
 
 
-def run_row(name: str, size: str, work: Path) -> dict[str, Any]:
+def run_row(name: str, size: str, work: Path,
+            table: dict[str, tuple[str, ...]] = ROWS) -> dict[str, Any]:
     """Measure one row; a failure becomes a result that says so."""
     folder = work / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -111,28 +123,47 @@ def run_row(name: str, size: str, work: Path) -> dict[str, Any]:
     except (Exception, SystemExit) as error:  # noqa: BLE001 - one broken row must not hide the rest
         result = {"ok": False, "error": f"{type(error).__name__}: {error}",
                   "traceback": traceback.format_exc()}
-    result |= {"title": title, "rows": list(ROWS[name]),
+    result |= {"title": title, "rows": list(table[name]),
                "wall_s": round(time.monotonic() - began, 1),
                "load_before": [round(x, 2) for x in load],
                "load_after": [round(x, 2) for x in os.getloadavg()]}
-    print(f"row {'/'.join(ROWS[name])} {name}: {'ok' if result['ok'] else 'FAILED'} "
+    print(f"row {'/'.join(table[name])} {name}: {'ok' if result['ok'] else 'FAILED'} "
           f"({result['wall_s']:.0f} s)", flush=True)
     return result
+
+
+def outputs(lake: bool) -> tuple[str, str]:
+    """The Markdown and JSON files a run writes: the lake's rows have their own pair."""
+    return ("BENCHMARKS-lake.md", "BENCHMARKS-lake.json") if lake else ("BENCHMARKS.md",
+                                                                        "BENCHMARKS.json")
+
+
+def _other_set(meta: dict[str, Any]) -> list[str]:
+    if not meta.get("lake"):
+        return ["The lake backend's rows (several collectors, a PostgreSQL catalog, Parquet "
+                "files) are in [BENCHMARKS-lake.md](BENCHMARKS-lake.md), written by `make "
+                "bench-lake` in the lake's own virtualenv.", ""]
+    return [f"The lake backend (docs/lake.md) on DuckDB {meta['machine']['packages']['duckdb']} "
+            f"(the lake's pin, .venv-lake), with the catalog in a PostgreSQL {meta['postgresql']} "
+            "started for the run on 127.0.0.1 (fsync off) and the Parquet files in a local "
+            "folder: S3's round trips are not in these figures. The embedded backend's rows "
+            "are in [BENCHMARKS.md](BENCHMARKS.md), written by `make bench`.", ""]
 
 
 def render(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
     m = meta["machine"]
     packages = ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v)
-    lines = ["# Pyrometer benchmarks", "",
+    _, json_name = outputs(bool(meta.get("lake")))
+    lines = ["# Pyrometer benchmarks" + (": the lake backend" if meta.get("lake") else ""), "",
              f"Produced by `{meta['command']}` (size {meta['size']}) on {meta['started']}, "
              f"commit {meta['commit']}, in {meta['wall_s'] / 60:.0f} min. Every figure is also in "
-             "[BENCHMARKS.json](BENCHMARKS.json).", "",
+             f"[{json_name}]({json_name}).", "",
              f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}, "
              f"Python {m['python']}; {packages}. The machine is shared and noisy: compare the "
              "ratios, measured side by side in one session, more than the absolute figures. Load "
              "average (1 min) before each row is in the JSON.", "",
              "No GPU is involved in any row: these are the costs of stack sampling, shipping, "
-             "storing and querying.", ""]
+             "storing and querying.", "", *_other_set(meta)]
     # Modules render one Markdown section per row; the cross-row figure (Pyroscope's own
     # bytes on the wire, measured in row 1) is handed to row 3's renderer.
     slowdown = results.get("slowdown", {}).get("figures", {})
@@ -154,22 +185,29 @@ def render(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    names = selected(args.rows)
-    command = "make bench" if args.size == "full" and not args.rows else (
+    table = LAKE_ROWS if args.lake else ROWS
+    names = selected(args.rows, table)
+    make = "make bench-lake" if args.lake else "make bench"
+    command = make if args.size == "full" and not args.rows else (
         "python tests/bench/run.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     meta: dict[str, Any] = {
         "command": command, "size": args.size, "commit": commit(), "machine": machine(),
-        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "lake": args.lake}
+    if args.lake:
+        from bench.lake_setup import postgres_version
+
+        meta["postgresql"] = postgres_version()
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="pyrometer-bench-") as tmp:
         work = args.workdir or Path(tmp)
-        results = {name: run_row(name, args.size, work) for name in names}
+        results = {name: run_row(name, args.size, work, table) for name in names}
     meta["wall_s"] = round(time.monotonic() - began, 1)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "BENCHMARKS.json").write_text(json.dumps({"meta": meta, "rows": results}, indent=2)
-                                              + "\n")
-    (args.out / "BENCHMARKS.md").write_text(render(results, meta))
-    print(f"wrote {args.out / 'BENCHMARKS.md'} and BENCHMARKS.json", flush=True)
+    md_name, json_name = outputs(args.lake)
+    (args.out / json_name).write_text(json.dumps({"meta": meta, "rows": results}, indent=2) + "\n")
+    (args.out / md_name).write_text(render(results, meta))
+    print(f"wrote {args.out / md_name} and {json_name}", flush=True)
     return 0 if all(r["ok"] for r in results.values()) else 1
 
 
