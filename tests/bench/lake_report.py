@@ -164,7 +164,8 @@ def ingest_markdown(result: dict[str, Any]) -> str:
         "so two collectors' commits cannot overlap: one wins, the other runs again from the "
         "start after 10 ms, doubling to a second, up to 10 times. The commits of all "
         "collectors are serialised on that table, and each lost one adds its backoff and "
-        "the work it threw away; more collectors add conflicts, not commits.",
+        "the work it threw away: more collectors bring conflicts and smaller commits, not "
+        "throughput.",
     ]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -187,24 +188,31 @@ def _files_table(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _beyond(state: dict[str, Any]) -> tuple[int, str]:
+    """Files in the data path beyond those the current snapshot names, and the table
+    with the most of them."""
+    extra = state["on_disk"] - state["catalog"]["data_files"] - state["catalog"]["delete_files"]
+    table = max(state["tables"], key=lambda t: state["tables"][t].get("on_disk", 0)
+                - state["tables"][t]["parquet"])
+    return extra, table
+
+
 def _unnamed(result: dict[str, Any]) -> list[str]:
-    """Files in the data path that no snapshot names, if any: say where they are."""
-    out = []
-    for state in ("before", "after"):
-        s = result[state]
-        extra = s["on_disk"] - s["catalog"]["data_files"] - s["catalog"]["delete_files"]
-        if extra > 0:
-            worst = max(s["tables"].items(),
-                        key=lambda kv: kv[1].get("on_disk", 0) - kv[1]["parquet"])
-            out.append(f"{state} the pass {extra:,} ({worst[0]}: "
-                       f"{worst[1].get('on_disk', 0) - worst[1]['parquet']:,} beyond its data files)")
-    if not out:
+    """What the data path holds beyond the current snapshot's files, before and after."""
+    before, table = _beyond(result["before"])
+    after, _ = _beyond(result["after"])
+    if before <= 0 and after <= 0:
         return []
-    return ["Files in the data path that the catalog does not name: " + "; ".join(out) + ". "
-            "Files that a snapshot names no longer go at the pass's cleanup; these are left for "
-            "its orphan step, which deletes them once they are an hour old (a younger one may "
-            "be a commit in flight on another collector). Where they come from was not traced "
-            "here; a commit that lost a conflict after writing its files is the likely source."]
+    lines = []
+    if before > 0:
+        lines.append(f"Before the pass the data path held {before:,} files more than the current "
+                     f"snapshot names, most of them {table}'s: files that only older snapshots "
+                     "name (a high-water-mark update replaces rows, and DuckLake keeps the "
+                     "replaced files for time travel until their snapshots are expired).")
+    lines.append("After it, " + ("none: the expire and cleanup steps deleted them." if after <= 0
+                                 else f"{after:,} remain, for a later cleanup or, if no snapshot "
+                                 "ever named them, for the orphan step (once an hour old)."))
+    return [" ".join(lines)]
 
 
 def _query_rows(result: dict[str, Any]) -> list[str]:
