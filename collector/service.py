@@ -5,10 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
-import socket
-import uuid
 
 from aiohttp import web
 
@@ -127,7 +124,7 @@ def _start_maintenance(config: CollectorConfig, store: DuckDBStore, metrics: Col
         kept, rollup_retention_ns=config.rollup_retention_ns)
     policy = MaintenancePolicy(interval_s=every, first_delay_s=min(60.0, every),
                                retention=retention)
-    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    holder = store.writer_id
     log.info("lake maintenance every %.0f s (as %s), retention %s", every, holder,
              "off" if kept is None else f"{kept / 86_400e9:g} days")
     # its own stop event: the task is cancelled at shutdown, mid-pass if need be

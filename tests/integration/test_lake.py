@@ -24,7 +24,7 @@ from pyrometer.collector.storage.batch import DecodedBatch
 from pyrometer.collector.storage.duckdb.backend import DuckDBStore
 from pyrometer.collector.storage.lake.backend import LakeStore
 from pyrometer.collector.storage.store import BatchOutcome
-from support.ingest_builder import BASE_NS
+from support.ingest_builder import BASE_NS, stack
 from support.lake import IDLE, MAIN, WINDOW, Agent, S, answers, fill, missing_extensions
 from support.postgres import Postgres, start_postgres
 
@@ -174,3 +174,46 @@ def test_collectors_started_on_one_lake_answer_for_each_other(lake: Lake, tmp_pa
     finally:
         for child in children:
             assert child.stop() == 0, child.output()
+
+
+def test_collectors_commit_side_by_side_without_conflicts(
+        collectors: tuple[LakeStore, LakeStore]) -> None:
+    """Each agent on its own collector, both committing flat out: once each has claimed
+    its agent, no commit conflicts with the other's (they once all took turns on the
+    high-water marks, and a collector could starve)."""
+    stores = collectors
+    agents = [Agent(f"side-{i}") for i in range(2)]
+    conflicts: list[list[int]] = [[], []]
+
+    def write(i: int) -> None:
+        for seq in range(1, 61):
+            counts = {SampleKey(stack("main", f"op{k}"), "MainThread"): seq for k in range(40)}
+            report = stores[i].commit([agents[i].batch(seq, counts, start_ns=BASE_NS + seq * S)])
+            conflicts[i].append(report.conflicts)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    # the first commits may meet the other's claim; none after
+    assert [sum(c[2:]) for c in conflicts] == [0, 0], conflicts
+    total = stores[0].profile("svc", *WINDOW)
+    assert sum(n for _, n in total.samples) == 2 * 40 * sum(range(1, 61))
+
+
+def test_an_agent_moving_between_collectors_is_stored_once(
+        collectors: tuple[LakeStore, LakeStore]) -> None:
+    """Each batch to one collector and its retry to the other, the agent's stream moving
+    back and forth: every retry is a duplicate, every batch stored once."""
+    a, b = collectors
+    agent = Agent("mover")
+    expected = 0
+    for seq in range(1, 13):
+        batch = agent.batch(seq, {SampleKey(MAIN, "MainThread"): seq}, start_ns=BASE_NS + seq * S)
+        first, second = (a, b) if seq % 3 else (b, a)
+        assert first.commit([batch]).outcomes == (BatchOutcome.STORED,)
+        assert second.commit([batch]).outcomes == (BatchOutcome.DUPLICATE,)
+        expected += seq
+    for store in (a, b):
+        assert sum(n for _, n in store.profile("svc", *WINDOW).samples) == expected

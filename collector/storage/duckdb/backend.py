@@ -303,8 +303,8 @@ class DuckDBStore:
         with self._lock:
             try:
                 self._con.begin()
-                self._in_compact(self._con)
                 done, written = compact(self._con, until_ns, max_span_ns)
+                self._in_compact(self._con, moved=done != self._rollup_done)
                 self._con.commit()
             except (duckdb.Error, StorageError) as exc:
                 self._rollback()
@@ -328,8 +328,9 @@ class DuckDBStore:
         """First in the commit's transaction: nothing here, where the rollup watermarks
         move only under this process's lock."""
 
-    def _in_compact(self, con: duckdb.DuckDBPyConnection) -> None:
-        """First in a compaction step's transaction: nothing here (see _in_commit)."""
+    def _in_compact(self, con: duckdb.DuckDBPyConnection, *, moved: bool) -> None:
+        """Last in a compaction step's transaction, `moved` when it moves a watermark past
+        what this process knew: nothing here (see _in_commit)."""
 
     def _advance_hwm(
         self, con: duckdb.DuckDBPyConnection, batches: Sequence[DecodedBatch]

@@ -7,12 +7,22 @@ writers need:
 
 - stacks are numbered by their 64-bit id (schema.HASHED_TABLES), since numbers given
   1, 2, 3 by several writers would clash;
-- a new agent's high-water mark row is inserted (seq 0) in a short transaction of its
-  own before the commit, so every batch, the first included, moves the mark
-  compare-and-set: two collectors storing the same batch then update the same row, and
-  DuckLake lets one commit through (appends alone would never conflict);
-- a commit that loses such a conflict, or a snapshot conflict with another collector's
-  commit, is run again from the start, where a retried batch now reads as a duplicate;
+- exactly once without commits conflicting with each other: DuckLake conflicts an insert
+  with any concurrent delete from the same table (a table, not a row), so a
+  compare-and-set UPDATE of the high-water marks made every commit of every collector
+  take turns (BENCHMARKS-lake.md: two collectors ingested 0.71x of one, three 0.43x).
+  Instead a collector *owns* the agents it stores batches for: it claims an agent (a
+  short transaction that rewrites the agent's rows in agent_hwm and agent_owner, and
+  deletes from claim_fence so that two claims always conflict) before its first commit
+  for it, and each commit checks in its own transaction that it still owns its agents,
+  then appends the new high-water marks to agent_hwm, insert only. Commits never
+  conflict with each other; a claim conflicts with every commit in flight, so a
+  collector still committing an agent's batch when another claims it either commits
+  first (and the claimer's commits see its marks) or runs again, finds it lost the
+  agent and claims it back. Claims happen when an agent connects to a collector, so
+  rarely;
+- a commit that loses a conflict (a claim, a maintenance step, another compaction) is
+  run again from the start;
 - profile rollups are written by every collector's compaction, and a commit of a window
   old enough that a compaction may be rolling up its minute meanwhile conflicts with
   that compaction through a fence table, so one of the two runs again and sees the
@@ -28,8 +38,10 @@ import dataclasses
 import logging
 import os
 import random
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
@@ -43,7 +55,7 @@ from pyrometer.collector.storage.duckdb.backend import DuckDBStore
 from pyrometer.collector.storage.duckdb.rollups import HOUR_NS, watermarks
 from pyrometer.collector.storage.duckdb.schema import HASHED_TABLES, TIME_COLUMNS, stored_name
 from pyrometer.collector.storage.lake import extensions, s3
-from pyrometer.collector.storage.store import CommitReport, CompactReport
+from pyrometer.collector.storage.store import BatchOutcome, CommitReport, CompactReport
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +63,7 @@ ALIAS = "lake"
 METADATA = f"__ducklake_metadata_{ALIAS}"  # DuckLake's name for the attached catalog
 LEASE = "maintenance_lease"
 FENCE = "rollup_fence"
+CLAIMS = "claim_fence"
 # a window whose midpoint is older than this when it is committed may fall in a minute a
 # compaction is rolling up meanwhile: compaction takes minutes CompactionPolicy.grace_ns
 # (2 min) old by its own clock, so half of that holds while collectors' clocks agree to
@@ -74,12 +87,19 @@ def redacted(catalog: str) -> str:
     return urlunsplit(url._replace(netloc=f"{url.username}:***@{host}"))
 
 
+class _Lost(Exception):
+    """A commit's agents were claimed by another collector (LakeStore._advance_hwm)."""
+
+
 def is_conflict(exc: BaseException) -> bool:
     """Whether `exc` is a commit refused because another one went first: DuckLake's own
     conflict check, or the catalog's (PostgreSQL's serialization failures and deadlock
-    victims, which a DuckLake transaction meets when two update the same inlined rows).
-    Each is safe to run again from the start."""
+    victims, which a DuckLake transaction meets when two update the same inlined rows),
+    or agents another collector claimed meanwhile. Each is safe to run again from the
+    start."""
     cause = exc.__cause__ if isinstance(exc, StorageError) else exc
+    if isinstance(cause, _Lost):
+        return True
     if not isinstance(cause, duckdb.Error):
         return False
     text = str(cause).lower()
@@ -94,6 +114,9 @@ _CATALOG_CONFLICTS = ("could not serialize access", "deadlock detected")
 # each step's statement (maintenance.py says what each does and why these ages)
 _MAINTENANCE_SQL = {
     "flush": "CALL ducklake_flush_inlined_data({lake}, table_name => $table)",
+    # every commit appends its agents' marks: keep each agent's highest alone
+    "ledger": "DELETE FROM agent_hwm USING (SELECT agent_id AS a, max(seq) AS top FROM "
+              "agent_hwm GROUP BY agent_id) AS m WHERE agent_id = m.a AND seq < m.top",
     "merge": "CALL ducklake_merge_adjacent_files({lake})",
     "rewrite": "CALL ducklake_rewrite_data_files({lake}, $table)",
     # CALLed, never selected from: with DuckLake 1.5.5 a SELECT over these functions
@@ -119,7 +142,9 @@ class LakeStore(DuckDBStore):
     def __init__(self, catalog: str, data_path: str, env: Mapping[str, str] | None = None) -> None:
         self.catalog = catalog
         self.data_path = data_path
-        self._claimed: set[str] = set()  # agents whose high-water mark row exists
+        self._owned: set[str] = set()  # agents this collector has claimed (see above)
+        # who this collector is, in agent_owner and the maintenance lease
+        self.writer_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         env = os.environ if env is None else env
         self._env = env
         # maintenance's own DuckDB, attached on first use (see _side)
@@ -171,6 +196,11 @@ class LakeStore(DuckDBStore):
             con.execute(f"CREATE TABLE IF NOT EXISTS {LEASE} (holder VARCHAR, until_ns BIGINT)")
             if not (con.execute(f"SELECT count(*) FROM {LEASE}").fetchone() or (0,))[0]:
                 con.execute(f"INSERT INTO {LEASE} VALUES ('', 0)")
+            con.execute("CREATE TABLE IF NOT EXISTS agent_owner "
+                        "(agent_id VARCHAR, owner VARCHAR, epoch BIGINT)")
+            con.execute(f"CREATE TABLE IF NOT EXISTS {CLAIMS} (n INTEGER)")
+            if not (con.execute(f"SELECT count(*) FROM {CLAIMS}").fetchone() or (0,))[0]:
+                con.execute(f"INSERT INTO {CLAIMS} VALUES (0)")  # see _claim_agents
             con.execute(f"CREATE TABLE IF NOT EXISTS {FENCE} (time_ns BIGINT)")
             if not (con.execute(f"SELECT count(*) FROM {FENCE}").fetchone() or (0,))[0]:
                 con.execute(f"INSERT INTO {FENCE} VALUES (0)")  # see _in_compact
@@ -199,21 +229,52 @@ class LakeStore(DuckDBStore):
         raise AssertionError("unreachable")
 
     def _claim_agents(self, con: duckdb.DuckDBPyConnection, batches: Sequence[DecodedBatch]) -> None:
-        agents = sorted({b.source.agent_id for b in batches} - self._claimed)
+        agents = sorted({b.source.agent_id for b in batches} - self._owned)
         if not agents:
             return
         con.begin()
-        have = {row[0] for row in con.execute(
-            "SELECT DISTINCT agent_id FROM agent_hwm WHERE agent_id IN (SELECT unnest($a))",
-            {"a": agents}).fetchall()}
-        fresh = [a for a in agents if a not in have]
-        if fresh:
-            # two collectors may both insert one: the compare-and-set moves every row of
-            # an agent at its mark, so a second row at 0 changes nothing
-            con.execute("INSERT INTO agent_hwm (agent_id, seq) SELECT unnest($a), 0",
-                        {"a": fresh})
+        # two claims always conflict, even of an agent no collector has seen: each
+        # deletes claim_fence's row and leaves one
+        con.execute(f"DELETE FROM {CLAIMS}")
+        con.execute(f"INSERT INTO {CLAIMS} VALUES (0)")
+        marks = dict(con.execute(
+            "SELECT agent_id, max(seq) FROM agent_hwm WHERE agent_id IN (SELECT unnest($a)) "
+            "GROUP BY agent_id", {"a": agents}).fetchall())
+        epochs = dict(con.execute(
+            "SELECT agent_id, max(epoch) FROM agent_owner WHERE agent_id IN (SELECT unnest($a)) "
+            "GROUP BY agent_id", {"a": agents}).fetchall())
+        # the agent's marks collapse to one row: the delete is what makes a commit of
+        # its batches in flight elsewhere conflict with this claim
+        con.execute("DELETE FROM agent_hwm WHERE agent_id IN (SELECT unnest($a))", {"a": agents})
+        con.execute("INSERT INTO agent_hwm (agent_id, seq) SELECT unnest($a), unnest($s)",
+                    {"a": agents, "s": [marks.get(a, 0) for a in agents]})
+        con.execute("DELETE FROM agent_owner WHERE agent_id IN (SELECT unnest($a))", {"a": agents})
+        con.execute("INSERT INTO agent_owner SELECT unnest($a), $me, unnest($e)",
+                    {"a": agents, "me": self.writer_id, "e": [epochs.get(a, 0) + 1 for a in agents]})
         con.commit()
-        self._claimed.update(agents)
+        self._owned.update(agents)
+
+    def _advance_hwm(
+        self, con: duckdb.DuckDBPyConnection, batches: Sequence[DecodedBatch]
+    ) -> tuple[list[BatchOutcome], list[DecodedBatch]]:
+        agents = sorted({b.source.agent_id for b in batches})
+        owners = dict(con.execute(
+            "SELECT agent_id, arg_max(owner, epoch) FROM agent_owner "
+            "WHERE agent_id IN (SELECT unnest($a)) GROUP BY agent_id", {"a": agents}).fetchall())
+        lost = [a for a in agents if owners.get(a) != self.writer_id]
+        if lost:
+            # another collector claimed them since: claim them back, then run again
+            self._owned.difference_update(lost)
+            raise StorageError(f"{len(lost)} agent(s) claimed by another collector") from _Lost()
+        return super()._advance_hwm(con, batches)
+
+    def _write_hwm(self, con: duckdb.DuckDBPyConnection, old: dict[str, int],
+                   new: dict[str, int]) -> None:
+        # insert only (see the module docstring); the owner check made this safe
+        moved = [a for a in new if new[a] != old.get(a)]
+        if moved:
+            con.execute("INSERT INTO agent_hwm (agent_id, seq) SELECT unnest($a), unnest($s)",
+                        {"a": moved, "s": [new[a] for a in moved]})
 
     def delete_before(self, cutoff_ns: Nanos, *, limit: int = 50_000,
                       rollup_cutoff_ns: Nanos | None = None) -> dict[str, int]:
@@ -255,36 +316,37 @@ class LakeStore(DuckDBStore):
                     {"holder": holder}, "releasing the maintenance lease")
 
     def maintain(self, step: str, snapshot_keep_s: float, orphan_age_s: float) -> None:
-        """One of maintenance.py's steps other than retention (see there for each)."""
+        """One of maintenance.py's steps other than retention (see there for each); each
+        statement is tried again after a conflict with a commit."""
         sql = _MAINTENANCE_SQL[step].format(lake=extensions.literal(ALIAS))
         values = {"keep": snapshot_keep_s, "orphan": orphan_age_s}
         if step == "rewrite":
             # only the tables retention deletes from: rewriting agent_hwm's files (whose
-            # rows every commit updates) under concurrent commits is where DuckLake
+            # rows commits and claims change) under concurrent commits is where DuckLake
             # 1.5.5's compaction failed fatally ("expected a single output file for
-            # 18446744073709551615 rows"); flush and merge keep that table small enough
+            # 18446744073709551615 rows"); ledger, flush and merge keep that table small
             for table in TIME_COLUMNS:
-                self._write(sql, {"table": stored_name(table, self._tables)},
-                            f"rewriting the files of {table}")
-            return
-        if step != "flush":
-            self._write(sql, {k: v for k, v in values.items() if f"${k}" in sql},
-                        f"lake maintenance step {step}")
-            return
-        # table by table, each tried again after a conflict: agent_hwm's inlined rows
-        # change with every commit of every collector, and one flush of all tables
-        # would lose to that nearly always while it held the others back
-        for table, (_, inlined) in sorted(self.data_files().items()):
-            if not inlined:
-                continue
-            for attempt in range(ATTEMPTS):
-                try:
-                    self._write(sql, {"table": table}, f"flushing the inlined rows of {table}")
-                    break
-                except StorageError as exc:
-                    if not is_conflict(exc) or attempt == ATTEMPTS - 1:
-                        raise
-                _pause(attempt)
+                self._retried(sql, {"table": stored_name(table, self._tables)},
+                              f"rewriting the files of {table}")
+        elif step == "flush":
+            # table by table: one flush of all tables would lose to some commit nearly
+            # always, while it held the others back
+            for table, (_, inlined) in sorted(self.data_files().items()):
+                if inlined:
+                    self._retried(sql, {"table": table}, f"flushing the inlined rows of {table}")
+        else:
+            self._retried(sql, {k: v for k, v in values.items() if f"${k}" in sql},
+                          f"lake maintenance step {step}")
+
+    def _retried(self, sql: str, params: Mapping[str, object], what: str) -> None:
+        for attempt in range(ATTEMPTS):
+            try:
+                self._write(sql, params, what)
+                return
+            except StorageError as exc:
+                if not is_conflict(exc) or attempt == ATTEMPTS - 1:
+                    raise
+            _pause(attempt)
 
     def _write(self, sql: str, params: Mapping[str, object], what: str) -> None:
         # on a cursor of its own, not under the commit lock: a long merge must not hold
@@ -363,9 +425,14 @@ class LakeStore(DuckDBStore):
             self._rollup_done = watermarks(con)
             con.execute(f"INSERT INTO {FENCE} VALUES ($t)", {"t": since})
 
-    def _in_compact(self, con: duckdb.DuckDBPyConnection) -> None:
-        # the fence's other side (see _in_commit); its one row left is what the next step
-        # deletes, so a step always deletes something and always conflicts
+    def _in_compact(self, con: duckdb.DuckDBPyConnection, *, moved: bool) -> None:
+        # the fence's other side (see _in_commit), for a step that moves a watermark (one
+        # that does not can miss nothing, and should not make commits run again); its one
+        # row left is what the next step deletes, so a step always deletes something.
+        # `moved` compares with what this process knew, which may lag the lake: then a
+        # step fences when it need not, never the other way round
+        if not moved:
+            return
         con.execute(f"DELETE FROM {FENCE}")
         con.execute(f"INSERT INTO {FENCE} VALUES (0)")
 

@@ -4,20 +4,21 @@ Every collector of a lake runs this loop; a lease row in the lake lets one of th
 pass at a time (the others count a `skipped` run and look again next interval). A pass:
 
 1. retention: delete rows older than `--retention`, in chunks (retention.py's pass);
-2. flush: move the rows DuckLake inlined into its PostgreSQL catalog to Parquet. A
+2. ledger: keep each agent's highest high-water mark row alone (commits append them);
+3. flush: move the rows DuckLake inlined into its PostgreSQL catalog to Parquet. A
    commit of a few rows (a quiet agent's batch, every high-water mark update) is
    stored in the catalog rather than as a file; left there, the catalog grows with the
    data and every read scans it;
-3. merge: merge the small Parquet files that one commit per group writes (about 11k a
+4. merge: merge the small Parquet files that one commit per group writes (about 11k a
    table an hour at fleet rates) into large ones;
-4. rewrite: rewrite the files whose rows retention mostly deleted (the time-ordered
+5. rewrite: rewrite the files whose rows retention mostly deleted (the time-ordered
    tables only, see LakeStore.maintain);
-5. expire: drop snapshots older than `snapshot_keep_s`: DuckLake keeps every snapshot,
+6. expire: drop snapshots older than `snapshot_keep_s`: DuckLake keeps every snapshot,
    and with it every merged-away file, until told otherwise;
-6. cleanup: delete the files expired snapshots alone referred to, once they have been
+7. cleanup: delete the files expired snapshots alone referred to, once they have been
    unreferenced for `snapshot_keep_s` too (a query that began on an older snapshot on
    another collector may still be reading them);
-7. orphans: delete files no snapshot ever named that are older than `orphan_age_s`: the
+8. orphans: delete files no snapshot ever named that are older than `orphan_age_s`: the
    Parquet a collector wrote for a commit it was killed before finishing. Younger files
    may belong to a commit in flight on another collector, so they stay.
 
@@ -59,7 +60,7 @@ from pyrometer.collector.storage.retention import RetentionPolicy, delete_expire
 
 log = logging.getLogger(__name__)
 
-STEPS = ("retention", "flush", "merge", "rewrite", "expire", "cleanup", "orphans")
+STEPS = ("retention", "ledger", "flush", "merge", "rewrite", "expire", "cleanup", "orphans")
 
 
 @dataclass(frozen=True, slots=True)
