@@ -26,22 +26,12 @@ from pyrometer.collector.storage.lake.backend import LakeStore
 from pyrometer.collector.storage.store import BatchOutcome
 from support.ingest_builder import BASE_NS, stack
 from support.lake import IDLE, MAIN, WINDOW, Agent, S, answers, fill, missing_extensions
-from support.postgres import Postgres, start_postgres
+from support.postgres import Postgres
 
 pytestmark = [pytest.mark.lake, pytest.mark.integration]
 
 if (why := missing_extensions("ducklake", "postgres_scanner")) is not None:
     pytest.skip(why, allow_module_level=True)
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    try:
-        pg = start_postgres()
-    except RuntimeError as err:  # no server binaries here: say what to do
-        pytest.skip(str(err))
-    yield pg
-    pg.stop()
 
 
 @dataclass

@@ -20,7 +20,6 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -32,7 +31,7 @@ from pyrometer.collector.storage.lake import extensions
 from pyrometer.collector.storage.lake.backend import LakeStore
 from support.balancer import Balancer
 from support.lake import missing_extensions
-from support.postgres import Postgres, start_postgres
+from support.postgres import Postgres
 from support.sim_agents import Sim, sim, until
 
 pytestmark = [pytest.mark.lake, pytest.mark.integration]
@@ -42,16 +41,6 @@ if reason := missing_extensions("ducklake", "postgres_scanner"):
 
 CLI = [sys.executable, "-m", "pyrometer.agent.cli"]
 READY = r"ingest on (?P<grpc>\S+) \(gRPC\), API on (?P<http>http://\S+) "
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    try:
-        pg = start_postgres()
-    except RuntimeError as err:  # no server binaries here: say what to do
-        pytest.skip(str(err))
-    yield pg
-    pg.stop()
 
 
 def _get(url: str) -> str:

@@ -27,7 +27,7 @@ from pyrometer.collector.storage.lake.extensions import extension_file
 from pyrometer.collector.storage.lake.maintenance import MaintenancePolicy, maintain_once
 from pyrometer.collector.storage.retention import RetentionPolicy
 from support.ingest_builder import BASE_NS, NOW_NS, StreamEncoder, stack
-from support.postgres import Postgres, start_postgres
+from support.postgres import Postgres
 
 pytestmark = [pytest.mark.lake, pytest.mark.integration]
 
@@ -56,16 +56,6 @@ class Agent:
         self.sent += sum(counts.values())
         start = BASE_NS + self.seq * S if start_ns is None else start_ns
         return self.decoder.decode(self.encoder.batch(self.seq, counts, start_ns=start), NOW_NS)  # type: ignore[arg-type]
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    try:
-        pg = start_postgres()
-    except RuntimeError as err:  # no server binaries here: say what to do
-        pytest.skip(str(err))
-    yield pg
-    pg.stop()
 
 
 @pytest.fixture

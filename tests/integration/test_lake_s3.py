@@ -29,7 +29,7 @@ from pyrometer.collector.storage.duckdb.backend import DuckDBStore
 from pyrometer.collector.storage.lake import extensions, s3
 from pyrometer.collector.storage.lake.backend import LakeStore
 from support.lake import WINDOW, answers, fill, missing_extensions
-from support.postgres import Postgres, start_postgres
+from support.postgres import Postgres
 from support.request_servers import free_port
 from support.s3 import S3Server, start_s3
 
@@ -39,16 +39,6 @@ if (why := missing_extensions("ducklake", "postgres_scanner", "httpfs")) is not 
     pytest.skip(why, allow_module_level=True)
 
 BUCKET = "pyrometer-lake"
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    try:
-        pg = start_postgres()
-    except RuntimeError as err:  # no server binaries here: say what to do
-        pytest.skip(str(err))
-    yield pg
-    pg.stop()
 
 
 @pytest.fixture(scope="module")
