@@ -64,6 +64,15 @@ METADATA = f"__ducklake_metadata_{ALIAS}"  # DuckLake's name for the attached ca
 LEASE = "maintenance_lease"
 FENCE = "rollup_fence"
 CLAIMS = "claim_fence"
+# (name, columns, first row or "") of the lake's own tables: the maintenance lease
+# (maintenance.py), the agents' owners and the claims' fence (LakeStore._claim_agents),
+# and the rollups' fence (LakeStore._in_compact)
+_LAKE_TABLES = (
+    (LEASE, "holder VARCHAR, until_ns BIGINT", "('', 0)"),
+    ("agent_owner", "agent_id VARCHAR, owner VARCHAR, epoch BIGINT", ""),
+    (CLAIMS, "n INTEGER", "(0)"),
+    (FENCE, "time_ns BIGINT", "(0)"),
+)
 # a window whose midpoint is older than this when it is committed may fall in a minute a
 # compaction is rolling up meanwhile: compaction takes minutes CompactionPolicy.grace_ns
 # (2 min) old by its own clock, so half of that holds while collectors' clocks agree to
@@ -155,7 +164,7 @@ class LakeStore(DuckDBStore):
             # two collectors starting at once both create the tables: one conflicts
             try:
                 self._prepare(self._attach(env), name)
-                self._prepare_lease()
+                self._prepare_lake_tables()
                 return
             except StorageError as exc:
                 if not is_conflict(exc) or attempt == ATTEMPTS - 1:
@@ -187,23 +196,18 @@ class LakeStore(DuckDBStore):
             raise
         return con
 
-    def _prepare_lease(self) -> None:
-        # the maintenance lease (maintenance.py): one row, or a few identical ones when
-        # collectors started together each inserted one; every take moves all of them
+    def _prepare_lake_tables(self) -> None:
+        # the tables the lake has beside the shared schema, each with the one row it
+        # starts with: several collectors starting together may each insert it, and
+        # nothing minds (every lease take moves all rows; the fences only need one)
         con = self._con
         try:
             con.begin()
-            con.execute(f"CREATE TABLE IF NOT EXISTS {LEASE} (holder VARCHAR, until_ns BIGINT)")
-            if not (con.execute(f"SELECT count(*) FROM {LEASE}").fetchone() or (0,))[0]:
-                con.execute(f"INSERT INTO {LEASE} VALUES ('', 0)")
-            con.execute("CREATE TABLE IF NOT EXISTS agent_owner "
-                        "(agent_id VARCHAR, owner VARCHAR, epoch BIGINT)")
-            con.execute(f"CREATE TABLE IF NOT EXISTS {CLAIMS} (n INTEGER)")
-            if not (con.execute(f"SELECT count(*) FROM {CLAIMS}").fetchone() or (0,))[0]:
-                con.execute(f"INSERT INTO {CLAIMS} VALUES (0)")  # see _claim_agents
-            con.execute(f"CREATE TABLE IF NOT EXISTS {FENCE} (time_ns BIGINT)")
-            if not (con.execute(f"SELECT count(*) FROM {FENCE}").fetchone() or (0,))[0]:
-                con.execute(f"INSERT INTO {FENCE} VALUES (0)")  # see _in_compact
+            for table, columns, first in _LAKE_TABLES:
+                con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
+                if first and not (con.execute(f"SELECT count(*) FROM {table}").fetchone()
+                                  or (0,))[0]:
+                    con.execute(f"INSERT INTO {table} VALUES {first}")
             con.commit()
         except duckdb.Error as exc:
             self._rollback()
