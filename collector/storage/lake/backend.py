@@ -42,7 +42,8 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import duckdb
@@ -59,6 +60,7 @@ from pyrometer.collector.storage.store import BatchOutcome, CommitReport, Compac
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 ALIAS = "lake"
 METADATA = f"__ducklake_metadata_{ALIAS}"  # DuckLake's name for the attached catalog
 LEASE = "maintenance_lease"
@@ -139,6 +141,21 @@ _MAINTENANCE_SQL = {
 }
 
 
+def _retrying(call: Callable[[int], T]) -> T:
+    """`call(attempt)`, run again from the start after a conflict (`is_conflict`), up to
+    ATTEMPTS times with a jittered pause between; any other error, or the last conflict,
+    is raised."""
+    for attempt in range(ATTEMPTS):
+        try:
+            return call(attempt)
+        except StorageError as exc:
+            if not is_conflict(exc) or attempt == ATTEMPTS - 1:
+                raise
+            log.debug("conflicted with another collector's transaction; trying again: %s", exc)
+        _pause(attempt)
+    raise AssertionError("unreachable")
+
+
 def _pause(attempt: int) -> None:
     time.sleep(min(_MAX_DELAY_S, _BASE_DELAY_S * 2 ** attempt) * random.uniform(0.8, 1.2))
 
@@ -160,16 +177,12 @@ class LakeStore(DuckDBStore):
         self._side_con: duckdb.DuckDBPyConnection | None = None
         self._side_lock = threading.Lock()
         name = f"lake {redacted(catalog)} (data {data_path})"
-        for attempt in range(ATTEMPTS):
-            # two collectors starting at once both create the tables: one conflicts
-            try:
-                self._prepare(self._attach(env), name)
-                self._prepare_lake_tables()
-                return
-            except StorageError as exc:
-                if not is_conflict(exc) or attempt == ATTEMPTS - 1:
-                    raise
-            _pause(attempt)
+        def prepare(_: int) -> None:
+            self._prepare(self._attach(env), name)
+            self._prepare_lake_tables()
+
+        # two collectors starting at once both create the tables: one conflicts
+        _retrying(prepare)
 
     def _attach(self, env: Mapping[str, str]) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect(config={"autoinstall_known_extensions": False,
@@ -222,15 +235,8 @@ class LakeStore(DuckDBStore):
     def commit(self, batches: Sequence[DecodedBatch]) -> CommitReport:
         """See `Store.commit`; run again from the start after a conflict, and the report
         says how many times."""
-        for attempt in range(ATTEMPTS):
-            try:
-                return dataclasses.replace(super().commit(batches), conflicts=attempt)
-            except StorageError as exc:
-                if not is_conflict(exc) or attempt == ATTEMPTS - 1:
-                    raise
-                log.debug("commit conflicted with another collector's; trying again")
-            _pause(attempt)
-        raise AssertionError("unreachable")
+        return _retrying(lambda attempt: dataclasses.replace(super(LakeStore, self).commit(batches),
+                                                             conflicts=attempt))
 
     def _claim_agents(self, con: duckdb.DuckDBPyConnection, batches: Sequence[DecodedBatch]) -> None:
         agents = sorted({b.source.agent_id for b in batches} - self._owned)
@@ -283,15 +289,8 @@ class LakeStore(DuckDBStore):
     def delete_before(self, cutoff_ns: Nanos, *, limit: int = 50_000,
                       rollup_cutoff_ns: Nanos | None = None) -> dict[str, int]:
         """See `Store.delete_before`; a chunk that conflicts with a commit is tried again."""
-        for attempt in range(ATTEMPTS):
-            try:
-                return super().delete_before(cutoff_ns, limit=limit,
-                                             rollup_cutoff_ns=rollup_cutoff_ns)
-            except StorageError as exc:
-                if not is_conflict(exc) or attempt == ATTEMPTS - 1:
-                    raise
-            _pause(attempt)
-        raise AssertionError("unreachable")
+        return _retrying(lambda _: super(LakeStore, self).delete_before(
+            cutoff_ns, limit=limit, rollup_cutoff_ns=rollup_cutoff_ns))
 
     def take_lease(self, holder: str, now_ns: Nanos, lease_ns: Nanos) -> bool:
         """Take the maintenance lease until `now_ns + lease_ns` if it is free (or already
@@ -343,14 +342,7 @@ class LakeStore(DuckDBStore):
                           f"lake maintenance step {step}")
 
     def _retried(self, sql: str, params: Mapping[str, object], what: str) -> None:
-        for attempt in range(ATTEMPTS):
-            try:
-                self._write(sql, params, what)
-                return
-            except StorageError as exc:
-                if not is_conflict(exc) or attempt == ATTEMPTS - 1:
-                    raise
-            _pause(attempt)
+        _retrying(lambda _: self._write(sql, params, what))
 
     def _write(self, sql: str, params: Mapping[str, object], what: str) -> None:
         # on a cursor of its own, not under the commit lock: a long merge must not hold
@@ -443,11 +435,4 @@ class LakeStore(DuckDBStore):
     def compact(self, until_ns: Nanos, *, max_span_ns: Nanos = HOUR_NS) -> CompactReport:
         """See `Store.compact`; run again after a conflict (another collector's step, or
         a commit of a late window)."""
-        for attempt in range(ATTEMPTS):
-            try:
-                return super().compact(until_ns, max_span_ns=max_span_ns)
-            except StorageError as exc:
-                if not is_conflict(exc) or attempt == ATTEMPTS - 1:
-                    raise
-            _pause(attempt)
-        raise AssertionError("unreachable")
+        return _retrying(lambda _: super(LakeStore, self).compact(until_ns, max_span_ns=max_span_ns))
