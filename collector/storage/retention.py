@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from pyrometer.agent.shared.model import NANOS_PER_SECOND, Nanos
@@ -99,28 +99,40 @@ async def delete_expired(store: Store, cutoff_ns: Nanos, policy: RetentionPolicy
 
 async def run_retention(store: Store, policy: RetentionPolicy, metrics: CollectorMetrics,
                         stop: asyncio.Event, clock: Callable[[], Nanos] = time.time_ns) -> None:
-    """Delete expired rows after `first_delay_s`, then every `interval_s`, until `stop`.
+    """Delete expired rows after `first_delay_s`, then every `interval_s`, until `stop`."""
 
-    A failed pass is logged and counted, and the next one tries again: a background
-    job never takes the collector down.
+    async def one_pass() -> None:
+        started = time.monotonic()
+        deleted = await delete_expired(store, clock() - policy.retention_ns, policy, stop)
+        metrics.retention_runs.labels(result="ok").inc()
+        for table, rows in deleted.items():
+            metrics.retention_rows.labels(table=table).inc(rows)
+        if deleted:
+            log.info("retention: deleted %s in %.1f s", _summary(deleted),
+                     time.monotonic() - started)
+
+    await run_every(stop, policy.first_delay_s, lambda: policy.interval_s, one_pass,
+                    "retention pass",
+                    failed=lambda: metrics.retention_runs.labels(result="failed").inc())
+
+
+async def run_every(stop: asyncio.Event, first_delay_s: float, interval_s: Callable[[], float],
+                    one_pass: Callable[[], Awaitable[None]], what: str,
+                    failed: Callable[[], None] = lambda: None) -> None:
+    """Call `one_pass` after `first_delay_s`, then every `interval_s()`, until `stop`.
+
+    A pass that raises is logged with its traceback and `failed` is called, and the next
+    one tries again: a background job never takes the collector down.
     """
-    if await stopped_within(stop, policy.first_delay_s):
+    if await stopped_within(stop, first_delay_s):
         return
     while not stop.is_set():
-        started = time.monotonic()
         try:
-            deleted = await delete_expired(store, clock() - policy.retention_ns, policy, stop)
+            await one_pass()
         except Exception:  # logged with its traceback; the loop carries on
-            log.exception("retention pass failed; trying again in %.0f s", policy.interval_s)
-            metrics.retention_runs.labels(result="failed").inc()
-        else:
-            metrics.retention_runs.labels(result="ok").inc()
-            for table, rows in deleted.items():
-                metrics.retention_rows.labels(table=table).inc(rows)
-            if deleted:
-                log.info("retention: deleted %s in %.1f s", _summary(deleted),
-                         time.monotonic() - started)
-        await stopped_within(stop, policy.interval_s)
+            log.exception("%s failed; trying again at the next one", what)
+            failed()
+        await stopped_within(stop, interval_s())
 
 
 async def stopped_within(stop: asyncio.Event, seconds: float) -> bool:

@@ -56,7 +56,7 @@ from pyrometer.agent.shared.model import NANOS_PER_SECOND, Nanos
 from pyrometer.collector.errors import StorageError
 from pyrometer.collector.metrics import CollectorMetrics
 from pyrometer.collector.storage.lake.backend import LakeStore, is_conflict
-from pyrometer.collector.storage.retention import RetentionPolicy, delete_expired, stopped_within
+from pyrometer.collector.storage.retention import RetentionPolicy, delete_expired, run_every
 
 log = logging.getLogger(__name__)
 
@@ -125,20 +125,11 @@ async def maintain_once(store: LakeStore, policy: MaintenancePolicy, metrics: Co
 
 async def run_maintenance(store: LakeStore, policy: MaintenancePolicy, metrics: CollectorMetrics,
                           stop: asyncio.Event, holder: str) -> None:
-    """Maintain after `first_delay_s`, then about every `interval_s`, until `stop`.
+    """Maintain after `first_delay_s`, then about every `interval_s`, until `stop`."""
 
-    A failed pass is logged and counted, and the next one tries again: a background
-    job never takes the collector down.
-    """
-    if await stopped_within(stop, policy.first_delay_s):
-        return
-    while not stop.is_set():
+    async def one_pass() -> None:
         started = time.monotonic()
-        try:
-            result = await maintain_once(store, policy, metrics, holder)
-        except Exception:  # logged with its traceback; the loop carries on
-            log.exception("lake maintenance pass failed")
-            result = "failed"
+        result = await maintain_once(store, policy, metrics, holder)
         metrics.lake_maintenance_runs.labels(result=result).inc()
         if result != "skipped":
             log.info("lake maintenance: %s in %.1f s", result, time.monotonic() - started)
@@ -150,4 +141,8 @@ async def run_maintenance(store: LakeStore, policy: MaintenancePolicy, metrics: 
             for table, (parquet, inlined) in files.items():
                 metrics.lake_files.labels(table=table).set(parquet)
                 metrics.lake_inlined_rows.labels(table=table).set(inlined)
-        await stopped_within(stop, policy.interval_s * random.uniform(0.9, 1.1))
+
+    await run_every(stop, policy.first_delay_s,
+                    lambda: policy.interval_s * random.uniform(0.9, 1.1), one_pass,
+                    "lake maintenance pass",
+                    failed=lambda: metrics.lake_maintenance_runs.labels(result="failed").inc())
