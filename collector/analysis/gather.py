@@ -62,6 +62,9 @@ class SpikeReport:
     spikes: tuple[AnalyzedSpike, ...]  # by start
     notices: tuple[str, ...]
     truncated: int = 0  # spikes detected but not analysed (beyond MAX_SPIKES)
+    # what the detector's percentiles were computed from: "raw" requests, or the latency
+    # sketches' resolution ("10s", each within 1%) for a long window
+    resolution: str = "raw"
 
 
 def buckets(points: Sequence[QuantilePoint]) -> list[Bucket]:
@@ -75,9 +78,9 @@ def _series(query: SpikeQuery, route: str | None = None) -> SeriesQuery:
                        cfg.step_ns, route=route)
 
 
-def _detect_all(store: Store, query: SpikeQuery) -> tuple[Detection, list[Spike]]:
+def _detect_all(store: Store, query: SpikeQuery) -> tuple[Detection, list[Spike], str]:
     cfg = query.config
-    points, routes = store.latency_quantile(_series(query), cfg.percentile)
+    points, routes, resolution = store.latency_quantile(_series(query), cfg.percentile)
     whole = detect(buckets(points), cfg, query.start_ns)
     spikes = list(whole.spikes)
     if len(routes) >= 2:
@@ -86,12 +89,12 @@ def _detect_all(store: Store, query: SpikeQuery) -> tuple[Detection, list[Spike]
             for s in detect(buckets(series.points), cfg, query.start_ns, series.route).spikes:
                 if not any(w.start_ns < s.end_ns and s.start_ns < w.end_ns for w in whole.spikes):
                     spikes.append(s)
-    return whole, spikes
+    return whole, spikes, resolution
 
 
 def analyze(store: Store, query: SpikeQuery) -> SpikeReport:
     """Detect spikes in the query's window and rank each one's causes."""
-    detection, spikes = _detect_all(store, query)
+    detection, spikes, resolution = _detect_all(store, query)
     chosen = sorted(sorted(spikes, key=lambda s: -s.z)[:MAX_SPIKES], key=lambda s: s.start_ns)
     series = _series(query)
     listing = store.events(query.service, series.start_ns, query.end_ns + REQUEST_MARGIN_NS)
@@ -107,7 +110,7 @@ def analyze(store: Store, query: SpikeQuery) -> SpikeReport:
         analysed.append(AnalyzedSpike(ctx.spike, rank(ctx), rises, stages, slowest))
     notices = (REPLAYED_NOTICE,) if replayed else ()
     return SpikeReport(query, detection.status, detection, tuple(analysed), notices,
-                       len(spikes) - len(chosen))
+                       len(spikes) - len(chosen), resolution)
 
 
 def _context(store: Store, query: SpikeQuery, spike: Spike,

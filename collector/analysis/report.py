@@ -80,6 +80,9 @@ def message(report: SpikeReport) -> str:
         found += f"; {det.without_baseline} buckets had too little data before them for a baseline"
     if report.truncated:
         found += f"; {report.truncated} smaller spikes not analysed"
+    if report.resolution != "raw":
+        found += (f"; percentiles from {report.resolution} latency sketches (within 1%), "
+                  "each spike's causes from its requests")
     return found
 
 
@@ -92,7 +95,8 @@ def to_json(report: SpikeReport, trace_url: str = "") -> dict[str, Any]:
         "service": q.service, "from": format_time(q.start_ns), "to": format_time(q.end_ns),
         "from_ns": q.start_ns, "to_ns": q.end_ns, "step": format_duration(cfg.step_ns),
         "step_ns": cfg.step_ns, "baseline": format_duration(cfg.baseline_ns),
-        "baseline_ns": cfg.baseline_ns, "percentile": cfg.percentile, "status": report.status,
+        "baseline_ns": cfg.baseline_ns, "percentile": cfg.percentile,
+        "resolution": report.resolution, "status": report.status,
         "message": message(report), "spikes": [_spike(s, trace_url) for s in report.spikes],
         "notices": list(report.notices),
     }

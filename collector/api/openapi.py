@@ -130,7 +130,13 @@ def _paths() -> dict[str, Any]:
         "/api/v1/spikes": _get(
             "latency spikes in the window, each with its ranked causes",
             [*window, STEP, _param("baseline", f"trailing baseline, {DURATION}; default 30m"),
-             _param("percentile", "p95, p99 or max; default p99")]),
+             _param("percentile", "p95, p99 or max; default p99")],
+            headers={"Pyrometer-Resolution": {
+                "description": "what the detector's percentiles were computed from: raw (every "
+                               "request) or 10s (the latency sketches, each within 1%: a window "
+                               "of an hour or more on a 10 s grid); also the answer's "
+                               "`resolution`",
+                "schema": {"type": "string"}}}),
         "/api/v1/stages": _get(
             "the window's samples split into pipeline stages (tokenization, forward pass, "
             "pre- and post-processing, serving framework, waiting, other), each with its "

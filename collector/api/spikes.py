@@ -17,6 +17,7 @@ from pyrometer.agent.shared.model import NANOS_PER_SECOND, Nanos
 from pyrometer.collector.analysis.detect import DetectConfig
 from pyrometer.collector.analysis.gather import SpikeQuery, analyze
 from pyrometer.collector.analysis.report import to_json
+from pyrometer.collector.api.empty import RESOLUTION_HEADER
 from pyrometer.collector.api.params import (
     STAGE_RULES,
     STORE,
@@ -91,4 +92,5 @@ async def spikes(request: web.Request) -> web.Response:
     # requests, since requests are what spikes are found in
     if report.detection.evaluated == 0 and report.detection.without_baseline == 0:
         await require_known_service(request, service)
-    return web.json_response(to_json(report, request.app[TRACE_URL]))
+    return web.json_response(to_json(report, request.app[TRACE_URL]),
+                             headers={RESOLUTION_HEADER: report.resolution})

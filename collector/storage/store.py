@@ -120,11 +120,13 @@ class Store(Protocol):
         ...
 
     def latency_quantile(self, query: SeriesQuery, quantile: str
-                         ) -> tuple[list[QuantilePoint], list[RouteSeries]]:
+                         ) -> tuple[list[QuantilePoint], list[RouteSeries], str]:
         """One latency quantile ("p50", "p95", "p99" or "max", as `latency` computes it)
         and the count per step, of the query's requests and of each route's (busiest
         first, as `routes` orders them), in one pass: what spike detection reads (filters:
-        instance, version; not route)."""
+        instance, version; not route). The third value names what the quantiles were
+        computed from: "raw" (every request) or a sketch rollup's resolution ("10s",
+        each quantile within 1%: a long series, see the backend)."""
         ...
 
     def gpu(self, query: SeriesQuery) -> list[GpuPoint]:

@@ -78,6 +78,8 @@ def test_one_payload_spike_in_the_contract_shape(api: LiveServer) -> None:
             "baseline_ns", "percentile", "status", "message", "spikes", "notices"} <= set(doc)
     assert (doc["status"], doc["step"], doc["baseline"], doc["percentile"]) == (
         "ok", "10s", "5m", "p99")
+    # a short window: the detector read every request, not the sketches
+    assert doc["resolution"] == reply.headers["pyrometer-resolution"] == "raw"
     (spike,) = doc["spikes"]
     assert spike["start_ns"] == BASE_NS + SPIKE_AT * S and spike["route"] is None
     assert spike["start_ns"] <= spike["onset_ns"] < spike["start_ns"] + 10 * S
@@ -141,6 +143,28 @@ def test_a_spikes_resources_are_the_whole_series_points_of_its_steps(tmp_path: P
                            (BASE_NS + 50 * S, BASE_NS + 51 * S)]:
             expected = tuple(p for p in whole if start <= p.start_ns < end)
             assert _resources(store, series, start, end) == expected
+    finally:
+        store.close()
+
+
+def test_a_long_window_is_detected_from_the_latency_sketches(tmp_path: Path) -> None:
+    store = DuckDBStore(tmp_path / "pyrometer.duckdb")
+    try:
+        fill(store)
+        store.compact(BASE_NS + (SPIKE_AT + 30) * S)  # the spike's last 40 s stay raw
+        with LiveServer(store, CollectorMetrics()) as server:
+            short = server.get("/api/v1/spikes", **WINDOW).json()
+            reply = server.get("/api/v1/spikes", **{**WINDOW, "from": str(T0 + 700 - 7200)})
+        assert reply.status == 200, reply.body
+        doc = reply.json()
+        assert doc["resolution"] == reply.headers["pyrometer-resolution"] == "10s"
+        assert "latency sketches" in doc["message"] and short["resolution"] == "raw"
+        # the same spike, its causes from the same requests; its size within the sketch's 1%
+        (spike,), (exact,) = doc["spikes"], short["spikes"]
+        assert (spike["start_ns"], spike["end_ns"], spike["onset_ns"]) == (
+            exact["start_ns"], exact["end_ns"], exact["onset_ns"])
+        assert abs(spike["peak_ms"] - exact["peak_ms"]) <= 0.01 * exact["peak_ms"]
+        assert [c["kind"] for c in spike["causes"]] == [c["kind"] for c in exact["causes"]]
     finally:
         store.close()
 

@@ -162,7 +162,7 @@ def test_a_day_is_read_from_hours_minutes_and_raw_edges(store: DuckDBStore) -> N
     agents.commit(store, *(Window(0, m * 600 + 25, 10, "v1", ((0, 0, 1),)) for m in range(26 * 6)))
     report = store.compact(T0 + 26 * HOUR_NS, max_span_ns=48 * HOUR_NS)
     assert report.caught_up
-    assert report.rows_written == {"samples_1m": 26 * 6, "samples_1h": 26}
+    assert report.rows_written == {"samples_1m": 26 * 6, "samples_1h": 26, "latency_10s": 0}
     start, end = T0 + 30 * MINUTE_NS + 7 * S, T0 + 25 * HOUR_NS + 90 * S
     profile = store.profile("svc", start, end)
     assert profile.resolution == "1h"
@@ -181,7 +181,8 @@ def test_a_window_that_arrives_after_compaction_is_counted_once(store: DuckDBSto
     report_rows = store.table_rows()
     agents.commit(store, Window(1, 110, 10, "v1", ((0, 0, 7),)))  # late: its minute is done
     assert store.table_rows()["samples_1m"] == report_rows["samples_1m"] + 1
-    assert store.compact(T0 + 2 * HOUR_NS).rows_written == {"samples_1m": 0, "samples_1h": 0}
+    assert store.compact(T0 + 2 * HOUR_NS).rows_written == {
+        "samples_1m": 0, "samples_1h": 0, "latency_10s": 0}
     whole_hour = store.profile("svc", T0, T0 + HOUR_NS)
     assert whole_hour.resolution == "1h" and dict(whole_hour.samples) == {STACKS[0]: 12}
     assert dict(store.profile("svc", T0, T0 + HOUR_NS, instance="pod-b").samples) == {

@@ -230,7 +230,8 @@ def test_the_detectors_quantile_series_is_the_latency_series_read_in_one_pass(
             fields = {"p50": "latency_p50_ms", "p95": "latency_p95_ms",
                       "p99": "latency_p99_ms", "max": "latency_max_ms"}
             for quantile, field in fields.items():
-                whole, routes = store.latency_quantile(series(step_s), quantile)
+                whole, routes, resolution = store.latency_quantile(series(step_s), quantile)
+                assert resolution == "raw"  # a minute: every request, exactly
 
                 def expected(route: str | None = None, field: str = field
                              ) -> list[tuple[object, ...]]:

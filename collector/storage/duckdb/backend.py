@@ -59,12 +59,13 @@ from pyrometer.collector.storage.duckdb.records import (
     read_version_costs,
 )
 from pyrometer.collector.storage.duckdb.rollups import (
+    ALL_LEVELS,
     HOUR_NS,
-    LEVELS,
-    MINUTE_NS,
+    LATENCY,
     MINUTES,
     add_late,
     compact,
+    late_latency,
     watermarks,
 )
 from pyrometer.collector.storage.duckdb.schema import (
@@ -127,7 +128,7 @@ _DELETE_ROLLUP_SQL = {
     # a bucket goes once all of it is older than the cutoff
     level.table: f"DELETE FROM {level.table} WHERE rowid IN (SELECT rowid FROM {level.table} "
                  f"WHERE bucket_ns <= $cutoff - {level.length_ns} LIMIT $limit)"
-    for level in LEVELS
+    for level in ALL_LEVELS
 }
 
 
@@ -260,6 +261,9 @@ class DuckDBStore:
                 if self._late(stored):
                     # windows compaction has already passed: their rollup rows go in now
                     written |= add_late(con, samples, self._rollup_done)
+                late = late_latency(stored, self._rollup_done)
+                if late is not None:  # requests that ended below the sketches' watermark
+                    written[LATENCY.table] = self._append(con, LATENCY.table, late)
                 sources, new_sources = self._new_sources(stored)
                 self._append(con, "sources", sources)
                 # telemetry tables appear in the report only when they got rows
@@ -312,7 +316,9 @@ class DuckDBStore:
                     raise
                 raise StorageError(f"rollup compaction in {self._name} failed: {exc}") from exc
             self._rollup_done = done
-        return CompactReport(written, caught_up=done[MINUTES.name] >= until_ns // MINUTE_NS * MINUTE_NS)
+        return CompactReport(written, caught_up=all(
+            done[level.name] >= until_ns // level.length_ns * level.length_ns
+            for level in (MINUTES, LATENCY)))
 
     def _rollback(self) -> None:
         try:
@@ -442,7 +448,7 @@ class DuckDBStore:
         return self._read(lambda cur: read_latency(cur, query))
 
     def latency_quantile(self, query: SeriesQuery, quantile: str
-                         ) -> tuple[list[QuantilePoint], list[RouteSeries]]:
+                         ) -> tuple[list[QuantilePoint], list[RouteSeries], str]:
         """See `Store.latency_quantile`."""
         return self._read(lambda cur: read_latency_quantile(cur, query, quantile))
 

@@ -45,6 +45,7 @@ def add_stack_numbers(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("DROP TABLE IF EXISTS samples_1m")
     con.execute("DROP TABLE IF EXISTS samples_1h")
     con.execute("DROP TABLE IF EXISTS rollup_state")
+    con.execute("DROP TABLE IF EXISTS latency_10s")  # its watermark goes with rollup_state
     _rewrite(con, "stacks", STACK_COLUMNS,
              "SELECT s.stack_id, s.frame_ids, m.n FROM stacks AS s JOIN (SELECT stack_id, "
              "row_number() OVER (ORDER BY min(rowid)) AS n FROM stacks GROUP BY stack_id) AS m "

@@ -21,11 +21,19 @@ watermark past it (a compare-and-set on the same rollup_state row, say).
 Rollups are keyed by service, version, thread, stack, rate and idle flag, not by
 instance or pid: merged across instances they are a few thousand rows per bucket. A
 read filtered by instance or pid reads raw rows only.
+
+Latency sketches (`latency_10s`, level "10s"): per 10 s of request end time, per service
+and route, the requests in each log-spaced latency bin (sketch.py), so that the spike
+detector's percentile series over a day sums a few rows per bin instead of sorting every
+request. Compaction rolls them up to their own watermark (a store from before them
+starts at its oldest request), and a commit adds the bins of requests that ended below
+it, as it does for windows. Unlike the profile rollups they are approximate, within the
+sketch's 1% (series.py says when a read uses them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +42,8 @@ import pyarrow as pa
 
 from pyrometer.agent.shared.model import NANOS_PER_SECOND, Nanos
 from pyrometer.collector.errors import StorageError
+from pyrometer.collector.storage.batch import DecodedBatch
+from pyrometer.collector.storage.sketch import bin_of, bin_sql
 
 MINUTE_NS = 60 * NANOS_PER_SECOND
 HOUR_NS = 3600 * NANOS_PER_SECOND
@@ -55,6 +65,9 @@ class Level:
 MINUTES = Level("1m", "samples_1m", MINUTE_NS)
 HOURS = Level("1h", "samples_1h", HOUR_NS)
 LEVELS = (HOURS, MINUTES)  # coarsest first: a read takes the largest buckets it can
+LATENCY = Level("10s", "latency_10s", 10 * NANOS_PER_SECOND)
+ALL_LEVELS = (*LEVELS, LATENCY)  # every rollup table, for retention
+_LATENCY_KEY = "service, route, bin"
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +174,34 @@ def compact(con: duckdb.DuckDBPyConnection, until_ns: Nanos, max_span_ns: Nanos
             GROUP BY ALL""", start_h, target_h)
     if target_h != old_h:
         _set_done(con, HOURS, old_h, target_h)
-    return {MINUTES.name: target, HOURS.name: target_h}, written
+    target_l, written[LATENCY.table] = _compact_latency(con, until_ns, max_span_ns,
+                                                        done.get(LATENCY.name))
+    return {MINUTES.name: target, HOURS.name: target_h, LATENCY.name: target_l}, written
+
+
+def _compact_latency(con: duckdb.DuckDBPyConnection, until_ns: Nanos, max_span_ns: Nanos,
+                     old: Nanos | None) -> tuple[Nanos, int]:
+    """The latency sketches of the requests that ended from their watermark `old` to
+    `until_ns` (at most `max_span_ns` of them): the new watermark and the rows written."""
+    length = LATENCY.length_ns
+    until = until_ns // length * length
+    if old is None:
+        (first,) = con.execute("SELECT min(time_ns) FROM requests").fetchone() or (None,)
+        start = until if first is None else min(until, first // length * length)
+    else:
+        start = old
+    target = max(start, min(until, start + max_span_ns // length * length))
+    rows = 0
+    if target > start:
+        (rows,) = con.execute(
+            f"INSERT INTO {LATENCY.table} SELECT * FROM ("
+            f"SELECT time_ns // {length} * {length} AS bucket, service, route, "
+            f"{bin_sql('latency_ns')} AS bin, count(*) FROM requests "
+            "WHERE time_ns >= $a AND time_ns < $b GROUP BY ALL) "
+            f"ORDER BY bucket, {_LATENCY_KEY}", {"a": start, "b": target}).fetchone() or (0,)
+    if target != old:
+        _set_done(con, LATENCY, old, target)
+    return target, int(rows)
 
 
 def _insert(con: duckdb.DuckDBPyConnection, level: Level, select: str, a: Nanos, b: Nanos) -> int:
@@ -193,3 +233,31 @@ def add_late(con: duckdb.DuckDBPyConnection, samples: pa.Table, done: Mapping[st
     finally:
         con.unregister(view)
     return written
+
+
+def late_latency(batches: Sequence[DecodedBatch], done: Mapping[str, Nanos]) -> pa.Table | None:
+    """The sketch rows of the batches' requests that ended below the latency watermark
+    (compaction has passed them), for the commit that stores them; None when none did.
+    Binned here rather than in SQL: the file's request rows name their service by
+    number, and a late request is rare."""
+    below = done.get(LATENCY.name)
+    if below is None:
+        return None
+    length = LATENCY.length_ns
+    counts: dict[tuple[Nanos, str, str, int], int] = {}
+    for batch in batches:
+        for r in batch.telemetry.requests:
+            if r.end_ns < below:
+                key = (r.end_ns // length * length, batch.source.service, r.route,
+                       bin_of(r.latency_ns))
+                counts[key] = counts.get(key, 0) + 1
+    if not counts:
+        return None
+    keys = sorted(counts)
+    return pa.table({
+        "bucket_ns": pa.array([k[0] for k in keys], pa.int64()),
+        "service": pa.array([k[1] for k in keys], pa.string()),
+        "route": pa.array([k[2] for k in keys], pa.string()),
+        "bin": pa.array([k[3] for k in keys], pa.int32()),
+        "count": pa.array([counts[k] for k in keys], pa.int64()),
+    })

@@ -91,10 +91,22 @@ ROLLUP_COLUMNS = _cols(
     ("idle_included", "BOOLEAN", _BOOL),
     ("count", "BIGINT", _BIGINT),
 )
+# Latency sketches (sketch.py, rollups.py): per 10 s of request end time, per service and
+# route, how many requests fell in each log-spaced latency bin; merged by summing counts,
+# they give any percentile of any longer step within 1%. Appended in bucket order by
+# compaction; late requests add rows.
+LATENCY_ROLLUP_COLUMNS = _cols(
+    ("bucket_ns", "BIGINT", _BIGINT),  # bucket start, agent clock, a multiple of 10 s
+    ("service", "VARCHAR", _TEXT),
+    ("route", "VARCHAR", _TEXT),
+    ("bin", "INTEGER", _INT),  # sketch.bin_of(latency_ns)
+    ("count", "BIGINT", _BIGINT),
+)
 ROLLUP_STATE_COLUMNS = _cols(
-    ("resolution", "VARCHAR", _TEXT),  # "1m", "1h"
-    # every sample row whose midpoint is before this is in the rollup (compacted, or
-    # added by the commit that stored it); advanced compare-and-set, like agent_hwm
+    ("resolution", "VARCHAR", _TEXT),  # "1m", "1h", "10s" (the latency sketches)
+    # every sample row whose midpoint is before this (for "10s": every request that
+    # ended before it) is in the rollup (compacted, or added by the commit that stored
+    # it); advanced compare-and-set, like agent_hwm
     ("done_ns", "BIGINT", _BIGINT),
 )
 HWM_COLUMNS = _cols(
@@ -214,6 +226,7 @@ TABLES: dict[str, tuple[Column, ...]] = {
     "agent_hwm": HWM_COLUMNS,
     "samples_1m": ROLLUP_COLUMNS,
     "samples_1h": ROLLUP_COLUMNS,
+    "latency_10s": LATENCY_ROLLUP_COLUMNS,
     "rollup_state": ROLLUP_STATE_COLUMNS,
     "gpu": GPU_COLUMNS,
     "process": PROCESS_COLUMNS,
@@ -228,7 +241,7 @@ TELEMETRY_TABLES = ("gpu", "process", "host", "requests", "events", "agent_stats
 # stacks, frames and agent_hwm are dictionaries and dedupe state, not time series
 TIME_COLUMNS: dict[str, str] = {"samples": "end_ns", **{t: "time_ns" for t in TELEMETRY_TABLES}}
 # the rollups, deleted by their own (longer) retention
-ROLLUP_TABLES = ("samples_1m", "samples_1h")
+ROLLUP_TABLES = ("samples_1m", "samples_1h", "latency_10s")
 
 # The lake's tables (lake/backend.py): the same, but a stack's number is its 64-bit id,
 # since numbers given 1, 2, 3 by several writers would clash (see the module docstring)

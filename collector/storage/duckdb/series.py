@@ -9,13 +9,15 @@ are DuckDB's quantile_cont (linear interpolation).
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Any
 
 import duckdb
 
 from pyrometer.agent.shared.clock_events import CLOCK_EVENT_REASONS
-from pyrometer.agent.shared.model import NANOS_PER_SECOND
+from pyrometer.agent.shared.model import NANOS_PER_SECOND, Nanos
+from pyrometer.collector.storage.duckdb.rollups import LATENCY, RAW, watermarks
 from pyrometer.collector.storage.duckdb.where import series_where
 from pyrometer.collector.storage.reads import (
     QUANTILES,
@@ -27,8 +29,12 @@ from pyrometer.collector.storage.reads import (
     RouteSeries,
     SeriesQuery,
 )
+from pyrometer.collector.storage.sketch import bin_sql, value_of
 
 MS = 1_000_000  # nanoseconds per millisecond
+# the shortest series read from the latency sketches: an hour of a busy service is
+# hundreds of thousands of requests, where sorting them all is what costs
+SKETCH_FROM_NS = 3600 * NANOS_PER_SECOND
 
 
 _BUCKET = "$start + (time_ns - $start) // $step * $step"
@@ -64,23 +70,36 @@ def read_latency(cur: duckdb.DuckDBPyConnection, query: SeriesQuery) -> list[Lat
     return points
 
 
-def read_latency_quantile(cur: duckdb.DuckDBPyConnection, query: SeriesQuery, quantile: str
-                          ) -> tuple[list[QuantilePoint], list[RouteSeries]]:
+def read_latency_quantile(cur: duckdb.DuckDBPyConnection, query: SeriesQuery, quantile: str,
+                          sketch_from_ns: Nanos = SKETCH_FROM_NS
+                          ) -> tuple[list[QuantilePoint], list[RouteSeries], str]:
     """See `Store.latency_quantile`: one scan, grouped by step and by route and step.
 
     What `read_latency` computes for that one quantile (the same quantile_cont, the same
     max), without the six other holistic aggregates over every request, and for every
     route at once instead of one scan per route: the spike detector reads nothing else.
+
+    A series of at least `sketch_from_ns` on the sketches' 10 s grid, with no instance or
+    version filter, is read from the latency sketches (rollups.LATENCY) up to their
+    watermark and from the requests after it, binned alike: the same counts, each
+    quantile within the sketch's 1% (sketch.py). Shorter ones read every request, exactly:
+    they are few, and a spike's own analysis reads them anyway.
     """
-    clause, params = series_where(replace(query, route=None))
-    value = "max(latency_ns)" if quantile == "max" else \
-        f"quantile_cont(latency_ns, {QUANTILES[quantile]})"  # a constant of reads.py
-    rows = cur.execute(
-        f"SELECT GROUPING(route), route, {_BUCKET} AS bucket, count(*), {value} "
-        f"FROM requests WHERE {clause} GROUP BY GROUPING SETS ((bucket), (route, bucket)) "
-        "ORDER BY bucket",
-        params,
-    ).fetchall()
+    split = _sketched_until(cur, query, sketch_from_ns)
+    if split is not None:
+        rows = _sketch_rows(cur, query, quantile, split)
+        resolution = LATENCY.name
+    else:
+        clause, params = series_where(replace(query, route=None))
+        value = "max(latency_ns)" if quantile == "max" else \
+            f"quantile_cont(latency_ns, {QUANTILES[quantile]})"  # a constant of reads.py
+        rows = cur.execute(
+            f"SELECT GROUPING(route), route, {_BUCKET} AS bucket, count(*), {value} "
+            f"FROM requests WHERE {clause} GROUP BY GROUPING SETS ((bucket), (route, bucket)) "
+            "ORDER BY bucket",
+            params,
+        ).fetchall()
+        resolution = RAW
     whole: list[QuantilePoint] = []
     routes: dict[str | None, list[QuantilePoint]] = {}
     for aggregated, route, start, count, latency in rows:
@@ -90,7 +109,71 @@ def read_latency_quantile(cur: duckdb.DuckDBPyConnection, query: SeriesQuery, qu
               for route, points in routes.items()]
     # busiest first, then by name, the unnamed last: as read_routes orders them
     series.sort(key=lambda r: (-r.requests, r.route is None, r.route or ""))
-    return whole, series
+    return whole, series, resolution
+
+
+def _sketched_until(cur: duckdb.DuckDBPyConnection, query: SeriesQuery, sketch_from_ns: Nanos
+                    ) -> Nanos | None:
+    """Where the sketches stop serving the series (their watermark, or the series' last
+    whole 10 s), or None when the series reads every request instead."""
+    length = LATENCY.length_ns
+    if (query.instance is not None or query.version is not None
+            or query.end_ns - query.start_ns < sketch_from_ns
+            or query.start_ns % length or query.step_ns % length):
+        return None
+    done = watermarks(cur).get(LATENCY.name)
+    if done is None:
+        return None
+    split = min(done, query.end_ns // length * length)
+    return split if split > query.start_ns else None
+
+
+def _sketch_rows(cur: duckdb.DuckDBPyConnection, query: SeriesQuery, quantile: str,
+                 split: Nanos) -> list[tuple[Any, ...]]:
+    """Rows as the exact read gives them (grouping flag, route, bucket, count, value in
+    ns), from the sketches before `split` and the requests after it binned alike.
+
+    Each step's bins are merged and ranked in SQL; the q-quantile interpolates, as
+    quantile_cont does, between the representatives of the bins that hold ranks
+    floor(q (n - 1)) and the next (sketch.py states why that stays within 1%)."""
+    q = QUANTILES.get(quantile, 1.0)  # "max": the top bin
+    grid = "$start + ({t} - $start) // $step * $step"
+    ranked = cur.execute(f"""
+        WITH bins AS (
+            SELECT {grid.format(t="bucket_ns")} AS bucket, route, bin, count AS n
+            FROM {LATENCY.table}
+            WHERE service = $service AND bucket_ns >= $start AND bucket_ns < $split
+            UNION ALL
+            SELECT {grid.format(t="time_ns")} AS bucket, route, {bin_sql("latency_ns")} AS bin,
+                   1 AS n
+            FROM requests WHERE service = $service AND time_ns >= $split AND time_ns < $end
+        ), merged AS (
+            SELECT GROUPING(route) AS g, route, bucket, bin, sum(n) AS n FROM bins
+            GROUP BY GROUPING SETS ((bucket, bin), (route, bucket, bin))
+        ), ranked AS (
+            SELECT g, route, bucket, bin,
+                   sum(n) OVER (PARTITION BY g, route, bucket ORDER BY bin
+                                ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS upto,
+                   sum(n) OVER (PARTITION BY g, route, bucket) AS total
+            FROM merged
+        )
+        SELECT g, route, bucket, CAST(any_value(total) AS BIGINT) AS total,
+               min(bin) FILTER (WHERE upto > floor($q * (total - 1))) AS low,
+               min(bin) FILTER (WHERE upto > least(floor($q * (total - 1)) + 1, total - 1)),
+               max(bin)
+        FROM ranked GROUP BY g, route, bucket ORDER BY bucket""",
+        {"service": query.service, "start": query.start_ns, "step": query.step_ns,
+         "split": split, "end": query.end_ns, "q": q}).fetchall()
+    rows = []
+    for g, route, bucket, total, low, high, top in ranked:
+        if quantile == "max":
+            value = value_of(top)
+        else:
+            pos = q * (total - 1)
+            below, above = value_of(low), value_of(high)
+            value = below + (above - below) * (pos - math.floor(pos))
+        rows.append((g, route, bucket, total, value))
+    return rows
 
 
 def _reason_columns() -> str:

@@ -411,15 +411,17 @@ class LakeStore(DuckDBStore):
         super().close()
 
     def _in_commit(self, con: duckdb.DuckDBPyConnection, batches: Sequence[DecodedBatch]) -> None:
-        # a window a compaction may be rolling up meanwhile: read the watermarks in this
-        # transaction, and insert into the fence, which every compaction step deletes
-        # from; DuckLake refuses an insert into a table a concurrent transaction deleted
-        # from, so a compaction that moved the watermarks meanwhile makes this commit
-        # run again, now reading them, and its late rows go into the rollups
-        # (DuckDBStore._late); one that starts later sees this commit's rows
+        # a window, or a request (the latency sketches), that a compaction may be rolling
+        # up meanwhile: read the watermarks in this transaction, and insert into the
+        # fence, which every compaction step deletes from; DuckLake refuses an insert
+        # into a table a concurrent transaction deleted from, so a compaction that moved
+        # the watermarks meanwhile makes this commit run again, now reading them, and its
+        # late rows go into the rollups (DuckDBStore._late, late_latency); one that starts
+        # later sees this commit's rows
         since = time.time_ns() - FENCE_AGE_NS
         if any(w.start_ns + (w.end_ns - w.start_ns) // 2 < since
-               for b in batches if (w := b.window) is not None and w.counts):
+               for b in batches if (w := b.window) is not None and w.counts) or any(
+                r.end_ns < since for b in batches for r in b.telemetry.requests):
             self._rollup_done = watermarks(con)
             con.execute(f"INSERT INTO {FENCE} VALUES ($t)", {"t": since})
 

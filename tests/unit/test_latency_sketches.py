@@ -1,0 +1,140 @@
+"""Latency sketches on a real DuckDB store: a long series read from them has every
+step's exact request count and each percentile within the sketch's 1% of quantile_cont
+over the raw requests, whatever the compaction point, late requests included."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pyrometer.agent.shared.model import Telemetry
+from pyrometer.collector.ingest.decode import StreamDecoder
+from pyrometer.collector.storage.batch import DecodedBatch
+from pyrometer.collector.storage.duckdb.backend import DuckDBStore
+from pyrometer.collector.storage.duckdb.series import read_latency_quantile
+from pyrometer.collector.storage.reads import QuantilePoint, SeriesQuery
+from pyrometer.collector.storage.retention import RetentionPolicy, delete_expired
+from pyrometer.collector.storage.sketch import ALPHA
+from support.ingest_builder import BASE_NS, NOW_NS, StreamEncoder
+from support.telemetry_builder import S, request
+
+SPAN_S = 1800  # the requests cover half an hour
+BOUND = ALPHA * (1 + 1e-9)
+EVERYTHING = 10**18  # a sketch_from_ns no series reaches: the exact read
+
+
+class Agent:
+    def __init__(self) -> None:
+        self.encoder = StreamEncoder()
+        self.decoder = StreamDecoder()
+        self.seq = 0
+
+    def commit(self, store: DuckDBStore, requests: list[tuple[float, float, str]]) -> None:
+        self.seq += 1
+        telemetry = Telemetry(requests=tuple(request(at, latency_ms=ms, route=route)
+                                             for at, ms, route in requests))
+        batch: DecodedBatch = self.decoder.decode(
+            self.encoder.batch(self.seq, None, telemetry=telemetry), NOW_NS)
+        store.commit([batch])
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[DuckDBStore]:
+    opened = DuckDBStore(tmp_path / "sketches.duckdb")
+    yield opened
+    opened.close()
+
+
+def read(store: DuckDBStore, query: SeriesQuery, quantile: str, sketch_from_ns: int
+         ) -> tuple[list[QuantilePoint], dict[str | None, list[QuantilePoint]], str]:
+    whole, routes, resolution = store._read(
+        lambda cur: read_latency_quantile(cur, query, quantile, sketch_from_ns))
+    return whole, {r.route: list(r.points) for r in routes}, resolution
+
+
+def assert_close(got: list[QuantilePoint], exact: list[QuantilePoint]) -> None:
+    assert [(p.start_ns, p.end_ns, p.count) for p in got] == [
+        (p.start_ns, p.end_ns, p.count) for p in exact]
+    for g, e in zip(got, exact, strict=True):
+        assert abs(g.latency_ms - e.latency_ms) <= BOUND * e.latency_ms, (g, e)
+
+
+traffic = st.lists(st.tuples(st.floats(0, SPAN_S - 0.001), st.floats(0.05, 20_000),
+                             st.sampled_from(["/a", "/b", ""])), min_size=1, max_size=150)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(traffic, traffic, st.integers(0, SPAN_S // 10 + 6), st.sampled_from([10, 30, 60, 600]),
+       st.sampled_from(["p50", "p95", "p99", "max"]))
+def test_a_sketched_series_has_the_exact_counts_and_quantiles_within_one_percent(
+        first: list[tuple[float, float, str]], late: list[tuple[float, float, str]],
+        compacted_steps: int, step_s: int, quantile: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = DuckDBStore(Path(tmp) / "q.duckdb")
+        try:
+            agent = Agent()
+            agent.commit(store, first)
+            # the sketches reach some 10 s boundary; what comes after is read raw
+            store.compact(BASE_NS + compacted_steps * 10 * S, max_span_ns=2 * SPAN_S * S)
+            agent.commit(store, late)  # below the watermark or above it
+            query = SeriesQuery("svc", BASE_NS, BASE_NS + SPAN_S * S + 7 * S, step_s * S)
+            exact_whole, exact_routes, exact_from = read(store, query, quantile, EVERYTHING)
+            whole, routes, resolution = read(store, query, quantile, 0)
+            assert exact_from == "raw"
+            assert resolution == ("10s" if compacted_steps else "raw")
+            assert_close(whole, exact_whole)
+            assert routes.keys() == exact_routes.keys()
+            for route, points in routes.items():
+                assert_close(points, exact_routes[route])
+        finally:
+            store.close()
+
+
+def test_requests_that_end_below_the_watermark_join_the_sketches(store: DuckDBStore) -> None:
+    agent = Agent()
+    agent.commit(store, [(5, 10.0, "/a"), (15, 20.0, "/a")])
+    report = store.compact(BASE_NS + 60 * S)
+    assert report.caught_up and report.rows_written["latency_10s"] == 2
+    agent.commit(store, [(7, 40.0, "/a"), (70, 30.0, "/a")])  # one late, one not yet
+    assert store.table_rows()["latency_10s"] == 3
+    query = SeriesQuery("svc", BASE_NS, BASE_NS + 80 * S, 10 * S)
+    whole, _, resolution = read(store, query, "max", 0)
+    assert resolution == "10s"
+    assert [(p.start_ns - BASE_NS) // S for p in whole] == [0, 10, 70]
+    assert [p.count for p in whole] == [2, 1, 1]
+    # compacting on counts each request once
+    assert store.compact(BASE_NS + 120 * S).rows_written["latency_10s"] == 1
+
+
+def test_a_series_off_the_10s_grid_or_filtered_reads_every_request(store: DuckDBStore) -> None:
+    Agent().commit(store, [(5, 10.0, "/a")])
+    store.compact(BASE_NS + 60 * S)
+    for query in (SeriesQuery("svc", BASE_NS + S, BASE_NS + 60 * S, 10 * S),
+                  SeriesQuery("svc", BASE_NS, BASE_NS + 60 * S, 5 * S),
+                  SeriesQuery("svc", BASE_NS, BASE_NS + 60 * S, 10 * S, instance="pod-1")):
+        assert read(store, query, "p99", 0)[2] == "raw"
+    # and by default a series shorter than an hour does too: exact where it is cheap
+    assert store.latency_quantile(SeriesQuery("svc", BASE_NS, BASE_NS + 60 * S, 10 * S),
+                                  "p99")[2] == "raw"
+
+
+def test_the_sketches_outlive_the_requests_until_the_rollups_retention(store: DuckDBStore) -> None:
+    Agent().commit(store, [(m * 60 + 1, 10.0 + m, "/a") for m in range(60)])
+    store.compact(BASE_NS + 3600 * S, max_span_ns=3600 * S)
+    day = 86_400 * S
+    policy = RetentionPolicy(day, chunk_rows=50, pause_s=0, rollup_retention_ns=30 * day)
+    deleted = asyncio.run(delete_expired(store, BASE_NS + 3600 * S, policy))
+    assert deleted == {"requests": 60}
+    hour = SeriesQuery("svc", BASE_NS, BASE_NS + 3600 * S, 600 * S)
+    whole, _, resolution = store.latency_quantile(hour, "max")
+    assert resolution == "10s" and [p.count for p in whole] == [10] * 6
+    assert abs(whole[-1].latency_ms - 69.0) <= BOUND * 69.0
+    later = BASE_NS + 3600 * S + 30 * day
+    deleted = asyncio.run(delete_expired(store, later - day, policy))
+    assert deleted == {"latency_10s": 60}
