@@ -92,7 +92,7 @@ def test_a_blip_between_an_uncarried_deploy_and_the_onset_is_not_the_deploys_doi
     # changed latency per request (seen in the evaluation: deploy 0.9, "+320% size for size").
     ctx = surge_after_an_uncarried_deploy()
     blip = (ONSET - 15 * S, ONSET - 5 * S)
-    slowed = tuple(replace(r, latency_ms=r.latency_ms * 8) if blip[0] <= r.end_ns < blip[1] else r
+    slowed = tuple(r._replace(latency_ms=r.latency_ms * 8) if blip[0] <= r.end_ns < blip[1] else r
                    for r in ctx.requests)
     ranking = rank(replace(ctx, requests=slowed, excluded=(blip,)))
     deploy = next(c for c in ranking.checked if c.kind == "deploy")
@@ -106,7 +106,7 @@ def late_onset_after_an_uncarried_deploy(slow_from_s: float, slow: float) -> Spi
     times slower (the detector's onset lagging the real one)."""
     ctx = surge_after_an_uncarried_deploy()
     since = ONSET - round(slow_from_s * S)
-    slowed = tuple(replace(r, latency_ms=r.latency_ms * slow) if since <= r.end_ns < START
+    slowed = tuple(r._replace(latency_ms=r.latency_ms * slow) if since <= r.end_ns < START
                    else r for r in ctx.requests)
     event = EventInfo(ONSET - 26_500_000_000, "deploy", "1.0.3", "1.0.2")
     return replace(ctx, requests=slowed, events=(event,))

@@ -30,7 +30,7 @@ def read_request_rows(cur: duckdb.DuckDBPyConnection, service: str, start_ns: Na
         "ORDER BY time_ns",
         {**params, "limit": MAX_RECORDS},
     ).fetchall()
-    return [RequestRow(*row) for row in rows]
+    return list(map(RequestRow._make, rows))
 
 
 def read_slowest_requests(cur: duckdb.DuckDBPyConnection, service: str, start_ns: Nanos,
@@ -44,7 +44,7 @@ def read_slowest_requests(cur: duckdb.DuckDBPyConnection, service: str, start_ns
         "ORDER BY latency_ns DESC, trace_id IS NULL, time_ns LIMIT $limit",
         {**params, "limit": limit},
     ).fetchall()
-    return [RequestRow(*row) for row in rows]
+    return list(map(RequestRow._make, rows))
 
 
 # a longer gap between two readings of one GPU is the agent being away, not GPU time
@@ -114,7 +114,7 @@ def read_gpu_rows(cur: duckdb.DuckDBPyConnection, service: str, start_ns: Nanos,
         "ORDER BY time_ns DESC LIMIT $limit) ORDER BY time_ns",
         {**params, "limit": MAX_RECORDS},
     ).fetchall()
-    return [GpuRow(*row) for row in rows]
+    return list(map(GpuRow._make, rows))
 
 
 def read_routes(cur: duckdb.DuckDBPyConnection, service: str, start_ns: Nanos,
