@@ -148,7 +148,7 @@ def _targets(result: dict[str, Any]) -> list[str]:
         "| target | measured (warm median) | verdict |", "|---|---:|---|",
         f"| flame graph of 1 h of the service < {tg['flamegraph_s'] * 1000:.0f} ms | {_ms(flame)} ms | "
         f"{common.verdict(flame, tg['flamegraph_s'], at_most=True)} |",
-        f"| spike analysis over 24 h < {tg['spikes_s']:.0f} s | {_ms(spikes)} ms | "
+        f"| spike analysis over 24 h < {tg['spikes_s'] * 1000:.0f} ms | {_ms(spikes)} ms | "
         f"{common.verdict(spikes, tg['spikes_s'], at_most=True)} |",
         "| cost grows no faster than the data in the window: exponent of warm time against rows "
         f"read, 1 h → longest, ≤ 1 | {exp_text} | {common.verdict(worst, 1.05, at_most=True)} "

@@ -37,7 +37,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable as a p
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "bench"
 
-from bench import common  # noqa: E402
+from bench import common, goals  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 # row numbers of BENCHMARKS.md -> the module that measures them
@@ -164,6 +164,8 @@ def render(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
              "average (1 min) before each row is in the JSON.", "",
              "No GPU is involved in any row: these are the costs of stack sampling, shipping, "
              "storing and querying.", "", *_other_set(meta)]
+    if not meta.get("lake"):
+        lines += [goals.markdown(results, meta["size"]).rstrip(), ""]
     # Modules render one Markdown section per row; the cross-row figure (Pyroscope's own
     # bytes on the wire, measured in row 1) is handed to row 3's renderer.
     slowdown = results.get("slowdown", {}).get("figures", {})
