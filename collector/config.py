@@ -109,8 +109,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retention-interval", metavar="DURATION", help="time between "
                         "retention passes (default 5m) [PYROMETER_RETENTION_INTERVAL]")
     parser.add_argument("--rollup-retention", metavar="DURATION", help="keep the per-minute "
-                        "and per-hour profile rollups this long (default 90d, never shorter "
-                        "than --retention) [PYROMETER_ROLLUP_RETENTION]")
+                        "and per-hour profile rollups and the latency sketches this long "
+                        "(default 90d, never shorter than --retention) "
+                        "[PYROMETER_ROLLUP_RETENTION]")
     credentials.add_token_arguments(parser, "token agents and API clients must send (ingest, "
                                     "POST; also reads without --read-token)")
     credentials.add_token_arguments(parser, "read-only token for the API's GET endpoints",

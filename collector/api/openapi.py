@@ -133,9 +133,10 @@ def _paths() -> dict[str, Any]:
              _param("percentile", "p95, p99 or max; default p99")],
             headers={"Pyrometer-Resolution": {
                 "description": "what the detector's percentiles were computed from: raw (every "
-                               "request) or 10s (the latency sketches, each within 1%: a window "
-                               "of an hour or more on a 10 s grid); also the answer's "
-                               "`resolution`",
+                               "request) or 10s (the latency sketches, each within 1%: when "
+                               "the window and its baseline span an hour or more and step and "
+                               "baseline are whole multiples of 10 s, the window's start moved "
+                               "back onto the 10 s grid); also the answer's `resolution`",
                 "schema": {"type": "string"}}}),
         "/api/v1/stages": _get(
             "the window's samples split into pipeline stages (tokenization, forward pass, "

@@ -32,6 +32,7 @@ from pyrometer.collector.api.params import (
     short,
 )
 from pyrometer.collector.api.series import MIN_STEP_NS
+from pyrometer.collector.storage.sketch import sketch_start
 from pyrometer.collector.timeparse import (
     TimeFormatError,
     format_duration,
@@ -83,8 +84,8 @@ async def spikes(request: web.Request) -> web.Response:
     service = required(query, "service")
     window = parse_window(query, now_ns=time.time_ns())
     config = parse_config(query, window.end_ns - window.start_ns)
-    spike_query = SpikeQuery(service, window.start_ns, window.end_ns, config,
-                             request.app[STAGE_RULES])
+    start = sketch_start(window.start_ns, window.end_ns, config.step_ns, config.baseline_ns)
+    spike_query = SpikeQuery(service, start, window.end_ns, config, request.app[STAGE_RULES])
     store = request.app[STORE]
     report = await run_query(request, "spikes", analyze, store, spike_query)
     # as for /flamegraph, only an answer without data needs the (full scan) check that

@@ -7,10 +7,11 @@ chunks, each its own short transaction under the store's write lock, and pauses 
 chunks, so a group commit waits for one chunk at most, never for a whole pass: ingest
 keeps flowing.
 
-The profile rollups (samples_1m, samples_1h) are kept longer, by their own
-`--rollup-retention` (default 90d, never shorter than --retention): a flame graph of an
-old week is still drawn from them once the raw rows are gone. A rollup bucket goes when
-all of it is older than that cutoff.
+The profile rollups (samples_1m, samples_1h) and the latency sketches (latency_10s) are
+kept longer, by their own `--rollup-retention` (default 90d, never shorter than
+--retention): a flame graph of an old week is still drawn from them once the raw rows are
+gone, and a latency series from the sketches. A rollup bucket goes when all of it is
+older than that cutoff.
 
 Not deleted: the stacks and frames dictionaries, and agent_hwm. The dictionaries are
 content-addressed and shared by every window: they grow with the amount of distinct

@@ -25,11 +25,32 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
+from pyrometer.agent.shared.model import NANOS_PER_SECOND, Nanos
+
 ALPHA = 0.01
 GAMMA = (1 + ALPHA) / (1 - ALPHA)
 LN_GAMMA = math.log(GAMMA)
 # below every positive bin: ceil(log_gamma(1 ns)) is 0, and no latency is under 1 ns
 ZERO_BIN = -1
+# the sketches' bucket: a series whose start and step are whole multiples of it can be
+# summed from them
+BUCKET_NS = 10 * NANOS_PER_SECOND
+# the shortest series (window and baseline) read from the sketches: an hour of a busy
+# service is hundreds of thousands of requests, where sorting them all is what costs;
+# shorter ones read every request, exactly
+SKETCH_FROM_NS = 3600 * NANOS_PER_SECOND
+
+
+def sketch_start(start_ns: Nanos, end_ns: Nanos, step_ns: Nanos, baseline_ns: Nanos) -> Nanos:
+    """The start a spike window gets so that its series (the window and the baseline
+    before it) lies on the sketches' grid: floored to a whole BUCKET_NS when the series
+    is long enough for the sketches and its step and baseline are whole buckets, else
+    `start_ns` itself. A window typed as `now-24h` starts at any nanosecond; moving it up
+    to 10 s earlier is what lets a day's percentiles come from the sketches."""
+    if (end_ns - start_ns + baseline_ns < SKETCH_FROM_NS
+            or step_ns % BUCKET_NS or baseline_ns % BUCKET_NS):
+        return start_ns
+    return start_ns - start_ns % BUCKET_NS
 
 
 def bin_of(latency_ns: float) -> int:

@@ -155,6 +155,9 @@ def test_a_long_window_is_detected_from_the_latency_sketches(tmp_path: Path) -> 
         with LiveServer(store, CollectorMetrics()) as server:
             short = server.get("/api/v1/spikes", **WINDOW).json()
             reply = server.get("/api/v1/spikes", **{**WINDOW, "from": str(T0 + 700 - 7200)})
+            # a window off the 10 s grid (now-2h, say) is moved onto it, to use the sketches
+            off = server.get("/api/v1/spikes",
+                             **{**WINDOW, "from": str(T0 + 700 - 7200 + 3)}).json()
         assert reply.status == 200, reply.body
         doc = reply.json()
         assert doc["resolution"] == reply.headers["pyrometer-resolution"] == "10s"
@@ -165,6 +168,7 @@ def test_a_long_window_is_detected_from_the_latency_sketches(tmp_path: Path) -> 
             exact["start_ns"], exact["end_ns"], exact["onset_ns"])
         assert abs(spike["peak_ms"] - exact["peak_ms"]) <= 0.01 * exact["peak_ms"]
         assert [c["kind"] for c in spike["causes"]] == [c["kind"] for c in exact["causes"]]
+        assert off["resolution"] == "10s" and off["from_ns"] == BASE_NS + (700 - 7200) * S
     finally:
         store.close()
 

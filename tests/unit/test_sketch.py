@@ -15,6 +15,7 @@ from pyrometer.collector.storage.sketch import (
     bin_of,
     bin_sql,
     quantile,
+    sketch_start,
     value_of,
     value_sql,
 )
@@ -84,3 +85,13 @@ def test_duckdb_quantile_cont_over_a_day_of_requests_is_matched() -> None:
             "AS v FROM range(20000))").fetchone() or (None, None)
     for q, want in zip((0.5, 0.95, 0.99), exact, strict=True):
         assert abs(quantile(rows.items(), q) - want) <= BOUND * want
+
+
+def test_a_long_window_is_moved_onto_the_sketches_grid_and_a_short_one_is_not() -> None:
+    s, hour = 10**9, 3600 * 10**9
+    start = 1_750_000_003 * s + 123_456_789  # now-2h, to the nanosecond
+    assert sketch_start(start, start + 2 * hour, 10 * s, 30 * 60 * s) == start - 3_123_456_789
+    # too short, a step or a baseline off the grid: the window stays as asked
+    assert sketch_start(start, start + 10 * 60 * s, 10 * s, 5 * 60 * s) == start
+    assert sketch_start(start, start + 2 * hour, 2 * s, 60 * s) == start
+    assert sketch_start(start, start + 2 * hour, 10 * s, 95 * s) == start

@@ -43,7 +43,7 @@ import pyarrow as pa
 from pyrometer.agent.shared.model import NANOS_PER_SECOND, Nanos
 from pyrometer.collector.errors import StorageError
 from pyrometer.collector.storage.batch import DecodedBatch
-from pyrometer.collector.storage.sketch import bin_of, bin_sql
+from pyrometer.collector.storage.sketch import BUCKET_NS, bin_of, bin_sql
 
 MINUTE_NS = 60 * NANOS_PER_SECOND
 HOUR_NS = 3600 * NANOS_PER_SECOND
@@ -65,7 +65,7 @@ class Level:
 MINUTES = Level("1m", "samples_1m", MINUTE_NS)
 HOURS = Level("1h", "samples_1h", HOUR_NS)
 LEVELS = (HOURS, MINUTES)  # coarsest first: a read takes the largest buckets it can
-LATENCY = Level("10s", "latency_10s", 10 * NANOS_PER_SECOND)
+LATENCY = Level("10s", "latency_10s", BUCKET_NS)
 ALL_LEVELS = (*LEVELS, LATENCY)  # every rollup table, for retention
 _LATENCY_KEY = "service, route, bin"
 

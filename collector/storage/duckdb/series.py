@@ -29,12 +29,9 @@ from pyrometer.collector.storage.reads import (
     RouteSeries,
     SeriesQuery,
 )
-from pyrometer.collector.storage.sketch import bin_sql, value_of
+from pyrometer.collector.storage.sketch import SKETCH_FROM_NS, bin_sql, value_of
 
 MS = 1_000_000  # nanoseconds per millisecond
-# the shortest series read from the latency sketches: an hour of a busy service is
-# hundreds of thousands of requests, where sorting them all is what costs
-SKETCH_FROM_NS = 3600 * NANOS_PER_SECOND
 
 
 _BUCKET = "$start + (time_ns - $start) // $step * $step"
@@ -83,7 +80,8 @@ def read_latency_quantile(cur: duckdb.DuckDBPyConnection, query: SeriesQuery, qu
     version filter, is read from the latency sketches (rollups.LATENCY) up to their
     watermark and from the requests after it, binned alike: the same counts, each
     quantile within the sketch's 1% (sketch.py). Shorter ones read every request, exactly:
-    they are few, and a spike's own analysis reads them anyway.
+    they are few, and a spike's own analysis reads them anyway. (The spikes API puts a
+    long window on the grid: sketch.sketch_start.)
     """
     split = _sketched_until(cur, query, sketch_from_ns)
     if split is not None:
@@ -136,7 +134,7 @@ def _sketch_rows(cur: duckdb.DuckDBPyConnection, query: SeriesQuery, quantile: s
     Each step's bins are merged and ranked in SQL; the q-quantile interpolates, as
     quantile_cont does, between the representatives of the bins that hold ranks
     floor(q (n - 1)) and the next (sketch.py states why that stays within 1%)."""
-    q = QUANTILES.get(quantile, 1.0)  # "max": the top bin
+    q = 1.0 if quantile == "max" else QUANTILES[quantile]  # "max": the top bin
     grid = "$start + ({t} - $start) // $step * $step"
     ranked = cur.execute(f"""
         WITH bins AS (
