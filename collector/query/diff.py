@@ -25,9 +25,9 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from pyrometer.agent.shared.model import NANOS_PER_SECOND, Frame
+from pyrometer.agent.shared.model import NANOS_PER_SECOND
 from pyrometer.collector.model import Profile
-from pyrometer.collector.query.tree import FunctionKey, Node, build_tree, root_name
+from pyrometer.collector.query.tree import CountNode, FunctionIndex, FunctionKey, count_trees, root_name
 
 Ranking = Literal["share", "value"]
 
@@ -103,25 +103,37 @@ class FunctionChange:
 
 def function_stats(profile: Profile) -> dict[str, FunctionStat]:
     """Inclusive and self samples per function label (``name (file)``), sorted by label."""
-    totals: dict[str, int] = {}
-    leaves: dict[str, int] = {}
-    # the label per Frame object: stacks share them, and a label costs a FunctionKey
-    labels: dict[int, str] = {}  # by id(frame); the profile keeps its frames alive
+    (top,), keys = count_trees(profile)
+    return _stats(top, keys)
 
-    def label_of(frame: Frame) -> str:
-        found = labels.get(id(frame))
-        if found is None:
-            found = labels[id(frame)] = FunctionKey.of(frame).label
-        return found
 
-    for stack, count in profile.samples:
-        # a set: recursion (or one function on two lines) must not count a sample twice
-        for label in {label_of(frame) for frame in stack}:
-            totals[label] = totals.get(label, 0) + count
-        if stack:
-            leaf = label_of(stack[-1])
-            leaves[leaf] = leaves.get(leaf, 0) + count
-    return {label: FunctionStat(n, leaves.get(label, 0)) for label, n in sorted(totals.items())}
+def _stats(top: CountNode, keys: FunctionIndex) -> dict[str, FunctionStat]:
+    # From the count tree, not the stacks: a tree node stands for every sample whose
+    # stack starts with its path, so a function's inclusive samples are the values of
+    # its topmost nodes (none of its ancestors is the same function: recursion counts a
+    # sample once), and its self samples the self values of all its nodes. One step per
+    # node, where a pass over the stacks took one per frame of every stack. Functions
+    # are told apart by label, as the flame graph shows them.
+    label_no: dict[str, int] = {}
+    of_key = [label_no.setdefault(label, len(label_no)) for label in keys.labels]
+    totals, leaves = [0] * len(label_no), [0] * len(label_no)
+    seen, on_path = [False] * len(label_no), [0] * len(label_no)
+    pending: list[tuple[CountNode, int, bool]] = [(c, k, False) for k, c in top.children.items()]
+    while pending:
+        node, k, leaving = pending.pop()
+        n = of_key[k]
+        if leaving:
+            on_path[n] -= 1
+            continue
+        if not on_path[n]:
+            totals[n] += node.value
+        seen[n] = True
+        leaves[n] += node.self_value
+        on_path[n] += 1
+        pending.append((node, k, True))
+        pending.extend((c, ck, False) for ck, c in node.children.items())
+    return {label: FunctionStat(totals[n], leaves[n])
+            for label, n in sorted(label_no.items()) if seen[n]}
 
 
 def normalisation(baseline: Profile, target: Profile, *, baseline_units: float | None = None,
@@ -148,7 +160,8 @@ def diff_profiles(baseline: Profile, target: Profile, *, baseline_units: float |
     norm = normalisation(baseline, target, baseline_units=baseline_units,
                          target_units=target_units)
     name = root_name(target) if target.service else root_name(baseline)
-    return _merge(build_tree(baseline), build_tree(target), norm, name)
+    (b_top, t_top), keys = count_trees(baseline, target)
+    return _merge(b_top, t_top, keys, norm, name)
 
 
 def top_changes(baseline: Profile, target: Profile, n: int = 10, *,
@@ -162,13 +175,35 @@ def top_changes(baseline: Profile, target: Profile, n: int = 10, *,
     """
     norm = normalisation(baseline, target, baseline_units=baseline_units,
                          target_units=target_units)
-    before, after = function_stats(baseline), function_stats(target)
+    (b_top, t_top), keys = count_trees(baseline, target)
+    return _changes(_stats(b_top, keys), _stats(t_top, keys), (b_top.value, t_top.value),
+                    norm, n, by)
+
+
+def diff_with_changes(baseline: Profile, target: Profile, n: int = 10, *,
+                      baseline_units: float | None = None, target_units: float | None = None,
+                      by: Ranking = "share") -> tuple[DiffNode, list[FunctionChange]]:
+    """`diff_profiles` and `top_changes` of the same two profiles, whose count trees are
+    built once for both (what the diff endpoint sends)."""
+    norm = normalisation(baseline, target, baseline_units=baseline_units,
+                         target_units=target_units)
+    name = root_name(target) if target.service else root_name(baseline)
+    (b_top, t_top), keys = count_trees(baseline, target)
+    return (_merge(b_top, t_top, keys, norm, name),
+            _changes(_stats(b_top, keys), _stats(t_top, keys), (b_top.value, t_top.value),
+                     norm, n, by))
+
+
+def _changes(before: dict[str, FunctionStat], after: dict[str, FunctionStat],
+             totals: tuple[int, int], norm: Normalisation, n: int, by: Ranking
+             ) -> list[FunctionChange]:
     zero = FunctionStat(0, 0)
     changes = []
+    b_total, t_total = totals  # each side's samples: its count tree's root
     for label in sorted(before.keys() | after.keys()):
         b, t = before.get(label, zero).total, after.get(label, zero).total
         b_value, t_value = norm.values(b, t)
-        b_share, t_share = _share(b, baseline.total), _share(t, target.total)
+        b_share, t_share = _share(b, b_total), _share(t, t_total)
         changes.append(FunctionChange(label, b_share, t_share, b_value, t_value,
                                       t_value - b_value, t_share - b_share))
     if by == "share":
@@ -204,29 +239,32 @@ def _share(count: int, total: int) -> float:
     return count / total if total > 0 else 0.0
 
 
-def _merge(baseline: Node, target: Node, norm: Normalisation, name: str) -> DiffNode:
+def _merge(baseline: CountNode, target: CountNode, keys: FunctionIndex, norm: Normalisation,
+           name: str) -> DiffNode:
     # Two passes without recursion (stacks may be deeper than Python's limit): list the
     # matched pairs parents first, then build DiffNodes from the end, children first.
+    # The count trees share one function index (tree.count_trees), so children match
+    # by that int; no Node is frozen on the way.
     b_total, t_total = baseline.value, target.value
-    pairs: list[tuple[Node | None, Node | None, int]] = [(baseline, target, -1)]
+    pairs: list[tuple[CountNode | None, CountNode | None, int, int]] = [
+        (baseline, target, -1, -1)]
     i = 0
     while i < len(pairs):
-        b, t, _ = pairs[i]
-        b_kids = {c.key: c for c in b.children} if b is not None else {}
-        t_kids = {c.key: c for c in t.children} if t is not None else {}
-        pairs.extend((b_kids.get(k), t_kids.get(k), i) for k in b_kids.keys() | t_kids.keys())
+        b, t, _, _ = pairs[i]
+        b_kids = b.children if b is not None else {}
+        t_kids = t.children if t is not None else {}
+        pairs.extend((b_kids.get(k), t_kids.get(k), i, k) for k in b_kids.keys() | t_kids.keys())
         i += 1
     built: dict[int, list[DiffNode]] = {}
     for index in range(len(pairs) - 1, -1, -1):
-        b, t, parent = pairs[index]
-        some = t if t is not None else b
-        assert some is not None
+        b, t, parent, k = pairs[index]
         b_n = b.value if b is not None else 0
         t_n = t.value if t is not None else 0
         b_value, t_value = norm.values(b_n, t_n)
         kids = sorted(built.pop(index, []), key=_sort_key)
-        node = DiffNode(some.name if parent >= 0 else name, some.key, b_n, t_n, b_value,
-                        t_value, _share(b_n, b_total), _share(t_n, t_total), tuple(kids))
+        label, key = (keys.labels[k], keys.keys[k]) if k >= 0 else (name, None)
+        node = DiffNode(label, key, b_n, t_n, b_value, t_value, _share(b_n, b_total),
+                        _share(t_n, t_total), tuple(kids))
         if parent < 0:
             return node
         built.setdefault(parent, []).append(node)

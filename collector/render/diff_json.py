@@ -39,9 +39,8 @@ from pyrometer.collector.query.diff import (
     DiffNode,
     Normalisation,
     caveats,
-    diff_profiles,
+    diff_with_changes,
     normalisation,
-    top_changes,
 )
 from pyrometer.collector.render.jsonout import dumps_deep
 from pyrometer.collector.timeparse import format_time
@@ -57,6 +56,8 @@ def diff_document(baseline: Profile, target: Profile, *, baseline_units: float |
     `units_name` names what the units count (``"request"``), when they are given."""
     norm = normalisation(baseline, target, baseline_units=baseline_units,
                          target_units=target_units)
+    tree, changes = diff_with_changes(baseline, target, top, baseline_units=baseline_units,
+                                      target_units=target_units)
     return {
         "version": ENVELOPE_VERSION,
         "service": target.service or baseline.service,
@@ -75,15 +76,13 @@ def diff_document(baseline: Profile, target: Profile, *, baseline_units: float |
         "unit": "samples",
         "notice": notice or None,
         "caveats": list(caveats(baseline, target)),
-        "tree": tree_json(diff_profiles(baseline, target, baseline_units=baseline_units,
-                                        target_units=target_units)),
+        "tree": tree_json(tree),
         "top_changes": [
             {"function": c.function, "baseline_share": _num(c.baseline_share),
              "target_share": _num(c.target_share), "baseline": _num(c.baseline),
              "target": _num(c.target), "delta": _delta(c.baseline, c.target),
              "share_delta": _num(c.share_delta)}
-            for c in top_changes(baseline, target, top, baseline_units=baseline_units,
-                                 target_units=target_units)
+            for c in changes
         ],
     }
 

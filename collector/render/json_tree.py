@@ -29,7 +29,7 @@ rounded to a fraction of a microsecond, which is harmless for a window's bounds.
 from __future__ import annotations
 
 from pyrometer.collector.model import Profile
-from pyrometer.collector.query.tree import build_tree
+from pyrometer.collector.query.tree import tree_dict
 from pyrometer.collector.render.jsonout import dumps_deep
 
 ENVELOPE_VERSION = 1
@@ -49,7 +49,7 @@ def tree_document(profile: Profile, *, notice: str = "") -> dict[str, object]:
         "idle_included": profile.idle_included,
         "unit": "samples",
         "notice": notice or None,
-        "tree": build_tree(profile).to_dict(),
+        "tree": tree_dict(profile),
     }
 
 

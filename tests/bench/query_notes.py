@@ -89,24 +89,24 @@ def spikes_bound(result: dict[str, Any]) -> str:
     p = phases[key]
     reads = p["reads_s"]
     resources = reads.get("process", 0.0) + reads.get("host", 0.0)
-    latency = reads.get("latency", 0.0) + reads.get("routes", 0.0)
+    latency = reads.get("latency_quantile", 0.0)
     step, baseline = result["plan"]["step"], result["plan"]["baseline"]
     requests = result["windows"]["requests"].get(key, 0)
     warm = _warm(result, "spikes", int(key))
-    around = sum(reads.get(k, 0.0) for k in ("request_records", "gpu_readings", "profile"))
+    around_keys = ("request_records", "gpu_readings", "engine_readings", "profile")
+    around = sum(reads.get(k, 0.0) for k in around_keys)
+    parts = ", ".join(f"{k} {_ms(reads[k])}" for k in around_keys if k in reads)
     return (
         f"**What bounds the spike analysis.** Over {_span(int(key))} the warm call takes "
         f"{_ms(warm)}; in-process analyze() takes {_ms(p['total_s'])}, of which the latency "
-        f"series and route listing {_ms(latency)} ({p['calls'].get('latency', 0)} series: the "
-        "service and each of its busiest routes, each a quantile_cont over every request of "
-        f"the window and the {baseline} baseline, {requests:,} here, grouped by {step} step), "
-        f"the process and host series {_ms(resources)} (one point per instance per step "
-        "over the whole window, built as Python objects, though analyze() keeps only the "
-        "points inside each spike's baseline), the request records, GPU readings and two "
-        f"profiles around each spike {_ms(around)}, "
+        f"series {_ms(latency)} (one scan grouped by {step} step and by route and step: of "
+        f"the 10 s latency sketches where the window and its {baseline} baseline span an hour "
+        f"or more, else a quantile_cont over every request, {requests:,} here), "
+        f"the process and host points of each spike's steps {_ms(resources)}, the reads "
+        f"around each spike {_ms(around)} ({parts}), "
         f"and detection and cause scoring {_ms(p['analysis_s'])}. The last two are per spike, "
-        "not per window: they read and score every request record and GPU reading of the "
-        f"spike and its {baseline} baseline (all instances), building a Python object per "
+        "not per window: they read and score every request record, GPU and engine reading of "
+        f"the spike and its {baseline} baseline (all instances), building a Python object per "
         "record and passing over them once per candidate cause, which is why the shortest "
         f"window ({_span(min(phases_windows(result)))}, "
         f"{_ms(_warm(result, 'spikes', min(phases_windows(result))))}) costs most of what the "
@@ -121,25 +121,19 @@ def phases_windows(result: dict[str, Any]) -> list[int]:
 
 def spikes_moves() -> str:
     return (
-        "**What would move it.** (1) Without changing any answer: read the process and host "
-        "series only for each spike's baseline and spike (`gather.analyze` filters them to "
-        "that range anyway), which removes a per-instance, whole-window series from every "
-        "call; and detect on a latency-only series (the detector reads one percentile and "
-        "the count, while `read_latency` also computes size and time-to-first-byte quantiles, "
-        "each a holistic aggregate over every request); and one scan grouped by route and "
-        "step for all routes instead of one scan per route. (2) The per-spike part: score "
-        "from arrays (the scorers' medians, quantiles and fits over NumPy columns rather than "
-        "per-record dataclasses), or from a uniform sample of the baseline's records (tens "
-        "of thousands give its medians and MADs to about a percent; this changes answers "
-        "slightly, so it needs the evaluation in tests/scenarios rerun). (3) With a rollup: a "
-        "`latency_10s(bucket_ns, service, route, instance, version, count, errors, sketch)` "
-        "table written at ingest, the sketch a log-bucketed histogram (DDSketch-style, 1% "
-        "relative accuracy, a few hundred counters at most), merged across instances at "
-        "query time. A day would be 8,640 buckets × routes × instances of small rows instead "
-        "of every request; the percentiles become approximate to 1%, far inside the "
-        "detector's floors (30% and 5 ms above the baseline). The per-request records stay "
-        "for the spike's own window, where the onset and the size relation need them. A "
-        "schema and write-path change: described, not made."
+        "**What would move it.** The window no longer matters much: the latency series is "
+        "read from the sketches, and the process and host points only for each spike's "
+        "steps. What is left is per spike: its baseline's requests, GPU and engine readings "
+        "across every instance become Python objects, and a dozen scorers pass over them. "
+        "(1) Score from arrays: the scorers' medians, quantiles, counts per step and fits "
+        "over NumPy columns read straight from DuckDB, rather than a tuple per record; the "
+        "same answers. (2) Read the engine and GPU readings per step in SQL, as the scorers "
+        "use them (means and shares per step), rather than every reading. (3) Score a uniform "
+        "sample of a large baseline's requests, each weighted by the sampling rate wherever "
+        "a scorer counts requests (arrivals, requests per version, the per-instance floors): "
+        "tens of thousands give its medians and MADs to about a percent, but a max and the "
+        "tail percentiles of one instance come out lower, so it changes answers and needs "
+        "the evaluation in tests/scenarios rerun."
     )
 
 

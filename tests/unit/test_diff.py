@@ -31,7 +31,7 @@ from pyrometer.collector.query.diff import (
     normalisation,
     top_changes,
 )
-from pyrometer.collector.query.tree import Node, build_tree
+from pyrometer.collector.query.tree import FunctionKey, Node, build_tree
 from pyrometer.collector.render import jsonout
 from pyrometer.collector.render.diff_html import render_diff_html
 from pyrometer.collector.render.diff_json import render_diff_json
@@ -326,3 +326,32 @@ def _side(node: DiffNode, side: str) -> Any:
 
 def _plain(node: Node) -> Any:
     return (node.name, node.value, sorted((_plain(c) for c in node.children), key=repr))
+
+
+def _stats_by_stack(p: Profile) -> dict[str, tuple[int, int]]:
+    """function_stats by its definition: each sample once per function on its stack."""
+    totals: dict[str, int] = {}
+    leaves: dict[str, int] = {}
+    for stack, count in p.samples:
+        for label in {FunctionKey.of(f).label for f in stack}:
+            totals[label] = totals.get(label, 0) + count
+        if stack:
+            leaf = FunctionKey.of(stack[-1]).label
+            leaves[leaf] = leaves.get(leaf, 0) + count
+    return {label: (n, leaves.get(label, 0)) for label, n in sorted(totals.items())}
+
+
+# recursion, one function on two lines, and a name that reads like another's label
+_frames = st.builds(Frame, name=st.sampled_from(["main", "f", "g", "f (x.py)"]),
+                    file=st.sampled_from(["", "x.py"]), line=st.integers(0, 2))
+_recursive = st.dictionaries(st.lists(_frames, max_size=7).map(tuple), st.integers(0, 50),
+                             max_size=10).map(
+    lambda counts: Profile("svc", 0, 10**9, tuple(counts.items())))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_recursive)
+def test_function_stats_from_the_tree_count_each_sample_once_per_function(p: Profile) -> None:
+    got = function_stats(p)
+    assert list(got) == list(_stats_by_stack(p))
+    assert {label: (s.total, s.self_samples) for label, s in got.items()} == _stats_by_stack(p)

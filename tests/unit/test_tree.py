@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from pyrometer.agent.shared.model import Frame, Stack
 from pyrometer.collector.model import Profile
-from pyrometer.collector.query.tree import FunctionKey, Node, build_tree
+from pyrometer.collector.query.tree import FunctionKey, Node, build_tree, tree_dict
 
 MAIN = Frame("main", "app.py", 10)
 LOAD = Frame("load", "io.py", 3)
@@ -142,3 +142,9 @@ def test_tree_accounts_for_every_sample(p: Profile) -> None:
         assert values == sorted(values)
         assert len({c.key for c in node.children}) == len(node.children)
     assert sum(n.self_value for _, n in tree.walk()) == p.total
+
+
+@settings(max_examples=200, deadline=None)
+@given(profiles)
+def test_the_json_tree_is_the_frozen_trees_dict(p: Profile) -> None:
+    assert tree_dict(p) == build_tree(p).to_dict()
