@@ -18,13 +18,15 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pyrometer.agent.shared.model import NANOS_PER_SECOND, SampleKey
+from pyrometer.agent.shared.model import NANOS_PER_SECOND, RequestRecord, SampleKey, Telemetry
 from pyrometer.collector.ingest.decode import StreamDecoder
 from pyrometer.collector.metrics import CollectorMetrics
 from pyrometer.collector.storage.batch import DecodedBatch
+from pyrometer.collector.storage.duckdb.series import read_latency_quantile
 from pyrometer.collector.storage.lake.backend import METADATA, LakeStore
 from pyrometer.collector.storage.lake.extensions import extension_file
 from pyrometer.collector.storage.lake.maintenance import MaintenancePolicy, maintain_once
+from pyrometer.collector.storage.reads import SeriesQuery
 from pyrometer.collector.storage.retention import RetentionPolicy
 from support.ingest_builder import BASE_NS, NOW_NS, StreamEncoder, stack
 from support.postgres import Postgres
@@ -37,6 +39,7 @@ if extension_file("ducklake") is None or extension_file("postgres_scanner") is N
                 "pyrometer[lake] there)", allow_module_level=True)
 
 S = NANOS_PER_SECOND
+MS = 1_000_000
 WIDE = (BASE_NS - 3600 * S, BASE_NS + 3600 * S)
 # snapshots and unreferenced files go at once: these tests have no slow reader
 NOW = MaintenancePolicy(snapshot_keep_s=0.0)
@@ -50,12 +53,20 @@ class Agent:
         self.encoder, self.decoder = StreamEncoder(agent_id=agent_id), StreamDecoder()
         self.seq, self.rows, self.sent = 0, rows, 0
 
-    def batch(self, start_ns: int | None = None) -> DecodedBatch:
+    def batch(self, start_ns: int | None = None, requests: int = 0) -> DecodedBatch:
+        """The next batch; with `requests`, that many request records spread over its
+        10 s window (latencies 1-99 ms)."""
         self.seq += 1
         counts = {SampleKey(stack("main", "serve", f"op{k}")): 1 + k % 3 for k in range(self.rows)}
         self.sent += sum(counts.values())
         start = BASE_NS + self.seq * S if start_ns is None else start_ns
-        return self.decoder.decode(self.encoder.batch(self.seq, counts, start_ns=start), NOW_NS)  # type: ignore[arg-type]
+        telemetry = Telemetry(requests=tuple(
+            RequestRecord(end_ns=start + i * 10 * S // requests, latency_ns=(1 + i % 99) * MS,
+                          request_bytes=100, response_bytes=100, route="/v1", method="POST",
+                          status=200)
+            for i in range(requests)))
+        return self.decoder.decode(self.encoder.batch(  # type: ignore[arg-type]
+            self.seq, counts, start_ns=start, telemetry=telemetry), NOW_NS)
 
 
 @pytest.fixture
@@ -253,3 +264,37 @@ def test_rollups_by_several_collectors_miss_no_late_window(
     assert profile.resolution != "raw"  # read from the rollups
     assert sum(count for _, count in profile.samples) == late.sent
     assert a.profile("svc", *window) == profile
+
+
+def test_latency_sketches_by_several_collectors_miss_no_late_request(
+        lake: tuple[LakeStore, LakeStore, Path]) -> None:
+    """One collector rolls up the latency sketches a step ahead of the requests another
+    is committing, so that each commit races a compaction over its own seconds: every
+    request is in the sketches, once."""
+    a, b, _ = lake
+    late = Agent("late", rows=1)
+    stop, errors, committed = threading.Event(), [], [0]
+
+    def compact() -> None:
+        try:
+            while not stop.is_set():  # past the batch being committed, and the next
+                a.compact(BASE_NS + (committed[0] + 2) * 10 * S, max_span_ns=60 * S)
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    thread = threading.Thread(target=compact)
+    thread.start()
+    try:
+        for i in range(60):
+            b.commit([late.batch(start_ns=BASE_NS + i * 10 * S, requests=20)])
+            committed[0] = i + 1
+    finally:
+        stop.set()
+        thread.join(120)
+    assert errors == []
+    b.compact(BASE_NS + 11 * 60 * S, max_span_ns=11 * 60 * S)
+    query = SeriesQuery("svc", BASE_NS, BASE_NS + 10 * 60 * S, 60 * S)
+    sketched = b._read(lambda cur: read_latency_quantile(cur, query, "max", 0))
+    exact = b._read(lambda cur: read_latency_quantile(cur, query, "max", 10**18))
+    assert sketched[2] == "10s" and exact[2] == "raw"
+    assert [p.count for p in sketched[0]] == [p.count for p in exact[0]] == [120] * 10

@@ -65,6 +65,7 @@ from pyrometer.collector.storage.duckdb.rollups import (
     MINUTES,
     add_late,
     compact,
+    compact_latency,
     late_latency,
     watermarks,
 )
@@ -306,16 +307,25 @@ class DuckDBStore:
         """See `Store.compact`."""
         with self._lock:
             try:
+                # the profile rollups, then the latency sketches: two transactions, each
+                # fenced against the late rows it could miss (_in_compact)
                 self._con.begin()
                 done, written = compact(self._con, until_ns, max_span_ns)
-                self._in_compact(self._con, moved=done != self._rollup_done)
+                self._in_compact(self._con, moved=any(
+                    done[k] != self._rollup_done.get(k) for k in done), what="profiles")
                 self._con.commit()
+                self._rollup_done = {**self._rollup_done, **done}
+                self._con.begin()
+                latency, written[LATENCY.table] = compact_latency(self._con, until_ns, max_span_ns)
+                self._in_compact(self._con, moved=latency != self._rollup_done.get(LATENCY.name),
+                                 what="latency")
+                self._con.commit()
+                done[LATENCY.name] = self._rollup_done[LATENCY.name] = latency
             except (duckdb.Error, StorageError) as exc:
                 self._rollback()
                 if isinstance(exc, StorageError):
                     raise
                 raise StorageError(f"rollup compaction in {self._name} failed: {exc}") from exc
-            self._rollup_done = done
         return CompactReport(written, caught_up=all(
             done[level.name] >= until_ns // level.length_ns * level.length_ns
             for level in (MINUTES, LATENCY)))
@@ -334,7 +344,7 @@ class DuckDBStore:
         """First in the commit's transaction: nothing here, where the rollup watermarks
         move only under this process's lock."""
 
-    def _in_compact(self, con: duckdb.DuckDBPyConnection, *, moved: bool) -> None:
+    def _in_compact(self, con: duckdb.DuckDBPyConnection, *, moved: bool, what: str) -> None:
         """Last in a compaction step's transaction, `moved` when it moves a watermark past
         what this process knew: nothing here (see _in_commit)."""
 

@@ -174,15 +174,17 @@ def compact(con: duckdb.DuckDBPyConnection, until_ns: Nanos, max_span_ns: Nanos
             GROUP BY ALL""", start_h, target_h)
     if target_h != old_h:
         _set_done(con, HOURS, old_h, target_h)
-    target_l, written[LATENCY.table] = _compact_latency(con, until_ns, max_span_ns,
-                                                        done.get(LATENCY.name))
-    return {MINUTES.name: target, HOURS.name: target_h, LATENCY.name: target_l}, written
+    return {MINUTES.name: target, HOURS.name: target_h}, written
 
 
-def _compact_latency(con: duckdb.DuckDBPyConnection, until_ns: Nanos, max_span_ns: Nanos,
-                     old: Nanos | None) -> tuple[Nanos, int]:
-    """The latency sketches of the requests that ended from their watermark `old` to
-    `until_ns` (at most `max_span_ns` of them): the new watermark and the rows written."""
+def compact_latency(con: duckdb.DuckDBPyConnection, until_ns: Nanos, max_span_ns: Nanos
+                    ) -> tuple[Nanos, int]:
+    """One step of the latency sketches, in the caller's transaction (its own, apart from
+    the profile rollups': a backend with several writers fences the two apart, so that a
+    late request and a late window each conflict with the one compaction they meet): the
+    requests that ended from the "10s" watermark to `until_ns`, at most `max_span_ns` of
+    them. Returns the new watermark and the rows written."""
+    old = watermarks(con).get(LATENCY.name)
     length = LATENCY.length_ns
     until = until_ns // length * length
     if old is None:

@@ -65,16 +65,20 @@ ALIAS = "lake"
 METADATA = f"__ducklake_metadata_{ALIAS}"  # DuckLake's name for the attached catalog
 LEASE = "maintenance_lease"
 FENCE = "rollup_fence"
+LATENCY_FENCE = "latency_fence"
 CLAIMS = "claim_fence"
 # (name, columns, first row or "") of the lake's own tables: the maintenance lease
 # (maintenance.py), the agents' owners and the claims' fence (LakeStore._claim_agents),
-# and the rollups' fence (LakeStore._in_compact)
+# and the fences of the profile rollups and of the latency sketches (LakeStore._in_compact)
 _LAKE_TABLES = (
     (LEASE, "holder VARCHAR, until_ns BIGINT", "('', 0)"),
     ("agent_owner", "agent_id VARCHAR, owner VARCHAR, epoch BIGINT", ""),
     (CLAIMS, "n INTEGER", "(0)"),
     (FENCE, "time_ns BIGINT", "(0)"),
+    (LATENCY_FENCE, "time_ns BIGINT", "(0)"),
 )
+# which fence a compaction step of each kind deletes from
+_FENCES = {"profiles": FENCE, "latency": LATENCY_FENCE}
 # a window whose midpoint is older than this when it is committed may fall in a minute a
 # compaction is rolling up meanwhile: compaction takes minutes CompactionPolicy.grace_ns
 # (2 min) old by its own clock, so half of that holds while collectors' clocks agree to
@@ -85,6 +89,10 @@ FENCE_AGE_NS = CompactionPolicy().grace_ns // 2
 # conflict for a commit that writes it): tries 10 ms apart, doubling to a second at most
 # (about 3.3 s in all), outlast such a run of them; the agent retries past that
 ATTEMPTS = 10
+# a compaction step is a background job that a stream of late commits (an agent's spool
+# after an outage) keeps refusing, each fenced against it: it may wait longer than a
+# commit an agent waits on (about 25 s in all, against about 4)
+COMPACTION_ATTEMPTS = 30
 _BASE_DELAY_S = 0.01
 _MAX_DELAY_S = 1.0
 
@@ -141,15 +149,15 @@ _MAINTENANCE_SQL = {
 }
 
 
-def _retrying(call: Callable[[int], T]) -> T:
+def _retrying(call: Callable[[int], T], attempts: int = ATTEMPTS) -> T:
     """`call(attempt)`, run again from the start after a conflict (`is_conflict`), up to
-    ATTEMPTS times with a jittered pause between; any other error, or the last conflict,
-    is raised."""
-    for attempt in range(ATTEMPTS):
+    `attempts` times with a jittered pause between; any other error, or the last
+    conflict, is raised."""
+    for attempt in range(attempts):
         try:
             return call(attempt)
         except StorageError as exc:
-            if not is_conflict(exc) or attempt == ATTEMPTS - 1:
+            if not is_conflict(exc) or attempt == attempts - 1:
                 raise
             log.debug("conflicted with another collector's transaction; trying again: %s", exc)
         _pause(attempt)
@@ -419,13 +427,18 @@ class LakeStore(DuckDBStore):
         # late rows go into the rollups (DuckDBStore._late, late_latency); one that starts
         # later sees this commit's rows
         since = time.time_ns() - FENCE_AGE_NS
-        if any(w.start_ns + (w.end_ns - w.start_ns) // 2 < since
-               for b in batches if (w := b.window) is not None and w.counts) or any(
-                r.end_ns < since for b in batches for r in b.telemetry.requests):
+        late_window = any(w.start_ns + (w.end_ns - w.start_ns) // 2 < since
+                          for b in batches if (w := b.window) is not None and w.counts)
+        late_request = any(r.end_ns < since for b in batches for r in b.telemetry.requests)
+        if late_window or late_request:
             self._rollup_done = watermarks(con)
-            con.execute(f"INSERT INTO {FENCE} VALUES ($t)", {"t": since})
+        # each into the fence of the compaction it could miss, and no other: a late
+        # window need not make a step of the latency sketches run again
+        for late, fence in ((late_window, FENCE), (late_request, LATENCY_FENCE)):
+            if late:
+                con.execute(f"INSERT INTO {fence} VALUES ($t)", {"t": since})
 
-    def _in_compact(self, con: duckdb.DuckDBPyConnection, *, moved: bool) -> None:
+    def _in_compact(self, con: duckdb.DuckDBPyConnection, *, moved: bool, what: str) -> None:
         # the fence's other side (see _in_commit), for a step that moves a watermark (one
         # that does not can miss nothing, and should not make commits run again); its one
         # row left is what the next step deletes, so a step always deletes something.
@@ -433,10 +446,12 @@ class LakeStore(DuckDBStore):
         # step fences when it need not, never the other way round
         if not moved:
             return
-        con.execute(f"DELETE FROM {FENCE}")
-        con.execute(f"INSERT INTO {FENCE} VALUES (0)")
+        fence = _FENCES[what]
+        con.execute(f"DELETE FROM {fence}")
+        con.execute(f"INSERT INTO {fence} VALUES (0)")
 
     def compact(self, until_ns: Nanos, *, max_span_ns: Nanos = HOUR_NS) -> CompactReport:
         """See `Store.compact`; run again after a conflict (another collector's step, or
         a commit of a late window)."""
-        return _retrying(lambda _: super(LakeStore, self).compact(until_ns, max_span_ns=max_span_ns))
+        return _retrying(lambda _: super(LakeStore, self).compact(until_ns, max_span_ns=max_span_ns),
+                         COMPACTION_ATTEMPTS)
