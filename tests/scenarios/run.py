@@ -86,12 +86,21 @@ def run_all(plans: list[RunPlan], timing: Any, workdir: Path, meta: dict[str, An
         if _key(plan.as_dict()) in done:
             continue
         began = time.monotonic()
-        record = harness.run_one(plan, timing, workdir / f"{plan.scenario}-{plan.index}")
+        record = harness.run_one(plan, timing, run_folder(workdir, plan))
         records.append(record)
         print(f"[{n}/{len(plans)}] {plan.scenario} #{plan.index} {plan.magnitude or ''}: "
               f"{_outcome(record)} ({time.monotonic() - began:.0f} s)", flush=True)
         _write(out, dict(meta, runs_done=len(records)), records)
     return records
+
+
+def run_folder(workdir: Path, plan: RunPlan) -> Path:
+    """Where one run keeps its database and logs: apart for each seed set, since the
+    in-sample and held-out runs of a scenario share its indexes (with --seeds both, one
+    folder each would have the later run overwrite the earlier one's database, and a
+    re-scoring read the wrong run)."""
+    name = f"{plan.scenario}-{plan.index}"
+    return workdir / (name if plan.seed_set == "in-sample" else f"{plan.seed_set}-{name}")
 
 
 def _write(out: Path, meta: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:

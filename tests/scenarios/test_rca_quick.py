@@ -20,6 +20,7 @@ import pytest
 
 from scenarios import metrics, report
 from scenarios.plan import DESCRIPTIONS, KINDS, plan_runs
+from scenarios.run import run_folder
 
 RUN = Path(__file__).resolve().parent / "run.py"
 NS = 1_000_000_000
@@ -105,3 +106,9 @@ def test_quick_evaluation_end_to_end(tmp_path: Path) -> None:
         # the target's CPU per request (so host pressure stands down), the surge brings
         # arrivals past the pool at flat CPU per request.
         assert row["ac1_pyrometer"] == 1.0, (name, row)
+
+
+def test_the_seed_sets_runs_of_a_scenario_keep_folders_apart(tmp_path: Path) -> None:
+    _, plans = plan_runs(False, 1, 2024, ("null",), ("in-sample", "held-out"))
+    folders = {run_folder(tmp_path, p) for p in plans}
+    assert len(folders) == len(plans) == 2
