@@ -62,6 +62,7 @@ from pyrometer.collector.storage.duckdb.rollups import (
     ALL_LEVELS,
     HOUR_NS,
     LATENCY,
+    LEVELS,
     MINUTES,
     add_late,
     compact,
@@ -297,7 +298,9 @@ class DuckDBStore:
         return sources_table(batches, self._source_nos, self._next_source_no)
 
     def _late(self, batches: Sequence[DecodedBatch]) -> bool:
-        below = max(self._rollup_done.values(), default=None)
+        # the profile rollups' watermarks only: the latency sketches' is late_latency's
+        below = max((self._rollup_done[level.name] for level in LEVELS
+                     if level.name in self._rollup_done), default=None)
         if below is None:
             return False
         return any(w.start_ns + (w.end_ns - w.start_ns) // 2 < below
