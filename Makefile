@@ -116,9 +116,13 @@ stages-check: $(STAMP)
 	$(PY) tests/integration/test_stages_check.py
 
 ## on a machine with an NVIDIA GPU: read the real NVML for about 20 s (under load when
-## torch with CUDA is importable) and print what it read; exits non-zero if it read nothing
+## torch with CUDA is importable), print what it read and record it (build/gpu-check.jsonl,
+## replayable with --gpu replay:FILE); exits non-zero if it read nothing. Then the agent's
+## real NVML path into a collector, end to end (it skips without a GPU).
 gpu-check: $(STAMP)
-	$(PY) -m pyrometer.agent.gpu.check
+	mkdir -p build
+	$(PY) -m pyrometer.agent.gpu.check --record build/gpu-check.jsonl
+	$(PY) -m pytest -q -rs tests/integration/test_real_gpu.py
 
 ## ruff on everything, mypy --strict on the agent and collector packages, and the import
 ## contracts between the folders (import-linter, [tool.importlinter] in pyproject.toml).

@@ -6,6 +6,9 @@ matmuls on cuda:0 in a thread of this process, so this process's own GPU memory 
 samples every GPU at 1 Hz through the agent's own sampler, prints each reading and a
 summary per GPU, and exits 1 when it could read nothing. It only ever reads: it never
 changes a clock, power limit or any other GPU setting.
+
+`--record FILE` also writes every reading as a recording that `--gpu replay:FILE` plays
+back (agent/gpu/replay.py), so a real device's episode can be replayed where there is no GPU.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import sys
 import threading
 import time
 from dataclasses import fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyrometer.agent.shared.model import GpuReading
@@ -35,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gpu-check", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="how long to sample (default 20)")
     parser.add_argument("--no-load", action="store_true", help="do not start a GPU load")
+    parser.add_argument("--record", metavar="FILE", help="also write the readings as a replayable recording")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="  log: %(message)s")
     source = _open_nvml()
@@ -46,7 +51,19 @@ def main(argv: list[str] | None = None) -> int:
         readings = asyncio.run(_sample(source, max(0.1, args.seconds)))
     finally:
         load.stop()
+    if args.record and readings:
+        write_recording(Path(args.record), readings)
+        print(f"recorded {len(readings)} readings to {args.record} (play them with --gpu replay:FILE)")
     return _summary(readings)
+
+
+def write_recording(path: Path, readings: list[GpuReading]) -> None:
+    """The readings as a recording for --gpu replay:FILE, t from the first reading."""
+    from pyrometer.agent.gpu.replay import to_line
+
+    start_ns = min(r.time_ns for r in readings)
+    ordered = sorted(readings, key=lambda r: (r.time_ns, r.index))
+    path.write_text("".join(to_line(r, start_ns) + "\n" for r in ordered), encoding="utf-8")
 
 
 def _open_nvml() -> NvmlSource | None:

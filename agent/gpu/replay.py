@@ -129,6 +129,21 @@ def parse_line(line: str, where: str) -> tuple[Nanos, GpuReading]:
     return round(t * NANOS_PER_SECOND), GpuReading(time_ns=0, replayed=True, **record)
 
 
+def to_line(reading: GpuReading, start_ns: Nanos) -> str:
+    """One reading as a recording's line (the inverse of parse_line), `t` from start_ns.
+
+    Fields the device did not report (None) are left out, as parse_line reads them;
+    `replayed` and `time_ns` are the replay's own and never written. This is how
+    `gpu-check --record FILE` saves a real device's readings for `--gpu replay:FILE`.
+    """
+    record: dict[str, Any] = {"t": round((reading.time_ns - start_ns) / NANOS_PER_SECOND, 3)}
+    for f in dataclasses.fields(GpuReading):
+        value = getattr(reading, f.name)
+        if f.name not in _SET_BY_REPLAY and value is not None:
+            record[f.name] = value
+    return json.dumps(record)
+
+
 def _check(key: str, value: Any, where: str) -> None:
     accepted = _FIELD_TYPES.get(key)
     if accepted is None or key in _SET_BY_REPLAY:

@@ -50,7 +50,7 @@ NO_EPISODE = ThermalEpisode(start_s=float("inf"), duration_s=0.0, sm_clock_mhz=S
 
 
 def _template_row() -> dict[str, Any]:
-    """A busy, unthrottled reading from the recorded episode (the fields to fill in)."""
+    """A busy, unthrottled reading from the demo episode (the fields to fill in)."""
     rows = [json.loads(line) for line in TEMPLATE.read_text().splitlines() if line.strip()]
     busy = [r for r in rows if r["utilization_gpu_pct"] >= 90 and r["clock_event_reasons"] == 0]
     return dict(busy[0])
@@ -61,7 +61,7 @@ def recording(episode: ThermalEpisode, length_s: float, seed: int) -> list[dict[
 
     Outside the episode the device is warm and at full clock (reasons 0); inside, the
     temperature is at its slowdown threshold, the thermal reason bits are set and power
-    falls with the clock, as in the recorded episode.
+    falls with the clock, as in the demo episode.
     """
     rng = random.Random(seed)
     base = _template_row()

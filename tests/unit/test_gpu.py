@@ -4,9 +4,12 @@ pynvml's own error classes; `open_gpu_source('auto')` without NVML; gpu-check.""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 import subprocess
 import sys
+from pathlib import Path
 
 import pynvml
 import pytest
@@ -261,3 +264,29 @@ def test_gpu_check_prints_what_a_recorded_gpu_answers(monkeypatch: pytest.Monkey
     assert "own 0.00 GiB" in out  # its own pid uses no GPU memory here
     assert "not reported: power_limit_mw\n" in out
     assert not fake.initialised and not any(n.startswith("nvmlDeviceSet") for n in fake.calls)
+
+
+def test_gpu_check_records_what_the_replay_plays_back_unchanged(monkeypatch: pytest.MonkeyPatch,
+                                                                tmp_path: Path) -> None:
+    # `--record FILE` is how a real device's episode becomes a `--gpu replay:FILE` recording:
+    # every field the device reported comes back as it was read, only marked replayed
+    from pyrometer.agent.gpu import check as gpu_check
+    from pyrometer.agent.gpu.replay import load_recording
+
+    device = h200("GPU-a")
+    device["nvmlDeviceGetEnforcedPowerLimit"] = Fail(pynvml.NVML_ERROR_NOT_SUPPORTED)
+    FakeNvml([device, h200("GPU-b")]).install(monkeypatch)
+    source = NvmlSource.open()
+    read = [r for k in range(3) for r in source.read(S + k * SEC + k * 1_234_567, (TARGET,))]
+    source.close()
+    path = tmp_path / "episode.jsonl"
+    gpu_check.write_recording(path, list(reversed(read)))  # written in time order whatever came in
+    rows = load_recording(path)
+    # t to the millisecond: 1.001234567 s is written 1.001
+    assert [t for t, _ in rows] == [k * (SEC + 1_000_000) for k in range(3) for _ in range(2)]
+    assert [dataclasses.replace(r, replayed=False, time_ns=0) for _, r in rows] == [
+        dataclasses.replace(r, time_ns=0) for r in read]
+    assert all(r.replayed for _, r in rows)
+    # what GPU 0 did not report is left out of its lines, not written as 0
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [("power_limit_mw" in line) for line in lines] == [False, True] * 3

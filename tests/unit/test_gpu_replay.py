@@ -4,6 +4,7 @@ files, the demo recording) and the sampler playing a recording end to end."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -19,6 +20,8 @@ from pyrometer.agent.shared.errors import ConfigError
 from pyrometer.agent.shared.model import GpuReading
 
 DEMO = Path(__file__).resolve().parents[2] / "deploy" / "demo" / "gpu-thermal-episode.jsonl"
+# read from a real H100 by `make gpu-check --record` under its matmul load (deploy/README.md)
+REAL_H100 = DEMO.with_name("gpu-h100-power-cap.jsonl")
 S = 1_700_000_000 * 10**9  # the agent's start
 SEC = 10**9
 TARGET = 4242
@@ -119,6 +122,25 @@ def test_demo_recording_has_a_thermal_throttle_episode_and_recovers() -> None:
         assert r.sm_clock_mhz / r.sm_clock_max_mhz < 0.6  # a slowdown factor of about 1.8
     after = [r for r in readings if r.time_ns > thermal[-1].time_ns]
     assert after and not any((r.clock_event_reasons or 0) & clock_events.SLOWDOWN_MASK for r in after[-10:])
+
+
+def test_the_real_h100_recording_replays_its_power_capped_clocks() -> None:
+    # What a real device said under a sustained float16 matmul load: at its 700 W limit,
+    # SwPowerCap held the SM clock near 1300 of 1980 MHz (a slowdown of about 1.5) the whole
+    # time, far below the slowdown temperature; every field was reported.
+    readings = ReplaySource(REAL_H100, start_ns=S).read(S + 75 * SEC, ())  # one pass (t 0-74.002 s)
+    assert len(readings) == 75 and all(r.replayed and r.name == "NVIDIA H100 80GB HBM3" for r in readings)
+    assert all(getattr(r, f.name) is not None for r in readings for f in dataclasses.fields(r))
+    idle, loaded = readings[0], readings[1:]
+    assert idle.utilization_gpu_pct == 0 and idle.sm_clock_mhz == 345 and idle.process_memory_bytes == 0
+    for r in loaded:
+        assert decode_reasons(r.clock_event_reasons or 0) == ("SwPowerCap",)
+        assert r.utilization_gpu_pct is not None and r.utilization_gpu_pct >= 99
+        assert r.sm_clock_mhz is not None and r.sm_clock_max_mhz == 1980
+        assert 0.6 < r.sm_clock_mhz / r.sm_clock_max_mhz < 0.72
+        assert r.temperature_c is not None and r.temperature_c < (r.slowdown_temperature_c or 0) - 20
+        assert r.process_memory_bytes == 1_050_673_152  # the check's own operands and CUDA context
+    assert sum((r.power_mw or 0) >= 690_000 for r in loaded) >= 70
 
 
 def test_replay_runs_through_the_sampler_in_time_order() -> None:
