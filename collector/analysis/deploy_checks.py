@@ -1,7 +1,13 @@
 """What a deploy or restart that no request carries changed, measured at the event.
 
-Two checks (scorers_deploy.py says when each is asked):
+Three checks (scorers_deploy.py says when each is asked):
 
+- `rise_before`: for an event inside the spike (after its onset, within the tolerance
+  that lets a late event explain a spike whose main rise came later), how far latency
+  per request had already risen, size for size, in the requests that ended between the
+  onset and the event. Half the spike's rise or more before the event means something
+  else started the spike (an in-sample run: a decoy deploy 12 s into a spike a code path
+  began, credited with the CPU per request the code path raised).
 - `across_event`: the requests that began after the event and ended in the first half
   of the time from it to the spike's onset (outside earlier spikes), size-adjusted,
   against the baseline's requests before the event, in units of the baseline's own
@@ -45,6 +51,42 @@ def residuals(requests: Sequence[RequestSample], facts: Facts) -> list[float]:
         if value is not None:
             out.append(value)
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class RiseBefore:
+    """For an event inside the spike: latency per request between the onset and it."""
+
+    requests: int  # that ended between the onset and the event (outside earlier spikes)
+    rise: float  # fraction, size for size, against the baseline; NaN when not known
+    of_spike: float  # its share of the whole spike's size-adjusted (log) rise; NaN if unknown
+
+    @property
+    def already(self) -> bool:
+        """Whether most of the spike's rise came before the event (NaN: not known, no)."""
+        return self.of_spike >= 0.5
+
+    def describe(self) -> str:
+        return (f"latency per request had already risen {pct(self.rise)} size for size in "
+                f"the {self.requests} requests between the onset and it, so something before "
+                "it started the spike")
+
+
+def rise_before(ctx: SpikeContext, facts: Facts, event: EventInfo) -> RiseBefore:
+    onset = ctx.spike.onset_ns
+    unknown = RiseBefore(0, math.nan, math.nan)
+    if event.time_ns <= onset:
+        return unknown
+    before = [r for r in ctx.requests if onset <= r.end_ns < event.time_ns
+              and not any(lo <= r.end_ns < hi for lo, hi in ctx.excluded)]
+    base, inside = ctx.request_split()
+    if len(before) < MIN_ACROSS_REQUESTS or len(base) < MIN_ACROSS_REQUESTS or not inside:
+        return RiseBefore(len(before), math.nan, math.nan)
+    reference = median(residuals(base, facts))
+    whole = median(residuals(inside, facts)) - reference
+    rise = median(residuals(before, facts)) - reference
+    share = rise / whole if whole > math.log(1.05) else math.nan
+    return RiseBefore(len(before), math.expm1(rise), share)
 
 
 @dataclass(frozen=True, slots=True)

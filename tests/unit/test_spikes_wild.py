@@ -148,6 +148,31 @@ def test_an_uncarried_deploy_that_made_each_request_costlier_still_explains() ->
     assert "no request or sample carries that version" in ranking.causes[0].explanation
 
 
+def test_an_uncarried_deploy_inside_a_spike_that_had_already_risen_did_not_start_it() -> None:
+    # An in-sample run: a costlier code path switched on at the onset, and a decoy deploy
+    # of a version nothing carries posted 12 s into the spike; the CPU per request the
+    # code path raised was read as the deploy's doing (deploy 0.57, first; code path
+    # 0.54). The requests between the onset and the event were already slow: whatever
+    # started the spike came before it.
+    rng = random.Random(35)
+    base = requests(T0, START, rng, rate=20)
+    inside = requests(START, END, rng, rate=20, slow=2.2)
+    res = points(T0, 60, [0.55, 0.6, 0.65], [0.05], [2.0]) + points(
+        START, 6, [1.25], [0.05], [12.0])
+    ctx = SpikeContext(
+        spike=SPIKE, step_ns=STEP, baseline_start_ns=T0, requests=tuple(base + inside),
+        resources=tuple(res), events=(EventInfo(ONSET + 8 * S, "deploy", "1.0.3", "1.0.2"),),
+        baseline_profile=flat(len(base), 5.0), spike_profile=flat(len(inside), 10.0))
+    deploy = next(c for c in rank(ctx).checked if c.kind == "deploy")
+    assert deploy.score < MIN_SCORE, deploy
+    assert "8s into the spike" in deploy.explanation
+    assert "had already risen" in deploy.explanation and "before it" in deploy.explanation
+    assert deploy.evidence["requests_before_event"] >= 100
+    # the same deploy at the onset's step, with nothing slow before it, still explains
+    early = replace(ctx, events=(EventInfo(ONSET - 2 * S, "deploy", "1.0.3", "1.0.2"),))
+    assert rank(early).causes[0].kind == "deploy"
+
+
 # --- waiting frames are symptoms ------------------------------------------------------
 
 SERVE = (Frame("serve_forever", "socketserver.py"), Frame("handle", "server_app.py"))
