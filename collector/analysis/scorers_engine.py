@@ -3,7 +3,11 @@ inside vLLM, Triton, TorchServe or TGI while latency rose.
 
 Engine queueing: requests waited longer in the engine's queue (its queue-time mean per
 request, or its count of waiting requests, up against the baseline) while the compute
-time per request stayed flat: the engine had no room, each request cost no more.
+time per request stayed flat: the engine had no room, each request cost no more. Where
+the engine reports its queue time, the rise in it per request over the rise in the
+requests' median latency is the share of the rise the queue explains (`share_of_rise`,
+so that a queue and, say, a payload shift at once are ordered by how much each explains;
+a mean against a median, an estimate).
 
 Batch saturation: the running batch sat at its limit (the configured maximum where a
 mapping gives one, else the highest count the engine reported around the spike) with
@@ -25,9 +29,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from pyrometer.collector.analysis.candidate import Cause, Facts, none, num, pct, timing
+from pyrometer.collector.analysis.candidate import SHARE, Cause, Facts, none, num, pct, timing
 from pyrometer.collector.analysis.evidence import SignalSummary, SpikeContext, summarize
-from pyrometer.collector.analysis.robust import median, ramp, ratio
+from pyrometer.collector.analysis.robust import clip01, median, ramp, ratio
 
 NO_DATA = "no engine metrics (agent --scrape)"
 
@@ -113,6 +117,8 @@ def score_engine_queueing(ctx: SpikeContext, facts: Facts) -> Cause:
         "requests_waiting_spike": num(w.spike_value if w else None, 1),
         "compute_time_ratio": num(c_ratio), "engines": _engines(ctx),
     }
+    if q is not None:
+        evidence[SHARE] = num(_share_of_rise(ctx, q.spike_value - q.baseline.median))
     seen = []
     if q is not None:
         seen.append(f"engine queue time {q.baseline.median * 1e3:.0f} -> "
@@ -129,6 +135,16 @@ def score_engine_queueing(ctx: SpikeContext, facts: Facts) -> Cause:
                     else f"compute time per request {pct(c_ratio - 1)}")
     return Cause(kind, score, z, f"{what}, {compute_note}: requests wait in the engine's queue",
                  evidence)
+
+
+def _share_of_rise(ctx: SpikeContext, seconds_per_request: float) -> float:
+    """What `seconds_per_request` more of something is of the requests' median latency
+    rise, 0..1; NaN where latency did not rise (or no requests say)."""
+    base, inside = ctx.request_split()
+    if not base or not inside:
+        return math.nan
+    rise_s = (median([r.latency_ms for r in inside]) - median([r.latency_ms for r in base])) / 1e3
+    return clip01(seconds_per_request / rise_s) if rise_s > 0 else math.nan
 
 
 def score_batch_saturation(ctx: SpikeContext, facts: Facts) -> Cause:

@@ -81,6 +81,19 @@ def test_queueing_ranks_first_when_queue_time_and_waiting_rise_with_flat_compute
     assert "queue" in first.explanation
 
 
+def test_queueing_names_the_share_of_the_rise_its_queue_time_explains() -> None:
+    # requests 40 -> 100 ms (median); the engine's queue 10 -> 40 ms per request: half
+    ctx = scenario(queue_time_s=(steady(0.01 * 100, 0.04 * 100, 0.02), 100),
+                   compute_time_s=(steady(0.03 * 100, noise=0.02), 100),
+                   requests_waiting=(steady(0.5, 8.0, 0.3), 0))
+    queueing = next(c for c in rank(ctx).checked if c.kind == "engine_queueing")
+    assert math.isclose(queueing.evidence["share_of_rise"], 30 / 60, abs_tol=0.06), queueing.evidence
+    # a queue seen only as a count of waiting requests says nothing of time: no share
+    counted = scenario(requests_waiting=(steady(0.5, 30.0, 0.3), 0))
+    queueing = next(c for c in rank(counted).checked if c.kind == "engine_queueing")
+    assert queueing.score > 0 and "share_of_rise" not in queueing.evidence
+
+
 def test_queueing_does_not_fire_when_compute_per_request_grew_too() -> None:
     ctx = scenario(queue_time_s=(steady(0.02 * 100, 0.2 * 100), 100),
                    compute_time_s=(steady(0.04 * 100, 0.12 * 100), 100))
