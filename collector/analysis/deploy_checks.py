@@ -2,12 +2,14 @@
 
 Three checks (scorers_deploy.py says when each is asked):
 
-- `rise_before`: for an event inside the spike (after its onset, within the tolerance
-  that lets a late event explain a spike whose main rise came later), how far latency
-  per request had already risen, size for size, in the requests that ended between the
-  onset and the event. Half the spike's rise or more before the event means something
-  else started the spike (an in-sample run: a decoy deploy 12 s into a spike a code path
-  began, credited with the CPU per request the code path raised).
+- `cost_across`: for an event inside the spike later than the onset's tolerance (which
+  only the allowance for a spike whose main rise came later lets through), the target's
+  CPU seconds per request in the spike's steps after the event against its steps before
+  it. A late event that escalated the spike made each request costlier from there on; one
+  that changed nothing leaves the cost where the spike had already taken it (an
+  in-sample run: a decoy deploy 12 s into a spike a costlier code path began was credited
+  with the CPU per request the code path had raised since the onset). Not known without
+  CPU readings or a whole step with enough requests on each side; then `cost_step` judges.
 - `across_event`: the requests that began after the event and ended in the first half
   of the time from it to the spike's onset (outside earlier spikes), size-adjusted,
   against the baseline's requests before the event, in units of the baseline's own
@@ -54,39 +56,49 @@ def residuals(requests: Sequence[RequestSample], facts: Facts) -> list[float]:
 
 
 @dataclass(frozen=True, slots=True)
-class RiseBefore:
-    """For an event inside the spike: latency per request between the onset and it."""
+class CostAcross:
+    """For an event inside the spike, past the onset's tolerance: CPU per request after it
+    against before it, both inside the spike."""
 
-    requests: int  # that ended between the onset and the event (outside earlier spikes)
-    rise: float  # fraction, size for size, against the baseline; NaN when not known
-    of_spike: float  # its share of the whole spike's size-adjusted (log) rise; NaN if unknown
+    ratio: float  # NaN when not known
+    steps: tuple[int, int]  # whole steps with enough requests before and after the event
 
     @property
-    def already(self) -> bool:
-        """Whether most of the spike's rise came before the event (NaN: not known, no)."""
-        return self.of_spike >= 0.5
+    def known(self) -> bool:
+        return not math.isnan(self.ratio)
+
+    @property
+    def changed(self) -> float:
+        return ramp(self.ratio, 1.1, 1.4) if self.known else 0.0
 
     def describe(self) -> str:
-        return (f"latency per request had already risen {pct(self.rise)} size for size in "
-                f"the {self.requests} requests between the onset and it, so something before "
-                "it started the spike")
+        verb = "rose" if self.changed > 0 else "unchanged"
+        return (f"CPU per request across it, inside the spike, {verb}: {pct(self.ratio - 1)} "
+                f"(over {self.steps[0]} steps before it and {self.steps[1]} after)")
 
 
-def rise_before(ctx: SpikeContext, facts: Facts, event: EventInfo) -> RiseBefore:
-    onset = ctx.spike.onset_ns
-    unknown = RiseBefore(0, math.nan, math.nan)
-    if event.time_ns <= onset:
+def cost_across(ctx: SpikeContext, event: EventInfo) -> CostAcross:
+    unknown = CostAcross(math.nan, (0, 0))
+    if event.time_ns <= ctx.spike.onset_ns + ctx.tolerance_ns:
         return unknown
-    before = [r for r in ctx.requests if onset <= r.end_ns < event.time_ns
-              and not any(lo <= r.end_ns < hi for lo, hi in ctx.excluded)]
-    base, inside = ctx.request_split()
-    if len(before) < MIN_ACROSS_REQUESTS or len(base) < MIN_ACROSS_REQUESTS or not inside:
-        return RiseBefore(len(before), math.nan, math.nan)
-    reference = median(residuals(base, facts))
-    whole = median(residuals(inside, facts)) - reference
-    rise = median(residuals(before, facts)) - reference
-    share = rise / whole if whole > math.log(1.05) else math.nan
-    return RiseBefore(len(before), math.expm1(rise), share)
+    done = {i: len(rs) for i, rs in ctx.request_steps().items()}
+    at = ctx.bucket_index(event.time_ns)
+    spike_steps = -(-(ctx.spike.end_ns - ctx.spike.start_ns) // ctx.step_ns)
+    sides: dict[bool, list[float]] = {False: [0.0, 0.0, 0.0], True: [0.0, 0.0, 0.0]}
+    for p in ctx.resources:
+        i = ctx.bucket_index(p.start_ns)
+        n = done.get(i, 0)
+        # whole steps only: the event's own step holds both sides
+        if p.target_cpu_cores is None or n < MIN_STEP_REQUESTS or not 0 <= i < spike_steps or i == at:
+            continue
+        side = sides[i > at]
+        side[0] += p.target_cpu_cores
+        side[1] += n
+        side[2] += 1
+    (b_cpu, b_n, b_steps), (a_cpu, a_n, a_steps) = sides[False], sides[True]
+    if not b_steps or not a_steps:
+        return CostAcross(math.nan, (int(b_steps), int(a_steps)))
+    return CostAcross((a_cpu / a_n) / (b_cpu / b_n), (int(b_steps), int(a_steps)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,10 +19,10 @@ so it is checked, not assumed. Two ways to check, by what carries the new versio
   every request costs more per request. (The profile's shape is not asked: a new code
   path that costs nothing per request does not slow anything, and one that does shows
   in the cost.) A slowdown that neither costs CPU nor shows before the onset is left to
-  the other candidates. When it came inside the spike (a late event may still explain a
-  spike whose main rise came later), the requests between the onset and the event come
-  first: if latency per request had already made half the spike's rise, something else
-  started it, and the event scores 0 whatever the spike's cost.
+  the other candidates. When it came inside the spike, later than the onset's tolerance
+  (a late event may still explain a spike whose main rise came later), the CPU per
+  request of the spike's steps after it against those before it: the spike's cost over
+  the baseline's began before the event and says nothing of it.
 
 The share of the rise the event explains scales its score; an event that changed
 nothing scores 0 and says so.
@@ -43,7 +43,7 @@ from pyrometer.collector.analysis.candidate import (
     num,
     pct,
 )
-from pyrometer.collector.analysis.deploy_checks import across_event, cost_step, residuals, rise_before
+from pyrometer.collector.analysis.deploy_checks import across_event, cost_across, cost_step, residuals
 from pyrometer.collector.analysis.evidence import EventInfo, RequestSample, SpikeContext
 from pyrometer.collector.analysis.robust import Baseline, clip01, median
 
@@ -147,11 +147,11 @@ def _score_uncarried(ctx: SpikeContext, facts: Facts, event: EventInfo) -> Cause
     share = clip01(rise / observed) if observed > MIN_RISE else 0.0
     step = across_event(ctx, facts, event)
     cost = cost_step(ctx, facts)
-    before = rise_before(ctx, facts, event)
+    across = cost_across(ctx, event)
     # the requests across the event, where there are enough, say it directly; an event
-    # inside a spike that had already risen started nothing, whatever the spike's cost
-    changed, how = (0.0, before.describe()) if before.already else (
-        (step.changed, step.describe()) if step.known else (cost.changed, cost.describe()))
+    # late inside the spike, by the cost per request across it there
+    changed, how = (step.changed, step.describe()) if step.known else (
+        (across.changed, across.describe()) if across.known else (cost.changed, cost.describe()))
     z = step.z if step.known else cost.z
     score = 0.9 * changed * share
     evidence = {
@@ -160,7 +160,7 @@ def _score_uncarried(ctx: SpikeContext, facts: Facts, event: EventInfo) -> Cause
         "z_across_event": num(step.z), "size_adjusted_cpu_per_request_ratio":
         num(cost.ratio), "cpu_per_request_z": num(cost.z),
         "size_adjusted_rise": num(math.expm1(rise)), "observed_rise": num(math.expm1(observed)),
-        "requests_before_event": before.requests, "rise_before_event": num(before.rise),
+        "cpu_per_request_ratio_across_event": num(across.ratio),
         SHARE: num(share * changed),
     }
     nothing = ("no request or sample carries that version" if event.version else

@@ -148,29 +148,45 @@ def test_an_uncarried_deploy_that_made_each_request_costlier_still_explains() ->
     assert "no request or sample carries that version" in ranking.causes[0].explanation
 
 
-def test_an_uncarried_deploy_inside_a_spike_that_had_already_risen_did_not_start_it() -> None:
-    # An in-sample run: a costlier code path switched on at the onset, and a decoy deploy
-    # of a version nothing carries posted 12 s into the spike; the CPU per request the
-    # code path raised was read as the deploy's doing (deploy 0.57, first; code path
-    # 0.54). The requests between the onset and the event were already slow: whatever
-    # started the spike came before it.
+def escalating_spike_with_a_late_uncarried_deploy(cpu_before: float, cpu_after: float) -> SpikeContext:
+    """Requests 1.4x slower from the spike's start, 3x from 30 s in (its main rise); a
+    deploy nothing carries 32 s in, later than the onset's tolerance but admitted by the
+    main rise's; the target's CPU cores in the spike's first three steps and last three."""
     rng = random.Random(35)
     base = requests(T0, START, rng, rate=20)
-    inside = requests(START, END, rng, rate=20, slow=2.2)
+    mild = requests(START, START + 30 * S, rng, rate=20, slow=1.4)
+    main = requests(START + 30 * S, END, rng, rate=20, slow=3.0)
     res = points(T0, 60, [0.55, 0.6, 0.65], [0.05], [2.0]) + points(
-        START, 6, [1.25], [0.05], [12.0])
-    ctx = SpikeContext(
-        spike=SPIKE, step_ns=STEP, baseline_start_ns=T0, requests=tuple(base + inside),
-        resources=tuple(res), events=(EventInfo(ONSET + 8 * S, "deploy", "1.0.3", "1.0.2"),),
-        baseline_profile=flat(len(base), 5.0), spike_profile=flat(len(inside), 10.0))
+        START, 3, [cpu_before], [0.05], [12.0]) + points(START + 30 * S, 3, [cpu_after], [0.05], [12.0])
+    # the detector's peak and baseline p99 for these requests: the main rise is the first
+    # step past half of it, 30 s in
+    spike = replace(SPIKE, baseline_ms=78.0, peak_ms=234.0)
+    return SpikeContext(
+        spike=spike, step_ns=STEP, baseline_start_ns=T0, requests=tuple(base + mild + main),
+        resources=tuple(res), events=(EventInfo(START + 32 * S, "deploy", "1.0.3", "1.0.2"),),
+        baseline_profile=flat(len(base), 5.0), spike_profile=flat(len(mild + main), 10.0))
+
+
+def test_a_late_uncarried_deploy_that_changed_no_cost_per_request_did_not_escalate_it() -> None:
+    # An in-sample run: a costlier code path switched on at the onset, a decoy deploy of a
+    # version nothing carries posted 12 s into the spike (past the tolerance, admitted as
+    # the spike's main rise came later); the CPU per request the code path had raised
+    # since the onset, spike over baseline, was read as the deploy's doing (deploy 0.57,
+    # first; code path 0.54). Across the event, inside the spike, it did not change.
+    ctx = escalating_spike_with_a_late_uncarried_deploy(cpu_before=1.25, cpu_after=1.25)
     deploy = next(c for c in rank(ctx).checked if c.kind == "deploy")
     assert deploy.score < MIN_SCORE, deploy
-    assert "8s into the spike" in deploy.explanation
-    assert "had already risen" in deploy.explanation and "before it" in deploy.explanation
-    assert deploy.evidence["requests_before_event"] >= 100
-    # the same deploy at the onset's step, with nothing slow before it, still explains
-    early = replace(ctx, events=(EventInfo(ONSET - 2 * S, "deploy", "1.0.3", "1.0.2"),))
-    assert rank(early).causes[0].kind == "deploy"
+    assert "31s into the spike" in deploy.explanation
+    assert "CPU per request across it, inside the spike, unchanged" in deploy.explanation
+    assert 0.95 < deploy.evidence["cpu_per_request_ratio_across_event"] < 1.05
+
+
+def test_a_late_uncarried_deploy_that_made_requests_costlier_from_it_still_explains() -> None:
+    # the same escalation, and each request cost twice the CPU from the event on
+    ctx = escalating_spike_with_a_late_uncarried_deploy(cpu_before=0.9, cpu_after=1.8)
+    deploy = next(c for c in rank(ctx).checked if c.kind == "deploy")
+    assert "CPU per request across it, inside the spike, rose" in deploy.explanation, deploy
+    assert deploy.score >= MIN_SCORE
 
 
 # --- waiting frames are symptoms ------------------------------------------------------
