@@ -11,6 +11,7 @@ of the rise that signal accounts for.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 
 from pyrometer.collector.analysis.candidate import SHARE, Cause, Scorer, facts
@@ -60,23 +61,31 @@ class Ranking:
 def rank(ctx: SpikeContext) -> Ranking:
     """Every candidate scored; those above zero sorted by score (ties: by z)."""
     shared = facts(ctx)
-    verdicts = _below_what_explains_them(tuple(_clamped(scorer(ctx, shared)) for scorer in SCORERS))
+    return order(tuple(_clamped(scorer(ctx, shared)) for scorer in SCORERS))
+
+
+def order(verdicts: tuple[Cause, ...]) -> Ranking:
+    """The scorers' verdicts ranked: each below the more direct account that explains it
+    (EXPLAINED_BY), by score (ties: by z), then those that split the rise by their share."""
+    verdicts, capped = _below_what_explains_them(verdicts)
     scored = sorted((c for c in verdicts if c.score > 0), key=lambda c: (-c.score, -c.z, c.kind))
-    return Ranking(tuple(by_share(scored)), verdicts)
+    return Ranking(tuple(by_share(scored, pinned=capped)), verdicts)
 
 
-def _below_what_explains_them(verdicts: tuple[Cause, ...]) -> tuple[Cause, ...]:
-    """See EXPLAINED_BY."""
+def _below_what_explains_them(verdicts: tuple[Cause, ...]) -> tuple[tuple[Cause, ...], frozenset[str]]:
+    """See EXPLAINED_BY; also the kinds it capped, which must stay below what explains them."""
     by_kind = {c.kind: c for c in verdicts}
     out = []
+    capped = set()
     for cause in verdicts:
         direct = max((by_kind[k] for k in EXPLAINED_BY.get(cause.kind, ()) if k in by_kind
                       and by_kind[k].score >= MIN_SCORE), key=lambda c: c.score, default=None)
         if direct is not None and cause.score > BELOW * direct.score:
             cause = replace(cause, score=BELOW * direct.score,
                             explanation=f"{cause.explanation} (follows from {direct.kind})")
+            capped.add(cause.kind)
         out.append(cause)
-    return tuple(out)
+    return tuple(out), frozenset(capped)
 
 
 def _share(cause: Cause) -> float | None:
@@ -85,16 +94,18 @@ def _share(cause: Cause) -> float | None:
         else None
 
 
-def by_share(causes: list[Cause]) -> list[Cause]:
+def by_share(causes: list[Cause], pinned: Collection[str] = ()) -> list[Cause]:
     """Causes that each explain part of the rise (larger inputs during a surge), ordered
     among themselves by how much of it each explains.
 
     Scores say how sure a scorer is; when two sure candidates split the rise, the one
     that accounts for more of it is the one to act on first. Only causes that name
     their share (evidence `share_of_rise`) and explain the spike (MIN_SCORE) move, and
-    only into each other's places; the rest keep their rank by score.
+    only into each other's places; the rest keep their rank by score. `pinned` kinds keep
+    theirs too: a candidate capped below the more direct account of the same thing
+    (EXPLAINED_BY) must not move above it by its share.
     """
-    places = [i for i, c in enumerate(causes) if _share(c) is not None]
+    places = [i for i, c in enumerate(causes) if _share(c) is not None and c.kind not in pinned]
     if len(places) < 2:
         return causes
     moved = sorted((causes[i] for i in places), key=lambda c: -(_share(c) or 0.0))

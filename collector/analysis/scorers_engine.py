@@ -139,12 +139,14 @@ def score_engine_queueing(ctx: SpikeContext, facts: Facts) -> Cause:
 
 def _share_of_rise(ctx: SpikeContext, seconds_per_request: float) -> float:
     """What `seconds_per_request` more of something is of the requests' median latency
-    rise, 0..1; NaN where latency did not rise (or no requests say)."""
+    rise, 0..1; NaN where the median rose by less than 5% (a spike of the tail only:
+    a share of next to nothing says nothing) or no requests say."""
     base, inside = ctx.request_split()
     if not base or not inside:
         return math.nan
-    rise_s = (median([r.latency_ms for r in inside]) - median([r.latency_ms for r in base])) / 1e3
-    return clip01(seconds_per_request / rise_s) if rise_s > 0 else math.nan
+    before = median([r.latency_ms for r in base])
+    rise_ms = median([r.latency_ms for r in inside]) - before
+    return clip01(1e3 * seconds_per_request / rise_ms) if rise_ms > 0.05 * before else math.nan
 
 
 def score_batch_saturation(ctx: SpikeContext, facts: Facts) -> Cause:

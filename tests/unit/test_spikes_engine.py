@@ -11,7 +11,8 @@ import math
 import random
 from collections.abc import Callable
 
-from pyrometer.collector.analysis.causes import rank
+from pyrometer.collector.analysis.candidate import Cause
+from pyrometer.collector.analysis.causes import order, rank
 from pyrometer.collector.analysis.evidence import (
     CodeProfile,
     EngineSample,
@@ -178,3 +179,18 @@ def test_steady_engine_metrics_explain_nothing() -> None:
                    kv_cache_usage=(steady(0.4), 0), preemptions=(steady(0.0), 0),
                    prompt_tokens=(steady(50000.0), 0), requests=(steady(100.0), 0))
     assert not ENGINE_KINDS & set(causes(ctx))
+
+
+def test_a_share_never_lifts_a_cause_above_the_more_direct_account_of_it() -> None:
+    # a queue behind a full KV cache is capped below it; its share of the rise (0.6, more
+    # than the payload's 0.3) may order it against the payload, never above the cache
+    verdicts = (Cause("payload_size", 0.8, 3.0, "larger", {"share_of_rise": 0.3}),
+                Cause("kv_cache_pressure", 0.7, 2.0, "full"),
+                Cause("engine_queueing", 0.9, 5.0, "queue", {"share_of_rise": 0.6}))
+    ranked = order(verdicts).causes
+    kinds = [c.kind for c in ranked]
+    assert kinds.index("kv_cache_pressure") < kinds.index("engine_queueing"), ranked
+    assert "(follows from kv_cache_pressure)" in ranked[kinds.index("engine_queueing")].explanation
+    # with nothing capped, the shares order the two that split the rise
+    free = order((verdicts[0], Cause("engine_queueing", 0.7, 5.0, "queue", {"share_of_rise": 0.6})))
+    assert [c.kind for c in free.causes] == ["engine_queueing", "payload_size"]
