@@ -78,6 +78,7 @@ def create_app(store: Store, metrics: CollectorMetrics, middlewares: Sequence[Mi
     app.router.add_get("/api/v1/flamegraph/diff", flamegraph_diff)
     app.router.add_get("/api/v1/latency", api_series.latency)
     app.router.add_get("/api/v1/gpu", api_series.gpu)
+    app.router.add_get("/api/v1/engine", api_series.engine)
     app.router.add_get("/api/v1/process", api_series.process)
     app.router.add_get("/api/v1/spikes", api_spikes.spikes)
     app.router.add_get("/api/v1/stages", api_stages.stages)

@@ -125,6 +125,10 @@ def _paths() -> dict[str, Any]:
         "/api/v1/latency": _get("request latency and sizes per step",
                                 [*window, STEP, *LABELS[:2], _param("route", "only this route")]),
         "/api/v1/gpu": _get("GPU readings per GPU per step", [*window, STEP, *LABELS[:2]]),
+        "/api/v1/engine": _get("the serving engine's metrics (agent --scrape) per instance, "
+                               "engine, model and metric per step: a gauge's average, a "
+                               "counter's rate per second, a histogram's mean",
+                               [*window, STEP, *LABELS[:2]]),
         "/api/v1/process": _get("target process and host readings per step",
                                 [*window, STEP, *LABELS[:2]]),
         "/api/v1/spikes": _get(

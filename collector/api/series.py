@@ -1,4 +1,4 @@
-"""GET /api/v1/latency, /api/v1/gpu and /api/v1/process: telemetry series by step.
+"""GET /api/v1/latency, /gpu, /process and /engine: telemetry series by step.
 
 Common parameters: service (required), from, to (as for flame graphs), step (a
 duration such as 10s, 1m, 250ms; by default the smallest of 1s, 2s, 5s, 10s, ... that
@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from pyrometer.agent.shared.model import NANOS_PER_SECOND, Nanos
+from pyrometer.agent.shared.model import ENGINE_METRICS, NANOS_PER_SECOND, Nanos
 from pyrometer.collector.api.params import (
     MAX_LABEL_LEN,
     STORE,
@@ -32,7 +32,7 @@ from pyrometer.collector.api.params import (
     short,
     window_json,
 )
-from pyrometer.collector.storage.reads import REPLAYED_NOTICE, SeriesQuery
+from pyrometer.collector.storage.reads import REPLAYED_NOTICE, EngineBucket, SeriesQuery
 from pyrometer.collector.timeparse import (
     MAX_TIME_NS,
     TimeFormatError,
@@ -171,3 +171,59 @@ async def process(request: web.Request) -> web.Response:
         "processes": _grouped(procs, lambda p: (p.instance, p.pid), ("instance", "pid")),
         "hosts": _grouped(hosts, lambda p: (p.instance,), ("instance",)),
     })
+
+
+# What one step's value of an engine series is, by the metric's kind (ENGINE_METRICS):
+# a gauge's average reading, a counter's increase per second of the scrapes it covered,
+# a histogram's mean observation (sum over count). The unit follows from metric and kind.
+_ENGINE_UNITS = {"requests": "requests/s", "preemptions": "preemptions/s",
+                 "prompt_tokens": "tokens/s", "generation_tokens": "tokens/s",
+                 "requests_running": "requests", "requests_waiting": "requests",
+                 "max_running": "requests", "kv_cache_usage": "fraction"}
+
+
+def engine_kind(metric: str, buckets: Iterable[EngineBucket]) -> str:
+    """'mean', 'delta' or 'gauge': the metric's kind, or 'mean' where an engine gave a
+    histogram for what others count (TGI's input length: tokens per request)."""
+    kind = ENGINE_METRICS[metric]
+    return "mean" if kind == "delta" and any(b.observations > 0 for b in buckets) else kind
+
+
+def engine_point(bucket: EngineBucket, kind: str) -> dict[str, Any]:
+    """One step of an engine series: its value (null where the step cannot say) and what
+    it was made of."""
+    point: dict[str, Any] = {"time": format_time(bucket.start_ns), "start_ns": bucket.start_ns,
+                             "readings": bucket.readings}
+    if kind == "gauge":
+        return {**point, "value": bucket.mean_reading, "max": bucket.max_reading}
+    if kind == "delta":
+        per_s = bucket.total / bucket.covered_s if bucket.covered_s > 0 else None
+        return {**point, "value": per_s, "total": bucket.total}
+    mean = bucket.total / bucket.observations if bucket.observations > 0 else None
+    return {**point, "value": mean, "observations": bucket.observations}
+
+
+async def engine(request: web.Request) -> web.Response:
+    """GET /api/v1/engine?service=&from=&to=&step=[&instance=&version=]
+
+    The serving engine's metrics as the agent scraped them (agent --scrape URL):
+    {head..., "series": [{"instance", "engine", "model", "metric", "kind", "unit",
+    "points": [{"time", "start_ns", "readings", "value", and by kind: "max" (gauge: the
+    highest reading), "total" (delta: the step's increase; value is per second),
+    "observations" (mean: how many the value averages; null value where none)}]}]}.
+    Metrics and kinds: ENGINE_METRICS in the agent's shared model; an engine's names map
+    to them in agent/engine/mapping.py.
+    """
+    q = parse_series(request.query)
+    buckets = await run_query(request, "engine", request.app[STORE].engine, q)
+    groups: dict[tuple[str, str, str, str], list[EngineBucket]] = {}
+    for bucket in buckets:
+        groups.setdefault((bucket.instance, bucket.engine, bucket.model, bucket.metric), []).append(bucket)
+    series = []
+    for (instance, engine_name, model, metric), steps in groups.items():
+        kind = engine_kind(metric, steps)
+        unit = "tokens/request" if kind == "mean" and metric.endswith("_tokens") else (
+            "seconds" if metric.endswith("_s") else _ENGINE_UNITS.get(metric, ""))
+        series.append({"instance": instance, "engine": engine_name, "model": model, "metric": metric,
+                       "kind": kind, "unit": unit, "points": [engine_point(b, kind) for b in steps]})
+    return web.json_response({**_head(q), "series": series})

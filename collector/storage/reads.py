@@ -219,6 +219,24 @@ class VersionCost:
 
 
 @dataclass(frozen=True, slots=True)
+class EngineBucket:
+    """One engine series (instance, engine, model, metric) over one step: the readings'
+    aggregates, from which the API derives the step's value by the metric's kind."""
+
+    instance: str
+    engine: str
+    model: str
+    metric: str
+    start_ns: Nanos
+    readings: int
+    total: float  # the sum of the readings' values (increases, or sums of observations)
+    observations: int  # behind a sum: how many were summed (0 for counters and gauges)
+    covered_s: float  # the scrape intervals the readings covered
+    mean_reading: float  # the readings' average (a gauge's value over the step)
+    max_reading: float
+
+
+@dataclass(frozen=True, slots=True)
 class EngineRow:
     """One stored engine reading (agent --scrape): see ENGINE_METRICS in the shared model."""
 

@@ -17,6 +17,7 @@ from pyrometer.collector.model import Profile
 from pyrometer.collector.storage.batch import DecodedBatch
 from pyrometer.collector.storage.label_sets import LabelSet, LabelSetSummary, StepSamples
 from pyrometer.collector.storage.reads import (
+    EngineBucket,
     EngineRow,
     EventListing,
     GpuPoint,
@@ -139,6 +140,11 @@ class Store(Protocol):
 
     def host(self, query: SeriesQuery) -> list[HostPoint]:
         """Host readings per instance per step (filters: instance, version)."""
+        ...
+
+    def engine(self, query: SeriesQuery) -> list[EngineBucket]:
+        """The serving engine's series per instance, engine, model and metric per step
+        (filters: instance, version)."""
         ...
 
     def events(self, service: str, start_ns: Nanos, end_ns: Nanos, *,

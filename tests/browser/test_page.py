@@ -52,14 +52,17 @@ def test_the_timeline_draws_the_incident(open_page: tuple[Page, Watch], collecto
     page.goto(page_url(collector))
     loaded(page)
     panels = {p.get_attribute("data-panel"): p for p in page.locator(".panel[data-panel]").all()}
-    assert set(panels) == {"rate", "latency", "gpu-clock", "gpu-temperature", "gpu-power", "host"}
-    # 25 minutes in 5 s steps, every one with requests, GPU and host readings
+    assert set(panels) == {"rate", "latency", "gpu-clock", "gpu-temperature", "gpu-power", "host",
+                           "engine-batch", "engine-latency"}
+    # 25 minutes in 5 s steps, every one with requests, GPU, engine and host readings
     assert {p.get_attribute("data-points") for p in panels.values()} == {"300"}
     # the restart and the deploy, drawn on every panel
     assert {p.get_attribute("data-markers") for p in panels.values()} == {"2"}
     assert panels["gpu-clock"].get_attribute("data-throttle") == "hw_thermal_slowdown"
     expect(panels["latency"].locator(".u-legend")).to_contain_text("TTFB p95 ms")
     expect(panels["gpu-clock"].locator(".replayed")).to_have_text("replayed, not measured")
+    expect(panels["engine-batch"].locator(".u-legend")).to_contain_text("KV cache %")
+    expect(panels["engine-latency"].locator(".u-legend")).to_contain_text("TTFT ms")
     deploy = page.locator("#events li[data-kind=deploy]")
     expect(deploy).to_have_text(re.compile(r"deploy v1 \u2192 v2 on pod-a"))
     expect(page.locator("#events li[data-kind=restart]")).to_have_count(1)

@@ -121,6 +121,7 @@ PARAMS = {
                                 "format", "instance", "pid"],
     "/api/v1/latency": ["service", "from", "to", "step", "route", "version", "instance"],
     "/api/v1/gpu": ["service", "from", "to", "step"],
+    "/api/v1/engine": ["service", "from", "to", "step", "instance", "version"],
     "/api/v1/process": ["service", "from", "to", "step"],
     "/api/v1/spikes": ["service", "from", "to", "step", "baseline", "percentile"],
     "/api/v1/events": ["service", "from", "to", "kind"],

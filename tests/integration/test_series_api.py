@@ -20,15 +20,29 @@ from pyrometer.collector.storage.duckdb.backend import DuckDBStore
 from pyrometer.collector.storage.reads import REPLAYED_NOTICE
 from pyrometer.collector.timeparse import format_duration, parse_duration
 from support.ingest_builder import BASE_NS, NOW_NS, StreamEncoder
-from support.telemetry_builder import S, event, gpu, host, process, request
+from support.telemetry_builder import S, engine_reading, event, gpu, host, process, request
 
 pytestmark = pytest.mark.integration
 
 T0 = BASE_NS // S
 WINDOW = {"service": "svc", "from": str(T0), "to": str(T0 + 60), "step": "10s"}
-SERIES = ("/api/v1/latency", "/api/v1/gpu", "/api/v1/process")
+SERIES = ("/api/v1/latency", "/api/v1/gpu", "/api/v1/process", "/api/v1/engine")
 PARAMETERS = {"service", "from", "to", "step", "instance", "version", "route", "kind"}
 REQUESTS = 25
+
+
+# two 5 s scrapes in the first 10 s step, one in the second (vLLM), and TGI's input
+# length, a histogram where vLLM counts: each kind of engine series
+ENGINE = (
+    engine_reading(1, "requests_waiting", value=2.0, count=0),
+    engine_reading(6, "requests_waiting", value=4.0, count=0),
+    engine_reading(1, "requests", value=10.0, count=0),
+    engine_reading(6, "requests", value=20.0, count=0),
+    engine_reading(1, "queue_time_s", value=0.4, count=2),
+    engine_reading(6, "queue_time_s", value=0.2, count=2),
+    engine_reading(11, "queue_time_s", value=0.0, count=0),  # no request queued in that scrape
+    engine_reading(1, "prompt_tokens", value=3000.0, count=10, engine="tgi", model="m"),
+)
 
 
 def fill(store: DuckDBStore) -> None:
@@ -38,7 +52,7 @@ def fill(store: DuckDBStore) -> None:
         StreamDecoder().decode(live.batch(1, telemetry=Telemetry(
             requests=tuple(request(i, latency_ms=10 + i) for i in range(REQUESTS)),
             gpu=(gpu(1), gpu(2, clock_event_reasons=0x4)), process=(process(1),),
-            host=(host(1),), events=(event(3, kind="restart"),),
+            host=(host(1),), events=(event(3, kind="restart"),), engine=ENGINE,
         ), version="v1"), NOW_NS),
         StreamDecoder().decode(replay.batch(1, telemetry=Telemetry(
             gpu=(gpu(1, replayed=True),))), NOW_NS),
@@ -92,6 +106,30 @@ def test_gpu_says_when_data_was_replayed(api: LiveServer) -> None:
     replayed = api.get("/api/v1/gpu", **{**WINDOW, "service": "replayed"}).json()
     assert replayed["replayed"] is True and replayed["notice"] == REPLAYED_NOTICE
     assert replayed["gpus"][0]["points"][0]["replayed"] is True
+
+
+def test_engine_series_give_each_kind_its_value(api: LiveServer) -> None:
+    answer = api.get("/api/v1/engine", **WINDOW).json()
+    series = {(s["engine"], s["metric"]): s for s in answer["series"]}
+    assert set(series) == {("vllm", "requests_waiting"), ("vllm", "requests"),
+                           ("vllm", "queue_time_s"), ("tgi", "prompt_tokens")}
+    waiting = series["vllm", "requests_waiting"]
+    assert (waiting["kind"], waiting["unit"], waiting["instance"], waiting["model"]) == (
+        "gauge", "requests", "pod-a", "llama")
+    assert [(p["value"], p["max"], p["readings"]) for p in waiting["points"]] == [(3.0, 4.0, 2)]
+    requests = series["vllm", "requests"]  # 30 more requests over two 5 s scrapes: 3 a second
+    assert (requests["kind"], requests["unit"]) == ("delta", "requests/s")
+    assert [(p["value"], p["total"]) for p in requests["points"]] == [(3.0, 30.0)]
+    queue = series["vllm", "queue_time_s"]  # 0.6 s over 4 requests; none in the next step
+    assert (queue["kind"], queue["unit"]) == ("mean", "seconds")
+    assert [(p["value"], p["observations"]) for p in queue["points"]] == [
+        (pytest.approx(0.15), 4), (None, 0)]
+    assert [p["start_ns"] for p in queue["points"]] == [BASE_NS, BASE_NS + 10 * S]
+    tokens = series["tgi", "prompt_tokens"]  # a histogram: tokens per request, not per second
+    assert (tokens["kind"], tokens["unit"], tokens["points"][0]["value"]) == (
+        "mean", "tokens/request", 300.0)
+    other = api.get("/api/v1/engine", **{**WINDOW, "version": "v2"}).json()
+    assert other["series"] == []
 
 
 def test_process_holds_processes_and_hosts(api: LiveServer) -> None:

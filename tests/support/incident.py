@@ -21,7 +21,7 @@ from pyrometer.agent.shared.model import NANOS_PER_SECOND, SampleKey, Telemetry
 from pyrometer.collector.ingest.decode import StreamDecoder
 from pyrometer.collector.storage.duckdb.backend import DuckDBStore
 from support.ingest_builder import StreamEncoder, stack
-from support.telemetry_builder import event, gpu, host, request
+from support.telemetry_builder import engine_reading, event, gpu, host, request
 
 S = NANOS_PER_SECOND
 SERVICE = "checkout-model"
@@ -34,6 +34,10 @@ FORWARD = stack("serve", "predict", "model_forward", file="app/model.py")
 TOKENIZE = stack("serve", "predict", "tokenize", file="app/text.py")
 SLOW = stack("serve", "respond", HOT, file="app/render.py")
 HW_THERMAL = 0x40
+# per 5 s scrape: (metric, value, count): 8 running, none waiting, 42% of the KV cache,
+# 50 requests queued 5 ms and answered their first token in 40 ms on average
+ENGINE = (("requests_running", 8.0, 0), ("requests_waiting", 0.0, 0), ("kv_cache_usage", 0.42, 0),
+          ("queue_time_s", 0.25, 50), ("ttft_s", 2.0, 50), ("requests", 50.0, 0))
 
 
 @dataclass(frozen=True)
@@ -74,12 +78,17 @@ def _telemetry(at: int, base: int, incident: Incident, rng: random.Random) -> Te
                  for k in range(0, 10, 2))
     hosts = tuple(host(offset + at + k, cpu_pct=35.0 + (25.0 if spiking else 0.0) + rng.uniform(-3, 3),
                        psi_cpu_some=2.0 + (6.0 if spiking else 0.0)) for k in range(0, 10, 2))
+    # the serving engine (agent --scrape), scraped every 5 s and flat through the spike: its
+    # batch, queue and cache did not change, so none of its causes may explain it
+    engine = tuple(engine_reading(offset + at + k, metric, value=value, count=count, interval_s=5.0,
+                                  engine="vllm", model="checkout-llm")
+                   for k in (0, 5) for metric, value, count in ENGINE)
     events = ()
     if at == SPIKE_AT - 10:
         events = (event(offset + SPIKE_AT - 5, version="v2", previous_version="v1"),)
     elif at == RESTART_AT:
         events = (event(offset + RESTART_AT, kind="restart", version="v1", pid=101, previous_pid=100),)
-    return Telemetry(requests=reqs, gpu=gpus, host=hosts, events=events)
+    return Telemetry(requests=reqs, gpu=gpus, host=hosts, events=events, engine=engine)
 
 
 def fill_incident(db: Path, incident: Incident, seed: int = 14) -> None:

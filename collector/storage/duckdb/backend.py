@@ -34,7 +34,7 @@ from pyrometer.collector.storage.duckdb.append import (
     stacks_table,
     telemetry_tables,
 )
-from pyrometer.collector.storage.duckdb.engine import read_engine_rows
+from pyrometer.collector.storage.duckdb.engine import read_engine_rows, read_engine_series
 from pyrometer.collector.storage.duckdb.events import read_events
 from pyrometer.collector.storage.duckdb.label_sets import read_label_sets, read_selected_profile, read_steps
 from pyrometer.collector.storage.duckdb.migrate import (
@@ -93,6 +93,7 @@ from pyrometer.collector.storage.duckdb.series import (
 from pyrometer.collector.storage.label_sets import LabelSet, LabelSetSummary, StepSamples
 from pyrometer.collector.storage.reads import (
     API_AGENT_ID,
+    EngineBucket,
     EngineRow,
     EventListing,
     GpuPoint,
@@ -476,6 +477,10 @@ class DuckDBStore:
     def host(self, query: SeriesQuery) -> list[HostPoint]:
         """See `Store.host`."""
         return self._read(lambda cur: read_host(cur, query))
+
+    def engine(self, query: SeriesQuery) -> list[EngineBucket]:
+        """See `Store.engine`."""
+        return self._read(lambda cur: read_engine_series(cur, query))
 
     def events(self, service: str, start_ns: Nanos, end_ns: Nanos, *,
                kind: str | None = None) -> EventListing:

@@ -371,7 +371,7 @@
 
   const line = (label, colour, extra) => Object.assign({ label, stroke: colour, width: 1.5, spanGaps: false }, extra || {});
 
-  function drawTimeline(lat, gpu, proc) {
+  function drawTimeline(lat, gpu, proc, engine) {
     for (const u of charts) u.destroy();
     charts = [];
     $("timeline").textContent = "";
@@ -394,7 +394,44 @@
       emptyPanel("No requests recorded in this range (requests come from the middleware or the agent's proxy).");
     }
     drawGpu(gpu);
+    drawEngine(engine);
     drawHost(proc);
+  }
+
+  // The serving engine's own metrics (agent --scrape), drawn only where there are some: its
+  // batch and queue beside the KV cache's use, and its latencies per request. One engine
+  // and model on one instance (the first), as the GPU clock shows the first GPU.
+  const ENGINE_LABELS = { requests_running: "running", requests_waiting: "waiting", kv_cache_usage: "KV cache %",
+    queue_time_s: "queue ms", ttft_s: "TTFT ms", itl_s: "inter-token ms", compute_time_s: "compute ms" };
+  function drawEngine(engine) {
+    const drawn = ["requests_running", "requests_waiting", "kv_cache_usage", "queue_time_s", "ttft_s", "itl_s", "compute_time_s"];
+    // the first engine and model (on its instance) that reports something drawn here
+    const first = engine.series.find((s) => drawn.includes(s.metric));
+    if (!first) return;
+    const by = {};
+    for (const s of engine.series) {
+      if (s.instance === first.instance && s.engine === first.engine && s.model === first.model) by[s.metric] = s;
+    }
+    const who = [first.engine, first.model].filter(Boolean).join(" ") + " on " + first.instance;
+    const counts = ["requests_running", "requests_waiting"].filter((m) => by[m]);
+    if (counts.length || by.kv_cache_usage) {
+      const pick = (m) => (p) => (p.value === null ? null : m === "kv_cache_usage" ? p.value * 100 : p.value);
+      // the KV cache on a right-hand % axis beside the counts; alone, on the left one
+      const kvRight = counts.length > 0 && by.kv_cache_usage;
+      const metrics = counts.concat(by.kv_cache_usage ? ["kv_cache_usage"] : []);
+      const title = (counts.length ? "Engine batch: requests running and waiting" : "Engine KV cache used (%)") +
+        (kvRight ? "; KV cache used (%)" : "") + ", " + who;
+      panel(title, align(metrics.map((m) => ({ points: by[m].points, series: [pick(m)] }))),
+        metrics.map((m, i) => line(ENGINE_LABELS[m], m === "kv_cache_usage" ? COLOURS[4] : COLOURS[i], kvRight && m === "kv_cache_usage" ? { scale: "%" } : undefined)),
+        { key: "engine-batch", scales: kvRight ? { "%": { range: [0, 100] } } : undefined,
+          axes: [{}, { size: 56 }, kvRight ? { scale: "%", side: 1, size: 48, grid: { show: false } } : BLANK_AXIS] });
+    }
+    const times = ["queue_time_s", "ttft_s", "itl_s", "compute_time_s"].filter((m) => by[m]);
+    if (times.length) {
+      panel("Engine latency per request (ms, mean), " + who,
+        align(times.map((m) => ({ points: by[m].points, series: [(p) => (p.value === null ? null : p.value * 1000)] }))),
+        times.map((m, i) => line(ENGINE_LABELS[m], COLOURS[(i + 3) % COLOURS.length])), { key: "engine-latency" });
+    }
   }
 
   function drawGpu(gpu) {
@@ -471,14 +508,14 @@
     const step = stepFor(range[1] - range[0]) + "s";
     const base = { service: state.service, from: iso(range[0]), to: iso(range[1]), step };
     const series = { ...base, instance: state.instance, version: state.version };
-    const [lat, gpu, proc, ev] = await Promise.all([
+    const [lat, gpu, proc, engine, ev] = await Promise.all([
       apiJson("api/v1/latency", { ...series, route: state.route }),
-      apiJson("api/v1/gpu", series), apiJson("api/v1/process", series),
+      apiJson("api/v1/gpu", series), apiJson("api/v1/process", series), apiJson("api/v1/engine", series),
       apiJson("api/v1/events", { service: state.service, from: iso(range[0]), to: iso(range[1]) })]);
     if (token !== loadToken) return;
     events = ev.events;
     listEvents();
-    drawTimeline(lat, gpu, proc);
+    drawTimeline(lat, gpu, proc, engine);
   }
 
   function redrawTimeline() { for (const u of charts) u.redraw(false, false); }
