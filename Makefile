@@ -111,7 +111,10 @@ bench-lake: $(LAKE_STAMP) postgres
 
 ## the stage shares of the demo server and of a tokenizers + onnxruntime server against the
 ## servers' own hand timing (tests/integration/test_stages_check.py, also in `make test`):
-## prints both tables, as recorded in docs/stages-check.md (about 20 s)
+## prints the tables, as recorded in docs/stages-check.md (about 20 s). Where torch and
+## transformers are installed in .venv (not by this project: PyPI's torch is a CUDA build
+## of several GB), the same server on a transformers BertModel too, and with a CUDA GPU,
+## on the GPU.
 stages-check: $(STAMP)
 	$(PY) tests/integration/test_stages_check.py
 

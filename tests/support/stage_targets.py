@@ -2,14 +2,17 @@
 
 Run by path (tests/integration/test_stages_check.py starts it)::
 
-    python tests/support/stage_targets.py demo|onnx --timings FILE
+    python tests/support/stage_targets.py demo|onnx|transformers|transformers-cuda --timings FILE
 
 `demo` is the project's demo model server (deploy/demo) as `pyrometer demo` runs it;
 `onnx` is a sentence-embedding server on real ML libraries: a Hugging Face `tokenizers`
 BPE tokenizer trained in this process on built-in text, and a small transformer encoder
-built in code as an ONNX graph with random weights and run by onnxruntime. Nothing is
-downloaded. Both serve over the demo's threaded wsgiref server, reporting each request
-through Pyrometer's WSGI middleware when PYROMETER_REQUESTS_ADDR is set.
+built in code as an ONNX graph with random weights and run by onnxruntime.
+`transformers` is the same server on Hugging Face transformers and torch: that tokenizer
+behind transformers' `PreTrainedTokenizerFast`, and a two-layer `BertModel` built from a
+`BertConfig` with random weights, on the CPU (`transformers-cuda`: on the first GPU).
+Nothing is downloaded. All serve over the demo's threaded wsgiref server, reporting each
+request through Pyrometer's WSGI middleware when PYROMETER_REQUESTS_ADDR is set.
 
 The hand timing: `time.perf_counter` around each stage's code, around each request
 thread's whole life and around the acceptor's work on each connection, summed per stage
@@ -203,6 +206,67 @@ class EmbeddingApp:
         return [data]
 
 
+class TorchEmbeddingApp(EmbeddingApp):
+    """The same server on transformers and torch: tokenizer, model and pooling as a
+    sentence-transformers model runs them. On a GPU the forward pass only queues its
+    kernels; pooling's copy back to the host waits for them, so by hand and sampled alike
+    that wait is post-processing's (py-spy sees the thread in the copy, spinning)."""
+
+    def __init__(self, device: str) -> None:  # not EmbeddingApp's: that builds the ONNX model
+        import torch
+        from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+        torch.set_num_threads(1)
+        torch.set_num_interop_threads(1)
+        self.device = device
+        self.tokenizer = PreTrainedTokenizerFast(tokenizer_object=build_tokenizer()._tokenizer,
+                                                 pad_token="<pad>")
+        torch.manual_seed(1234)
+        config = BertConfig(vocab_size=VOCAB, hidden_size=DIM, num_hidden_layers=LAYERS,
+                            num_attention_heads=2, intermediate_size=4 * DIM,
+                            max_position_embeddings=2 * MAX_TOKENS)
+        self.model = BertModel(config).eval().to(device)
+        self.encode = CLOCK.region("tokenization", self.tokenize)
+        self.prepare = CLOCK.region("pre-processing", self.prepare_inputs)
+        self.run = CLOCK.region("forward pass", self.model)
+        self.pool = CLOCK.region("post-processing", postprocess_torch_embeddings)
+
+    def tokenize(self, texts: list[str]) -> Any:
+        return self.tokenizer(texts, padding=True, truncation=True, max_length=MAX_TOKENS,
+                              return_tensors="pt")
+
+    def prepare_inputs(self, batch: Any) -> dict[str, Any]:
+        return {name: batch[name].to(self.device) for name in ("input_ids", "attention_mask")}
+
+    def warm_up(self) -> None:
+        """A few requests' work, unclocked (on a GPU: the context, the kernels' first launches)."""
+        import torch
+
+        for _ in range(3):
+            inputs = self.prepare_inputs(self.tokenize(["a warm-up sentence"] * 16))
+            with torch.inference_mode():
+                postprocess_torch_embeddings(self.model(**inputs).last_hidden_state,
+                                             inputs["attention_mask"])
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        import torch
+
+        inputs = self.prepare(self.encode(texts))
+        with torch.inference_mode():
+            hidden = self.run(**inputs).last_hidden_state
+        return self.pool(hidden, inputs["attention_mask"])
+
+
+def postprocess_torch_embeddings(hidden: Any, mask: Any) -> list[list[float]]:
+    """Mean pooling and unit length in torch, then the copy back to the host."""
+    import torch
+
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+    unit = torch.nn.functional.normalize(pooled, dim=1).cpu().tolist()
+    return [[round(float(v), 5) for v in row] for row in unit]
+
+
 def prepare_inputs(encodings: list[Any]) -> tuple[Any, Any]:
     import numpy as np
 
@@ -221,12 +285,23 @@ def postprocess_embeddings(hidden: Any, mask: Any) -> list[list[float]]:
 
 
 def run_onnx() -> None:
+    app = EmbeddingApp()
+    app.session.run(None, {"input_ids": [[1, 2, 3]], "attention_mask": [[1, 1, 1]]})  # warm up
+    serve(app)
+
+
+def run_transformers(device: str) -> None:
+    app = TorchEmbeddingApp(device)
+    app.warm_up()
+    serve(app)
+
+
+def serve(app: EmbeddingApp) -> None:
+    """The embedding app behind the demo's threaded server until SIGTERM."""
     from wsgiref.simple_server import make_server
 
     from pyrometer.agent.middleware import PyrometerWSGIMiddleware
 
-    app = EmbeddingApp()
-    app.session.run(None, {"input_ids": [[1, 2, 3]], "attention_mask": [[1, 1, 1]]})  # warm up
     wrapped = PyrometerWSGIMiddleware(app) if os.environ.get("PYROMETER_REQUESTS_ADDR") else app
     server = make_server("127.0.0.1", 0, wrapped, server_class=model_server.ThreadingWSGIServer,
                          handler_class=model_server.QuietHandler)
@@ -243,10 +318,15 @@ def run_onnx() -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("target", choices=("demo", "onnx"))
+    parser.add_argument("target", choices=("demo", "onnx", "transformers", "transformers-cuda"))
     parser.add_argument("--timings", type=Path, required=True, help="JSON written at exit")
     args = parser.parse_args()
-    (run_demo if args.target == "demo" else run_onnx)()
+    if args.target == "demo":
+        run_demo()
+    elif args.target == "onnx":
+        run_onnx()
+    else:
+        run_transformers("cuda" if args.target == "transformers-cuda" else "cpu")
     CLOCK.write(args.timings, args.target)
     return 0
 
