@@ -69,6 +69,8 @@ def test_the_timeline_draws_the_incident(open_page: tuple[Page, Watch], collecto
     spikes = page.locator("#spikes > li")
     expect(spikes).to_have_count(1)
     expect(spikes.first.locator(".cause")).to_contain_text("deploy")
+    # the pipeline's stages, spike against baseline, under the spike's line
+    expect(spikes.first.locator(".spike-stages")).to_contain_text(re.compile(r"^Stages: .+ per request"))
     expect(page.locator("#service")).to_have_value(SERVICE)
     expect(page.locator("#version option")).to_have_text(["all", "v1", "v2"])
     screenshot(page.locator("#timeline-section"), "timeline")

@@ -585,6 +585,13 @@
     });
     head.append(when, facts, cause, flame, diff);
     li.appendChild(head);
+    // the pipeline's stages, spike against baseline, in time per request (stages.py)
+    if (s.stages_summary) {
+      const stagesLine = document.createElement("div");
+      stagesLine.className = "spike-stages";
+      stagesLine.textContent = "Stages: " + s.stages_summary;
+      li.appendChild(stagesLine);
+    }
 
     const details = document.createElement("details");
     const summary = document.createElement("summary");
@@ -598,6 +605,22 @@
       evidence(dl, c.evidence);
       div.appendChild(dl);
       details.appendChild(div);
+    }
+    if (s.stages && s.stages.length) {
+      const table = document.createElement("table");
+      table.className = "stages";
+      const row = (cells, tag) => {
+        const tr = document.createElement("tr");
+        for (const c of cells) { const td = document.createElement(tag); td.textContent = c; tr.appendChild(td); }
+        table.appendChild(tr);
+      };
+      row(["stage", "baseline ms/request", "spike ms/request", "baseline share", "spike share"], "th");
+      const pctOf = (x) => (x === null || x === undefined ? "\u2013" : (100 * x).toFixed(1) + "%");
+      const ms = (x) => (x === null || x === undefined ? "\u2013" : F.num(x));
+      for (const st of s.stages) {
+        row([st.stage, ms(st.baseline_ms_per_request), ms(st.spike_ms_per_request), pctOf(st.baseline_share), pctOf(st.spike_share)], "td");
+      }
+      details.appendChild(table);
     }
     // "checked" lists every candidate; those ranked above are causes, the rest were not
     const ranked = new Set(s.causes.map((c) => c.kind));
