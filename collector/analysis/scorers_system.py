@@ -186,8 +186,13 @@ def score_host(ctx: SpikeContext, facts: Facts) -> Cause:
         "spike_rss_bytes": num(r_spike, 0), "target_cpu_per_request_ratio": num(facts.cpu_ratio),
         "arrivals_ratio": num(facts.arrivals.ratio if facts.arrivals else math.nan),
     }
-    seen = (f"other processes' CPU {o_base:.2f} -> {o_spike:.2f} of {cores:.0f} cores "
-            f"(z {o_z:.1f}), PSI cpu some {c_base:.1f}% -> {c_spike:.1f}%")
+    # without the target's process readings (host readings alone) the others' share is unknown
+    others = ("other processes' CPU unknown (no readings of the target's process)"
+              if math.isnan(o_base) or math.isnan(o_spike) else
+              f"other processes' CPU {o_base:.2f} -> {o_spike:.2f} of {cores:.0f} cores (z {o_z:.1f})")
+    psi = ("PSI cpu some not reported" if math.isnan(c_base) or math.isnan(c_spike)
+           else f"PSI cpu some {c_base:.1f}% -> {c_spike:.1f}%")
+    seen = f"{others}, {psi}"
     if score <= 0:
         why = late_note if raw > 0 else "no pressure" if own > 0 and facts.surge < 1 else (
             f"the target's own CPU per request rose {pct(facts.cpu_ratio - 1)}: its work grew"

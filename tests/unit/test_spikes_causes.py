@@ -215,6 +215,15 @@ def test_larger_inputs_with_a_busier_load_generator_are_the_payload() -> None:
     assert top(ctx) == ["payload_size"]
 
 
+def test_host_readings_without_the_targets_say_so_rather_than_nan() -> None:
+    # the web page's incident: host readings, none of the target's process (seen there as
+    # "other processes' CPU nan -> nan of 16 cores")
+    host_only = tuple(replace(p, target_cpu_cores=None) for p in scenario().resources)
+    host = next(c for c in rank(scenario(resources=host_only)).checked if c.kind == "host_pressure")
+    assert "nan" not in host.explanation, host.explanation
+    assert "other processes' CPU unknown (no readings of the target's process)" in host.explanation
+
+
 def test_host_cpu_pressure_from_another_process() -> None:
     rng = random.Random(16)
     inside = requests(START, END, rng, slow=1.8)
