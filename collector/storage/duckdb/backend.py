@@ -34,7 +34,7 @@ from pyrometer.collector.storage.duckdb.append import (
     stacks_table,
     telemetry_tables,
 )
-from pyrometer.collector.storage.duckdb.engine import read_engine_rows, read_engine_series
+from pyrometer.collector.storage.duckdb.engine import read_engine_rows
 from pyrometer.collector.storage.duckdb.events import read_events
 from pyrometer.collector.storage.duckdb.label_sets import read_label_sets, read_selected_profile, read_steps
 from pyrometer.collector.storage.duckdb.migrate import (
@@ -84,6 +84,7 @@ from pyrometer.collector.storage.duckdb.schema import (
     view_statements,
 )
 from pyrometer.collector.storage.duckdb.series import (
+    read_engine_series,
     read_gpu,
     read_host,
     read_latency,

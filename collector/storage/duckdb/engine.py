@@ -5,8 +5,8 @@ from __future__ import annotations
 import duckdb
 
 from pyrometer.agent.shared.model import Nanos
-from pyrometer.collector.storage.duckdb.where import series_where, time_window
-from pyrometer.collector.storage.reads import EngineBucket, EngineRow, SeriesQuery
+from pyrometer.collector.storage.duckdb.where import time_window
+from pyrometer.collector.storage.reads import EngineRow
 
 MAX_ENGINE_ROWS = 200_000  # a day of 13 series of 16 models every 5 s is about 3.6 M: keep the latest
 
@@ -21,15 +21,3 @@ def read_engine_rows(cur: duckdb.DuckDBPyConnection, service: str, start_ns: Nan
         {**params, "limit": MAX_ENGINE_ROWS},
     ).fetchall()
     return [EngineRow(*row) for row in rows]
-
-
-def read_engine_series(cur: duckdb.DuckDBPyConnection, query: SeriesQuery) -> list[EngineBucket]:
-    """Per instance, engine, model and metric, per step: the readings' aggregates."""
-    clause, params = series_where(query)
-    rows = cur.execute(
-        "SELECT instance, engine, model, metric, $start + (time_ns - $start) // $step * $step AS bucket, "
-        "count(*), sum(value), sum(count), sum(interval_s), avg(value), max(value) "
-        f"FROM engine WHERE {clause} GROUP BY ALL ORDER BY instance, engine, model, metric, bucket",
-        params,
-    ).fetchall()
-    return [EngineBucket(*row) for row in rows]

@@ -21,6 +21,7 @@ from pyrometer.collector.storage.duckdb.rollups import LATENCY, RAW, watermarks
 from pyrometer.collector.storage.duckdb.where import series_where
 from pyrometer.collector.storage.reads import (
     QUANTILES,
+    EngineBucket,
     GpuPoint,
     HostPoint,
     LatencyPoint,
@@ -224,6 +225,19 @@ def read_process(cur: duckdb.DuckDBPyConnection, query: SeriesQuery) -> list[Pro
         params,
     ).fetchall()
     return [ProcessPoint(*row) for row in rows]
+
+
+def read_engine_series(cur: duckdb.DuckDBPyConnection, query: SeriesQuery) -> list[EngineBucket]:
+    """Per instance, engine, model and metric, per step: the readings' aggregates (the API
+    derives each step's value by the metric's kind)."""
+    clause, params = series_where(query)
+    rows = cur.execute(
+        f"SELECT instance, engine, model, metric, {_BUCKET} AS bucket, count(*), sum(value), "
+        "sum(count), sum(interval_s), avg(value), max(value) "
+        f"FROM engine WHERE {clause} GROUP BY ALL ORDER BY instance, engine, model, metric, bucket",
+        params,
+    ).fetchall()
+    return [EngineBucket(*row) for row in rows]
 
 
 def read_host(cur: duckdb.DuckDBPyConnection, query: SeriesQuery) -> list[HostPoint]:
