@@ -1,4 +1,4 @@
-"""Time series by step over the telemetry tables: latency, GPU, process, host; events.
+"""Time series by step over the telemetry tables: latency, GPU, process, host, engine; events.
 
 A step bucket is [from + k*step, from + (k+1)*step), clipped to `to` for the last one,
 and holds the records whose own time (a request's end) lies in it. Only buckets with
