@@ -35,6 +35,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pyrometer.agent.shared.model import Nanos
 from pyrometer.collector.analysis.candidate import Facts, pct
 from pyrometer.collector.analysis.evidence import EventInfo, RequestSample, SpikeContext
 from pyrometer.collector.analysis.robust import Baseline, median, ramp
@@ -52,6 +53,19 @@ def residuals(requests: Sequence[RequestSample], facts: Facts) -> list[float]:
             value = math.log(r.latency_ms)
         if value is not None:
             out.append(value)
+    return out
+
+
+def cpu_steps(ctx: SpikeContext) -> dict[int, tuple[Nanos, float, int]]:
+    """Per step on the spike's grid with a CPU reading of the target and at least
+    MIN_STEP_REQUESTS completions: (the point's start, the target's cores, completions)."""
+    done = {i: len(rs) for i, rs in ctx.request_steps().items()}
+    out = {}
+    for p in ctx.resources:
+        i = ctx.bucket_index(p.start_ns)
+        n = done.get(i, 0)
+        if p.target_cpu_cores is not None and n >= MIN_STEP_REQUESTS:
+            out[i] = (p.start_ns, p.target_cpu_cores, n)
     return out
 
 
@@ -81,20 +95,15 @@ def cost_across(ctx: SpikeContext, event: EventInfo) -> CostAcross:
     unknown = CostAcross(math.nan, (0, 0))
     if event.time_ns <= ctx.spike.onset_ns + ctx.tolerance_ns:
         return unknown
-    done = {i: len(rs) for i, rs in ctx.request_steps().items()}
     at = ctx.bucket_index(event.time_ns)
     spike_steps = -(-(ctx.spike.end_ns - ctx.spike.start_ns) // ctx.step_ns)
     sides: dict[bool, list[float]] = {False: [0.0, 0.0, 0.0], True: [0.0, 0.0, 0.0]}
-    for p in ctx.resources:
-        i = ctx.bucket_index(p.start_ns)
-        n = done.get(i, 0)
-        # whole steps only: the event's own step holds both sides
-        if p.target_cpu_cores is None or n < MIN_STEP_REQUESTS or not 0 <= i < spike_steps or i == at:
-            continue
-        side = sides[i > at]
-        side[0] += p.target_cpu_cores
-        side[1] += n
-        side[2] += 1
+    for i, (_, cores, n) in cpu_steps(ctx).items():
+        if 0 <= i < spike_steps and i != at:  # whole steps only: the event's holds both sides
+            side = sides[i > at]
+            side[0] += cores
+            side[1] += n
+            side[2] += 1
     (b_cpu, b_n, b_steps), (a_cpu, a_n, a_steps) = sides[False], sides[True]
     if not b_steps or not a_steps:
         return CostAcross(math.nan, (int(b_steps), int(a_steps)))
@@ -173,14 +182,8 @@ def cost_step(ctx: SpikeContext, facts: Facts) -> CostStep:
         return CostStep(facts.cost_ratio / size_factor, 0.0,
                         "" if math.isnan(facts.cost_ratio) else "profile samples")
     adjusted = facts.cpu_ratio / size_factor
-    done = {i: len(rs) for i, rs in ctx.request_steps().items()}
-    per_step = {}
-    for p in ctx.resources:
-        i = ctx.bucket_index(p.start_ns)
-        n = done.get(i, 0)
-        if i < 0 and p.target_cpu_cores is not None and n >= MIN_STEP_REQUESTS \
-                and ctx.in_baseline(p.start_ns):
-            per_step[i] = p.target_cpu_cores / n
+    per_step = {i: cores / n for i, (start, cores, n) in cpu_steps(ctx).items()
+                if i < 0 and ctx.in_baseline(start)}
     overall = sum(per_step.values()) / len(per_step) if per_step else math.nan
     spread = Baseline.of([v / overall for v in per_step.values()] if overall > 0 else [],
                          floor_abs=0.05)
