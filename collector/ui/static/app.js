@@ -399,14 +399,13 @@
   }
 
   // The serving engine's own metrics (agent --scrape), drawn only where there are some: its
-  // batch and queue beside the KV cache's use, and its latencies per request. One engine
-  // and model on one instance (the first), as the GPU clock shows the first GPU.
+  // batch and queue beside the KV cache's use, and its latencies per request (the metrics
+  // ENGINE_LABELS names). One engine and model on one instance, as the GPU clock shows one GPU.
   const ENGINE_LABELS = { requests_running: "running", requests_waiting: "waiting", kv_cache_usage: "KV cache %",
     queue_time_s: "queue ms", ttft_s: "TTFT ms", itl_s: "inter-token ms", compute_time_s: "compute ms" };
   function drawEngine(engine) {
-    const drawn = ["requests_running", "requests_waiting", "kv_cache_usage", "queue_time_s", "ttft_s", "itl_s", "compute_time_s"];
     // the first engine and model (on its instance) that reports something drawn here
-    const first = engine.series.find((s) => drawn.includes(s.metric));
+    const first = engine.series.find((s) => s.metric in ENGINE_LABELS);
     if (!first) return;
     const by = {};
     for (const s of engine.series) {
