@@ -78,8 +78,7 @@ def arrivals(ctx: SpikeContext) -> Arrivals | None:
     """The arrivals signal, or None without request records."""
     if not ctx.requests:
         return None
-    per_step = {i: float(len(rs)) for i, rs in
-                ctx.request_steps("start").items()}
+    per_step = {i: float(n) for i, n in ctx.arrivals_per_step().items()}
     signal = summarize(ctx, per_step, floor_abs=2.0, floor_rel=0.05)
     spike_steps = -(-(ctx.spike.end_ns - ctx.spike.start_ns) // ctx.step_ns)
     value = sum(per_step.get(i, 0.0) for i in range(spike_steps)) / spike_steps
@@ -144,7 +143,7 @@ def cpu_per_request_ratio(ctx: SpikeContext) -> float:
     """
     cpu = {ctx.bucket_index(p.start_ns): p.target_cpu_cores for p in ctx.resources
            if p.target_cpu_cores is not None}
-    done = {i: len(rs) for i, rs in ctx.request_steps().items()}
+    done = ctx.completions_per_step()
     spike_buckets = -(-(ctx.spike.end_ns - ctx.spike.start_ns) // ctx.step_ns)
     sides: dict[bool, list[float]] = {True: [0.0, 0.0], False: [0.0, 0.0]}
     for i, cores in cpu.items():

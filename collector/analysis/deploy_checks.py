@@ -59,7 +59,7 @@ def residuals(requests: Sequence[RequestSample], facts: Facts) -> list[float]:
 def cpu_steps(ctx: SpikeContext) -> dict[int, tuple[Nanos, float, int]]:
     """Per step on the spike's grid with a CPU reading of the target and at least
     MIN_STEP_REQUESTS completions: (the point's start, the target's cores, completions)."""
-    done = {i: len(rs) for i, rs in ctx.request_steps().items()}
+    done = ctx.completions_per_step()
     out = {}
     for p in ctx.resources:
         i = ctx.bucket_index(p.start_ns)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from pyrometer.agent.shared.model import NANOS_PER_SECOND, Nanos
 from pyrometer.collector.analysis.robust import Baseline
@@ -71,7 +71,7 @@ class Spike:
 
     start_ns: Nanos
     end_ns: Nanos
-    onset_ns: Nanos  # refined from the per-request records; start_ns until then
+    onset_ns: Nanos  # refined from the requests (gather.py); start_ns until then
     peak_ns: Nanos  # start of the worst bucket
     peak_ms: float
     baseline_ms: float
@@ -172,16 +172,3 @@ def _spike(run: Sequence[_Verdict], route: str | None) -> Spike:
         baseline_mad_ms=first.baseline.mad, z=first.baseline.z(peak.bucket.value_ms),
         threshold_ms=first.threshold_ms, route=route,
     )
-
-
-def refine_onset(spike: Spike, ends_ns: Sequence[Nanos], latencies_ms: Sequence[float],
-                 step_ns: Nanos) -> Spike:
-    """Onset: the end of the first request in the first bucket slower than its threshold.
-
-    That is the first moment the slowdown was seen; its cause lies at or before it.
-    Records are (end, latency) pairs in any order; none slow enough keeps the start.
-    """
-    first_end = spike.start_ns + step_ns
-    slow = [end for end, ms in zip(ends_ns, latencies_ms, strict=True)
-            if spike.start_ns <= end < first_end and ms > spike.threshold_ms]
-    return replace(spike, onset_ns=min(slow)) if slow else spike

@@ -144,6 +144,12 @@ class SpikeContext:
     # samples and requests of each version inside the spike
     version_profiles: Mapping[str, CodeProfile] = field(default_factory=dict)
     engine: tuple[EngineSample, ...] = ()  # the serving engine's readings, when scraped
+    # Requests per step by start and by end (bucket_index), every request counted, where
+    # `requests` may be a sample of a large fleet's (gather.py): rates and CPU per request
+    # need the true counts. None: count `requests`. A sample's own size is what a minimum
+    # number of requests (for a median, a fit) is asked of, since those guard statistics.
+    arrived: Mapping[int, int] | None = None
+    completed: Mapping[int, int] | None = None
     # what several scorers ask of the requests, computed once (request_steps, request_split):
     # a day's spike has hundreds of thousands of requests and a dozen scorers
     _memo: dict[str, object] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -202,6 +208,18 @@ class SpikeContext:
                 (lambda r: r.end_ns) if by == "end" else (lambda r: r.start_ns))
             self._memo[key] = self.buckets(self.requests, time_of)
         return self._memo[key]  # type: ignore[return-value]
+
+    def arrivals_per_step(self) -> Mapping[int, int]:
+        """Requests per step by their start, every one counted (see `arrived`)."""
+        if self.arrived is not None:
+            return self.arrived
+        return {i: len(rs) for i, rs in self.request_steps("start").items()}
+
+    def completions_per_step(self) -> Mapping[int, int]:
+        """Requests per step by their end, every one counted (see `completed`)."""
+        if self.completed is not None:
+            return self.completed
+        return {i: len(rs) for i, rs in self.request_steps().items()}
 
     def request_split(self) -> tuple[list[RequestSample], list[RequestSample]]:
         """`split` of the requests by their end, computed once per context; shared, so

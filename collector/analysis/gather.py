@@ -10,12 +10,13 @@ scorers then rank.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from pyrometer.agent.shared.model import NANOS_PER_SECOND, Nanos
 from pyrometer.collector.analysis.causes import Ranking, rank
-from pyrometer.collector.analysis.detect import Bucket, DetectConfig, Detection, Spike, detect, refine_onset
+from pyrometer.collector.analysis.detect import Bucket, DetectConfig, Detection, Spike, detect
 from pyrometer.collector.analysis.evidence import EngineSample, EventInfo, ResourcePoint, SpikeContext
 from pyrometer.collector.analysis.inputs import (
     code_profile,
@@ -24,9 +25,15 @@ from pyrometer.collector.analysis.inputs import (
     resource_points,
     size_unit,
 )
-from pyrometer.collector.analysis.localise import InstanceRise, localise
+from pyrometer.collector.analysis.localise import QUANTILES, InstanceRise, Localisation, localise
 from pyrometer.collector.analysis.stages import DEFAULT_RULES, StageChange, StageRule, compare, split
-from pyrometer.collector.storage.reads import REPLAYED_NOTICE, QuantilePoint, RequestRow, SeriesQuery
+from pyrometer.collector.storage.reads import (
+    REPLAYED_NOTICE,
+    QuantilePoint,
+    RequestRow,
+    RequestTally,
+    SeriesQuery,
+)
 from pyrometer.collector.storage.store import Store
 
 MAX_SPIKES = 20  # analysed per answer, the largest by z
@@ -34,6 +41,16 @@ MAX_ROUTES = 5  # the busiest routes get their own series
 MAX_VERSIONS = 3  # versions inside a spike that get their own profile
 SLOWEST = 5  # the spike's slowest requests listed, with their trace ids
 REQUEST_MARGIN_NS = 60 * NANOS_PER_SECOND  # requests that began in the spike end later
+# A spike of a large fleet is judged on a sample of its requests and GPU readings: a
+# day's spike of a hundred instances holds some 400,000 requests and 200,000 readings,
+# the analysis' time grows with them, and what the scorers conclude (medians, shares,
+# fits, per-step percentiles) is as clear from tens of thousands. The sample is
+# deterministic (a hash of each row: the same data gives the same answer) and uniform
+# in time; every count (rates, requests per step, per version, per profile sample), the
+# onset, the localisation and the slowest requests come from the store over all rows.
+# Below the budgets nothing is sampled: every spike of the evaluation's scenarios is.
+REQUEST_BUDGET = 50_000
+GPU_BUDGET = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +63,26 @@ class SpikeQuery:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestsJudged:
+    """The requests around one spike (its baseline, the spike and the margin after it) and
+    how many of them the causes were judged on: all of them, or a sample (REQUEST_BUDGET)."""
+
+    judged: int
+    total: int
+
+    @property
+    def sampled(self) -> bool:
+        return self.judged < self.total
+
+
+@dataclass(frozen=True, slots=True)
 class AnalyzedSpike:
     spike: Spike
     ranking: Ranking
     instances: tuple[InstanceRise, ...] = ()  # per instance, largest rise first (localise.py)
     stages: tuple[StageChange, ...] = ()  # time per request by stage, baseline vs spike
     slowest: tuple[RequestRow, ...] = ()  # the spike's slowest requests, slowest first
+    requests: RequestsJudged | None = None  # how many requests the causes were judged on
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +136,11 @@ def analyze(store: Store, query: SpikeQuery) -> SpikeReport:
     for spike in chosen:
         excluded = tuple((s.start_ns, s.end_ns) for s in spikes
                          if s.route == spike.route and s.start_ns < spike.start_ns)
-        ctx, rises, stages, slowest = _context(store, query, spike, excluded, events)
+        ctx, where, stages, slowest, tally, judged = _context(store, query, spike, excluded,
+                                                              events)
         replayed = replayed or any(g.replayed for g in ctx.gpu)
-        analysed.append(AnalyzedSpike(ctx.spike, rank(ctx), rises, stages, slowest))
+        analysed.append(AnalyzedSpike(ctx.spike, rank(ctx), where.rises, stages, slowest,
+                                      RequestsJudged(judged, tally.total)))
     notices = (REPLAYED_NOTICE,) if replayed else ()
     return SpikeReport(query, detection.status, detection, tuple(analysed), notices,
                        len(spikes) - len(chosen), resolution)
@@ -115,63 +148,66 @@ def analyze(store: Store, query: SpikeQuery) -> SpikeReport:
 
 def _context(store: Store, query: SpikeQuery, spike: Spike,
              excluded: tuple[tuple[Nanos, Nanos], ...], events: tuple[EventInfo, ...]
-             ) -> tuple[SpikeContext, tuple[InstanceRise, ...], tuple[StageChange, ...],
-                        tuple[RequestRow, ...]]:
+             ) -> tuple[SpikeContext, Localisation, tuple[StageChange, ...],
+                        tuple[RequestRow, ...], RequestTally, int]:
     """What the scorers judge one spike by; when one instance carries the spike, that
     instance's requests, profiles, processes, host and GPUs only (localise.py), since a
-    healthy rest of the fleet dilutes every signal of the one that broke."""
+    healthy rest of the fleet dilutes every signal of the one that broke.
+
+    Requests and GPU readings beyond their budgets are a deterministic sample (see
+    REQUEST_BUDGET); every count, the onset, the localisation and the slowest requests
+    come from the store over all of them.
+    """
     cfg = query.config
     base_start = spike.start_ns - cfg.baseline_ns
-    rows = store.request_records(query.service, base_start, spike.end_ns + REQUEST_MARGIN_NS,
-                                 route=spike.route)
-    where = localise(rows, (base_start, spike.start_ns), (spike.start_ns, spike.end_ns),
-                     cfg.percentile)
+    read_end = spike.end_ns + REQUEST_MARGIN_NS
+    where = localise(store.instance_latency(
+        query.service, (base_start, spike.start_ns), (spike.start_ns, spike.end_ns),
+        QUANTILES[cfg.percentile], route=spike.route))
     instance = where.instance
     if instance is not None:
-        rows = [r for r in rows if r.instance == instance]
         spike = replace(spike, instance=instance)
+    # the onset: the end of the first request of the spike's first step slower than the
+    # threshold it crossed, the first moment the slowdown was seen (its cause lies at or
+    # before it); none that slow keeps the step's start
+    tally = store.request_tally(
+        query.service, base_start, read_end, spike=(spike.start_ns, spike.end_ns),
+        baseline_start_ns=base_start, step_ns=cfg.step_ns,
+        slow_ns=math.floor(spike.threshold_ms * 1_000_000), route=spike.route,
+        instance=instance)
+    if tally.first_slow_ns is not None:
+        spike = replace(spike, onset_ns=tally.first_slow_ns)
+    rows = store.request_records(query.service, base_start, read_end, route=spike.route,
+                                 instance=instance, budget=REQUEST_BUDGET)
     unit = size_unit(rows)
     requests = request_samples(rows, unit)
-    spike = refine_onset(spike, [r.end_ns for r in requests],
-                         [r.latency_ms for r in requests], cfg.step_ns)
-    inside = [r for r in requests if spike.start_ns <= r.end_ns < spike.end_ns]
-    before = sum(1 for r in requests if base_start <= r.end_ns < spike.start_ns)
     spike_profile = store.profile(query.service, spike.start_ns, spike.end_ns, instance=instance)
     base_profile = store.profile(query.service, base_start, spike.start_ns, instance=instance)
-    counts: dict[str, int] = {}
-    for r in inside:
-        counts[r.version] = counts.get(r.version, 0) + 1
     versions = {}
-    if len(counts) > 1:
-        for version, n in sorted(counts.items(), key=lambda kv: -kv[1])[:MAX_VERSIONS]:
+    if len(tally.versions) > 1:
+        for version, n in sorted(tally.versions.items(), key=lambda kv: -kv[1])[:MAX_VERSIONS]:
             profile = store.profile(query.service, spike.start_ns, spike.end_ns, version=version,
                                     instance=instance)
             versions[version] = code_profile(profile, n)
-    stages = compare(split(base_profile.samples, before, base_profile.rate_hz, query.stage_rules),
-                     split(spike_profile.samples, len(inside), spike_profile.rate_hz,
-                           query.stage_rules))
-    gpus = [g for g in store.gpu_readings(query.service, base_start, spike.end_ns)
-            if instance is None or g.instance == instance]
+    stages = compare(
+        split(base_profile.samples, tally.baseline, base_profile.rate_hz, query.stage_rules),
+        split(spike_profile.samples, tally.inside, spike_profile.rate_hz, query.stage_rules))
+    gpus = store.gpu_readings(query.service, base_start, spike.end_ns, instance=instance,
+                              budget=GPU_BUDGET)
     series = replace(_series(query), instance=instance)
     engine = tuple(EngineSample(e.time_ns, e.metric, e.value, e.count, e.engine, e.model)
                    for e in store.engine_readings(query.service, base_start, spike.end_ns)
                    if instance is None or e.instance == instance)
+    slowest = store.slowest_requests(query.service, spike.start_ns, spike.end_ns, limit=SLOWEST,
+                                     route=spike.route, instance=instance)
     return SpikeContext(
         spike=spike, step_ns=cfg.step_ns, baseline_start_ns=base_start,
         percentile=cfg.percentile, size_unit=unit, excluded=excluded, requests=requests,
         gpu=gpu_samples(gpus), resources=_resources(store, series, base_start, spike.end_ns),
-        events=events, spike_profile=code_profile(spike_profile, len(inside)),
-        baseline_profile=code_profile(base_profile, before), version_profiles=versions,
-        engine=engine,
-    ), where.rises, stages, _slowest(rows, spike)
-
-
-def _slowest(rows: Sequence[RequestRow], spike: Spike) -> tuple[RequestRow, ...]:
-    """The spike's slowest requests (ended inside it), slowest first; the ones with a
-    trace id first among equals, since a trace is what the reader will open next."""
-    inside = [r for r in rows if spike.start_ns <= r.time_ns < spike.end_ns]
-    inside.sort(key=lambda r: (-r.latency_ns, r.trace_id is None, r.time_ns))
-    return tuple(inside[:SLOWEST])
+        events=events, spike_profile=code_profile(spike_profile, tally.inside),
+        baseline_profile=code_profile(base_profile, tally.baseline), version_profiles=versions,
+        engine=engine, arrived=tally.began, completed=tally.ended,
+    ), where, stages, tuple(slowest), tally, len(rows)
 
 
 def _resources(store: Store, series: SeriesQuery, start_ns: Nanos, end_ns: Nanos

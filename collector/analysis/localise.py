@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from pyrometer.agent.shared.model import Nanos
 from pyrometer.collector.analysis.robust import quantile
-from pyrometer.collector.storage.reads import RequestRow
+from pyrometer.collector.storage.reads import InstanceLatency, RequestRow
 
 MIN_RATIO = 1.5
 MAX_OTHER_SHARE = 0.35
@@ -31,20 +31,9 @@ MIN_SPIKE_REQUESTS = 20
 MIN_BASELINE_REQUESTS = 50
 QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99, "max": 1.0}
 
-
-@dataclass(frozen=True, slots=True)
-class InstanceRise:
-    """One instance's latency percentile in the baseline and inside the spike."""
-
-    instance: str
-    baseline_ms: float
-    spike_ms: float
-    baseline_requests: int
-    spike_requests: int
-
-    @property
-    def ratio(self) -> float:
-        return self.spike_ms / self.baseline_ms if self.baseline_ms > 0 else math.nan
+# one instance's percentile in the baseline and inside the spike, and their ratio; the
+# store computes it where the requests are (Store.instance_latency), every request counted
+InstanceRise = InstanceLatency
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,21 +42,12 @@ class Localisation:
     rises: tuple[InstanceRise, ...]  # every instance with enough requests, largest ratio first
 
 
-def localise(rows: Sequence[RequestRow], baseline: tuple[Nanos, Nanos],
-             spike: tuple[Nanos, Nanos], percentile: str) -> Localisation:
-    """See the module docstring; `rows` are the requests of the baseline and the spike."""
-    q = QUANTILES[percentile]
-    before: dict[str, list[float]] = {}
-    inside: dict[str, list[float]] = {}
-    for row in rows:
-        side = (before if baseline[0] <= row.time_ns < baseline[1]
-                else inside if spike[0] <= row.time_ns < spike[1] else None)
-        if side is not None:
-            side.setdefault(row.instance, []).append(row.latency_ns / 1_000_000)
+def localise(latencies: Sequence[InstanceLatency]) -> Localisation:
+    """See the module docstring; `latencies` are every instance's, from the baseline's and
+    the spike's requests."""
     rises = sorted(
-        (InstanceRise(name, quantile(before[name], q), quantile(lat, q), len(before[name]), len(lat))
-         for name, lat in inside.items()
-         if len(lat) >= MIN_SPIKE_REQUESTS and len(before.get(name, ())) >= MIN_BASELINE_REQUESTS),
+        (r for r in latencies
+         if r.spike_requests >= MIN_SPIKE_REQUESTS and r.baseline_requests >= MIN_BASELINE_REQUESTS),
         key=lambda r: (-r.ratio if not math.isnan(r.ratio) else math.inf, r.instance))
     if len(rises) < 2 or math.isnan(rises[0].ratio):
         return Localisation(None, tuple(rises))
@@ -75,3 +55,20 @@ def localise(rows: Sequence[RequestRow], baseline: tuple[Nanos, Nanos],
     alone = top.ratio >= MIN_RATIO and all(
         not (o.ratio - 1 > MAX_OTHER_SHARE * (top.ratio - 1)) for o in others)
     return Localisation(top.instance if alone else None, tuple(rises))
+
+
+def instance_latencies(rows: Sequence[RequestRow], baseline: tuple[Nanos, Nanos],
+                       spike: tuple[Nanos, Nanos], q: float) -> list[InstanceLatency]:
+    """What `Store.instance_latency` computes, from request rows in memory: the reference
+    its SQL is tested against, and the input of localise's own tests."""
+    before: dict[str, list[float]] = {}
+    inside: dict[str, list[float]] = {}
+    for row in rows:
+        side = (before if baseline[0] <= row.time_ns < baseline[1]
+                else inside if spike[0] <= row.time_ns < spike[1] else None)
+        if side is not None:
+            side.setdefault(row.instance, []).append(row.latency_ns / 1_000_000)
+    return [InstanceLatency(name, quantile(before.get(name, []), q),
+                            quantile(inside.get(name, []), q),
+                            len(before.get(name, [])), len(inside.get(name, [])))
+            for name in sorted(set(before) | set(inside))]

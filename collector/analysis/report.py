@@ -58,6 +58,11 @@ def _spike(item: AnalyzedSpike, trace_url: str = "") -> dict[str, Any]:
                     "spike_share": _finite(c.spike_share)} for c in item.stages],
         "stages_summary": summary(item.stages) if item.stages else "",
         "slowest_requests": [request_json(r, trace_url) for r in item.slowest],
+        # what the causes were judged on: every request around the spike, or a sample of a
+        # large fleet's (counts, rates, onset and the slowest are of all of them)
+        "requests": None if item.requests is None else {
+            "judged": item.requests.judged, "total": item.requests.total,
+            "sampled": item.requests.sampled},
         "causes": [_cause(c) for c in ranking.causes],
         "unexplained": ranking.unexplained,
         "checked": [{"kind": c.kind, "score": _finite(c.score), "z": _finite(c.z, 2),

@@ -69,8 +69,7 @@ def score_traffic(ctx: SpikeContext, facts: Facts) -> Cause:
         return none("traffic_surge", "traffic_surge: no request records")
     base_rate = signal.baseline.median
     rate_ratio = signal.ratio
-    arrivals = {i: float(len(rs)) for i, rs in
-                ctx.request_steps("start").items()}
+    arrivals = {i: float(n) for i, n in ctx.arrivals_per_step().items()}
     latency = {i: median([r.latency_ms for r in rs]) for i, rs in
                ctx.request_steps().items()}
     shared = [i for i in arrivals if i in latency]

@@ -22,6 +22,10 @@ def to_text(doc: Mapping[str, Any], causes_shown: int = 3) -> str:
                      f"{spike['baseline_ms']:.1f} ms baseline, z {spike['z']:.1f}")
         if spike.get("stages_summary"):
             lines.append(f"  stages: {spike['stages_summary']}")
+        judged = spike.get("requests")
+        if judged and judged["sampled"]:
+            lines.append(f"  judged on a sample of {judged['judged']:,} of {judged['total']:,} "
+                         "requests (counts and rates of all)")
         for n, cause in enumerate(spike["causes"][:causes_shown], 1):
             lines.append(f"  {n}. {cause['kind']} {cause['score']:.2f}  {cause['explanation']}")
         if spike["unexplained"]:

@@ -7,6 +7,7 @@ duckdb/where.py) and its rows into these values.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -166,6 +167,43 @@ class RequestRow(NamedTuple):
     status: int
     instance: str = ""
     trace_id: str | None = None  # W3C trace id the request came with, where it had one
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTally:
+    """Exact counts of one spike's requests, counted where they are stored.
+
+    The spike analysis may judge a sample of a large fleet's requests (`request_records`
+    with a budget); what a sample cannot give exactly, it takes from here: how many
+    requests arrived and completed in each step (rates, CPU per request), how many ended
+    in the baseline and in the spike (profile samples per request), how many each
+    version served in the spike, and the first slow request of the spike's first step
+    (its onset). Steps are on the spike's grid: step i holds [spike start + i * step,
+    spike start + (i + 1) * step), negative before the spike.
+    """
+
+    total: int  # requests that ended in the window counted
+    ended: dict[int, int]  # per step, by the request's end
+    began: dict[int, int]  # per step, by its start (end less latency)
+    baseline: int  # ended in [baseline start, spike start)
+    inside: int  # ended in the spike
+    versions: dict[str, int]  # of those that ended in the spike, per version
+    first_slow_ns: Nanos | None  # end of the first request of the spike's first step over `slow_ns`
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceLatency:
+    """One instance's latency percentile and requests, in a baseline and in a spike."""
+
+    instance: str
+    baseline_ms: float
+    spike_ms: float
+    baseline_requests: int
+    spike_requests: int
+
+    @property
+    def ratio(self) -> float:
+        return self.spike_ms / self.baseline_ms if self.baseline_ms > 0 else math.nan
 
 
 class GpuRow(NamedTuple):

@@ -23,11 +23,13 @@ from pyrometer.collector.storage.reads import (
     GpuPoint,
     GpuRow,
     HostPoint,
+    InstanceLatency,
     LatencyPoint,
     ProcessPoint,
     ProfileLabels,
     QuantilePoint,
     RequestRow,
+    RequestTally,
     RouteSeries,
     SeriesQuery,
     StoredEvent,
@@ -153,12 +155,36 @@ class Store(Protocol):
         ...
 
     def request_records(self, service: str, start_ns: Nanos, end_ns: Nanos, *,
-                        route: str | None = None) -> list[RequestRow]:
-        """Requests that ended in [start, end), by time (capped; the latest are kept)."""
+                        route: str | None = None, instance: str | None = None,
+                        budget: int | None = None) -> list[RequestRow]:
+        """Requests that ended in [start, end), by time (capped; the latest are kept).
+
+        With a `budget`, where more requests match, a deterministic sample of about that
+        many: each kept by a hash of its own values, so the same rows give the same sample
+        and every part of the window is thinned alike (see `request_tally` for exact
+        counts).
+        """
         ...
 
-    def gpu_readings(self, service: str, start_ns: Nanos, end_ns: Nanos) -> list[GpuRow]:
-        """GPU readings in [start, end), by time (capped; the latest are kept)."""
+    def request_tally(self, service: str, start_ns: Nanos, end_ns: Nanos, *,
+                      spike: tuple[Nanos, Nanos], baseline_start_ns: Nanos, step_ns: Nanos,
+                      slow_ns: Nanos, route: str | None = None, instance: str | None = None
+                      ) -> RequestTally:
+        """Exact counts of the requests that ended in [start, end) around one spike
+        (see RequestTally)."""
+        ...
+
+    def instance_latency(self, service: str, baseline: tuple[Nanos, Nanos],
+                         spike: tuple[Nanos, Nanos], quantile: float, *,
+                         route: str | None = None) -> list[InstanceLatency]:
+        """Per instance: its requests' latency quantile (linear interpolation) and count,
+        of those that ended in the baseline and of those that ended in the spike."""
+        ...
+
+    def gpu_readings(self, service: str, start_ns: Nanos, end_ns: Nanos, *,
+                     instance: str | None = None, budget: int | None = None) -> list[GpuRow]:
+        """GPU readings in [start, end), by time (capped; the latest are kept); with a
+        `budget`, a deterministic sample of about that many as `request_records` takes."""
         ...
 
     def engine_readings(self, service: str, start_ns: Nanos, end_ns: Nanos) -> list[EngineRow]:

@@ -15,7 +15,9 @@ from test_api import LiveServer
 
 from pyrometer.agent import cli
 from pyrometer.agent.shared.model import SampleKey, Telemetry
-from pyrometer.collector.analysis.gather import _resources
+from pyrometer.collector.analysis import gather, report
+from pyrometer.collector.analysis.detect import DetectConfig
+from pyrometer.collector.analysis.gather import SpikeQuery, _resources, analyze
 from pyrometer.collector.analysis.inputs import resource_points
 from pyrometer.collector.api.spikes import MAX_BUCKETS
 from pyrometer.collector.ingest.decode import StreamDecoder
@@ -145,6 +147,32 @@ def test_a_spikes_resources_are_the_whole_series_points_of_its_steps(tmp_path: P
             assert _resources(store, series, start, end) == expected
     finally:
         store.close()
+
+
+def test_a_spike_judged_on_a_sample_keeps_its_answer_and_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = DuckDBStore(tmp_path / "pyrometer.duckdb")
+    try:
+        fill(store)
+        query = SpikeQuery("svc", BASE_NS + 300 * S, BASE_NS + 700 * S,
+                           DetectConfig(step_ns=10 * S, baseline_ns=300 * S))
+        (whole,) = analyze(store, query).spikes
+        monkeypatch.setattr(gather, "REQUEST_BUDGET", 1000)
+        answer = analyze(store, query)
+        (sampled,) = answer.spikes
+    finally:
+        store.close()
+    assert whole.requests is not None and sampled.requests is not None
+    assert not whole.requests.sampled and whole.requests.judged == whole.requests.total > 3000
+    assert sampled.requests.sampled and sampled.requests.total == whole.requests.total
+    assert 850 <= sampled.requests.judged <= 1150
+    # counted over every request: the onset, the slowest, each instance's rise
+    assert sampled.spike == whole.spike and sampled.slowest == whole.slowest
+    assert sampled.instances == whole.instances
+    assert [c.kind for c in sampled.ranking.causes[:1]] == ["payload_size"]
+    doc = report.to_json(answer)
+    assert doc["spikes"][0]["requests"] == {"judged": sampled.requests.judged,
+                                            "total": whole.requests.total, "sampled": True}
 
 
 def test_a_long_window_is_detected_from_the_latency_sketches(tmp_path: Path) -> None:

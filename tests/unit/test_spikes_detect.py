@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from pyrometer.collector.analysis.detect import Bucket, DetectConfig, Spike, detect, refine_onset
+from pyrometer.collector.analysis.detect import Bucket, DetectConfig, detect
 
 S = 1_000_000_000
 STEP = 10 * S
@@ -96,14 +96,6 @@ def test_percentile_floor_settings_are_configurable() -> None:
     assert detect(series(values), CONFIG, from_ns=T0).spikes == ()
     loose = DetectConfig(step_ns=STEP, baseline_ns=600 * S, min_increase_ratio=0.1)
     assert len(detect(series(values), loose, from_ns=T0).spikes) == 1
-
-
-def test_onset_is_refined_to_the_first_slow_request_in_the_first_bucket() -> None:
-    spike = Spike(T0, T0 + 3 * STEP, T0, T0, 150.0, 40.0, 2.0, 20.0, 60.0)
-    ends = [T0 - S, T0 + 1 * S, T0 + 4 * S, T0 + 5 * S, T0 + 12 * S]
-    latencies = [200.0, 40.0, 90.0, 150.0, 150.0]  # the first is before the bucket
-    assert refine_onset(spike, ends, latencies, STEP).onset_ns == T0 + 4 * S
-    assert refine_onset(spike, ends[:2], latencies[:2], STEP).onset_ns == T0
 
 
 def test_a_one_step_blip_at_a_fine_step_is_not_a_spike() -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 
-from pyrometer.collector.analysis.localise import localise
+from pyrometer.collector.analysis.localise import QUANTILES, Localisation, instance_latencies
+from pyrometer.collector.analysis.localise import localise as localise_latencies
 from pyrometer.collector.storage.reads import RequestRow
 
 S = 1_000_000_000
@@ -23,6 +24,11 @@ def rows(instance: str, base_ms: float, spike_ms: float, per_s: float = 5.0,
                               instance))
         t += 1 / per_s
     return out
+
+
+def localise(requests: list[RequestRow], baseline: tuple[int, int], spike: tuple[int, int],
+             percentile: str) -> Localisation:
+    return localise_latencies(instance_latencies(requests, baseline, spike, QUANTILES[percentile]))
 
 
 def test_a_spike_one_instance_carries_is_named_for_it() -> None:

@@ -52,8 +52,10 @@ from pyrometer.collector.storage.duckdb.profiles import (
 )
 from pyrometer.collector.storage.duckdb.records import (
     read_gpu_rows,
+    read_instance_latency,
     read_request_counts,
     read_request_rows,
+    read_request_tally,
     read_routes,
     read_slowest_requests,
     read_version_costs,
@@ -100,11 +102,13 @@ from pyrometer.collector.storage.reads import (
     GpuPoint,
     GpuRow,
     HostPoint,
+    InstanceLatency,
     LatencyPoint,
     ProcessPoint,
     ProfileLabels,
     QuantilePoint,
     RequestRow,
+    RequestTally,
     RouteSeries,
     SeriesQuery,
     StoredEvent,
@@ -489,13 +493,33 @@ class DuckDBStore:
         return self._read(lambda cur: read_events(cur, service, start_ns, end_ns, kind))
 
     def request_records(self, service: str, start_ns: Nanos, end_ns: Nanos, *,
-                        route: str | None = None) -> list[RequestRow]:
+                        route: str | None = None, instance: str | None = None,
+                        budget: int | None = None) -> list[RequestRow]:
         """See `Store.request_records`."""
-        return self._read(lambda cur: read_request_rows(cur, service, start_ns, end_ns, route))
+        return self._read(lambda cur: read_request_rows(cur, service, start_ns, end_ns, route,
+                                                        instance, budget))
 
-    def gpu_readings(self, service: str, start_ns: Nanos, end_ns: Nanos) -> list[GpuRow]:
+    def request_tally(self, service: str, start_ns: Nanos, end_ns: Nanos, *,
+                      spike: tuple[Nanos, Nanos], baseline_start_ns: Nanos, step_ns: Nanos,
+                      slow_ns: Nanos, route: str | None = None, instance: str | None = None
+                      ) -> RequestTally:
+        """See `Store.request_tally`."""
+        return self._read(lambda cur: read_request_tally(
+            cur, service, start_ns, end_ns, spike=spike, baseline_start_ns=baseline_start_ns,
+            step_ns=step_ns, slow_ns=slow_ns, route=route, instance=instance))
+
+    def instance_latency(self, service: str, baseline: tuple[Nanos, Nanos],
+                         spike: tuple[Nanos, Nanos], quantile: float, *,
+                         route: str | None = None) -> list[InstanceLatency]:
+        """See `Store.instance_latency`."""
+        return self._read(lambda cur: read_instance_latency(cur, service, baseline, spike,
+                                                            quantile, route))
+
+    def gpu_readings(self, service: str, start_ns: Nanos, end_ns: Nanos, *,
+                     instance: str | None = None, budget: int | None = None) -> list[GpuRow]:
         """See `Store.gpu_readings`."""
-        return self._read(lambda cur: read_gpu_rows(cur, service, start_ns, end_ns))
+        return self._read(lambda cur: read_gpu_rows(cur, service, start_ns, end_ns, instance,
+                                                    budget))
 
     def engine_readings(self, service: str, start_ns: Nanos, end_ns: Nanos) -> list[EngineRow]:
         """See `Store.engine_readings`."""

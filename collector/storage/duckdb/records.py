@@ -5,25 +5,63 @@ themselves: each request's end, latency, size and version (onset refinement, the
 latency-per-size relation, the per-version split), and each GPU reading's throttle
 reasons, clocks and slowdown threshold. Every query is parameterised SQL, capped at
 MAX_RECORDS rows (the most recent are kept, as the spike is at the end of the window).
+
+Sampling to a budget: a day's spike of a fleet holds hundreds of thousands of requests
+and GPU readings, and the analysis' time grows with them while what it concludes from
+medians and shares does not. With a budget, a window holding more rows keeps each one
+whose hash of its own values falls in the first `budget / rows` of the hash's range:
+the same rows always give the same sample, each row is kept independently of its time
+(so every step is thinned alike and rates compare), and the counts a sample cannot give
+exactly come from `read_request_tally`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import duckdb
 
 from pyrometer.agent.shared.model import Nanos
 from pyrometer.collector.storage.duckdb.where import time_window
-from pyrometer.collector.storage.reads import GpuRow, RequestRow, VersionCost
+from pyrometer.collector.storage.reads import (
+    GpuRow,
+    InstanceLatency,
+    RequestRow,
+    RequestTally,
+    VersionCost,
+)
 
 MAX_RECORDS = 500_000
 
 
+# a kept row's hash modulo this falls below the kept share of it
+SAMPLE_RANGE = 1 << 20
+
+
+def _sampled(cur: duckdb.DuckDBPyConnection, table: str, clause: str, params: dict[str, Any],
+             budget: int | None, key: str) -> str:
+    """`clause`, narrowed to a deterministic sample of about `budget` rows (by a hash of
+    the `key` columns) where more match; unchanged where as many or fewer do."""
+    if budget is None:
+        return clause
+    row = cur.execute(f"SELECT count(*) FROM {table} WHERE {clause}", params).fetchone()
+    total = int(row[0]) if row else 0
+    if total <= budget:
+        return clause
+    params["keep"] = max(1, budget * SAMPLE_RANGE // total)
+    return f"{clause} AND hash({key}) % {SAMPLE_RANGE} < $keep"
+
+
 def read_request_rows(cur: duckdb.DuckDBPyConnection, service: str, start_ns: Nanos,
-                      end_ns: Nanos, route: str | None = None) -> list[RequestRow]:
-    """Requests of `service` that ended in [start, end), optionally of one route, by time."""
-    clause, params = time_window(service, start_ns, end_ns, route=route)
+                      end_ns: Nanos, route: str | None = None, instance: str | None = None,
+                      budget: int | None = None) -> list[RequestRow]:
+    """Requests of `service` that ended in [start, end), optionally of one route or
+    instance, by time; with a budget, sampled to about that many (see above)."""
+    clause, params = time_window(service, start_ns, end_ns, route=route, instance=instance)
+    clause = _sampled(cur, "requests", clause, params, budget,
+                      "time_ns, latency_ns, instance, request_bytes")
     rows = cur.execute(
         "SELECT * FROM (SELECT time_ns, latency_ns, request_bytes, app_size, version, route, "
         f"status, instance, trace_id FROM requests WHERE {clause} ORDER BY time_ns DESC LIMIT $limit) "
@@ -105,9 +143,12 @@ def read_request_counts(cur: duckdb.DuckDBPyConnection, service: str,
 
 
 def read_gpu_rows(cur: duckdb.DuckDBPyConnection, service: str, start_ns: Nanos,
-                  end_ns: Nanos) -> list[GpuRow]:
-    """GPU readings of `service` in [start, end), by time."""
-    clause, params = time_window(service, start_ns, end_ns)
+                  end_ns: Nanos, instance: str | None = None, budget: int | None = None
+                  ) -> list[GpuRow]:
+    """GPU readings of `service` in [start, end), optionally of one instance, by time; with
+    a budget, sampled to about that many (see above)."""
+    clause, params = time_window(service, start_ns, end_ns, instance=instance)
+    clause = _sampled(cur, "gpu", clause, params, budget, "time_ns, instance, gpu_index")
     rows = cur.execute(
         "SELECT * FROM (SELECT time_ns, instance, gpu_index, clock_event_reasons, sm_clock_mhz, "
         f"sm_clock_max_mhz, temperature_c, slowdown_temperature_c, replayed FROM gpu WHERE {clause} "
@@ -127,3 +168,63 @@ def read_routes(cur: duckdb.DuckDBPyConnection, service: str, start_ns: Nanos,
         params,
     ).fetchall()
     return [(route, count) for route, count in rows]
+
+
+def _step_of(expr: str) -> str:
+    """SQL for the step on the spike's grid ($s0, $step) that holds the time `expr`,
+    floored as Python's // is (DuckDB's // truncates toward zero)."""
+    offset = f"({expr} - $s0)"
+    return f"({offset} - (({offset} % $step) + $step) % $step) // $step"
+
+
+def read_request_tally(cur: duckdb.DuckDBPyConnection, service: str, start_ns: Nanos,
+                       end_ns: Nanos, *, spike: tuple[Nanos, Nanos], baseline_start_ns: Nanos,
+                       step_ns: Nanos, slow_ns: Nanos, route: str | None = None,
+                       instance: str | None = None) -> RequestTally:
+    """See RequestTally: three aggregates over the requests of one spike's window."""
+    clause, params = time_window(service, start_ns, end_ns, route=route, instance=instance)
+    inside = {**params, "s0": spike[0], "s1": spike[1]}
+    row = cur.execute(
+        "SELECT count(*), count(*) FILTER (WHERE time_ns >= $b0 AND time_ns < $s0), "
+        "count(*) FILTER (WHERE time_ns >= $s0 AND time_ns < $s1), "
+        "min(time_ns) FILTER (WHERE time_ns >= $s0 AND time_ns < least($first_end, $s1) "
+        f"AND latency_ns > $slow) FROM requests WHERE {clause}",
+        {**inside, "b0": baseline_start_ns, "first_end": spike[0] + step_ns, "slow": slow_ns},
+    ).fetchone()
+    assert row is not None  # an aggregate without GROUP BY always has a row
+    steps = cur.execute(
+        f"SELECT 'e', {_step_of('time_ns')} AS i, count(*) FROM requests WHERE {clause} "
+        "GROUP BY i UNION ALL "
+        f"SELECT 'b', {_step_of('time_ns - latency_ns')} AS i, count(*) FROM requests "
+        f"WHERE {clause} GROUP BY i",
+        {**params, "s0": spike[0], "step": step_ns}).fetchall()
+    versions = cur.execute(
+        f"SELECT version, count(*) FROM requests WHERE {clause} "
+        "AND time_ns >= $s0 AND time_ns < $s1 GROUP BY version", inside).fetchall()
+    return RequestTally(
+        total=int(row[0]), baseline=int(row[1]), inside=int(row[2]),
+        ended={int(i): int(n) for side, i, n in steps if side == "e"},
+        began={int(i): int(n) for side, i, n in steps if side == "b"},
+        versions={str(v): int(n) for v, n in versions},
+        first_slow_ns=None if row[3] is None else int(row[3]))
+
+
+def read_instance_latency(cur: duckdb.DuckDBPyConnection, service: str,
+                          baseline: tuple[Nanos, Nanos], spike: tuple[Nanos, Nanos],
+                          quantile: float, route: str | None = None) -> list[InstanceLatency]:
+    """Per instance: the `quantile` (quantile_cont, linear) of its latency and its count,
+    in the baseline and in the spike (by the requests' ends), by instance."""
+    lo, hi = min(baseline[0], spike[0]), max(baseline[1], spike[1])
+    clause, params = time_window(service, lo, hi, route=route)
+    params.update(b0=baseline[0], b1=baseline[1], s0=spike[0], s1=spike[1], q=quantile)
+    base = "time_ns >= $b0 AND time_ns < $b1"
+    inside = "time_ns >= $s0 AND time_ns < $s1"
+    rows = cur.execute(
+        f"SELECT instance, quantile_cont(latency_ns, $q) FILTER (WHERE {base}), "
+        f"quantile_cont(latency_ns, $q) FILTER (WHERE {inside}), "
+        f"count(*) FILTER (WHERE {base}), count(*) FILTER (WHERE {inside}) "
+        f"FROM requests WHERE {clause} GROUP BY instance ORDER BY instance",
+        params).fetchall()
+    return [InstanceLatency(name, math.nan if b is None else b / 1e6,
+                            math.nan if s is None else s / 1e6, int(nb), int(ns))
+            for name, b, s, nb, ns in rows]
