@@ -17,6 +17,7 @@ from typing import NamedTuple, TypeVar
 from pyrometer.agent.shared.model import Nanos
 from pyrometer.collector.analysis.detect import Spike
 from pyrometer.collector.analysis.robust import Baseline, median
+from pyrometer.collector.storage.reads import EngineStep
 
 T = TypeVar("T")
 
@@ -88,6 +89,27 @@ class EngineSample:
     count: int = 0
     engine: str = ""
     model: str = ""
+    instance: str = ""
+
+
+def engine_steps(samples: Iterable[EngineSample], origin_ns: Nanos, step_ns: Nanos
+                 ) -> tuple[EngineStep, ...]:
+    """The readings summed per step of the grid from `origin_ns`, as `Store.engine_steps`
+    sums them where they are stored: its reference, and how tests build a context."""
+    scrapes: dict[tuple[Nanos, str, str, str], list[EngineSample]] = {}
+    for s in samples:
+        scrapes.setdefault((s.time_ns, s.instance, s.metric, s.engine), []).append(s)
+    acc: dict[tuple[int, str, str], list[float]] = {}
+    for (t, _, metric, engine), readings in scrapes.items():
+        a = acc.setdefault(((t - origin_ns) // step_ns, metric, engine), [0.0, 0.0, 0, 0, 0.0, -math.inf])
+        a[0] += sum(r.value for r in readings)
+        a[1] += sum(r.value for r in readings if r.count > 0)
+        a[2] += sum(r.count for r in readings)
+        a[3] += 1
+        a[4] += max(r.value for r in readings)
+        a[5] = max(a[5], max(r.value for r in readings))
+    return tuple(EngineStep(i, metric, engine, a[0], a[1], int(a[2]), int(a[3]), a[4], a[5])
+                 for (i, metric, engine), a in sorted(acc.items()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +165,8 @@ class SpikeContext:
     baseline_profile: CodeProfile | None = None
     # samples and requests of each version inside the spike
     version_profiles: Mapping[str, CodeProfile] = field(default_factory=dict)
-    engine: tuple[EngineSample, ...] = ()  # the serving engine's readings, when scraped
+    # the serving engine's readings summed per step (bucket_index), when scraped
+    engine: tuple[EngineStep, ...] = ()
     # Requests per step by start and by end (bucket_index), every request counted, where
     # `requests` may be a sample of a large fleet's (gather.py): rates and CPU per request
     # need the true counts. None: count `requests`. A sample's own size is what a minimum

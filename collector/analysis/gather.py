@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pyrometer.agent.shared.model import NANOS_PER_SECOND, Nanos
 from pyrometer.collector.analysis.causes import Ranking, rank
 from pyrometer.collector.analysis.detect import Bucket, DetectConfig, Detection, Spike, detect
-from pyrometer.collector.analysis.evidence import EngineSample, EventInfo, ResourcePoint, SpikeContext
+from pyrometer.collector.analysis.evidence import EventInfo, ResourcePoint, SpikeContext
 from pyrometer.collector.analysis.inputs import (
     code_profile,
     gpu_samples,
@@ -195,9 +195,9 @@ def _context(store: Store, query: SpikeQuery, spike: Spike,
     gpus = store.gpu_readings(query.service, base_start, spike.end_ns, instance=instance,
                               budget=GPU_BUDGET)
     series = replace(_series(query), instance=instance)
-    engine = tuple(EngineSample(e.time_ns, e.metric, e.value, e.count, e.engine, e.model)
-                   for e in store.engine_readings(query.service, base_start, spike.end_ns)
-                   if instance is None or e.instance == instance)
+    engine = tuple(store.engine_steps(query.service, base_start, spike.end_ns,
+                                      origin_ns=spike.start_ns, step_ns=cfg.step_ns,
+                                      instance=instance))
     slowest = store.slowest_requests(query.service, spike.start_ns, spike.end_ns, limit=SLOWEST,
                                      route=spike.route, instance=instance)
     return SpikeContext(

@@ -27,48 +27,44 @@ and does not score, whatever else the spike shows.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 from pyrometer.collector.analysis.candidate import SHARE, Cause, Facts, none, num, pct, timing
 from pyrometer.collector.analysis.evidence import SignalSummary, SpikeContext, summarize
 from pyrometer.collector.analysis.robust import clip01, median, ramp, ratio
+from pyrometer.collector.storage.reads import EngineStep
 
 NO_DATA = "no engine metrics (agent --scrape)"
 
 
-def _means(ctx: SpikeContext, metric: str) -> dict[int, float]:
-    """Per step: the mean per observation (sum of values over sum of counts)."""
-    sums: dict[int, list[float]] = {}
-    for s in ctx.engine:
-        if s.metric == metric and s.count > 0:
-            acc = sums.setdefault(ctx.bucket_index(s.time_ns), [0.0, 0.0])
-            acc[0] += s.value
-            acc[1] += s.count
-    return {i: v / n for i, (v, n) in sums.items() if n > 0}
-
-
-def _gauges(ctx: SpikeContext, metric: str, combine: Callable[[list[float]], float] = sum
-            ) -> dict[int, float]:
-    """Per step: the mean over its scrapes of the models' values combined (summed)."""
-    at: dict[int, list[float]] = {}
+def _steps(ctx: SpikeContext, metric: str) -> dict[int, list[EngineStep]]:
+    out: dict[int, list[EngineStep]] = {}
     for s in ctx.engine:
         if s.metric == metric:
-            at.setdefault(s.time_ns, []).append(s.value)
-    steps: dict[int, list[float]] = {}
-    for t, values in at.items():
-        steps.setdefault(ctx.bucket_index(t), []).append(combine(values))
-    return {i: sum(vs) / len(vs) for i, vs in steps.items()}
+            out.setdefault(s.step, []).append(s)
+    return out
+
+
+def _means(ctx: SpikeContext, metric: str) -> dict[int, float]:
+    """Per step: the mean per observation (sum of values over sum of counts)."""
+    out = {}
+    for i, steps in _steps(ctx, metric).items():
+        n = sum(s.count for s in steps)
+        if n > 0:
+            out[i] = sum(s.counted_total for s in steps) / n
+    return out
+
+
+def _gauges(ctx: SpikeContext, metric: str, highest: bool = False) -> dict[int, float]:
+    """Per step: the mean over its scrapes of each scrape's models summed (or their highest)."""
+    return {i: sum(s.scrape_highest if highest else s.total for s in steps)
+            / sum(s.scrapes for s in steps)
+            for i, steps in _steps(ctx, metric).items()}
 
 
 def _rates(ctx: SpikeContext, metric: str) -> dict[int, float]:
     """Per step: the counter's increase per second."""
     step_s = ctx.step_ns / 1e9
-    out: dict[int, float] = {}
-    for s in ctx.engine:
-        if s.metric == metric:
-            i = ctx.bucket_index(s.time_ns)
-            out[i] = out.get(i, 0.0) + s.value / step_s
-    return out
+    return {i: sum(s.total for s in steps) / step_s for i, steps in _steps(ctx, metric).items()}
 
 
 def _has(ctx: SpikeContext, *metrics: str) -> bool:
@@ -156,7 +152,7 @@ def score_batch_saturation(ctx: SpikeContext, facts: Facts) -> Cause:
         return none(kind, f"{kind}: {NO_DATA}" if not ctx.engine
                     else f"{kind}: the engine reports no running-batch size")
     running = _gauges(ctx, "requests_running")
-    configured = [s.value for s in ctx.engine if s.metric == "max_running"]
+    configured = [s.highest for s in ctx.engine if s.metric == "max_running"]
     cap = max(configured) if configured else max(running.values())
     base = [v for i, v in running.items() if i < 0 and ctx.in_baseline(ctx.spike.start_ns + i * ctx.step_ns)]
     inside = _spike_values(ctx, running)
@@ -189,7 +185,7 @@ def score_kv_cache(ctx: SpikeContext, facts: Facts) -> Cause:
     if not _has(ctx, "kv_cache_usage", "preemptions"):
         return none(kind, f"{kind}: {NO_DATA}" if not ctx.engine
                     else f"{kind}: the engine reports no KV-cache usage or preemptions")
-    usage = _gauges(ctx, "kv_cache_usage", max)
+    usage = _gauges(ctx, "kv_cache_usage", highest=True)
     preempt = _rates(ctx, "preemptions")
     u_in, p_in = _spike_values(ctx, usage), _spike_values(ctx, preempt)
     u_base = [v for i, v in usage.items() if i < 0]
@@ -252,20 +248,14 @@ def score_prompt_tokens(ctx: SpikeContext, facts: Facts) -> Cause:
 
 
 def _tokens_per_request(ctx: SpikeContext) -> dict[int, float]:
-    tokens: dict[int, list[float]] = {}
-    for s in ctx.engine:
-        if s.metric in ("prompt_tokens", "requests"):
-            acc = tokens.setdefault(ctx.bucket_index(s.time_ns), [0.0, 0.0, 0.0])
-            if s.metric == "prompt_tokens":
-                acc[0] += s.value
-                acc[1] += s.count  # a histogram says per how many requests
-            else:
-                acc[2] += s.value
+    tokens, done = _steps(ctx, "prompt_tokens"), _steps(ctx, "requests")
     out = {}
-    for i, (value, counted, done) in tokens.items():
-        n = counted if counted > 0 else done
+    for i in sorted(tokens.keys() | done.keys()):
+        steps = tokens.get(i, [])
+        counted = sum(s.count for s in steps)  # a histogram says per how many requests
+        n = counted if counted > 0 else sum(s.total for s in done.get(i, ()))
         if n > 0:
-            out[i] = value / n
+            out[i] = sum(s.total for s in steps) / n
     return out
 
 

@@ -286,3 +286,28 @@ class EngineRow:
     interval_s: float
     engine: str
     model: str
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStep:
+    """One engine's metric over one step of a spike's grid (step i: [spike start + i * step,
+    spike start + (i + 1) * step)), every reading in it summed, so that the spike analysis
+    reads a day's fleet as a few hundred of these, not hundreds of thousands of readings.
+
+    A scrape is one instance's reading at one time; it reports a value per model. Every
+    field adds up over engines and instances: a gauge's mean over the step's scrapes is
+    `total / scrapes` (the models of a scrape summed) or `scrape_highest / scrapes` (their
+    highest); a histogram's mean per observation is `counted_total / count`; a counter's
+    increase is `total`.
+    """
+
+    step: int
+    metric: str
+    engine: str
+    total: float  # every reading's value
+    counted_total: float  # the values of the readings that have a count (histograms)
+    count: int  # the readings' counts (observations)
+    scrapes: int
+    scrape_highest: float  # each scrape's highest value over its models, summed
+    highest: float  # the highest single value
+

@@ -19,6 +19,7 @@ from pyrometer.collector.storage.label_sets import LabelSet, LabelSetSummary, St
 from pyrometer.collector.storage.reads import (
     EngineBucket,
     EngineRow,
+    EngineStep,
     EventListing,
     GpuPoint,
     GpuRow,
@@ -189,6 +190,12 @@ class Store(Protocol):
 
     def engine_readings(self, service: str, start_ns: Nanos, end_ns: Nanos) -> list[EngineRow]:
         """The serving engine's readings in [start, end), by time (capped; the latest kept)."""
+        ...
+
+    def engine_steps(self, service: str, start_ns: Nanos, end_ns: Nanos, *, origin_ns: Nanos,
+                     step_ns: Nanos, instance: str | None = None) -> list[EngineStep]:
+        """The serving engine's readings in [start, end) summed per step of the grid from
+        `origin_ns`, by step, metric and engine (see EngineStep)."""
         ...
 
     def slowest_requests(self, service: str, start_ns: Nanos, end_ns: Nanos, *, limit: int,

@@ -1,5 +1,6 @@
-"""The reads one spike's analysis makes (storage/duckdb/records.py): exact counts, each
-instance's percentiles and deterministic samples, against the same computed in memory."""
+"""The reads one spike's analysis makes (storage/duckdb/records.py, engine.py): exact
+counts, each instance's percentiles, the engine's readings summed per step and
+deterministic samples, against the same computed in memory."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyrometer.agent.shared.model import Telemetry
+from pyrometer.collector.analysis.evidence import EngineSample, engine_steps
 from pyrometer.collector.analysis.localise import instance_latencies
 from pyrometer.collector.ingest.decode import StreamDecoder
 from pyrometer.collector.storage.duckdb.backend import DuckDBStore
 from pyrometer.collector.storage.reads import RequestRow, RequestTally
 from support.ingest_builder import BASE_NS, NOW_NS, StreamEncoder
-from support.telemetry_builder import MS, S, gpu, request
+from support.telemetry_builder import MS, S, engine_reading, gpu, request
 
 STEP = 10 * S
 SPIKE = (BASE_NS + 300 * S, BASE_NS + 360 * S)
@@ -143,3 +145,37 @@ def test_gpu_readings_are_sampled_alike_and_filter_by_instance(store: DuckDBStor
     assert store.gpu_readings("svc", *window, budget=800) == sample
     assert set(sample) <= set(every) and 800 * 0.85 <= len(sample) <= 800 * 1.15
     assert {g.instance for g in store.gpu_readings("svc", *window, instance="b")} == {"b"}
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), same_times=st.booleans())
+def test_engine_steps_sum_what_memory_sums(tmp_path_factory: pytest.TempPathFactory, seed: int,
+                                           same_times: bool) -> None:
+    rng = random.Random(seed)
+    readings = []
+    for instance in ("a", "b"):
+        for k in range(rng.randrange(0, 60)):
+            at = k * 7.5 + (0 if same_times else rng.uniform(0, 5))
+            for model in ("llama", "mistral")[:rng.randrange(1, 3)]:
+                for metric, count in (("queue_time_s", rng.choice((0, 3, 40))),
+                                      ("requests_running", 0), ("preemptions", 0)):
+                    readings.append(EngineSample(
+                        BASE_NS + round(at * S), metric, rng.choice((0.0, 0.5, rng.uniform(0, 90))),
+                        count, "vllm", model, instance))
+    with closing(DuckDBStore(tmp_path_factory.mktemp("engine") / "e.duckdb")) as store:
+        for instance in ("a", "b"):
+            mine = tuple(r for r in readings if r.instance == instance)
+            if mine:
+                commit(store, instance, Telemetry(engine=tuple(
+                    engine_reading((r.time_ns - BASE_NS) / S, r.metric, value=r.value,
+                                   count=r.count, model=r.model) for r in mine)))
+        for instance in (None, "b"):
+            got = store.engine_steps("svc", *WINDOW, origin_ns=SPIKE[0], step_ns=STEP,
+                                     instance=instance)
+            want = engine_steps((r for r in readings if instance in (None, r.instance)
+                                 and WINDOW[0] <= r.time_ns < WINDOW[1]), SPIKE[0], STEP)
+            assert [(g.step, g.metric, g.engine, g.count, g.scrapes) for g in got] == \
+                [(w.step, w.metric, w.engine, w.count, w.scrapes) for w in want]
+            for g, w in zip(got, want, strict=True):
+                for field in ("total", "counted_total", "scrape_highest", "highest"):
+                    assert getattr(g, field) == pytest.approx(getattr(w, field), rel=1e-9), field

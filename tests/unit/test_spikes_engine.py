@@ -19,6 +19,7 @@ from pyrometer.collector.analysis.evidence import (
     RequestSample,
     ResourcePoint,
     SpikeContext,
+    engine_steps,
 )
 from support.spikes import END, SPIKE, START, STEP, T0, S
 
@@ -60,7 +61,7 @@ def scenario(seed: int = 3, sizes: float = 1.0, **series: tuple[Series, int]) ->
         resources=tuple(ResourcePoint(T0 + i * STEP, 0.6, 0.65, 2) for i in range(66)),
         baseline_profile=CodeProfile(flat.functions, 5 * base_n, base_n),
         spike_profile=CodeProfile(flat.functions, 5 * (len(reqs) - base_n), len(reqs) - base_n),
-        engine=engine(rng, **series),
+        engine=engine_steps(engine(rng, **series), SPIKE.start_ns, STEP),
     )
 
 

@@ -34,7 +34,7 @@ from pyrometer.collector.storage.duckdb.append import (
     stacks_table,
     telemetry_tables,
 )
-from pyrometer.collector.storage.duckdb.engine import read_engine_rows
+from pyrometer.collector.storage.duckdb.engine import read_engine_rows, read_engine_steps
 from pyrometer.collector.storage.duckdb.events import read_events
 from pyrometer.collector.storage.duckdb.label_sets import read_label_sets, read_selected_profile, read_steps
 from pyrometer.collector.storage.duckdb.migrate import (
@@ -98,6 +98,7 @@ from pyrometer.collector.storage.reads import (
     API_AGENT_ID,
     EngineBucket,
     EngineRow,
+    EngineStep,
     EventListing,
     GpuPoint,
     GpuRow,
@@ -524,6 +525,12 @@ class DuckDBStore:
     def engine_readings(self, service: str, start_ns: Nanos, end_ns: Nanos) -> list[EngineRow]:
         """See `Store.engine_readings`."""
         return self._read(lambda cur: read_engine_rows(cur, service, start_ns, end_ns))
+
+    def engine_steps(self, service: str, start_ns: Nanos, end_ns: Nanos, *, origin_ns: Nanos,
+                     step_ns: Nanos, instance: str | None = None) -> list[EngineStep]:
+        """See `Store.engine_steps`."""
+        return self._read(lambda cur: read_engine_steps(cur, service, start_ns, end_ns, origin_ns,
+                                                        step_ns, instance))
 
     def slowest_requests(self, service: str, start_ns: Nanos, end_ns: Nanos, *, limit: int,
                          route: str | None = None, instance: str | None = None

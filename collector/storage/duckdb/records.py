@@ -24,7 +24,7 @@ from typing import Any
 import duckdb
 
 from pyrometer.agent.shared.model import Nanos
-from pyrometer.collector.storage.duckdb.where import time_window
+from pyrometer.collector.storage.duckdb.where import step_of, time_window
 from pyrometer.collector.storage.reads import (
     GpuRow,
     InstanceLatency,
@@ -170,13 +170,6 @@ def read_routes(cur: duckdb.DuckDBPyConnection, service: str, start_ns: Nanos,
     return [(route, count) for route, count in rows]
 
 
-def _step_of(expr: str) -> str:
-    """SQL for the step on the spike's grid ($s0, $step) that holds the time `expr`,
-    floored as Python's // is (DuckDB's // truncates toward zero)."""
-    offset = f"({expr} - $s0)"
-    return f"({offset} - (({offset} % $step) + $step) % $step) // $step"
-
-
 def read_request_tally(cur: duckdb.DuckDBPyConnection, service: str, start_ns: Nanos,
                        end_ns: Nanos, *, spike: tuple[Nanos, Nanos], baseline_start_ns: Nanos,
                        step_ns: Nanos, slow_ns: Nanos, route: str | None = None,
@@ -193,9 +186,9 @@ def read_request_tally(cur: duckdb.DuckDBPyConnection, service: str, start_ns: N
     ).fetchone()
     assert row is not None  # an aggregate without GROUP BY always has a row
     steps = cur.execute(
-        f"SELECT 'e', {_step_of('time_ns')} AS i, count(*) FROM requests WHERE {clause} "
+        f"SELECT 'e', {step_of('time_ns')} AS i, count(*) FROM requests WHERE {clause} "
         "GROUP BY i UNION ALL "
-        f"SELECT 'b', {_step_of('time_ns - latency_ns')} AS i, count(*) FROM requests "
+        f"SELECT 'b', {step_of('time_ns - latency_ns')} AS i, count(*) FROM requests "
         f"WHERE {clause} GROUP BY i",
         {**params, "s0": spike[0], "step": step_ns}).fetchall()
     versions = cur.execute(

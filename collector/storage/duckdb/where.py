@@ -30,3 +30,10 @@ def series_where(query: SeriesQuery, with_route: bool = False) -> tuple[str, dic
                                  route=query.route if with_route else None)
     params["step"] = query.step_ns
     return clause, params
+
+
+def step_of(expr: str) -> str:
+    """SQL for the step of a grid from $s0 by $step that holds the time `expr`, negative
+    before $s0: floored as Python's // is (DuckDB's // truncates toward zero)."""
+    offset = f"({expr} - $s0)"
+    return f"({offset} - (({offset} % $step) + $step) % $step) // $step"
