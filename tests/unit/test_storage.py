@@ -8,12 +8,15 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pyrometer.agent.shared.model import NANOS_PER_SECOND, SampleKey
+from pyrometer.agent.shared.model import NANOS_PER_SECOND, Frame, SampleKey
 from pyrometer.collector.errors import DatabaseInUseError, StorageError
 from pyrometer.collector.ingest.decode import StreamDecoder
 from pyrometer.collector.storage.batch import DecodedBatch
 from pyrometer.collector.storage.duckdb.backend import DuckDBStore
+from pyrometer.collector.storage.duckdb.profiles import _by_count
 from pyrometer.collector.storage.store import BatchOutcome
 from support.ingest_builder import BASE_NS, NOW_NS, StreamEncoder, stack
 
@@ -224,3 +227,13 @@ def test_a_file_from_before_stack_numbers_is_numbered_once_and_reads_the_same(
     with duckdb.connect(str(path), read_only=True) as con:
         assert con.execute("SELECT list(stack_no ORDER BY stack_no) FROM stacks").fetchone() == (
             [1, 2, 3, 4],)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.lists(st.sampled_from(["a", "b", "c"]), max_size=4),
+                          st.integers(1, 4)), unique_by=lambda item: tuple(item[0])))
+def test_a_profiles_stacks_are_by_descending_count_then_by_their_frames(
+        items: list[tuple[list[str], int]]) -> None:
+    samples = [(tuple(Frame(name, "f.py", 1) for name in names), n) for names, n in items]
+    want = sorted(samples, key=lambda s: (-s[1], [(f.name, f.file, f.line) for f in s[0]]))
+    assert _by_count(list(samples)) == want
