@@ -102,9 +102,38 @@ class FunctionChange:
 
 
 def function_stats(profile: Profile) -> dict[str, FunctionStat]:
-    """Inclusive and self samples per function label (``name (file)``), sorted by label."""
-    (top,), keys = count_trees(profile)
-    return _stats(top, keys)
+    """Inclusive and self samples per function label (``name (file)``), sorted by label.
+
+    One pass over the stacks' frames, with no tree: where no tree is built anyway (the
+    spike analysis asks this of a fleet's half hour), building one only to walk it cost
+    twice as much. A function is counted once per sample however often it recurs."""
+    keys = FunctionIndex()
+    seen, key_of, labels = keys.by_frame, keys.of, keys.labels
+    label_no: dict[str, int] = {}
+    of_key: list[int] = []  # a FunctionIndex key's label number
+    totals: list[int] = []
+    leaves: list[int] = []
+    last: list[int] = []  # the sample that last counted each label
+    for n, (stack, count) in enumerate(profile.samples):
+        no = -1
+        for frame in stack:
+            k = seen.get(id(frame))
+            if k is None:
+                k = key_of(frame)
+            while len(of_key) <= k:  # a new key: its label's number, maybe a new label
+                no = label_no.setdefault(labels[len(of_key)], len(label_no))
+                if no == len(totals):
+                    totals.append(0)
+                    leaves.append(0)
+                    last.append(-1)
+                of_key.append(no)
+            no = of_key[k]
+            if last[no] != n:
+                last[no] = n
+                totals[no] += count
+        if no >= 0:
+            leaves[no] += count
+    return {label: FunctionStat(totals[no], leaves[no]) for label, no in sorted(label_no.items())}
 
 
 def _stats(top: CountNode, keys: FunctionIndex) -> dict[str, FunctionStat]:
