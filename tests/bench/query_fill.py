@@ -3,7 +3,7 @@
 The tables are created by the collector's own store (so the schema is exactly what it
 serves from); the rows come from INSERT ... SELECT over range(), one statement per
 table, with pseudo-random values from DuckDB's hash() so that a run is reproducible.
-Telemetry goes into the tables on disk (`<table>_rows`, each row's source by number),
+Samples and telemetry go into the tables on disk (`<table>_rows`, each row's source by number),
 with readings at full double precision; the columns that schema.py keeps at fixed
 decimal places round them as they go in, as they do for the collector's own appends.
 Rows go in time-major order (all instances' rows of one window or second before the
@@ -103,15 +103,15 @@ def _unit(*keys: str) -> str:
 
 
 SAMPLES = f"""
-INSERT INTO samples
-SELECT ts, ts + $window, {_IDENTITY}, w + 1, version, $labels, pid,
+INSERT INTO samples_rows
+SELECT ts, {_SOURCE}, ts + $window, w + 1, $labels, pid,
        CASE WHEN r % 5 = 4 THEN 'ThreadPoolExecutor-0_0' ELSE 'MainThread' END,
        (1 + CASE WHEN hit AND r = 0 THEN $spike_idx WHEN r < $hot THEN r
              ELSE $hot + (tail_at + r * 7919) % $tail END)::INTEGER,
        greatest(1, round(scale / (r + 1) * (0.75 + 0.5 * {_unit('w', 'i', 'r')})))::BIGINT,
        100.0, false
 FROM (SELECT *, unnest(range(k)) AS r
-      FROM (SELECT *, {_VERSION} AS version, {_PID} AS pid, {_HIT} AS hit,
+      FROM (SELECT *, {_PID} AS pid, {_HIT} AS hit,
                    (hash(w, i) % $tail)::BIGINT AS tail_at, 1000.0 / (ln(k) + 0.5772) AS scale
             FROM (SELECT *, $t0 + w * $window AS ts, $kmin + (hash(i, w) % $kspan)::BIGINT AS k
                   FROM (SELECT g // $n AS w, g % $n AS i FROM range($windows * $n) t(g)))))

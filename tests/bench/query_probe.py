@@ -198,8 +198,8 @@ def storage(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, Any]:
             for table, read in _READ_NAMES.items()}
     methods = con.execute(
         "SELECT column_name, string_agg(DISTINCT compression, ', ' ORDER BY compression) "
-        "FROM pragma_storage_info('samples') WHERE segment_type <> 'VALIDITY' GROUP BY column_name"
-    ).fetchall()
+        "FROM pragma_storage_info($t) WHERE segment_type <> 'VALIDITY' GROUP BY column_name",
+        {"t": stored_name("samples", FILE_TABLES)}).fetchall()
     (samples,) = con.execute("SELECT coalesce(sum(count), 0)::BIGINT FROM samples").fetchone() or (0,)
     return {"file_bytes": path.stat().st_size, "used_bytes": used * block, "block_bytes": block,
             "samples": int(samples), "tables": tables, "rows": rows,

@@ -163,8 +163,10 @@ IDENTITY_OLD = AgentIdentity("agent-old", "svc", "pod-1", "host-1", 100)
 def stored_batches(db: Path) -> list[tuple[str, int]]:
     """(agent_id, seq) of every stored window, in the order they were appended."""
     with duckdb.connect(str(db), read_only=True) as con:
-        rows = con.execute("SELECT agent_id, seq, min(rowid) AS r FROM samples "
-                           "GROUP BY agent_id, seq ORDER BY r").fetchall()
+        # the rows on disk (schema.py: samples reads them joined with their sources)
+        rows = con.execute("SELECT agent_id, seq, min(r.rowid) AS r FROM samples_rows AS r "
+                           "JOIN sources USING (source_no) GROUP BY agent_id, seq "
+                           "ORDER BY r").fetchall()
     return [(agent, int(seq)) for agent, seq, _ in rows]
 
 

@@ -196,11 +196,14 @@ def test_a_file_from_before_stack_numbers_is_numbered_once_and_reads_the_same(
     expected = store.profile("svc", BASE_NS, BASE_NS + 60 * S)
     store.close()
     with duckdb.connect(str(path)) as con:  # back to the layout before stack numbers
+        # (and before sample rows named their source by number: both migrations run)
         con.execute("CREATE TABLE old_samples AS SELECT s.* EXCLUDE (stack_no), k.stack_id "
-                    "FROM samples s JOIN stacks k USING (stack_no) ORDER BY s.rowid")
-        con.execute("INSERT INTO old_samples SELECT * EXCLUDE (stack_no), 12345 FROM samples "
-                    "LIMIT 1")  # a row whose stack was never stored
-        con.execute("DROP TABLE samples")
+                    "FROM (SELECT *, r.rowid AS r FROM samples_rows AS r JOIN sources "
+                    "USING (source_no)) AS s JOIN stacks k USING (stack_no) ORDER BY s.r")
+        con.execute("INSERT INTO old_samples BY NAME SELECT * EXCLUDE (stack_no), 12345 AS "
+                    "stack_id FROM samples LIMIT 1")  # a row whose stack was never stored
+        con.execute("DROP VIEW samples")
+        con.execute("DROP TABLE samples_rows")
         con.execute("CREATE TABLE samples AS SELECT start_ns, end_ns, service, instance, host, "
                     "agent_id, seq, version, labels, pid, thread, stack_id, count, rate_hz, "
                     "idle_included FROM old_samples")

@@ -24,6 +24,8 @@ from support.ingest_builder import BASE_NS, NOW_NS, StreamEncoder, stack
 from support.telemetry_builder import MS, TRACE_ID, S, event, everything, gpu, host, process, request
 
 MINUTE = (BASE_NS, BASE_NS + 60 * S)
+MAIN = stack("main", "serve")
+IDLE = stack("main", "wait")
 
 
 class Agent:
@@ -254,14 +256,15 @@ def _answers(store: DuckDBStore) -> tuple[object, ...]:
             store.host(series()), store.request_records("svc", *MINUTE),
             # rows of one time come in no set order (ORDER BY time_ns alone)
             store.gpu_readings("svc", *MINUTE), sorted(map(repr, store.engine_readings("svc", *MINUTE))),
-            store.version_costs("svc", *MINUTE), store.events("svc", *MINUTE), store.table_rows())
+            store.version_costs("svc", *MINUTE), store.events("svc", *MINUTE), store.table_rows(),
+            store.profile("svc", *MINUTE), store.profile("svc", *MINUTE, version="v2"))
 
 
 def _as_before_sources(path: Path) -> None:
-    """Put a file in the layout from before sources: each telemetry table a table of its
-    own with the five source strings on every row and readings as DOUBLE."""
+    """Put a file in the layout from before sources: samples and each telemetry table a
+    table of its own with the five source strings on every row and readings as DOUBLE."""
     with duckdb.connect(str(path)) as con:
-        for table in ("gpu", "process", "host", "requests", "agent_stats", "engine"):
+        for table in ("samples", "gpu", "process", "host", "requests", "agent_stats", "engine"):
             con.execute(f"CREATE TABLE {table}_old AS SELECT * FROM {table}")
             con.execute(f"DROP VIEW {table}")
             con.execute(f"DROP TABLE {table}_rows")
@@ -273,10 +276,12 @@ def test_a_file_from_before_sources_is_numbered_and_answers_the_same(tmp_path: P
     path = tmp_path / "old.duckdb"
     store = DuckDBStore(path)
     a, b = Agent(agent_id="a", instance="pod-a"), Agent(agent_id="b", instance="pod-b")
-    store.commit([a.batch(1, everything(), version="v1"),
-                  b.batch(1, Telemetry(requests=(request(3),), gpu=(gpu(4, index=1),)), version="v2")])
+    store.commit([a.batch(1, everything(), version="v1", counts={SampleKey(MAIN): 3}),
+                  b.batch(1, Telemetry(requests=(request(3),), gpu=(gpu(4, index=1),)), version="v2",
+                          counts={SampleKey(MAIN): 2, SampleKey(IDLE, "w"): 1})])
     store.commit([a.batch(2, Telemetry(host=(host(20, cpu_pct=12.25),)), version="v2")])
     before = _answers(store)
+    assert before[-2].total == 6 and before[-1].total == 3
     store.close()
     _as_before_sources(path)
     store = DuckDBStore(path)

@@ -60,12 +60,14 @@ def repeated(values: Sequence[object], lengths: Sequence[int], type_: pa.DataTyp
 
 
 def samples_table(batches: Sequence[DecodedBatch], stack_nos: Mapping[int, int],
-                  schema: pa.Schema | None = None) -> pa.Table:
+                  schema: pa.Schema | None = None,
+                  source_nos: Mapping[SourceKey, int] | None = None) -> pa.Table:
     """One row per (window row) of every batch, with the batch's identity repeated and
     each stack by its number (`stack_nos`: stack id -> stacks.stack_no); `schema`: the
-    samples table's (default: the embedded one, numbers as 32-bit integers)."""
+    samples rows' (default: the lake's, the five source strings on every row), and where
+    it has a source_no, each batch's source by its number (`source_nos`)."""
     windows = [(b, b.window) for b in batches if b.window is not None and b.window.counts]
-    fixed: dict[str, list[object]] = {name: [] for name in _SAMPLE_FIXED}
+    fixed: dict[str, list[object]] = {name: [] for name in (*_SAMPLE_FIXED, "source_no")}
     lengths: list[int] = []
     for batch, window in windows:
         src = batch.source
@@ -75,12 +77,16 @@ def samples_table(batches: Sequence[DecodedBatch], stack_nos: Mapping[int, int],
                 src.agent_id, batch.seq, src.version, src.labels_json(), window.rate_hz,
                 window.idle_included), strict=True):
             fixed[name].append(value)
+        if source_nos is not None:
+            fixed["source_no"].append(source_nos[source_key(src)])
     per_row: dict[str, list[Sequence[object]]] = {
         "pid": [w.pids for _, w in windows], "thread": [w.threads for _, w in windows],
         "stack_no": [list(map(stack_nos.__getitem__, w.stack_ids)) for _, w in windows],
         "count": [w.counts for _, w in windows],
     }
     schema = schema or arrow_schema("samples")
+    if "source_no" in schema.names and source_nos is None:
+        raise ValueError("samples rows that hold a source number need the sources' numbers")
     columns = [
         repeated(fixed[f.name], lengths, f.type) if f.name in fixed
         else pa.array(list(chain.from_iterable(per_row[f.name])), f.type)

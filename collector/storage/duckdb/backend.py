@@ -184,7 +184,7 @@ class DuckDBStore:
         self._con = con
         self._name = name
         self._lock = threading.Lock()
-        self._samples_schema = arrow_schema("samples", self._tables)
+        self._samples_schema = arrow_schema(stored_name("samples", self._tables), self._tables)
         self._stacks_schema = arrow_schema("stacks", self._tables)
         self._hashed = self._tables["stacks"] != TABLES["stacks"]
         self._sourced = numbers_sources(self._tables)
@@ -259,11 +259,17 @@ class DuckDBStore:
                 stacks, numbered = stacks_table(
                     stored, self._stack_nos, None if self._hashed else self._next_stack_no,
                     self._stacks_schema)
+                # the sources first: sample and telemetry rows hold their numbers, and a
+                # late window's rollup rows read them
+                sources, new_sources = self._new_sources(stored)
+                self._append(con, "sources", sources)
+                source_nos = ChainMap(new_sources, self._source_nos)
                 # a plain dict in the steady state (no new stacks): one C lookup a row
                 samples = samples_table(stored, ChainMap(numbered, self._stack_nos)
-                                        if numbered else self._stack_nos, self._samples_schema)
+                                        if numbered else self._stack_nos, self._samples_schema,
+                                        source_nos if self._sourced else None)
                 written = {
-                    "samples": self._append(con, "samples", samples),
+                    "samples": self._append(con, stored_name("samples", self._tables), samples),
                     "stacks": self._append(con, "stacks", stacks),
                     "frames": self._append(con, "frames", frames),
                 }
@@ -273,11 +279,8 @@ class DuckDBStore:
                 late = late_latency(stored, self._rollup_done)
                 if late is not None:  # requests that ended below the sketches' watermark
                     written[LATENCY.table] = self._append(con, LATENCY.table, late)
-                sources, new_sources = self._new_sources(stored)
-                self._append(con, "sources", sources)
                 # telemetry tables appear in the report only when they got rows
-                for table, rows in telemetry_tables(
-                        stored, self._tables, ChainMap(new_sources, self._source_nos)).items():
+                for table, rows in telemetry_tables(stored, self._tables, source_nos).items():
                     written[table] = self._append(con, stored_name(table, self._tables), rows)
                 con.commit()
             except (duckdb.Error, StorageError, KeyError) as exc:

@@ -6,10 +6,12 @@ the numbers, in their order (a sample whose stack was never stored gets 0, which
 no stack, so reads leave it out as before). Rollups written before then are dropped and
 compaction writes them again from the raw rows.
 
-Sources: files from before them hold the five source strings on every telemetry row.
-Each distinct five gets a number, in the order the tables first hold it, and each table's
-rows move, in their order, to `<table>_rows` with the number (and readings at the places
-schema.py keeps); the old table goes, and the view of the same name takes its place.
+Sources: files from before them hold the five source strings on every telemetry row,
+and files from before samples were numbered too (the telemetry was first) on every
+sample row. Each distinct five gets a number, in the order the tables first hold it
+(after the numbers a file already has), and each table's rows move, in their order, to
+`<table>_rows` with the number (and readings at the places schema.py keeps); the old
+table goes, and the view of the same name takes its place.
 """
 
 from __future__ import annotations
@@ -84,15 +86,20 @@ def needs_sources(con: duckdb.DuckDBPyConnection) -> bool:
 def add_sources(con: duckdb.DuckDBPyConnection) -> None:
     """The sources migration above, in the caller's transaction; run before CREATE TABLE
     IF NOT EXISTS, which then creates the views."""
-    old = [t for t in SOURCED_TABLES if t in _base_tables(con)]
+    tables = _base_tables(con)
+    old = [t for t in SOURCED_TABLES if t in tables]
     key = ", ".join(SOURCE_KEY)
     firsts = " UNION ALL ".join(
         f"SELECT {key}, {n} AS t, min(rowid) AS r FROM {table} GROUP BY ALL"
         for n, table in enumerate(old))
-    definition = ", ".join(f"{c.name} {c.sql} NOT NULL" for c in SOURCE_COLUMNS)
-    con.execute(f"CREATE TABLE sources ({definition})")
-    con.execute(f"INSERT INTO sources SELECT row_number() OVER (ORDER BY min(t), min(r)), {key} "
-                f"FROM ({firsts}) GROUP BY ALL")
+    if "sources" not in tables:
+        definition = ", ".join(f"{c.name} {c.sql} NOT NULL" for c in SOURCE_COLUMNS)
+        con.execute(f"CREATE TABLE sources ({definition})")
+    # a file whose telemetry has sources already (samples came later): the sources only
+    # its samples name get the next numbers
+    con.execute(f"INSERT INTO sources SELECT (SELECT coalesce(max(source_no), 0) FROM sources) "
+                f"+ row_number() OVER (ORDER BY t, r), {key} FROM (SELECT {key}, min(t) AS t, "
+                f"min(r) AS r FROM ({firsts}) GROUP BY ALL) AS f ANTI JOIN sources USING ({key})")
     for table in old:
         present = set(_columns(con, table))
         rows = stored_name(table, FILE_TABLES)

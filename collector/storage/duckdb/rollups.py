@@ -222,6 +222,9 @@ def add_late(con: duckdb.DuckDBPyConnection, samples: pa.Table, done: Mapping[st
     written: dict[str, int] = {}
     view = "_pyrometer_late_samples"
     con.register(view, samples)
+    # rows that name their source by number (the file's) take its strings from sources
+    read = f"{view} JOIN sources USING (source_no)" if "source_no" in samples.schema.names \
+        else view
     try:
         for level in LEVELS:
             if level.name not in done:
@@ -229,7 +232,7 @@ def add_late(con: duckdb.DuckDBPyConnection, samples: pa.Table, done: Mapping[st
             length = level.length_ns
             (rows,) = con.execute(
                 f"INSERT INTO {level.table} SELECT {MIDPOINT} // {length} * {length}, {_KEY}, "
-                f"sum(count) FROM {view} WHERE {MIDPOINT} < $done GROUP BY ALL",
+                f"sum(count) FROM {read} WHERE {MIDPOINT} < $done GROUP BY ALL",
                 {"done": done[level.name]}).fetchone() or (0,)
             written[level.table] = int(rows)
     finally:
