@@ -33,7 +33,7 @@ from pyrometer.collector.errors import (
     ListenError,
     ShuttingDownError,
 )
-from pyrometer.collector.ingest.commit import GroupCommitter
+from pyrometer.collector.ingest.commit import DEFAULT_DELAY_S, GroupCommitter
 from pyrometer.collector.ingest.decode import StreamDecoder
 from pyrometer.collector.ingest.limits import DecodeLimits
 from pyrometer.collector.metrics import CollectorMetrics
@@ -77,7 +77,7 @@ class IngestConfig:
     listen: str = "127.0.0.1:7070"
     max_message_bytes: int = 16 * 1024 * 1024  # one compressed-then-inflated Batch
     limits: DecodeLimits = field(default_factory=DecodeLimits)
-    commit_delay_s: float = 0.005
+    commit_delay_s: float = DEFAULT_DELAY_S  # commit.py says why
     max_group: int = 256
     grace_s: float = 5.0  # how long stop() lets open streams finish their batch
 

@@ -216,6 +216,8 @@ class DuckDBStore:
             } if self._sourced else {}
             self._next_source_no = max(self._source_nos.values(), default=0) + 1
             self._stacks = StackCache()  # stacks read for profiles, by number
+            # agents' high-water marks as stored, once read or written (see _stored_hwm)
+            self._hwm: dict[str, int] = {}
             self._in_order = self._tables_in_order()
             # the rollups' watermarks; only this process moves them (compact, under _lock)
             self._rollup_done = watermarks(self._con)
@@ -297,6 +299,7 @@ class DuckDBStore:
             self._next_stack_no += len(numbered)
             self._source_nos.update(new_sources)
             self._next_source_no += len(new_sources)
+            self._hwm.update((b.source.agent_id, b.seq) for b in stored)
         return CommitReport(tuple(outcomes), written)
 
     def _new_sources(self, batches: Sequence[DecodedBatch]
@@ -365,11 +368,7 @@ class DuckDBStore:
         self, con: duckdb.DuckDBPyConnection, batches: Sequence[DecodedBatch]
     ) -> tuple[list[BatchOutcome], list[DecodedBatch]]:
         agents = sorted({b.source.agent_id for b in batches})
-        old: dict[str, int] = dict(con.execute(
-            "SELECT agent_id, max(seq) FROM agent_hwm "
-            "WHERE agent_id IN (SELECT unnest($agents)) GROUP BY agent_id",
-            {"agents": agents},
-        ).fetchall())
+        old = self._stored_hwm(con, agents)
         hwm = dict(old)
         outcomes: list[BatchOutcome] = []
         stored: list[DecodedBatch] = []
@@ -383,6 +382,27 @@ class DuckDBStore:
             stored.append(batch)
         self._write_hwm(con, old, hwm)
         return outcomes, stored
+
+    def _stored_hwm(self, con: duckdb.DuckDBPyConnection, agents: Sequence[str]
+                    ) -> dict[str, int]:
+        """The agents' stored high-water marks (none for an agent never stored).
+
+        This process is the file's one writer (it holds the file's lock), so a mark it
+        has read or committed is still the stored one: only agents it has not seen since
+        it opened the file are read. At an agent's pace a group commit carries a batch
+        or two, and that read was one of its dozen statements (a subclass with several
+        writers reads every time)."""
+        unknown = [a for a in agents if a not in self._hwm]
+        if unknown:
+            self._hwm.update(self._read_hwm(con, unknown))
+        return {a: self._hwm[a] for a in agents if a in self._hwm}
+
+    @staticmethod
+    def _read_hwm(con: duckdb.DuckDBPyConnection, agents: Sequence[str]) -> dict[str, int]:
+        return dict(con.execute(
+            "SELECT agent_id, max(seq) FROM agent_hwm "
+            "WHERE agent_id IN (SELECT unnest($agents)) GROUP BY agent_id",
+            {"agents": agents}).fetchall())
 
     def _write_hwm(
         self, con: duckdb.DuckDBPyConnection, old: dict[str, int], new: dict[str, int]

@@ -288,6 +288,11 @@ class LakeStore(DuckDBStore):
             raise StorageError(f"{len(lost)} agent(s) claimed by another collector") from _Lost()
         return super()._advance_hwm(con, batches)
 
+    def _stored_hwm(self, con: duckdb.DuckDBPyConnection, agents: Sequence[str]
+                    ) -> dict[str, int]:
+        # several writers: a mark read or written before may have moved since
+        return self._read_hwm(con, agents)
+
     def _write_hwm(self, con: duckdb.DuckDBPyConnection, old: dict[str, int],
                    new: dict[str, int]) -> None:
         # insert only (see the module docstring); the owner check made this safe
