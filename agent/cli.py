@@ -14,10 +14,10 @@ import importlib
 import logging
 import sys
 from collections.abc import Callable
-from importlib import metadata
 from typing import Any
 
 from pyrometer.agent.shared.errors import EXIT_USAGE, PyrometerError
+from pyrometer.agent.shared.version import VERSION
 
 # subcommand -> (help, "module:function" adding its flags, handler "module:function")
 _CLI = "pyrometer.collector.cli"
@@ -71,17 +71,12 @@ class _HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
-def _version() -> str:
-    try:
-        return metadata.version("pyrometer")
-    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
-        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyrometer", description=__doc__.splitlines()[0],
                                      formatter_class=_HelpFormatter)
-    parser.add_argument("--version", action="version", version=f"pyrometer {_version()}")
+    parser.add_argument("--version", action="version", version=f"pyrometer {VERSION}")
     parser.add_argument("--log-level", default="INFO", choices=LOG_LEVELS,
                         help="how much the command logs to stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

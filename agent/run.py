@@ -20,7 +20,6 @@ import socket
 import time
 import uuid
 from collections.abc import Coroutine
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from pyrometer.agent.config import AgentConfig
 from pyrometer.agent.footprint import Losses, report_periodically
 from pyrometer.agent.shared.errors import TargetError
 from pyrometer.agent.shared.model import ProfileWindow
+from pyrometer.agent.shared.version import VERSION
 from pyrometer.agent.ship.buffer import TelemetryBuffer
 from pyrometer.agent.ship.encoder import AgentIdentity
 from pyrometer.agent.ship.shipper import Shipper, ShipperConfig
@@ -65,7 +65,7 @@ class Agent:
         ), AgentIdentity(
             agent_id=uuid.uuid4().hex, service=config.service, instance=config.instance,
             host=socket.gethostname(), target_pid=target.pid, labels=config.labels,
-            agent_version=_version(),
+            agent_version=VERSION,
         ))
 
     def target_pids(self) -> set[int]:
@@ -261,11 +261,3 @@ def _sampler_config(config: AgentConfig) -> SamplerConfig:
         subprocesses=config.subprocesses, native=config.native, period_s=config.window_s,
         lead_s=min(1.0, config.window_s / 4),
     )
-
-
-def _version() -> str:
-    try:
-        return metadata.version("pyrometer")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
