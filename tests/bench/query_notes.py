@@ -8,6 +8,7 @@ from typing import Any
 
 from bench import common
 from bench.query_report import _exponent, _span, _warm, growth, storage_figures
+from pyrometer.collector.analysis.gather import GPU_BUDGET, REQUEST_BUDGET
 
 
 def _ms(seconds: float) -> str:
@@ -93,7 +94,8 @@ def spikes_bound(result: dict[str, Any]) -> str:
     step, baseline = result["plan"]["step"], result["plan"]["baseline"]
     requests = result["windows"]["requests"].get(key, 0)
     warm = _warm(result, "spikes", int(key))
-    around_keys = ("request_records", "gpu_readings", "engine_readings", "profile")
+    around_keys = ("instance_latency", "request_tally", "request_records", "gpu_readings",
+                   "engine_steps", "slowest_requests", "profile")
     around = sum(reads.get(k, 0.0) for k in around_keys)
     parts = ", ".join(f"{k} {_ms(reads[k])}" for k in around_keys if k in reads)
     return (
@@ -105,10 +107,12 @@ def spikes_bound(result: dict[str, Any]) -> str:
         f"the process and host points of each spike's steps {_ms(resources)}, the reads "
         f"around each spike {_ms(around)} ({parts}), "
         f"and detection and cause scoring {_ms(p['analysis_s'])}. The last two are per spike, "
-        "not per window: they read and score every request record, GPU and engine reading of "
-        f"the spike and its {baseline} baseline (all instances), building a Python object per "
-        "record and passing over them once per candidate cause, which is why the shortest "
-        f"window ({_span(min(phases_windows(result)))}, "
+        f"not per window, and bounded: the store counts what must be exact (requests per step, "
+        "per side and per version, the onset, each instance's percentiles, the slowest) and "
+        "sums the engine's readings per step, and the scorers judge a deterministic sample of "
+        f"at most about {REQUEST_BUDGET:,} requests and {GPU_BUDGET:,} GPU readings of the "
+        f"spike and its {baseline} baseline (all instances); which is why the shortest window "
+        f"({_span(min(phases_windows(result)))}, "
         f"{_ms(_warm(result, 'spikes', min(phases_windows(result))))}) costs most of what the "
         "longest does."
     )
@@ -123,17 +127,13 @@ def spikes_moves() -> str:
     return (
         "**What would move it.** The window no longer matters much: the latency series is "
         "read from the sketches, and the process and host points only for each spike's "
-        "steps. What is left is per spike: its baseline's requests, GPU and engine readings "
-        "across every instance become Python objects, and a dozen scorers pass over them. "
-        "(1) Score from arrays: the scorers' medians, quantiles, counts per step and fits "
-        "over NumPy columns read straight from DuckDB, rather than a tuple per record; the "
-        "same answers. (2) Read the engine and GPU readings per step in SQL, as the scorers "
-        "use them (means and shares per step), rather than every reading. (3) Score a uniform "
-        "sample of a large baseline's requests, each weighted by the sampling rate wherever "
-        "a scorer counts requests (arrivals, requests per version, the per-instance floors): "
-        "tens of thousands give its medians and MADs to about a percent, but a max and the "
-        "tail percentiles of one instance come out lower, so it changes answers and needs "
-        "the evaluation in tests/scenarios rerun."
+        "steps; the records around a spike are bounded by their sample budgets. What is left "
+        "is per spike and fixed: (1) the two profiles (the spike's and its baseline's, every "
+        "instance's stacks) read and passed over in Python for each function's samples and "
+        "each pipeline stage's, where a rollup of both per function would do; (2) the "
+        "latency sketches' quantile per step, a window function over every bin of the window "
+        "and its baseline; (3) the rolling baseline of detection, a median and MAD per step "
+        "recomputed from scratch; (4) the sampled records as a Python object each."
     )
 
 
@@ -162,7 +162,7 @@ def storage_notes(result: dict[str, Any]) -> str:
     rows = stored["rows"]["samples"]
     cols = stored["samples_columns"]
     per_row = {c: b / rows for c, b in cols.items()}
-    identity = sum(per_row.get(c, 0.0) for c in ("instance", "host", "agent_id"))
+    identity = per_row.get("source_no", 0.0)
     rows_per_sample = rows / figures["samples"]
     others = figures["file"] - figures["profile"]
     return (
@@ -173,21 +173,22 @@ def storage_notes(result: dict[str, Any]) -> str:
         f"{per_row.get('stack_no', 0.0):.1f}: the stack's small number in this file, "
         "bit-packed (the 64-bit content hash, which DuckDB's own format would store "
         "uncompressed, 8 bytes a row, is kept once per stack in the stacks dictionary); the "
-        f"count takes {per_row.get('count', 0.0):.1f}; instance, host and agent_id together "
-        f"{identity:.1f} (dictionary indices, bit-packed: DuckDB does not run-length encode "
-        "strings, although each value repeats for a whole window's rows); the window's times, "
-        "seq and pid almost nothing (run-length encoded). The small string columns (service, "
-        "thread, labels, version) hold one or two values, yet show a fraction of a byte a "
+        f"count takes {per_row.get('count', 0.0):.1f}; the row's sender (service, instance, "
+        f"host, agent_id, version) {identity:.2f}, a number into the sources table, "
+        "run-length encoded (it was five dictionary-coded strings, about 3.2 bytes a row); the "
+        "window's times, seq and pid almost nothing (run-length encoded). The small string "
+        "columns (thread, labels) hold one or two values, yet show a fraction of a byte a "
         "row: that is mostly the free tail of the blocks their segments end, which the file "
         "holds all the same. "
         f"The telemetry tables add {others:.2f} bytes per sample: they grow with time and "
         "requests, not with samples.\n\n"
-        "**What would move it.** (1) Identity: one small integer per row naming the agent "
-        "run (a `sources` dictionary table of agent_id, instance, host, version, labels, pid, "
-        "append-only like stacks), run-length encoded, instead of three strings. (2) "
-        "A shorter retention for raw rows, now that the rollups (see section 5, counted in "
-        "the whole file above) keep long windows answerable. (1) is a schema change, "
-        "described here, not made."
+        "**What would move it.** (1) The telemetry: most of the rest is readings and times "
+        "at full resolution (request times and latencies in nanoseconds, byte counts, "
+        "readings that vary every second), where DuckDB bit-packs each value's own range; "
+        "storing them at the resolution they are read at (microseconds, KiB) would cut "
+        "bits a value, at a change of what reads return. (2) A shorter retention for raw "
+        "rows, now that the rollups (see section 5, counted in the whole file above) keep "
+        "long windows answerable."
         + ("" if figures["profile"] < result["targets"]["bytes_per_sample"] else
            f"\n\nThe profile tables alone miss the target by "
            f"{figures['profile'] - result['targets']['bytes_per_sample']:.2f} bytes per sample.")
