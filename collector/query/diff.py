@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pyrometer.agent.shared.model import NANOS_PER_SECOND
 from pyrometer.collector.model import Profile
-from pyrometer.collector.query.tree import CountNode, FunctionIndex, FunctionKey, count_trees, root_name
+from pyrometer.collector.query.tree import FunctionIndex, FunctionKey, root_name
 
 Ranking = Literal["share", "value"]
 
@@ -136,18 +136,84 @@ def function_stats(profile: Profile) -> dict[str, FunctionStat]:
     return {label: FunctionStat(totals[no], leaves[no]) for label, no in sorted(label_no.items())}
 
 
-def _stats(top: CountNode, keys: FunctionIndex) -> dict[str, FunctionStat]:
+class PairNode:
+    """A node of the two windows' merged count tree: each side's samples whose stack
+    starts with the node's path (``baseline``, ``target``) and ends at it (``*_self``).
+    Mutable while samples go in; read by `DiffTree`'s users, never frozen."""
+
+    __slots__ = ("baseline", "baseline_self", "children", "target", "target_self")
+
+    def __init__(self) -> None:
+        self.baseline = self.target = self.baseline_self = self.target_self = 0
+        # by the index of the child's FunctionKey in FunctionIndex.keys: an int hashes in C
+        self.children: dict[int, PairNode] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class DiffTree:
+    """Both windows in one count tree, with what its values are divided by: what the
+    diff's tree and its function changes are both read from (`pair_tree`)."""
+
+    root: PairNode
+    keys: FunctionIndex
+    norm: Normalisation
+    name: str  # the root's label
+
+
+def pair_tree(baseline: Profile, target: Profile, norm: Normalisation) -> DiffTree:
+    """The two profiles' stacks merged into one tree holding both sides' counts.
+
+    One walk per distinct stack, not one per side: the store hands both windows the
+    same stack objects (its stack cache), so a stack in both windows is walked once with
+    both counts, where two trees and a merge of them walked it three times. Stacks that
+    are equal but not the same object are simply walked once each: the tree is the same.
+    """
+    both: dict[int, list[Any]] = {}  # id(stack) -> [stack, baseline count, target count]
+    for side, profile in ((1, baseline), (2, target)):
+        for stack, count in profile.samples:
+            entry = both.get(id(stack))
+            if entry is None:
+                entry = both[id(stack)] = [stack, 0, 0]
+            entry[side] += count
+    top = PairNode()
+    keys = FunctionIndex()
+    # keys.of inlined for the frames seen before (nearly all): this loop runs once per
+    # frame of every distinct stack
+    seen, key_of = keys.by_frame, keys.of
+    for stack, b, t in both.values():
+        top.baseline += b
+        top.target += t
+        node = top
+        for frame in stack:
+            k = seen.get(id(frame))
+            if k is None:
+                k = key_of(frame)
+            child = node.children.get(k)
+            if child is None:
+                child = node.children[k] = PairNode()
+            child.baseline += b
+            child.target += t
+            node = child
+        node.baseline_self += b
+        node.target_self += t
+    name = root_name(target) if target.service else root_name(baseline)
+    return DiffTree(top, keys, norm, name)
+
+
+def _stats(tree: DiffTree) -> tuple[dict[str, FunctionStat], dict[str, FunctionStat]]:
     # From the count tree, not the stacks: a tree node stands for every sample whose
     # stack starts with its path, so a function's inclusive samples are the values of
     # its topmost nodes (none of its ancestors is the same function: recursion counts a
     # sample once), and its self samples the self values of all its nodes. One step per
-    # node, where a pass over the stacks took one per frame of every stack. Functions
-    # are told apart by label, as the flame graph shows them.
+    # node for both sides, where a pass over the stacks took one per frame of every
+    # stack. Functions are told apart by label, as the flame graph shows them.
     label_no: dict[str, int] = {}
-    of_key = [label_no.setdefault(label, len(label_no)) for label in keys.labels]
-    totals, leaves = [0] * len(label_no), [0] * len(label_no)
-    seen, on_path = [False] * len(label_no), [0] * len(label_no)
-    pending: list[tuple[CountNode, int, bool]] = [(c, k, False) for k, c in top.children.items()]
+    of_key = [label_no.setdefault(label, len(label_no)) for label in tree.keys.labels]
+    width = len(label_no)
+    b_totals, b_leaves, t_totals, t_leaves = [0] * width, [0] * width, [0] * width, [0] * width
+    on_path = [0] * width
+    pending: list[tuple[PairNode, int, bool]] = [
+        (c, k, False) for k, c in tree.root.children.items()]
     while pending:
         node, k, leaving = pending.pop()
         n = of_key[k]
@@ -155,14 +221,18 @@ def _stats(top: CountNode, keys: FunctionIndex) -> dict[str, FunctionStat]:
             on_path[n] -= 1
             continue
         if not on_path[n]:
-            totals[n] += node.value
-        seen[n] = True
-        leaves[n] += node.self_value
+            b_totals[n] += node.baseline
+            t_totals[n] += node.target
+        b_leaves[n] += node.baseline_self
+        t_leaves[n] += node.target_self
         on_path[n] += 1
         pending.append((node, k, True))
         pending.extend((c, ck, False) for ck, c in node.children.items())
-    return {label: FunctionStat(totals[n], leaves[n])
-            for label, n in sorted(label_no.items()) if seen[n]}
+    # every label in the tree is in both; a side without it has zeros (_changes reads a
+    # missing label as zeros too)
+    ordered = sorted(label_no.items())
+    return ({label: FunctionStat(b_totals[n], b_leaves[n]) for label, n in ordered},
+            {label: FunctionStat(t_totals[n], t_leaves[n]) for label, n in ordered})
 
 
 def normalisation(baseline: Profile, target: Profile, *, baseline_units: float | None = None,
@@ -188,9 +258,7 @@ def diff_profiles(baseline: Profile, target: Profile, *, baseline_units: float |
     """The two call trees merged node by node, rooted at the service (see module doc)."""
     norm = normalisation(baseline, target, baseline_units=baseline_units,
                          target_units=target_units)
-    name = root_name(target) if target.service else root_name(baseline)
-    (b_top, t_top), keys = count_trees(baseline, target)
-    return _merge(b_top, t_top, keys, norm, name)
+    return freeze(pair_tree(baseline, target, norm))
 
 
 def top_changes(baseline: Profile, target: Profile, n: int = 10, *,
@@ -204,9 +272,7 @@ def top_changes(baseline: Profile, target: Profile, n: int = 10, *,
     """
     norm = normalisation(baseline, target, baseline_units=baseline_units,
                          target_units=target_units)
-    (b_top, t_top), keys = count_trees(baseline, target)
-    return _changes(_stats(b_top, keys), _stats(t_top, keys), (b_top.value, t_top.value),
-                    norm, n, by)
+    return tree_changes(pair_tree(baseline, target, norm), n, by)
 
 
 def diff_with_changes(baseline: Profile, target: Profile, n: int = 10, *,
@@ -216,11 +282,13 @@ def diff_with_changes(baseline: Profile, target: Profile, n: int = 10, *,
     built once for both (what the diff endpoint sends)."""
     norm = normalisation(baseline, target, baseline_units=baseline_units,
                          target_units=target_units)
-    name = root_name(target) if target.service else root_name(baseline)
-    (b_top, t_top), keys = count_trees(baseline, target)
-    return (_merge(b_top, t_top, keys, norm, name),
-            _changes(_stats(b_top, keys), _stats(t_top, keys), (b_top.value, t_top.value),
-                     norm, n, by))
+    tree = pair_tree(baseline, target, norm)
+    return freeze(tree), tree_changes(tree, n, by)
+
+
+def tree_changes(tree: DiffTree, n: int = 10, by: Ranking = "share") -> list[FunctionChange]:
+    """`top_changes` of the two profiles a `pair_tree` holds."""
+    return _changes(*_stats(tree), (tree.root.baseline, tree.root.target), tree.norm, n, by)
 
 
 def _changes(before: dict[str, FunctionStat], after: dict[str, FunctionStat],
@@ -268,30 +336,26 @@ def _share(count: int, total: int) -> float:
     return count / total if total > 0 else 0.0
 
 
-def _merge(baseline: CountNode, target: CountNode, keys: FunctionIndex, norm: Normalisation,
-           name: str) -> DiffNode:
-    # Two passes without recursion (stacks may be deeper than Python's limit): list the
-    # matched pairs parents first, then build DiffNodes from the end, children first.
-    # The count trees share one function index (tree.count_trees), so children match
-    # by that int; no Node is frozen on the way.
-    b_total, t_total = baseline.value, target.value
-    pairs: list[tuple[CountNode | None, CountNode | None, int, int]] = [
-        (baseline, target, -1, -1)]
+def freeze(tree: DiffTree) -> DiffNode:
+    """The pair tree as DiffNodes, children in `_sort_key`'s order.
+
+    Post-order without recursion (stacks may be deeper than Python's limit): list the
+    nodes parents first, then build DiffNodes from the end, children first.
+    """
+    norm, labels, keys = tree.norm, tree.keys.labels, tree.keys.keys
+    b_total, t_total = tree.root.baseline, tree.root.target
+    order: list[tuple[PairNode, int, int]] = [(tree.root, -1, -1)]  # node, parent, key
     i = 0
-    while i < len(pairs):
-        b, t, _, _ = pairs[i]
-        b_kids = b.children if b is not None else {}
-        t_kids = t.children if t is not None else {}
-        pairs.extend((b_kids.get(k), t_kids.get(k), i, k) for k in b_kids.keys() | t_kids.keys())
+    while i < len(order):
+        order.extend((c, i, k) for k, c in order[i][0].children.items())
         i += 1
     built: dict[int, list[DiffNode]] = {}
-    for index in range(len(pairs) - 1, -1, -1):
-        b, t, parent, k = pairs[index]
-        b_n = b.value if b is not None else 0
-        t_n = t.value if t is not None else 0
+    for index in range(len(order) - 1, -1, -1):
+        pair, parent, k = order[index]
+        b_n, t_n = pair.baseline, pair.target
         b_value, t_value = norm.values(b_n, t_n)
         kids = sorted(built.pop(index, []), key=_sort_key)
-        label, key = (keys.labels[k], keys.keys[k]) if k >= 0 else (name, None)
+        label, key = (labels[k], keys[k]) if k >= 0 else (tree.name, None)
         node = DiffNode(label, key, b_n, t_n, b_value, t_value, _share(b_n, b_total),
                         _share(t_n, t_total), tuple(kids))
         if parent < 0:

@@ -37,10 +37,13 @@ from __future__ import annotations
 from pyrometer.collector.model import Profile
 from pyrometer.collector.query.diff import (
     DiffNode,
+    DiffTree,
     Normalisation,
+    PairNode,
     caveats,
-    diff_with_changes,
     normalisation,
+    pair_tree,
+    tree_changes,
 )
 from pyrometer.collector.render.jsonout import dumps_deep
 from pyrometer.collector.timeparse import format_time
@@ -56,8 +59,8 @@ def diff_document(baseline: Profile, target: Profile, *, baseline_units: float |
     `units_name` names what the units count (``"request"``), when they are given."""
     norm = normalisation(baseline, target, baseline_units=baseline_units,
                          target_units=target_units)
-    tree, changes = diff_with_changes(baseline, target, top, baseline_units=baseline_units,
-                                      target_units=target_units)
+    tree = pair_tree(baseline, target, norm)
+    changes = tree_changes(tree, top)
     return {
         "version": ENVELOPE_VERSION,
         "service": target.service or baseline.service,
@@ -76,7 +79,7 @@ def diff_document(baseline: Profile, target: Profile, *, baseline_units: float |
         "unit": "samples",
         "notice": notice or None,
         "caveats": list(caveats(baseline, target)),
-        "tree": tree_json(tree),
+        "tree": pair_tree_json(tree),
         "top_changes": [
             {"function": c.function, "baseline_share": _num(c.baseline_share),
              "target_share": _num(c.target_share), "baseline": _num(c.baseline),
@@ -113,6 +116,63 @@ def tree_json(root: DiffNode) -> dict[str, object]:
             kids.append({})
             pending.append((child, kids[-1]))
     return out
+
+
+def pair_tree_json(tree: DiffTree) -> dict[str, object]:
+    """``tree_json(freeze(tree))``, built straight from the pair tree.
+
+    What the diff endpoint sends: skipping the DiffNodes (one frozen object per node of
+    a tree of tens of thousands) and rounding each distinct count once (a large tree's
+    nodes hold a few hundred distinct counts; ``_num`` formats a float) took the
+    render of a fleet's hour from about 350 ms to about 150 ms. A hypothesis test keeps
+    the two equal.
+    """
+    norm, labels = tree.norm, tree.keys.labels
+    files = [k.file for k in tree.keys.keys]
+    b_total, t_total = tree.root.baseline, tree.root.target
+    per_b, per_t = _Rounded(norm.baseline), _Rounded(norm.target)
+    share_b, share_t = _Rounded(b_total), _Rounded(t_total)
+    deltas: dict[tuple[int, int], float] = {}
+
+    def order(item: tuple[int, PairNode]) -> tuple[float, str, str]:
+        # diff._sort_key's order: descending normalised baseline + target, label, file
+        k, node = item
+        b_value, t_value = norm.values(node.baseline, node.target)
+        return -(b_value + t_value), labels[k], files[k]
+
+    out: dict[str, object] = {}
+    pending: list[tuple[PairNode, str, dict[str, object]]] = [(tree.root, tree.name, out)]
+    while pending:
+        node, name, slot = pending.pop()
+        b, t = node.baseline, node.target
+        delta = deltas.get((b, t))
+        if delta is None:
+            delta = deltas[b, t] = _num(per_t.of(t) - per_b.of(b))
+        kids: list[dict[str, object]] = []
+        slot.update(
+            name=name, baseline=per_b.of(b), target=per_t.of(t), baseline_share=share_b.of(b),
+            target_share=share_t.of(t), delta=delta, baseline_samples=b, target_samples=t,
+            children=kids)
+        for k, child in sorted(node.children.items(), key=order):
+            kids.append({})
+            pending.append((child, labels[k], kids[-1]))
+    return out
+
+
+class _Rounded:
+    """``_num(count / divisor)`` (0.0 for a divisor <= 0), each distinct count once."""
+
+    __slots__ = ("divisor", "done")
+
+    def __init__(self, divisor: float) -> None:
+        self.divisor = divisor
+        self.done: dict[int, float] = {}
+
+    def of(self, count: int) -> float:
+        found = self.done.get(count)
+        if found is None:
+            found = self.done[count] = _num(count / self.divisor if self.divisor > 0 else 0.0)
+        return found
 
 
 def _normalisation_json(norm: Normalisation, units_name: str) -> dict[str, object]:

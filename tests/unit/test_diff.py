@@ -22,19 +22,23 @@ from hypothesis import strategies as st
 
 from pyrometer.agent.shared.model import Frame, Stack
 from pyrometer.collector.model import Profile
+from pyrometer.collector.query import diff as diff_mod
 from pyrometer.collector.query.diff import (
     DiffNode,
     FunctionStat,
     caveats,
     diff_profiles,
+    freeze,
     function_stats,
     normalisation,
+    pair_tree,
     top_changes,
+    tree_changes,
 )
 from pyrometer.collector.query.tree import FunctionKey, Node, build_tree
 from pyrometer.collector.render import jsonout
 from pyrometer.collector.render.diff_html import render_diff_html
-from pyrometer.collector.render.diff_json import render_diff_json
+from pyrometer.collector.render.diff_json import pair_tree_json, render_diff_json, tree_json
 from pyrometer.collector.render.jsonout import dumps_deep
 
 GOLDEN = Path(__file__).parents[1] / "golden"
@@ -355,3 +359,24 @@ def test_function_stats_from_the_tree_count_each_sample_once_per_function(p: Pro
     got = function_stats(p)
     assert list(got) == list(_stats_by_stack(p))
     assert {label: (s.total, s.self_samples) for label, s in got.items()} == _stats_by_stack(p)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_recursive, _recursive, st.sampled_from([None, (0.0, 3.0), (7.0, 2.0)]))
+def test_json_tree_from_the_pair_tree_is_the_frozen_trees(base: Profile, target: Profile,
+                                                           units: tuple[float, float] | None
+                                                           ) -> None:
+    # what the endpoint sends (pair_tree_json) against the DiffNodes' own rendering, on
+    # stacks that share and do not share objects between the sides
+    target = dataclasses.replace(target, start_ns=0, end_ns=3 * S,
+                                 samples=target.samples + base.samples[:2])
+    b_units, t_units = units or (None, None)
+    norm = normalisation(base, target, baseline_units=b_units, target_units=t_units)
+    tree = pair_tree(base, target, norm)
+    assert pair_tree_json(tree) == tree_json(freeze(tree))
+    assert pair_tree_json(tree) == tree_json(diff_profiles(base, target, baseline_units=b_units,
+                                                           target_units=t_units))
+    # and its function changes are those of each side's own stacks (function_stats)
+    by_stacks = diff_mod._changes(function_stats(base), function_stats(target),
+                                  (base.total, target.total), norm, 1000, "share")
+    assert tree_changes(tree, 1000) == by_stacks
