@@ -74,8 +74,8 @@ class Node:
 
 
 class CountNode:
-    """A node of a count tree: mutable, frozen into a Node (or merged, diff.py) once
-    all samples are in."""
+    """A node of a count tree: mutable, frozen into a Node once all samples are in
+    (diff.py's PairNode is the same with two windows' counts)."""
 
     __slots__ = ("children", "self_value", "value")
 
@@ -156,17 +156,9 @@ def tree_dict(profile: Profile) -> dict[str, object]:
     return out
 
 
-def count_trees(*profiles: Profile) -> tuple[list[CountNode], FunctionIndex]:
-    """Each profile's mutable count tree, all over one function index, so that a key's
-    index means the same function in every tree (diff.py merges two this way without
-    freezing either into Nodes)."""
-    keys = FunctionIndex()
-    return [_build(p, keys)[0] for p in profiles], keys
-
-
-def _build(profile: Profile, keys: FunctionIndex | None = None) -> tuple[CountNode, FunctionIndex]:
+def _build(profile: Profile) -> tuple[CountNode, FunctionIndex]:
     top = CountNode()
-    keys = FunctionIndex() if keys is None else keys
+    keys = FunctionIndex()
     # keys.of inlined for the frames seen before (nearly all): this loop runs once per
     # frame of every distinct stack
     seen, key_of = keys.by_frame, keys.of
