@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # row numbers of BENCHMARKS.md -> the module that measures them
 ROWS: dict[str, tuple[str, ...]] = {
     "slowdown": ("1",), "agent_cost": ("2", "3"), "ingest_load": ("4",), "queries": ("5", "6"),
-    "page_load": ("7",)}
+    "page_load": ("7",), "query_week": ("8",)}
 LAKE_ROWS: dict[str, tuple[str, ...]] = {"lake_ingest": ("L1",), "lake_files": ("L2", "L3")}
 PACKAGES = ("py-spy", "pyroscope-io", "grpcio", "protobuf", "duckdb", "pyarrow", "aiohttp", "psutil",
             "duckdb-extension-ducklake", "duckdb-extension-postgres-scanner")
