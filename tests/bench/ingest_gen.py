@@ -157,7 +157,8 @@ def summary(tally: Tally, go: dict[str, float]) -> dict[str, Any]:
 
 async def main() -> None:
     plan = json.loads(sys.stdin.readline())
-    batches = Batches.build(plan["base_ns"], plan["run_id"], services=plan.get("services", SERVICES))
+    batches = Batches.build(plan["base_ns"], plan["run_id"], services=plan.get("services", SERVICES),
+                            current=plan.get("current", False))
     tally = Tally()
     began = time.monotonic()
     addresses = plan["addresses"]

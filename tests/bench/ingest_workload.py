@@ -19,6 +19,7 @@ is all a load generator does per batch, so it stays cheap next to the collector.
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -151,10 +152,13 @@ class Batches:
     base_ns: int  # start of every stream's first window
     run_id: str
     services: int = SERVICES
+    # each batch's window the WINDOW_S seconds before it is encoded (sent), as a real
+    # agent's, instead of the stream's timeline from base_ns (which a fill needs)
+    current: bool = False
 
     @classmethod
     def build(cls, base_ns: int, run_id: str | None = None, seed: int = 7,
-              services: int = SERVICES) -> Batches:
+              services: int = SERVICES, current: bool = False) -> Batches:
         stacks, rng = make_stacks(seed), random.Random(seed + 1)
         encoder = StreamEncoder(identity(0, "template"))
         first = ProfileWindow(base_ns, base_ns + WINDOW_NS, RATE_HZ, window_counts(stacks, rng, True))
@@ -165,16 +169,18 @@ class Batches:
         if any(m.dictionary.strings or m.dictionary.frames or m.dictionary.stacks for m in steady):
             raise AssertionError("steady-state batches must not carry dictionary entries")
         return cls(first_msg, steady, first.total, [w.total for w in windows], base_ns,
-                   run_id or uuid.uuid4().hex[:12], services)
+                   run_id or uuid.uuid4().hex[:12], services, current)
 
     def samples(self, seq: int) -> int:
         """Samples in batch `seq` of any stream."""
         return self.first_samples if seq == 1 else self.steady_samples[seq % VARIANTS]
 
     def encode(self, stream: int, seq: int) -> bytes:
-        """Batch `seq` of stream `stream`: its window starts (seq - 1) windows after base."""
+        """Batch `seq` of stream `stream`: its window starts (seq - 1) windows after base,
+        or ends now when the batches are `current`."""
         msg = self.first_msg if seq == 1 else self.steady_msgs[seq % VARIANTS]
-        start = self.base_ns + (seq - 1) * WINDOW_NS
+        start = (time.time_ns() - WINDOW_NS if self.current
+                 else self.base_ns + (seq - 1) * WINDOW_NS)
         who = identity(stream, self.run_id, self.services)
         agent = msg.agent
         agent.agent_id, agent.service = who.agent_id, who.service
