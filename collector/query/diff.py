@@ -177,8 +177,9 @@ def pair_tree(baseline: Profile, target: Profile, norm: Normalisation) -> DiffTr
             entry[side] += count
     top = PairNode()
     keys = FunctionIndex()
-    # keys.of inlined for the frames seen before (nearly all): this loop runs once per
-    # frame of every distinct stack
+    # tree._build's loop with two counts a node, written out again rather than shared
+    # through a callback per frame, which would cost this hot loop its speed; keys.of is
+    # inlined for the frames seen before (nearly all)
     seen, key_of = keys.by_frame, keys.of
     for stack, b, t in both.values():
         top.baseline += b
