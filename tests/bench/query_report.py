@@ -183,7 +183,8 @@ def _spike_phase_lines(result: dict[str, Any]) -> list[str]:
     for w, p in result["phases"]["spike_phases"].items():
         reads = ", ".join(f"{name} {s * 1000:,.0f} ms ({p['calls'][name]}×)"
                           for name, s in p["reads_s"].items())
-        lines.append(f"- spike analysis over {_span(int(w))}, in-process: {p['total_s'] * 1000:,.0f} ms; "
+        lines.append(f"- spike analysis over {_span(int(w))}, in-process, reads one at a time: "
+                     f"{p['total_s'] * 1000:,.0f} ms; "
                      f"store reads: {reads}; detection and cause scoring "
                      f"{p['analysis_s'] * 1000:,.0f} ms.")
     return lines
