@@ -276,17 +276,6 @@ def top_changes(baseline: Profile, target: Profile, n: int = 10, *,
     return tree_changes(pair_tree(baseline, target, norm), n, by)
 
 
-def diff_with_changes(baseline: Profile, target: Profile, n: int = 10, *,
-                      baseline_units: float | None = None, target_units: float | None = None,
-                      by: Ranking = "share") -> tuple[DiffNode, list[FunctionChange]]:
-    """`diff_profiles` and `top_changes` of the same two profiles, whose count trees are
-    built once for both (what the diff endpoint sends)."""
-    norm = normalisation(baseline, target, baseline_units=baseline_units,
-                         target_units=target_units)
-    tree = pair_tree(baseline, target, norm)
-    return freeze(tree), tree_changes(tree, n, by)
-
-
 def tree_changes(tree: DiffTree, n: int = 10, by: Ranking = "share") -> list[FunctionChange]:
     """`top_changes` of the two profiles a `pair_tree` holds."""
     return _changes(*_stats(tree), (tree.root.baseline, tree.root.target), tree.norm, n, by)
