@@ -130,10 +130,13 @@ def where_time_goes(db: Path, plan: Plan, end_ns: int, work: Path) -> dict[str, 
     return out
 
 
-def time_calls(db: Path, plan: Plan, end_s: int, work: Path) -> list[dict[str, Any]]:
+def time_calls(db: Path, wanted: list[query_calls.Call], warm: int, work: Path,
+               slow_s: float = SLOW_COLD_S) -> list[dict[str, Any]]:
+    """Each call timed cold and `warm` times warm on a collector of its own (query_calls),
+    with a progress line each; row 8 (query_week.py) times its calls the same way."""
     timings = []
-    for call in calls(plan, end_s):
-        timing = query_calls.time_call(work, db, call, plan.warm, SLOW_COLD_S)
+    for call in wanted:
+        timing = query_calls.time_call(work, db, call, warm, slow_s)
         timings.append(asdict(timing))
         print(f"  {call.kind} {call.window_s} s: cold {timing.cold_s:.3f} s, warm "
               f"{common.cell(timing.warm_s)} s", file=sys.stderr, flush=True)
@@ -182,7 +185,7 @@ def measure(size: str, work: Path) -> dict[str, Any]:
     windows = data_in_windows(db, plan, day.end_ns)
     phases = where_time_goes(db, plan, day.end_ns, work)
     end_s = day.end_ns // SECOND
-    timings = time_calls(db, plan, end_s, work)
+    timings = time_calls(db, calls(plan, end_s), plan.warm, work)
     spied = pyspy_missed(db, plan, end_s, timings, work)
     return {
         "size": size, "plan": asdict(plan), "day": asdict(day) | {"start_ns": day.start_ns},

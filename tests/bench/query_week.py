@@ -31,7 +31,9 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable as a p
     __package__ = "bench"
 
 from bench import common, query_calls  # noqa: E402
+from bench.queries import time_calls  # noqa: E402
 from bench.query_fill import SECOND, SERVICE, WINDOW_S, Day, fill  # noqa: E402
+from bench.query_report import _warm as warm_s  # noqa: E402
 
 TITLE = "A week of data"
 COMMAND = ".venv/bin/python tests/bench/query_week.py --size full"
@@ -92,23 +94,12 @@ def measure(size: str, work: Path) -> dict[str, Any]:
     began = time.perf_counter()
     fill_s = fill(db, day)
     fill_total = time.perf_counter() - began
-    timings = []
-    for call in calls(plan, day.end_ns // SECOND):
-        timing = query_calls.time_call(work, db, call, plan.warm, SLOW_COLD_S)
-        timings.append(asdict(timing))
-        print(f"  {call.kind} {call.window_s} s: cold {timing.cold_s:.3f} s, warm "
-              f"{common.cell(timing.warm_s)} s", file=sys.stderr, flush=True)
+    timings = time_calls(db, calls(plan, day.end_ns // SECOND), plan.warm, work, SLOW_COLD_S)
     file_bytes = db.stat().st_size
     db.unlink()  # 7.5 GB: not left for the rows after this one
     return {"size": size, "plan": asdict(plan), "day": asdict(day) | {"start_ns": day.start_ns},
             "fill_s": fill_s, "fill_total_s": fill_total, "file_bytes": file_bytes,
             "timings": timings, "total_s": time.perf_counter() - began}
-
-
-def warm_s(result: dict[str, Any], kind: str, window_s: int) -> float:
-    """The median warm time of one call, NaN when the run did not make it."""
-    found = [t for t in result["timings"] if t["kind"] == kind and t["window_s"] == window_s]
-    return common.median(found[0]["warm_s"]) if found else float("nan")
 
 
 def exponent(result: dict[str, Any], kind: str) -> float:
