@@ -15,20 +15,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Collection
 from typing import Protocol
 
-import pynvml  # type: ignore[import-untyped]  # nvidia-ml-py ships no type hints
-
-from pyrometer.agent.gpu.nvml import NvmlSource
-from pyrometer.agent.gpu.queries import GpuUnavailable
 from pyrometer.agent.gpu.replay import ReplaySource
 from pyrometer.agent.shared.errors import ConfigError
 from pyrometer.agent.shared.model import GpuReading, Nanos
 
 log = logging.getLogger(__name__)
+# NVML talks to the kernel driver through this device: where it is missing (no driver,
+# or a container without the GPU mounted) NVML cannot start, so `auto` need not try
+DRIVER_DEVICE = "/dev/nvidiactl"
 
 MIN_INTERVAL_S, MAX_INTERVAL_S = 0.1, 10.0
 
@@ -56,6 +56,13 @@ def open_gpu_source(spec: str, *, start_ns: Nanos) -> GpuSource | None:
         return ReplaySource(spec[len("replay:"):], start_ns)
     if spec != "auto":
         raise ConfigError(f"--gpu {spec!r}: expected auto, off or replay:FILE")
+    if not os.path.exists(DRIVER_DEVICE):
+        log.warning("GPU telemetry off: the NVIDIA driver is not loaded (no %s)", DRIVER_DEVICE)
+        return None
+    # pynvml and ctypes cost the agent about 4 MiB of memory: imported only where a
+    # driver is, so a CPU-only host does not pay for them
+    from pyrometer.agent.gpu.nvml import NvmlSource
+
     try:
         return NvmlSource.open()
     except Exception as err:  # any failure here means "no GPU data"
@@ -65,6 +72,10 @@ def open_gpu_source(spec: str, *, start_ns: Nanos) -> GpuSource | None:
 
 def why_no_nvml(err: Exception) -> str:
     """One line saying why NVML could not be used, from the error its start raised."""
+    import pynvml  # type: ignore[import-untyped]  # nvidia-ml-py ships no type hints
+
+    from pyrometer.agent.gpu.queries import GpuUnavailable
+
     if isinstance(err, getattr(pynvml, "NVMLError_LibraryNotFound", ())):
         return ("the NVML library (libnvidia-ml.so.1) was not found: no NVIDIA driver on this "
                 "host, or it is not mounted into this container")

@@ -13,12 +13,15 @@ NotSupported.
 from __future__ import annotations
 
 import ctypes
+import os
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 import pynvml
 import pytest
+
+from pyrometer.agent.gpu import sampler as gpu_sampler
 
 GiB = 1024**3
 THERMAL = pynvml.nvmlClocksEventReasonSwThermalSlowdown | pynvml.nvmlClocksEventReasonHwThermalSlowdown
@@ -91,6 +94,8 @@ class FakeNvml:
         self.initialised = False
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> FakeNvml:
+        # `--gpu auto` first looks for the driver's device; any existing path stands for it
+        monkeypatch.setattr(gpu_sampler, "DRIVER_DEVICE", os.devnull)
         for name in dir(pynvml):
             if name.startswith(("nvmlInit", "nvmlShutdown", "nvmlSystem", "nvmlDevice")) \
                     and callable(getattr(pynvml, name)):

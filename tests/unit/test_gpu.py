@@ -290,3 +290,21 @@ def test_gpu_check_records_what_the_replay_plays_back_unchanged(monkeypatch: pyt
     # what GPU 0 did not report is left out of its lines, not written as 0
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert [("power_limit_mw" in line) for line in lines] == [False, True] * 3
+
+
+def test_auto_without_the_driver_device_says_so_and_never_loads_nvml(tmp_path: Path) -> None:
+    # in a fresh interpreter: pynvml must not even be imported (it costs the agent ~4 MiB)
+    code = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.INFO, stream=sys.stdout, format='%(message)s')\n"
+        "from pyrometer.agent.gpu import sampler\n"
+        f"sampler.DRIVER_DEVICE = {str(tmp_path / 'nvidiactl')!r}\n"
+        "assert sampler.open_gpu_source('auto', start_ns=0) is None\n"
+        "print('pynvml imported:', 'pynvml' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"GPU telemetry off: the NVIDIA driver is not loaded (no {tmp_path / 'nvidiactl'})",
+        "pynvml imported: False",
+    ]
