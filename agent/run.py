@@ -83,7 +83,8 @@ class Agent:
 
     def live_target_pid(self) -> int | None:
         """The target's pid while it runs; None between an exit and the successor, so a
-        reused pid of an unrelated process is never sampled."""
+        reused pid of an unrelated process is never sampled. Called from the process
+        sampler's worker thread: it only reads `target`, which the loop replaces whole."""
         return self.target.pid if self.target.is_alive() else None
 
     def request_stop(self) -> None:

@@ -3,7 +3,8 @@
 The thin I/O shell around agent/host/readings.py: psutil and /proc reads, done in a
 worker thread because they block, turned into readings by the pure core. Every tick
 reads the target and all its descendants (the workers of a pre-fork server such as
-gunicorn, uvicorn --workers or torchrun) and the host. Nothing raises out of the loop:
+gunicorn, uvicorn --workers or torchrun; listed every few ticks, see RELIST_TICKS) and
+the host. Nothing raises out of the loop:
 a process that exits between being listed and being read is simply not reported, and
 any other failure is logged (once per kind, then at debug level) and the loop goes on.
 """
@@ -33,7 +34,8 @@ from pyrometer.agent.host.readings import (
 from pyrometer.agent.shared.errors import ConfigError
 from pyrometer.agent.shared.model import HostReading, Nanos, ProcessReading
 
-__all__ = ["PSI_ROOT", "ProcessSampler", "parse_psi", "read_psi", "snapshot_host", "snapshot_tree"]
+__all__ = ["PSI_ROOT", "RELIST_TICKS", "ProcessSampler", "parse_psi", "read_psi", "snapshot_host",
+           "snapshot_tree"]
 
 log = logging.getLogger("pyrometer.agent.host.sampler")
 PSI_ROOT = "/proc/pressure"
@@ -124,14 +126,24 @@ def snapshot_process(proc: psutil.Process, time_ns: Nanos, mono_ns: Nanos) -> Pr
 
 def snapshot_tree(pid: int, time_ns: Nanos, mono_ns: Nanos, complain: Complain) -> list[ProcessSnapshot]:
     """Snapshots of ``pid`` and all its descendants that are still running."""
+    return snapshot_all(list_tree(pid, complain), time_ns, mono_ns, complain)
+
+
+def list_tree(pid: int, complain: Complain) -> list[psutil.Process]:
+    """``pid`` and all its descendants; [] when it has gone."""
     try:
         root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
+        return [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
         return []
     except psutil.Error as exc:
         complain("listing the target's processes", exc)
         return []
+
+
+def snapshot_all(procs: list[psutil.Process], time_ns: Nanos, mono_ns: Nanos,
+                 complain: Complain) -> list[ProcessSnapshot]:
+    """Snapshots of those of ``procs`` that are still running."""
     snapshots = []
     for proc in procs:
         try:
@@ -158,6 +170,15 @@ def snapshot_host(time_ns: Nanos, mono_ns: Nanos, psi_root: str = PSI_ROOT) -> H
     )
 
 
+# Listing the target's descendants scans every process on the host (psutil reads each
+# /proc/PID/stat to find parents): 0.7 ms of a 1.1 ms tick with 72 processes, and it
+# grows with the host's processes. So a tick reads the processes it knows, and the tree
+# is listed again every RELIST_TICKS ticks, and at once when the target changed or one of
+# its processes has gone: a worker that starts is read from at most RELIST_TICKS ticks
+# later (5 s at the default 1 Hz), one that is replaced from the next tick.
+RELIST_TICKS = 5
+
+
 class ProcessSampler:
     """Reads the target's process tree and the host every ``interval_s``; see ``run``.
 
@@ -177,6 +198,9 @@ class ProcessSampler:
         self._procs: dict[ProcessKey, ProcessSnapshot] = {}
         self._host: HostSnapshot | None = None
         self._complained: set[tuple[str, str]] = set()
+        self._tree: list[psutil.Process] = []  # the target and its descendants, as last listed
+        self._tree_root: int | None = None
+        self._ticks_since_listed = 0
 
     async def run(
         self,
@@ -187,8 +211,8 @@ class ProcessSampler:
     ) -> None:
         """Tick until ``stop`` is set: readings of the interval since the last tick.
 
-        ``target_pid`` is asked every tick (None: no target right now, e.g. between a
-        restart and re-attaching; host readings go on). The first tick only takes
+        ``target_pid`` is asked every tick, in the worker thread (None: no target right
+        now, e.g. between a restart and re-attaching; host readings go on). The first tick only takes
         baselines. Ticks keep to a grid; one that overruns is followed at once.
         """
         loop = asyncio.get_running_loop()
@@ -206,7 +230,7 @@ class ProcessSampler:
         emit_host: Callable[[HostReading], None],
     ) -> None:
         try:
-            snapshots, host = await asyncio.to_thread(self._read, target_pid())
+            snapshots, host = await asyncio.to_thread(self._read, target_pid)
             self._procs, readings = advance(self._procs, snapshots)
             host_reading = host_delta(self._host, host) if host is not None else None
             self._host = host
@@ -217,15 +241,29 @@ class ProcessSampler:
         except Exception as exc:  # a background loop logs and carries on
             self._complain("process sampling", exc)
 
-    def _read(self, pid: int | None) -> tuple[list[ProcessSnapshot], HostSnapshot | None]:
-        """Runs in a worker thread: psutil and /proc reads block."""
+    def _read(self, target_pid: Callable[[], int | None]
+              ) -> tuple[list[ProcessSnapshot], HostSnapshot | None]:
+        """Runs in a worker thread: psutil and /proc reads block (asking for the target's
+        pid reads /proc too: it checks that the pid is still the target's)."""
+        pid = target_pid()
         time_ns, mono_ns = self._clock(), time.monotonic_ns()
-        snapshots = [] if pid is None else snapshot_tree(pid, time_ns, mono_ns, self._complain)
+        snapshots = [] if pid is None else self._snapshot_tree(pid, time_ns, mono_ns)
         try:
             return snapshots, snapshot_host(time_ns, mono_ns, self._psi_root)
         except Exception as exc:
             self._complain("reading host values", exc)
             return snapshots, None
+
+    def _snapshot_tree(self, pid: int, time_ns: Nanos, mono_ns: Nanos) -> list[ProcessSnapshot]:
+        """snapshot_tree(pid), listing the tree only when RELIST_TICKS says so."""
+        self._ticks_since_listed += 1
+        if pid != self._tree_root or self._ticks_since_listed >= RELIST_TICKS:
+            self._tree, self._tree_root = list_tree(pid, self._complain), pid
+            self._ticks_since_listed = 0
+        snapshots = snapshot_all(self._tree, time_ns, mono_ns, self._complain)
+        if len(snapshots) < len(self._tree):  # one has gone: maybe replaced, look again
+            self._tree_root = None
+        return snapshots
 
     def _complain(self, what: str, exc: BaseException) -> None:
         # once per kind of failure at warning level: at 1 Hz a lasting fault would flood the log

@@ -22,6 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from pyrometer.agent.host import sampler as host_sampler
 from pyrometer.agent.host.readings import (
     HostSnapshot,
     ProcessSnapshot,
@@ -200,6 +201,60 @@ def test_reads_parent_and_workers_and_a_killed_worker_vanishes(
     assert not [r for r in by_pid(procs, victim) if r.time_ns > late]
     assert [r for r in by_pid(procs, survivor) if r.time_ns > late]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+FORK_ON_DEMAND = """
+import os, signal, sys
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+print("ready", flush=True)
+for line in sys.stdin:  # each line: fork one more busy worker and say its pid
+    pid = os.fork()
+    if pid == 0:
+        x = 0
+        while True:
+            x += 1
+    print(pid, flush=True)
+"""
+
+
+@pytest.mark.integration
+def test_the_tree_is_listed_every_few_ticks_and_a_new_worker_is_found_by_the_next_listing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    listings: list[int] = []  # host readings so far at each listing of the tree
+    hosts_seen: list[HostReading] = []
+    real_list_tree = host_sampler.list_tree
+
+    def counting(pid: int, complain: Callable[[str, BaseException], None]) -> list[psutil.Process]:
+        listings.append(len(hosts_seen))
+        return real_list_tree(pid, complain)
+
+    monkeypatch.setattr(host_sampler, "list_tree", counting)
+    script = tmp_path / "forker.py"
+    script.write_text(textwrap.dedent(FORK_ON_DEMAND))
+    parent = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert parent.stdout is not None and parent.stdin is not None
+        assert parent.stdout.readline().split() == ["ready"]
+        forked: list[tuple[int, int]] = []  # (worker pid, host readings when it was forked)
+
+        def until(procs: list[ProcessReading], hosts: list[HostReading]) -> bool:
+            hosts_seen[:] = hosts
+            if len(hosts) == 3 and not forked:  # listed at the first tick, not since
+                parent.stdin.write("fork\n")  # type: ignore[union-attr]
+                parent.stdin.flush()  # type: ignore[union-attr]
+                forked.append((int(parent.stdout.readline()), len(hosts)))  # type: ignore[union-attr]
+            return bool(forked) and any(r.pid == forked[0][0] for r in procs)
+
+        procs, hosts = sample(ProcessSampler(0.1), lambda: parent.pid, until, timeout_s=60)
+    finally:
+        os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait()
+    # sampling stopped at the tick that first read the worker: found by the next listing
+    # (at most RELIST_TICKS ticks on), read from the tick after (the first is its baseline)
+    assert len(hosts) - forked[0][1] <= host_sampler.RELIST_TICKS + 1
+    assert listings[0] == 0 and len(listings) <= len(hosts) // host_sampler.RELIST_TICKS + 2
 
 
 @pytest.mark.integration
