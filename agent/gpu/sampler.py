@@ -26,9 +26,10 @@ from pyrometer.agent.shared.errors import ConfigError
 from pyrometer.agent.shared.model import GpuReading, Nanos
 
 log = logging.getLogger(__name__)
-# NVML talks to the kernel driver through this device: where it is missing (no driver,
-# or a container without the GPU mounted) NVML cannot start, so `auto` need not try
-DRIVER_DEVICE = "/dev/nvidiactl"
+# NVML talks to the kernel driver through one of these devices (/dev/dxg: WSL2's GPU
+# paravirtualisation, which has no nvidiactl): where none exists (no driver, or a
+# container without the GPU mounted) NVML cannot start, so `auto` need not try
+DRIVER_DEVICES = ("/dev/nvidiactl", "/dev/dxg")
 
 MIN_INTERVAL_S, MAX_INTERVAL_S = 0.1, 10.0
 
@@ -56,8 +57,9 @@ def open_gpu_source(spec: str, *, start_ns: Nanos) -> GpuSource | None:
         return ReplaySource(spec[len("replay:"):], start_ns)
     if spec != "auto":
         raise ConfigError(f"--gpu {spec!r}: expected auto, off or replay:FILE")
-    if not os.path.exists(DRIVER_DEVICE):
-        log.warning("GPU telemetry off: the NVIDIA driver is not loaded (no %s)", DRIVER_DEVICE)
+    if not any(os.path.exists(device) for device in DRIVER_DEVICES):
+        log.warning("GPU telemetry off: the NVIDIA driver is not loaded (no %s)",
+                    " or ".join(DRIVER_DEVICES))
         return None
     # pynvml and ctypes cost the agent about 4 MiB of memory: imported only where a
     # driver is, so a CPU-only host does not pay for them

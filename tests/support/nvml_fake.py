@@ -95,7 +95,7 @@ class FakeNvml:
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> FakeNvml:
         # `--gpu auto` first looks for the driver's device; any existing path stands for it
-        monkeypatch.setattr(gpu_sampler, "DRIVER_DEVICE", os.devnull)
+        monkeypatch.setattr(gpu_sampler, "DRIVER_DEVICES", (os.devnull,))
         for name in dir(pynvml):
             if name.startswith(("nvmlInit", "nvmlShutdown", "nvmlSystem", "nvmlDevice")) \
                     and callable(getattr(pynvml, name)):

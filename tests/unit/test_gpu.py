@@ -298,13 +298,14 @@ def test_auto_without_the_driver_device_says_so_and_never_loads_nvml(tmp_path: P
         "import logging, sys\n"
         "logging.basicConfig(level=logging.INFO, stream=sys.stdout, format='%(message)s')\n"
         "from pyrometer.agent.gpu import sampler\n"
-        f"sampler.DRIVER_DEVICE = {str(tmp_path / 'nvidiactl')!r}\n"
+        f"sampler.DRIVER_DEVICES = ({str(tmp_path / 'nvidiactl')!r}, {str(tmp_path / 'dxg')!r})\n"
         "assert sampler.open_gpu_source('auto', start_ns=0) is None\n"
         "print('pynvml imported:', 'pynvml' in sys.modules)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
-        f"GPU telemetry off: the NVIDIA driver is not loaded (no {tmp_path / 'nvidiactl'})",
+        f"GPU telemetry off: the NVIDIA driver is not loaded "
+        f"(no {tmp_path / 'nvidiactl'} or {tmp_path / 'dxg'})",
         "pynvml imported: False",
     ]
