@@ -4,9 +4,9 @@ The thin I/O shell around agent/host/readings.py: psutil and /proc reads, done i
 worker thread because they block, turned into readings by the pure core. Every tick
 reads the target and all its descendants (the workers of a pre-fork server such as
 gunicorn, uvicorn --workers or torchrun; listed every few ticks, see RELIST_TICKS) and
-the host. Nothing raises out of the loop:
-a process that exits between being listed and being read is simply not reported, and
-any other failure is logged (once per kind, then at debug level) and the loop goes on.
+the host. Nothing raises out of the loop: a process that exits between being listed and
+being read is simply not reported, and any other failure is logged (once per kind,
+then at debug level) and the loop goes on.
 """
 
 from __future__ import annotations
@@ -212,8 +212,9 @@ class ProcessSampler:
         """Tick until ``stop`` is set: readings of the interval since the last tick.
 
         ``target_pid`` is asked every tick, in the worker thread (None: no target right
-        now, e.g. between a restart and re-attaching; host readings go on). The first tick only takes
-        baselines. Ticks keep to a grid; one that overruns is followed at once.
+        now, e.g. between a restart and re-attaching; host readings go on). The first
+        tick only takes baselines. Ticks keep to a grid; one that overruns is followed
+        at once.
         """
         loop = asyncio.get_running_loop()
         next_tick = loop.time()
