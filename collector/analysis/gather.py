@@ -27,7 +27,14 @@ from pyrometer.collector.analysis.inputs import (
     size_unit,
 )
 from pyrometer.collector.analysis.localise import QUANTILES, InstanceRise, Localisation, localise
-from pyrometer.collector.analysis.stages import DEFAULT_RULES, StageChange, StageRule, compare, split
+from pyrometer.collector.analysis.stages import (
+    DEFAULT_RULES,
+    Classified,
+    StageChange,
+    StageRule,
+    compare,
+    split,
+)
 from pyrometer.collector.storage.reads import (
     REPLAYED_NOTICE,
     QuantilePoint,
@@ -210,9 +217,12 @@ def _context(store: Store, query: SpikeQuery, spike: Spike,
     rows = rows_read.result()
     unit = size_unit(rows)
     spike_profile, base_profile = spike_read.result(), base_read.result()
+    classified: Classified = {}  # the two profiles share most stacks: each classified once
     stages = compare(
-        split(base_profile.samples, tally.baseline, base_profile.rate_hz, query.stage_rules),
-        split(spike_profile.samples, tally.inside, spike_profile.rate_hz, query.stage_rules))
+        split(base_profile.samples, tally.baseline, base_profile.rate_hz, query.stage_rules,
+              classified),
+        split(spike_profile.samples, tally.inside, spike_profile.rate_hz, query.stage_rules,
+              classified))
     return SpikeContext(
         spike=spike, step_ns=cfg.step_ns, baseline_start_ns=base_start,
         percentile=cfg.percentile, size_unit=unit, excluded=excluded,

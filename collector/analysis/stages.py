@@ -115,12 +115,28 @@ class StageSplit:
         return {s.stage: s for s in self.stages}
 
 
+# a stack's stage by the stack object's id, the stack kept beside it so that no other
+# object can take its id while the entry lives
+Classified = dict[int, tuple[Stack, str]]
+
+
 def split(samples: Iterable[tuple[Stack, int]], requests: int, rate_hz: float,
-          rules: Sequence[StageRule]) -> StageSplit:
-    """Each stage's samples, share and time per request in one window."""
+          rules: Sequence[StageRule], classified: Classified | None = None) -> StageSplit:
+    """Each stage's samples, share and time per request in one window.
+
+    `classified` carries each stack's stage from one call to the next, for windows whose
+    profiles share their stack objects, as a spike's and its baseline's read from one
+    store do (the store keeps one object per stack): their stacks are mostly the same,
+    and classifying one matches its frames against every rule. The same `rules` must
+    go with the same `classified`.
+    """
+    memo: Classified = {} if classified is None else classified
     counts: dict[str, int] = {}
     for stack, count in samples:
-        stage = classify(stack, rules)
+        known = memo.get(id(stack))
+        if known is None:
+            known = memo[id(stack)] = (stack, classify(stack, rules))
+        stage = known[1]
         counts[stage] = counts.get(stage, 0) + count
     total = sum(counts.values())
     period_ms = 1000.0 / rate_hz if rate_hz > 0 else math.nan

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pyrometer.agent.shared.model import Frame
+from pyrometer.collector.analysis import stages
 from pyrometer.collector.analysis.stages import (
     DEFAULT_RULES,
     OTHER,
@@ -67,6 +68,32 @@ def test_shares_sum_to_the_window_and_time_per_request_uses_the_period() -> None
     assert by["forward pass"].ms_per_request == 60.0  # 600 samples x 10 ms / 100 requests
     assert by["tokenization"].share == 0.15
     assert math.isnan(split(samples, 0, 100.0, DEFAULT_RULES).stages[0].ms_per_request)
+
+
+def test_two_windows_sharing_stacks_classify_each_stack_once_with_the_same_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    forward, tokenize, wait = (stack(("model_forward", "inference.py")),
+                               stack(("preprocess_tokenize", "inference.py")),
+                               stack(("SocketIO.readinto", "socket.py")))
+    baseline = [(forward, 500), (tokenize, 300), (wait, 200)]
+    twin = stack(("model_forward", "inference.py"))  # equal to forward, another object
+    assert twin == forward and twin is not forward
+    spike = [(forward, 900), (wait, 100), (twin, 50)]
+    alone = (split(baseline, 100, 100.0, DEFAULT_RULES), split(spike, 100, 100.0, DEFAULT_RULES))
+    calls: list[tuple[Frame, ...]] = []
+
+    def counting(stack_: tuple[Frame, ...], rules: object) -> str:
+        calls.append(stack_)
+        return classify(stack_, DEFAULT_RULES)
+
+    monkeypatch.setattr(stages, "classify", counting)
+    classified: stages.Classified = {}
+    shared = (split(baseline, 100, 100.0, DEFAULT_RULES, classified),
+              split(spike, 100, 100.0, DEFAULT_RULES, classified))
+    assert shared == alone
+    # baseline's three stacks, then only the spike's object not seen before
+    assert [c is twin for c in calls] == [False, False, False, True]
 
 
 def test_the_summary_names_what_moved_and_what_stayed_flat() -> None:
