@@ -34,8 +34,8 @@ from pyrometer.agent.host.readings import (
 from pyrometer.agent.shared.errors import ConfigError
 from pyrometer.agent.shared.model import HostReading, Nanos, ProcessReading
 
-__all__ = ["PSI_ROOT", "RELIST_TICKS", "ProcessSampler", "parse_psi", "read_psi", "snapshot_host",
-           "snapshot_tree"]
+__all__ = ["PSI_ROOT", "RELIST_TICKS", "ProcessSampler", "list_tree", "parse_psi", "read_psi",
+           "snapshot_all", "snapshot_host"]
 
 log = logging.getLogger("pyrometer.agent.host.sampler")
 PSI_ROOT = "/proc/pressure"
@@ -122,11 +122,6 @@ def snapshot_process(proc: psutil.Process, time_ns: Nanos, mono_ns: Nanos) -> Pr
             )
     except psutil.NoSuchProcess:  # ZombieProcess included: gone between listing and reading
         return None
-
-
-def snapshot_tree(pid: int, time_ns: Nanos, mono_ns: Nanos, complain: Complain) -> list[ProcessSnapshot]:
-    """Snapshots of ``pid`` and all its descendants that are still running."""
-    return snapshot_all(list_tree(pid, complain), time_ns, mono_ns, complain)
 
 
 def list_tree(pid: int, complain: Complain) -> list[psutil.Process]:
@@ -256,7 +251,8 @@ class ProcessSampler:
             return snapshots, None
 
     def _snapshot_tree(self, pid: int, time_ns: Nanos, mono_ns: Nanos) -> list[ProcessSnapshot]:
-        """snapshot_tree(pid), listing the tree only when RELIST_TICKS says so."""
+        """Snapshots of ``pid`` and its descendants still running, listing them again
+        only when RELIST_TICKS says so."""
         self._ticks_since_listed += 1
         if pid != self._tree_root or self._ticks_since_listed >= RELIST_TICKS:
             self._tree, self._tree_root = list_tree(pid, self._complain), pid
