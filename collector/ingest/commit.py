@@ -110,8 +110,7 @@ class GroupCommitter:
         if outstanding == 0 and stream in self._active:
             self._idle -= 1
         self._outstanding[stream] = outstanding + 1
-        self._active[stream] = now
-        self._active.move_to_end(stream)
+        self._touch(stream, now)
 
     def _note_answered(self, stream: str, now: float) -> None:
         outstanding = self._outstanding[stream] - 1
@@ -120,6 +119,10 @@ class GroupCommitter:
         else:
             del self._outstanding[stream]
             self._idle += 1
+        self._touch(stream, now)
+
+    def _touch(self, stream: str, now: float) -> None:
+        """`stream` was active at `now`: it goes to the end of the oldest-first order."""
         self._active[stream] = now
         self._active.move_to_end(stream)
 
@@ -131,8 +134,7 @@ class GroupCommitter:
             if seen >= now - ACTIVE_S:
                 break
             if stream in self._outstanding:  # a commit outlasting ACTIVE_S: still active
-                active[stream] = now
-                active.move_to_end(stream)
+                self._touch(stream, now)
                 continue
             del active[stream]
             self._idle -= 1
@@ -169,8 +171,6 @@ class GroupCommitter:
             group = [self._pending.popleft() for _ in range(size)]
             for _ in range(size):
                 self._arrived.popleft()
-            if len(self._pending) < self._max_group and not self._closing:
-                self._full.clear()
             if not self._pending:
                 self._wakeup.clear()
             try:
