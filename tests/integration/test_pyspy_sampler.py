@@ -133,7 +133,9 @@ def test_windows_are_contiguous_complete_and_stop_quickly(tmp_path: Path, target
         assert a.end_ns == b.start_ns
     assert final_s < 5 and windows[-1].duration_ns < 2e9
     leaves = {f for w in windows for key in w.counts for f in key.stack if f.name == "leaf_work"}
-    assert leaves and all(f.file == "target.py" and 4 <= f.line <= 6 for f in leaves)
+    # lines 3-6 are leaf_work's: a sample taken as the call enters it (before the first
+    # statement runs) reports the def line, 3, as Python 3.11's frame does then
+    assert leaves and all(f.file == "target.py" and 3 <= f.line <= 6 for f in leaves)
     assert all(frames_named(w, "leaf_work") > 0.8 * w.total for w in windows[:3])
     elapsed_s = (windows[-1].end_ns - windows[0].start_ns) / 1e9
     total = sum(w.total for w in windows)
