@@ -23,7 +23,7 @@ from pyrometer.agent.shared.version import VERSION
 _CLI = "pyrometer.collector.cli"
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "agent": ("profile a Python process and stream to a collector",
-              "pyrometer.agent.config:add_arguments", "pyrometer.agent.run:main"),
+              "pyrometer.agent.config:add_arguments", "pyrometer.agent.start:main"),
     "collector": ("receive, store and serve profiles",
                   "pyrometer.collector.config:add_arguments", "pyrometer.collector.service:main"),
     "services": ("list the services that have profile data",

@@ -11,7 +11,6 @@ the spool for the next agent, and exits.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
@@ -25,7 +24,6 @@ from typing import Any
 
 import psutil
 
-from pyrometer.agent import config as agent_config
 from pyrometer.agent.config import AgentConfig
 from pyrometer.agent.footprint import Losses, report_periodically
 from pyrometer.agent.shared.errors import TargetError
@@ -43,8 +41,9 @@ SHUTDOWN_GRACE_S = 5.0  # inside a Kubernetes pod's default 30 s termination gra
 REATTACH_RETRY_S = 0.5  # a successor may not have started its interpreter yet
 
 
-def main(args: argparse.Namespace) -> int:
-    return asyncio.run(run(agent_config.resolve(args)))
+def main(config: AgentConfig) -> int:
+    """Runs the agent until SIGTERM or SIGINT (agent/start.py resolves `config`)."""
+    return asyncio.run(run(config))
 
 
 class Agent:

@@ -3,12 +3,14 @@ and PEM certificate files, each flag with a PYROMETER_* variable (a flag wins ov
 
 Standard library only: the collector and the `pyrometer` command's parser import this.
 Files are read and checked once, at start-up. A token or key never appears in a message.
+
+Python's ssl module is imported only to check certificate files: an agent given none must
+not load it (agent/start.py says why).
 """
 
 from __future__ import annotations
 
 import argparse
-import ssl
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -89,6 +91,8 @@ def read_file(path: str, flag: str) -> bytes:
 
 def check_ca(path: str, flag: str) -> None:
     """ConfigError unless `path` holds at least one PEM certificate."""
+    import ssl  # here, not at the top: see the module's docstring
+
     try:
         ssl.create_default_context(cadata=read_file(path, flag).decode("ascii", "replace"))
     except (ssl.SSLError, ValueError) as err:
@@ -97,6 +101,8 @@ def check_ca(path: str, flag: str) -> None:
 
 def check_cert_and_key(cert: str, key: str, cert_flag: str, key_flag: str) -> None:
     """ConfigError unless `cert` and `key` are a matching PEM certificate and key."""
+    import ssl  # here, not at the top: see the module's docstring
+
     read_file(cert, cert_flag)  # an unreadable file gets the plainer message
     read_file(key, key_flag)
     try:

@@ -56,6 +56,7 @@ class Run:
     windows: list[tuple[int, int]]  # distinct (start_ns, end_ns) stored, in order
     stored: int  # sum of all stored counts
     cli_output: str  # what `pyrometer flamegraph -o FILE` wrote
+    agent_openssl: list[str]  # the running agent's mapped files of OpenSSL or Python's ssl
 
 
 def _get(url: str) -> bytes:
@@ -111,6 +112,8 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         # be half as long again as the others and a sample count alone proves too little
         _wait_for_line_count(agent, "pyrometer.agent: window ", 3)
         _wait_for_samples(api, int(2 * WINDOW_S * RATE / 2))
+        maps = Path(f"/proc/{agent.pid}/maps").read_text().splitlines()
+        openssl = sorted({line.split()[-1] for line in maps if "ssl" in line or "crypto" in line})
         assert agent.stop(signal.SIGTERM, timeout=30) == 0, agent.output()
         outputs = {fmt: _flamegraph(api, fmt) for fmt in FORMATS}
         for version in ("1.0", "2.0"):
@@ -122,7 +125,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             windows = con.execute(
                 "SELECT DISTINCT start_ns, end_ns FROM samples ORDER BY start_ns").fetchall()
             stored = int(con.execute("SELECT sum(count) FROM samples").fetchone()[0])
-        yield Run(outputs, windows, stored, cli_output)
+        yield Run(outputs, windows, stored, cli_output, openssl)
     finally:
         for child in reversed(children):
             child.stop(signal.SIGKILL)
@@ -150,6 +153,11 @@ def test_folded_holds_the_known_stack(e2e: Run) -> None:
     assert hot, folded
     total = sum(int(line.rsplit(" ", 1)[1]) for line in folded.splitlines())
     assert sum(int(line.rsplit(" ", 1)[1]) for line in hot) > 0.8 * total
+
+
+def test_an_agent_that_does_not_scrape_runs_without_openssl(e2e: Run) -> None:
+    """agent/start.py: the agent, shipping over plain gRPC, never loads Python's ssl."""
+    assert e2e.agent_openssl == []
 
 
 def test_windows_are_contiguous_and_the_total_matches_rate_times_time(e2e: Run) -> None:

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from pyrometer.agent import cli
+from pyrometer.agent import cli, start
+from pyrometer.agent.config import AgentConfig
 
 
 @pytest.mark.parametrize(("argv", "command"), [
@@ -46,3 +47,50 @@ def test_a_query_command_still_gets_its_flags_and_the_others_are_listed() -> Non
     args = parser.parse_args(["flamegraph", "--service", "svc"])
     assert args.service == "svc"
     assert "agent" in parser.format_help() and "collector" in parser.format_help()
+
+
+def _agent_config(*flags: str) -> AgentConfig:
+    argv = ["agent", "--collector", "127.0.0.1:7070", "--service", "svc", "--pid", "1", *flags]
+    return start.resolve(cli.build_parser("agent").parse_args(argv), env={})
+
+
+def test_only_an_agent_that_scrapes_needs_python_s_ssl() -> None:
+    assert not start.needs_python_ssl(_agent_config())
+    assert not start.needs_python_ssl(_agent_config("--tls", "--gpu", "off"))
+    assert start.needs_python_ssl(_agent_config("--scrape", "https://127.0.0.1:8000/metrics"))
+    assert start.needs_python_ssl(_agent_config("--scrape", "http://127.0.0.1:8000/metrics"))
+
+
+def test_an_ssl_module_already_loaded_stays() -> None:
+    import ssl
+
+    start.without_python_ssl()  # pytest loaded ssl long before: nothing changes
+    assert sys.modules["ssl"] is ssl
+
+
+def test_without_ssl_every_module_the_agent_runs_still_imports() -> None:
+    """In a fresh interpreter, as `pyrometer agent` starts without --scrape: resolving the
+    flags loads no ssl, and neither does anything the running agent imports (asyncio,
+    grpc and its aio API, the samplers, the shipper); `import ssl` then fails cleanly."""
+    code = (
+        "import sys\n"
+        "from pyrometer.agent import cli, start\n"
+        "argv = ['agent', '--collector', '127.0.0.1:1', '--service', 's', '--pid', '1']\n"
+        "config = start.resolve(cli.build_parser('agent').parse_args(argv))\n"
+        "assert 'ssl' not in sys.modules, 'resolving the flags loaded ssl'\n"
+        "start.without_python_ssl()\n"
+        "import asyncio, grpc, grpc.aio\n"
+        "from pyrometer.agent import run\n"
+        "from pyrometer.agent.gpu import sampler, replay\n"
+        "from pyrometer.agent.host import sampler\n"
+        "from pyrometer.agent.requests import probe\n"
+        "from pyrometer.agent.ship import channel, shipper\n"
+        "try:\n"
+        "    import ssl\n"
+        "except ImportError:\n"
+        "    print('no ssl')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('_ssl', '_hashlib'))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["no ssl", "[]"]
