@@ -37,8 +37,9 @@ from dataclasses import dataclass
 
 from pyrometer.agent.shared.model import Nanos
 from pyrometer.collector.analysis.candidate import Facts, pct
-from pyrometer.collector.analysis.evidence import EventInfo, RequestSample, SpikeContext
+from pyrometer.collector.analysis.evidence import EventInfo, SpikeContext
 from pyrometer.collector.analysis.robust import Baseline, median, ramp
+from pyrometer.collector.storage.reads import RequestSample
 
 MIN_ACROSS_REQUESTS = 10
 MIN_STEP_REQUESTS = 5  # a baseline step with fewer completions gives no CPU-per-request value

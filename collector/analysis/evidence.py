@@ -17,25 +17,9 @@ from typing import NamedTuple, TypeVar
 from pyrometer.agent.shared.model import Nanos
 from pyrometer.collector.analysis.detect import Spike
 from pyrometer.collector.analysis.robust import Baseline, median
-from pyrometer.collector.storage.reads import EngineStep
+from pyrometer.collector.storage.reads import EngineStep, RequestSample
 
 T = TypeVar("T")
-
-
-class RequestSample(NamedTuple):
-    """One request: when it ended, how long it took, its size and the version serving it.
-
-    A NamedTuple, as GpuSample: a spike's baseline holds hundreds of thousands of them,
-    built five times faster than a frozen dataclass (storage/reads.py, RequestRow)."""
-
-    end_ns: Nanos
-    latency_ms: float
-    size: float | None  # app-supplied size (tokens) where the app gave one, else bytes
-    version: str = ""
-
-    @property
-    def start_ns(self) -> Nanos:
-        return self.end_ns - round(self.latency_ms * 1_000_000)
 
 
 class GpuSample(NamedTuple):

@@ -22,7 +22,6 @@ from pyrometer.collector.analysis.evidence import EventInfo, ResourcePoint, Spik
 from pyrometer.collector.analysis.inputs import (
     code_profile,
     gpu_samples,
-    request_samples,
     resource_points,
     size_unit,
 )
@@ -192,12 +191,17 @@ def _context(store: Store, query: SpikeQuery, spike: Spike,
         store.request_tally, query.service, base_start, read_end,
         spike=(spike.start_ns, spike.end_ns), baseline_start_ns=base_start, step_ns=cfg.step_ns,
         slow_ns=math.floor(spike.threshold_ms * 1_000_000), route=spike.route, instance=instance)
-    rows_read = pool.submit(store.request_records, query.service, base_start, read_end,
-                            route=spike.route, instance=instance, budget=REQUEST_BUDGET)
     spike_read = pool.submit(store.profile, query.service, spike.start_ns, spike.end_ns,
                              instance=instance)
     base_read = pool.submit(store.profile, query.service, base_start, spike.start_ns,
                             instance=instance)
+    # the requests are read in the unit most of them carry, which the tally counts; the
+    # largest read, so it goes before the rest are queued
+    tally = tally_read.result()
+    unit = size_unit(tally)
+    requests_read = pool.submit(store.request_samples, query.service, base_start, read_end,
+                                unit=unit, route=spike.route, instance=instance,
+                                budget=REQUEST_BUDGET)
     gpus_read = pool.submit(store.gpu_readings, query.service, base_start, spike.end_ns,
                             instance=instance, budget=GPU_BUDGET)
     engine_read = pool.submit(store.engine_steps, query.service, base_start, spike.end_ns,
@@ -206,7 +210,6 @@ def _context(store: Store, query: SpikeQuery, spike: Spike,
                                spike.end_ns, limit=SLOWEST, route=spike.route, instance=instance)
     series = replace(_series(query), instance=instance)
     resources_read = pool.submit(_resources, store, series, base_start, spike.end_ns)
-    tally = tally_read.result()
     if tally.first_slow_ns is not None:
         spike = replace(spike, onset_ns=tally.first_slow_ns)
     version_reads = {
@@ -214,8 +217,7 @@ def _context(store: Store, query: SpikeQuery, spike: Spike,
                               version=version, instance=instance), n)
         for version, n in sorted(tally.versions.items(), key=lambda kv: -kv[1])[:MAX_VERSIONS]
     } if len(tally.versions) > 1 else {}
-    rows = rows_read.result()
-    unit = size_unit(rows)
+    requests = requests_read.result()
     spike_profile, base_profile = spike_read.result(), base_read.result()
     classified: Classified = {}  # the two profiles share most stacks: each classified once
     stages = compare(
@@ -226,14 +228,14 @@ def _context(store: Store, query: SpikeQuery, spike: Spike,
     return SpikeContext(
         spike=spike, step_ns=cfg.step_ns, baseline_start_ns=base_start,
         percentile=cfg.percentile, size_unit=unit, excluded=excluded,
-        requests=request_samples(rows, unit), gpu=gpu_samples(gpus_read.result()),
+        requests=tuple(requests), gpu=gpu_samples(gpus_read.result()),
         resources=resources_read.result(), events=events,
         spike_profile=code_profile(spike_profile, tally.inside),
         baseline_profile=code_profile(base_profile, tally.baseline),
         version_profiles={version: code_profile(read.result(), n)
                           for version, (read, n) in version_reads.items()},
         engine=tuple(engine_read.result()), arrived=tally.began, completed=tally.ended,
-    ), where, stages, tuple(slowest_read.result()), tally, len(rows)
+    ), where, stages, tuple(slowest_read.result()), tally, len(requests)
 
 
 def _resources(store: Store, series: SeriesQuery, start_ns: Nanos, end_ns: Nanos

@@ -8,41 +8,30 @@ instances run on it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import replace
 
 from pyrometer.agent.shared.clock_events import CLOCK_EVENT_REASONS, SLOWDOWN_REASONS
 from pyrometer.agent.shared.model import Nanos, Stack
-from pyrometer.collector.analysis.evidence import (
-    CodeProfile,
-    GpuSample,
-    RequestSample,
-    ResourcePoint,
-)
+from pyrometer.collector.analysis.evidence import CodeProfile, GpuSample, ResourcePoint
 from pyrometer.collector.analysis.waiting import is_waiting
 from pyrometer.collector.model import Profile
 from pyrometer.collector.query.diff import function_stats
 from pyrometer.collector.query.tree import FunctionKey
-from pyrometer.collector.storage.reads import GpuRow, HostPoint, ProcessPoint, RequestRow
+from pyrometer.collector.storage.reads import (
+    GpuRow,
+    HostPoint,
+    ProcessPoint,
+    RequestTally,
+)
 
 APP_SIZE_SHARE = 0.8
 
 
-def size_unit(rows: Sequence[RequestRow]) -> str:
-    """"app size" when most requests carry one, else "bytes"."""
-    with_size = sum(1 for r in rows if r.app_size is not None)
-    return "app size" if rows and with_size >= APP_SIZE_SHARE * len(rows) else "bytes"
-
-
-def request_samples(rows: Iterable[RequestRow], unit: str) -> tuple[RequestSample, ...]:
-    return tuple(RequestSample(r.time_ns, r.latency_ns / 1_000_000, _size(r, unit), r.version)
-                 for r in rows)
-
-
-def _size(row: RequestRow, unit: str) -> float | None:
-    if unit == "app size":
-        return None if row.app_size is None else float(row.app_size)
-    return float(row.request_bytes)
+def size_unit(tally: RequestTally) -> str:
+    """"app size" when most of the tally's requests carry one, else "bytes": counted over
+    every request, also where the analysis judges a sample of them."""
+    return "app size" if tally.total and tally.sized >= APP_SIZE_SHARE * tally.total else "bytes"
 
 
 def gpu_samples(rows: Iterable[GpuRow]) -> tuple[GpuSample, ...]:

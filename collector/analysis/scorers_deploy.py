@@ -44,8 +44,9 @@ from pyrometer.collector.analysis.candidate import (
     pct,
 )
 from pyrometer.collector.analysis.deploy_checks import across_event, cost_across, cost_step, residuals
-from pyrometer.collector.analysis.evidence import EventInfo, RequestSample, SpikeContext
+from pyrometer.collector.analysis.evidence import EventInfo, SpikeContext
 from pyrometer.collector.analysis.robust import Baseline, clip01, median
+from pyrometer.collector.storage.reads import RequestSample
 
 MIN_RISE = math.log(1.05)
 MIN_VERSION_REQUESTS = 10

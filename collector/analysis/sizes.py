@@ -14,8 +14,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pyrometer.collector.analysis.evidence import RequestSample, SpikeContext, summarize
+from pyrometer.collector.analysis.evidence import SpikeContext, summarize
 from pyrometer.collector.analysis.robust import clip01, median
+from pyrometer.collector.storage.reads import RequestSample
 
 MIN_FIT_REQUESTS = 30
 MIN_LOG_SIZE_VARIANCE = 0.01  # below this the sizes barely vary: no slope to learn

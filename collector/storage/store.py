@@ -30,6 +30,7 @@ from pyrometer.collector.storage.reads import (
     ProfileLabels,
     QuantilePoint,
     RequestRow,
+    RequestSample,
     RequestTally,
     RouteSeries,
     SeriesQuery,
@@ -165,6 +166,15 @@ class Store(Protocol):
         and every part of the window is thinned alike (see `request_tally` for exact
         counts).
         """
+        ...
+
+    def request_samples(self, service: str, start_ns: Nanos, end_ns: Nanos, *, unit: str,
+                        route: str | None = None, instance: str | None = None,
+                        budget: int | None = None) -> list[RequestSample]:
+        """`request_records`' rows (the same filters, sample and order) as the spike
+        analysis judges them: end, latency in ms, size in `unit` ("app size": the
+        app-supplied size, None where a request has none; "bytes": its request bytes) and
+        version. ValueError for another unit."""
         ...
 
     def request_tally(self, service: str, start_ns: Nanos, end_ns: Nanos, *,

@@ -18,7 +18,7 @@ from pyrometer.collector.analysis.evidence import EngineSample, engine_steps
 from pyrometer.collector.analysis.localise import instance_latencies
 from pyrometer.collector.ingest.decode import StreamDecoder
 from pyrometer.collector.storage.duckdb.backend import DuckDBStore
-from pyrometer.collector.storage.reads import RequestRow, RequestTally
+from pyrometer.collector.storage.reads import RequestRow, RequestSample, RequestTally
 from support.ingest_builder import BASE_NS, NOW_NS, StreamEncoder
 from support.telemetry_builder import MS, S, engine_reading, gpu, request
 
@@ -46,7 +46,8 @@ def fleet(store: DuckDBStore, rng: random.Random, per_instance: int) -> list[Req
     for n, instance in enumerate(("a", "b", "c")):
         records = tuple(
             request(at, latency_ms=rng.uniform(1, 400) * (3 if at >= 300 and n == 2 else 1),
-                    route=rng.choice(("/a", "/b")), request_bytes=rng.randrange(10, 10_000))
+                    route=rng.choice(("/a", "/b")), request_bytes=rng.randrange(10, 10_000),
+                    app_size=rng.choice((None, rng.randrange(1, 4000))))
             for at in sorted(rng.uniform(30, 450) for _ in range(per_instance)))
         for version, part in (("1", records[::2]), ("2", records[1::2])):
             encoder = StreamEncoder(agent_id=f"agent-{instance}", instance=instance)
@@ -72,7 +73,8 @@ def tally_in_memory(rows: list[RequestRow], slow_ns: int) -> RequestTally:
     slow = [r.time_ns for r in inside if r.time_ns < SPIKE[0] + STEP and r.latency_ns > slow_ns]
     return RequestTally(len(rows), ended, began,
                         sum(1 for r in rows if BASELINE_START <= r.time_ns < SPIKE[0]),
-                        len(inside), versions, min(slow, default=None))
+                        len(inside), versions, min(slow, default=None),
+                        sum(1 for r in rows if r.app_size is not None))
 
 
 @settings(max_examples=15, deadline=None)
@@ -131,6 +133,40 @@ def test_over_its_budget_a_sample_repeats_and_thins_every_part_alike(store: Duck
     # the filters apply before the budget: one instance's sample is of its own rows
     mine = store.request_records("svc", *window, instance="c", budget=1500)
     assert {r.instance for r in mine} == {"c"} and 1500 * 0.85 <= len(mine) <= 1500 * 1.15
+
+
+def as_samples(rows: list[RequestRow], unit: str) -> list[RequestSample]:
+    """What request_samples must give for `rows`, converted the plain way."""
+    return [RequestSample(r.time_ns, r.latency_ns / 1_000_000,
+                          (None if r.app_size is None else float(r.app_size))
+                          if unit == "app size" else float(r.request_bytes), r.version)
+            for r in rows]
+
+
+@pytest.mark.parametrize("unit", ["app size", "bytes"])
+@pytest.mark.parametrize(("route", "instance", "budget"), [
+    (None, None, None), (None, None, 1500), ("/a", None, 700), (None, "c", 500),
+])
+def test_request_samples_are_the_records_rows_in_the_analysis_shape(
+        store: DuckDBStore, unit: str, route: str | None, instance: str | None,
+        budget: int | None) -> None:
+    fleet(store, random.Random(3), 1500)  # 4,500 requests: each budget samples
+    window = (BASE_NS, BASE_NS + 600 * S)
+    rows = store.request_records("svc", *window, route=route, instance=instance, budget=budget)
+    got = store.request_samples("svc", *window, unit=unit, route=route, instance=instance,
+                                budget=budget)
+    # the same rows in the same order (times are distinct: no ties to break)
+    assert len({r.time_ns for r in rows}) == len(rows)
+    assert got == as_samples(rows, unit)
+    assert all(type(s.latency_ms) is float for s in got)
+    if budget is not None:
+        assert len(rows) < 4500
+
+
+def test_request_samples_refuse_an_unknown_unit(store: DuckDBStore) -> None:
+    fleet(store, random.Random(4), 10)
+    with pytest.raises(ValueError, match="unit 'tokens'"):
+        store.request_samples("svc", BASE_NS, BASE_NS + 600 * S, unit="tokens")
 
 
 def test_gpu_readings_are_sampled_alike_and_filter_by_instance(store: DuckDBStore) -> None:

@@ -17,11 +17,11 @@ from pyrometer.collector.analysis.evidence import (
     CodeProfile,
     EventInfo,
     GpuSample,
-    RequestSample,
     ResourcePoint,
     SpikeContext,
 )
 from pyrometer.collector.analysis.sizes import fit_beta
+from pyrometer.collector.storage.reads import RequestSample
 from support.spikes import END, ONSET, SPIKE, START, STEP, T0, S
 
 # the engine's kinds are always checked too, and without engine data never score

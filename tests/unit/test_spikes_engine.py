@@ -16,11 +16,11 @@ from pyrometer.collector.analysis.causes import order, rank
 from pyrometer.collector.analysis.evidence import (
     CodeProfile,
     EngineSample,
-    RequestSample,
     ResourcePoint,
     SpikeContext,
     engine_steps,
 )
+from pyrometer.collector.storage.reads import RequestSample
 from support.spikes import END, SPIKE, START, STEP, T0, S
 
 ENGINE_KINDS = {"engine_queueing", "batch_saturation", "kv_cache_pressure", "prompt_tokens_shift"}

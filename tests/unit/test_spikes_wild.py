@@ -13,19 +13,20 @@ import random
 from collections.abc import Sequence
 from dataclasses import replace
 
+import pytest
+
 from pyrometer.agent.shared.model import Frame
 from pyrometer.collector.analysis.causes import MIN_SCORE, rank
 from pyrometer.collector.analysis.evidence import (
     CodeProfile,
     EventInfo,
-    RequestSample,
     ResourcePoint,
     SpikeContext,
 )
-from pyrometer.collector.analysis.inputs import code_profile, resource_points
+from pyrometer.collector.analysis.inputs import code_profile, resource_points, size_unit
 from pyrometer.collector.analysis.waiting import is_waiting, is_waiting_label
 from pyrometer.collector.model import Profile
-from pyrometer.collector.storage.reads import ProcessPoint
+from pyrometer.collector.storage.reads import ProcessPoint, RequestSample, RequestTally
 from support.spikes import END, ONSET, SPIKE, START, STEP, T0, S
 
 
@@ -73,6 +74,16 @@ def surge_after_an_uncarried_deploy() -> SpikeContext:
         spike=SPIKE, step_ns=STEP, baseline_start_ns=T0, requests=tuple(base + inside),
         resources=tuple(res), events=(EventInfo(ONSET - 23 * S, "deploy", "1.0.3", "1.0.2"),),
         baseline_profile=flat(len(base), 5.0), spike_profile=flat(len(inside), 8.0))
+
+
+@pytest.mark.parametrize(("total", "sized", "unit"), [
+    (100, 80, "app size"), (100, 100, "app size"), (100, 79, "bytes"), (100, 0, "bytes"),
+    (0, 0, "bytes"),
+])
+def test_sizes_are_judged_in_the_unit_most_requests_carry(total: int, sized: int,
+                                                          unit: str) -> None:
+    tally = RequestTally(total, {}, {}, 0, 0, {}, None, sized)
+    assert size_unit(tally) == unit
 
 
 def test_a_deploy_that_nothing_carries_and_that_changed_nothing_scores_near_zero() -> None:

@@ -55,6 +55,7 @@ from pyrometer.collector.storage.duckdb.records import (
     read_instance_latency,
     read_request_counts,
     read_request_rows,
+    read_request_samples,
     read_request_tally,
     read_routes,
     read_slowest_requests,
@@ -109,6 +110,7 @@ from pyrometer.collector.storage.reads import (
     ProfileLabels,
     QuantilePoint,
     RequestRow,
+    RequestSample,
     RequestTally,
     RouteSeries,
     SeriesQuery,
@@ -522,6 +524,13 @@ class DuckDBStore:
         """See `Store.request_records`."""
         return self._read(lambda cur: read_request_rows(cur, service, start_ns, end_ns, route,
                                                         instance, budget))
+
+    def request_samples(self, service: str, start_ns: Nanos, end_ns: Nanos, *, unit: str,
+                        route: str | None = None, instance: str | None = None,
+                        budget: int | None = None) -> list[RequestSample]:
+        """See `Store.request_samples`."""
+        return self._read(lambda cur: read_request_samples(cur, service, start_ns, end_ns, unit,
+                                                           route, instance, budget))
 
     def request_tally(self, service: str, start_ns: Nanos, end_ns: Nanos, *,
                       spike: tuple[Nanos, Nanos], baseline_start_ns: Nanos, step_ns: Nanos,

@@ -29,6 +29,7 @@ from pyrometer.collector.storage.reads import (
     GpuRow,
     InstanceLatency,
     RequestRow,
+    RequestSample,
     RequestTally,
     VersionCost,
 )
@@ -59,16 +60,42 @@ def read_request_rows(cur: duckdb.DuckDBPyConnection, service: str, start_ns: Na
                       budget: int | None = None) -> list[RequestRow]:
     """Requests of `service` that ended in [start, end), optionally of one route or
     instance, by time; with a budget, sampled to about that many (see above)."""
+    rows = _request_select(cur, "time_ns, latency_ns, request_bytes, app_size, version, route, "
+                           "status, instance, trace_id", service, start_ns, end_ns, route,
+                           instance, budget)
+    return list(map(RequestRow._make, rows))
+
+
+# what RequestSample.size holds, by the unit the analysis judges sizes in
+_SIZE_COLUMNS = {"app size": "CAST(app_size AS DOUBLE)", "bytes": "CAST(request_bytes AS DOUBLE)"}
+
+
+def read_request_samples(cur: duckdb.DuckDBPyConnection, service: str, start_ns: Nanos,
+                         end_ns: Nanos, unit: str, route: str | None = None,
+                         instance: str | None = None, budget: int | None = None
+                         ) -> list[RequestSample]:
+    """`read_request_rows`'s rows (the same filters and sample, in the same order) as
+    RequestSamples, their size in `unit` ("app size" or "bytes"). The latency is divided
+    in SQL as Python would: a latency below 2**53 ns is exact as a DOUBLE, and the
+    quotient is correctly rounded in both."""
+    if unit not in _SIZE_COLUMNS:
+        raise ValueError(f"unit {unit!r}: expected one of {sorted(_SIZE_COLUMNS)}")
+    rows = _request_select(cur, f"time_ns, latency_ns / 1000000, {_SIZE_COLUMNS[unit]}, version",
+                           service, start_ns, end_ns, route, instance, budget)
+    return list(map(RequestSample._make, rows))
+
+
+def _request_select(cur: duckdb.DuckDBPyConnection, columns: str, service: str, start_ns: Nanos,
+                    end_ns: Nanos, route: str | None, instance: str | None, budget: int | None
+                    ) -> list[tuple[Any, ...]]:
     clause, params = time_window(service, start_ns, end_ns, route=route, instance=instance)
     clause = _sampled(cur, "requests", clause, params, budget,
                       "time_ns, latency_ns, instance, request_bytes")
-    rows = cur.execute(
-        "SELECT * FROM (SELECT time_ns, latency_ns, request_bytes, app_size, version, route, "
-        f"status, instance, trace_id FROM requests WHERE {clause} ORDER BY time_ns DESC LIMIT $limit) "
-        "ORDER BY time_ns",
+    return cur.execute(
+        f"SELECT * EXCLUDE (_end) FROM (SELECT {columns}, time_ns AS _end FROM requests "
+        f"WHERE {clause} ORDER BY time_ns DESC LIMIT $limit) ORDER BY _end",
         {**params, "limit": MAX_RECORDS},
     ).fetchall()
-    return list(map(RequestRow._make, rows))
 
 
 def read_slowest_requests(cur: duckdb.DuckDBPyConnection, service: str, start_ns: Nanos,
@@ -178,7 +205,7 @@ def read_request_tally(cur: duckdb.DuckDBPyConnection, service: str, start_ns: N
     clause, params = time_window(service, start_ns, end_ns, route=route, instance=instance)
     inside = {**params, "s0": spike[0], "s1": spike[1]}
     row = cur.execute(
-        "SELECT count(*), count(*) FILTER (WHERE time_ns >= $b0 AND time_ns < $s0), "
+        "SELECT count(*), count(app_size), count(*) FILTER (WHERE time_ns >= $b0 AND time_ns < $s0), "
         "count(*) FILTER (WHERE time_ns >= $s0 AND time_ns < $s1), "
         "min(time_ns) FILTER (WHERE time_ns >= $s0 AND time_ns < least($first_end, $s1) "
         f"AND latency_ns > $slow) FROM requests WHERE {clause}",
@@ -195,11 +222,11 @@ def read_request_tally(cur: duckdb.DuckDBPyConnection, service: str, start_ns: N
         f"SELECT version, count(*) FROM requests WHERE {clause} "
         "AND time_ns >= $s0 AND time_ns < $s1 GROUP BY version", inside).fetchall()
     return RequestTally(
-        total=int(row[0]), baseline=int(row[1]), inside=int(row[2]),
+        total=int(row[0]), baseline=int(row[2]), inside=int(row[3]),
         ended={int(i): int(n) for side, i, n in steps if side == "e"},
         began={int(i): int(n) for side, i, n in steps if side == "b"},
         versions={str(v): int(n) for v, n in versions},
-        first_slow_ns=None if row[3] is None else int(row[3]))
+        first_slow_ns=None if row[4] is None else int(row[4]), sized=int(row[1]))
 
 
 def read_instance_latency(cur: duckdb.DuckDBPyConnection, service: str,
