@@ -344,7 +344,9 @@ def freeze(tree: DiffTree) -> DiffNode:
         pair, parent, k = order[index]
         b_n, t_n = pair.baseline, pair.target
         b_value, t_value = norm.values(b_n, t_n)
-        kids = sorted(built.pop(index, []), key=_sort_key)
+        kids = built.pop(index, [])
+        if len(kids) > 1:
+            kids.sort(key=_sort_key)
         label, key = (labels[k], keys[k]) if k >= 0 else (tree.name, None)
         node = DiffNode(label, key, b_n, t_n, b_value, t_value, _share(b_n, b_total),
                         _share(t_n, t_total), tuple(kids))

@@ -10,7 +10,7 @@ window's duration) rather than by anything baked in here.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from pyrometer.agent.shared.model import Frame
@@ -91,14 +91,16 @@ class FunctionIndex:
 
     A profile's stacks share their Frame objects (one per stored frame), so most frames
     are found by id; building and hashing a FunctionKey per frame of every stack was
-    most of the tree's time.
+    most of the tree's time. A frame not seen before is found by its (name, file): frames
+    differ by line, so a fleet's hour holds some 15,000 frames of a few dozen functions,
+    and a FunctionKey is built once per function, not once per frame.
     """
 
     __slots__ = ("by_frame", "index", "keys", "labels")
 
     def __init__(self) -> None:
         self.by_frame: dict[int, int] = {}  # id(frame) -> index; the profile keeps frames alive
-        self.index: dict[FunctionKey, int] = {}
+        self.index: dict[tuple[str, str], int] = {}  # (name, file) -> index
         self.keys: list[FunctionKey] = []
         self.labels: list[str] = []
 
@@ -106,10 +108,11 @@ class FunctionIndex:
         found = self.by_frame.get(id(frame))
         if found is not None:
             return found
-        key = FunctionKey.of(frame)
-        found = self.index.get(key)
+        identity = (frame.name, frame.file)
+        found = self.index.get(identity)
         if found is None:
-            found = self.index[key] = len(self.keys)
+            key = FunctionKey(*identity)
+            found = self.index[identity] = len(self.keys)
             self.keys.append(key)
             self.labels.append(key.label)
         self.by_frame[id(frame)] = found
@@ -146,9 +149,11 @@ def tree_dict(profile: Profile) -> dict[str, object]:
         builder, name, target = pending.pop()
         kids: list[dict[str, object]] = []
         target.update(name=name, value=builder.value, children=kids)
-        # _sort_key's order: by descending value, then label, then file
-        ordered = sorted(builder.children.items(),
-                         key=lambda kv: (-kv[1].value, labels[kv[0]], files[kv[0]]))
+        # _sort_key's order: by descending value, then label, then file; most nodes of a
+        # deep tree have one child, which needs no sort
+        ordered: Iterable[tuple[int, CountNode]] = builder.children.items()
+        if len(builder.children) > 1:
+            ordered = sorted(ordered, key=lambda kv: (-kv[1].value, labels[kv[0]], files[kv[0]]))
         for k, child in ordered:
             slot: dict[str, object] = {}
             kids.append(slot)
@@ -193,7 +198,9 @@ def _freeze(top: CountNode, name: str, keys: FunctionIndex) -> Node:
             pending.append((builder, k, True))
             pending.extend((b, kid, False) for kid, b in builder.children.items())
             continue
-        kids = sorted((frozen.pop(id(b)) for b in builder.children.values()), key=_sort_key)
+        kids = [frozen.pop(id(b)) for b in builder.children.values()]
+        if len(kids) > 1:
+            kids.sort(key=_sort_key)
         key, label = (keys.keys[k], keys.labels[k]) if k >= 0 else (None, name)
         frozen[id(builder)] = Node(label, builder.value, builder.self_value, key, tuple(kids))
     return frozen[id(top)]

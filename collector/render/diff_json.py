@@ -156,7 +156,9 @@ def pair_tree_json(tree: DiffTree) -> dict[str, object]:
             name=name, baseline=per_b.of(b), target=per_t.of(t), baseline_share=share_b.of(b),
             target_share=share_t.of(t), delta=delta, baseline_samples=b, target_samples=t,
             children=kids)
-        for k, child in sorted(node.children.items(), key=order):
+        # one child (most nodes of a deep tree) needs no sort
+        children = node.children.items()
+        for k, child in sorted(children, key=order) if len(children) > 1 else children:
             kids.append({})
             pending.append((child, labels[k], kids[-1]))
     return out
