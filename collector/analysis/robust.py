@@ -7,6 +7,7 @@ into an infinite z. Each caller names the floor that makes sense for its signal.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,24 @@ class Baseline:
         spread = median([abs(v - center) for v in values]) if values else math.nan
         floor = max(floor_abs, floor_rel * abs(center)) if values else floor_abs
         return cls(center, spread, len(values), floor)
+
+    @classmethod
+    def of_sorted(cls, ordered: Sequence[float], floor_abs: float = 0.0, floor_rel: float = 0.0
+                  ) -> Baseline:
+        """`of(ordered)` for values already in ascending order, with the same result: the
+        median is read off, and the absolute deviations are the values below it, nearest
+        first, and those above it: two ascending runs, which sorted() merges in one pass.
+        ``c - v`` is exactly ``abs(v - c)`` for v <= c (IEEE subtraction is symmetric)."""
+        if not ordered:
+            return cls.of(ordered, floor_abs, floor_rel)
+        n = len(ordered)
+        mid = n // 2
+        center = ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+        below = bisect.bisect_right(ordered, center)
+        deviations = sorted([center - v for v in reversed(ordered[:below])]
+                            + [v - center for v in ordered[below:]])
+        spread = deviations[mid] if n % 2 else (deviations[mid - 1] + deviations[mid]) / 2
+        return cls(center, spread, n, max(floor_abs, floor_rel * abs(center)))
 
     @property
     def scale(self) -> float:
