@@ -20,7 +20,7 @@ from pyrometer.collector.analysis.causes import Ranking, rank
 from pyrometer.collector.analysis.detect import Bucket, DetectConfig, Detection, Spike, detect
 from pyrometer.collector.analysis.evidence import EventInfo, ResourcePoint, SpikeContext
 from pyrometer.collector.analysis.inputs import (
-    code_profile,
+    CodeProfiles,
     gpu_samples,
     resource_points,
     size_unit,
@@ -219,7 +219,9 @@ def _context(store: Store, query: SpikeQuery, spike: Spike,
     } if len(tally.versions) > 1 else {}
     requests = requests_read.result()
     spike_profile, base_profile = spike_read.result(), base_read.result()
-    classified: Classified = {}  # the two profiles share most stacks: each classified once
+    # the profiles share most stacks: each stack is classified, and its functions found, once
+    classified: Classified = {}
+    profiles = CodeProfiles()
     stages = compare(
         split(base_profile.samples, tally.baseline, base_profile.rate_hz, query.stage_rules,
               classified),
@@ -230,9 +232,9 @@ def _context(store: Store, query: SpikeQuery, spike: Spike,
         percentile=cfg.percentile, size_unit=unit, excluded=excluded,
         requests=tuple(requests), gpu=gpu_samples(gpus_read.result()),
         resources=resources_read.result(), events=events,
-        spike_profile=code_profile(spike_profile, tally.inside),
-        baseline_profile=code_profile(base_profile, tally.baseline),
-        version_profiles={version: code_profile(read.result(), n)
+        spike_profile=profiles.of(spike_profile, tally.inside),
+        baseline_profile=profiles.of(base_profile, tally.baseline),
+        version_profiles={version: profiles.of(read.result(), n)
                           for version, (read, n) in version_reads.items()},
         engine=tuple(engine_read.result()), arrived=tally.began, completed=tally.ended,
     ), where, stages, tuple(slowest_read.result()), tally, len(requests)

@@ -12,11 +12,11 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from pyrometer.agent.shared.clock_events import CLOCK_EVENT_REASONS, SLOWDOWN_REASONS
-from pyrometer.agent.shared.model import Nanos, Stack
+from pyrometer.agent.shared.model import Frame, Nanos, Stack
 from pyrometer.collector.analysis.evidence import CodeProfile, GpuSample, ResourcePoint
 from pyrometer.collector.analysis.waiting import is_waiting
 from pyrometer.collector.model import Profile
-from pyrometer.collector.query.diff import function_stats
+from pyrometer.collector.query.diff import StackFunctions, function_stats
 from pyrometer.collector.query.tree import FunctionKey
 from pyrometer.collector.storage.reads import (
     GpuRow,
@@ -116,14 +116,42 @@ def code_profile(profile: Profile, requests: int) -> CodeProfile:
     A sample whose leaf frame waits (waiting.py) is set apart whole: its callers did
     not work in it either, so a handler whose socket reads grow is not "grown" itself.
     """
-    working: list[tuple[Stack, int]] = []
-    waiting: dict[str, int] = {}
-    for stack, count in profile.samples:
-        if stack and is_waiting(stack[-1]):
-            label = FunctionKey.of(stack[-1]).label
-            waiting[label] = waiting.get(label, 0) + count
-        else:
-            working.append((stack, count))
-    stats = function_stats(replace(profile, samples=tuple(working)))
-    return CodeProfile({label: s.total for label, s in stats.items()}, profile.total, requests,
-                       waiting)
+    return CodeProfiles().of(profile, requests)
+
+
+class CodeProfiles:
+    """`code_profile` of several profiles read from one store (a spike's, its
+    baseline's, its versions'), each stack's functions and each leaf's waiting found
+    once for all of them: the store hands them the same stack and frame objects, and
+    the spike and its baseline share nearly every stack. Meant to live as long as one
+    spike's analysis (it keeps what it has seen alive)."""
+
+    __slots__ = ("_functions", "_leaves")
+
+    def __init__(self) -> None:
+        self._functions = StackFunctions()
+        # id(leaf frame) -> (the frame, kept alive; its label if it waits, else None)
+        self._leaves: dict[int, tuple[Frame, str | None]] = {}
+
+    def of(self, profile: Profile, requests: int) -> CodeProfile:
+        """See `code_profile`."""
+        working: list[tuple[Stack, int]] = []
+        waiting: dict[str, int] = {}
+        leaves = self._leaves
+        for stack, count in profile.samples:
+            if not stack:
+                working.append((stack, count))
+                continue
+            leaf = stack[-1]
+            known = leaves.get(id(leaf))
+            if known is None:
+                known = leaves[id(leaf)] = (
+                    leaf, FunctionKey.of(leaf).label if is_waiting(leaf) else None)
+            label = known[1]
+            if label is None:
+                working.append((stack, count))
+            else:
+                waiting[label] = waiting.get(label, 0) + count
+        stats = function_stats(replace(profile, samples=tuple(working)), self._functions)
+        return CodeProfile({label: s.total for label, s in stats.items()}, profile.total,
+                           requests, waiting)

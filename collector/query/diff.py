@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pyrometer.agent.shared.model import NANOS_PER_SECOND
+from pyrometer.agent.shared.model import NANOS_PER_SECOND, Stack
 from pyrometer.collector.model import Profile
 from pyrometer.collector.query.tree import FunctionIndex, FunctionKey, root_name
 
@@ -101,39 +101,80 @@ class FunctionChange:
     share_delta: float  # target_share - baseline_share
 
 
-def function_stats(profile: Profile) -> dict[str, FunctionStat]:
+def function_stats(profile: Profile, functions: StackFunctions | None = None
+                   ) -> dict[str, FunctionStat]:
     """Inclusive and self samples per function label (``name (file)``), sorted by label.
 
     One pass over the stacks' frames, with no tree: where no tree is built anyway (the
     spike analysis asks this of a fleet's half hour), building one only to walk it cost
-    twice as much. A function is counted once per sample however often it recurs."""
-    keys = FunctionIndex()
-    seen, key_of, labels = keys.by_frame, keys.of, keys.labels
-    label_no: dict[str, int] = {}
-    of_key: list[int] = []  # a FunctionIndex key's label number
-    totals: list[int] = []
-    leaves: list[int] = []
-    last: list[int] = []  # the sample that last counted each label
-    for n, (stack, count) in enumerate(profile.samples):
+    twice as much. A function is counted once per sample however often it recurs.
+    `functions` may be shared between profiles that share stack objects, so that each
+    stack's frames are walked once for all of them."""
+    functions = StackFunctions() if functions is None else functions
+    rows = [(functions.of(stack), count) for stack, count in profile.samples]
+    width = len(functions.labels)
+    totals, leaves = [0] * width, [0] * width
+    present: set[int] = set()
+    for (distinct, leaf), count in rows:
+        for no in distinct:
+            totals[no] += count
+        if leaf >= 0:
+            leaves[leaf] += count
+        present.update(distinct)
+    labels = functions.labels
+    return {labels[no]: FunctionStat(totals[no], leaves[no])
+            for no in sorted(present, key=labels.__getitem__)}
+
+
+class StackFunctions:
+    """Each stack's functions, by label number, each once, and its leaf's: found once
+    per stack object however many profiles hold it.
+
+    The spike analysis asks `function_stats` of a spike, its baseline and its versions,
+    all read from one store, which hands them the same stack objects: the second
+    profile's stacks are nearly all known. Keeps each stack it has seen alive, since its
+    id is the key; meant to live as long as one analysis.
+    """
+
+    __slots__ = ("_keys", "_label_no", "_last", "_of_key", "_stacks", "labels")
+
+    def __init__(self) -> None:
+        self._keys = FunctionIndex()
+        self._label_no: dict[str, int] = {}
+        self._of_key: list[int] = []  # a FunctionIndex key's label number
+        self._last: list[int] = []  # by label number: the stack (its number) that last had it
+        self._stacks: dict[int, tuple[Stack, tuple[tuple[int, ...], int]]] = {}
+        self.labels: list[str] = []  # by label number
+
+    def of(self, stack: Stack) -> tuple[tuple[int, ...], int]:
+        """(the stack's distinct label numbers, its leaf's; -1 for an empty stack)."""
+        found = self._stacks.get(id(stack))
+        if found is not None:
+            return found[1]
+        keys, of_key, last = self._keys, self._of_key, self._last
+        seen, key_of = keys.by_frame, keys.of
+        n = len(self._stacks)
+        distinct: list[int] = []
         no = -1
         for frame in stack:
             k = seen.get(id(frame))
             if k is None:
                 k = key_of(frame)
             while len(of_key) <= k:  # a new key: its label's number, maybe a new label
-                no = label_no.setdefault(labels[len(of_key)], len(label_no))
-                if no == len(totals):
-                    totals.append(0)
-                    leaves.append(0)
+                label = keys.labels[len(of_key)]
+                number = self._label_no.get(label)
+                if number is None:
+                    number = self._label_no[label] = len(self.labels)
+                    self.labels.append(label)
                     last.append(-1)
-                of_key.append(no)
+                of_key.append(number)
             no = of_key[k]
             if last[no] != n:
                 last[no] = n
-                totals[no] += count
-        if no >= 0:
-            leaves[no] += count
-    return {label: FunctionStat(totals[no], leaves[no]) for label, no in sorted(label_no.items())}
+                distinct.append(no)
+        answer = (tuple(distinct), no)
+        self._stacks[id(stack)] = (stack, answer)
+        return answer
 
 
 class PairNode:

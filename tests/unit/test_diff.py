@@ -26,6 +26,7 @@ from pyrometer.collector.query import diff as diff_mod
 from pyrometer.collector.query.diff import (
     DiffNode,
     FunctionStat,
+    StackFunctions,
     caveats,
     diff_profiles,
     freeze,
@@ -359,6 +360,19 @@ def test_function_stats_from_the_tree_count_each_sample_once_per_function(p: Pro
     got = function_stats(p)
     assert list(got) == list(_stats_by_stack(p))
     assert {label: (s.total, s.self_samples) for label, s in got.items()} == _stats_by_stack(p)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_recursive, _recursive)
+def test_function_stats_sharing_stacks_between_profiles_count_each_alone(
+        first: Profile, second: Profile) -> None:
+    # the second shares stack objects with the first (as one store's profiles do) and
+    # has stacks of its own; each profile's stats are its own, whichever came first
+    second = dataclasses.replace(second, samples=second.samples + first.samples[::2])
+    shared = StackFunctions()
+    assert function_stats(first, shared) == function_stats(first)
+    assert function_stats(second, shared) == function_stats(second)
+    assert function_stats(first, shared) == function_stats(first)
 
 
 @settings(max_examples=150, deadline=None)

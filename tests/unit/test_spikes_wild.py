@@ -23,7 +23,12 @@ from pyrometer.collector.analysis.evidence import (
     ResourcePoint,
     SpikeContext,
 )
-from pyrometer.collector.analysis.inputs import code_profile, resource_points, size_unit
+from pyrometer.collector.analysis.inputs import (
+    CodeProfiles,
+    code_profile,
+    resource_points,
+    size_unit,
+)
 from pyrometer.collector.analysis.waiting import is_waiting, is_waiting_label
 from pyrometer.collector.model import Profile
 from pyrometer.collector.storage.reads import ProcessPoint, RequestSample, RequestTally
@@ -213,6 +218,21 @@ def stacks_profile(start: int, end: int, requests: int, per_request: float,
     total = requests * per_request
     samples = tuple((stack, round(share * total)) for stack, share in shares.items())
     return code_profile(Profile("svc", start, end, samples), requests)
+
+
+def test_profiles_that_share_stacks_give_each_its_own_code_profile() -> None:
+    # as gather reads them: one CodeProfiles for a spike's profiles, which share stack
+    # and frame objects (here READ's leaf waits, the others work)
+    def profile(shares: dict[tuple[Frame, ...], int]) -> Profile:
+        return Profile("svc", T0, START, tuple(shares.items()))
+    first = profile({READ: 18, FORWARD: 60, PREPROCESS: 22})
+    second = profile({READ: 48, FORWARD: 38, (*SERVE, Frame("render", "inference.py")): 5})
+    shared = CodeProfiles()
+    got = [shared.of(first, 10), shared.of(second, 20), shared.of(first, 10)]
+    assert got == [code_profile(first, 10), code_profile(second, 20), code_profile(first, 10)]
+    assert got[1].waiting == {"SocketIO.readinto (socket.py)": 48}
+    assert "render (inference.py)" in got[1].functions
+    assert "render (inference.py)" not in got[0].functions
 
 
 def starved_behind_a_busy_baseline() -> SpikeContext:
