@@ -94,7 +94,7 @@ def spikes_bound(result: dict[str, Any]) -> str:
     step, baseline = result["plan"]["step"], result["plan"]["baseline"]
     requests = result["windows"]["requests"].get(key, 0)
     warm = _warm(result, "spikes", int(key))
-    around_keys = ("instance_latency", "request_tally", "request_records", "gpu_readings",
+    around_keys = ("instance_latency", "request_tally", "request_samples", "gpu_readings",
                    "engine_steps", "slowest_requests", "profile")
     around = sum(reads.get(k, 0.0) for k in around_keys)
     parts = ", ".join(f"{k} {_ms(reads[k])}" for k in around_keys if k in reads)
