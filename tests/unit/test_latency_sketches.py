@@ -18,9 +18,10 @@ from pyrometer.collector.ingest.decode import StreamDecoder
 from pyrometer.collector.storage.batch import DecodedBatch
 from pyrometer.collector.storage.duckdb.backend import DuckDBStore
 from pyrometer.collector.storage.duckdb.series import read_latency_quantile
-from pyrometer.collector.storage.reads import QuantilePoint, SeriesQuery
+from pyrometer.collector.storage.reads import QUANTILES, QuantilePoint, SeriesQuery
 from pyrometer.collector.storage.retention import RetentionPolicy, delete_expired
 from pyrometer.collector.storage.sketch import ALPHA
+from pyrometer.collector.storage.sketch import quantile as sketch_quantile
 from support.ingest_builder import BASE_NS, NOW_NS, StreamEncoder
 from support.telemetry_builder import S, request
 
@@ -92,6 +93,45 @@ def test_a_sketched_series_has_the_exact_counts_and_quantiles_within_one_percent
             assert routes.keys() == exact_routes.keys()
             for route, points in routes.items():
                 assert_close(points, exact_routes[route])
+        finally:
+            store.close()
+
+
+# many requests in few steps and bins, so that a rank's bin sits anywhere in its coarse
+# bin (series.COARSE_BINS) and a step's two ranks fall in one coarse bin or in two
+# (ten neighbouring bins from 1 ms: 1.0201 is one bin's width, gamma)
+dense = st.lists(st.tuples(st.floats(0, 119.999), st.sampled_from(
+    [0.0, *(1.0201 ** k for k in range(10)), 40.0, 900.0]), st.sampled_from(["/a", "/b"])),
+    min_size=1, max_size=120)
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(dense, st.sampled_from([10, 30, 60]), st.sampled_from(["p50", "p95", "p99", "max"]))
+def test_a_sketched_percentile_is_the_sketch_quantile_of_the_step_s_bins(
+        requests: list[tuple[float, float, str]], step_s: int, quantile: str) -> None:
+    """Exactly what sketch.quantile makes of each step's stored bins: the two-pass SQL
+    (a coarse pass, then the fine bins of the coarse bins holding the ranks) finds the
+    same bins as a plain walk over all of them."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = DuckDBStore(Path(tmp) / "q.duckdb")
+        try:
+            Agent().commit(store, requests)
+            store.compact(BASE_NS + 120 * S)
+            query = SeriesQuery("svc", BASE_NS, BASE_NS + 120 * S, step_s * S)
+            whole, routes, resolution = read(store, query, quantile, 0)
+            assert resolution == "10s"
+            stored = store._read(lambda cur: cur.execute(
+                "SELECT bucket_ns, route, bin, count FROM latency_10s").fetchall())
+            q = 1.0 if quantile == "max" else QUANTILES[quantile]
+            for route, points in [(None, whole), *routes.items()]:
+                steps: dict[int, list[tuple[int, int]]] = {}
+                for bucket, r, bin_, n in stored:
+                    if route in (None, r):
+                        start = BASE_NS + (bucket - BASE_NS) // (step_s * S) * step_s * S
+                        steps.setdefault(start, []).append((bin_, n))
+                assert [p.start_ns for p in points] == sorted(steps)
+                for p in points:
+                    assert p.latency_ms == sketch_quantile(steps[p.start_ns], q) / 1e6, p
         finally:
             store.close()
 
