@@ -220,7 +220,7 @@ def _context(store: Store, query: SpikeQuery, spike: Spike,
     requests = requests_read.result()
     spike_profile, base_profile = spike_read.result(), base_read.result()
     # the profiles share most stacks: each stack is classified, and its functions found, once
-    classified: Classified = {}
+    classified = Classified()
     profiles = CodeProfiles()
     stages = compare(
         split(base_profile.samples, tally.baseline, base_profile.rate_hz, query.stage_rules,

@@ -84,15 +84,31 @@ SERVING_FILES = re.compile(
     r"|concurrent/futures/|threading\.py|wsgiref/)")
 
 
-def classify(stack: Stack, rules: Sequence[StageRule]) -> str:
-    """The stage of one stack (root first); see the module docstring."""
+def classify(stack: Stack, rules: Sequence[StageRule],
+             functions: dict[tuple[str, str], int] | None = None) -> str:
+    """The stage of one stack (root first); see the module docstring.
+
+    The first rule that any of the stack's frames matches: the least, over its frames,
+    of the first rule each frame matches. A rule looks at a frame's function and file
+    only, so `functions` may keep that per (name, file) across stacks of the same
+    `rules`: a fleet's profile has thousands of stacks of a few dozen functions.
+    """
     if not stack:
         return OTHER
     if is_waiting(stack[-1]):
         return WAITING
-    for each in rules:
-        if any(each.matches(frame) for frame in stack):
-            return each.stage
+    memo: dict[tuple[str, str], int] = {} if functions is None else functions
+    first = len(rules)
+    for frame in stack:
+        key = (frame.name, frame.file)
+        found = memo.get(key)
+        if found is None:
+            found = memo[key] = next(
+                (n for n, each in enumerate(rules) if each.matches(frame)), len(rules))
+        if found < first:
+            first = found
+    if first < len(rules):
+        return rules[first].stage
     return SERVING if SERVING_FILES.search(stack[-1].file) else OTHER
 
 
@@ -115,9 +131,16 @@ class StageSplit:
         return {s.stage: s for s in self.stages}
 
 
-# a stack's stage by the stack object's id, the stack kept beside it so that no other
-# object can take its id while the entry lives
-Classified = dict[int, tuple[Stack, str]]
+class Classified:
+    """What `split` found, for the next split of stacks of the same rules: each stack's
+    stage by the stack object's id (the stack kept beside it so that no other object
+    can take its id while the entry lives), and each function's first rule (`classify`)."""
+
+    __slots__ = ("functions", "stacks")
+
+    def __init__(self) -> None:
+        self.stacks: dict[int, tuple[Stack, str]] = {}
+        self.functions: dict[tuple[str, str], int] = {}
 
 
 def split(samples: Iterable[tuple[Stack, int]], requests: int, rate_hz: float,
@@ -130,12 +153,13 @@ def split(samples: Iterable[tuple[Stack, int]], requests: int, rate_hz: float,
     and classifying one matches its frames against every rule. The same `rules` must
     go with the same `classified`.
     """
-    memo: Classified = {} if classified is None else classified
+    memo = Classified() if classified is None else classified
+    stacks, functions = memo.stacks, memo.functions
     counts: dict[str, int] = {}
     for stack, count in samples:
-        known = memo.get(id(stack))
+        known = stacks.get(id(stack))
         if known is None:
-            known = memo[id(stack)] = (stack, classify(stack, rules))
+            known = stacks[id(stack)] = (stack, classify(stack, rules, functions))
         stage = known[1]
         counts[stage] = counts.get(stage, 0) + count
     total = sum(counts.values())

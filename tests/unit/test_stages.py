@@ -8,6 +8,8 @@ import math
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pyrometer.agent.shared.model import Frame
 from pyrometer.collector.analysis import stages
@@ -83,12 +85,12 @@ def test_two_windows_sharing_stacks_classify_each_stack_once_with_the_same_answe
     alone = (split(baseline, 100, 100.0, DEFAULT_RULES), split(spike, 100, 100.0, DEFAULT_RULES))
     calls: list[tuple[Frame, ...]] = []
 
-    def counting(stack_: tuple[Frame, ...], rules: object) -> str:
+    def counting(stack_: tuple[Frame, ...], rules: object, functions: object = None) -> str:
         calls.append(stack_)
         return classify(stack_, DEFAULT_RULES)
 
     monkeypatch.setattr(stages, "classify", counting)
-    classified: stages.Classified = {}
+    classified = stages.Classified()
     shared = (split(baseline, 100, 100.0, DEFAULT_RULES, classified),
               split(spike, 100, 100.0, DEFAULT_RULES, classified))
     assert shared == alone
@@ -130,3 +132,25 @@ def test_user_rules_come_first_and_bad_files_say_what_is_wrong(tmp_path: Path) -
             load_rules(path)
     with pytest.raises(StageConfigError, match="cannot read"):
         load_rules(tmp_path / "missing.json")
+
+
+_names = st.sampled_from(["model_forward", "preprocess", "preprocess_tokenize", "tokenize",
+                          "postprocess", "handle", "loads", "Linear.forward", "SocketIO.readinto"])
+_files = st.sampled_from(["inference.py", "torch/nn/linear.py", "json/__init__.py", "socket.py",
+                          "tokenizers/implementations/base.py", "app/db.py", ""])
+_stacks = st.lists(st.lists(st.tuples(_names, _files), max_size=6), max_size=12)
+
+
+@given(_stacks)
+def test_a_function_memo_shared_across_stacks_classifies_as_the_rules_read(
+        stacks: list[list[tuple[str, str]]]) -> None:
+    functions: dict[tuple[str, str], int] = {}
+    for frames in stacks:
+        s = stack(*frames)
+        # the definition: the first rule that any frame matches, before the fallbacks
+        by_rules = next((r.stage for r in DEFAULT_RULES if any(r.matches(f) for f in s)), None)
+        got = classify(s, DEFAULT_RULES, functions)
+        assert got == classify(s, DEFAULT_RULES)
+        if s and got != WAITING:
+            assert got == (by_rules or got)
+            assert by_rules is not None or got in (SERVING, OTHER)
