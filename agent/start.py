@@ -4,9 +4,10 @@ process loads before it loads it.
 asyncio imports Python's ssl module wherever it can, and grpc imports asyncio. ssl brings
 OpenSSL's libcrypto and libssl: about 3.4 MiB of the agent's resident memory, a tenth of
 it (row 2 of BENCHMARKS.md). The agent uses none of it unless it scrapes the model
-server's metrics (--scrape: urllib and prometheus_client import ssl) or checks a
-certificate file given with --tls-ca or --tls-cert (which resolving the configuration
-does, and so imports ssl before this module decides). gRPC's TLS to the collector is
+server's metrics (--scrape: urllib and prometheus_client import ssl), reverse-proxies
+requests (--proxy: aiohttp, whose upstream may be an https URL) or checks a certificate
+file given with --tls-ca or --tls-cert (which resolving the configuration does, and so
+imports ssl before this module decides). gRPC's TLS to the collector is
 gRPC's own (BoringSSL, inside grpc's extension) and never goes through Python's ssl.
 
 Otherwise the agent marks ssl as absent (None in sys.modules) before the imports that
@@ -34,8 +35,9 @@ def main(args: argparse.Namespace) -> int:
 
 
 def needs_python_ssl(config: AgentConfig) -> bool:
-    """Whether the running agent uses Python's ssl module: only to scrape metrics."""
-    return config.scrape is not None
+    """Whether the running agent uses Python's ssl module: to scrape metrics, or to
+    proxy requests."""
+    return config.scrape is not None or config.proxy is not None
 
 
 def without_python_ssl() -> None:

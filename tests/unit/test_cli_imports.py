@@ -57,6 +57,7 @@ def test_only_an_agent_that_scrapes_needs_python_s_ssl() -> None:
     assert not start.needs_python_ssl(_agent_config("--tls", "--gpu", "off"))
     assert start.needs_python_ssl(_agent_config("--scrape", "https://127.0.0.1:8000/metrics"))
     assert start.needs_python_ssl(_agent_config("--scrape", "http://127.0.0.1:8000/metrics"))
+    assert start.needs_python_ssl(_agent_config("--proxy", "127.0.0.1:8080=https://model:8443"))
 
 
 def test_an_ssl_module_already_loaded_stays() -> None:
