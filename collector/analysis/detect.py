@@ -108,37 +108,54 @@ def bucket_threshold(baseline: Baseline, config: DetectConfig) -> float:
                                  config.min_increase_ms)
 
 
+class SortedWindow:
+    """The values added since a start that only moves forward, kept in ascending order
+    as the window slides: what detect() takes each bucket's baseline from. A day at 30 s
+    steps is 2,940 baselines of some 60 values per series, and sorting each window afresh
+    (twice, for the median and the MAD) was most of detection."""
+
+    __slots__ = ("_first", "_values", "ordered")
+
+    def __init__(self) -> None:
+        self._values: list[float] = []  # every value added, in order
+        self._first = 0  # where the window starts in _values
+        self.ordered: list[float] = []  # _values[_first:], ascending
+
+    def add(self, value: float) -> None:
+        self._values.append(value)
+        bisect.insort(self.ordered, value)
+
+    def start_at(self, index: int) -> None:
+        """Drop the values added before the index-th, `index` at most how many were added
+        (an index before the current start changes nothing)."""
+        for gone in self._values[self._first:index]:
+            del self.ordered[bisect.bisect_left(self.ordered, gone)]
+        self._first = max(self._first, index)
+
+
 def detect(buckets: Sequence[Bucket], config: DetectConfig, from_ns: Nanos,
            route: str | None = None) -> Detection:
     """Spikes ending after `from_ns`; buckets before it serve only as baseline."""
     history_t: list[Nanos] = []  # starts of the buckets a later baseline may use
-    history_v: list[float] = []
-    # history_v[first:], the baseline window, kept in ascending order as it slides: a
-    # day at 30 s steps is 2,940 baselines of some 60 values per series, and sorting
-    # each window afresh (twice, for the median and the MAD) was most of detection
-    first = 0
-    ordered: list[float] = []
+    window = SortedWindow()  # their values, from the first within the baseline's reach
     verdicts: list[_Verdict] = []
     without = 0
     ongoing: _Verdict | None = None  # first bucket of the spike in progress
     for bucket in sorted(buckets, key=lambda b: b.start_ns):
         if bucket.count < config.min_count or math.isnan(bucket.value_ms):
             continue
-        lo = bisect.bisect_left(history_t, bucket.start_ns - config.baseline_ns)
-        for gone in history_v[first:lo]:  # lo never decreases: buckets come in time order
-            del ordered[bisect.bisect_left(ordered, gone)]
-        first = max(first, lo)
-        if len(ordered) >= config.needed_baseline_buckets:
+        # buckets come in time order, so the window's start only moves forward
+        window.start_at(bisect.bisect_left(history_t, bucket.start_ns - config.baseline_ns))
+        if len(window.ordered) >= config.needed_baseline_buckets:
             # the MAD scale's floor: percentiles of a few hundred requests jitter by a
             # few percent even when nothing happens
-            baseline = Baseline.of_sorted(ordered, floor_rel=0.02)
+            baseline = Baseline.of_sorted(window.ordered, floor_rel=0.02)
         elif ongoing is not None:
             baseline = ongoing.baseline  # a spike longer than the baseline keeps its own
         else:
             without += bucket.start_ns >= from_ns
             history_t.append(bucket.start_ns)
-            history_v.append(bucket.value_ms)
-            bisect.insort(ordered, bucket.value_ms)
+            window.add(bucket.value_ms)
             continue
         threshold = bucket_threshold(baseline, config)
         bar = threshold if ongoing is None else (
@@ -150,8 +167,7 @@ def detect(buckets: Sequence[Bucket], config: DetectConfig, from_ns: Nanos,
         else:
             ongoing = None
             history_t.append(bucket.start_ns)
-            history_v.append(bucket.value_ms)
-            bisect.insort(ordered, bucket.value_ms)
+            window.add(bucket.value_ms)
     spikes = [s for s in _merge(verdicts, route) if s.end_ns > from_ns
               and s.end_ns - s.start_ns >= config.min_duration_ns]
     evaluated = sum(1 for v in verdicts if v.bucket.start_ns >= from_ns)

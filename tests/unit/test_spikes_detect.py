@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import bisect
-import math
 import random
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyrometer.collector.analysis.detect import (
-    Bucket,
-    DetectConfig,
-    Detection,
-    _merge,
-    _Verdict,
-    bucket_threshold,
-    detect,
-)
+from pyrometer.collector.analysis.detect import Bucket, DetectConfig, SortedWindow, detect
 from pyrometer.collector.analysis.robust import Baseline
 
 S = 1_000_000_000
@@ -165,55 +155,28 @@ def test_a_baseline_of_sorted_values_is_the_one_of_the_values(values: list[float
     assert Baseline.of_sorted(sorted(values), floor_abs=3.0) == Baseline.of(values, floor_abs=3.0)
 
 
-def _detect_sorting_each_window(buckets: list[Bucket], config: DetectConfig,
-                                from_ns: int) -> Detection:
-    """detect() as it was before its window slid: each bucket's baseline sorted afresh
-    from the history's slice. The oracle for the sliding window's bookkeeping."""
-    history_t: list[int] = []
-    history_v: list[float] = []
-    verdicts = []
-    without = 0
-    ongoing = None
-    for bucket in sorted(buckets, key=lambda b: b.start_ns):
-        if bucket.count < config.min_count or math.isnan(bucket.value_ms):
-            continue
-        window = history_v[bisect.bisect_left(history_t, bucket.start_ns - config.baseline_ns):]
-        if len(window) >= config.needed_baseline_buckets:
-            baseline = Baseline.of(window, floor_rel=0.02)
-        elif ongoing is not None:
-            baseline = ongoing.baseline
-        else:
-            without += bucket.start_ns >= from_ns
-            history_t.append(bucket.start_ns)
-            history_v.append(bucket.value_ms)
-            continue
-        threshold = bucket_threshold(baseline, config)
-        bar = threshold if ongoing is None else (
-            baseline.median + config.continue_fraction * (threshold - baseline.median))
-        verdict = _Verdict(bucket, baseline, threshold, bucket.value_ms > bar)
-        verdicts.append(verdict)
-        if verdict.spiky:
-            ongoing = ongoing or verdict
-        else:
-            ongoing = None
-            history_t.append(bucket.start_ns)
-            history_v.append(bucket.value_ms)
-    spikes = [s for s in _merge(verdicts, None) if s.end_ns > from_ns
-              and s.end_ns - s.start_ns >= config.min_duration_ns]
-    return Detection(tuple(spikes), sum(1 for v in verdicts if v.bucket.start_ns >= from_ns),
-                     without)
+_steps = st.lists(st.one_of(st.tuples(st.just("add"), st.one_of(finite, st.just(1.0))),
+                            st.tuples(st.just("start"), st.integers(0, 60))), max_size=120)
 
 
-@settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 400))
-def test_the_sliding_window_finds_what_sorting_each_window_finds(seed: int, n: int) -> None:
-    rng = random.Random(seed)
-    values = noisy(n, seed=seed)
-    for _ in range(rng.randrange(4)):  # spikes of random length and height
-        at, length = rng.randrange(max(n, 1)), rng.randrange(1, 40)
-        values[at:at + length] = [rng.uniform(60, 300) for _ in values[at:at + length]]
-    buckets = [b for b in series(values[:n]) if rng.random() > 0.1]  # missing steps
-    buckets = [Bucket(b.start_ns, b.end_ns, round(b.value_ms, rng.choice((0, 1, 6))),
-                      rng.choice((100, 100, 5))) for b in buckets]  # ties; sparse steps
-    want = _detect_sorting_each_window(buckets, CONFIG, T0 + 60 * STEP)
-    assert detect(buckets, CONFIG, T0 + 60 * STEP) == want
+@settings(max_examples=200)
+@given(_steps)
+def test_a_sorted_window_holds_the_values_since_its_start_in_order(
+        steps: list[tuple[str, float]]) -> None:
+    # what detect() asks of it: values added at the back, a start that moves forward
+    # (or is asked to move back, which changes nothing), the baseline of what is left
+    window = SortedWindow()
+    values: list[float] = []
+    first = 0
+    for op, arg in steps:
+        if op == "add":
+            window.add(arg)
+            values.append(arg)
+        else:  # an index into what was added, as detect's bisect gives
+            index = min(int(arg), len(values))
+            window.start_at(index)
+            first = max(first, index)
+        assert window.ordered == sorted(values[first:])
+        if window.ordered:
+            assert Baseline.of_sorted(window.ordered, floor_rel=0.02) == Baseline.of(
+                values[first:], floor_rel=0.02)

@@ -178,9 +178,9 @@ def _sketch_rows(cur: duckdb.DuckDBPyConnection, query: SeriesQuery, quantile: s
             -- it and how many lie in the coarse bins below that one
             SELECT g, route, bucket, any_value(total)::BIGINT AS total, max(top) AS top,
                    any_value({low}) AS r1, any_value({high}) AS r2,
-                   arg_min(cb, cb) FILTER (WHERE upto > {low}) AS cb1,
+                   min(cb) FILTER (WHERE upto > {low}) AS cb1,
                    arg_min(upto - n, cb) FILTER (WHERE upto > {low}) AS below1,
-                   arg_min(cb, cb) FILTER (WHERE upto > {high}) AS cb2,
+                   min(cb) FILTER (WHERE upto > {high}) AS cb2,
                    arg_min(upto - n, cb) FILTER (WHERE upto > {high}) AS below2
             FROM coarse_ranked GROUP BY g, route, bucket
         ), fine AS (
