@@ -96,13 +96,14 @@ class FunctionIndex:
     and a FunctionKey is built once per function, not once per frame.
     """
 
-    __slots__ = ("by_frame", "index", "keys", "labels")
+    __slots__ = ("by_frame", "files", "index", "keys", "labels")
 
     def __init__(self) -> None:
         self.by_frame: dict[int, int] = {}  # id(frame) -> index; the profile keeps frames alive
         self.index: dict[tuple[str, str], int] = {}  # (name, file) -> index
         self.keys: list[FunctionKey] = []
         self.labels: list[str] = []
+        self.files: list[str] = []
 
     def of(self, frame: Frame) -> int:
         found = self.by_frame.get(id(frame))
@@ -115,6 +116,7 @@ class FunctionIndex:
             found = self.index[identity] = len(self.keys)
             self.keys.append(key)
             self.labels.append(key.label)
+            self.files.append(key.file)
         self.by_frame[id(frame)] = found
         return found
 
@@ -130,38 +132,24 @@ def build_tree(profile: Profile) -> Node:
     The root's value equals ``profile.total``; a sample with an empty stack counts as
     the root's own time.
     """
-    top, keys = _build(profile)
+    top, keys = count_tree(profile)
     return _freeze(top, root_name(profile), keys)
 
 
-def tree_dict(profile: Profile) -> dict[str, object]:
-    """``build_tree(profile).to_dict()``, built straight from the accumulated counts.
-
-    What the JSON flame graph sends: skipping the frozen Nodes (one object per node of a
-    tree of tens of thousands) and the copy into dicts takes about half of a large
-    tree's time. Children come in the same order as ``Node.children``.
-    """
-    top, keys = _build(profile)
-    out: dict[str, object] = {}
-    pending: list[tuple[CountNode, str, dict[str, object]]] = [(top, root_name(profile), out)]
-    labels, files = keys.labels, [k.file for k in keys.keys]
-    while pending:
-        builder, name, target = pending.pop()
-        kids: list[dict[str, object]] = []
-        target.update(name=name, value=builder.value, children=kids)
-        # _sort_key's order: by descending value, then label, then file; most nodes of a
-        # deep tree have one child, which needs no sort
-        ordered: Iterable[tuple[int, CountNode]] = builder.children.items()
-        if len(builder.children) > 1:
-            ordered = sorted(ordered, key=lambda kv: (-kv[1].value, labels[kv[0]], files[kv[0]]))
-        for k, child in ordered:
-            slot: dict[str, object] = {}
-            kids.append(slot)
-            pending.append((child, labels[k], slot))
-    return out
+def by_value(node: CountNode, keys: FunctionIndex) -> Iterable[tuple[int, CountNode]]:
+    """``node``'s children (by key index) in `Node.children`' order: by descending value,
+    then label, then file. Most nodes of a deep tree have one child, which needs no sort."""
+    children = node.children.items()
+    if len(children) < 2:
+        return children
+    labels, files = keys.labels, keys.files
+    return sorted(children, key=lambda kv: (-kv[1].value, labels[kv[0]], files[kv[0]]))
 
 
-def _build(profile: Profile) -> tuple[CountNode, FunctionIndex]:
+def count_tree(profile: Profile) -> tuple[CountNode, FunctionIndex]:
+    """``profile``'s stacks merged into a count tree (children by key index, unordered),
+    and the index of the functions its keys stand for: what `build_tree` freezes and the
+    JSON renderer writes out directly."""
     top = CountNode()
     keys = FunctionIndex()
     # keys.of inlined for the frames seen before (nearly all): this loop runs once per

@@ -45,7 +45,13 @@ from pyrometer.collector.query.diff import (
     pair_tree,
     tree_changes,
 )
-from pyrometer.collector.render.jsonout import dumps_deep
+from pyrometer.collector.render.jsonout import (
+    JSONText,
+    dumps_deep,
+    float_text,
+    scalar,
+    tree_text,
+)
 from pyrometer.collector.timeparse import format_time
 
 ENVELOPE_VERSION = 1
@@ -79,7 +85,7 @@ def diff_document(baseline: Profile, target: Profile, *, baseline_units: float |
         "unit": "samples",
         "notice": notice or None,
         "caveats": list(caveats(baseline, target)),
-        "tree": pair_tree_json(tree),
+        "tree": pair_tree_text(tree),
         "top_changes": [
             {"function": c.function, "baseline_share": _num(c.baseline_share),
              "target_share": _num(c.target_share), "baseline": _num(c.baseline),
@@ -102,7 +108,7 @@ def render_diff_json(baseline: Profile, target: Profile, *, baseline_units: floa
 def tree_json(root: DiffNode) -> dict[str, object]:
     """A DiffNode as nested dicts; iterative, since stacks can be deeper than recursion.
 
-    The endpoint sends `pair_tree_json` instead; this is the rendering of `diff_profiles`'
+    The endpoint sends `pair_tree_text` instead; this is the rendering of `diff_profiles`'
     DiffNodes that the tests hold it to."""
     out: dict[str, object] = {}
     pending: list[tuple[DiffNode, dict[str, object]]] = [(root, out)]
@@ -121,21 +127,34 @@ def tree_json(root: DiffNode) -> dict[str, object]:
     return out
 
 
-def pair_tree_json(tree: DiffTree) -> dict[str, object]:
-    """``tree_json(freeze(tree))``, built straight from the pair tree.
+def pair_tree_text(tree: DiffTree) -> JSONText:
+    """The JSON text of ``tree_json(freeze(tree))``, written straight from the pair tree.
 
-    What the diff endpoint sends: it skips the DiffNodes (one frozen object per node of a
-    tree of tens of thousands) and rounds each distinct count once (a large tree's nodes
-    hold a few hundred distinct counts; ``_num`` formats a float). With `pair_tree`'s one
-    walk per stack, the render of two fleet hours went from about 340 ms to about 205 ms
-    (the bench's day, in-process). A hypothesis test keeps the two equal.
+    What the diff endpoint sends: it skips the DiffNodes and the dicts (one of each per
+    node of a tree of tens of thousands), and writes each distinct pair of counts' numbers
+    once (a large tree's nodes hold a few thousand distinct pairs; formatting and
+    encoding a float is most of what a node cost). Two fleet hours of the bench's day,
+    in-process: pair_tree_json and its encoding took about 105 ms, this about 25.
+    A hypothesis test keeps it equal to the DiffNodes' rendering, encoded.
     """
     norm, labels = tree.norm, tree.keys.labels
-    files = [k.file for k in tree.keys.keys]
+    files = tree.keys.files
+    names = [scalar(label) for label in labels]
     b_total, t_total = tree.root.baseline, tree.root.target
     per_b, per_t = _Rounded(norm.baseline), _Rounded(norm.target)
     share_b, share_t = _Rounded(b_total), _Rounded(t_total)
-    deltas: dict[tuple[int, int], float] = {}
+    numbers: dict[tuple[int, int], str] = {}
+
+    def head(name: str, node: PairNode) -> str:
+        b, t = node.baseline, node.target
+        text = numbers.get((b, t))
+        if text is None:
+            (b_value, b_text), (t_value, t_text) = per_b.of(b), per_t.of(t)
+            text = numbers[b, t] = (
+                f'"baseline":{b_text},"target":{t_text},"baseline_share":{share_b.of(b)[1]},'
+                f'"target_share":{share_t.of(t)[1]},"delta":{float_text(_num(t_value - b_value))},'
+                f'"baseline_samples":{b},"target_samples":{t},"children":[')
+        return f'{{"name":{name},{text}'
 
     def order(item: tuple[int, PairNode]) -> tuple[float, str, str]:
         # diff._sort_key's order: descending normalised baseline + target, label, file
@@ -143,40 +162,30 @@ def pair_tree_json(tree: DiffTree) -> dict[str, object]:
         b_value, t_value = norm.values(node.baseline, node.target)
         return -(b_value + t_value), labels[k], files[k]
 
-    out: dict[str, object] = {}
-    pending: list[tuple[PairNode, str, dict[str, object]]] = [(tree.root, tree.name, out)]
-    while pending:
-        node, name, slot = pending.pop()
-        b, t = node.baseline, node.target
-        delta = deltas.get((b, t))
-        if delta is None:
-            delta = deltas[b, t] = _num(per_t.of(t) - per_b.of(b))
-        kids: list[dict[str, object]] = []
-        slot.update(
-            name=name, baseline=per_b.of(b), target=per_t.of(t), baseline_share=share_b.of(b),
-            target_share=share_t.of(t), delta=delta, baseline_samples=b, target_samples=t,
-            children=kids)
+    def expand(node: PairNode) -> list[tuple[PairNode, str]]:
         # one child (most nodes of a deep tree) needs no sort
         children = node.children.items()
-        for k, child in sorted(children, key=order) if len(children) > 1 else children:
-            kids.append({})
-            pending.append((child, labels[k], kids[-1]))
-    return out
+        ordered = sorted(children, key=order) if len(children) > 1 else children
+        return [(child, head(names[k], child)) for k, child in ordered]
+
+    return tree_text(tree.root, head(scalar(tree.name), tree.root), expand)
 
 
 class _Rounded:
-    """``_num(count / divisor)`` (0.0 for a divisor <= 0), each distinct count once."""
+    """``_num(count / divisor)`` (0.0 for a divisor <= 0) and its JSON text, each distinct
+    count once."""
 
     __slots__ = ("divisor", "done")
 
     def __init__(self, divisor: float) -> None:
         self.divisor = divisor
-        self.done: dict[int, float] = {}
+        self.done: dict[int, tuple[float, str]] = {}
 
-    def of(self, count: int) -> float:
+    def of(self, count: int) -> tuple[float, str]:
         found = self.done.get(count)
         if found is None:
-            found = self.done[count] = _num(count / self.divisor if self.divisor > 0 else 0.0)
+            value = _num(count / self.divisor if self.divisor > 0 else 0.0)
+            found = self.done[count] = (value, float_text(value))
         return found
 
 

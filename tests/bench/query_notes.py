@@ -28,8 +28,8 @@ def flamegraph_bound(result: dict[str, Any]) -> str:
     warm = _warm(result, "flamegraph", int(key))
     parts = {"the aggregate over the window's rows (DuckDB)": p["aggregate_s"],
              "reading the stacks and frames and sorting": p["read_profile_s"] - p["aggregate_s"],
-             "building the tree document (tree.build_tree, to_dict)": p["tree_s"],
-             "encoding it (render.jsonout.dumps_deep)": p["encode_s"]}
+             "merging the stacks into a count tree (tree.count_tree)": p["tree_s"],
+             "writing its JSON text (render.json_tree.tree_json)": p["encode_s"]}
     rest = warm - sum(parts.values())
     rest_text = (f"and {_ms(rest)} for the rest (HTTP, the worker thread, sending "
                  f"{_body_kib(result, int(key))} KiB)" if rest > 0.05 * warm else
@@ -68,14 +68,14 @@ def _body_kib(result: dict[str, Any], window_s: int) -> str:
 def flamegraph_moves(result: dict[str, Any]) -> str:
     p = result["phases"]["flamegraph_phases"][_target_window(result)]
     return (
-        "**What would move it.** (1) Encoding is the C `json` encoder now (the deep-walk "
-        f"fallback only for trees too deep for it): {_ms(p['encode_s'])} here, against "
-        f"{_ms(p['encode_stdlib_s'])} for the standard encoder on the same document. (2) The "
-        "tree: a function's key is built once per function (a fleet's frames differ by line: "
-        "thousands of frames, a few dozen functions), and a node with one child skips the "
-        "sort; what is left is one dictionary step per frame of every distinct stack and one "
-        "dict per node of the document; building the JSON straight from the aggregate, or "
-        "caching a window's tree, would cut it further. (3) Long windows: whole hours and "
+        "**What would move it.** (1) The JSON is written as text straight from the count "
+        "tree, one f-string a node with each label encoded once "
+        f"({_ms(p['encode_s'])} here); a dict per node and the `json` encoder took about half "
+        "as long again. (2) The count tree: a function's key is built once per function (a "
+        "fleet's frames differ by line: thousands of frames, a few dozen functions), and a node "
+        "with one child skips the sort; what is left is one dictionary step per frame of every "
+        "distinct stack. Each stack's function path kept beside the store's stack cache, or a "
+        "window's tree cached, would cut it further. (3) Long windows: whole hours and "
         "minutes are read from the profile rollups (`samples_1h`, `samples_1m`: per service, "
         "version, thread and stack, summed by a background compaction a couple of minutes "
         "behind real time), and only the "

@@ -20,9 +20,8 @@ from pyrometer.agent.shared.model import Nanos
 from pyrometer.collector.analysis import gather
 from pyrometer.collector.analysis.detect import DetectConfig
 from pyrometer.collector.analysis.gather import SpikeQuery, analyze
-from pyrometer.collector.query.tree import build_tree
-from pyrometer.collector.render.json_tree import tree_document
-from pyrometer.collector.render.jsonout import dumps_deep
+from pyrometer.collector.query.tree import build_tree, count_tree
+from pyrometer.collector.render.json_tree import render_json
 from pyrometer.collector.storage.duckdb.backend import DuckDBStore
 from pyrometer.collector.storage.duckdb.profiles import (
     ProfileFilter,
@@ -105,8 +104,8 @@ def flamegraph_phases(con: duckdb.DuckDBPyConnection, service: str, start_ns: Na
                       end_ns: Nanos, repeats: int = 2) -> dict[str, float]:
     """Seconds in each step of a JSON flame graph, in-process and without HTTP, each the
     best of `repeats`: read_profile, and within it the main aggregate and the stack and
-    frame reads; the tree document (build_tree, to_dict) and its encoding (dumps_deep);
-    and, for comparison, the standard library's json.dumps on the same document."""
+    frame reads; the count tree (tree.count_tree), and the rest of the JSON text's render
+    (render_json, which writes the text from the count tree it builds)."""
     sql, params = profile_sql(con, service, start_ns, end_ns)
     aggregate, rows = _best(lambda: con.execute(sql, params).fetchall(), repeats)
     ids = [row[0] for row in rows]
@@ -115,11 +114,10 @@ def flamegraph_phases(con: duckdb.DuckDBPyConnection, service: str, start_ns: Na
     # with the store's stack cache, as the collector reads: the best of the runs is warm
     cache = StackCache()
     read, profile = _best(lambda: read_profile(con, where, cache), repeats)
-    tree, doc = _best(lambda: tree_document(profile), repeats)
-    encode, _ = _best(lambda: dumps_deep(doc), repeats)
-    stdlib, _ = _best(lambda: json.dumps(doc, ensure_ascii=False, separators=(",", ":")), repeats)
+    tree, _ = _best(lambda: count_tree(profile), repeats)
+    render, _ = _best(lambda: render_json(profile), repeats)
     return {"read_profile_s": read, "aggregate_s": aggregate, "stacks_s": stacks,
-            "tree_s": tree, "encode_s": encode, "encode_stdlib_s": stdlib,
+            "tree_s": tree, "encode_s": max(render - tree, 0.0),
             "stacks": len(profile.samples), "nodes": sum(1 for _ in build_tree(profile).walk())}
 
 

@@ -168,12 +168,12 @@ def _sql_lines(result: dict[str, Any]) -> list[str]:
 
 def _phase_lines(result: dict[str, Any]) -> list[str]:
     lines = ["| window | distinct stacks | tree nodes | read_profile ms | of which aggregate SQL | "
-             "of which stacks and frames | tree document ms | JSON text ms (json.dumps would take) "
+             "of which stacks and frames | count tree ms | JSON text ms "
              "| HTTP warm ms |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for w, p in result["phases"]["flamegraph_phases"].items():
         lines.append(f"| {_span(int(w))} | {p['stacks']:,} | {p['nodes']:,} | {_ms(p['read_profile_s'])} | "
                      f"{_ms(p['aggregate_s'])} | {_ms(p['stacks_s'])} | {_ms(p['tree_s'])} | "
-                     f"{_ms(p['encode_s'])} ({_ms(p['encode_stdlib_s'])}) | "
+                     f"{_ms(p['encode_s'])} | "
                      f"{_ms(_warm(result, 'flamegraph', int(w)))} |")
     return lines
 

@@ -39,8 +39,8 @@ from pyrometer.collector.query.diff import (
 from pyrometer.collector.query.tree import FunctionKey, Node, build_tree
 from pyrometer.collector.render import jsonout
 from pyrometer.collector.render.diff_html import render_diff_html
-from pyrometer.collector.render.diff_json import pair_tree_json, render_diff_json, tree_json
-from pyrometer.collector.render.jsonout import dumps_deep
+from pyrometer.collector.render.diff_json import pair_tree_text, render_diff_json, tree_json
+from pyrometer.collector.render.jsonout import JSONText, dumps_deep, float_text
 
 GOLDEN = Path(__file__).parents[1] / "golden"
 S = 1_000_000_000
@@ -205,6 +205,22 @@ def test_dumps_deep_writes_what_json_dumps_writes(value: object) -> None:
     expected = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     assert dumps_deep(value) == expected
     assert jsonout._walk(value) == expected  # the fallback for documents too deep for json
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats())
+def test_float_text_writes_what_json_dumps_writes(value: float) -> None:
+    assert float_text(value) == json.dumps(value)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.dictionaries(st.text(), _json_values, max_size=4), _json_values, st.text())
+def test_json_text_in_a_document_goes_in_as_it_is(doc: dict[str, object], tree: object,
+                                                  key: str) -> None:
+    # a renderer writes its tree as text (tree_text) and puts it in the envelope
+    written = JSONText(json.dumps(tree, ensure_ascii=False, separators=(",", ":")))
+    expected = json.dumps({**doc, key: tree}, ensure_ascii=False, separators=(",", ":"))
+    assert dumps_deep({**doc, key: written}) == expected
 
 
 def test_dumps_deep_falls_back_for_documents_too_deep_for_json() -> None:
@@ -380,16 +396,16 @@ def test_function_stats_sharing_stacks_between_profiles_count_each_alone(
 def test_json_tree_from_the_pair_tree_is_the_frozen_trees(base: Profile, target: Profile,
                                                            units: tuple[float, float] | None
                                                            ) -> None:
-    # what the endpoint sends (pair_tree_json) against the DiffNodes' own rendering, on
-    # stacks that share and do not share objects between the sides
+    # what the endpoint sends (pair_tree_text) against the DiffNodes' own rendering,
+    # encoded, on stacks that share and do not share objects between the sides
     target = dataclasses.replace(target, start_ns=0, end_ns=3 * S,
                                  samples=target.samples + base.samples[:2])
     b_units, t_units = units or (None, None)
     norm = normalisation(base, target, baseline_units=b_units, target_units=t_units)
     tree = pair_tree(base, target, norm)
-    assert pair_tree_json(tree) == tree_json(freeze(tree))
-    assert pair_tree_json(tree) == tree_json(diff_profiles(base, target, baseline_units=b_units,
-                                                           target_units=t_units))
+    assert pair_tree_text(tree) == dumps_deep(tree_json(freeze(tree)))
+    assert pair_tree_text(tree) == dumps_deep(tree_json(diff_profiles(
+        base, target, baseline_units=b_units, target_units=t_units)))
     # and its function changes are those of each side's own stacks (function_stats)
     by_stacks = diff_mod._changes(function_stats(base), function_stats(target),
                                   (base.total, target.total), norm, 1000, "share")
