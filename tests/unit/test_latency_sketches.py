@@ -36,7 +36,7 @@ class Agent:
         self.decoder = StreamDecoder()
         self.seq = 0
 
-    def commit(self, store: DuckDBStore, requests: list[tuple[float, float, str]]) -> None:
+    def commit(self, store: DuckDBStore, requests: list[tuple[float, float, str | None]]) -> None:
         self.seq += 1
         telemetry = Telemetry(requests=tuple(request(at, latency_ms=ms, route=route)
                                              for at, ms, route in requests))
@@ -99,16 +99,18 @@ def test_a_sketched_series_has_the_exact_counts_and_quantiles_within_one_percent
 
 # many requests in few steps and bins, so that a rank's bin sits anywhere in its coarse
 # bin (series.COARSE_BINS) and a step's two ranks fall in one coarse bin or in two
-# (ten neighbouring bins from 1 ms: 1.0201 is one bin's width, gamma)
+# (ten neighbouring bins from 1 ms: 1.0201 is one bin's width, gamma); some requests
+# have an empty route, a series of its own
 dense = st.lists(st.tuples(st.floats(0, 119.999), st.sampled_from(
-    [0.0, *(1.0201 ** k for k in range(10)), 40.0, 900.0]), st.sampled_from(["/a", "/b"])),
+    [0.0, *(1.0201 ** k for k in range(10)), 40.0, 900.0]), st.sampled_from(["/a", "/b", ""])),
     min_size=1, max_size=120)
+WHOLE = "the whole series"
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(dense, st.sampled_from([10, 30, 60]), st.sampled_from(["p50", "p95", "p99", "max"]))
 def test_a_sketched_percentile_is_the_sketch_quantile_of_the_step_s_bins(
-        requests: list[tuple[float, float, str]], step_s: int, quantile: str) -> None:
+        requests: list[tuple[float, float, str | None]], step_s: int, quantile: str) -> None:
     """Exactly what sketch.quantile makes of each step's stored bins: the two-pass SQL
     (a coarse pass, then the fine bins of the coarse bins holding the ranks) finds the
     same bins as a plain walk over all of them."""
@@ -123,10 +125,10 @@ def test_a_sketched_percentile_is_the_sketch_quantile_of_the_step_s_bins(
             stored = store._read(lambda cur: cur.execute(
                 "SELECT bucket_ns, route, bin, count FROM latency_10s").fetchall())
             q = 1.0 if quantile == "max" else QUANTILES[quantile]
-            for route, points in [(None, whole), *routes.items()]:
+            for route, points in [(WHOLE, whole), *routes.items()]:
                 steps: dict[int, list[tuple[int, int]]] = {}
                 for bucket, r, bin_, n in stored:
-                    if route in (None, r):
+                    if route in (WHOLE, r):
                         start = BASE_NS + (bucket - BASE_NS) // (step_s * S) * step_s * S
                         steps.setdefault(start, []).append((bin_, n))
                 assert [p.start_ns for p in points] == sorted(steps)
