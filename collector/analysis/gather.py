@@ -20,7 +20,7 @@ from pyrometer.collector.analysis.causes import Ranking, rank
 from pyrometer.collector.analysis.detect import Bucket, DetectConfig, Detection, Spike, detect
 from pyrometer.collector.analysis.evidence import EventInfo, ResourcePoint, SpikeContext
 from pyrometer.collector.analysis.inputs import (
-    CodeProfiles,
+    StackFacts,
     gpu_samples,
     resource_points,
     size_unit,
@@ -28,7 +28,6 @@ from pyrometer.collector.analysis.inputs import (
 from pyrometer.collector.analysis.localise import QUANTILES, InstanceRise, Localisation, localise
 from pyrometer.collector.analysis.stages import (
     DEFAULT_RULES,
-    Classified,
     StageChange,
     StageRule,
     compare,
@@ -58,6 +57,8 @@ REQUEST_MARGIN_NS = 60 * NANOS_PER_SECOND  # requests that began in the spike en
 # Below the budgets nothing is sampled: every spike of the evaluation's scenarios is.
 REQUEST_BUDGET = 50_000
 GPU_BUDGET = 20_000
+# each stack's functions and stage, kept from one analysis to the next (inputs.StackFacts)
+FACTS = StackFacts()
 # A spike's reads (its requests, tally, two profiles, GPU, engine, process and host
 # readings, slowest requests) do not depend on one another and run side by side: DuckDB
 # releases the GIL while it scans, so one read's SQL overlaps another's decoding into
@@ -219,23 +220,26 @@ def _context(store: Store, query: SpikeQuery, spike: Spike,
     } if len(tally.versions) > 1 else {}
     requests = requests_read.result()
     spike_profile, base_profile = spike_read.result(), base_read.result()
-    # the profiles share most stacks: each stack is classified, and its functions found, once
-    classified = Classified()
-    profiles = CodeProfiles()
-    stages = compare(
-        split(base_profile.samples, tally.baseline, base_profile.rate_hz, query.stage_rules,
-              classified),
-        split(spike_profile.samples, tally.inside, spike_profile.rate_hz, query.stage_rules,
-              classified))
+    versions = {version: (read.result(), n) for version, (read, n) in version_reads.items()}
+    # the profiles share most stacks, and the last analysis saw most of them (FACTS): each
+    # stack is classified, and its functions found, once
+    with FACTS.lock:
+        FACTS.trim()
+        classified, profiles = FACTS.classified(query.stage_rules), FACTS.profiles
+        stages = compare(
+            split(base_profile.samples, tally.baseline, base_profile.rate_hz, query.stage_rules,
+                  classified),
+            split(spike_profile.samples, tally.inside, spike_profile.rate_hz, query.stage_rules,
+                  classified))
+        code = (profiles.of(spike_profile, tally.inside),
+                profiles.of(base_profile, tally.baseline),
+                {version: profiles.of(profile, n) for version, (profile, n) in versions.items()})
     return SpikeContext(
         spike=spike, step_ns=cfg.step_ns, baseline_start_ns=base_start,
         percentile=cfg.percentile, size_unit=unit, excluded=excluded,
         requests=tuple(requests), gpu=gpu_samples(gpus_read.result()),
         resources=resources_read.result(), events=events,
-        spike_profile=profiles.of(spike_profile, tally.inside),
-        baseline_profile=profiles.of(base_profile, tally.baseline),
-        version_profiles={version: profiles.of(read.result(), n)
-                          for version, (read, n) in version_reads.items()},
+        spike_profile=code[0], baseline_profile=code[1], version_profiles=code[2],
         engine=tuple(engine_read.result()), arrived=tally.began, completed=tally.ended,
     ), where, stages, tuple(slowest_read.result()), tally, len(requests)
 

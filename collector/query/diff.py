@@ -176,6 +176,10 @@ class StackFunctions:
         self._stacks[id(stack)] = (stack, answer)
         return answer
 
+    def __len__(self) -> int:
+        """The stacks it has seen."""
+        return len(self._stacks)
+
 
 class PairNode:
     """A node of the two windows' merged count tree: each side's samples whose stack

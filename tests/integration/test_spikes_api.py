@@ -18,7 +18,7 @@ from pyrometer.agent.shared.model import SampleKey, Telemetry
 from pyrometer.collector.analysis import gather, report
 from pyrometer.collector.analysis.detect import DetectConfig
 from pyrometer.collector.analysis.gather import SpikeQuery, _resources, analyze
-from pyrometer.collector.analysis.inputs import resource_points
+from pyrometer.collector.analysis.inputs import StackFacts, resource_points
 from pyrometer.collector.api.spikes import MAX_BUCKETS
 from pyrometer.collector.ingest.decode import StreamDecoder
 from pyrometer.collector.metrics import CollectorMetrics
@@ -147,6 +147,29 @@ def test_a_spikes_resources_are_the_whole_series_points_of_its_steps(tmp_path: P
             assert _resources(store, series, start, end) == expected
     finally:
         store.close()
+
+
+def test_the_next_analysis_reuses_what_the_last_found_and_answers_the_same(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # each stack's functions and stage outlive an analysis (gather.FACTS): an analysis
+    # that finds them known answers exactly as one that finds them out
+    store = DuckDBStore(tmp_path / "pyrometer.duckdb")
+    facts = StackFacts()
+    monkeypatch.setattr(gather, "FACTS", facts)
+    try:
+        fill(store)
+        query = SpikeQuery("svc", BASE_NS + 300 * S, BASE_NS + 700 * S,
+                           DetectConfig(step_ns=10 * S, baseline_ns=300 * S))
+        first = report.to_json(analyze(store, query))
+        kept = len(facts.profiles)
+        assert kept > 0 and first["spikes"]
+        again = report.to_json(analyze(store, query))
+        assert len(facts.profiles) == kept  # every stack was known
+        monkeypatch.setattr(gather, "FACTS", StackFacts(max_entries=0))  # forgets each time
+        fresh = report.to_json(analyze(store, query))
+    finally:
+        store.close()
+    assert first == again == fresh
 
 
 def test_a_spike_judged_on_a_sample_keeps_its_answer_and_says_so(

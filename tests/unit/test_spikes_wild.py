@@ -16,6 +16,7 @@ from dataclasses import replace
 import pytest
 
 from pyrometer.agent.shared.model import Frame
+from pyrometer.collector.analysis import stages
 from pyrometer.collector.analysis.causes import MIN_SCORE, rank
 from pyrometer.collector.analysis.evidence import (
     CodeProfile,
@@ -25,6 +26,7 @@ from pyrometer.collector.analysis.evidence import (
 )
 from pyrometer.collector.analysis.inputs import (
     CodeProfiles,
+    StackFacts,
     code_profile,
     resource_points,
     size_unit,
@@ -233,6 +235,23 @@ def test_profiles_that_share_stacks_give_each_its_own_code_profile() -> None:
     assert got[1].waiting == {"SocketIO.readinto (socket.py)": 48}
     assert "render (inference.py)" in got[1].functions
     assert "render (inference.py)" not in got[0].functions
+
+
+def test_stack_facts_start_again_empty_past_their_bound() -> None:
+    facts = StackFacts(max_entries=5)
+    rules = stages.DEFAULT_RULES
+    profile = Profile("svc", T0, START, ((READ, 18), (FORWARD, 60), (PREPROCESS, 22)))
+    with facts.lock:
+        stages.split(profile.samples, 10, 100.0, rules, facts.classified(rules))
+        expected = facts.profiles.of(profile, 10)
+        kept = len(facts.profiles)  # the working stacks and every leaf
+        assert kept == 5
+        facts.trim()  # with the classified stacks and functions, past 5
+        assert len(facts.profiles) == 0 and not facts.classified(rules).stacks
+        assert facts.profiles.of(profile, 10) == expected
+        facts.max_entries = 100
+        facts.trim()
+        assert len(facts.profiles) == kept
 
 
 def starved_behind_a_busy_baseline() -> SpikeContext:
