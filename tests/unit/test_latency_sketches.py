@@ -5,9 +5,11 @@ over the raw requests, whatever the compaction point, late requests included."""
 from __future__ import annotations
 
 import asyncio
+import random
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,6 +18,7 @@ from hypothesis import strategies as st
 from pyrometer.agent.shared.model import Telemetry
 from pyrometer.collector.ingest.decode import StreamDecoder
 from pyrometer.collector.storage.batch import DecodedBatch
+from pyrometer.collector.storage.duckdb import series
 from pyrometer.collector.storage.duckdb.backend import DuckDBStore
 from pyrometer.collector.storage.duckdb.series import read_latency_quantile
 from pyrometer.collector.storage.reads import QUANTILES, QuantilePoint, SeriesQuery
@@ -180,3 +183,52 @@ def test_the_sketches_outlive_the_requests_until_the_rollups_retention(store: Du
     later = BASE_NS + 3600 * S + 30 * day
     deleted = asyncio.run(delete_expired(store, later - day, policy))
     assert deleted == {"latency_10s": 60}
+
+
+def test_kept_steps_read_as_a_full_read_does_as_the_sketches_change(
+        store: DuckDBStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A series read again takes its settled steps from the last read (steps_cache.py)
+    and reads only the rest; through late requests, retention and a sliding window it
+    answers exactly what a full read answers."""
+    rng = random.Random(7)
+    agent = Agent()
+    agent.commit(store, [(rng.uniform(0, 299.9), rng.uniform(1, 90), rng.choice(["/a", "/b"]))
+                         for _ in range(600)])
+    store.compact(BASE_NS + 240 * S)  # steps from 240 s on read their requests
+    kept = store._kept_steps
+    assert kept is not None
+    starts: list[int] = []
+    sketch_rows = series._sketch_rows
+
+    def spied(cur: Any, query: SeriesQuery, *args: Any) -> Any:
+        starts.append((query.start_ns - BASE_NS) // S)
+        return sketch_rows(cur, query, *args)
+    monkeypatch.setattr(series, "_sketch_rows", spied)
+
+    def both(start_s: int, end_s: int = 300) -> tuple[Any, Any]:
+        query = SeriesQuery("svc", BASE_NS + start_s * S, BASE_NS + end_s * S, 30 * S)
+        with_kept = store._read(lambda cur: read_latency_quantile(cur, query, "p95", 0, kept))
+        full = store._read(lambda cur: read_latency_quantile(cur, query, "p95", 0))
+        assert with_kept == full
+        return with_kept, full
+
+    first, _ = both(0)
+    assert starts == [0, 0]  # nothing kept yet; then the full read
+    starts.clear()
+    both(0)
+    assert starts == [240, 0]  # the eight settled steps came from the first read
+    starts.clear()
+    both(0, 200)  # a shorter one: its last whole step ends at 180 s
+    assert starts == [180, 0]
+    starts.clear()
+    both(60)  # the window slid on by two steps; what was kept still reaches 240 s
+    assert starts == [240, 60]
+    agent.commit(store, [(31, 500.0, "/a")] * 5)  # late: below the watermark
+    starts.clear()
+    late, _ = both(0)
+    assert starts == [0, 0] and late != first  # nothing kept was used
+    deleted = store.delete_before(BASE_NS, rollup_cutoff_ns=BASE_NS + 70 * S)
+    assert deleted["latency_10s"] > 0  # the buckets of 0-60 s
+    starts.clear()
+    after, _ = both(0)
+    assert starts == [0, 0] and after != late

@@ -94,6 +94,7 @@ from pyrometer.collector.storage.duckdb.series import (
     read_latency_quantile,
     read_process,
 )
+from pyrometer.collector.storage.duckdb.steps_cache import SketchedSteps
 from pyrometer.collector.storage.label_sets import LabelSet, LabelSetSummary, StepSamples
 from pyrometer.collector.storage.reads import (
     API_AGENT_ID,
@@ -175,6 +176,9 @@ class DuckDBStore:
     # the tables on disk: the embedded file numbers stacks 1, 2, 3 (32-bit) and keeps
     # telemetry rows by source number behind views (schema.py, Sources)
     _tables: Layout = FILE_TABLES
+    # no other process writes the database, so this one sees every change to it (what
+    # keeping latency steps between reads relies on: steps_cache.py)
+    _sole_writer = True
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -218,6 +222,10 @@ class DuckDBStore:
             } if self._sourced else {}
             self._next_source_no = max(self._source_nos.values(), default=0) + 1
             self._stacks = StackCache()  # stacks read for profiles, by number
+            # latency percentile steps settled below the sketches' watermark, for the next
+            # read of the same series (steps_cache.py): only where this process is the
+            # only writer, so that it sees every change to the sketches
+            self._kept_steps = SketchedSteps() if self._sole_writer else None
             # agents' high-water marks as stored, once read or written (see _stored_hwm)
             self._hwm: dict[str, int] = {}
             self._in_order = self._tables_in_order()
@@ -302,6 +310,8 @@ class DuckDBStore:
             self._source_nos.update(new_sources)
             self._next_source_no += len(new_sources)
             self._hwm.update((b.source.agent_id, b.seq) for b in stored)
+            if late is not None and self._kept_steps is not None:
+                self._kept_steps.changed()  # bins went in below the sketches' watermark
         return CommitReport(tuple(outcomes), written)
 
     def _new_sources(self, batches: Sequence[DecodedBatch]
@@ -495,7 +505,8 @@ class DuckDBStore:
     def latency_quantile(self, query: SeriesQuery, quantile: str
                          ) -> tuple[list[QuantilePoint], list[RouteSeries], str]:
         """See `Store.latency_quantile`."""
-        return self._read(lambda cur: read_latency_quantile(cur, query, quantile))
+        return self._read(lambda cur: read_latency_quantile(cur, query, quantile,
+                                                            kept=self._kept_steps))
 
     def gpu(self, query: SeriesQuery) -> list[GpuPoint]:
         """See `Store.gpu`."""
@@ -621,6 +632,8 @@ class DuckDBStore:
                     self._rollback()
                     raise StorageError(f"retention delete in {self._name} failed: {exc}") from exc
             deleted[table] = int(rows)
+            if table == LATENCY.table and rows and self._kept_steps is not None:
+                self._kept_steps.changed()  # settled steps lost their oldest sketch rows
         return deleted
 
     def table_rows(self) -> dict[str, int]:

@@ -18,6 +18,7 @@ import duckdb
 from pyrometer.agent.shared.clock_events import CLOCK_EVENT_REASONS
 from pyrometer.agent.shared.model import NANOS_PER_SECOND, Nanos
 from pyrometer.collector.storage.duckdb.rollups import LATENCY, RAW, watermarks
+from pyrometer.collector.storage.duckdb.steps_cache import BUCKET, KeptSteps, SketchedSteps
 from pyrometer.collector.storage.duckdb.where import series_where
 from pyrometer.collector.storage.reads import (
     QUANTILES,
@@ -69,7 +70,8 @@ def read_latency(cur: duckdb.DuckDBPyConnection, query: SeriesQuery) -> list[Lat
 
 
 def read_latency_quantile(cur: duckdb.DuckDBPyConnection, query: SeriesQuery, quantile: str,
-                          sketch_from_ns: Nanos = SKETCH_FROM_NS
+                          sketch_from_ns: Nanos = SKETCH_FROM_NS,
+                          kept: SketchedSteps | None = None
                           ) -> tuple[list[QuantilePoint], list[RouteSeries], str]:
     """See `Store.latency_quantile`: one scan, grouped by step and by route and step.
 
@@ -82,11 +84,14 @@ def read_latency_quantile(cur: duckdb.DuckDBPyConnection, query: SeriesQuery, qu
     watermark and from the requests after it, binned alike: the same counts, each
     quantile within the sketch's 1% (sketch.py). Shorter ones read every request, exactly:
     they are few, and a spike's own analysis reads them anyway. (The spikes API puts a
-    long window on the grid: sketch.sketch_start.)
+    long window on the grid: sketch.sketch_start.) With `kept`, the steps that an earlier
+    read of the series found wholly below the watermark are taken from there
+    (steps_cache.py).
     """
     split = _sketched_until(cur, query, sketch_from_ns)
     if split is not None:
-        rows = _sketch_rows(cur, query, quantile, split)
+        rows = _sketch_rows(cur, query, quantile, split) if kept is None else \
+            _sketch_rows_kept(cur, query, quantile, split, kept)
         resolution = LATENCY.name
     else:
         clause, params = series_where(replace(query, route=None))
@@ -125,6 +130,29 @@ def _sketched_until(cur: duckdb.DuckDBPyConnection, query: SeriesQuery, sketch_f
         return None
     split = min(done, query.end_ns // length * length)
     return split if split > query.start_ns else None
+
+
+def _sketch_rows_kept(cur: duckdb.DuckDBPyConnection, query: SeriesQuery, quantile: str,
+                      split: Nanos, kept: SketchedSteps) -> list[tuple[Any, ...]]:
+    """`_sketch_rows`, its whole steps below `split` taken from `kept` where an earlier
+    read left them, and what this read finds there left for the next one."""
+    step, start = query.step_ns, query.start_ns
+    key = (query.service, quantile, step, start % step)
+    generation = kept.generation  # before reading: a change while reading is seen
+    whole_until = start + (split - start) // step * step  # the end of the last whole step
+    found = kept.get(key)
+    if found is not None and not found.first_ns <= start < found.until_ns:
+        found = None  # it starts later, or ends before this series begins
+    fresh_from = start if found is None else min(found.until_ns, whole_until)
+    reused = [] if found is None else [r for r in found.rows if start <= r[BUCKET] < fresh_from]
+    # the same grid from a later start: the steps read are the series' own
+    fresh = _sketch_rows(cur, replace(query, start_ns=fresh_from), quantile, split) \
+        if fresh_from < query.end_ns else []
+    if whole_until > (start if found is None else found.until_ns):
+        # more whole steps than were kept: keep this series' own
+        rows = (*reused, *(r for r in fresh if r[BUCKET] < whole_until))
+        kept.keep(key, KeptSteps(generation, start, whole_until, rows))
+    return reused + fresh
 
 
 # fine bins per coarse bin in _sketch_rows' first pass (16 bins of 2%: about 37%)

@@ -172,6 +172,9 @@ class LakeStore(DuckDBStore):
     """A `Store` in a DuckLake that other collectors write at the same time."""
 
     _tables = HASHED_TABLES
+    # another collector's late request changes the sketches unseen: no latency steps are
+    # kept between reads (steps_cache.py)
+    _sole_writer = False
 
     def __init__(self, catalog: str, data_path: str, env: Mapping[str, str] | None = None) -> None:
         self.catalog = catalog
