@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,7 +16,7 @@ from pyrometer.agent.shared.clock_events import CLOCK_EVENT_REASONS
 from pyrometer.agent.shared.model import Event, SampleKey, Telemetry
 from pyrometer.collector.ingest.decode import StreamDecoder
 from pyrometer.collector.storage.batch import DecodedBatch
-from pyrometer.collector.storage.duckdb.append import telemetry_tables
+from pyrometer.collector.storage.duckdb.append import repeated, telemetry_tables
 from pyrometer.collector.storage.duckdb.backend import DuckDBStore
 from pyrometer.collector.storage.duckdb.schema import HASHED_TABLES, arrow_schema, numbers_sources
 from pyrometer.collector.storage.reads import SeriesQuery
@@ -317,3 +318,14 @@ def test_the_lake_layout_keeps_the_strings_on_every_row_and_readings_as_sent() -
     assert name == "host" and rows.schema == arrow_schema("host", HASHED_TABLES)
     assert rows.column("agent_id").to_pylist() == ["a"]
     assert rows.column("cpu_pct").to_pylist() == [37.125]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.one_of(st.none(), st.text(max_size=5)), st.integers(1, 20)),
+                max_size=8))
+def test_repeated_expands_each_value_by_its_length(runs: list[tuple[str | None, int]]) -> None:
+    # a batch's identity on each of its rows, expanded in Arrow
+    values, lengths = [v for v, _ in runs], [n for _, n in runs]
+    got = repeated(values, lengths, pa.string())
+    assert got.type == pa.string()
+    assert got.to_pylist() == [v for v, n in runs for _ in range(n)]
