@@ -27,7 +27,13 @@ from typing import Any, Literal
 
 from pyrometer.agent.shared.model import NANOS_PER_SECOND, Stack
 from pyrometer.collector.model import Profile
-from pyrometer.collector.query.tree import FunctionIndex, FunctionKey, root_name
+from pyrometer.collector.query.tree import (
+    PATHS,
+    FunctionIndex,
+    FunctionKey,
+    FunctionPaths,
+    root_name,
+)
 
 Ranking = Literal["share", "value"]
 
@@ -205,7 +211,8 @@ class DiffTree:
     name: str  # the root's label
 
 
-def pair_tree(baseline: Profile, target: Profile, norm: Normalisation) -> DiffTree:
+def pair_tree(baseline: Profile, target: Profile, norm: Normalisation,
+              paths: FunctionPaths = PATHS) -> DiffTree:
     """The two profiles' stacks merged into one tree holding both sides' counts.
 
     One walk per distinct stack, not one per side: the store hands both windows the
@@ -221,27 +228,25 @@ def pair_tree(baseline: Profile, target: Profile, norm: Normalisation) -> DiffTr
                 entry = both[id(stack)] = [stack, 0, 0]
             entry[side] += count
     top = PairNode()
-    keys = FunctionIndex()
-    # tree._build's loop with two counts a node, written out again rather than shared
-    # through a callback per frame, which would cost this hot loop its speed; keys.of is
-    # inlined for the frames seen before (nearly all)
-    seen, key_of = keys.by_frame, keys.of
-    for stack, b, t in both.values():
-        top.baseline += b
-        top.target += t
-        node = top
-        for frame in stack:
-            k = seen.get(id(frame))
-            if k is None:
-                k = key_of(frame)
-            child = node.children.get(k)
-            if child is None:
-                child = node.children[k] = PairNode()
-            child.baseline += b
-            child.target += t
-            node = child
-        node.baseline_self += b
-        node.target_self += t
+    # tree.count_tree's loop with two counts a node, written out again rather than
+    # shared through a callback per frame, which would cost this hot loop its speed
+    with paths.lock:
+        paths.trim()
+        known, path_of, keys = paths.paths, paths.of, paths.keys
+        for stack, b, t in both.values():
+            top.baseline += b
+            top.target += t
+            node = top
+            found = known.get(id(stack))
+            for k in found[1] if found is not None else path_of(stack):
+                child = node.children.get(k)
+                if child is None:
+                    child = node.children[k] = PairNode()
+                child.baseline += b
+                child.target += t
+                node = child
+            node.baseline_self += b
+            node.target_self += t
     name = root_name(target) if target.service else root_name(baseline)
     return DiffTree(top, keys, norm, name)
 

@@ -46,6 +46,7 @@ from pyrometer.collector.query.diff import (
     tree_changes,
 )
 from pyrometer.collector.render.jsonout import (
+    EncodedNames,
     JSONText,
     dumps_deep,
     float_text,
@@ -139,7 +140,7 @@ def pair_tree_text(tree: DiffTree) -> JSONText:
     """
     norm, labels = tree.norm, tree.keys.labels
     files = tree.keys.files
-    names = [scalar(label) for label in labels]
+    names = EncodedNames(labels)
     b_total, t_total = tree.root.baseline, tree.root.target
     per_b, per_t = _Rounded(norm.baseline), _Rounded(norm.target)
     share_b, share_t = _Rounded(b_total), _Rounded(t_total)

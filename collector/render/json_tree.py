@@ -30,7 +30,13 @@ from __future__ import annotations
 
 from pyrometer.collector.model import Profile
 from pyrometer.collector.query.tree import CountNode, by_value, count_tree, root_name
-from pyrometer.collector.render.jsonout import JSONText, dumps_deep, scalar, tree_text
+from pyrometer.collector.render.jsonout import (
+    EncodedNames,
+    JSONText,
+    dumps_deep,
+    scalar,
+    tree_text,
+)
 
 ENVELOPE_VERSION = 1
 
@@ -70,7 +76,7 @@ def tree_json(profile: Profile) -> JSONText:
     Exactly what `dumps_deep` makes of that dict (a test holds it to that), without a
     frozen Node or a dict per node; each label is encoded once, not once per node."""
     top, keys = count_tree(profile)
-    names = [scalar(label) for label in keys.labels]
+    names = EncodedNames(keys.labels)
 
     def expand(node: CountNode) -> list[tuple[CountNode, str]]:
         # the head written out here, not by a call: this runs once per node

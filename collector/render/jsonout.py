@@ -77,6 +77,20 @@ def scalar(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+class EncodedNames(dict[int, str]):
+    """``scalar(names[k])`` by index k, each encoded on first use: a tree's labels come
+    from an index of every function this process has seen, of which one tree uses a
+    few dozen."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        super().__init__()
+        self.names = names
+
+    def __missing__(self, k: int) -> str:
+        text = self[k] = scalar(self.names[k])
+        return text
+
+
 def tree_text(root: N, root_head: str, expand: Callable[[N], Sequence[tuple[N, str]]]
               ) -> JSONText:
     """A tree of JSON objects, each ending in its ``"children"`` list, written as text.

@@ -36,7 +36,7 @@ from pyrometer.collector.query.diff import (
     top_changes,
     tree_changes,
 )
-from pyrometer.collector.query.tree import FunctionKey, Node, build_tree
+from pyrometer.collector.query.tree import FunctionKey, FunctionPaths, Node, build_tree
 from pyrometer.collector.render import jsonout
 from pyrometer.collector.render.diff_html import render_diff_html
 from pyrometer.collector.render.diff_json import pair_tree_text, render_diff_json, tree_json
@@ -404,6 +404,9 @@ def test_json_tree_from_the_pair_tree_is_the_frozen_trees(base: Profile, target:
     norm = normalisation(base, target, baseline_units=b_units, target_units=t_units)
     tree = pair_tree(base, target, norm)
     assert pair_tree_text(tree) == dumps_deep(tree_json(freeze(tree)))
+    # through paths of its own that start again midway, rather than the shared tree.PATHS
+    assert pair_tree_text(pair_tree(base, target, norm, FunctionPaths(max_stacks=1))) == \
+        pair_tree_text(tree)
     assert pair_tree_text(tree) == dumps_deep(tree_json(diff_profiles(
         base, target, baseline_units=b_units, target_units=t_units)))
     # and its function changes are those of each side's own stacks (function_stats)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyrometer.agent.shared.model import Frame, Stack
 from pyrometer.collector.model import Profile
-from pyrometer.collector.query.tree import FunctionKey, Node, build_tree
+from pyrometer.collector.query import tree as tree_mod
+from pyrometer.collector.query.tree import FunctionKey, FunctionPaths, Node, build_tree, count_tree
 from pyrometer.collector.render.json_tree import tree_json
 from pyrometer.collector.render.jsonout import dumps_deep
 
@@ -151,3 +154,20 @@ def test_tree_accounts_for_every_sample(p: Profile) -> None:
 def test_the_json_tree_is_the_frozen_trees_dict_encoded(p: Profile) -> None:
     # what the endpoint sends, written straight from the counts
     assert tree_json(p) == dumps_deep(build_tree(p).to_dict())
+
+
+def _tree_through(p: Profile, paths: FunctionPaths) -> Node:
+    top, keys = count_tree(p, paths)
+    return tree_mod._freeze(top, "svc", keys)
+
+
+@settings(max_examples=100, deadline=None)
+@given(profiles, profiles, st.integers(0, 12))
+def test_trees_built_through_shared_paths_are_each_profiles_own(a: Profile, b: Profile,
+                                                                bound: int) -> None:
+    # the paths outlive a tree (tree.PATHS): profiles that share stack objects, as the
+    # store's windows do, and a bound that makes them start again midway
+    shared = FunctionPaths(max_stacks=bound)
+    second = dataclasses.replace(b, samples=b.samples + a.samples[::2])
+    for p in (a, second, a, second):
+        assert _tree_through(p, shared) == _tree_through(p, FunctionPaths()) == build_tree(p)
