@@ -46,6 +46,7 @@ from pyrometer.collector.api.params import (
     run_query,
 )
 from pyrometer.collector.errors import StorageError
+from pyrometer.collector.gcpause import without_gc
 from pyrometer.collector.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from pyrometer.collector.metrics import CollectorMetrics
 from pyrometer.collector.render.registry import FORMATS, render
@@ -137,7 +138,8 @@ async def flamegraph(request: web.Request) -> web.StreamResponse:
     if not profile.samples:
         notice = await empty.explain(request, service, window, filters)
     # building and encoding a big tree takes CPU seconds: off the loop, which ingest shares
-    body, content_type = await asyncio.to_thread(render, profile, fmt, notice=notice)
+    # (and with no garbage collection while it runs: gcpause.py)
+    body, content_type = await asyncio.to_thread(without_gc(render), profile, fmt, notice=notice)
     # every format's reader can tell an empty answer (a filter that matched nothing) from
     # the header alone: the CLI writing pprof to a file does not parse it
     headers = {"Content-Type": content_type, empty.SAMPLES_HEADER: str(profile.total),

@@ -37,6 +37,7 @@ from pyrometer.collector.api.params import (
     required,
     short,
 )
+from pyrometer.collector.gcpause import without_gc
 from pyrometer.collector.model import Profile
 from pyrometer.collector.render.diff_html import render_diff_html
 from pyrometer.collector.render.diff_json import render_diff_json
@@ -82,7 +83,7 @@ async def flamegraph_diff(request: web.Request) -> web.Response:
         notice = await empty.explain(request, service, target, filters)
     render, content_type = FORMATS[fmt]
     # off the loop, which ingest shares: two trees take CPU seconds to build and encode
-    text = await asyncio.to_thread(render, before, after, notice=notice, **units)
+    text = await asyncio.to_thread(without_gc(render), before, after, notice=notice, **units)
     return web.Response(text=text, headers={
         "Content-Type": content_type, empty.SAMPLES_HEADER: str(before.total + after.total),
         # the target's, then the baseline's

@@ -32,6 +32,7 @@ from pyrometer.collector.api.params import (
     short,
 )
 from pyrometer.collector.api.series import MIN_STEP_NS
+from pyrometer.collector.gcpause import without_gc
 from pyrometer.collector.storage.sketch import sketch_start
 from pyrometer.collector.timeparse import (
     TimeFormatError,
@@ -87,7 +88,8 @@ async def spikes(request: web.Request) -> web.Response:
     start = sketch_start(window.start_ns, window.end_ns, config.step_ns, config.baseline_ns)
     spike_query = SpikeQuery(service, start, window.end_ns, config, request.app[STAGE_RULES])
     store = request.app[STORE]
-    report = await run_query(request, "spikes", analyze, store, spike_query)
+    # no garbage collection while it runs (gcpause.py): it builds tens of thousands of objects
+    report = await run_query(request, "spikes", without_gc(analyze), store, spike_query)
     # as for /flamegraph, only an answer without data needs the (full scan) check that
     # tells a quiet window from a misspelt service: 404 when it has neither profiles nor
     # requests, since requests are what spikes are found in
