@@ -180,7 +180,9 @@ class StackFacts:
     it guards is pure Python, which the GIL would serialise anyway.
     """
 
-    def __init__(self, max_entries: int = 200_000) -> None:
+    def __init__(self, max_entries: int = 150_000) -> None:
+        # about three entries a stack (its functions, its leaf, its stage) of some 320
+        # bytes each (tracemalloc, the bench's hour): at the bound some 50,000 stacks, 50 MB
         self.max_entries = max_entries
         self.lock = threading.Lock()
         self.profiles = CodeProfiles()
