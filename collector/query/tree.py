@@ -100,7 +100,9 @@ class FunctionIndex:
     __slots__ = ("by_frame", "files", "index", "keys", "labels")
 
     def __init__(self) -> None:
-        self.by_frame: dict[int, int] = {}  # id(frame) -> index; the profile keeps frames alive
+        # id(frame) -> index; whoever holds the index keeps its frames alive (the profile
+        # it was built for, or FunctionPaths' entries)
+        self.by_frame: dict[int, int] = {}
         self.index: dict[tuple[str, str], int] = {}  # (name, file) -> index
         self.keys: list[FunctionKey] = []
         self.labels: list[str] = []
