@@ -85,4 +85,3 @@ def tree_json(profile: Profile) -> JSONText:
 
     return tree_text(top, f'{{"name":{scalar(root_name(profile))},"value":{top.value},'
                           '"children":[', expand)
-
