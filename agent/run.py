@@ -80,11 +80,12 @@ class Agent:
         restarts = self.restarts_before + (self.sampler.restarts if self.sampler else 0)
         return Losses(sum(self.buffer.dropped.values()), restarts)
 
-    def live_target_pid(self) -> int | None:
-        """The target's pid while it runs; None between an exit and the successor, so a
-        reused pid of an unrelated process is never sampled. Called from the process
-        sampler's worker thread: it only reads `target`, which the loop replaces whole."""
-        return self.target.pid if self.target.is_alive() else None
+    def current_target(self) -> targets.Target:
+        """The target followed now, also between its exit and a successor. Called from
+        the process sampler's thread: it only reads `target`, which the loop replaces
+        whole. The sampler reads no process of a target that has exited, nor one that
+        reuses its pid (it compares the start time)."""
+        return self.target
 
     def request_stop(self) -> None:
         self.stop.set()
@@ -131,7 +132,7 @@ async def _start_samplers(agent: Agent, services: contextlib.AsyncExitStack
     from pyrometer.agent.host.sampler import ProcessSampler
 
     jobs.append(("process", ProcessSampler(config.process_interval_s).run(
-        agent.live_target_pid, buffer.add_process, buffer.add_host, agent.stop)))
+        agent.current_target, buffer.add_process, buffer.add_host, agent.stop)))
     if config.scrape is not None:
         from pyrometer.agent.engine.mapping import KNOWN, load_mapping
         from pyrometer.agent.engine.scraper import scrape_periodically

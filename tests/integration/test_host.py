@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -40,6 +41,7 @@ from pyrometer.agent.host.sampler import (
 )
 from pyrometer.agent.shared.errors import ConfigError
 from pyrometer.agent.shared.model import HostReading, ProcessReading
+from pyrometer.agent.target.find import Target
 
 PREFORK = """
 import os, signal, sys
@@ -148,7 +150,14 @@ def prefork(tmp_path: Path) -> Iterator[tuple[int, list[int]]]:
         proc.wait()
 
 
-def sample(sampler: ProcessSampler, pid: Callable[[], int | None],
+def watched(pid: int, create_time: float | None = None) -> Callable[[], Target]:
+    """What the agent hands the sampler: the target by pid and start time."""
+    target = Target(pid, "", psutil.Process(pid).create_time() if create_time is None
+                    else create_time)
+    return lambda: target
+
+
+def sample(sampler: ProcessSampler, target: Callable[[], Target | None],
            until: Callable[[list[ProcessReading], list[HostReading]], bool],
            timeout_s: float = 15.0) -> Readings:
     """Run the sampler until ``until`` holds after a tick (the host reading ends each tick)."""
@@ -162,7 +171,7 @@ def sample(sampler: ProcessSampler, pid: Callable[[], int | None],
             stop.set()
 
     async def main() -> None:
-        await asyncio.wait_for(sampler.run(pid, procs.append, on_host, stop),
+        await asyncio.wait_for(sampler.run(target, procs.append, on_host, stop),
                                timeout_s)
 
     asyncio.run(main())
@@ -187,7 +196,7 @@ def test_reads_parent_and_workers_and_a_killed_worker_vanishes(
         return bool(killed_after) and len(hosts) >= killed_after[0] + 3
 
     caplog.set_level(logging.DEBUG, logger="pyrometer.agent")
-    procs, hosts = sample(ProcessSampler(0.2), lambda: parent, until)
+    procs, hosts = sample(ProcessSampler(0.2), watched(parent), until)
 
     assert {r.pid for r in procs} == {parent, victim, survivor}
     for worker in (victim, survivor):
@@ -247,7 +256,7 @@ def test_the_tree_is_listed_every_few_ticks_and_a_new_worker_is_found_by_the_nex
                 forked.append((int(parent.stdout.readline()), len(hosts)))  # type: ignore[union-attr]
             return bool(forked) and any(r.pid == forked[0][0] for r in procs)
 
-        procs, hosts = sample(ProcessSampler(0.1), lambda: parent.pid, until, timeout_s=60)
+        procs, hosts = sample(ProcessSampler(0.1), watched(parent.pid), until, timeout_s=60)
     finally:
         os.killpg(parent.pid, signal.SIGKILL)
         parent.wait()
@@ -255,6 +264,51 @@ def test_the_tree_is_listed_every_few_ticks_and_a_new_worker_is_found_by_the_nex
     # (at most RELIST_TICKS ticks on), read from the tick after (the first is its baseline)
     assert len(hosts) - forked[0][1] <= host_sampler.RELIST_TICKS + 1
     assert listings[0] == 0 and len(listings) <= len(hosts) // host_sampler.RELIST_TICKS + 2
+
+
+@pytest.mark.integration
+def test_a_pid_now_held_by_another_process_or_by_none_gives_no_process_readings(
+    prefork: tuple[int, list[int]],
+) -> None:
+    parent, _ = prefork
+    # the same pid, another start time: what a reused pid looks like to the sampler
+    impostor = watched(parent, create_time=psutil.Process(parent).create_time() - 60)
+    procs, hosts = sample(ProcessSampler(0.1), impostor, lambda _, h: len(h) >= 3)
+    assert procs == [] and len(hosts) >= 3
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    exited = watched(gone.pid)
+    gone.wait()
+    procs, hosts = sample(ProcessSampler(0.1), exited, lambda _, h: len(h) >= 3)
+    assert procs == [] and len(hosts) >= 3
+
+
+@pytest.mark.integration
+def test_readings_reach_the_loop_thread_and_none_after_run_returns(
+    prefork: tuple[int, list[int]],
+) -> None:
+    calls: list[tuple[str, int]] = []  # (kind, thread) of each emit
+    stop = asyncio.Event()
+
+    def on_host(reading: HostReading) -> None:
+        calls.append(("host", threading.get_ident()))
+        if sum(kind == "host" for kind, _ in calls) >= 3:
+            stop.set()
+
+    async def main() -> tuple[int, int]:
+        sampler = ProcessSampler(0.05)
+        await asyncio.wait_for(sampler.run(
+            watched(prefork[0]), lambda _: calls.append(("process", threading.get_ident())),
+            on_host, stop), 15)
+        returned = len(calls)
+        for _ in range(3):  # run whatever the ticker handed the loop before it was joined
+            await asyncio.sleep(0)
+        return returned, threading.get_ident()
+
+    returned, loop_thread = asyncio.run(main())
+    assert {thread for _, thread in calls} == {loop_thread}
+    assert {kind for kind, _ in calls} == {"process", "host"}
+    assert len(calls) == returned
+    assert not [t for t in threading.enumerate() if t.name == "pyrometer-process-sampler"]
 
 
 @pytest.mark.integration
@@ -284,7 +338,7 @@ def test_a_failing_consumer_is_logged_once_and_sampling_goes_on(
 
     async def main() -> None:
         sampler = ProcessSampler(0.2)
-        await asyncio.wait_for(sampler.run(lambda: prefork[0], broken, lambda _: None, stop), 15)
+        await asyncio.wait_for(sampler.run(watched(prefork[0]), broken, lambda _: None, stop), 15)
 
     asyncio.run(main())
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
