@@ -34,8 +34,8 @@ from pyrometer.agent.host.readings import (
 from pyrometer.agent.shared.errors import ConfigError
 from pyrometer.agent.shared.model import HostReading, Nanos, ProcessReading
 
-__all__ = ["PSI_ROOT", "RELIST_TICKS", "ProcessSampler", "Watched", "list_tree", "parse_psi", "read_psi",
-           "snapshot_all", "snapshot_host"]
+__all__ = ["FULL_RELIST_TICKS", "PSI_ROOT", "RELIST_TICKS", "ProcessSampler", "Watched",
+           "host_pids", "list_tree", "parse_psi", "read_psi", "snapshot_all", "snapshot_host"]
 
 log = logging.getLogger("pyrometer.agent.host.sampler")
 PSI_ROOT = "/proc/pressure"
@@ -181,10 +181,23 @@ def snapshot_host(time_ns: Nanos, mono_ns: Nanos, psi_root: str = PSI_ROOT) -> H
 # Listing the target's descendants scans every process on the host (psutil reads each
 # /proc/PID/stat to find parents): 0.7 ms of a 1.1 ms tick with 72 processes, and it
 # grows with the host's processes. So a tick reads the processes it knows, and the tree
-# is listed again every RELIST_TICKS ticks, and at once when the target changed or one of
-# its processes has gone: a worker that starts is read from at most RELIST_TICKS ticks
-# later (5 s at the default 1 Hz), one that is replaced from the next tick.
+# is listed again at once when the target changed or one of its processes has gone, and
+# otherwise every RELIST_TICKS ticks if a process has started on the host since the last
+# listing (a new pid in /proc: one directory read, where the listing opens a file per
+# process): a worker that starts is read from at most RELIST_TICKS ticks later (5 s at
+# the default 1 Hz), one that is replaced from the next tick. A new worker that took the
+# pid of a process that ended since the last listing adds no pid; the listing every
+# FULL_RELIST_TICKS ticks, whatever /proc holds, finds it.
 RELIST_TICKS = 5
+FULL_RELIST_TICKS = 60
+
+
+def host_pids(proc_root: str = "/proc") -> frozenset[str]:
+    """The pids /proc lists now, as its directory names; empty when it cannot be read."""
+    try:
+        return frozenset(name for name in os.listdir(proc_root) if name.isdigit())
+    except OSError:
+        return frozenset()
 
 
 class ProcessSampler:
@@ -209,6 +222,8 @@ class ProcessSampler:
         self._tree: list[psutil.Process] = []  # the target and its descendants, as last listed
         self._tree_root: int | None = None
         self._ticks_since_listed = 0
+        self._ticks_since_checked = 0  # since /proc's pids were last compared, or the listing
+        self._pids_at_listing: frozenset[str] = frozenset()  # /proc's pids at the last listing
 
     async def run(
         self,
@@ -307,9 +322,11 @@ class ProcessSampler:
         only when RELIST_TICKS says so; none when the target itself is not running."""
         pid = target.pid
         self._ticks_since_listed += 1
-        if pid != self._tree_root or self._ticks_since_listed >= RELIST_TICKS:
+        self._ticks_since_checked += 1
+        if self._must_list(pid):
+            self._pids_at_listing = host_pids()
             self._tree, self._tree_root = list_tree(pid, self._complain), pid
-            self._ticks_since_listed = 0
+            self._ticks_since_listed = self._ticks_since_checked = 0
         snapshots = snapshot_all(self._tree, time_ns, mono_ns, self._complain)
         if len(snapshots) < len(self._tree):  # one has gone: maybe replaced, look again
             self._tree_root = None
@@ -320,6 +337,15 @@ class ProcessSampler:
             self._tree_root = None
             return []
         return snapshots
+
+    def _must_list(self, pid: int) -> bool:
+        """Whether this tick lists the target's tree again (see RELIST_TICKS)."""
+        if pid != self._tree_root or self._ticks_since_listed >= FULL_RELIST_TICKS:
+            return True
+        if self._ticks_since_checked < RELIST_TICKS:
+            return False
+        self._ticks_since_checked = 0
+        return not host_pids() <= self._pids_at_listing  # a process has started since
 
     def _complain(self, what: str, exc: BaseException) -> None:
         # once per kind of failure at warning level: at 1 Hz a lasting fault would flood the log

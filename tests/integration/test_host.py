@@ -266,6 +266,34 @@ def test_the_tree_is_listed_every_few_ticks_and_a_new_worker_is_found_by_the_nex
     assert listings[0] == 0 and len(listings) <= len(hosts) // host_sampler.RELIST_TICKS + 2
 
 
+def test_a_quiet_host_is_not_listed_again_until_a_process_starts(
+    prefork: tuple[int, list[int]], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    listings: list[int] = []
+    real_list_tree = host_sampler.list_tree
+
+    def counting(pid: int, complain: Callable[[str, BaseException], None]) -> list[psutil.Process]:
+        listings.append(pid)
+        return real_list_tree(pid, complain)
+
+    on_host = {"pids": frozenset({"1", "2"})}
+    monkeypatch.setattr(host_sampler, "list_tree", counting)
+    monkeypatch.setattr(host_sampler, "host_pids", lambda: on_host["pids"])
+    monkeypatch.setattr(host_sampler, "FULL_RELIST_TICKS", 30)
+    sampler, target = ProcessSampler(1.0), watched(prefork[0])
+    for _ in range(25):  # ticks run by hand: no thread, no clock
+        readings, _ = sampler._tick(target)
+    assert len(listings) == 1  # the first tick's
+    assert {r.pid for r in readings} == {prefork[0], *prefork[1]}
+    on_host["pids"] |= {"3"}  # a process started somewhere on the host
+    for _ in range(host_sampler.RELIST_TICKS):
+        sampler._tick(target)
+    assert len(listings) == 2
+    for _ in range(30):  # nothing new on the host: only the listing every 30 ticks
+        sampler._tick(target)
+    assert len(listings) == 3
+
+
 @pytest.mark.integration
 def test_a_pid_now_held_by_another_process_or_by_none_gives_no_process_readings(
     prefork: tuple[int, list[int]],
