@@ -241,10 +241,11 @@ class ProcessSampler:
         overruns is followed at once.
 
         The ticks run in a thread of their own, and only their readings come to the
-        event loop (one call a tick): a tick awaited on the loop (asyncio.wait_for for
-        the pause, asyncio.to_thread for the blocking reads) cost the agent more CPU
-        than the reads themselves, about 1.4 ms a second against the ~0.5 ms that is
-        left (the agent's measure: `python tests/bench/agent_cost.py`).
+        event loop (one call a tick). With each tick awaited on the loop
+        (asyncio.wait_for for the pause, asyncio.to_thread for the blocking reads) the
+        agent's loop thread used 1.4 ms of CPU a second against a CPU-bound target; with
+        the ticks in a thread, 0.8 to 0.9 ms (each thread's /proc/PID/task/TID/schedstat
+        over 50 s of a running agent). Row 2 of BENCHMARKS.md measures the whole agent.
         """
         loop = asyncio.get_running_loop()
         halt = threading.Event()
