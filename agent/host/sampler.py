@@ -224,6 +224,7 @@ class ProcessSampler:
         self._ticks_since_listed = 0
         self._ticks_since_checked = 0  # since /proc's pids were last compared, or the listing
         self._pids_at_listing: frozenset[str] = frozenset()  # /proc's pids at the last listing
+        self._not_ours: Watched | None = None  # a target whose pid another process took
 
     async def run(
         self,
@@ -321,6 +322,8 @@ class ProcessSampler:
                        ) -> list[ProcessSnapshot]:
         """Snapshots of the target and its descendants still running, listing them again
         only when RELIST_TICKS says so; none when the target itself is not running."""
+        if target is self._not_ours:
+            return []
         pid = target.pid
         self._ticks_since_listed += 1
         self._ticks_since_checked += 1
@@ -336,6 +339,10 @@ class ProcessSampler:
         root = snapshots[0] if snapshots else None
         if root is None or root.pid != pid or root.create_time != target.create_time:
             self._tree_root = None
+            if root is not None and root.pid == pid:
+                # another process holds the pid now: the target will not come back, and
+                # that process's tree is not listed again every tick
+                self._not_ours = target
             return []
         return snapshots
 

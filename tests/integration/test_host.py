@@ -296,13 +296,22 @@ def test_a_quiet_host_is_not_listed_again_until_a_process_starts(
 
 @pytest.mark.integration
 def test_a_pid_now_held_by_another_process_or_by_none_gives_no_process_readings(
-    prefork: tuple[int, list[int]],
+    prefork: tuple[int, list[int]], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     parent, _ = prefork
+    listings: list[int] = []
+    real_list_tree = host_sampler.list_tree
+
+    def counting(pid: int, complain: Callable[[str, BaseException], None]) -> list[psutil.Process]:
+        listings.append(pid)
+        return real_list_tree(pid, complain)
+
+    monkeypatch.setattr(host_sampler, "list_tree", counting)
     # the same pid, another start time: what a reused pid looks like to the sampler
     impostor = watched(parent, create_time=psutil.Process(parent).create_time() - 60)
     procs, hosts = sample(ProcessSampler(0.1), impostor, lambda _, h: len(h) >= 3)
     assert procs == [] and len(hosts) >= 3
+    assert listings == [parent]  # the other process's tree was listed once, not every tick
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     exited = watched(gone.pid)
     gone.wait()
