@@ -62,12 +62,18 @@ class LakeTarget:
     maintenance_interval_s: float | None = 300.0
 
 
+# ingest/commit.py's DEFAULT_DELAY_S, which says why (not imported from there: the
+# command line's parsing should not load the ingest path; a test keeps the two equal)
+DEFAULT_COMMIT_DELAY_MS = 150.0
+
+
 @dataclass(frozen=True, slots=True)
 class CollectorConfig:
     db_path: str | None  # the embedded backend's file; None with `lake`
     grpc_listen: str = "127.0.0.1:7070"
     http_listen: str = "127.0.0.1:7071"
-    commit_delay_ms: float = 50.0  # how long a commit group waits for more batches (ingest/commit.py)
+    # how long a commit group waits for more batches (ingest/commit.py says why)
+    commit_delay_ms: float = DEFAULT_COMMIT_DELAY_MS
     tokens: Tokens = Tokens()
     # delete data older than this (None: keep everything); see retention.py
     retention_ns: int | None = 7 * 86_400 * 1_000_000_000
@@ -103,7 +109,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "[PYROMETER_HTTP_LISTEN]")
     parser.add_argument("--commit-delay-ms", type=float,
                         help="how long a batch waits for others to share its commit, in "
-                        "milliseconds (default 50)")
+                        f"milliseconds (default {DEFAULT_COMMIT_DELAY_MS:g})")
     parser.add_argument("--retention", metavar="DURATION", help="delete data older than "
                         "this, in the background (default 7d; e.g. 36h, 2w; 0 or off keeps "
                         "everything) [PYROMETER_RETENTION]")
@@ -153,7 +159,7 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> C
     http_listen = args.http_listen or env.get("PYROMETER_HTTP_LISTEN") or "127.0.0.1:7071"
     for flag, value in (("--grpc-listen", grpc_listen), ("--http-listen", http_listen)):
         check_listen(flag, value)
-    delay = args.commit_delay_ms if args.commit_delay_ms is not None else 50.0
+    delay = args.commit_delay_ms if args.commit_delay_ms is not None else DEFAULT_COMMIT_DELAY_MS
     if not 0 <= delay <= 1000:
         raise ConfigError(f"--commit-delay-ms {delay}: expected 0-1000")
     retention, interval = _retention(args, env)

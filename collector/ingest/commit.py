@@ -7,13 +7,27 @@ second. The committer gathers batches until the oldest has waited `max_delay_s` 
 until `max_group` batches wait), commits them in one transaction in a worker thread,
 and then answers every batch's waiter; while a commit runs, the next group gathers.
 
-The default wait, 50 ms, is set by a fleet at its agents' own pace (1,000 agents, a
-batch every 10 s each: `make bench`, row 4). Each commit's dozen statements cost about
-10 ms of CPU whatever it carries; with 5 ms a group held one or two batches and the
-collector spent 8.6 CPU-seconds per million samples, with 50 ms about five and 4.9,
-for an ack p99 of 138 ms instead of 68 (an agent keeps sending while it waits for
-acks). A saturated collector does not wait at all: what queued during the last commit
-is past its wait already.
+The default wait, 150 ms, is set by a fleet at its agents' own pace (1,000 agents, a
+batch every 10 s each: `make bench`, row 4) against the ack p99 it may cost (the goal is
+under 250 ms). A commit's half-dozen statements (an Arrow append per table, the
+high-water marks, the commit itself) cost about 9 ms of CPU whatever it carries, 0.3 ms
+more per batch, so at that pace the wait decides how often the fixed cost is paid.
+Measured in one session on 2 cores (`python tests/bench/ingest_load.py --size full`,
+which runs the paced level at 50 and 300 ms too; collector CPU per million samples,
+ack p99):
+
+    wait     CPU-s / 1M   ack p99
+    50 ms    3.7          101 ms
+    100 ms   2.7          167 ms
+    150 ms   2.2          175 ms
+    200 ms   2.1          228 ms
+
+150 ms keeps the p99 some 75 ms under the goal on a machine shared with the load, where
+200 ms would leave 20. An agent keeps up to 8 batches unacknowledged (agent/ship/
+shipper.py) and sends one every 10 s, so at its own pace a later ack costs it nothing.
+Draining a spool beside a paced fleet, its 8 in flight share one wait: about 50 batches
+a second where 50 ms allowed some 130, an hour of backlog in 7 s rather than 3. A read
+sees a batch 150 ms later at most.
 
 Waiting only pays while company can still come, though. A stream that sends as fast as
 it is acked (an agent draining its spool after an outage, a load generator with two
@@ -44,7 +58,7 @@ from pyrometer.collector.storage.store import BatchOutcome, CommitReport, Store
 log = logging.getLogger(__name__)
 
 _Waiter = tuple[DecodedBatch, "asyncio.Future[BatchOutcome]"]
-DEFAULT_DELAY_S = 0.05  # see the module docstring
+DEFAULT_DELAY_S = 0.15  # see the module docstring
 # A stream counts as active for this long after it last submitted or was answered: far
 # longer than a closed-loop stream takes from an ack to its next batch (a round trip),
 # far shorter than an agent's own pace (a batch every 10 s).

@@ -64,7 +64,9 @@ def _ingest(mode: str) -> Callable[[Results], dict[str, Any] | None]:
         figures = _figures(results, "ingest_load")
         if figures is None:
             return None
-        found = [level for level in figures["levels"] if level["level"]["mode"] == mode]
+        # the levels run with the collector's default commit wait (others vary it)
+        found = [level for level in figures["levels"] if level["level"]["mode"] == mode
+                 and level["level"].get("commit_delay_ms") is None]
         if not found:
             return None
         # saturating: the best level; paced: the largest fleet

@@ -12,7 +12,9 @@ one TCP connection and one stream per agent, each agent with its own id and sequ
 from 1, the first batch carrying the dictionary. "closed" levels keep 2 batches in
 flight per stream (the collector's saturation throughput; ack latency there is
 queueing at saturation); the "paced" level sends each agent's batch every 10 s, as
-real agents do, to measure ack latency at that offered load.
+real agents do, to measure ack latency at that offered load. The paced level runs
+again with the collector's commit wait (--commit-delay-ms) set lower and higher than its
+default, which shows what the default trades: collector CPU against ack latency.
 
 Counting is by ack time, over a measured interval after a warm-up. CPU is psutil's for
 the collector and the generators over that interval (they share the machine's cores;
@@ -66,16 +68,25 @@ class Level:
     profile_s: float = 0.0  # py-spy the collector this long after the measured interval
     in_flight: int = 2  # closed: unacknowledged batches per stream
     period_s: float = 10.0  # paced: seconds between one stream's batches
+    # the collector's --commit-delay-ms; None: its default (only such levels are judged)
+    commit_delay_ms: float | None = None
 
     @property
     def name(self) -> str:
-        return f"{self.mode}-{self.streams}"
+        wait = "" if self.commit_delay_ms is None else f"-wait{self.commit_delay_ms:g}ms"
+        return f"{self.mode}-{self.streams}{wait}"
+
+    def collector_flags(self) -> tuple[str, ...]:
+        return () if self.commit_delay_ms is None else ("--commit-delay-ms", f"{self.commit_delay_ms:g}")
 
 
 LEVELS = {
-    "tiny": [Level(2, "closed", 0.5, 2.0, profile_s=1.0), Level(2, "paced", 0.5, 1.5, period_s=0.25)],
+    "tiny": [Level(2, "closed", 0.5, 2.0, profile_s=1.0), Level(2, "paced", 0.5, 1.5, period_s=0.25),
+             Level(2, "paced", 0.5, 1.5, period_s=0.25, commit_delay_ms=5)],
     "full": [Level(10, "closed", 5, 30), Level(100, "closed", 5, 30),
-             Level(1000, "closed", 5, 30, profile_s=15), Level(1000, "paced", 10, 30)],
+             Level(1000, "closed", 5, 30, profile_s=15), Level(1000, "paced", 10, 30),
+             Level(1000, "paced", 10, 30, commit_delay_ms=50),
+             Level(1000, "paced", 10, 30, commit_delay_ms=300)],
 }
 
 
@@ -238,7 +249,8 @@ def profile_collector(pid: int, seconds: float, out: Path) -> dict[str, Any] | N
 
 def run_level(level: Level, work: Path) -> dict[str, Any]:
     """One level on a fresh collector: the figures, the loss check and the peak RSS."""
-    collector = common.start_collector(work, "--retention", "off", name=f"collector-{level.name}")
+    collector = common.start_collector(work, "--retention", "off", *level.collector_flags(),
+                                       name=f"collector-{level.name}")
     try:
         driven = drive(level, [collector], work)
         stored = common.stored_samples(collector.ready.group("http"))

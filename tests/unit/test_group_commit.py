@@ -149,3 +149,11 @@ def test_a_lone_stream_is_not_kept_waiting() -> None:
     # three commits, none of which waited DELAY_S for company that could not come
     assert asyncio.run(run()) < DELAY_S * 0.75
     assert [n for _, n in store.started] == [1, 1, 1]
+
+
+def test_the_command_line_default_wait_is_the_committers() -> None:
+    # config.py keeps its own copy (parsing flags should not load the ingest path)
+    from pyrometer.collector import config
+
+    assert config.DEFAULT_COMMIT_DELAY_MS / 1000 == commit.DEFAULT_DELAY_S
+    assert config.CollectorConfig(db_path="x.duckdb").commit_delay_ms == config.DEFAULT_COMMIT_DELAY_MS
