@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -36,6 +37,7 @@ from pyrometer.agent.host.sampler import (
     ProcessSampler,
     parse_psi,
     read_psi,
+    snapshot_host,
     snapshot_process,
     thread_counters,
 )
@@ -393,6 +395,68 @@ def test_snapshot_of_an_exited_or_zombie_process_is_none() -> None:
     assert snapshot_process(proc, 1, 1) is None
     child.wait()
     assert snapshot_process(proc, 1, 1) is None
+
+
+# a command name with spaces and parentheses, as /proc/PID/stat shows it: "pid (name) S ..."
+ODD_NAME = """
+import sys, threading
+open("/proc/self/comm", "w").write("a) b (c) d")
+threading.Thread(target=sys.stdin.read, daemon=True).start()
+def spin():
+    while True:
+        sum(range(10_000))
+threading.Thread(target=spin, daemon=True).start()
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.skipif(not host_sampler.LINUX_PROC, reason="reads Linux's /proc")
+def test_a_process_read_from_proc_agrees_with_psutil(monkeypatch: pytest.MonkeyPatch) -> None:
+    child = subprocess.Popen([sys.executable, "-c", ODD_NAME], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        proc = psutil.Process(child.pid)
+        assert proc.name() == "a) b (c) d"
+        before, rss_before = proc.cpu_times(), proc.memory_info().rss
+        snap = snapshot_process(proc, 1, 2)
+        after, rss_after = proc.cpu_times(), proc.memory_info().rss
+        assert snap is not None and snap.pid == child.pid and (snap.time_ns, snap.mono_ns) == (1, 2)
+        assert snap.create_time == proc.create_time()
+        assert snap.threads == proc.num_threads() == 3
+        assert before.user <= snap.cpu_user_s <= after.user  # it spins: user time only grows
+        assert before.system <= snap.cpu_system_s <= after.system
+        assert min(rss_before, rss_after) - 2**20 <= snap.rss_bytes <= max(rss_before, rss_after) + 2**20
+        with monkeypatch.context() as patch:  # where /proc is not Linux's: psutil reads it all
+            patch.setattr(host_sampler, "LINUX_PROC", False)
+            by_psutil = snapshot_process(proc, 1, 2)
+        assert by_psutil is not None and by_psutil.threads == 3 and by_psutil.run_wait_s is None
+        assert by_psutil.cpu_user_s >= snap.cpu_user_s
+    finally:
+        _stop(child)
+
+
+@pytest.mark.skipif(not host_sampler.LINUX_PROC, reason="reads Linux's /proc")
+def test_host_values_read_from_proc_agree_with_psutil(monkeypatch: pytest.MonkeyPatch) -> None:
+    before, vm = psutil.cpu_times(), psutil.virtual_memory()
+    snap = snapshot_host(1, 2)
+    after = psutil.cpu_times()
+
+    def busy_total(times: Any) -> tuple[float, float]:
+        total = sum(times) - times.guest - times.guest_nice
+        return total - times.idle - times.iowait, total
+
+    (busy0, total0), (busy1, total1) = busy_total(before), busy_total(after)
+    tick = 1 / host_sampler.CLOCK_TICKS  # psutil sums each field's seconds, this the ticks
+    assert busy0 - tick <= snap.cpu_busy_s <= busy1 + tick
+    assert total0 - tick <= snap.cpu_total_s <= total1 + tick
+    assert snap.memory_total_bytes == vm.total
+    assert abs(snap.memory_available_bytes - vm.available) < 0.05 * vm.total
+    with monkeypatch.context() as patch:
+        patch.setattr(host_sampler, "LINUX_PROC", False)
+        by_psutil = snapshot_host(1, 2)
+    assert by_psutil.memory_total_bytes == vm.total and by_psutil.cpu_total_s >= total0
 
 
 def test_interval_must_be_positive() -> None:
