@@ -64,7 +64,7 @@ class LakeTarget:
 
 # ingest/commit.py's DEFAULT_DELAY_S, which says why (not imported from there: the
 # command line's parsing should not load the ingest path; a test keeps the two equal)
-DEFAULT_COMMIT_DELAY_MS = 150.0
+DEFAULT_COMMIT_DELAY_MS = 100.0
 
 
 @dataclass(frozen=True, slots=True)

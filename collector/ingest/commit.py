@@ -7,27 +7,29 @@ second. The committer gathers batches until the oldest has waited `max_delay_s` 
 until `max_group` batches wait), commits them in one transaction in a worker thread,
 and then answers every batch's waiter; while a commit runs, the next group gathers.
 
-The default wait, 150 ms, is set by a fleet at its agents' own pace (1,000 agents, a
+The default wait, 100 ms, is set by a fleet at its agents' own pace (1,000 agents, a
 batch every 10 s each: `make bench`, row 4) against the ack p99 it may cost (the goal is
 under 250 ms). A commit's half-dozen statements (an Arrow append per table, the
 high-water marks, the commit itself) cost about 9 ms of CPU whatever it carries, 0.3 ms
 more per batch, so at that pace the wait decides how often the fixed cost is paid.
-Measured in one session on 2 cores (`python tests/bench/ingest_load.py --size full`,
-which runs the paced level at 50 and 300 ms too; collector CPU per million samples,
-ack p99):
+Measured in one session on 2 cores with `python tests/bench/ingest_load.py --size full`
+(its paced level, which that command also runs at 50 and 200 ms; batches of 1,000
+samples, 30 readings and 20 requests; collector CPU per million samples, ack p99):
 
     wait     CPU-s / 1M   ack p99
-    50 ms    3.7          101 ms
-    100 ms   2.7          167 ms
-    150 ms   2.2          175 ms
-    200 ms   2.1          228 ms
+    50 ms    4.2          145 ms
+    100 ms   3.1          186 ms
+    150 ms   2.8-3.0      272-318 ms (two runs)
 
-150 ms keeps the p99 some 75 ms under the goal on a machine shared with the load, where
-200 ms would leave 20. An agent keeps up to 8 batches unacknowledged (agent/ship/
+The p99 is more than the wait and a commit: a few commits a minute wait for the rollup
+compaction's step (storage/compaction.py) or a DuckDB checkpoint, and the batches behind
+them wait that much longer. 100 ms keeps the p99 some 60 ms under the goal; without the
+request records (the benchmark's batches until commit 9385307) 150 ms gave 2.2 CPU-s
+and a p99 of 175 ms. An agent keeps up to 8 batches unacknowledged (agent/ship/
 shipper.py) and sends one every 10 s, so at its own pace a later ack costs it nothing.
-Draining a spool beside a paced fleet, its 8 in flight share one wait: about 50 batches
-a second where 50 ms allowed some 130, an hour of backlog in 7 s rather than 3. A read
-sees a batch 150 ms later at most.
+Draining a spool beside a paced fleet, its 8 in flight share one wait: about 70 batches
+a second where 50 ms allowed some 130, an hour of backlog in 5 s rather than 3. A read
+sees a batch 100 ms later at most.
 
 Waiting only pays while company can still come, though. A stream that sends as fast as
 it is acked (an agent draining its spool after an outage, a load generator with two
@@ -58,7 +60,7 @@ from pyrometer.collector.storage.store import BatchOutcome, CommitReport, Store
 log = logging.getLogger(__name__)
 
 _Waiter = tuple[DecodedBatch, "asyncio.Future[BatchOutcome]"]
-DEFAULT_DELAY_S = 0.15  # see the module docstring
+DEFAULT_DELAY_S = 0.1  # see the module docstring
 # A stream counts as active for this long after it last submitted or was answered: far
 # longer than a closed-loop stream takes from an ack to its next batch (a round trip),
 # far shorter than an agent's own pace (a batch every 10 s).

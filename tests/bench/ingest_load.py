@@ -7,9 +7,9 @@ A measurement, not a test (pytest does not collect it). Run from the repository 
 Each level starts a fresh real collector (`pyrometer collector`, retention off so no
 background delete competes) and load-generator processes (ingest_gen.py) that replay
 realistic agent batches (ingest_workload.py: 1,000 samples over ~135 of 150 stacks
-of depth 20-40 per 10 s window, plus 30 telemetry readings) over real gRPC with gzip,
-one TCP connection and one stream per agent, each agent with its own id and sequence
-from 1, the first batch carrying the dictionary. "closed" levels keep 2 batches in
+of depth 20-40 per 10 s window, plus 30 telemetry readings and 20 request records)
+over real gRPC with gzip, one TCP connection and one stream per agent, each agent with
+its own id and sequence from 1, the first batch carrying the dictionary. "closed" levels keep 2 batches in
 flight per stream (the collector's saturation throughput; ack latency there is
 queueing at saturation); the "paced" level sends each agent's batch every 10 s, as
 real agents do, to measure ack latency at that offered load. The paced level runs
@@ -86,7 +86,7 @@ LEVELS = {
     "full": [Level(10, "closed", 5, 30), Level(100, "closed", 5, 30),
              Level(1000, "closed", 5, 30, profile_s=15), Level(1000, "paced", 10, 30),
              Level(1000, "paced", 10, 30, commit_delay_ms=50),
-             Level(1000, "paced", 10, 30, commit_delay_ms=300)],
+             Level(1000, "paced", 10, 30, commit_delay_ms=200)],
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench import common
+from bench.ingest_workload import REQUEST_RATE, WINDOW_S
 from pyrometer.collector.config import DEFAULT_COMMIT_DELAY_MS
 
 TARGET_SAMPLES_PER_S = 1_500_000.0  # 15,000 agents at 100 Hz (goals.py)
@@ -182,7 +183,9 @@ def _analysis(levels: list[dict[str, Any]]) -> list[str]:
     lines += ["", "**What would move it.** (1) Fewer statements per commit at real-agent "
               "pacing: an Arrow append per table is most of a commit's fixed cost. Leaving out the "
               "high-water marks' statement (as writing them with the rows they guard would) "
-              "measured nothing at a 150 ms wait (2.23 against 2.24 CPU-s per 1M samples, one run each). "
+              "measured nothing at a 150 ms wait (2.23 against 2.24 CPU-s per 1M samples, one run "
+              "each, batches without requests). Rollup compaction steps and checkpoints that "
+              "hold commits for 100 ms and more are what a longer wait stacks its p99 on. "
               "(2) Columnar per-batch "
               "work: build the samples and telemetry Arrow columns straight from the protobuf "
               "repeated fields instead of per-row Python tuples and dicts, and validate "
@@ -204,7 +207,9 @@ def markdown(result: dict[str, Any]) -> str:
         "TCP connection and one stream per agent) by load-generator processes replaying "
         f"realistic agent batches: a 10 s window of 1,000 samples over a fixed set of 150 stacks "
         f"of depth 20-40 with Zipf-like counts, plus 30 telemetry readings (process, host, GPU "
-        f"at 1 Hz); {first['batch_bytes']['steady_batch_bytes']:,} bytes of protobuf in steady "
+        f"at 1 Hz) and {REQUEST_RATE * WINDOW_S} request records ({REQUEST_RATE} a second; until "
+        "commit 9385307 the batches carried none); "
+        f"{first['batch_bytes']['steady_batch_bytes']:,} bytes of protobuf in steady "
         f"state, the first batch of each stream {first['batch_bytes']['first_batch_bytes']:,} "
         "bytes with its dictionary. Each batch's window is the 10 s before it is sent, as a "
         "real agent's (until commit a62ece2 they ran on a timeline three days back, which "

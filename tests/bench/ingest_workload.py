@@ -3,7 +3,8 @@
 One stream is one agent profiling an ML inference server at 100 Hz in 10 s windows: a
 window holds 1,000 samples drawn from a fixed set of stacks with Zipf-like weights
 (a few hot stacks, a long tail), and each batch carries 10 s of telemetry at 1 Hz (a
-process, a host and a GPU reading per second), as the agent's buffer does.
+process, a host and a GPU reading per second) and the requests the server answered in
+them (REQUEST_RATE a second, as the query benchmark's day has), as the agent's buffer does.
 
 The stacks imitate a web framework dispatching into a transformer's forward pass: a
 shared server prefix, then a random call tree whose branches share their upper frames,
@@ -31,6 +32,7 @@ from pyrometer.agent.shared.model import (
     HostReading,
     ProcessReading,
     ProfileWindow,
+    RequestRecord,
     SampleKey,
     Stack,
     Telemetry,
@@ -47,6 +49,10 @@ DEPTH = (20, 40)
 VARIANTS = 8  # distinct windows a stream cycles through
 SERVICES = 10  # a fleet: agents spread over this many services
 TARGET_PID = 4242
+# requests a second per agent: what the query benchmark's day holds (query_fill.py); a
+# busy model server sends more, and each one is a record for the collector to check and
+# store (until commit 9385307 these batches carried none)
+REQUEST_RATE = 2
 
 _PREFIX = [
     ("<module>", "server.py"), ("run", "uvicorn/main.py"), ("run", "asyncio/runners.py"),
@@ -114,10 +120,28 @@ def window_counts(stacks: list[Stack], rng: random.Random, first: bool = False) 
     return {SampleKey(stacks[i]): n for i, n in sorted(counts.items())}
 
 
+def requests(start_ns: int) -> tuple[RequestRecord, ...]:
+    """A window's requests: REQUEST_RATE a second, two routes, latency growing with the
+    tokens asked for, each with a W3C trace id (its end time is stamped per send)."""
+    rng = random.Random(start_ns)
+    out = []
+    for i in range(WINDOW_S * REQUEST_RATE):
+        tokens = rng.randint(64, 1023)
+        out.append(RequestRecord(
+            end_ns=start_ns + (i + 1) * NANOS_PER_SECOND // REQUEST_RATE,
+            latency_ns=int((12 + 0.04 * tokens + 25 * rng.random() ** 6) * 1e6),
+            request_bytes=tokens * 4 + 300, response_bytes=600 + tokens,
+            route="/v1/embed" if i % 10 == 0 else "/v1/predict", method="POST", status=200,
+            app_size=tokens, pid=TARGET_PID, trace_id=f"{rng.getrandbits(128):032x}"))
+    return tuple(out)
+
+
 def telemetry(start_ns: int) -> Telemetry:
-    """10 s of 1 Hz readings of the target process, the host and one GPU."""
+    """10 s of 1 Hz readings of the target process, the host and one GPU, and the
+    requests served in them."""
     seconds = [start_ns + (i + 1) * NANOS_PER_SECOND for i in range(WINDOW_S)]
     return Telemetry(
+        requests=requests(start_ns),
         process=tuple(ProcessReading(t, TARGET_PID, 1.0, 0.75, 0.125, 6 * 2**30, 48, 900, 40)
                       for t in seconds),
         host=tuple(HostReading(t, 37.5, 16, 80 * 2**30, 128 * 2**30, 5.25, 1.5, 0.0, 0.0, 0.5, 0.0)
@@ -190,4 +214,6 @@ class Batches:
         for records in (msg.process, msg.host, msg.gpu):
             for i, record in enumerate(records):
                 record.time_unix_nanos = start + (i + 1) * NANOS_PER_SECOND
+        for i, request in enumerate(msg.requests):
+            request.end_unix_nanos = start + (i + 1) * NANOS_PER_SECOND // REQUEST_RATE
         return msg.SerializeToString()
