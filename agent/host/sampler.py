@@ -310,6 +310,9 @@ class ProcessSampler:
         self._ticks_since_checked = 0  # since /proc's pids were last compared, or the listing
         self._pids_at_listing: frozenset[str] = frozenset()  # /proc's pids at the last listing
         self._not_ours: Watched | None = None  # a target whose pid another process took
+        # the target of the last tick and the pids of its tree that tick read (the target
+        # first), or None when it read none; replaced whole, so another thread may read it
+        self.tree: tuple[Watched, tuple[int, ...]] | None = None
 
     async def run(
         self,
@@ -407,6 +410,12 @@ class ProcessSampler:
                        ) -> list[ProcessSnapshot]:
         """Snapshots of the target and its descendants still running, listing them again
         only when RELIST_TICKS says so; none when the target itself is not running."""
+        snapshots = self._read_tree(target, time_ns, mono_ns)
+        self.tree = (target, tuple(snap.pid for snap in snapshots)) if snapshots else None
+        return snapshots
+
+    def _read_tree(self, target: Watched, time_ns: Nanos, mono_ns: Nanos
+                   ) -> list[ProcessSnapshot]:
         if target is self._not_ours:
             return []
         pid = target.pid

@@ -296,6 +296,36 @@ def test_a_quiet_host_is_not_listed_again_until_a_process_starts(
     assert len(listings) == 3
 
 
+def test_the_agent_takes_the_targets_processes_from_the_samplers_last_tick(
+    prefork: tuple[int, list[int]], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pyrometer.agent.config import AgentConfig
+    from pyrometer.agent.run import Agent
+
+    parent, workers = prefork
+    target = watched(parent)
+    sampler = ProcessSampler(1.0)
+    assert sampler.tree is None
+    sampler._tick(target)  # ticks run by hand: no thread, no clock
+    assert sampler.tree is not None and sampler.tree[0] is target()
+    assert sampler.tree[1][0] == parent and set(sampler.tree[1]) == {parent, *workers}
+    agent = Agent(AgentConfig("127.0.0.1:9", "svc", parent, None, "i", ()), target())
+    agent.processes = sampler
+
+    def no_scan(self: psutil.Process, recursive: bool = False) -> list[psutil.Process]:
+        raise AssertionError("listed the host's processes")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(psutil.Process, "children", no_scan)
+        assert agent.target_pids() == {parent, *workers}
+    # a target the sampler has not read yet (a successor, say): the host is listed
+    agent.target = Target(parent, "", psutil.Process(parent).create_time())
+    assert agent.target_pids() == {parent, *workers}
+    impostor = watched(parent, create_time=psutil.Process(parent).create_time() - 60)
+    sampler._tick(impostor)  # a tick that reads no process clears what it read
+    assert sampler.tree is None
+
+
 @pytest.mark.integration
 def test_a_pid_now_held_by_another_process_or_by_none_gives_no_process_readings(
     prefork: tuple[int, list[int]], monkeypatch: pytest.MonkeyPatch,
