@@ -10,6 +10,7 @@ import signal
 from aiohttp import web
 
 from pyrometer.collector import config as collector_config
+from pyrometer.collector import gcpause
 from pyrometer.collector.alerts.watcher import AlertWatcher, WebhookSender
 from pyrometer.collector.analysis.stages import DEFAULT_RULES
 from pyrometer.collector.api import tls
@@ -29,6 +30,7 @@ log = logging.getLogger("pyrometer.collector")
 
 
 def main(args: argparse.Namespace) -> int:
+    gcpause.tune_for_ingest()  # the process's own, so not in run(), which tests share
     return asyncio.run(run(collector_config.resolve(args)))
 
 

@@ -1,7 +1,9 @@
-"""Garbage collection paused while answers are built: counted in and out across threads."""
+"""Garbage collection paused while answers are built (counted in and out across threads),
+and the thresholds a collector process collects with."""
 
 from __future__ import annotations
 
+import argparse
 import gc
 import threading
 from collections.abc import Iterator
@@ -52,3 +54,24 @@ def test_a_collector_that_was_off_stays_off() -> None:
     gc.disable()
     assert without_gc(gc.isenabled)() is False
     assert not gc.isenabled()
+
+
+def test_a_collector_process_collects_with_the_ingest_thresholds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pyrometer.collector import gcpause, service
+
+    seen: list[tuple[int, ...]] = []
+
+    async def run(config: object) -> int:
+        seen.append(gc.get_threshold())
+        return 0
+
+    monkeypatch.setattr(service.collector_config, "resolve", lambda args: "config")
+    monkeypatch.setattr(service, "run", run)
+    before = gc.get_threshold()
+    try:
+        assert service.main(argparse.Namespace()) == 0
+    finally:
+        gc.set_threshold(*before)
+    assert seen == [gcpause.INGEST_THRESHOLDS]
