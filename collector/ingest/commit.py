@@ -12,14 +12,17 @@ batch every 10 s each: `make bench`, row 4) against the ack p99 it may cost (the
 under 250 ms). A commit's half-dozen statements (an Arrow append per table, the
 high-water marks, the commit itself) cost about 9 ms of CPU whatever it carries, 0.3 ms
 more per batch, so at that pace the wait decides how often the fixed cost is paid.
-Measured in one session on 2 cores with `python tests/bench/ingest_load.py --size full`
-(its paced level, which that command also runs at 50 and 200 ms; batches of 1,000
-samples, 30 readings and 20 requests; collector CPU per million samples, ack p99):
+Measured in one session on 2 cores, on the paced level of `python tests/bench/
+ingest_load.py --size full` (which runs it at 50, 100 and 200 ms; 150 ms by hand with
+--commit-delay-ms; batches of 1,000 samples, 30 readings and 20 requests; collector CPU
+per million samples, ack p99):
 
-    wait     CPU-s / 1M   ack p99
-    50 ms    4.2          145 ms
-    100 ms   3.1-3.8      186-324 ms (three runs, over an hour)
-    150 ms   2.8-3.0      272-318 ms (two runs)
+    wait     CPU-s / 1M                ack p99
+    50 ms    4.2, 5.1 (2 runs)         145, 150 ms
+    100 ms   3.1-3.8 (8 runs, 2 h)     186-324 ms (the 3 with the GC thresholds of
+                                       gcpause.py: 208-226 ms)
+    150 ms   2.8-3.1 (3 runs)          264-318 ms
+    200 ms   2.8                       289 ms
 
 The p99 is more than the wait and a commit. Part of the tail is DuckDB's automatic
 checkpoint: the commit whose write-ahead log passes 16 MB also writes the tables out,
