@@ -49,6 +49,12 @@ def start_collector(work: Path, *extra: str, name: str = "collector",
                               *extra], COLLECTOR_READY, work, env=python_env())
 
 
+def default_commit_wait(level: dict[str, Any]) -> bool:
+    """Whether an ingest level (ingest_load.py's figures) ran with the collector's own
+    commit wait: the levels the goals judge; the others vary it to show the trade."""
+    return level["level"].get("commit_delay_ms") is None
+
+
 def process_cpu_s(pid: int) -> float:
     """CPU seconds (user and system) that process ``pid`` has used so far."""
     times = psutil.Process(pid).cpu_times()

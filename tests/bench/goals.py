@@ -66,7 +66,7 @@ def _ingest(mode: str) -> Callable[[Results], dict[str, Any] | None]:
             return None
         # the levels run with the collector's default commit wait (others vary it)
         found = [level for level in figures["levels"] if level["level"]["mode"] == mode
-                 and level["level"].get("commit_delay_ms") is None]
+                 and common.default_commit_wait(level)]
         if not found:
             return None
         # saturating: the best level; paced: the largest fleet

@@ -9,10 +9,10 @@ background delete competes) and load-generator processes (ingest_gen.py) that re
 realistic agent batches (ingest_workload.py: 1,000 samples over ~135 of 150 stacks
 of depth 20-40 per 10 s window, plus 30 telemetry readings and 20 request records)
 over real gRPC with gzip, one TCP connection and one stream per agent, each agent with
-its own id and sequence from 1, the first batch carrying the dictionary. "closed" levels keep 2 batches in
-flight per stream (the collector's saturation throughput; ack latency there is
-queueing at saturation); the "paced" level sends each agent's batch every 10 s, as
-real agents do, to measure ack latency at that offered load. The paced level runs
+its own id and sequence from 1, the first batch carrying the dictionary. "closed" levels
+keep 2 batches in flight per stream (the collector's saturation throughput; ack latency
+there is queueing at saturation); the "paced" level sends each agent's batch every 10 s,
+as real agents do, to measure ack latency at that offered load. The paced level runs
 again with the collector's commit wait (--commit-delay-ms) set lower and higher than its
 default, which shows what the default trades: collector CPU against ack latency.
 

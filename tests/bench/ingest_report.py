@@ -22,7 +22,7 @@ def _level_label(level: dict[str, Any]) -> str:
 
 def _judged(levels: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The levels run with the collector's own commit wait (the rest vary it)."""
-    return [lv for lv in levels if lv["level"].get("commit_delay_ms") is None]
+    return [lv for lv in levels if common.default_commit_wait(lv)]
 
 
 def _wait(level: dict[str, Any]) -> float:
@@ -43,7 +43,7 @@ def _waits(levels: list[dict[str, Any]]) -> list[str]:
              "| commit wait | collector CPU s / 1M samples | ack p50 ms | ack p99 ms | stored = acked |",
              "|---|---:|---:|---:|---|"]
     for lv in rows:
-        default = " (default)" if lv["level"].get("commit_delay_ms") is None else ""
+        default = " (default)" if common.default_commit_wait(lv) else ""
         lines.append(f"| {_wait(lv):g} ms{default} | {lv['collector_cpu_s_per_million']:.1f} "
                      f"| {lv['ack_ms']['p50']:,.1f} | {lv['ack_ms']['p99']:,.1f} "
                      f"| {'yes' if lv['lossless'] else '**no**'} |")
