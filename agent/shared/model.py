@@ -7,7 +7,7 @@ leave the encoder (agent) and the ingest servicer (collector).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 Nanos = int  # nanoseconds since the Unix epoch, or a duration in nanoseconds
@@ -217,7 +217,7 @@ class Telemetry:
     gpu: tuple[GpuReading, ...] = ()
     process: tuple[ProcessReading, ...] = ()
     host: tuple[HostReading, ...] = ()
-    requests: tuple[RequestRecord, ...] = ()
+    requests: Sequence[RequestRecord] = ()  # a tuple, or columns that read as one
     events: tuple[Event, ...] = ()
     agent_stats: tuple[AgentStats, ...] = ()
     engine: tuple[EngineReading, ...] = ()

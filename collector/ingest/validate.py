@@ -7,6 +7,10 @@ and reason, in `DecodedBatch.rejected` and in pyrometer_records_rejected_total),
 rest of the batch is stored. Failing the whole batch instead would make the agent retry
 it for ever, and lose the stacks and the good records with it.
 
+Requests are checked a column at a time first (a busy model server sends thousands a
+batch; see `_requests`), and a record at a time only in a batch that holds a bad one, so
+the outcome is the same as checking each.
+
 Whole-batch problems stay whole-batch errors (decode.py): a string id that the stream's
 dictionary does not define means both ends disagree about the dictionary, so nothing in
 the batch can be trusted; too many records is a size limit.
@@ -18,7 +22,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from operator import attrgetter
 from typing import Any
 
 from pyrometer.agent.shared.clock_events import KNOWN_CLOCK_EVENT_MASK
@@ -37,7 +42,7 @@ from pyrometer.agent.shared.model import (
 )
 from pyrometer.collector.errors import BatchLimitError, InvalidBatchError
 from pyrometer.collector.ingest.limits import DecodeLimits
-from pyrometer.collector.storage.batch import Rejections
+from pyrometer.collector.storage.batch import NO_REQUESTS, Rejections, RequestRows
 from pyrometer.proto import ingest_pb2
 
 # No profiler ran before this; a smaller timestamp is a unit or clock bug (2000-01-01).
@@ -63,6 +68,7 @@ _GPU_CLOCKS = ("sm_clock_mhz", "sm_clock_max_mhz", "graphics_clock_mhz", "memory
 _GPU_POWER = ("power_mw", "power_limit_mw")
 _GPU_OTHER = ("clock_event_reasons", "performance_state")
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
+_HEX_DIGITS = re.compile(r"[0-9a-f]*")
 _GPU_OPTIONAL = _GPU_TEMPERATURES + _GPU_PERCENTS + _GPU_MEMORY + _GPU_CLOCKS + _GPU_POWER + _GPU_OTHER
 _PSI = ("psi_cpu_some", "psi_memory_some", "psi_memory_full", "psi_io_some", "psi_io_full")
 
@@ -260,33 +266,93 @@ class _Checker:
         )
 
 
+def _all_within(values: Sequence[Any], low: float, high: float) -> bool:
+    # the column's values, None left out, all in [low, high]
+    present = [v for v in values if v is not None] if None in values else values
+    return not present or (low <= min(present) and max(present) <= high)
+
+
+def _all_trace_ids(values: Sequence[str | None]) -> bool:
+    # each present one 32 lowercase hex digits, as _TRACE_ID.fullmatch, for the lot
+    present = [v for v in values if v is not None]
+    return (not present or (set(map(len, present)) == {32}
+                            and _HEX_DIGITS.fullmatch("".join(present)) is not None))
+
+
+def _requests(msgs: Sequence[ingest_pb2.RequestRecord], check: _Checker,
+              text: Callable[[int], str], rejected: Counter[tuple[str, str]]) -> RequestRows:
+    """The valid requests of a batch as columns.
+
+    Column-wise: each column read once, then each bound checked over the whole column
+    (min and max). Only a batch where some bound fails goes through `_Checker.request`
+    a record at a time, which finds the bad records and their reasons; the column-wise
+    pass never decides a record's fate, so both ways keep exactly the same records
+    (a property test holds them to it).
+    """
+    if not msgs:
+        return NO_REQUESTS
+    limits = check.limits
+    msgs = list(msgs)  # a list is read faster than protobuf's repeated field, 14 times
+    end = [m.end_unix_nanos for m in msgs]
+    latency = [m.latency_nanos for m in msgs]
+    request_bytes = [m.request_bytes for m in msgs]
+    response_bytes = [m.response_bytes for m in msgs]
+    status = [m.status for m in msgs]
+    gaps = [tuple(g) if (g := m.chunk_gaps_us) else () for m in msgs]  # mostly empty
+    dropped = [m.chunk_gaps_dropped for m in msgs]
+    pid = [m.pid for m in msgs]
+    ttfb = [m.ttfb_nanos if m.HasField("ttfb_nanos") else None for m in msgs]
+    app_size = [m.app_size if m.HasField("app_size") else None for m in msgs]
+    trace_id = [m.trace_id if m.HasField("trace_id") else None for m in msgs]
+    valid = (_all_within(end, MIN_TIME_NS, check.now_ns + limits.max_future_ns)
+             and _all_within(latency, 0, limits.max_latency_ns)
+             and _all_within(ttfb, 0, limits.max_latency_ns)
+             and _all_within(request_bytes, 0, limits.max_payload_bytes)
+             and _all_within(response_bytes, 0, limits.max_payload_bytes)
+             and _all_within(app_size, 0, INT64_MAX)
+             and max(map(len, gaps)) <= limits.max_chunk_gaps
+             and _all_within(status, 0, MAX_HTTP_STATUS)
+             and _all_within(pid, 0, 2**31 - 1)
+             and _all_trace_ids(trace_id))
+    if not valid:
+        kept = _keep("request", lambda r: check.request(r, text), msgs, rejected)
+        return RequestRows.of(kept)
+    return RequestRows(
+        tuple(end), tuple(latency), tuple(request_bytes), tuple(response_bytes),
+        tuple([text(m.route) for m in msgs]), tuple([text(m.method) for m in msgs]),
+        tuple(status), tuple(ttfb), tuple(gaps), tuple(dropped), tuple(app_size), tuple(pid),
+        tuple([text(m.source) for m in msgs]), tuple(trace_id))
+
+
+def _keep(kind: str, convert: Callable[[Any], Any], records: Any,
+          rejected: Counter[tuple[str, str]]) -> tuple[Any, ...]:
+    kept = []
+    for record in records:
+        try:
+            kept.append(convert(record))
+        except _Reject as bad:
+            rejected[(kind, bad.reason)] += 1
+    return tuple(kept)
+
+
 def decode_telemetry(
     batch: ingest_pb2.Batch, text: Callable[[int], str], now_ns: Nanos, limits: DecodeLimits,
 ) -> tuple[Telemetry, Rejections]:
     """The batch's valid records, and the count of dropped ones by (kind, reason).
 
     `text` resolves a string id; every id it is given has been checked to exist.
+    Requests come as RequestRows (columns), the other kinds as tuples of records.
     """
     check = _Checker(now_ns, limits)
     rejected: Counter[tuple[str, str]] = Counter()
-
-    def keep(kind: str, convert: Callable[[Any], Any], records: Any) -> tuple[Any, ...]:
-        kept = []
-        for record in records:
-            try:
-                kept.append(convert(record))
-            except _Reject as bad:
-                rejected[(kind, bad.reason)] += 1
-        return tuple(kept)
-
     telemetry = Telemetry(
-        gpu=keep("gpu", check.gpu, batch.gpu),
-        process=keep("process", check.process, batch.process),
-        host=keep("host", check.host, batch.host),
-        requests=keep("request", lambda r: check.request(r, text), batch.requests),
-        events=keep("event", check.event, batch.events),
-        agent_stats=keep("agent_stats", check.agent_stats, batch.agent_stats),
-        engine=keep("engine", check.engine, batch.engine),
+        gpu=_keep("gpu", check.gpu, batch.gpu, rejected),
+        process=_keep("process", check.process, batch.process, rejected),
+        host=_keep("host", check.host, batch.host, rejected),
+        requests=_requests(batch.requests, check, text, rejected),
+        events=_keep("event", check.event, batch.events, rejected),
+        agent_stats=_keep("agent_stats", check.agent_stats, batch.agent_stats, rejected),
+        engine=_keep("engine", check.engine, batch.engine, rejected),
     )
     return telemetry, dict(rejected)
 
@@ -304,8 +370,9 @@ def check_references(batch: ingest_pb2.Batch, n_strings: int, limits: DecodeLimi
             raise BatchLimitError(
                 f"{kind} records in one batch: {len(records)} exceeds the limit of "
                 f"{limits.max_records}")
+    requests = list(batch.requests)  # read three times: a list is faster than the field
     for field_name in ("route", "method", "source"):
-        ids = [getattr(r, field_name) for r in batch.requests]
+        ids = list(map(attrgetter(field_name), requests))
         if ids and max(ids) >= n_strings:
             raise InvalidBatchError(
                 f"request {field_name} string id {max(ids)} is not defined on this stream "

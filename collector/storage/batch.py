@@ -7,10 +7,11 @@ on protobuf. Frame and stack ids here are content hashes (see decode.frame_id).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, overload
 
-from pyrometer.agent.shared.model import Nanos, Telemetry
+from pyrometer.agent.shared.model import Nanos, RequestRecord, Telemetry
 
 Rejections = Mapping[tuple[str, str], int]
 """Records dropped from a batch: (kind, reason) -> count; kind is gpu, process, host,
@@ -78,6 +79,74 @@ class WindowRows:
     counts: tuple[int, ...]
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class RequestRows(Sequence[RequestRecord]):
+    """A batch's request records as columns, named as RequestRecord's fields: the i-th
+    entry of each is one request.
+
+    Columns because a busy model server sends thousands of requests a batch, and every
+    step after the decoder wants columns (the Arrow table, the latency metrics, the
+    late-request checks): building a frozen record per request and taking it apart
+    again cost more than all the rest of a request's storing. It is still a sequence
+    of RequestRecord, built on demand, for the code that wants one record at a time,
+    and compares equal to a tuple of the same records.
+    """
+
+    end_ns: tuple[Nanos, ...]
+    latency_ns: tuple[Nanos, ...]
+    request_bytes: tuple[int, ...]
+    response_bytes: tuple[int, ...]
+    route: tuple[str, ...]
+    method: tuple[str, ...]
+    status: tuple[int, ...]
+    ttfb_ns: tuple[Nanos | None, ...]
+    chunk_gaps_us: tuple[tuple[int, ...], ...]
+    chunk_gaps_dropped: tuple[int, ...]
+    app_size: tuple[int | None, ...]
+    pid: tuple[int, ...]
+    source: tuple[str, ...]
+    trace_id: tuple[str | None, ...]
+
+    def __post_init__(self) -> None:
+        lengths = {len(getattr(self, f.name)) for f in fields(self)}
+        if len(lengths) > 1:
+            raise ValueError(f"request columns of different lengths: {sorted(lengths)}")
+
+    @classmethod
+    def of(cls, records: Sequence[RequestRecord]) -> RequestRows:
+        """`records` as columns (themselves when they already are)."""
+        if isinstance(records, RequestRows):
+            return records
+        return cls(*(tuple(getattr(r, f.name) for r in records) for f in fields(cls)))
+
+    def __len__(self) -> int:
+        return len(self.end_ns)
+
+    @overload
+    def __getitem__(self, index: int) -> RequestRecord: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[RequestRecord, ...]: ...
+    def __getitem__(self, index: int | slice) -> RequestRecord | tuple[RequestRecord, ...]:
+        if isinstance(index, slice):
+            return tuple(self[i] for i in range(*index.indices(len(self))))
+        return RequestRecord(*(getattr(self, f.name)[index] for f in fields(self)))
+
+    def __iter__(self) -> Iterator[RequestRecord]:
+        return (RequestRecord(*row) for row in zip(*(getattr(self, f.name) for f in fields(self)),
+                                                     strict=True))
+
+    def __eq__(self, other: Any) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+
+NO_REQUESTS = RequestRows((), (), (), (), (), (), (), (), (), (), (), (), (), ())
+
+
 @dataclass(frozen=True, slots=True)
 class DecodedBatch:
     """A validated batch, ready to store.
@@ -93,7 +162,9 @@ class DecodedBatch:
     frames: FrameRows
     stacks: StackRows
     window: WindowRows | None
-    # valid telemetry records; route, method and source of requests already resolved
+    # valid telemetry records; route, method and source of requests already resolved,
+    # and the requests as RequestRows where the decoder made them (a hand-made batch
+    # may hold a tuple of records: readers take RequestRows.of(telemetry.requests))
     telemetry: Telemetry = field(default_factory=Telemetry)
     rejected: Rejections = field(default_factory=dict)  # dropped records, counted
 

@@ -27,10 +27,9 @@ from pyrometer.agent.shared.model import (
     GpuReading,
     HostReading,
     ProcessReading,
-    RequestRecord,
     Telemetry,
 )
-from pyrometer.collector.storage.batch import DecodedBatch, Source
+from pyrometer.collector.storage.batch import DecodedBatch, RequestRows, Source
 from pyrometer.collector.storage.duckdb.schema import (
     FILE_TABLES,
     SOURCE_KEY,
@@ -206,9 +205,25 @@ def _event_version(records: Sequence[Any], source: Source, seq: int, no: int) ->
     return [e.version or source.version for e in records]
 
 
-def _chunk_count(r: RequestRecord) -> int | None:
-    gaps = len(r.chunk_gaps_us) + r.chunk_gaps_dropped
-    return gaps + 1 if r.ttfb_ns is not None or gaps > 0 else None
+# The requests come as columns (RequestRows, see _RECORDS_OF): read, not rebuilt.
+def _request(name: str) -> _Column:
+    return lambda rows, source, seq, no: list(getattr(RequestRows.of(rows), name))
+
+
+def _chunk_counts(rows: Sequence[Any], source: Source, seq: int, no: int) -> list[int | None]:
+    # chunks of a streamed response (gaps listed and dropped, plus one); None otherwise
+    r = RequestRows.of(rows)
+    return [len(gaps) + dropped + 1 if ttfb is not None or gaps or dropped else None
+            for ttfb, gaps, dropped in zip(r.ttfb_ns, r.chunk_gaps_us, r.chunk_gaps_dropped,
+                                           strict=True)]
+
+
+def _gap_max(rows: Sequence[Any], source: Source, seq: int, no: int) -> list[int | None]:
+    return [max(gaps) if gaps else None for gaps in RequestRows.of(rows).chunk_gaps_us]
+
+
+def _gap_lists(rows: Sequence[Any], source: Source, seq: int, no: int) -> list[list[int]]:
+    return [list(gaps) for gaps in RequestRows.of(rows).chunk_gaps_us]
 
 
 def attrs_json(attrs: Sequence[tuple[str, str]]) -> str:
@@ -227,16 +242,11 @@ _RECORD_COLUMNS: dict[str, dict[str, _Column]] = {
     "process": _record_columns(ProcessReading),
     "host": _record_columns(HostReading),
     "requests": {
-        "time_ns": _field("end_ns"), "pid": _field("pid"), "route": _field("route"),
-        "method": _field("method"), "status": _field("status"),
-        "latency_ns": _field("latency_ns"), "request_bytes": _field("request_bytes"),
-        "response_bytes": _field("response_bytes"), "ttfb_ns": _field("ttfb_ns"),
-        "chunk_count": _computed(_chunk_count),
-        "chunk_gap_max_us": _computed(lambda r: max(r.chunk_gaps_us) if r.chunk_gaps_us else None),
-        "chunk_gaps_us": _computed(lambda r: list(r.chunk_gaps_us)),
-        "chunk_gaps_dropped": _field("chunk_gaps_dropped"), "app_size": _field("app_size"),
-        "source": _field("source"), "trace_id": _field("trace_id"),
-    },
+        "time_ns": _request("end_ns"), "chunk_count": _chunk_counts,
+        "chunk_gap_max_us": _gap_max, "chunk_gaps_us": _gap_lists,
+    } | {name: _request(name) for name in (
+        "pid", "route", "method", "status", "latency_ns", "request_bytes", "response_bytes",
+        "ttfb_ns", "chunk_gaps_dropped", "app_size", "source", "trace_id")},
     "events": {
         "time_ns": _field("time_ns"), "kind": _field("kind"),
         "previous_version": _field("previous_version"), "pid": _field("pid"),
@@ -250,7 +260,7 @@ _RECORDS_OF: dict[str, Callable[[Telemetry], Sequence[Any]]] = {
     "gpu": lambda t: t.gpu,
     "process": lambda t: t.process,
     "host": lambda t: t.host,
-    "requests": lambda t: t.requests,
+    "requests": lambda t: RequestRows.of(t.requests),
     "events": lambda t: t.events,
     "agent_stats": lambda t: t.agent_stats,
     "engine": lambda t: t.engine,

@@ -42,7 +42,7 @@ import pyarrow as pa
 
 from pyrometer.agent.shared.model import NANOS_PER_SECOND, Nanos
 from pyrometer.collector.errors import StorageError
-from pyrometer.collector.storage.batch import DecodedBatch
+from pyrometer.collector.storage.batch import DecodedBatch, RequestRows
 from pyrometer.collector.storage.sketch import BUCKET_NS, bin_of, bin_sql
 
 MINUTE_NS = 60 * NANOS_PER_SECOND
@@ -251,10 +251,14 @@ def late_latency(batches: Sequence[DecodedBatch], done: Mapping[str, Nanos]) -> 
     length = LATENCY.length_ns
     counts: dict[tuple[Nanos, str, str, int], int] = {}
     for batch in batches:
-        for r in batch.telemetry.requests:
-            if r.end_ns < below:
-                key = (r.end_ns // length * length, batch.source.service, r.route,
-                       bin_of(r.latency_ns))
+        rows = RequestRows.of(batch.telemetry.requests)
+        if not rows or min(rows.end_ns) >= below:
+            continue  # the usual case, read off one column
+        for end_ns, route, latency_ns in zip(rows.end_ns, rows.route, rows.latency_ns,
+                                             strict=True):
+            if end_ns < below:
+                key = (end_ns // length * length, batch.source.service, route,
+                       bin_of(latency_ns))
                 counts[key] = counts.get(key, 0) + 1
     if not counts:
         return None

@@ -50,7 +50,7 @@ import duckdb
 
 from pyrometer.agent.shared.model import Nanos
 from pyrometer.collector.errors import StorageError
-from pyrometer.collector.storage.batch import DecodedBatch
+from pyrometer.collector.storage.batch import DecodedBatch, RequestRows
 from pyrometer.collector.storage.compaction import CompactionPolicy
 from pyrometer.collector.storage.duckdb.backend import DuckDBStore
 from pyrometer.collector.storage.duckdb.rollups import HOUR_NS, watermarks
@@ -437,7 +437,8 @@ class LakeStore(DuckDBStore):
         since = time.time_ns() - FENCE_AGE_NS
         late_window = any(w.start_ns + (w.end_ns - w.start_ns) // 2 < since
                           for b in batches if (w := b.window) is not None and w.counts)
-        late_request = any(r.end_ns < since for b in batches for r in b.telemetry.requests)
+        late_request = any(min(RequestRows.of(b.telemetry.requests).end_ns, default=since) < since
+                           for b in batches)
         if late_window or late_request:
             self._rollup_done = watermarks(con)
         # each into the fence of the compaction it could miss, and no other: a late
