@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import psutil
 
+from bench.ingest_workload import REQUEST_RATE
 from pyrometer.collector.procs import Child, python_env, start
 
 SIZES = ("tiny", "full")
@@ -53,6 +54,13 @@ def default_commit_wait(level: dict[str, Any]) -> bool:
     """Whether an ingest level (ingest_load.py's figures) ran with the collector's own
     commit wait: the levels the goals judge; the others vary it to show the trade."""
     return level["level"].get("commit_delay_ms") is None
+
+
+def judged_level(level: dict[str, Any]) -> bool:
+    """Whether the goals judge an ingest level: the collector's own commit wait and the
+    standard batches (the busy-server levels measure what requests cost, apart)."""
+    rate = level["level"].get("request_rate", REQUEST_RATE)  # absent before they were varied
+    return default_commit_wait(level) and rate == REQUEST_RATE
 
 
 def process_cpu_s(pid: int) -> float:

@@ -64,9 +64,10 @@ def _ingest(mode: str) -> Callable[[Results], dict[str, Any] | None]:
         figures = _figures(results, "ingest_load")
         if figures is None:
             return None
-        # the levels run with the collector's default commit wait (others vary it)
+        # the levels run with the collector's default commit wait and the standard
+        # batches (others vary them)
         found = [level for level in figures["levels"] if level["level"]["mode"] == mode
-                 and common.default_commit_wait(level)]
+                 and common.judged_level(level)]
         if not found:
             return None
         # saturating: the best level; paced: the largest fleet

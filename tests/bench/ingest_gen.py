@@ -36,7 +36,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable as a p
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "bench"
 
-from bench.ingest_workload import SERVICES, Batches  # noqa: E402
+from bench.ingest_workload import REQUEST_RATE, SERVICES, Batches  # noqa: E402
 from pyrometer.proto import ingest_pb2  # noqa: E402
 
 METHOD = "/pyrometer.v1.Ingest/Stream"
@@ -158,7 +158,8 @@ def summary(tally: Tally, go: dict[str, float]) -> dict[str, Any]:
 async def main() -> None:
     plan = json.loads(sys.stdin.readline())
     batches = Batches.build(plan["base_ns"], plan["run_id"], services=plan.get("services", SERVICES),
-                            current=plan.get("current", False))
+                            current=plan.get("current", False),
+                            request_rate=plan.get("request_rate", REQUEST_RATE))
     tally = Tally()
     began = time.monotonic()
     addresses = plan["addresses"]

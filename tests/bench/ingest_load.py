@@ -14,7 +14,9 @@ keep 2 batches in flight per stream (the collector's saturation throughput; ack 
 there is queueing at saturation); the "paced" level sends each agent's batch every 10 s,
 as real agents do, to measure ack latency at that offered load. The paced level runs
 again with the collector's commit wait (--commit-delay-ms) set lower and higher than its
-default, which shows what the default trades: collector CPU against ack latency.
+default, which shows what the default trades: collector CPU against ack latency. A
+fleet of 100 paced agents runs twice, at 2 and at 200 requests a second each (a busy
+model server): what the collector spends on request records is the difference.
 
 Counting is by ack time, over a measured interval after a warm-up. CPU is psutil's for
 the collector and the generators over that interval (they share the machine's cores;
@@ -47,7 +49,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable as a p
 
 from bench import common, ingest_profile  # noqa: E402
 from bench.ingest_report import markdown  # noqa: E402
-from bench.ingest_workload import WINDOW_NS  # noqa: E402
+from bench.ingest_workload import REQUEST_RATE, WINDOW_NS, WINDOW_S  # noqa: E402
 from pyrometer.collector.procs import Child, python_env  # noqa: E402
 
 TITLE = "Collector ingest"
@@ -70,11 +72,13 @@ class Level:
     period_s: float = 10.0  # paced: seconds between one stream's batches
     # the collector's --commit-delay-ms; None: its default (only such levels are judged)
     commit_delay_ms: float | None = None
+    request_rate: int = REQUEST_RATE  # each agent's requests a second (only the default is judged)
 
     @property
     def name(self) -> str:
         wait = "" if self.commit_delay_ms is None else f"-wait{self.commit_delay_ms:g}ms"
-        return f"{self.mode}-{self.streams}{wait}"
+        busy = "" if self.request_rate == REQUEST_RATE else f"-req{self.request_rate}"
+        return f"{self.mode}-{self.streams}{wait}{busy}"
 
     def collector_flags(self) -> tuple[str, ...]:
         return () if self.commit_delay_ms is None else ("--commit-delay-ms", f"{self.commit_delay_ms:g}")
@@ -82,11 +86,13 @@ class Level:
 
 LEVELS = {
     "tiny": [Level(2, "closed", 0.5, 2.0, profile_s=1.0), Level(2, "paced", 0.5, 1.5, period_s=0.25),
-             Level(2, "paced", 0.5, 1.5, period_s=0.25, commit_delay_ms=5)],
+             Level(2, "paced", 0.5, 1.5, period_s=0.25, commit_delay_ms=5),
+             Level(2, "paced", 0.5, 1.5, period_s=0.25, request_rate=20)],
     "full": [Level(10, "closed", 5, 30), Level(100, "closed", 5, 30),
              Level(1000, "closed", 5, 30, profile_s=15), Level(1000, "paced", 10, 30),
              Level(1000, "paced", 10, 30, commit_delay_ms=50),
-             Level(1000, "paced", 10, 30, commit_delay_ms=200)],
+             Level(1000, "paced", 10, 30, commit_delay_ms=200),
+             Level(100, "paced", 10, 30), Level(100, "paced", 10, 30, request_rate=200)],
 }
 
 
@@ -198,7 +204,8 @@ def plans(level: Level, addresses: Sequence[str], run_id: str, **extra: Any) -> 
     return [{"addresses": list(addresses), "first_stream": sum(shares[:i]), "streams": n,
              "mode": level.mode, "in_flight": level.in_flight, "period_s": level.period_s,
              "base_ns": time.time_ns() - WINDOW_NS, "current": "base_ns" not in extra,
-             "run_id": run_id} | extra for i, n in enumerate(shares)]
+             "run_id": run_id, "request_rate": level.request_rate} | extra
+            for i, n in enumerate(shares)]
 
 
 def drive(level: Level, collectors: Sequence[Child], work: Path,
@@ -279,6 +286,8 @@ def figures(level: Level, driven: dict[str, Any], stored: int, peak: float, exit
         "level": asdict(level) | {"name": level.name},
         "batches_per_s": sum(r["batches"] for r in results) / seen["wall_s"],
         "samples_per_s": samples / seen["wall_s"],
+        "requests_per_s": (sum(r["batches"] for r in results) * level.request_rate * WINDOW_S
+                           / seen["wall_s"]),
         "ack_ms": {"p50": percentile(latencies, 0.5), "p99": percentile(latencies, 0.99),
                    "max": max(latencies, default=float("nan"))},
         "collector_cpu_s_per_million": (seen["collector_cpu_s"] / samples * 1e6

@@ -4,7 +4,8 @@ One stream is one agent profiling an ML inference server at 100 Hz in 10 s windo
 window holds 1,000 samples drawn from a fixed set of stacks with Zipf-like weights
 (a few hot stacks, a long tail), and each batch carries 10 s of telemetry at 1 Hz (a
 process, a host and a GPU reading per second) and the requests the server answered in
-them (REQUEST_RATE a second, as the query benchmark's day has), as the agent's buffer does.
+them (REQUEST_RATE a second, as the query benchmark's day has, unless a level asks for a
+busier server), as the agent's buffer does.
 
 The stacks imitate a web framework dispatching into a transformer's forward pass: a
 shared server prefix, then a random call tree whose branches share their upper frames,
@@ -120,15 +121,15 @@ def window_counts(stacks: list[Stack], rng: random.Random, first: bool = False) 
     return {SampleKey(stacks[i]): n for i, n in sorted(counts.items())}
 
 
-def requests(start_ns: int) -> tuple[RequestRecord, ...]:
-    """A window's requests: REQUEST_RATE a second, two routes, latency growing with the
+def requests(start_ns: int, rate: int = REQUEST_RATE) -> tuple[RequestRecord, ...]:
+    """A window's requests: `rate` a second, two routes, latency growing with the
     tokens asked for, each with a W3C trace id (its end time is stamped per send)."""
     rng = random.Random(start_ns)
     out = []
-    for i in range(WINDOW_S * REQUEST_RATE):
+    for i in range(WINDOW_S * rate):
         tokens = rng.randint(64, 1023)
         out.append(RequestRecord(
-            end_ns=start_ns + (i + 1) * NANOS_PER_SECOND // REQUEST_RATE,
+            end_ns=start_ns + (i + 1) * NANOS_PER_SECOND // rate,
             latency_ns=int((12 + 0.04 * tokens + 25 * rng.random() ** 6) * 1e6),
             request_bytes=tokens * 4 + 300, response_bytes=600 + tokens,
             route="/v1/embed" if i % 10 == 0 else "/v1/predict", method="POST", status=200,
@@ -136,12 +137,12 @@ def requests(start_ns: int) -> tuple[RequestRecord, ...]:
     return tuple(out)
 
 
-def telemetry(start_ns: int) -> Telemetry:
+def telemetry(start_ns: int, request_rate: int = REQUEST_RATE) -> Telemetry:
     """10 s of 1 Hz readings of the target process, the host and one GPU, and the
     requests served in them."""
     seconds = [start_ns + (i + 1) * NANOS_PER_SECOND for i in range(WINDOW_S)]
     return Telemetry(
-        requests=requests(start_ns),
+        requests=requests(start_ns, request_rate),
         process=tuple(ProcessReading(t, TARGET_PID, 1.0, 0.75, 0.125, 6 * 2**30, 48, 900, 40)
                       for t in seconds),
         host=tuple(HostReading(t, 37.5, 16, 80 * 2**30, 128 * 2**30, 5.25, 1.5, 0.0, 0.0, 0.5, 0.0)
@@ -179,21 +180,23 @@ class Batches:
     # each batch's window the WINDOW_S seconds before it is encoded (sent), as a real
     # agent's, instead of the stream's timeline from base_ns (which a fill needs)
     current: bool = False
+    request_rate: int = REQUEST_RATE  # requests a second in each batch
 
     @classmethod
     def build(cls, base_ns: int, run_id: str | None = None, seed: int = 7,
-              services: int = SERVICES, current: bool = False) -> Batches:
+              services: int = SERVICES, current: bool = False,
+              request_rate: int = REQUEST_RATE) -> Batches:
         stacks, rng = make_stacks(seed), random.Random(seed + 1)
         encoder = StreamEncoder(identity(0, "template"))
         first = ProfileWindow(base_ns, base_ns + WINDOW_NS, RATE_HZ, window_counts(stacks, rng, True))
-        first_msg = encoder.encode(1, first, telemetry(base_ns), "v1")
+        first_msg = encoder.encode(1, first, telemetry(base_ns, request_rate), "v1")
         windows = [ProfileWindow(base_ns, base_ns + WINDOW_NS, RATE_HZ, window_counts(stacks, rng))
                    for _ in range(VARIANTS)]
-        steady = [encoder.encode(2, w, telemetry(base_ns), "v1") for w in windows]
+        steady = [encoder.encode(2, w, telemetry(base_ns, request_rate), "v1") for w in windows]
         if any(m.dictionary.strings or m.dictionary.frames or m.dictionary.stacks for m in steady):
             raise AssertionError("steady-state batches must not carry dictionary entries")
         return cls(first_msg, steady, first.total, [w.total for w in windows], base_ns,
-                   run_id or uuid.uuid4().hex[:12], services, current)
+                   run_id or uuid.uuid4().hex[:12], services, current, request_rate)
 
     def samples(self, seq: int) -> int:
         """Samples in batch `seq` of any stream."""
@@ -215,5 +218,5 @@ class Batches:
             for i, record in enumerate(records):
                 record.time_unix_nanos = start + (i + 1) * NANOS_PER_SECOND
         for i, request in enumerate(msg.requests):
-            request.end_unix_nanos = start + (i + 1) * NANOS_PER_SECOND // REQUEST_RATE
+            request.end_unix_nanos = start + (i + 1) * NANOS_PER_SECOND // self.request_rate
         return msg.SerializeToString()

@@ -34,6 +34,7 @@ def test_every_row_runs_at_a_tiny_size(tmp_path: Path) -> None:
     positions = [text.find(section) for section in SECTIONS]
     assert -1 not in positions and positions == sorted(positions), positions
     assert not re.search(r"\bnan\b", text, re.IGNORECASE), "a figure was not measured"
+    assert "CPU per request record: **" in text  # the busy-server level and its base ran
 
 
 def test_an_unknown_row_is_an_error_not_a_skip(tmp_path: Path) -> None:

@@ -21,7 +21,10 @@ def _results() -> dict[str, dict[str, Any]]:
          "collector_cpu_s_per_million": 2.5, "ack_ms": {"p99": 120.0}},
         # the same fleet with another commit wait: shown beside it, never judged
         {"level": {"mode": "paced", "streams": 1000, "commit_delay_ms": 300},
-         "samples_per_s": 100_000.0, "collector_cpu_s_per_million": 1.5, "ack_ms": {"p99": 400.0}}]}
+         "samples_per_s": 100_000.0, "collector_cpu_s_per_million": 1.5, "ack_ms": {"p99": 400.0}},
+        # a busy server's batches (what requests cost): a larger fleet, never judged either
+        {"level": {"mode": "paced", "streams": 2000, "request_rate": 200},
+         "samples_per_s": 200_000.0, "collector_cpu_s_per_million": 1.0, "ack_ms": {"p99": 90.0}}]}
     # 0.4 CPU-s of start-up, then 1.08x py-spy's CPU per sample
     agent_round = {"agent": {"samples": 4000, "cpu_s": 0.4 + 1.08, "startup_cpu_s": 0.4,
                              "peak_main_rss_mib": 38.0},
