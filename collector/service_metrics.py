@@ -40,7 +40,7 @@ from prometheus_client.registry import Collector
 
 from pyrometer.agent.shared.clock_events import CLOCK_EVENT_REASONS, SLOWDOWN_REASONS
 from pyrometer.agent.shared.model import NANOS_PER_SECOND, GpuReading, Nanos, RequestRecord
-from pyrometer.collector.storage.batch import RequestRows
+from pyrometer.collector.storage.batch import Columns
 
 # seconds: from a cache hit to a long generation
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -61,6 +61,17 @@ class _Gpu:
     seen_ns: Nanos
 
 
+def _newest_per_gpu(gpus: Columns[GpuReading]) -> list[GpuReading]:
+    """Each GPU's newest reading of a batch (the later one of equal times): the only
+    ones the gauges can keep, so only they are built as records."""
+    newest: dict[int, int] = {}
+    times = gpus.column("time_ns")
+    for i, index in enumerate(gpus.column("index")):
+        if index not in newest or times[i] >= times[newest[index]]:
+            newest[index] = i
+    return [gpus[i] for i in newest.values()]  # in the order each GPU first appears
+
+
 class ServiceMetrics(Collector):
     """Request and GPU figures per service, as Prometheus families. Thread-safe."""
 
@@ -79,9 +90,10 @@ class ServiceMetrics(Collector):
         self.services_dropped = 0  # requests of services past max_services, not counted
 
     def observe(self, service: str, instance: str, requests: Sequence[RequestRecord],
-                gpus: Iterable[GpuReading]) -> None:
+                gpus: Sequence[GpuReading]) -> None:
         """Count one stored batch's requests and keep its newest reading of each GPU."""
-        rows = RequestRows.of(requests)  # read by column: no record built per request
+        rows = Columns.of(RequestRecord, requests)  # by column: no record built per request
+        newest = _newest_per_gpu(Columns.of(GpuReading, gpus))
         now = self._clock()
         with self._lock:
             routes = self._routes.get(service)
@@ -92,10 +104,10 @@ class ServiceMetrics(Collector):
                 else:
                     routes = self._routes[service] = {}
             if routes is not None:
-                for route, status, latency_ns in zip(rows.route, rows.status, rows.latency_ns,
-                                                      strict=True):
+                for route, status, latency_ns in zip(rows.column("route"), rows.column("status"),
+                                                      rows.column("latency_ns"), strict=True):
                     self._count(routes, route, status, latency_ns)
-            for g in gpus:
+            for g in newest:
                 key = (service, instance, str(g.index))
                 held = self._gpus.get(key)
                 if held is not None and held.reading.time_ns > g.time_ns:

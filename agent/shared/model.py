@@ -214,10 +214,11 @@ class EngineReading:
 class Telemetry:
     """What one batch carries besides stacks: records gathered since the last batch."""
 
-    gpu: tuple[GpuReading, ...] = ()
-    process: tuple[ProcessReading, ...] = ()
-    host: tuple[HostReading, ...] = ()
-    requests: Sequence[RequestRecord] = ()  # a tuple, or columns that read as one
+    # tuples, or (the collector's decoder) columns that read as tuples
+    gpu: Sequence[GpuReading] = ()
+    process: Sequence[ProcessReading] = ()
+    host: Sequence[HostReading] = ()
+    requests: Sequence[RequestRecord] = ()
     events: tuple[Event, ...] = ()
     agent_stats: tuple[AgentStats, ...] = ()
     engine: tuple[EngineReading, ...] = ()

@@ -24,7 +24,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from operator import attrgetter
-from typing import Any
+from typing import Any, TypeVar
 
 from pyrometer.agent.shared.clock_events import KNOWN_CLOCK_EVENT_MASK
 from pyrometer.agent.shared.model import (
@@ -42,7 +42,7 @@ from pyrometer.agent.shared.model import (
 )
 from pyrometer.collector.errors import BatchLimitError, InvalidBatchError
 from pyrometer.collector.ingest.limits import DecodeLimits
-from pyrometer.collector.storage.batch import NO_REQUESTS, Rejections, RequestRows
+from pyrometer.collector.storage.batch import Columns, Rejections
 from pyrometer.proto import ingest_pb2
 
 # No profiler ran before this; a smaller timestamp is a unit or clock bug (2000-01-01).
@@ -115,7 +115,7 @@ class _Checker:
         self.now_ns = now_ns
         self.limits = limits
         # checked in this order, so a reading with several bad values keeps its reason
-        self._gpu_bounds: tuple[tuple[tuple[str, ...], float, float, str], ...] = (
+        self.gpu_bounds: tuple[tuple[tuple[str, ...], float, float, str], ...] = (
             (_GPU_PERCENTS, 0, 100, "percent_out_of_range"),
             (_GPU_MEMORY, 0, limits.max_memory_bytes, "size_out_of_range"),
             (_GPU_CLOCKS, 0, MAX_CLOCK_MHZ, "clock_out_of_range"),
@@ -134,7 +134,7 @@ class _Checker:
             if value is not None:
                 _within(value, MIN_TEMPERATURE_C, MAX_TEMPERATURE_C, "temperature_out_of_range")
                 values[name] = _f32(value)
-        for names, low, high, reason in self._gpu_bounds:
+        for names, low, high, reason in self.gpu_bounds:
             for name in names:
                 value = values[name]
                 # written so that NaN fails too, as in _within
@@ -267,9 +267,13 @@ class _Checker:
 
 
 def _all_within(values: Sequence[Any], low: float, high: float) -> bool:
-    # the column's values, None left out, all in [low, high]
+    # as _within for each value, None left out: min and max in [low, high], and no NaN
+    # (min and max skip a NaN that is not first; the sum of any column holding one is NaN)
     present = [v for v in values if v is not None] if None in values else values
-    return not present or (low <= min(present) and max(present) <= high)
+    if not present:
+        return True
+    total = sum(present)
+    return bool(low <= min(present) and max(present) <= high and total == total)
 
 
 def _all_trace_ids(values: Sequence[str | None]) -> bool:
@@ -279,18 +283,40 @@ def _all_trace_ids(values: Sequence[str | None]) -> bool:
                             and _HEX_DIGITS.fullmatch("".join(present)) is not None))
 
 
-def _requests(msgs: Sequence[ingest_pb2.RequestRecord], check: _Checker,
-              text: Callable[[int], str], rejected: Counter[tuple[str, str]]) -> RequestRows:
-    """The valid requests of a batch as columns.
+def _all_texts(values: Sequence[str], limits: DecodeLimits) -> bool:
+    return all(len(v.encode()) <= limits.max_string_bytes for v in set(values))
 
-    Column-wise: each column read once, then each bound checked over the whole column
-    (min and max). Only a batch where some bound fails goes through `_Checker.request`
-    a record at a time, which finds the bad records and their reasons; the column-wise
-    pass never decides a record's fate, so both ways keep exactly the same records
-    (a property test holds them to it).
-    """
-    if not msgs:
-        return NO_REQUESTS
+
+def _f32s(values: Sequence[float | None]) -> list[float | None]:
+    # _f32 of each (None kept), once per distinct value: interval_s and the like repeat
+    rounded = {v: _f32(v) for v in set(values) if v is not None}
+    return [None if v is None else rounded[v] for v in values]
+
+
+def _optional_column(msgs: Sequence[Any], name: str) -> list[Any]:
+    return [getattr(m, name) if m.HasField(name) else None for m in msgs]
+
+
+_T = TypeVar("_T")
+
+
+def _columns(kind: str, record_type: type[_T], msgs: Sequence[Any], valid: bool,
+             columns: Callable[[], dict[str, Sequence[Any]]], convert: Callable[[Any], _T],
+             rejected: Counter[tuple[str, str]]) -> Columns[_T]:
+    """A batch's records of one kind as Columns: `columns()` when the column-wise
+    checks passed (`valid`); else each record through `convert`, the per-record check,
+    which finds the bad ones and their reasons. The column-wise pass never decides a
+    record's fate, so both ways keep exactly the same records (property tests hold
+    them to it); it only saves building and checking a record at a time."""
+    if valid:
+        return Columns(record_type, columns())
+    return Columns.of(record_type, _keep(kind, convert, msgs, rejected))
+
+
+def _requests(msgs: Sequence[ingest_pb2.RequestRecord], check: _Checker,
+              text: Callable[[int], str], rejected: Counter[tuple[str, str]]
+              ) -> Columns[RequestRecord]:
+    """The valid requests of a batch, checked a column at a time (see `_columns`)."""
     limits = check.limits
     msgs = list(msgs)  # a list is read faster than protobuf's repeated field, 14 times
     end = [m.end_unix_nanos for m in msgs]
@@ -299,29 +325,104 @@ def _requests(msgs: Sequence[ingest_pb2.RequestRecord], check: _Checker,
     response_bytes = [m.response_bytes for m in msgs]
     status = [m.status for m in msgs]
     gaps = [tuple(g) if (g := m.chunk_gaps_us) else () for m in msgs]  # mostly empty
-    dropped = [m.chunk_gaps_dropped for m in msgs]
     pid = [m.pid for m in msgs]
-    ttfb = [m.ttfb_nanos if m.HasField("ttfb_nanos") else None for m in msgs]
-    app_size = [m.app_size if m.HasField("app_size") else None for m in msgs]
-    trace_id = [m.trace_id if m.HasField("trace_id") else None for m in msgs]
+    ttfb = _optional_column(msgs, "ttfb_nanos")
+    app_size = _optional_column(msgs, "app_size")
+    trace_id = _optional_column(msgs, "trace_id")
     valid = (_all_within(end, MIN_TIME_NS, check.now_ns + limits.max_future_ns)
              and _all_within(latency, 0, limits.max_latency_ns)
              and _all_within(ttfb, 0, limits.max_latency_ns)
              and _all_within(request_bytes, 0, limits.max_payload_bytes)
              and _all_within(response_bytes, 0, limits.max_payload_bytes)
              and _all_within(app_size, 0, INT64_MAX)
-             and max(map(len, gaps)) <= limits.max_chunk_gaps
+             and max(map(len, gaps), default=0) <= limits.max_chunk_gaps
              and _all_within(status, 0, MAX_HTTP_STATUS)
              and _all_within(pid, 0, 2**31 - 1)
              and _all_trace_ids(trace_id))
-    if not valid:
-        kept = _keep("request", lambda r: check.request(r, text), msgs, rejected)
-        return RequestRows.of(kept)
-    return RequestRows(
-        tuple(end), tuple(latency), tuple(request_bytes), tuple(response_bytes),
-        tuple([text(m.route) for m in msgs]), tuple([text(m.method) for m in msgs]),
-        tuple(status), tuple(ttfb), tuple(gaps), tuple(dropped), tuple(app_size), tuple(pid),
-        tuple([text(m.source) for m in msgs]), tuple(trace_id))
+    return _columns("request", RequestRecord, msgs, valid, lambda: {
+        "end_ns": end, "latency_ns": latency, "request_bytes": request_bytes,
+        "response_bytes": response_bytes, "route": [text(m.route) for m in msgs],
+        "method": [text(m.method) for m in msgs], "status": status, "ttfb_ns": ttfb,
+        "chunk_gaps_us": gaps, "chunk_gaps_dropped": [m.chunk_gaps_dropped for m in msgs],
+        "app_size": app_size, "pid": pid, "source": [text(m.source) for m in msgs],
+        "trace_id": trace_id,
+    }, lambda m: check.request(m, text), rejected)
+
+
+def _processes(msgs: Sequence[ingest_pb2.ProcessReading], check: _Checker,
+               rejected: Counter[tuple[str, str]]) -> Columns[ProcessReading]:
+    """The valid process readings, checked a column at a time (see `_columns`)."""
+    limits = check.limits
+    msgs = list(msgs)
+    time_ns = [m.time_unix_nanos for m in msgs]
+    pid, interval = [m.pid for m in msgs], [m.interval_s for m in msgs]
+    user, system = [m.cpu_user for m in msgs], [m.cpu_system for m in msgs]
+    rss = [m.rss_bytes for m in msgs]
+    voluntary = [m.ctx_switches_voluntary for m in msgs]
+    involuntary = [m.ctx_switches_involuntary for m in msgs]
+    wait = _optional_column(msgs, "run_queue_wait")
+    valid = (_all_within(pid, 0, 2**31 - 1) and _all_within(interval, 1e-3, 3600)
+             and _all_within(user, 0, limits.max_cpu_cores)
+             and _all_within(system, 0, limits.max_cpu_cores)
+             and _all_within(rss, 0, limits.max_memory_bytes)
+             and _all_within(voluntary, 0, MAX_INTERVAL_COUNT)
+             and _all_within(involuntary, 0, MAX_INTERVAL_COUNT)
+             and _all_within(wait, 0, limits.max_cpu_cores)
+             and _all_within(time_ns, MIN_TIME_NS, check.now_ns + limits.max_future_ns))
+    return _columns("process", ProcessReading, msgs, valid, lambda: {
+        "time_ns": time_ns, "pid": pid, "interval_s": _f32s(interval),
+        "cpu_user": _f32s(user), "cpu_system": _f32s(system), "rss_bytes": rss,
+        "threads": [m.threads for m in msgs], "ctx_switches_voluntary": voluntary,
+        "ctx_switches_involuntary": involuntary, "run_queue_wait": _f32s(wait),
+    }, check.process, rejected)
+
+
+def _hosts(msgs: Sequence[ingest_pb2.HostReading], check: _Checker,
+           rejected: Counter[tuple[str, str]]) -> Columns[HostReading]:
+    """The valid host readings, checked a column at a time (see `_columns`)."""
+    limits = check.limits
+    msgs = list(msgs)
+    time_ns = [m.time_unix_nanos for m in msgs]
+    psi = {name: _optional_column(msgs, name) for name in _PSI}
+    cpu, load = [m.cpu_pct for m in msgs], [m.load1 for m in msgs]
+    available = [m.memory_available_bytes for m in msgs]
+    total = [m.memory_total_bytes for m in msgs]
+    valid = (all(_all_within(values, 0, 100) for values in psi.values()) and _all_within(cpu, 0, 100)
+             and _all_within(available, 0, limits.max_memory_bytes)
+             and _all_within(total, 0, limits.max_memory_bytes)
+             and _all_within(load, 0, limits.max_load)
+             and _all_within(time_ns, MIN_TIME_NS, check.now_ns + limits.max_future_ns))
+    return _columns("host", HostReading, msgs, valid, lambda: {
+        "time_ns": time_ns, "cpu_pct": _f32s(cpu), "cpu_count": [m.cpu_count for m in msgs],
+        "memory_available_bytes": available, "memory_total_bytes": total,
+        "load1": _f32s(load), **{name: _f32s(values) for name, values in psi.items()},
+    }, check.host, rejected)
+
+
+def _gpus(msgs: Sequence[ingest_pb2.GpuReading], check: _Checker,
+          rejected: Counter[tuple[str, str]]) -> Columns[GpuReading]:
+    """The valid GPU readings, checked a column at a time (see `_columns`)."""
+    limits = check.limits
+    msgs = list(msgs)
+    time_ns = [m.time_unix_nanos for m in msgs]
+    index = [m.index for m in msgs]
+    uuid, name = [m.uuid for m in msgs], [m.name for m in msgs]
+    values = {field: _optional_column(msgs, field) for field in _GPU_OPTIONAL}
+    valid = (all(_all_within(values[field], MIN_TEMPERATURE_C, MAX_TEMPERATURE_C)
+                 for field in _GPU_TEMPERATURES)
+             and all(_all_within(values[field], low, high)
+                     for fields, low, high, _ in check.gpu_bounds for field in fields)
+             and not any(r & ~KNOWN_CLOCK_EVENT_MASK
+                         for r in values["clock_event_reasons"] if r is not None)
+             and _all_within(values["performance_state"], 0, MAX_PERFORMANCE_STATE)
+             and _all_within(index, 0, MAX_GPU_INDEX)
+             and _all_within(time_ns, MIN_TIME_NS, check.now_ns + limits.max_future_ns)
+             and _all_texts(uuid, limits) and _all_texts(name, limits))
+    return _columns("gpu", GpuReading, msgs, valid, lambda: {
+        "time_ns": time_ns, "index": index, "uuid": uuid, "name": name,
+        "replayed": [m.replayed for m in msgs],
+        **values, **{field: _f32s(values[field]) for field in _GPU_TEMPERATURES},
+    }, check.gpu, rejected)
 
 
 def _keep(kind: str, convert: Callable[[Any], Any], records: Any,
@@ -341,14 +442,15 @@ def decode_telemetry(
     """The batch's valid records, and the count of dropped ones by (kind, reason).
 
     `text` resolves a string id; every id it is given has been checked to exist.
-    Requests come as RequestRows (columns), the other kinds as tuples of records.
+    Requests and the 1 Hz readings come as Columns, the other kinds as tuples of
+    records.
     """
     check = _Checker(now_ns, limits)
     rejected: Counter[tuple[str, str]] = Counter()
     telemetry = Telemetry(
-        gpu=_keep("gpu", check.gpu, batch.gpu, rejected),
-        process=_keep("process", check.process, batch.process, rejected),
-        host=_keep("host", check.host, batch.host, rejected),
+        gpu=_gpus(batch.gpu, check, rejected),
+        process=_processes(batch.process, check, rejected),
+        host=_hosts(batch.host, check, rejected),
         requests=_requests(batch.requests, check, text, rejected),
         events=_keep("event", check.event, batch.events, rejected),
         agent_stats=_keep("agent_stats", check.agent_stats, batch.agent_stats, rejected),

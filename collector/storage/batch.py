@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
-from pyrometer.agent.shared.model import Nanos, RequestRecord, Telemetry
+from pyrometer.agent.shared.model import Nanos, Telemetry
 
 Rejections = Mapping[tuple[str, str], int]
 """Records dropped from a batch: (kind, reason) -> count; kind is gpu, process, host,
@@ -79,63 +79,72 @@ class WindowRows:
     counts: tuple[int, ...]
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class RequestRows(Sequence[RequestRecord]):
-    """A batch's request records as columns, named as RequestRecord's fields: the i-th
-    entry of each is one request.
+T = TypeVar("T")
+_FIELD_NAMES: dict[type[Any], tuple[str, ...]] = {}
 
-    Columns because a busy model server sends thousands of requests a batch, and every
-    step after the decoder wants columns (the Arrow table, the latency metrics, the
-    late-request checks): building a frozen record per request and taking it apart
-    again cost more than all the rest of a request's storing. It is still a sequence
-    of RequestRecord, built on demand, for the code that wants one record at a time,
-    and compares equal to a tuple of the same records.
+
+def _field_names(record_type: type[Any]) -> tuple[str, ...]:
+    # a dataclass's field names in order, looked up once per type
+    names = _FIELD_NAMES.get(record_type)
+    if names is None:
+        names = _FIELD_NAMES[record_type] = tuple(f.name for f in fields(record_type))
+    return names
+
+
+class Columns(Sequence[T]):
+    """Records of one dataclass type held as columns, one tuple per field: the i-th entry
+    of each is one record.
+
+    The decoder gives a batch's requests and 1 Hz readings this way, because a busy
+    model server sends thousands of requests a batch and every step after the decoder
+    wants columns (the Arrow tables, the route metrics, the late-request checks):
+    building a frozen record each and taking it apart again cost more than the rest of
+    storing it. It is still a sequence of records, built on demand, for the code that
+    wants one at a time, and it equals a tuple of the same records.
     """
 
-    end_ns: tuple[Nanos, ...]
-    latency_ns: tuple[Nanos, ...]
-    request_bytes: tuple[int, ...]
-    response_bytes: tuple[int, ...]
-    route: tuple[str, ...]
-    method: tuple[str, ...]
-    status: tuple[int, ...]
-    ttfb_ns: tuple[Nanos | None, ...]
-    chunk_gaps_us: tuple[tuple[int, ...], ...]
-    chunk_gaps_dropped: tuple[int, ...]
-    app_size: tuple[int | None, ...]
-    pid: tuple[int, ...]
-    source: tuple[str, ...]
-    trace_id: tuple[str | None, ...]
+    __slots__ = ("type", "_columns")
 
-    def __post_init__(self) -> None:
-        lengths = {len(getattr(self, f.name)) for f in fields(self)}
+    def __init__(self, record_type: type[T], columns: Mapping[str, Sequence[Any]]) -> None:
+        names = _field_names(record_type)
+        if columns.keys() != set(names):
+            raise ValueError(f"columns {sorted(columns)} are not the fields of "
+                             f"{record_type.__name__}: {sorted(names)}")
+        lengths = {len(values) for values in columns.values()}
         if len(lengths) > 1:
-            raise ValueError(f"request columns of different lengths: {sorted(lengths)}")
+            raise ValueError(f"{record_type.__name__} columns of different lengths: {sorted(lengths)}")
+        self.type = record_type
+        # in the record's field order, so that a row is its positional arguments
+        self._columns = {name: tuple(columns[name]) for name in names}
 
     @classmethod
-    def of(cls, records: Sequence[RequestRecord]) -> RequestRows:
+    def of(cls, record_type: type[T], records: Sequence[T]) -> Columns[T]:
         """`records` as columns (themselves when they already are)."""
-        if isinstance(records, RequestRows):
+        if isinstance(records, Columns) and records.type is record_type:
             return records
-        return cls(*(tuple(getattr(r, f.name) for r in records) for f in fields(cls)))
+        return cls(record_type, {name: [getattr(r, name) for r in records]
+                                 for name in _field_names(record_type)})
+
+    def column(self, name: str) -> tuple[Any, ...]:
+        """One field's values, a record's each."""
+        return self._columns[name]
 
     def __len__(self) -> int:
-        return len(self.end_ns)
+        return len(next(iter(self._columns.values()), ()))
 
     @overload
-    def __getitem__(self, index: int) -> RequestRecord: ...
+    def __getitem__(self, index: int) -> T: ...
     @overload
-    def __getitem__(self, index: slice) -> tuple[RequestRecord, ...]: ...
-    def __getitem__(self, index: int | slice) -> RequestRecord | tuple[RequestRecord, ...]:
+    def __getitem__(self, index: slice) -> tuple[T, ...]: ...
+    def __getitem__(self, index: int | slice) -> T | tuple[T, ...]:
         if isinstance(index, slice):
             return tuple(self[i] for i in range(*index.indices(len(self))))
-        return RequestRecord(*(getattr(self, f.name)[index] for f in fields(self)))
+        return self.type(*(values[index] for values in self._columns.values()))
 
-    def __iter__(self) -> Iterator[RequestRecord]:
-        return (RequestRecord(*row) for row in zip(*(getattr(self, f.name) for f in fields(self)),
-                                                     strict=True))
+    def __iter__(self) -> Iterator[T]:
+        return (self.type(*row) for row in zip(*self._columns.values(), strict=True))
 
-    def __eq__(self, other: Any) -> bool:
+    def __eq__(self, other: object) -> bool:
         if not isinstance(other, Sequence) or isinstance(other, str):
             return NotImplemented
         return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
@@ -143,8 +152,8 @@ class RequestRows(Sequence[RequestRecord]):
     def __hash__(self) -> int:
         return hash(tuple(self))
 
-
-NO_REQUESTS = RequestRows((), (), (), (), (), (), (), (), (), (), (), (), (), ())
+    def __repr__(self) -> str:
+        return f"Columns({self.type.__name__}, {len(self)} records)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,9 +171,9 @@ class DecodedBatch:
     frames: FrameRows
     stacks: StackRows
     window: WindowRows | None
-    # valid telemetry records; route, method and source of requests already resolved,
-    # and the requests as RequestRows where the decoder made them (a hand-made batch
-    # may hold a tuple of records: readers take RequestRows.of(telemetry.requests))
+    # valid telemetry records; route, method and source of requests already resolved;
+    # requests and readings as Columns where the decoder made them (a hand-made batch
+    # may hold tuples of records: readers take Columns.of(RecordType, records))
     telemetry: Telemetry = field(default_factory=Telemetry)
     rejected: Rejections = field(default_factory=dict)  # dropped records, counted
 

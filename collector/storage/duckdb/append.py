@@ -27,9 +27,10 @@ from pyrometer.agent.shared.model import (
     GpuReading,
     HostReading,
     ProcessReading,
+    RequestRecord,
     Telemetry,
 )
-from pyrometer.collector.storage.batch import DecodedBatch, RequestRows, Source
+from pyrometer.collector.storage.batch import Columns, DecodedBatch, Source
 from pyrometer.collector.storage.duckdb.schema import (
     FILE_TABLES,
     SOURCE_KEY,
@@ -174,18 +175,13 @@ def sources_table(batches: Sequence[DecodedBatch], known: Mapping[SourceKey, int
 
 
 # One column of a telemetry table, built for one batch's records of its kind at once
-# from the records, the batch's source, its seq and the source's number.
-_Column = Callable[[Sequence[Any], Source, int, int], list[Any]]
+# from the records as Columns, the batch's source, its seq and the source's number.
+_Column = Callable[[Columns[Any], Source, int, int], list[Any]]
 _IDENTITY = ("service", "instance", "host", "agent_id", "version", "seq", "source_no")
 
 
 def _field(name: str) -> _Column:
-    get = attrgetter(name)
-    return lambda records, source, seq, no: list(map(get, records))
-
-
-def _computed(value: Callable[[Any], Any]) -> _Column:
-    return lambda records, source, seq, no: list(map(value, records))
+    return lambda records, source, seq, no: list(records.column(name))
 
 
 def _same(name: str) -> _Column:
@@ -200,30 +196,29 @@ def _same(name: str) -> _Column:
     return lambda records, source, seq, no: [get(source)] * len(records)
 
 
-def _event_version(records: Sequence[Any], source: Source, seq: int, no: int) -> list[Any]:
+def _event_version(records: Columns[Event], source: Source, seq: int, no: int) -> list[Any]:
     # an event without a version happened under the batch's version
-    return [e.version or source.version for e in records]
+    return [version or source.version for version in records.column("version")]
 
 
-# The requests come as columns (RequestRows, see _RECORDS_OF): read, not rebuilt.
-def _request(name: str) -> _Column:
-    return lambda rows, source, seq, no: list(getattr(RequestRows.of(rows), name))
+def _event_attrs(records: Columns[Event], source: Source, seq: int, no: int) -> list[str]:
+    return [attrs_json(attrs) for attrs in records.column("attrs")]
 
 
-def _chunk_counts(rows: Sequence[Any], source: Source, seq: int, no: int) -> list[int | None]:
+def _chunk_counts(rows: Columns[RequestRecord], source: Source, seq: int, no: int
+                  ) -> list[int | None]:
     # chunks of a streamed response (gaps listed and dropped, plus one); None otherwise
-    r = RequestRows.of(rows)
     return [len(gaps) + dropped + 1 if ttfb is not None or gaps or dropped else None
-            for ttfb, gaps, dropped in zip(r.ttfb_ns, r.chunk_gaps_us, r.chunk_gaps_dropped,
-                                           strict=True)]
+            for ttfb, gaps, dropped in zip(rows.column("ttfb_ns"), rows.column("chunk_gaps_us"),
+                                           rows.column("chunk_gaps_dropped"), strict=True)]
 
 
-def _gap_max(rows: Sequence[Any], source: Source, seq: int, no: int) -> list[int | None]:
-    return [max(gaps) if gaps else None for gaps in RequestRows.of(rows).chunk_gaps_us]
+def _gap_max(rows: Columns[RequestRecord], source: Source, seq: int, no: int) -> list[int | None]:
+    return [max(gaps) if gaps else None for gaps in rows.column("chunk_gaps_us")]
 
 
-def _gap_lists(rows: Sequence[Any], source: Source, seq: int, no: int) -> list[list[int]]:
-    return [list(gaps) for gaps in RequestRows.of(rows).chunk_gaps_us]
+def _gap_lists(rows: Columns[RequestRecord], source: Source, seq: int, no: int) -> list[list[int]]:
+    return [list(gaps) for gaps in rows.column("chunk_gaps_us")]
 
 
 def attrs_json(attrs: Sequence[tuple[str, str]]) -> str:
@@ -241,33 +236,27 @@ _RECORD_COLUMNS: dict[str, dict[str, _Column]] = {
     "gpu": _record_columns(GpuReading, {"index": "gpu_index"}),
     "process": _record_columns(ProcessReading),
     "host": _record_columns(HostReading),
-    "requests": {
-        "time_ns": _request("end_ns"), "chunk_count": _chunk_counts,
-        "chunk_gap_max_us": _gap_max, "chunk_gaps_us": _gap_lists,
-    } | {name: _request(name) for name in (
-        "pid", "route", "method", "status", "latency_ns", "request_bytes", "response_bytes",
-        "ttfb_ns", "chunk_gaps_dropped", "app_size", "source", "trace_id")},
-    "events": {
-        "time_ns": _field("time_ns"), "kind": _field("kind"),
-        "previous_version": _field("previous_version"), "pid": _field("pid"),
-        "previous_pid": _field("previous_pid"),
-        "attrs": _computed(lambda e: attrs_json(e.attrs)), "version": _event_version,
+    "requests": _record_columns(RequestRecord, {"end_ns": "time_ns"}) | {
+        "chunk_count": _chunk_counts, "chunk_gap_max_us": _gap_max, "chunk_gaps_us": _gap_lists,
     },
+    "events": _record_columns(Event) | {"attrs": _event_attrs, "version": _event_version},
     "agent_stats": _record_columns(AgentStats),
     "engine": _record_columns(EngineReading),
 }
-_RECORDS_OF: dict[str, Callable[[Telemetry], Sequence[Any]]] = {
-    "gpu": lambda t: t.gpu,
-    "process": lambda t: t.process,
-    "host": lambda t: t.host,
-    "requests": lambda t: RequestRows.of(t.requests),
-    "events": lambda t: t.events,
-    "agent_stats": lambda t: t.agent_stats,
-    "engine": lambda t: t.engine,
+# each kind's records and their type: taken as Columns (the decoder's already are, a
+# hand-made batch's tuples are turned into them once per batch)
+_RECORDS_OF: dict[str, tuple[type[Any], Callable[[Telemetry], Sequence[Any]]]] = {
+    "gpu": (GpuReading, lambda t: t.gpu),
+    "process": (ProcessReading, lambda t: t.process),
+    "host": (HostReading, lambda t: t.host),
+    "requests": (RequestRecord, lambda t: t.requests),
+    "events": (Event, lambda t: t.events),
+    "agent_stats": (AgentStats, lambda t: t.agent_stats),
+    "engine": (EngineReading, lambda t: t.engine),
 }
 
 
-_Part = tuple[Sequence[Any], Source, int, int]  # records, source, seq, source number
+_Part = tuple[Columns[Any], Source, int, int]  # records, source, seq, source number
 _Plan = tuple[list[_Column], pa.Schema]
 _PLANS: dict[tuple[str, tuple[Column, ...]], _Plan] = {}  # by table and columns on disk
 
@@ -299,9 +288,9 @@ def telemetry_tables(batches: Sequence[DecodedBatch], tables: Layout,
     sources, each source by its number (`source_nos`). Empty ones left out."""
     numbered = numbers_sources(tables)
     out: dict[str, pa.Table] = {}
-    for table, records_of in _RECORDS_OF.items():
+    for table, (record_type, records_of) in _RECORDS_OF.items():
         by_no = numbered and table in SOURCED_TABLES
-        parts = [(records, batch.source, batch.seq,
+        parts = [(Columns.of(record_type, records), batch.source, batch.seq,
                   source_nos[source_key(batch.source)] if by_no else 0)
                  for batch in batches if (records := records_of(batch.telemetry))]
         if parts:
@@ -312,4 +301,4 @@ def telemetry_tables(batches: Sequence[DecodedBatch], tables: Layout,
 def api_event_table(service: str, event: Event) -> pa.Table:
     """One event posted to the HTTP API: agent_id "api", no instance or host, seq 0."""
     source = Source(agent_id=API_AGENT_ID, service=service, version=event.version)
-    return _table("events", TABLES, [((event,), source, 0, 0)])
+    return _table("events", TABLES, [(Columns.of(Event, (event,)), source, 0, 0)])

@@ -40,9 +40,9 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from pyrometer.agent.shared.model import NANOS_PER_SECOND, Nanos
+from pyrometer.agent.shared.model import NANOS_PER_SECOND, Nanos, RequestRecord
 from pyrometer.collector.errors import StorageError
-from pyrometer.collector.storage.batch import DecodedBatch, RequestRows
+from pyrometer.collector.storage.batch import Columns, DecodedBatch
 from pyrometer.collector.storage.sketch import BUCKET_NS, bin_of, bin_sql
 
 MINUTE_NS = 60 * NANOS_PER_SECOND
@@ -251,11 +251,11 @@ def late_latency(batches: Sequence[DecodedBatch], done: Mapping[str, Nanos]) -> 
     length = LATENCY.length_ns
     counts: dict[tuple[Nanos, str, str, int], int] = {}
     for batch in batches:
-        rows = RequestRows.of(batch.telemetry.requests)
-        if not rows or min(rows.end_ns) >= below:
+        rows = Columns.of(RequestRecord, batch.telemetry.requests)
+        if not rows or min(rows.column("end_ns")) >= below:
             continue  # the usual case, read off one column
-        for end_ns, route, latency_ns in zip(rows.end_ns, rows.route, rows.latency_ns,
-                                             strict=True):
+        for end_ns, route, latency_ns in zip(rows.column("end_ns"), rows.column("route"),
+                                             rows.column("latency_ns"), strict=True):
             if end_ns < below:
                 key = (end_ns // length * length, batch.source.service, route,
                        bin_of(latency_ns))

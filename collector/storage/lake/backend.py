@@ -48,9 +48,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import duckdb
 
-from pyrometer.agent.shared.model import Nanos
+from pyrometer.agent.shared.model import Nanos, RequestRecord
 from pyrometer.collector.errors import StorageError
-from pyrometer.collector.storage.batch import DecodedBatch, RequestRows
+from pyrometer.collector.storage.batch import Columns, DecodedBatch
 from pyrometer.collector.storage.compaction import CompactionPolicy
 from pyrometer.collector.storage.duckdb.backend import DuckDBStore
 from pyrometer.collector.storage.duckdb.rollups import HOUR_NS, watermarks
@@ -437,8 +437,9 @@ class LakeStore(DuckDBStore):
         since = time.time_ns() - FENCE_AGE_NS
         late_window = any(w.start_ns + (w.end_ns - w.start_ns) // 2 < since
                           for b in batches if (w := b.window) is not None and w.counts)
-        late_request = any(min(RequestRows.of(b.telemetry.requests).end_ns, default=since) < since
-                           for b in batches)
+        late_request = any(
+            min(Columns.of(RequestRecord, b.telemetry.requests).column("end_ns"), default=since)
+            < since for b in batches)
         if late_window or late_request:
             self._rollup_done = watermarks(con)
         # each into the fence of the compaction it could miss, and no other: a late
