@@ -272,6 +272,18 @@ class StreamDecoder:
         if window.pids and min(window.pids) < 0:
             raise InvalidBatchError(f"window pid {min(window.pids)} is negative")
 
+    def _frames_of(self, stacks: list[int]) -> FrameRows:
+        # the frames of these stream stack ids, each once; by set and tuple builtins
+        used_frames = sorted(set().union(*[self._stacks[s] for s in stacks]))
+        frame_ids, all_frames = self._frame_ids, self._frames
+        used_frame_values = [all_frames[f] for f in used_frames]
+        return FrameRows(
+            ids=[frame_ids[f] for f in used_frames],
+            names=[f.name for f in used_frame_values],
+            files=[f.file for f in used_frame_values],
+            lines=[f.line for f in used_frame_values],
+        )
+
     def _rows(
         self, source: Source, seq: int, window: ingest_pb2.ProfileWindow | None,
         window_stacks: list[int], telemetry: Telemetry, rejected: Rejections,
@@ -281,17 +293,10 @@ class StreamDecoder:
                                 telemetry, rejected)
         used = sorted(set(window_stacks))
         # every referenced stack travels with the batch, so that a stored batch never
-        # points at a stack that only an unstored (duplicate) batch carried; this runs
-        # for every batch, so the per-frame work is done by set and tuple builtins
-        used_frames = sorted(set().union(*[self._stacks[s] for s in used]))
-        frame_ids, all_frames = self._frame_ids, self._frames
-        used_frame_values = [all_frames[f] for f in used_frames]
-        frames = FrameRows(
-            ids=tuple([frame_ids[f] for f in used_frames]),
-            names=tuple([f.name for f in used_frame_values]),
-            files=tuple([f.file for f in used_frame_values]),
-            lines=tuple([f.line for f in used_frame_values]),
-        )
+        # points at a stack that only an unstored (duplicate) batch carried; their frames
+        # are gathered only if a store reads them (FrameRows.later), from tables that
+        # only grow, so later gives what now would
+        frames = FrameRows.later(lambda: self._frames_of(used))
         stack_ids = self._stack_ids
         stacks = StackRows(
             ids=tuple([stack_ids[s] for s in used]),

@@ -63,6 +63,22 @@ def test_commit_and_query_round_trip(store: DuckDBStore) -> None:
         BASE_NS, BASE_NS + 10 * S, 20)
 
 
+def test_a_batch_of_known_stacks_has_its_frames_left_unread(store: DuckDBStore) -> None:
+    # the decoder gathers a batch's frames only when read, and a store reads them only
+    # for a batch with a stack it does not have: the steady state gathers none
+    agent = Agent(agent_id="a")
+    store.commit([agent.batch(1, {SampleKey(MAIN, "t"): 1})])
+    known = agent.batch(2, {SampleKey(MAIN, "t"): 2})
+    new = agent.batch(3, {SampleKey(MAIN, "t"): 1, SampleKey(TOKENIZE, "t"): 3})
+    report = store.commit([known, new])
+    assert known.frames._columns is None and new.frames._columns is not None
+    assert report.rows_written["frames"] == 1 and report.rows_written["stacks"] == 1
+    profile = store.profile("svc", BASE_NS, BASE_NS + 60 * S)
+    assert profile.samples == ((MAIN, 4), (TOKENIZE, 3))
+    # still there when read: MAIN's frames, a part of the new batch's
+    assert set(known.frames.ids) < set(new.frames.ids)
+
+
 def test_resent_batch_is_a_duplicate_and_stored_once(store: DuckDBStore) -> None:
     agent = Agent()
     first = agent.batch(1, {SampleKey(MAIN): 5})

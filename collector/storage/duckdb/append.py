@@ -133,10 +133,15 @@ def stacks_table(batches: Sequence[DecodedBatch], known: Mapping[int, int], next
     return table, numbers
 
 
-def frames_table(batches: Sequence[DecodedBatch], known: Collection[int]) -> pa.Table:
-    """Frames of the batches whose id is not in `known`, each id once."""
+def frames_table(batches: Sequence[DecodedBatch], known: Collection[int],
+                 known_stacks: Collection[int] = frozenset()) -> pa.Table:
+    """Frames of the batches whose id is not in `known`, each id once. A batch whose
+    stacks are all in `known_stacks` is skipped unread: a stored stack's frames were
+    stored with it (the decoder makes a batch's frames only when they are read)."""
     new: dict[int, tuple[str, str, int]] = {}
     for batch in batches:
+        if batch.stacks.ids and _all_known(batch.stacks.ids, known_stacks):
+            continue
         f = batch.frames
         if _all_known(f.ids, known):
             continue

@@ -267,7 +267,7 @@ class DuckDBStore:
                 con.begin()
                 self._in_commit(con, batches)
                 outcomes, stored = self._advance_hwm(con, batches)
-                frames = frames_table(stored, self._known_frames)
+                frames = frames_table(stored, self._known_frames, self._stack_nos)
                 stacks, numbered = stacks_table(
                     stored, self._stack_nos, None if self._hashed else self._next_stack_no,
                     self._stacks_schema)
