@@ -127,6 +127,10 @@ class _Checker:
         _within(ns, MIN_TIME_NS, self.now_ns + self.limits.max_future_ns, "time_out_of_range")
         return ns
 
+    def times(self, column: Sequence[Nanos]) -> bool:
+        """Whether every time of a column passes `time`."""
+        return _all_within(column, MIN_TIME_NS, self.now_ns + self.limits.max_future_ns)
+
     def gpu(self, msg: ingest_pb2.GpuReading) -> GpuReading:
         values = _optionals(msg, _GPU_OPTIONAL)
         for name in _GPU_TEMPERATURES:
@@ -329,7 +333,7 @@ def _requests(msgs: Sequence[ingest_pb2.RequestRecord], check: _Checker,
     ttfb = _optional_column(msgs, "ttfb_nanos")
     app_size = _optional_column(msgs, "app_size")
     trace_id = _optional_column(msgs, "trace_id")
-    valid = (_all_within(end, MIN_TIME_NS, check.now_ns + limits.max_future_ns)
+    valid = (check.times(end)
              and _all_within(latency, 0, limits.max_latency_ns)
              and _all_within(ttfb, 0, limits.max_latency_ns)
              and _all_within(request_bytes, 0, limits.max_payload_bytes)
@@ -368,7 +372,7 @@ def _processes(msgs: Sequence[ingest_pb2.ProcessReading], check: _Checker,
              and _all_within(voluntary, 0, MAX_INTERVAL_COUNT)
              and _all_within(involuntary, 0, MAX_INTERVAL_COUNT)
              and _all_within(wait, 0, limits.max_cpu_cores)
-             and _all_within(time_ns, MIN_TIME_NS, check.now_ns + limits.max_future_ns))
+             and check.times(time_ns))
     return _columns("process", ProcessReading, msgs, valid, lambda: {
         "time_ns": time_ns, "pid": pid, "interval_s": _f32s(interval),
         "cpu_user": _f32s(user), "cpu_system": _f32s(system), "rss_bytes": rss,
@@ -391,7 +395,7 @@ def _hosts(msgs: Sequence[ingest_pb2.HostReading], check: _Checker,
              and _all_within(available, 0, limits.max_memory_bytes)
              and _all_within(total, 0, limits.max_memory_bytes)
              and _all_within(load, 0, limits.max_load)
-             and _all_within(time_ns, MIN_TIME_NS, check.now_ns + limits.max_future_ns))
+             and check.times(time_ns))
     return _columns("host", HostReading, msgs, valid, lambda: {
         "time_ns": time_ns, "cpu_pct": _f32s(cpu), "cpu_count": [m.cpu_count for m in msgs],
         "memory_available_bytes": available, "memory_total_bytes": total,
@@ -416,7 +420,7 @@ def _gpus(msgs: Sequence[ingest_pb2.GpuReading], check: _Checker,
                          for r in values["clock_event_reasons"] if r is not None)
              and _all_within(values["performance_state"], 0, MAX_PERFORMANCE_STATE)
              and _all_within(index, 0, MAX_GPU_INDEX)
-             and _all_within(time_ns, MIN_TIME_NS, check.now_ns + limits.max_future_ns)
+             and check.times(time_ns)
              and _all_texts(uuid, limits) and _all_texts(name, limits))
     return _columns("gpu", GpuReading, msgs, valid, lambda: {
         "time_ns": time_ns, "index": index, "uuid": uuid, "name": name,
