@@ -1,4 +1,5 @@
-"""Per-record validation of a batch's telemetry: GPU, process, host, request, event, engine.
+"""Validation of a batch's telemetry, record by record: GPU, process, host, request, event,
+engine.
 
 A bad record is not a bad batch. A GPU reading with a temperature of 4000 C or a request
 with a negative latency says that one sampler or one middleware call went wrong, not
@@ -7,9 +8,9 @@ and reason, in `DecodedBatch.rejected` and in pyrometer_records_rejected_total),
 rest of the batch is stored. Failing the whole batch instead would make the agent retry
 it for ever, and lose the stacks and the good records with it.
 
-Requests are checked a column at a time first (a busy model server sends thousands a
-batch; see `_requests`), and a record at a time only in a batch that holds a bad one, so
-the outcome is the same as checking each.
+Requests and the GPU, process and host readings are checked a column at a time first (a
+busy model server sends thousands of requests a batch; see `_columns`), and a record at a
+time only in a batch that holds a bad one, so the outcome is the same as checking each.
 
 Whole-batch problems stay whole-batch errors (decode.py): a string id that the stream's
 dictionary does not define means both ends disagree about the dictionary, so nothing in
