@@ -14,8 +14,9 @@ one source's rows. (Until this order, the telemetry went second by second across
 instances, which no collector writes: each row's source differed from the last, and the
 process, host, GPU, engine and request tables took 72 MiB more of the full day's file,
 695 MiB against 623 MiB, the same rows copied in each order.) Per-instance values (names,
-ids) come from list parameters, not joins, so nothing reorders the rows. Then the store's own compaction writes the profile rollups, as
-a running collector's would have by the time the day is queried.
+ids) come from list parameters, not joins, so nothing reorders the rows. Then the store's
+own compaction writes the profile rollups, as a running collector's would have by the
+time the day is queried.
 
 What the day holds (see `Day`): every instance sends a 10 s profile window of 50-150
 (stack, thread) rows whose counts follow 1/rank and add up to about 1000 (100 Hz), two
