@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import psutil
 
@@ -117,16 +117,17 @@ def thread_counters(pid: int, proc_root: str = "/proc") -> ThreadCounters | None
     return ThreadCounters(voluntary, involuntary, None if wait_ns is None else wait_ns / 1e9)
 
 
-# Each tick's counters come from one read each of /proc/PID/stat and statm per process,
-# and /proc/stat's first line and /proc/meminfo for the host, parsed here rather than by
-# psutil. At 1 Hz every read runs with cold caches, and there a tick of one process and
-# the host took 1.19 ms of CPU through psutil (oneshot()'s stat, statm and status reads,
-# cpu_times(), virtual_memory()) and 0.92 ms this way: medians of 10 ticks 0.3 s apart,
-# timed with time.thread_time_ns(), in two alternating runs. That quarter of a
-# millisecond a second is a tenth of what the agent's own process spends beside py-spy.
-# psutil still lists the tree, supplies each process's start time (read once, when its
-# Process is made) and reads everything where /proc is not Linux's.
-LINUX_PROC = os.path.exists("/proc/self/stat") and os.path.exists("/proc/self/statm")
+# Each tick's counters come from one read of /proc/PID/stat per process (and its
+# threads' status and schedstat, see thread_counters), and /proc/stat's first line and
+# /proc/meminfo for the host, parsed here rather than by psutil. At 1 Hz every read runs
+# with cold caches, and there a tick of one process and the host took 1.19 ms of CPU
+# through psutil (oneshot()'s stat, statm and status reads, cpu_times(),
+# virtual_memory()) and 0.92 ms this way: medians of 10 ticks 0.3 s apart, timed with
+# time.thread_time_ns(), in two alternating runs. (statm was read as well until its RSS
+# was taken from stat, where it is the same number.) psutil still lists the tree,
+# supplies each process's start time (read once, when its Process is made) and reads
+# everything where /proc is not Linux's.
+LINUX_PROC = os.path.exists("/proc/self/stat")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if LINUX_PROC else 100
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if LINUX_PROC else 4096
 
@@ -146,11 +147,12 @@ def snapshot_process(proc: psutil.Process, time_ns: Nanos, mono_ns: Nanos,
     pid = proc.pid
     try:
         stat = _read_bytes(f"{proc_root}/{pid}/stat")
-        statm = _read_bytes(f"{proc_root}/{pid}/statm")
     except (FileNotFoundError, ProcessLookupError):  # gone since it was listed
         return None
     # the fields after the command name, which may itself hold spaces and parentheses:
-    # state, ppid, ... utime (14th of the line), stime (15th), num_threads (20th)
+    # state, ppid, ... utime (14th of the line), stime (15th), num_threads (20th), rss
+    # (24th, in pages: the kernel's get_mm_rss(), the very number statm's second field
+    # and psutil's memory_info().rss give, so statm is not read as well)
     fields = stat[stat.rindex(b")") + 2:].split()
     if fields[0] == b"Z":
         return None
@@ -165,7 +167,7 @@ def snapshot_process(proc: psutil.Process, time_ns: Nanos, mono_ns: Nanos,
     return ProcessSnapshot(
         pid=pid, create_time=proc.create_time(), time_ns=time_ns, mono_ns=mono_ns,
         cpu_user_s=int(fields[11]) / CLOCK_TICKS, cpu_system_s=int(fields[12]) / CLOCK_TICKS,
-        rss_bytes=int(statm.split()[1]) * PAGE_SIZE, threads=int(fields[17]),
+        rss_bytes=int(fields[21]) * PAGE_SIZE, threads=int(fields[17]),
         ctx_voluntary=voluntary, ctx_involuntary=involuntary,
         run_wait_s=summed.run_wait_s if summed else None,
     )
@@ -217,8 +219,12 @@ def snapshot_all(procs: list[psutil.Process], time_ns: Nanos, mono_ns: Nanos,
 
 
 def snapshot_host(time_ns: Nanos, mono_ns: Nanos, psi_root: str = PSI_ROOT,
-                  proc_root: str = "/proc") -> HostSnapshot:
-    """Cumulative CPU times (busy counted as psutil.cpu_percent does) and current host values."""
+                  proc_root: str = "/proc", *, cpu_count: int | None = None,
+                  psi: Psi | None = None) -> HostSnapshot:
+    """Cumulative CPU times (busy counted as psutil.cpu_percent does) and current host values.
+
+    ``cpu_count`` and ``psi``, when given, are used as they are (the sampler reads them
+    less often than every tick, see ProcessSampler._host_values); otherwise read here."""
     busy, total = _cpu_busy_total(proc_root) if LINUX_PROC else _cpu_by_psutil()
     memory = _memory(proc_root) if LINUX_PROC else None
     if memory is None:  # not Linux, or a kernel before 3.14 (no MemAvailable)
@@ -226,8 +232,9 @@ def snapshot_host(time_ns: Nanos, mono_ns: Nanos, psi_root: str = PSI_ROOT,
         memory = vm.available, vm.total
     return HostSnapshot(
         time_ns=time_ns, mono_ns=mono_ns, cpu_busy_s=busy, cpu_total_s=total,
-        cpu_count=psutil.cpu_count() or 1, memory_available_bytes=memory[0],
-        memory_total_bytes=memory[1], load1=os.getloadavg()[0], psi=read_psi(psi_root),
+        cpu_count=cpu_count or psutil.cpu_count() or 1, memory_available_bytes=memory[0],
+        memory_total_bytes=memory[1], load1=os.getloadavg()[0],
+        psi=read_psi(psi_root) if psi is None else psi,
     )
 
 
@@ -275,6 +282,14 @@ def _memory(proc_root: str) -> tuple[int, int] | None:
 # FULL_RELIST_TICKS ticks, whatever /proc holds, finds it.
 RELIST_TICKS = 5
 FULL_RELIST_TICKS = 60
+# Two host values change far more slowly than a tick, and reading them cost a fifth of a
+# tick on a 2-core VM (cold-cache reads; medians of 40 in process, each after a 50 ms
+# pause): the CPU count (psutil.cpu_count() reads /proc/cpuinfo or sysfs, about 80 µs),
+# read again with every full listing, and PSI's averages (three files, about 200 µs).
+# The kernel recomputes those averages every 2 s (PSI_FREQ in kernel/sched/psi.c), so a
+# 1 Hz reader saw each value twice; they are read once per PSI_PERIOD_S, and a reading in
+# between repeats the last, at most one tick older than a fresh read would have been.
+PSI_PERIOD_S = 2.0
 
 
 def host_pids(proc_root: str = "/proc") -> frozenset[str]:
@@ -310,6 +325,10 @@ class ProcessSampler:
         self._ticks_since_checked = 0  # since /proc's pids were last compared, or the listing
         self._pids_at_listing: frozenset[str] = frozenset()  # /proc's pids at the last listing
         self._not_ours: Watched | None = None  # a target whose pid another process took
+        self._psi_ticks = max(1, round(PSI_PERIOD_S / interval_s))
+        self._host_ticks = 0  # host reads so far; the slow values are read on some of them
+        self._cpu_count: int | None = None
+        self._psi: Psi | None = None
         # the target of the last tick and the pids of its tree that tick read (the target
         # first), or None when it read none; replaced whole, so another thread may read it
         self.tree: tuple[Watched, tuple[int, ...]] | None = None
@@ -401,10 +420,21 @@ class ProcessSampler:
         time_ns, mono_ns = self._clock(), time.monotonic_ns()
         snapshots = [] if watched is None else self._snapshot_tree(watched, time_ns, mono_ns)
         try:
-            return snapshots, snapshot_host(time_ns, mono_ns, self._psi_root)
+            return snapshots, snapshot_host(time_ns, mono_ns, self._psi_root,
+                                            **self._host_values())
         except Exception as exc:
             self._complain("reading host values", exc)
             return snapshots, None
+
+    def _host_values(self) -> dict[str, Any]:
+        """The slow host values for this tick's snapshot_host: fresh on the ticks that
+        read them (see PSI_PERIOD_S), the last ones on the others."""
+        tick, self._host_ticks = self._host_ticks, self._host_ticks + 1
+        if tick % FULL_RELIST_TICKS == 0 or self._cpu_count is None:
+            self._cpu_count = psutil.cpu_count() or 1
+        if tick % self._psi_ticks == 0 or self._psi is None:
+            self._psi = read_psi(self._psi_root)
+        return {"cpu_count": self._cpu_count, "psi": self._psi}
 
     def _snapshot_tree(self, target: Watched, time_ns: Nanos, mono_ns: Nanos
                        ) -> list[ProcessSnapshot]:

@@ -133,6 +133,21 @@ def test_read_psi_tolerates_missing_and_unreadable_files(tmp_path: Path) -> None
     assert read_psi(str(tmp_path / "absent")) == Psi()
 
 
+@pytest.mark.parametrize("interval_s, ticks_per_read", [(1.0, 2), (0.5, 4), (5.0, 1)])
+def test_psi_is_read_once_per_kernel_update_and_repeated_between(
+        tmp_path: Path, interval_s: float, ticks_per_read: int) -> None:
+    # the kernel moves PSI's averages every 2 s: a tick in between repeats the last read
+    sampler = ProcessSampler(interval_s, psi_root=str(tmp_path))
+    seen = []
+    for tick in range(2 * ticks_per_read + 1):
+        (tmp_path / "cpu").write_text(f"some avg10={tick}.00 avg60=0 avg300=0 total=0\n")
+        _, host = sampler._tick(lambda: None)
+        if host is not None:  # the first tick only takes the baselines
+            seen.append(host.psi_cpu_some)
+    expected = [float(tick - tick % ticks_per_read) for tick in range(1, 2 * ticks_per_read + 1)]
+    assert seen == expected
+
+
 # --- the sampler against real processes --------------------------------------------------
 
 @pytest.fixture
