@@ -21,7 +21,8 @@ model server): what the collector spends on request records is the difference.
 Counting is by ack time, over a measured interval after a warm-up. CPU is psutil's for
 the collector and the generators over that interval (they share the machine's cores;
 what else ran is reported as "other"). Peak RSS is the collector's VmHWM. After the
-load, the samples the collector's API reports must equal the samples acked. On the
+load, the samples the collector's API reports must equal the samples acked, and the
+request records and 1 Hz readings in its file those that the acked batches carried. On the
 heaviest closed level a py-spy profile of the collector follows the measured interval
 (so it does not perturb it), with the per-thread CPU split from /proc.
 """
@@ -41,6 +42,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import duckdb
 import psutil
 
 if __package__ in (None, ""):  # run as a script: make `bench` importable as a package
@@ -265,7 +267,27 @@ def run_level(level: Level, work: Path) -> dict[str, Any]:
     finally:
         exit_code = collector.stop(signal.SIGTERM, timeout=60)
     db = work / f"collector-{level.name}.duckdb"
-    return figures(level, driven, stored, peak, exit_code, db.stat().st_size if db.exists() else 0)
+    return figures(level, driven, stored, peak, exit_code, db.stat().st_size if db.exists() else 0,
+                   stored_records(db) if db.exists() else {})
+
+
+# what every batch carries besides its samples: WINDOW_S readings of each kind at 1 Hz,
+# and WINDOW_S * request_rate request records (ingest_workload.telemetry)
+RECORD_KINDS = ("requests", "process", "host", "gpu")
+
+
+def stored_records(db: Path) -> dict[str, int]:
+    """Rows of each record kind in a stopped collector's file."""
+    with duckdb.connect(str(db), read_only=True) as con:
+        return {kind: con.execute(f"SELECT count(*) FROM {kind}").fetchone()[0]  # type: ignore[index]
+                for kind in RECORD_KINDS}
+
+
+def acked_records(level: Level, acked_batches: int) -> dict[str, int]:
+    """The records of each kind in `acked_batches` batches of the level's workload."""
+    per_batch = {"requests": WINDOW_S * level.request_rate} | {
+        kind: WINDOW_S for kind in RECORD_KINDS if kind != "requests"}
+    return {kind: acked_batches * per_batch[kind] for kind in RECORD_KINDS}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -276,12 +298,17 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def figures(level: Level, driven: dict[str, Any], stored: int, peak: float, exit_code: int,
-            db_bytes: int) -> dict[str, Any]:
+            db_bytes: int, records: dict[str, int] | None = None) -> dict[str, Any]:
+    """A level's figures; `stored`: the samples the API reported, `records`: each
+    record kind's rows in the file (stored_records), None where they are not counted (the
+    lake's levels, which check samples only)."""
     results, seen = driven["results"], driven["observed"]
     latencies = [lat for r in results for lat in r["latencies_ms"]]
     samples = sum(r["samples"] for r in results)
     acked = sum(r["acked_samples_total"] for r in results)
     errors = [e for r in results for e in r["errors"]]
+    acked_batches = sum(r["acked_total"] for r in results)
+    expected = acked_records(level, acked_batches)
     return {
         "level": asdict(level) | {"name": level.name},
         "batches_per_s": sum(r["batches"] for r in results) / seen["wall_s"],
@@ -297,9 +324,12 @@ def figures(level: Level, driven: dict[str, Any], stored: int, peak: float, exit
         "batch_bytes": {k: driven["ready"][0][k] for k in ("first_batch_bytes", "steady_batch_bytes")},
         "acked_samples": acked, "stored_samples": stored,
         "sent_batches": sum(r["sent_total"] for r in results),
-        "acked_batches": sum(r["acked_total"] for r in results),
+        "acked_batches": acked_batches,
+        "acked_records": expected if records is not None else {},
+        "stored_records": records if records is not None else {},
         "duplicates": sum(r["duplicates"] for r in results), "errors": errors[:10],
-        "lossless": stored == acked and not errors and exit_code == 0,
+        "lossless": (stored == acked and records in (None, expected) and not errors
+                     and exit_code == 0),
         "collector_exit_code": exit_code, "profile": driven["profile"],
     }
 

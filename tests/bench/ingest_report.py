@@ -96,7 +96,7 @@ def _table(levels: list[dict[str, Any]]) -> list[str]:
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for lv in levels:
         seen = lv["observed"]
-        stored = "yes" if lv["lossless"] else f"**no** ({lv['stored_samples']:,} of {lv['acked_samples']:,})"
+        stored = "yes" if lv["lossless"] else f"**no** ({_shortfall(lv)})"
         lines.append(
             f"| {_level_label(lv)} | {lv['batches_per_s']:,.0f} | {lv['samples_per_s']:,.0f} "
             f"| {lv['ack_ms']['p50']:,.1f} | {lv['ack_ms']['p99']:,.1f} "
@@ -104,6 +104,15 @@ def _table(levels: list[dict[str, Any]]) -> list[str]:
             f"| {seen['generator_cores']:.2f} | {seen['other_cores']:.2f} "
             f"| {lv['peak_rss_mib']:.0f} | {stored} |")
     return lines
+
+
+def _shortfall(level: dict[str, Any]) -> str:
+    """What a level that lost something stored, against what was acked."""
+    stored, acked = level.get("stored_records", {}), level.get("acked_records", {})
+    parts = [f"samples {level['stored_samples']:,} of {level['acked_samples']:,}"]
+    parts += [f"{kind} {stored.get(kind, 0):,} of {n:,}" for kind, n in acked.items()
+              if stored.get(kind) != n]
+    return "; ".join(parts)
 
 
 def _best(levels: list[dict[str, Any]]) -> dict[str, Any]:
@@ -129,7 +138,7 @@ def _targets(levels: list[dict[str, Any]]) -> list[str]:
         f"| {common.verdict(best['samples_per_s'], TARGET_SAMPLES_PER_S, at_most=False)} |",
         f"| ack p99 < 250 ms | {p99:,.1f} ms {where} "
         f"| {common.verdict(p99, TARGET_ACK_P99_MS, at_most=True)} |",
-        f"| nothing lost (stored samples = acked samples, every level) | "
+        f"| nothing lost (stored = acked: samples, request records, readings; every level) | "
         f"{'equal at every level' if lossless else 'a level differs (table above)'} "
         f"| {'met' if lossless else 'missed'} |",
     ]
@@ -264,7 +273,9 @@ def markdown(result: dict[str, Any]) -> str:
         "the saturating levels it is queueing, not service time: with every stream keeping "
         "batches in flight, latency is what is outstanding divided by the throughput. The "
         "paced level is what an agent sees at that fleet size. Stored = acked compares the "
-        "samples the collector's API reports after the load with the samples acked.", "",
+        "samples the collector's API reports after the load with the samples acked, and the "
+        "request records and the process, host and GPU readings in its file with those the "
+        "acked batches carried (through commit 5fa2593 it compared samples only).", "",
         *_targets(levels), "",
         *_waits(levels), "",
         *_requests(levels),

@@ -105,13 +105,15 @@ def run_level(level: LakeLevel, pg: Postgres, work: Path) -> dict[str, Any]:
         if store is not None:
             store.close()
         codes = [c.stop(signal.SIGTERM, timeout=60) for c in collectors]
+    records = None  # the lake's levels check the samples only
     if lake is None:
         db = work / f"{level.name}.duckdb"
         size = db.stat().st_size if db.exists() else 0
+        records = ingest_load.stored_records(db) if db.exists() else None
     else:
         size = lake.parquet_bytes()
     exit_code = next((code for code in codes if code != 0), 0)
-    out = ingest_load.figures(level.load, driven, stored, peak, exit_code, size)
+    out = ingest_load.figures(level.load, driven, stored, peak, exit_code, size, records)
     out["errors"] = lake_setup.scrub(out["errors"], work)
     out["failed_streams"] = sum(len(r["errors"]) for r in driven["results"])
     return out | {"collectors": level.collectors, "backend": level.backend,
