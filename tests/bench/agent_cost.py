@@ -29,6 +29,7 @@ import resource
 import signal
 import socket
 import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -43,6 +44,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable as a p
     __package__ = "bench"
 
 from bench import common  # noqa: E402
+from pyrometer.agent.config import AgentConfig  # noqa: E402
 from pyrometer.agent.shared.model import ProfileWindow, Stack  # noqa: E402
 from pyrometer.agent.ship.encoder import AgentIdentity, StreamEncoder  # noqa: E402
 from pyrometer.agent.stacks.sampler import SamplerConfig, StackSampler, find_pyspy  # noqa: E402
@@ -115,10 +117,14 @@ class Params:
     rounds: int
     windows: int  # wire windows to size per target (>= 2: first and steady state)
     period_s: float  # wire window length
+    starts: int  # short py-spy runs that price its start-up (see pyspy_start_cpu)
 
 
-SIZES = {"tiny": Params(seconds=4.0, rounds=1, windows=2, period_s=2.0),
-         "full": Params(seconds=45.0, rounds=3, windows=4, period_s=10.0)}
+SIZES = {"tiny": Params(seconds=4.0, rounds=1, windows=2, period_s=2.0, starts=1),
+         "full": Params(seconds=45.0, rounds=3, windows=4, period_s=10.0, starts=5)}
+# the agent's default profile window: it starts a py-spy for each one
+AGENT_WINDOW_S = AgentConfig.__dataclass_fields__["window_s"].default
+PYSPY_START_SAMPLING_S = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +248,20 @@ def run_pyspy(work: Path, seconds: float, name: str, target: Child) -> Arm:
                target_cpu_s=common.process_cpu_s(target.pid) - target_before)
 
 
+def pyspy_start_cpu(work: Path, target: Child) -> float:
+    """CPU seconds of one `py-spy record` that samples the target for 1 s: its start-up
+    (reading the target's memory maps and its interpreter's symbols) and 1 s of sampling.
+    The agent starts one per profile window, where bare py-spy starts once."""
+    before = children_cpu()
+    spy = subprocess.run([find_pyspy(), "record", "--format", "raw", "--nonblocking",
+                          "-r", str(RATE_HZ), "-d", str(PYSPY_START_SAMPLING_S),
+                          "-o", str(work / "start.raw"), "--pid", str(target.pid)],
+                         capture_output=True, text=True, timeout=120, check=False)
+    if spy.returncode != 0:
+        raise SystemExit(f"py-spy failed:\n{spy.stderr[-2000:]}")
+    return children_cpu() - before
+
+
 def as_profile(window: ProfileWindow) -> Profile:
     """The window as the collector would serve it: counts merged by stack."""
     merged: dict[Stack, int] = {}
@@ -306,6 +326,7 @@ def measure(size: str, work: Path) -> dict[str, Any]:
                     arms[arm] = run_pyspy(work, params.seconds, f"bare-{n}", target)
             rounds.append({name: asdict(a) | {"cpu_per_1000": a.cpu_per_1000}
                            for name, a in arms.items()} | {"order": list(order)})
+        starts = [pyspy_start_cpu(work, target) for _ in range(params.starts)]
         wire["busy"] = [asdict(w) for w in asyncio.run(
             wire_windows(target.pid, params.windows, params.period_s))]
         varied = start("target-varied", [sys.executable, str(work / "target_varied.py")],
@@ -316,11 +337,11 @@ def measure(size: str, work: Path) -> dict[str, Any]:
     finally:
         for child in reversed(children):
             child.stop(signal.SIGTERM)
-    return summarise(params, rounds, wire)
+    return summarise(params, rounds, wire, starts)
 
 
 def summarise(params: Params, rounds: list[dict[str, Any]],
-              wire: dict[str, list[dict[str, int]]]) -> dict[str, Any]:
+              wire: dict[str, list[dict[str, int]]], starts: list[float]) -> dict[str, Any]:
     """The figures BENCHMARKS.json keeps: every round, and the medians the table shows."""
     def arm_values(arm: str, field: str) -> list[float]:
         return [float(r[arm][field]) for r in rounds]
@@ -337,8 +358,16 @@ def summarise(params: Params, rounds: list[dict[str, Any]],
         wire_summary[name] = {
             field: {"first": first, "steady": later} for field, (first, later) in sizes.items()}
         wire_summary[name]["stacks_per_window"] = [w["stacks"] for w in windows]
+    # py-spy's start-up: a short run's CPU less what bare py-spy spends sampling as long
+    pyspy_per_s = common.median([r["pyspy"]["cpu_s"] / params.seconds for r in rounds])
+    startup_s = common.median(starts) - pyspy_per_s * PYSPY_START_SAMPLING_S
+    agent_own_per_s = common.median([(r["agent"]["main_cpu_s"] - r["agent"]["startup_cpu_s"])
+                                     / params.seconds for r in rounds])
     return {
         "params": asdict(params), "rate_hz": RATE_HZ, "rounds": rounds,
+        "pyspy_start_runs_cpu_s": starts, "pyspy_startup_cpu_s": startup_s,
+        "pyspy_cpu_per_s": pyspy_per_s, "agent_main_cpu_per_s": agent_own_per_s,
+        "agent_window_s": AGENT_WINDOW_S,
         "cpu_ratio": ratios, "cpu_ratio_without_startup": steady,
         "agent_cpu_per_1000": arm_values("agent", "cpu_per_1000"),
         "pyspy_cpu_per_1000": arm_values("pyspy", "cpu_per_1000"),
@@ -386,7 +415,30 @@ def cost_section(result: dict[str, Any]) -> list[str]:
               f"**{common.verdict(max(rss_mb) if rss_mb else float('nan'), 50, at_most=True)}** "
               "(judged on the largest round, shared library pages included; the agent "
               "process's own pages, its USS, are in the table)."]
+    if "pyspy_startup_cpu_s" in result:
+        lines += _extra_cpu(result)
     return lines
+
+
+def _extra_cpu(result: dict[str, Any]) -> list[str]:
+    """Where the agent's CPU beyond bare py-spy's goes, per second of a round."""
+    startup, window = result["pyspy_startup_cpu_s"], result["agent_window_s"]
+    bare, own = result["pyspy_cpu_per_s"], result["agent_main_cpu_per_s"]
+    restarts = startup / window
+    runs = result["pyspy_start_runs_cpu_s"]
+    return [
+        f"- Where the agent's CPU beyond bare py-spy's goes, per second (medians): "
+        f"**py-spy's start-ups**, one per {window:g} s profile window where bare py-spy "
+        f"starts once: {startup * 1e3:.1f} ms of CPU each ({len(runs)} run{'s' * (len(runs) != 1)} of "
+        f"`py-spy record -d {PYSPY_START_SAMPLING_S}` took "
+        f"{common.cell([r * 1e3 for r in runs], '.1f')} ms, less {PYSPY_START_SAMPLING_S} s "
+        f"of bare py-spy's sampling), {restarts * 1e3:.2f} ms a second, "
+        f"{restarts / bare:.0%} of bare py-spy's {bare * 1e3:.1f} ms a second; and the "
+        f"**agent's own process** after its start-up (the 1 Hz process and host sampler, "
+        f"the event loop, gRPC's threads, shipping): {own * 1e3:.2f} ms a second, "
+        f"{own / bare:.0%}. py-spy writes its samples only when it exits, so each window "
+        f"is a py-spy of its own; a longer `--window` pays the start-up less often, and "
+        f"the data arrives that much later."]
 
 
 def wire_section(result: dict[str, Any]) -> list[str]:
