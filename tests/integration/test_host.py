@@ -563,6 +563,79 @@ def test_context_switches_count_every_thread_not_the_main_one_alone() -> None:
     assert thread_counters(child.pid) is None  # gone: no task directory
 
 
+def _task(root: Path, tid: int, schedstat: str | None, voluntary: int, involuntary: int) -> None:
+    task = root / "7" / "task" / str(tid)
+    task.mkdir(parents=True, exist_ok=True)
+    (task / "status").write_text(f"Name:\tx\nvoluntary_ctxt_switches:\t{voluntary}\n"
+                                 f"nonvoluntary_ctxt_switches:\t{involuntary}\n")
+    if schedstat is not None:
+        (task / "schedstat").write_text(schedstat + "\n")
+
+
+def test_a_thread_that_has_not_run_since_keeps_its_switches_without_a_status_read(
+        tmp_path: Path) -> None:
+    _task(tmp_path, 1, "500 30 4", 10, 2)
+    _task(tmp_path, 2, "900 70 6", 20, 3)
+    first = thread_counters(7, str(tmp_path))
+    assert first is not None and (first.voluntary, first.involuntary) == (30, 5)
+    assert first.run_wait_s == pytest.approx(100e-9)
+    # thread 2's status changes, its schedstat does not: it has not been on a CPU since,
+    # so its status is not read again (the changed file proves it); thread 1 ran
+    _task(tmp_path, 1, "800 30 5", 11, 2)
+    _task(tmp_path, 2, "900 70 6", 99, 99)
+    second = thread_counters(7, str(tmp_path), first)
+    assert second is not None and (second.voluntary, second.involuntary) == (31, 5)
+    # once thread 2 has run, its status is read; without the last counters, every status
+    _task(tmp_path, 2, "950 70 7", 99, 99)
+    third = thread_counters(7, str(tmp_path), second)
+    assert third is not None and (third.voluntary, third.involuntary) == (110, 101)
+    assert thread_counters(7, str(tmp_path)) == third
+    # a kernel without schedstat: every status, every time, and no run-queue wait
+    for tid in (1, 2):
+        (tmp_path / "7" / "task" / str(tid) / "schedstat").unlink()
+    bare = thread_counters(7, str(tmp_path), third)
+    assert bare is not None and (bare.voluntary, bare.involuntary, bare.run_wait_s) == (110, 101, None)
+
+
+def test_thread_counters_from_the_last_call_agree_with_a_fresh_read() -> None:
+    # idle threads (blocked on stdin) read through the last call's counters, and a
+    # spinning one re-read: the sums are those of reading every status
+    child = subprocess.Popen([sys.executable, "-c", IDLE_THREADS], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        last = thread_counters(child.pid)
+        for _ in range(5):
+            cached = thread_counters(child.pid, last=last)
+            fresh = thread_counters(child.pid)
+            assert cached is not None and fresh is not None and last is not None
+            # the idle threads agree exactly; the spinner's counts only grow between reads
+            assert last.voluntary <= cached.voluntary <= fresh.voluntary
+            assert last.involuntary <= cached.involuntary <= fresh.involuntary
+            assert len(cached.threads) == len(fresh.threads) == 9
+            idle = [tid for tid, state in fresh.threads.items() if state == last.threads.get(tid)]
+            assert len(idle) >= 7  # the main thread may wake; the other seven sleep
+            assert all(cached.threads[tid] == fresh.threads[tid] for tid in idle)
+            last = cached
+            time.sleep(0.05)
+    finally:
+        _stop(child)
+
+
+IDLE_THREADS = """
+import sys, threading
+stop = threading.Event()
+for _ in range(7):
+    threading.Thread(target=stop.wait, daemon=True).start()
+def spin():
+    while True:
+        sum(range(1000))
+threading.Thread(target=spin, daemon=True).start()
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
 @pytest.mark.skipif(not os.path.exists(f"/proc/{os.getpid()}/schedstat"),
                     reason="the kernel keeps no schedstat")
 def test_run_queue_wait_grows_when_another_process_takes_the_cpu() -> None:
