@@ -24,6 +24,7 @@ from typing import Any
 import psutil
 import pytest
 
+from bench import sampler_tick
 from pyrometer.agent.host import sampler as host_sampler
 from pyrometer.agent.host.readings import (
     HostSnapshot,
@@ -600,7 +601,8 @@ def test_a_thread_that_has_not_run_since_keeps_its_switches_without_a_status_rea
 def test_thread_counters_from_the_last_call_agree_with_a_fresh_read() -> None:
     # idle threads (blocked on stdin) read through the last call's counters, and a
     # spinning one re-read: the sums are those of reading every status
-    child = subprocess.Popen([sys.executable, "-c", IDLE_THREADS], stdin=subprocess.PIPE,
+    # the sampler benchmark's target: 7 idle threads and a spinning one beside the main
+    child = subprocess.Popen([sys.executable, "-c", sampler_tick.TARGET, "8"], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == "ready"
@@ -620,20 +622,6 @@ def test_thread_counters_from_the_last_call_agree_with_a_fresh_read() -> None:
             time.sleep(0.05)
     finally:
         _stop(child)
-
-
-IDLE_THREADS = """
-import sys, threading
-stop = threading.Event()
-for _ in range(7):
-    threading.Thread(target=stop.wait, daemon=True).start()
-def spin():
-    while True:
-        sum(range(1000))
-threading.Thread(target=spin, daemon=True).start()
-print("ready", flush=True)
-sys.stdin.read()
-"""
 
 
 @pytest.mark.skipif(not os.path.exists(f"/proc/{os.getpid()}/schedstat"),
