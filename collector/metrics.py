@@ -50,6 +50,9 @@ class CollectorMetrics:
         self.group_size = Histogram(
             "pyrometer_commit_group_size", "Batches committed per transaction",
             buckets=_GROUP_BUCKETS, registry=r)
+        self.commit_queue = Gauge(
+            "pyrometer_commit_queued_batches", "Batches decoded and waiting to be taken "
+            "into a group commit", registry=r)
         self.commit_seconds = Histogram(
             "pyrometer_commit_seconds", "Time to commit one group of batches",
             buckets=_LATENCY_BUCKETS, registry=r)

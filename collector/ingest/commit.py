@@ -105,6 +105,7 @@ class GroupCommitter:
         self._idle = 0
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._metrics.commit_queue.set_function(lambda: len(self._pending))
 
     def start(self) -> None:
         """Start the commit loop on the running event loop."""
@@ -117,6 +118,15 @@ class GroupCommitter:
         Returns STORED or DUPLICATE; raises StorageError when the commit failed, and
         ShuttingDownError once stop() has begun.
         """
+        return await self.enqueue(batch)
+
+    def enqueue(self, batch: DecodedBatch) -> asyncio.Future[BatchOutcome]:
+        """Queue `batch`; the future is its outcome once its group is committed (as
+        `submit`). Batches are committed in the order they are queued, so a stream may
+        queue its next batch before the last one is answered.
+
+        Raises ShuttingDownError once stop() has begun.
+        """
         if self._closing or self._task is None:
             raise ShuttingDownError("the collector is shutting down")
         loop = asyncio.get_running_loop()
@@ -128,7 +138,7 @@ class GroupCommitter:
         self._wakeup.set()
         if len(self._pending) >= self._max_group or self._nobody_else(now):
             self._full.set()
-        return await future
+        return future
 
     def _note_submitted(self, stream: str, now: float) -> None:
         outstanding = self._outstanding.get(stream, 0)

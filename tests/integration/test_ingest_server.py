@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -16,7 +17,9 @@ from pyrometer.collector.errors import ListenError
 from pyrometer.collector.ingest.limits import DecodeLimits
 from pyrometer.collector.ingest.server import IngestConfig, IngestServer, start_ingest_server
 from pyrometer.collector.metrics import CollectorMetrics
+from pyrometer.collector.storage.batch import DecodedBatch
 from pyrometer.collector.storage.duckdb.backend import DuckDBStore
+from pyrometer.collector.storage.store import CommitReport
 from pyrometer.proto import ingest_pb2, ingest_pb2_grpc
 from support.ingest_builder import BASE_NS, StreamEncoder, stack
 
@@ -199,5 +202,73 @@ def test_concurrent_streams_share_transactions(tmp_path: Path) -> None:
         per_stream = sum(range(1, batches_each + 1)) + batches_each
         assert total(store) == streams * per_stream
         assert len(store.services()[0].instances) == streams
+
+    run(tmp_path, body)
+
+
+class HeldStore(DuckDBStore):
+    """A store whose first commit waits until the test lets it go, and which records how
+    many batches each commit carried."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.release = threading.Event()
+        self.groups: list[list[int]] = []
+
+    def commit(self, batches: Sequence[DecodedBatch]) -> CommitReport:
+        if not self.groups and not self.release.wait(RPC_TIMEOUT_S):
+            raise AssertionError("the test never released the first commit")
+        self.groups.append([b.seq for b in batches])
+        return super().commit(batches)
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + RPC_TIMEOUT_S
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def test_a_stream_is_read_ahead_of_its_acks(tmp_path: Path) -> None:
+    # while batch 1's commit runs, batches 2 and 3 are read, decoded and queued, so they
+    # share the next commit; one batch read per ack would commit them one at a time
+    store, metrics = HeldStore(tmp_path / "ingest.duckdb"), CollectorMetrics()
+
+    async def main() -> None:
+        async with serving(store, metrics) as (_, channel):
+            enc, call = StreamEncoder(), open_stream(channel)
+            for seq in (1, 2, 3):
+                await call.write(enc.batch(seq, {SampleKey(MAIN): seq}, start_ns=BASE_NS + seq * 10 * S))
+            await until(lambda: metrics.value("pyrometer_commit_queued_batches") == 2,
+                        "batches 2 and 3 to be queued behind batch 1's commit")
+            store.release.set()
+            acks = [await call.read() for _ in range(3)]
+            assert [(a.seq, a.duplicate) for a in acks] == [(1, False), (2, False), (3, False)]
+            await call.done_writing()
+            assert store.groups == [[1], [2, 3]]
+            assert total(store) == 6
+
+    try:
+        asyncio.run(main())
+    finally:
+        store.close()
+
+
+def test_batches_read_before_a_bad_one_are_acked_first(tmp_path: Path) -> None:
+    async def body(store: DuckDBStore, metrics: CollectorMetrics, channel: grpc.aio.Channel) -> None:
+        enc, call = StreamEncoder(), open_stream(channel)
+        batches = [enc.batch(1, {SampleKey(MAIN): 1}), enc.batch(2, {SampleKey(IDLE): 2}),
+                   enc.batch(3, {SampleKey(MAIN): 5})]
+        batches[2].profile.stack_ids[0] = 42  # never defined on this stream
+        for batch in batches:
+            await call.write(batch)
+        assert [(await call.read()).seq for _ in range(2)] == [1, 2]
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await call.read()
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "batch seq 3 rejected" in (raised.value.details() or "")
+        assert store.profile("svc", *WINDOW).samples == ((IDLE, 2), (MAIN, 1))
+        assert metrics.value("pyrometer_ingest_batches_total") == 2
 
     run(tmp_path, body)
