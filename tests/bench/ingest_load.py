@@ -16,7 +16,9 @@ as real agents do, to measure ack latency at that offered load. The paced level 
 again with the collector's commit wait (--commit-delay-ms) set lower and higher than its
 default, which shows what the default trades: collector CPU against ack latency. A
 fleet of 100 paced agents runs twice, at 2 and at 200 requests a second each (a busy
-model server): what the collector spends on request records is the difference.
+model server): what the collector spends on request records is the difference. One
+agent alone with 8 batches in flight, its shipper's window, is an agent draining its
+spool after an outage: how fast a backlog moves when nothing else is coming.
 
 Counting is by ack time, over a measured interval after a warm-up. CPU is psutil's for
 the collector and the generators over that interval (they share the machine's cores;
@@ -80,7 +82,8 @@ class Level:
     def name(self) -> str:
         wait = "" if self.commit_delay_ms is None else f"-wait{self.commit_delay_ms:g}ms"
         busy = "" if self.request_rate == REQUEST_RATE else f"-req{self.request_rate}"
-        return f"{self.mode}-{self.streams}{wait}{busy}"
+        window = "" if self.mode != "closed" or self.in_flight == 2 else f"-inflight{self.in_flight}"
+        return f"{self.mode}-{self.streams}{window}{wait}{busy}"
 
     def collector_flags(self) -> tuple[str, ...]:
         return () if self.commit_delay_ms is None else ("--commit-delay-ms", f"{self.commit_delay_ms:g}")
@@ -89,12 +92,14 @@ class Level:
 LEVELS = {
     "tiny": [Level(2, "closed", 0.5, 2.0, profile_s=1.0), Level(2, "paced", 0.5, 1.5, period_s=0.25),
              Level(2, "paced", 0.5, 1.5, period_s=0.25, commit_delay_ms=5),
-             Level(2, "paced", 0.5, 1.5, period_s=0.25, request_rate=20)],
+             Level(2, "paced", 0.5, 1.5, period_s=0.25, request_rate=20),
+             Level(1, "closed", 0.5, 1.5, in_flight=8)],
     "full": [Level(10, "closed", 5, 30), Level(100, "closed", 5, 30),
              Level(1000, "closed", 5, 30, profile_s=15), Level(1000, "paced", 10, 30),
              Level(1000, "paced", 10, 30, commit_delay_ms=50),
              Level(1000, "paced", 10, 30, commit_delay_ms=200),
-             Level(100, "paced", 10, 30), Level(100, "paced", 10, 30, request_rate=200)],
+             Level(100, "paced", 10, 30), Level(100, "paced", 10, 30, request_rate=200),
+             Level(1, "closed", 5, 30, in_flight=8)],
 }
 
 

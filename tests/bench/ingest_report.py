@@ -15,6 +15,8 @@ COMMAND = ".venv/bin/python tests/bench/ingest_load.py --size full"
 
 def _level_label(level: dict[str, Any]) -> str:
     spec = level["level"]
+    if spec["mode"] == "closed" and spec["streams"] == 1:
+        return f"1 agent draining its spool ({spec['in_flight']} in flight)"
     if spec["mode"] == "closed":
         return f"{spec['streams']:,} agents, saturating ({spec['in_flight']} in flight each)"
     return f"{spec['streams']:,} agents, one batch / {spec['period_s']:g} s each"
@@ -104,6 +106,20 @@ def _table(levels: list[dict[str, Any]]) -> list[str]:
             f"| {seen['generator_cores']:.2f} | {seen['other_cores']:.2f} "
             f"| {lv['peak_rss_mib']:.0f} | {stored} |")
     return lines
+
+
+def _drain(levels: list[dict[str, Any]]) -> list[str]:
+    """What the lone agent with a window of batches in flight shows, where it ran."""
+    lone = [lv for lv in _judged(levels) if lv["level"]["mode"] == "closed"
+            and lv["level"]["streams"] == 1]
+    return [
+        f"{_level_label(lv)}: {lv['batches_per_s']:,.0f} batches a second. The collector "
+        "reads a stream ahead of its acks (ingest/server.py), so the batches in flight behind "
+        "one being committed are decoded meanwhile and share the next commit. Through commit "
+        "19f6cc6 a stream was read a batch per ack, one commit per batch whatever the "
+        "agent's window: this level, 20 s of it, one run each way on one machine, moved 92 "
+        "batches a second before and 293 after (an hour of one agent's 10 s windows, 360 "
+        "batches, in 1.2 s rather than 3.9 s)." for lv in lone] + ([""] if lone else [])
 
 
 def _shortfall(level: dict[str, Any]) -> str:
@@ -276,6 +292,7 @@ def markdown(result: dict[str, Any]) -> str:
         "samples the collector's API reports after the load with the samples acked, and the "
         "request records and the process, host and GPU readings in its file with those the "
         "acked batches carried (through commit 5fa2593 it compared samples only).", "",
+        *_drain(levels),
         *_targets(levels), "",
         *_waits(levels), "",
         *_requests(levels),
