@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import fields
 from itertools import accumulate, chain
 from operator import attrgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -179,26 +179,37 @@ def sources_table(batches: Sequence[DecodedBatch], known: Mapping[SourceKey, int
     return pa.table(columns, schema=arrow_schema("sources", FILE_TABLES)), numbers
 
 
-# One column of a telemetry table, built for one batch's records of its kind at once
-# from the records as Columns, the batch's source, its seq and the source's number.
-_Column = Callable[[Columns[Any], Source, int, int], list[Any]]
+# One column of a telemetry table: a field of the records (`_Field`), the batch's identity
+# repeated on each of its records (`_Same`), or computed for one batch's records of its
+# kind at once from the records as Columns, the batch's source, its seq and the source's
+# number. Fields and the identity are gathered a column at a time over the whole group;
+# only the computed ones are called per batch (one Python call per batch and column was
+# most of building these tables).
+_Computed = Callable[[Columns[Any], Source, int, int], list[Any]]
 _IDENTITY = ("service", "instance", "host", "agent_id", "version", "seq", "source_no")
 
 
-def _field(name: str) -> _Column:
-    return lambda records, source, seq, no: list(records.column(name))
+class _Field(NamedTuple):
+    name: str
 
 
-def _same(name: str) -> _Column:
+class _Same(NamedTuple):
+    value: Callable[[Source, int, int], Any]  # of the batch's source, seq and source number
+
+
+_Column = _Field | _Same | _Computed
+
+
+def _same(name: str) -> _Same:
     # the batch's identity, repeated on every record of the batch
     if name == "seq":
-        return lambda records, source, seq, no: [seq] * len(records)
+        return _Same(lambda source, seq, no: seq)
     if name == "source_no":
-        return lambda records, source, seq, no: [no] * len(records)
+        return _Same(lambda source, seq, no: no)
     if name not in _IDENTITY:
         raise KeyError(f"no value for telemetry column {name!r}")
     get = attrgetter(name)
-    return lambda records, source, seq, no: [get(source)] * len(records)
+    return _Same(lambda source, seq, no: get(source))
 
 
 def _event_version(records: Columns[Event], source: Source, seq: int, no: int) -> list[Any]:
@@ -234,7 +245,7 @@ def attrs_json(attrs: Sequence[tuple[str, str]]) -> str:
 def _record_columns(record_type: type[Any], renamed: Mapping[str, str] | None = None
                     ) -> dict[str, _Column]:
     renamed = renamed or {}
-    return {renamed.get(f.name, f.name): _field(f.name) for f in fields(record_type)}
+    return {renamed.get(f.name, f.name): _Field(f.name) for f in fields(record_type)}
 
 
 _RECORD_COLUMNS: dict[str, dict[str, _Column]] = {
@@ -278,12 +289,21 @@ def _plan(table: str, columns: tuple[Column, ...]) -> _Plan:
 
 def _table(table: str, tables: Layout, parts: Sequence[_Part]) -> pa.Table:
     plan, schema = _plan(table, tables[stored_name(table, tables)])
-    cols: list[list[Any]] = [[] for _ in plan]
-    for part in parts:
-        for values, column in zip(cols, plan, strict=True):
-            values.extend(column(*part))
-    return pa.Table.from_arrays(
-        [pa.array(values, f.type) for values, f in zip(cols, schema, strict=True)], schema=schema)
+    records = [part[0] for part in parts]
+    lengths = [len(r) for r in records]
+    arrays = []
+    for column, f in zip(plan, schema, strict=True):
+        values: list[Any]
+        if isinstance(column, _Field):
+            values = list(chain.from_iterable(r.column(column.name) for r in records))
+        elif isinstance(column, _Same):
+            values = []
+            for (_, source, seq, no), n in zip(parts, lengths, strict=True):
+                values += [column.value(source, seq, no)] * n
+        else:
+            values = list(chain.from_iterable(column(*part) for part in parts))
+        arrays.append(pa.array(values, f.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def telemetry_tables(batches: Sequence[DecodedBatch], tables: Layout,
@@ -291,13 +311,15 @@ def telemetry_tables(batches: Sequence[DecodedBatch], tables: Layout,
     """One Arrow table per telemetry table that has rows in `batches`, keyed by the name
     reads use, in the layout `tables` (schema.stored_name); where that layout numbers
     sources, each source by its number (`source_nos`). Empty ones left out."""
-    numbered = numbers_sources(tables)
+    # each batch's source number, looked up once for all its tables
+    nos = ([source_nos[source_key(b.source)] for b in batches] if numbers_sources(tables)
+           else [0] * len(batches))
     out: dict[str, pa.Table] = {}
     for table, (record_type, records_of) in _RECORDS_OF.items():
-        by_no = numbered and table in SOURCED_TABLES
-        parts = [(Columns.of(record_type, records), batch.source, batch.seq,
-                  source_nos[source_key(batch.source)] if by_no else 0)
-                 for batch in batches if (records := records_of(batch.telemetry))]
+        by_no = table in SOURCED_TABLES
+        parts = [(Columns.of(record_type, records), batch.source, batch.seq, no if by_no else 0)
+                 for batch, no in zip(batches, nos, strict=True)
+                 if (records := records_of(batch.telemetry))]
         if parts:
             out[table] = _table(table, tables, parts)
     return out
