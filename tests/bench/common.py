@@ -58,9 +58,11 @@ def default_commit_wait(level: dict[str, Any]) -> bool:
 
 def judged_level(level: dict[str, Any]) -> bool:
     """Whether the goals judge an ingest level: the collector's own commit wait and the
-    standard batches (the busy-server levels measure what requests cost, apart)."""
+    standard batches (the busy-server levels measure what requests cost, apart), and no
+    agent draining its spool beside the fleet (that level measures the drain)."""
     rate = level["level"].get("request_rate", REQUEST_RATE)  # absent before they were varied
-    return default_commit_wait(level) and rate == REQUEST_RATE
+    return (default_commit_wait(level) and rate == REQUEST_RATE
+            and not level["level"].get("drainer", False))
 
 
 def process_cpu_s(pid: int) -> float:

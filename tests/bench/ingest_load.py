@@ -17,8 +17,9 @@ again with the collector's commit wait (--commit-delay-ms) set lower and higher 
 default, which shows what the default trades: collector CPU against ack latency. A
 fleet of 100 paced agents runs twice, at 2 and at 200 requests a second each (a busy
 model server): what the collector spends on request records is the difference. One
-agent alone with 8 batches in flight, its shipper's window, is an agent draining its
-spool after an outage: how fast a backlog moves when nothing else is coming.
+agent with 8 batches in flight, its shipper's window, is an agent draining its spool
+after an outage: how fast its backlog moves alone, and beside the 1,000 paced agents
+(a level of its own, not judged: the drain adds to the fleet's load).
 
 Counting is by ack time, over a measured interval after a warm-up. CPU is psutil's for
 the collector and the generators over that interval (they share the machine's cores;
@@ -53,7 +54,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable as a p
 
 from bench import common, ingest_profile  # noqa: E402
 from bench.ingest_report import markdown  # noqa: E402
-from bench.ingest_workload import REQUEST_RATE, WINDOW_NS, WINDOW_S  # noqa: E402
+from bench.ingest_workload import DRAIN_IN_FLIGHT, REQUEST_RATE, WINDOW_NS, WINDOW_S  # noqa: E402
 from pyrometer.collector.procs import Child, python_env  # noqa: E402
 
 TITLE = "Collector ingest"
@@ -77,13 +78,17 @@ class Level:
     # the collector's --commit-delay-ms; None: its default (only such levels are judged)
     commit_delay_ms: float | None = None
     request_rate: int = REQUEST_RATE  # each agent's requests a second (only the default is judged)
+    # paced: one more agent beside the fleet, draining its spool (8 in flight, closed);
+    # such a level is not judged, its figures are the fleet's and the drain's apart
+    drainer: bool = False
 
     @property
     def name(self) -> str:
         wait = "" if self.commit_delay_ms is None else f"-wait{self.commit_delay_ms:g}ms"
         busy = "" if self.request_rate == REQUEST_RATE else f"-req{self.request_rate}"
         window = "" if self.mode != "closed" or self.in_flight == 2 else f"-inflight{self.in_flight}"
-        return f"{self.mode}-{self.streams}{window}{wait}{busy}"
+        drain = "-drainer" if self.drainer else ""
+        return f"{self.mode}-{self.streams}{window}{wait}{busy}{drain}"
 
     def collector_flags(self) -> tuple[str, ...]:
         return () if self.commit_delay_ms is None else ("--commit-delay-ms", f"{self.commit_delay_ms:g}")
@@ -93,13 +98,15 @@ LEVELS = {
     "tiny": [Level(2, "closed", 0.5, 2.0, profile_s=1.0), Level(2, "paced", 0.5, 1.5, period_s=0.25),
              Level(2, "paced", 0.5, 1.5, period_s=0.25, commit_delay_ms=5),
              Level(2, "paced", 0.5, 1.5, period_s=0.25, request_rate=20),
-             Level(1, "closed", 0.5, 1.5, in_flight=8)],
+             Level(1, "closed", 0.5, 1.5, in_flight=DRAIN_IN_FLIGHT),
+             Level(2, "paced", 0.5, 1.5, period_s=0.25, drainer=True)],
     "full": [Level(10, "closed", 5, 30), Level(100, "closed", 5, 30),
              Level(1000, "closed", 5, 30, profile_s=15), Level(1000, "paced", 10, 30),
              Level(1000, "paced", 10, 30, commit_delay_ms=50),
              Level(1000, "paced", 10, 30, commit_delay_ms=200),
              Level(100, "paced", 10, 30), Level(100, "paced", 10, 30, request_rate=200),
-             Level(1, "closed", 5, 30, in_flight=8)],
+             Level(1, "closed", 5, 30, in_flight=DRAIN_IN_FLIGHT),
+             Level(1000, "paced", 10, 30, drainer=True)],
 }
 
 
@@ -208,11 +215,16 @@ def plans(level: Level, addresses: Sequence[str], run_id: str, **extra: Any) -> 
     # commit also writes rollup rows for them (the late path: an agent's spool draining
     # after an outage); at 1,000 paced agents that path cost 5.9 CPU-s per 1M samples
     # where the common one costs 4.3.
-    return [{"addresses": list(addresses), "first_stream": sum(shares[:i]), "streams": n,
-             "mode": level.mode, "in_flight": level.in_flight, "period_s": level.period_s,
-             "base_ns": time.time_ns() - WINDOW_NS, "current": "base_ns" not in extra,
-             "run_id": run_id, "request_rate": level.request_rate} | extra
-            for i, n in enumerate(shares)]
+    fleet = [{"addresses": list(addresses), "first_stream": sum(shares[:i]), "streams": n,
+              "mode": level.mode, "in_flight": level.in_flight, "period_s": level.period_s,
+              "base_ns": time.time_ns() - WINDOW_NS, "current": "base_ns" not in extra,
+              "run_id": run_id, "request_rate": level.request_rate} | extra
+             for i, n in enumerate(shares)]
+    if not level.drainer:
+        return fleet
+    # the agent after the fleet's, with an agent's own window of batches in flight
+    return fleet + [fleet[0] | {"first_stream": level.streams, "streams": 1, "mode": "closed",
+                                "in_flight": DRAIN_IN_FLIGHT, "drainer": True}]
 
 
 def drive(level: Level, collectors: Sequence[Child], work: Path,
@@ -221,8 +233,8 @@ def drive(level: Level, collectors: Sequence[Child], work: Path,
     measure (see `observe` for `probe`) and profile (the first collector)."""
     run_id = uuid.uuid4().hex[:12]
     addresses = [c.ready.group("grpc") for c in collectors]
-    generators = [Generator(plan, work / f"{level.name}-gen{i}.log")
-                  for i, plan in enumerate(plans(level, addresses, run_id))]
+    plans_ = plans(level, addresses, run_id)
+    generators = [Generator(plan, work / f"{level.name}-gen{i}.log") for i, plan in enumerate(plans_)]
     try:
         ready = [g.expect("ready", timeout=300) for g in generators]
         start = time.monotonic() + 0.2
@@ -236,7 +248,8 @@ def drive(level: Level, collectors: Sequence[Child], work: Path,
         if level.profile_s:
             profile = profile_collector(collectors[0].pid, level.profile_s,
                                         work / f"{level.name}.raw")
-        results = [g.expect("result", timeout=level.profile_s + 300) for g in generators]
+        results = [g.expect("result", timeout=level.profile_s + 300) | {"drainer": p.get("drainer", False)}
+                   for g, p in zip(generators, plans_, strict=True)]
     finally:
         for g in generators:
             g.stop()
@@ -307,12 +320,15 @@ def figures(level: Level, driven: dict[str, Any], stored: int, peak: float, exit
     """A level's figures; `stored`: the samples the API reported, `records`: each
     record kind's rows in the file (stored_records), None where they are not counted (the
     lake's levels, which check samples only)."""
-    results, seen = driven["results"], driven["observed"]
+    everyone, seen = driven["results"], driven["observed"]
+    # the fleet's figures; the drainer's apart, and its batches in the loss check
+    results = [r for r in everyone if not r.get("drainer")]
+    drained = [r for r in everyone if r.get("drainer")]
     latencies = [lat for r in results for lat in r["latencies_ms"]]
     samples = sum(r["samples"] for r in results)
-    acked = sum(r["acked_samples_total"] for r in results)
-    errors = [e for r in results for e in r["errors"]]
-    acked_batches = sum(r["acked_total"] for r in results)
+    acked = sum(r["acked_samples_total"] for r in everyone)
+    errors = [e for r in everyone for e in r["errors"]]
+    acked_batches = sum(r["acked_total"] for r in everyone)
     expected = acked_records(level, acked_batches)
     return {
         "level": asdict(level) | {"name": level.name},
@@ -323,16 +339,19 @@ def figures(level: Level, driven: dict[str, Any], stored: int, peak: float, exit
         "ack_ms": {"p50": percentile(latencies, 0.5), "p99": percentile(latencies, 0.99),
                    "max": max(latencies, default=float("nan"))},
         "collector_cpu_s_per_million": (seen["collector_cpu_s"] / samples * 1e6
-                                        if samples else float("nan")),
+                                        if samples and not drained else float("nan")),
+        "drain": {"batches_per_s": sum(r["batches"] for r in drained) / seen["wall_s"],
+                  "ack_p50_ms": percentile([x for r in drained for x in r["latencies_ms"]], 0.5)
+                  } if drained else None,
         "observed": seen, "peak_rss_mib": peak, "db_mib": db_bytes / common.MIB,
         "connect_s": max(r["setup_s"] for r in driven["ready"]),
         "batch_bytes": {k: driven["ready"][0][k] for k in ("first_batch_bytes", "steady_batch_bytes")},
         "acked_samples": acked, "stored_samples": stored,
-        "sent_batches": sum(r["sent_total"] for r in results),
+        "sent_batches": sum(r["sent_total"] for r in everyone),
         "acked_batches": acked_batches,
         "acked_records": expected if records is not None else {},
         "stored_records": records if records is not None else {},
-        "duplicates": sum(r["duplicates"] for r in results), "errors": errors[:10],
+        "duplicates": sum(r["duplicates"] for r in everyone), "errors": errors[:10],
         "lossless": (stored == acked and records in (None, expected) and not errors
                      and exit_code == 0),
         "collector_exit_code": exit_code, "profile": driven["profile"],

@@ -54,6 +54,7 @@ TARGET_PID = 4242
 # busy model server sends more, and each one is a record for the collector to check and
 # store (until commit 9385307 these batches carried none)
 REQUEST_RATE = 2
+DRAIN_IN_FLIGHT = 8  # an agent draining its spool: its shipper's window (agent/ship/shipper.py)
 
 _PREFIX = [
     ("<module>", "server.py"), ("run", "uvicorn/main.py"), ("run", "asyncio/runners.py"),
