@@ -36,9 +36,11 @@ p99 whatever the tail, so 100 ms is as long as the 250 ms goal allows. Without t
 request records (the benchmark's batches until commit 9385307) 150 ms gave 2.2 CPU-s
 and a p99 of 175 ms. An agent keeps up to 8 batches unacknowledged (agent/ship/
 shipper.py) and sends one every 10 s, so at its own pace a later ack costs it nothing.
-Draining a spool beside a paced fleet, its 8 in flight share one wait: about 70 batches
-a second where 50 ms allowed some 130, an hour of backlog in 5 s rather than 3. A read
-sees a batch 100 ms later at most.
+Draining a spool beside a paced fleet, its 8 in flight share one wait (the servicer
+reads a stream ahead of its acks, server.py): about 70 batches a second where 50 ms
+allowed some 130, an hour of backlog in 5 s rather than 3 (69 a second measured beside
+1,000 paced agents, `make bench` row 4; 8.9 while the servicer still read a batch per
+ack). A read sees a batch 100 ms later at most.
 
 Waiting only pays while company can still come, though. A stream that sends as fast as
 it is acked (an agent draining its spool after an outage, a load generator with two
