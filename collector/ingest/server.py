@@ -126,7 +126,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
     def __init__(
         self, committer: GroupCommitter, metrics: CollectorMetrics,
         limits: DecodeLimits | None = None, clock: Callable[[], Nanos] = time.time_ns,
-        read_ahead: int = 8,
+        *, read_ahead: int,
     ) -> None:
         if read_ahead < 1:
             raise ValueError("read_ahead must be >= 1")
@@ -168,8 +168,6 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
                 await ahead.put(item)
                 if isinstance(item, _Refusal):
                     return
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:  # a bug must still end the stream cleanly, as INTERNAL
             log.exception("reading an ingest stream failed unexpectedly")
             await ahead.put(_Refusal(grpc.StatusCode.INTERNAL, f"reading failed: {exc!r}"))

@@ -26,11 +26,15 @@ def _rate(level: dict[str, Any]) -> int:
     return int(level["level"].get("request_rate", REQUEST_RATE))
 
 
+def _fleets(levels: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The paced levels of a fleet alone (without an agent draining its spool beside it)."""
+    return [lv for lv in levels if lv["level"]["mode"] == "paced" and not lv["level"].get("drainer")]
+
+
 def _requests(levels: list[dict[str, Any]]) -> list[str]:
     """One paced fleet at the standard request rate and at a busy server's: the
     collector's CPU per request record is the difference of the two."""
-    paced = [lv for lv in levels if lv["level"]["mode"] == "paced" and common.default_commit_wait(lv)
-             and not lv["level"].get("drainer")]
+    paced = [lv for lv in _fleets(levels) if common.default_commit_wait(lv)]
     lines: list[str] = []
     for busy in (lv for lv in paced if _rate(lv) != REQUEST_RATE):
         base = next((lv for lv in paced if _rate(lv) == REQUEST_RATE
@@ -74,7 +78,7 @@ def _wait(level: dict[str, Any]) -> float:
 
 def _waits(levels: list[dict[str, Any]]) -> list[str]:
     """The paced fleet at several commit waits: what the default trades."""
-    paced = [lv for lv in levels if lv["level"]["mode"] == "paced" and not lv["level"].get("drainer")]
+    paced = _fleets(levels)
     if len({_wait(lv) for lv in paced}) < 2:
         return []
     fleet = max(lv["level"]["streams"] for lv in paced)
