@@ -216,12 +216,17 @@ async def _profile(agent: Agent, announce: bool) -> None:
     config, target = agent.config, agent.target
     if agent.sampler is not None:
         agent.restarts_before += agent.sampler.restarts
-    agent.sampler = StackSampler(_sampler_config(config), target.pid)
-    if agent.stop.is_set():
-        return
-    if announce:
+    def say_profiling() -> None:
         print(f"pyrometer agent: profiling pid {target.pid} ({target.cmdline[:80]}) as service "
               f"{config.service!r}, shipping to {config.collector}", flush=True)
+
+    # said once py-spy samples the target, not before the attach that may fail: the line
+    # is true when it appears, and whatever waits for it (a supervisor's readiness check,
+    # `make bench`'s start-up CPU) sees the start-up done
+    agent.sampler = StackSampler(_sampler_config(config), target.pid,
+                                 on_sampling=say_profiling if announce else None)
+    if agent.stop.is_set():
+        return
     try:
         async for window in agent.sampler.windows():
             # the achieved rate, not the asked one: py-spy falls behind on a busy host

@@ -189,11 +189,15 @@ class StackSampler:
         *,
         clock: Clock = time.time_ns,
         pyspy: Sequence[str] | None = None,
+        on_sampling: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self.pid = pid
         self.clock = clock
         self.pyspy = list(pyspy) if pyspy else None
+        # called once, when the first recorder samples: all that windows() does before
+        # its first window (py-spy's version, the sweep for orphans, an attach) is done
+        self.on_sampling = on_sampling
         self.version: tuple[int, ...] = ()
         self.last_handover: Handover | None = None
         self.workdir: Path | None = None  # py-spy's files while windows() runs
@@ -228,6 +232,8 @@ class StackSampler:
             current = await self._launch(pyspy, workdir, first=True)
             assert current is not None
             start_ns = current.ready_ns
+            if self.on_sampling is not None:
+                self.on_sampling()
             while True:
                 await self._wait_until_launch_time(current)
                 if self._stop.is_set() or current.exited.done():

@@ -125,10 +125,13 @@ def frames_named(window: ProfileWindow, name: str) -> int:
 def test_windows_are_contiguous_complete_and_stop_quickly(tmp_path: Path, targets: Targets) -> None:
     proc, _ = start_target(tmp_path, BUSY)
     targets.append(proc)
-    sampler = StackSampler(FAST, proc.pid)
+    announced: list[int] = []  # when on_sampling was called (agent clock)
+    sampler = StackSampler(FAST, proc.pid, on_sampling=lambda: announced.append(time.time_ns()))
     windows, final_s = asyncio.run(collect(sampler, 3))
 
     assert len(windows) == 4
+    # once, as the first recorder samples (the first window starts then), not at handovers
+    assert len(announced) == 1 and windows[0].start_ns <= announced[0] < windows[0].end_ns
     for a, b in zip(windows, windows[1:], strict=False):
         assert a.end_ns == b.start_ns
     assert final_s < 5 and windows[-1].duration_ns < 2e9
@@ -242,11 +245,19 @@ def test_ctrl_c_to_the_process_group_ends_cleanly(tmp_path: Path, targets: Targe
 
 
 def run_first_window(pid: int, pyspy: list[str] | None = None) -> None:
+    announced: list[bool] = []
+
     async def first() -> None:
-        async for _ in StackSampler(FAST, pid, pyspy=pyspy).windows():
+        sampler = StackSampler(FAST, pid, pyspy=pyspy, on_sampling=lambda: announced.append(True))
+        async for _ in sampler.windows():
             break
 
-    asyncio.run(first())
+    try:
+        asyncio.run(first())
+    except TargetError:
+        assert not announced  # a target that cannot be sampled is never announced
+        raise
+    assert announced == [True]
 
 
 def test_no_such_pid() -> None:
