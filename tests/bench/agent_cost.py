@@ -23,6 +23,7 @@ framing (14 bytes a message, one HEADERS per stream) and the connection's own fr
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gzip
 import re
 import resource
@@ -33,6 +34,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable as a p
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "bench"
 
-from bench import common  # noqa: E402
+from bench import agent_threads, common  # noqa: E402
 from pyrometer.agent.config import AgentConfig  # noqa: E402
 from pyrometer.agent.shared.model import ProfileWindow, Stack  # noqa: E402
 from pyrometer.agent.ship.encoder import AgentIdentity, StreamEncoder  # noqa: E402
@@ -143,6 +145,9 @@ class Arm:
     peak_main_uss_mib: float
     target_cpu_s: float  # how much CPU the target still got: contention shows here
     collector_cpu_s: float | None = None  # not part of the agent; for context
+    # the agent's own process after its start-up, ms of CPU a second by what each thread
+    # does (agent_threads.py); empty for bare py-spy
+    threads_ms_per_s: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def cpu_per_1000(self) -> float:
@@ -194,8 +199,10 @@ def pyspy_children(proc: psutil.Process) -> list[psutil.Process]:
     return found
 
 
-def watch(pid: int, seconds: float) -> tuple[tuple[float, float, float, float], float]:
-    """Sample the memory of ``pid`` and its descendants for ``seconds``.
+def watch(pid: int, seconds: float, poll: Callable[[], None] | None = None
+          ) -> tuple[tuple[float, float, float, float], float]:
+    """Sample the memory of ``pid`` and its descendants for ``seconds`` (and call
+    ``poll`` each time, when given).
 
     Returns the peaks in MiB (RSS of the main process plus py-spy processes at one
     moment, main process RSS, py-spy processes RSS, main process USS) and, taken last,
@@ -208,6 +215,8 @@ def watch(pid: int, seconds: float) -> tuple[tuple[float, float, float, float], 
         kids = sum(rss(child) for child in pyspy_children(proc))
         for i, value in enumerate((main + kids, main, kids, uss(proc))):
             peaks[i] = max(peaks[i], value)
+        if poll is not None:
+            poll()
         time.sleep(min(0.25, left))
     return (peaks[0] / MIB, peaks[1] / MIB, peaks[2] / MIB, peaks[3] / MIB), common.process_cpu_s(pid)
 
@@ -221,14 +230,17 @@ def run_agent(work: Path, seconds: float, service: str, target: Child, collector
         "agent", "--collector", ingest, "--service", service, "--pid", str(target.pid),
         "--rate", str(RATE_HZ)], "profiling pid", work, env=python_env())
     startup = common.process_cpu_s(agent.pid)
-    peaks, main_cpu = watch(agent.pid, seconds)
+    threads = agent_threads.ThreadWatch(agent.pid)
+    peaks, main_cpu = watch(agent.pid, seconds, threads.poll)
+    by_thread = threads.breakdown(agent_threads.python_names(agent.pid), seconds)
     if agent.stop(signal.SIGTERM, timeout=60) != 0:
         raise SystemExit(f"agent failed:\n{agent.output()[-2000:]}")
     cpu = children_cpu() - before  # the agent exited only after it reaped its py-spys
     samples = common.stored_samples(api, service)  # an exited agent has had every batch acked
     return Arm(samples, cpu, startup, main_cpu, *peaks,
                target_cpu_s=common.process_cpu_s(target.pid) - target_before,
-               collector_cpu_s=common.process_cpu_s(collector.pid) - collector_before)
+               collector_cpu_s=common.process_cpu_s(collector.pid) - collector_before,
+               threads_ms_per_s=by_thread)
 
 
 def run_pyspy(work: Path, seconds: float, name: str, target: Child) -> Arm:
@@ -363,10 +375,14 @@ def summarise(params: Params, rounds: list[dict[str, Any]],
     startup_s = common.median(starts) - pyspy_per_s * PYSPY_START_SAMPLING_S
     agent_own_per_s = common.median([(r["agent"]["main_cpu_s"] - r["agent"]["startup_cpu_s"])
                                      / params.seconds for r in rounds])
+    roles = {role for r in rounds for role in r["agent"].get("threads_ms_per_s", {})}
+    by_thread = {role: common.median([r["agent"].get("threads_ms_per_s", {}).get(role, 0.0)
+                                      for r in rounds]) for role in roles}
     return {
         "params": asdict(params), "rate_hz": RATE_HZ, "rounds": rounds,
         "pyspy_start_runs_cpu_s": starts, "pyspy_startup_cpu_s": startup_s,
         "pyspy_cpu_per_s": pyspy_per_s, "agent_main_cpu_per_s": agent_own_per_s,
+        "agent_threads_ms_per_s": dict(sorted(by_thread.items(), key=lambda kv: -kv[1])),
         "agent_window_s": AGENT_WINDOW_S,
         "cpu_ratio": ratios, "cpu_ratio_without_startup": steady,
         "agent_cpu_per_1000": arm_values("agent", "cpu_per_1000"),
@@ -438,7 +454,19 @@ def _extra_cpu(result: dict[str, Any]) -> list[str]:
         f"the event loop, gRPC's threads, shipping): {own * 1e3:.2f} ms a second, "
         f"{own / bare:.0%}. py-spy writes its samples only when it exits, so each window "
         f"is a py-spy of its own; a longer `--window` pays the start-up less often, and "
-        f"the data arrives that much later."]
+        f"the data arrives that much later."] + _by_thread(result)
+
+
+def _by_thread(result: dict[str, Any]) -> list[str]:
+    """The agent's own process, thread by thread (agent_threads.py)."""
+    by_thread = result.get("agent_threads_ms_per_s")
+    if not by_thread:  # a run before the breakdown, or py-spy could not attach
+        return []
+    return ["", "The agent's own process after its start-up, thread by thread (CPU from each "
+            "thread's schedstat over the round, threads named by `py-spy dump` at its end; "
+            "medians over rounds, so they need not add up to the total above):", "",
+            "| agent thread | ms of CPU a second |", "|---|---:|"] + [
+        f"| {role} | {ms:.2f} |" for role, ms in by_thread.items() if ms >= 0.005]
 
 
 def wire_section(result: dict[str, Any]) -> list[str]:
