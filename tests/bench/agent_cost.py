@@ -232,10 +232,14 @@ def run_agent(work: Path, seconds: float, service: str, target: Child, collector
     startup = common.process_cpu_s(agent.pid)
     threads = agent_threads.ThreadWatch(agent.pid)
     peaks, main_cpu = watch(agent.pid, seconds, threads.poll)
+    # `py-spy dump` is this process's child too, reaped before the agent: its CPU (about
+    # 10 ms) is taken out of the agent's below
+    dumped = children_cpu()
     by_thread = threads.breakdown(agent_threads.python_names(agent.pid), seconds)
+    dumped = children_cpu() - dumped
     if agent.stop(signal.SIGTERM, timeout=60) != 0:
         raise SystemExit(f"agent failed:\n{agent.output()[-2000:]}")
-    cpu = children_cpu() - before  # the agent exited only after it reaped its py-spys
+    cpu = children_cpu() - before - dumped  # the agent exited only after it reaped its py-spys
     samples = common.stored_samples(api, service)  # an exited agent has had every batch acked
     return Arm(samples, cpu, startup, main_cpu, *peaks,
                target_cpu_s=common.process_cpu_s(target.pid) - target_before,
