@@ -14,6 +14,7 @@ import re
 import subprocess
 from pathlib import Path
 
+from bench import common
 from pyrometer.agent.stacks.sampler import find_pyspy
 
 Snapshot = dict[int, tuple[str, int]]  # tid -> (kernel name, CPU ns so far)
@@ -27,9 +28,8 @@ _PYTHON_ROLES = {
 }
 _POLLER = "gRPC aio poller"  # Thread-N (_poll_wrapper)
 # kernel names of the threads gRPC core starts
-_NATIVE_ROLES = {"event_engine": "gRPC core: event engine, timer, lifeguard",
-                 "grpc_global_tim": "gRPC core: event engine, timer, lifeguard",
-                 "lifeguard": "gRPC core: event engine, timer, lifeguard"}
+_NATIVE_ROLES = dict.fromkeys(("event_engine", "grpc_global_tim", "lifeguard"),
+                              "gRPC core: event engine, timer, lifeguard")
 ENDED = "threads that ended within the interval"
 _DUMP_THREAD = re.compile(r'^Thread (?:0x[0-9a-fA-F]+|(\d+))[^"]*"([^"]*)"', re.MULTILINE)
 
@@ -63,8 +63,7 @@ def role(comm: str, python: str | None) -> str:
     if python is not None:
         if python.endswith("(_poll_wrapper)"):
             return _POLLER
-        prefix = python.rstrip("0123456789")
-        return _PYTHON_ROLES.get(python, _PYTHON_ROLES.get(prefix, f"{python} (Python)"))
+        return common.thread_role(python, _PYTHON_ROLES)
     return _NATIVE_ROLES.get(comm, f"{comm} (native)")
 
 

@@ -65,6 +65,13 @@ def judged_level(level: dict[str, Any]) -> bool:
             and not level["level"].get("drainer", False))
 
 
+def thread_role(python_name: str, roles: dict[str, str]) -> str:
+    """What a Python thread does, from `roles` by its name or by its name less a trailing
+    number (asyncio_0, asyncio_1, ... share "asyncio_"); else the name, marked Python."""
+    prefix = python_name.rstrip("0123456789")
+    return roles.get(prefix, roles.get(python_name, f"{python_name} (Python)"))
+
+
 def process_cpu_s(pid: int) -> float:
     """CPU seconds (user and system) that process ``pid`` has used so far."""
     times = psutil.Process(pid).cpu_times()

@@ -21,6 +21,7 @@ from typing import Any
 
 import psutil
 
+from bench import common
 from pyrometer.agent.shared.model import Frame, SampleKey
 from pyrometer.agent.stacks.parser import RawParser
 from pyrometer.agent.stacks.sampler import find_pyspy
@@ -51,8 +52,7 @@ _NATIVE_ROLES = {"event_engine": "gRPC core event engine (HTTP/2, gzip)",
 
 
 def _role(python_name: str) -> str:
-    prefix = python_name.rstrip("0123456789")
-    return _THREAD_ROLES.get(prefix, _THREAD_ROLES.get(python_name, f"{python_name} (Python)"))
+    return common.thread_role(python_name, _THREAD_ROLES)
 
 
 def thread_cpu(pid: int, names: dict[int, str] | None = None) -> dict[int, tuple[str, float]]:
