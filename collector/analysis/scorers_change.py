@@ -3,8 +3,8 @@
 Which functions' share of the working samples grew from the baseline's flame graph to the
 spike's, and how their samples per request (per unit of request size) grew. Discounted
 by the share of the rise request sizes explain (larger inputs shift the profile too),
-and when a deploy at the onset brought the change (the deploy is then the cause to act
-on; scorers_deploy.py scores it).
+and when a deploy near the onset may have brought the change (the deploy is then the
+cause to act on; scorers_deploy.py scores it), unless the deploy's own check cleared it.
 
 Work, not waiting: samples whose leaf is a waiting frame (a socket read, a lock, a
 selector: waiting.py) are left out of the shares and the samples per request, since
@@ -19,8 +19,10 @@ from __future__ import annotations
 import math
 
 from pyrometer.collector.analysis.candidate import Cause, Facts, none, num
+from pyrometer.collector.analysis.deploy_checks import across_event
 from pyrometer.collector.analysis.evidence import CodeProfile, SpikeContext
 from pyrometer.collector.analysis.robust import ramp
+from pyrometer.collector.analysis.scorers_deploy import carried
 from pyrometer.collector.analysis.waiting import is_waiting_label
 
 
@@ -48,6 +50,23 @@ def _waits(spike: CodeProfile, base: CodeProfile) -> str:
             "of samples, left out: time spent waiting grows with any slowdown")
 
 
+def _came_with_deploy(ctx: SpikeContext, facts: Facts) -> bool:
+    """Whether the deploy or rollback near the onset may have brought the change: not
+    when its own check cleared it (no request carries its version, and the requests
+    that began right after it were no slower, size for size: scorers_deploy.py says
+    "unchanged across it"). A code path that the deploy did not bring is not the
+    deploy's to act on, and the note must not say it came with one the deploy's own
+    note says changed nothing (the quick evaluation's decoy deploy, 15 s before a
+    runtime flag, took 40% off the flag's score that way)."""
+    event = facts.change_event
+    if event is None or event.kind not in {"deploy", "rollback"}:
+        return False
+    if carried(ctx, event):
+        return True
+    step = across_event(ctx, facts, event)
+    return not step.known or step.changed > 0
+
+
 def score_code_path(ctx: SpikeContext, facts: Facts) -> Cause:
     """See the module docstring."""
     sp, bp = ctx.spike_profile, ctx.baseline_profile
@@ -68,8 +87,7 @@ def score_code_path(ctx: SpikeContext, facts: Facts) -> Cause:
     growth = per_s / per_b / size_ratio if per_b > 0 else math.inf
     pooled = (s * sp.working + b * bp.working) / (sp.working + bp.working)
     z = delta / math.sqrt(pooled * (1 - pooled) * (1 / sp.working + 1 / bp.working) or 1e-12)
-    came_with_deploy = facts.change_event is not None and facts.change_event.kind in {
-        "deploy", "rollback"}
+    came_with_deploy = _came_with_deploy(ctx, facts)
     # the work per request grew: CPU time per request where the process readings tell it
     # (samples per request also grow when the target only waits for a core)
     costlier = facts.cpu_ratio if not math.isnan(facts.cpu_ratio) else facts.cost_ratio

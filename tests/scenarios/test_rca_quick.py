@@ -105,7 +105,23 @@ def test_quick_evaluation_end_to_end(tmp_path: Path) -> None:
         # Ranked first, and by signals a busy neighbour does not blur: the flag doubles
         # the target's CPU per request (so host pressure stands down), the surge brings
         # arrivals past the pool at flat CPU per request.
-        assert row["ac1_pyrometer"] == 1.0, (name, row)
+        assert row["ac1_pyrometer"] == 1.0, (name, row, _ranked(runs, name))
+
+
+def _ranked(runs: list[dict[str, Any]], scenario: str) -> list[dict[str, Any]]:
+    """What each spike of a scenario's run ranked and what every candidate saw: a failure
+    on a busy CI machine must say which cause came first, and why, without a rerun."""
+    out = []
+    for run in runs:
+        if run["plan"]["scenario"] != scenario:
+            continue
+        for spike in metrics.spikes_of(run):
+            out.append({"from_truth_s": [round(spike[k] / NS - run["truth"]["start"], 1)
+                                         for k in ("start_ns", "end_ns")],
+                        "ranked": [(c["kind"], c["score"], c.get("explanation", "")[:160])
+                                   for c in spike.get("causes", [])],
+                        "checked": [c.get("note", "")[:200] for c in spike.get("checked", [])]})
+    return out
 
 
 def test_the_seed_sets_runs_of_a_scenario_keep_folders_apart(tmp_path: Path) -> None:

@@ -123,6 +123,38 @@ def test_a_slower_version_is_the_deploy_not_its_code_path() -> None:
     assert rank(ctx).causes[0].score > 0.8
 
 
+def costly_flag(deploy: EventInfo, version: str = "v1") -> SpikeContext:
+    """A runtime flag's code path: a new function takes 40% of the work, each request
+    twice the CPU, at the same sizes and rate, requests of `version`; `deploy` posted."""
+    rng = random.Random(14)
+    inside = requests(START, END, rng, slow=2.0, version=version)
+    costly = {**BASE_SHARES, "postprocess_render_json_costly (inference.py)": 0.4}
+    busy = [ResourcePoint(START + i * STEP, 1.2, 1.25, 2, 6.0, 0.0, 0.0, 2e9) for i in range(6)]
+    return scenario(spike_requests=inside, spike_profile=profile(len(inside), 10.0, costly),
+                    spike_resources=busy, events=(deploy,))
+
+
+def test_a_code_path_after_a_deploy_that_changed_nothing_is_not_the_deploys() -> None:
+    # the quick evaluation's decoy (there 15 s, seven of its 2 s steps, before the onset):
+    # a deploy that no request carries and whose first requests were no slower; the
+    # flag's code path did not come with it
+    ranking = rank(costly_flag(EventInfo(ONSET - 35 * S, "deploy", "v9", "v1")))
+    code = ranking.causes[0]
+    assert code.kind == "code_path" and code.score > 0.8, ranking.causes
+    assert code.evidence["came_with_deploy"] is False
+    assert "came with the deploy" not in code.explanation
+    deploy = next(c for c in ranking.checked if c.kind == "deploy")
+    assert deploy.score == 0 and "unchanged across it" in deploy.note
+
+
+def test_a_code_path_that_a_carried_deploy_brought_is_the_deploys() -> None:
+    ranking = rank(costly_flag(EventInfo(ONSET - 3 * S, "deploy", "v2", "v1"), version="v2"))
+    code = next(c for c in ranking.checked if c.kind == "code_path")
+    assert code.evidence["came_with_deploy"] is True
+    assert code.explanation.endswith("(came with the deploy)")
+    assert [c.kind for c in ranking.causes][:2] == ["deploy", "code_path"]
+
+
 def test_a_deploy_after_the_onset_does_not_explain_it() -> None:
     ctx = scenario(events=(EventInfo(ONSET + 40 * S, "deploy", "v2", "v1"),))
     ranking = rank(ctx)
