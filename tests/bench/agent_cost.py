@@ -426,15 +426,17 @@ def cost_section(result: dict[str, Any]) -> list[str]:
         lines.append(f"| {label} | {common.cell(agent, fmt)} | {common.cell(bare, fmt)} |")
     ratio, steady = result["cpu_ratio"], result["cpu_ratio_without_startup"]
     rss_mb = result["agent_peak_rss_mb"]
+    # The goals table at the top judges this row (the start-up amortised over an hour, the
+    # main process's RSS); these lines give the round's own figures beside it and judge
+    # nothing, so that no second, older target contradicts it.
     lines += ["", f"- Agent CPU per 1000 samples against bare py-spy's: "
-              f"**{common.cell(ratio, '.2f')}x** ({common.cell(steady, '.2f')}x without the "
-              "one-off startup). Target at most 1.2x: "
-              f"**{common.verdict(common.median(ratio), 1.2, at_most=True)}**.",
+              f"**{common.cell(ratio, '.2f')}x** with the one-off start-up counted in the "
+              f"{params['seconds']:g} s round, {common.cell(steady, '.2f')}x without it; the "
+              "goals table judges it with the start-up spread over an hour of samples.",
               f"- Agent peak RSS, the agent process and its py-spy children together: "
-              f"**{common.cell(rss_mb, '.1f')} MB** (10^6 bytes). Target under 50 MB: "
-              f"**{common.verdict(max(rss_mb) if rss_mb else float('nan'), 50, at_most=True)}** "
-              "(judged on the largest round, shared library pages included; the agent "
-              "process's own pages, its USS, are in the table)."]
+              f"**{common.cell(rss_mb, '.1f')} MB** (10^6 bytes; shared library pages "
+              "included). The goals table judges the agent's main process alone; its own "
+              "pages, its USS, are in the table above."]
     if "pyspy_startup_cpu_s" in result:
         lines += _extra_cpu(result)
     return lines
