@@ -33,6 +33,7 @@ from pyrometer.collector.analysis.stages import (
     compare,
     split,
 )
+from pyrometer.collector.model import Profile, merge
 from pyrometer.collector.storage.reads import (
     REPLAYED_NOTICE,
     QuantilePoint,
@@ -185,17 +186,24 @@ def _context(store: Store, query: SpikeQuery, spike: Spike,
     instance = where.instance
     if instance is not None:
         spike = replace(spike, instance=instance)
+    # the earlier spikes inside this one's baseline (the detector left them out of it)
+    inside_baseline = tuple((lo, hi) for lo, hi in excluded
+                            if hi > base_start and lo < spike.start_ns)
     # the onset: the end of the first request of the spike's first step slower than the
     # threshold it crossed, the first moment the slowdown was seen (its cause lies at or
     # before it); none that slow keeps the step's start
     tally_read = pool.submit(
         store.request_tally, query.service, base_start, read_end,
         spike=(spike.start_ns, spike.end_ns), baseline_start_ns=base_start, step_ns=cfg.step_ns,
-        slow_ns=math.floor(spike.threshold_ms * 1_000_000), route=spike.route, instance=instance)
+        slow_ns=math.floor(spike.threshold_ms * 1_000_000), route=spike.route, instance=instance,
+        excluded=inside_baseline)
     spike_read = pool.submit(store.profile, query.service, spike.start_ns, spike.end_ns,
                              instance=instance)
-    base_read = pool.submit(store.profile, query.service, base_start, spike.start_ns,
-                            instance=instance)
+    # the baseline's profile leaves out earlier spikes, as its latency and its request
+    # count do: a code path that came and went and came again is judged against the
+    # time it was off, not partly against itself
+    base_reads = [pool.submit(store.profile, query.service, lo, hi, instance=instance)
+                  for lo, hi in baseline_parts(base_start, spike.start_ns, inside_baseline)]
     # the requests are read in the unit most of them carry, which the tally counts; the
     # largest read, so it goes before the rest are queued
     tally = tally_read.result()
@@ -219,7 +227,9 @@ def _context(store: Store, query: SpikeQuery, spike: Spike,
         for version, n in sorted(tally.versions.items(), key=lambda kv: -kv[1])[:MAX_VERSIONS]
     } if len(tally.versions) > 1 else {}
     requests = requests_read.result()
-    spike_profile, base_profile = spike_read.result(), base_read.result()
+    spike_profile = spike_read.result()
+    base_profile = merge([read.result() for read in base_reads], base_start, spike.start_ns) \
+        if base_reads else Profile(query.service, base_start, spike.start_ns, ())
     versions = {version: (read.result(), n) for version, (read, n) in version_reads.items()}
     # the profiles share most stacks, and the last analysis saw most of them (FACTS): each
     # stack is classified, and its functions found, once
@@ -242,6 +252,22 @@ def _context(store: Store, query: SpikeQuery, spike: Spike,
         spike_profile=code[0], baseline_profile=code[1], version_profiles=code[2],
         engine=tuple(engine_read.result()), arrived=tally.began, completed=tally.ended,
     ), where, stages, tuple(slowest_read.result()), tally, len(requests)
+
+
+def baseline_parts(start_ns: Nanos, end_ns: Nanos,
+                   excluded: Sequence[tuple[Nanos, Nanos]]) -> list[tuple[Nanos, Nanos]]:
+    """[start_ns, end_ns) less the excluded intervals, as the disjoint windows left, in
+    time order (the whole span when nothing excluded falls in it)."""
+    parts, at = [], start_ns
+    for lo, hi in sorted(excluded):
+        if hi <= at or lo >= end_ns:
+            continue
+        if lo > at:
+            parts.append((at, lo))
+        at = max(at, hi)
+    if at < end_ns:
+        parts.append((at, end_ns))
+    return parts
 
 
 def _resources(store: Store, series: SeriesQuery, start_ns: Nanos, end_ns: Nanos

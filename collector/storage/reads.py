@@ -203,7 +203,7 @@ class RequestTally:
     total: int  # requests that ended in the window counted
     ended: dict[int, int]  # per step, by the request's end
     began: dict[int, int]  # per step, by its start (end less latency)
-    baseline: int  # ended in [baseline start, spike start)
+    baseline: int  # ended in [baseline start, spike start), outside earlier spikes
     inside: int  # ended in the spike
     versions: dict[str, int]  # of those that ended in the spike, per version
     first_slow_ns: Nanos | None  # end of the first request of the spike's first step over `slow_ns`

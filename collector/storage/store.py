@@ -179,10 +179,11 @@ class Store(Protocol):
 
     def request_tally(self, service: str, start_ns: Nanos, end_ns: Nanos, *,
                       spike: tuple[Nanos, Nanos], baseline_start_ns: Nanos, step_ns: Nanos,
-                      slow_ns: Nanos, route: str | None = None, instance: str | None = None
-                      ) -> RequestTally:
+                      slow_ns: Nanos, route: str | None = None, instance: str | None = None,
+                      excluded: Sequence[tuple[Nanos, Nanos]] = ()) -> RequestTally:
         """Exact counts of the requests that ended in [start, end) around one spike
-        (see RequestTally)."""
+        (see RequestTally); the baseline's count leaves out those that ended in
+        `excluded` (earlier spikes)."""
         ...
 
     def instance_latency(self, service: str, baseline: tuple[Nanos, Nanos],

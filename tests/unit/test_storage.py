@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from pyrometer.agent.shared.model import NANOS_PER_SECOND, Frame, SampleKey
 from pyrometer.collector.errors import DatabaseInUseError, StorageError
 from pyrometer.collector.ingest.decode import StreamDecoder
+from pyrometer.collector.model import by_count
 from pyrometer.collector.storage.batch import DecodedBatch
 from pyrometer.collector.storage.duckdb.backend import DuckDBStore
-from pyrometer.collector.storage.duckdb.profiles import _by_count
 from pyrometer.collector.storage.store import BatchOutcome
 from support.ingest_builder import BASE_NS, NOW_NS, StreamEncoder, stack
 
@@ -255,4 +255,4 @@ def test_a_profiles_stacks_are_by_descending_count_then_by_their_frames(
         items: list[tuple[list[str], int]]) -> None:
     samples = [(tuple(Frame(name, "f.py", 1) for name in names), n) for names, n in items]
     want = sorted(samples, key=lambda s: (-s[1], [(f.name, f.file, f.line) for f in s[0]]))
-    assert _by_count(list(samples)) == want
+    assert by_count(list(samples)) == want

@@ -548,12 +548,12 @@ class DuckDBStore:
 
     def request_tally(self, service: str, start_ns: Nanos, end_ns: Nanos, *,
                       spike: tuple[Nanos, Nanos], baseline_start_ns: Nanos, step_ns: Nanos,
-                      slow_ns: Nanos, route: str | None = None, instance: str | None = None
-                      ) -> RequestTally:
+                      slow_ns: Nanos, route: str | None = None, instance: str | None = None,
+                      excluded: Sequence[tuple[Nanos, Nanos]] = ()) -> RequestTally:
         """See `Store.request_tally`."""
         return self._read(lambda cur: read_request_tally(
             cur, service, start_ns, end_ns, spike=spike, baseline_start_ns=baseline_start_ns,
-            step_ns=step_ns, slow_ns=slow_ns, route=route, instance=instance))
+            step_ns=step_ns, slow_ns=slow_ns, route=route, instance=instance, excluded=excluded))
 
     def instance_latency(self, service: str, baseline: tuple[Nanos, Nanos],
                          spike: tuple[Nanos, Nanos], quantile: float, *,

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from itertools import groupby
 from typing import Any
 
 import duckdb
 
 from pyrometer.agent.shared.model import Frame, Nanos, Stack
-from pyrometer.collector.model import Profile
+from pyrometer.collector.model import Profile, by_count
 from pyrometer.collector.storage.duckdb.rollups import ReadPlan, plan_read, rollup_part, watermarks
 from pyrometer.collector.storage.reads import ProfileLabels
 
@@ -115,29 +114,12 @@ def merge_rows(cur: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]], serv
         by_rate[rate] = by_rate.get(rate, 0) + count
         idle = idle or stack_idle
     stacks = _read_stacks(cur, counts, cache)
-    samples = _by_count(
+    samples = by_count(
         [(stacks[sid], n) for sid, n in counts.items() if sid in stacks])
     # mixed rates are rare (a restarted agent with a new --rate): report the one
     # most samples were taken at
     rate = max(by_rate, key=lambda r: (by_rate[r], r)) if by_rate else DEFAULT_RATE_HZ
     return Profile(service, start_ns, end_ns, tuple(samples), rate, idle, resolution)
-
-
-def _frames_key(item: tuple[Stack, int]) -> list[tuple[str, str, int]]:
-    return [(f.name, f.file, f.line) for f in item[0]]
-
-
-def _by_count(samples: list[tuple[Stack, int]]) -> list[tuple[Stack, int]]:
-    """By descending count, equal counts by their frames: the frames' key is built only
-    for the counts several stacks share (a key per stack was a third of a large read)."""
-    samples.sort(key=lambda item: -item[1])
-    out: list[tuple[Stack, int]] = []
-    for _, tied in groupby(samples, key=lambda item: item[1]):
-        group = list(tied)
-        if len(group) > 1:
-            group.sort(key=_frames_key)
-        out.extend(group)
-    return out
 
 
 class StackCache:

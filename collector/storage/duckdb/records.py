@@ -200,16 +200,24 @@ def read_routes(cur: duckdb.DuckDBPyConnection, service: str, start_ns: Nanos,
 def read_request_tally(cur: duckdb.DuckDBPyConnection, service: str, start_ns: Nanos,
                        end_ns: Nanos, *, spike: tuple[Nanos, Nanos], baseline_start_ns: Nanos,
                        step_ns: Nanos, slow_ns: Nanos, route: str | None = None,
-                       instance: str | None = None) -> RequestTally:
+                       instance: str | None = None,
+                       excluded: Sequence[tuple[Nanos, Nanos]] = ()) -> RequestTally:
     """See RequestTally: three aggregates over the requests of one spike's window."""
     clause, params = time_window(service, start_ns, end_ns, route=route, instance=instance)
     inside = {**params, "s0": spike[0], "s1": spike[1]}
+    # the baseline leaves out the earlier spikes, as the detector's does
+    outside = "".join(f" AND NOT (time_ns >= $x{k}_0 AND time_ns < $x{k}_1)"
+                      for k in range(len(excluded)))
+    gaps = {f"x{k}_{side}": bound for k, pair in enumerate(excluded)
+            for side, bound in enumerate(pair)}
     row = cur.execute(
-        "SELECT count(*), count(app_size), count(*) FILTER (WHERE time_ns >= $b0 AND time_ns < $s0), "
+        "SELECT count(*), count(app_size), "
+        f"count(*) FILTER (WHERE time_ns >= $b0 AND time_ns < $s0{outside}), "
         "count(*) FILTER (WHERE time_ns >= $s0 AND time_ns < $s1), "
         "min(time_ns) FILTER (WHERE time_ns >= $s0 AND time_ns < least($first_end, $s1) "
         f"AND latency_ns > $slow) FROM requests WHERE {clause}",
-        {**inside, "b0": baseline_start_ns, "first_end": spike[0] + step_ns, "slow": slow_ns},
+        {**inside, **gaps, "b0": baseline_start_ns, "first_end": spike[0] + step_ns,
+         "slow": slow_ns},
     ).fetchone()
     assert row is not None  # an aggregate without GROUP BY always has a row
     steps = cur.execute(
