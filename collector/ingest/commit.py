@@ -34,7 +34,11 @@ before, 227 and 259 after), so the rest of the tail is elsewhere; the load gener
 share the 2 cores, and their own delays are in the ack times. A wait adds itself to the
 p99 whatever the tail, so 100 ms is as long as the 250 ms goal allows. Without the
 request records (the benchmark's batches until commit 9385307) 150 ms gave 2.2 CPU-s
-and a p99 of 175 ms. An agent keeps up to 8 batches unacknowledged (agent/ship/
+and a p99 of 175 ms. Measured again once commits had got cheaper (commit 13e7917, the
+same level run on its own, 100 and 150 ms alternating, four runs each): 2.12-2.65
+CPU-s (median 2.28) and a p99 of 136-159 ms at 100 ms, 1.82-2.32 (median 2.19) and
+190-220 ms at 150 ms: a gain within the runs' spread for 50-60 ms more p99, so 100 ms
+stays. An agent keeps up to 8 batches unacknowledged (agent/ship/
 shipper.py) and sends one every 10 s, so at its own pace a later ack costs it nothing.
 Draining a spool beside a paced fleet, its 8 in flight share one wait (the servicer
 reads a stream ahead of its acks, server.py): about 70 batches a second where 50 ms
