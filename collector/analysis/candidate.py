@@ -19,11 +19,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pyrometer.agent.shared.model import NANOS_PER_SECOND, Nanos
 from pyrometer.collector.analysis.evidence import EventInfo, SpikeContext, summarize
 from pyrometer.collector.analysis.robust import Baseline, quantile, ramp, ratio
 from pyrometer.collector.analysis.sizes import SizeModel, size_model
+
+if TYPE_CHECKING:  # deploy_checks imports this module
+    from pyrometer.collector.analysis.deploy_checks import AcrossEvent
 
 KINDS = ("gpu_throttling", "deploy", "payload_size", "traffic_surge", "code_path",
          "host_pressure", "engine_queueing", "batch_saturation", "kv_cache_pressure",
@@ -93,6 +97,11 @@ class Facts:
     change_event: EventInfo | None  # a deploy/restart shortly before or at the onset
     cpu_ratio: float = math.nan  # target CPU seconds per request, spike over baseline
     arrivals: Arrivals | None = None
+    # the change event's own check, done once for the scorers that ask it (the deploy's
+    # and the code path's; scorers_deploy.check_change): whether requests carry its
+    # version (None: not checked), and when none do, latency per request across it
+    change_carried: bool | None = None
+    across: AcrossEvent | None = None
 
     @property
     def surge(self) -> float:

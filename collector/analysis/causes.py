@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pyrometer.collector.analysis.candidate import SHARE, Cause, Scorer, facts
 from pyrometer.collector.analysis.evidence import SpikeContext
 from pyrometer.collector.analysis.scorers_change import score_code_path
-from pyrometer.collector.analysis.scorers_deploy import score_deploy
+from pyrometer.collector.analysis.scorers_deploy import check_change, score_deploy
 from pyrometer.collector.analysis.scorers_engine import (
     score_batch_saturation,
     score_engine_queueing,
@@ -60,7 +60,7 @@ class Ranking:
 
 def rank(ctx: SpikeContext) -> Ranking:
     """Every candidate scored; those above zero sorted by score (ties: by z)."""
-    shared = facts(ctx)
+    shared = check_change(ctx, facts(ctx))
     return order(tuple(_clamped(scorer(ctx, shared)) for scorer in SCORERS))
 
 

@@ -19,10 +19,9 @@ from __future__ import annotations
 import math
 
 from pyrometer.collector.analysis.candidate import Cause, Facts, none, num
-from pyrometer.collector.analysis.deploy_checks import across_event
 from pyrometer.collector.analysis.evidence import CodeProfile, SpikeContext
 from pyrometer.collector.analysis.robust import ramp
-from pyrometer.collector.analysis.scorers_deploy import carried
+from pyrometer.collector.analysis.scorers_deploy import check_change
 from pyrometer.collector.analysis.waiting import is_waiting_label
 
 
@@ -61,10 +60,10 @@ def _came_with_deploy(ctx: SpikeContext, facts: Facts) -> bool:
     event = facts.change_event
     if event is None or event.kind not in {"deploy", "rollback"}:
         return False
-    if carried(ctx, event):
+    facts = check_change(ctx, facts)
+    if facts.change_carried or facts.across is None:
         return True
-    step = across_event(ctx, facts, event)
-    return not step.known or step.changed > 0
+    return not facts.across.known or facts.across.changed > 0
 
 
 def score_code_path(ctx: SpikeContext, facts: Facts) -> Cause:

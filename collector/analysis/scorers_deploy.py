@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 from pyrometer.collector.analysis.candidate import (
     CHANGE_EVENT_KINDS,
@@ -73,6 +74,19 @@ def carried(ctx: SpikeContext, event: EventInfo) -> bool:
     return new >= MIN_VERSION_REQUESTS and already < 0.5 * max(1, len(before))
 
 
+def check_change(ctx: SpikeContext, facts: Facts) -> Facts:
+    """`facts` with the change event's own check done (`carried`, and `across_event`
+    when nothing carries its version): the deploy scorer and the code-path scorer both
+    ask it, and across_event reads every baseline request (about 60 ms of a 140 ms
+    ranking at 50,000 requests), so causes.rank does it once per spike."""
+    event = facts.change_event
+    if event is None or facts.change_carried is not None:
+        return facts
+    if carried(ctx, event):
+        return replace(facts, change_carried=True)
+    return replace(facts, change_carried=False, across=across_event(ctx, facts, event))
+
+
 def score_deploy(ctx: SpikeContext, facts: Facts) -> Cause:
     """See the module docstring."""
     event = facts.change_event
@@ -84,7 +98,8 @@ def score_deploy(ctx: SpikeContext, facts: Facts) -> Cause:
         return none("deploy", f"deploy: no deploy or restart event from "
                     f"{lookback_ns(ctx) / 1e9:.0f}s before the onset to "
                     f"{ctx.tolerance_ns / 1e9:.0f}s after it or its main rise{after}")
-    if carried(ctx, event):
+    facts = check_change(ctx, facts)
+    if facts.change_carried:
         return _score_carried(ctx, facts, event)
     return _score_uncarried(ctx, facts, event)
 
@@ -146,7 +161,7 @@ def _score_uncarried(ctx: SpikeContext, facts: Facts, event: EventInfo) -> Cause
     observed = _log_median(inside) - _log_median(base)
     rise = median(residuals(inside, facts)) - median(residuals(base, facts))
     share = clip01(rise / observed) if observed > MIN_RISE else 0.0
-    step = across_event(ctx, facts, event)
+    step = facts.across or across_event(ctx, facts, event)
     cost = cost_step(ctx, facts)
     across = cost_across(ctx, event)
     # the requests across the event, where there are enough, say it directly; an event
