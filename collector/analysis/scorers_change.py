@@ -60,10 +60,10 @@ def _came_with_deploy(ctx: SpikeContext, facts: Facts) -> bool:
     event = facts.change_event
     if event is None or event.kind not in {"deploy", "rollback"}:
         return False
-    facts = check_change(ctx, facts)
-    if facts.change_carried or facts.across is None:
+    across = check_change(ctx, facts).across
+    if across is None:  # its version is carried: the deploy brought what its requests show
         return True
-    return not facts.across.known or facts.across.changed > 0
+    return not across.known or across.changed > 0
 
 
 def score_code_path(ctx: SpikeContext, facts: Facts) -> Cause:

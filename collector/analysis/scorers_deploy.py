@@ -44,7 +44,13 @@ from pyrometer.collector.analysis.candidate import (
     num,
     pct,
 )
-from pyrometer.collector.analysis.deploy_checks import across_event, cost_across, cost_step, residuals
+from pyrometer.collector.analysis.deploy_checks import (
+    AcrossEvent,
+    across_event,
+    cost_across,
+    cost_step,
+    residuals,
+)
 from pyrometer.collector.analysis.evidence import EventInfo, SpikeContext
 from pyrometer.collector.analysis.robust import Baseline, clip01, median
 from pyrometer.collector.storage.reads import RequestSample
@@ -99,9 +105,9 @@ def score_deploy(ctx: SpikeContext, facts: Facts) -> Cause:
                     f"{lookback_ns(ctx) / 1e9:.0f}s before the onset to "
                     f"{ctx.tolerance_ns / 1e9:.0f}s after it or its main rise{after}")
     facts = check_change(ctx, facts)
-    if facts.change_carried:
+    if facts.across is None:  # its version is carried (check_change)
         return _score_carried(ctx, facts, event)
-    return _score_uncarried(ctx, facts, event)
+    return _score_uncarried(ctx, facts, event, facts.across)
 
 
 def _what(ctx: SpikeContext, event: EventInfo) -> str:
@@ -156,12 +162,12 @@ def _score_carried(ctx: SpikeContext, facts: Facts, event: EventInfo) -> Cause:
     return Cause("deploy", score, z, explanation, evidence)
 
 
-def _score_uncarried(ctx: SpikeContext, facts: Facts, event: EventInfo) -> Cause:
+def _score_uncarried(ctx: SpikeContext, facts: Facts, event: EventInfo,
+                     step: AcrossEvent) -> Cause:
     base, inside = ctx.request_split()
     observed = _log_median(inside) - _log_median(base)
     rise = median(residuals(inside, facts)) - median(residuals(base, facts))
     share = clip01(rise / observed) if observed > MIN_RISE else 0.0
-    step = facts.across or across_event(ctx, facts, event)
     cost = cost_step(ctx, facts)
     across = cost_across(ctx, event)
     # the requests across the event, where there are enough, say it directly; an event
