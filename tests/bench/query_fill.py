@@ -6,6 +6,8 @@ table, with pseudo-random values from DuckDB's hash() so that a run is reproduci
 Samples and telemetry go into the tables on disk (`<table>_rows`, each row's source by number),
 with readings at full double precision; the columns that schema.py keeps at fixed
 decimal places round them as they go in, as they do for the collector's own appends.
+Times and spans are written in the whole units those tables hold (milliseconds and
+microseconds, schema.RESOLUTION).
 Rows go in the order real ingest appends them: a window at a time, and in it each
 instance's batch whole, as agents' batches arrive side by side. A batch holds one
 instance's profile rows for the window and its telemetry for the window's 10 seconds in
@@ -131,11 +133,11 @@ FROM (SELECT *, unnest(range(k)) AS r
 # ended; tokens drive the latency, with a tail
 REQUESTS = f"""
 INSERT INTO requests_rows
-SELECT ts, {_SOURCE}, s // 10 + 1, {_PID},
+SELECT ts // 1000000, {_SOURCE}, s // 10 + 1, {_PID},
        CASE WHEN hash(s, i, j, 4) % 10 = 0 THEN '/v1/embed' ELSE '/v1/predict' END, 'POST',
        CASE WHEN hash(s, i, j, 3) % 1000 = 0 THEN 503 ELSE 200 END,
        ((12 + 0.04 * tokens + 25 * pow({_unit('s', 'i', 'j', '2')}, 6))
-        * CASE WHEN {_HIT} THEN 3 ELSE 1 END * 1000000)::BIGINT,
+        * CASE WHEN {_HIT} THEN 3 ELSE 1 END * 1000)::BIGINT,
        tokens * 4 + 300, 600 + tokens, NULL, NULL, NULL, []::BIGINT[], 0, tokens, 'middleware', NULL
 FROM (SELECT *, $t0 + s * 1000000000 + (hash(s, i, j) % 1000000000)::BIGINT AS ts,
              64 + (hash(s, i, j, 1) % 960)::BIGINT AS tokens
@@ -150,7 +152,7 @@ _SECONDS = """FROM (SELECT *, $t0 + s * 1000000000 + i * 7000000 AS ts
             FROM range($seconds * $n) t(g)))"""
 GPU = f"""
 INSERT INTO gpu_rows
-SELECT ts, {_SOURCE}, s // 10 + 1, 0, 'GPU-' || $agents[i + 1], 'NVIDIA A10G', false,
+SELECT ts // 1000000, {_SOURCE}, s // 10 + 1, 0, 'GPU-' || $agents[i + 1], 'NVIDIA A10G', false,
        CASE WHEN {_HIT} THEN 89.0 ELSE 62.0 + 6 * {_unit('s', 'i')} END, 90.0, NULL,
        CASE WHEN {_HIT} THEN 1095 ELSE 1710 END, 1710, CASE WHEN {_HIT} THEN 1095 ELSE 1710 END,
        6251, 6251, CASE WHEN {_HIT} THEN 64 ELSE 0 END,
@@ -160,7 +162,7 @@ SELECT ts, {_SOURCE}, s // 10 + 1, 0, 'GPU-' || $agents[i + 1], 'NVIDIA A10G', f
 """
 PROCESS = f"""
 INSERT INTO process_rows
-SELECT ts, {_SOURCE}, s // 10 + 1, {_PID}, 1.0,
+SELECT ts // 1000000, {_SOURCE}, s // 10 + 1, {_PID}, 1.0,
        0.7 + 0.3 * {_unit('s', 'i')}, 0.08 + 0.04 * {_unit('s', 'i', '1')},
        3000000000 + (hash(i) % 100)::BIGINT * 1000000, 24, (400 + hash(s, i, 2) % 200)::BIGINT,
        (10 + hash(s, i, 3) % 20)::BIGINT, 0.05 + 0.05 * {_unit('s', 'i', '4')}
@@ -168,7 +170,7 @@ SELECT ts, {_SOURCE}, s // 10 + 1, {_PID}, 1.0,
 """
 HOST = f"""
 INSERT INTO host_rows
-SELECT ts, {_SOURCE}, s // 10 + 1, 30 + 20 * {_unit('s', 'i')}, 8,
+SELECT ts // 1000000, {_SOURCE}, s // 10 + 1, 30 + 20 * {_unit('s', 'i')}, 8,
        (20000000000 - 100000000 * {_unit('s', 'i', '1')})::BIGINT, 32000000000,
        2 + {_unit('s', 'i', '2')}, 1.5 * {_unit('s', 'i', '3')}, 0.0, 0.0, 0.2, 0.1
 {_SECONDS}
@@ -176,7 +178,7 @@ SELECT ts, {_SOURCE}, s // 10 + 1, 30 + 20 * {_unit('s', 'i')}, 8,
 # the agent's own footprint, once a minute per agent
 AGENT_STATS = f"""
 INSERT INTO agent_stats_rows
-SELECT ts, {_SOURCE}, s // 10 + 1, 0.02 + 0.01 * {_unit('s', 'i')}, 90000000,
+SELECT ts // 1000000, {_SOURCE}, s // 10 + 1, 0.02 + 0.01 * {_unit('s', 'i')}, 90000000,
        0, 0, 0, 0, 0, 0, 0
 FROM (SELECT *, $t0 + s * 1000000000 + i * 7000000 AS ts
       FROM (SELECT g // $n * 60 AS s, g % $n AS i FROM range($seconds // 60 * $n) t(g)))
@@ -189,7 +191,7 @@ FROM (SELECT i, $deploy + i * $stagger AS ts FROM range($n) t(i))
 # the serving engine's series (agent --scrape), four of them per instance every 5 s
 ENGINE = f"""
 INSERT INTO engine_rows
-SELECT ts, {_SOURCE}, s // 10 + 1, m,
+SELECT ts // 1000000, {_SOURCE}, s // 10 + 1, m,
        CASE WHEN m = 'kv_cache_usage' THEN 0.4 + 0.5 * {_unit('s', 'i')}
             ELSE 100 * {_unit('s', 'i', 'm')} END,
        5.0, CASE WHEN m = 'queue_time_s' THEN 100 ELSE 0 END, 'vllm', 'llama'

@@ -5,6 +5,8 @@ over the raw requests, whatever the compaction point, late requests included."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import math
 import random
 import tempfile
 from collections.abc import Iterator
@@ -15,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pyrometer.agent.shared.model import Telemetry
+from pyrometer.agent.shared.model import RequestRecord, Telemetry
 from pyrometer.collector.ingest.decode import StreamDecoder
 from pyrometer.collector.storage.batch import DecodedBatch
 from pyrometer.collector.storage.duckdb import series
@@ -23,7 +25,7 @@ from pyrometer.collector.storage.duckdb.backend import DuckDBStore
 from pyrometer.collector.storage.duckdb.series import read_latency_quantile
 from pyrometer.collector.storage.reads import QUANTILES, QuantilePoint, SeriesQuery
 from pyrometer.collector.storage.retention import RetentionPolicy, delete_expired
-from pyrometer.collector.storage.sketch import ALPHA
+from pyrometer.collector.storage.sketch import ALPHA, GAMMA, bin_of
 from pyrometer.collector.storage.sketch import quantile as sketch_quantile
 from support.ingest_builder import BASE_NS, NOW_NS, StreamEncoder
 from support.telemetry_builder import S, request
@@ -40,11 +42,13 @@ class Agent:
         self.seq = 0
 
     def commit(self, store: DuckDBStore, requests: list[tuple[float, float, str | None]]) -> None:
+        self.commit_records(store, [request(at, latency_ms=ms, route=route)
+                                    for at, ms, route in requests])
+
+    def commit_records(self, store: DuckDBStore, records: list[RequestRecord]) -> None:
         self.seq += 1
-        telemetry = Telemetry(requests=tuple(request(at, latency_ms=ms, route=route)
-                                             for at, ms, route in requests))
         batch: DecodedBatch = self.decoder.decode(
-            self.encoder.batch(self.seq, None, telemetry=telemetry), NOW_NS)
+            self.encoder.batch(self.seq, None, telemetry=Telemetry(requests=tuple(records))), NOW_NS)
         store.commit([batch])
 
 
@@ -155,6 +159,22 @@ def test_requests_that_end_below_the_watermark_join_the_sketches(store: DuckDBSt
     assert [p.count for p in whole] == [2, 1, 1]
     # compacting on counts each request once
     assert store.compact(BASE_NS + 120 * S).rows_written["latency_10s"] == 1
+
+
+def test_a_late_request_is_binned_at_the_resolution_compaction_reads(store: DuckDBStore) -> None:
+    # a latency just past a bin's upper bound in nanoseconds, inside it in the whole
+    # microseconds stored (schema.RESOLUTION): the late request joins the bin
+    # compaction put its twin in
+    bound = GAMMA ** bin_of(10_000_000)
+    latency_ns = math.ceil(bound) + 1
+    assert bin_of(latency_ns) != bin_of(latency_ns - latency_ns % 1000)
+    agent = Agent()
+    twins = [dataclasses.replace(request(at), latency_ns=latency_ns) for at in (5, 7)]
+    agent.commit_records(store, twins[:1])
+    assert store.compact(BASE_NS + 60 * S).caught_up
+    agent.commit_records(store, twins[1:])  # late: its bucket is compacted
+    assert store._con.execute("SELECT bin, sum(count)::BIGINT FROM latency_10s GROUP BY bin"
+                              ).fetchall() == [(bin_of(latency_ns - latency_ns % 1000), 2)]
 
 
 def test_a_series_off_the_10s_grid_or_filtered_reads_every_request(store: DuckDBStore) -> None:

@@ -155,8 +155,10 @@ def test_request_samples_are_the_records_rows_in_the_analysis_shape(
     rows = store.request_records("svc", *window, route=route, instance=instance, budget=budget)
     got = store.request_samples("svc", *window, unit=unit, route=route, instance=instance,
                                 budget=budget)
-    # the same rows in the same order (times are distinct: no ties to break)
-    assert len({r.time_ns for r in rows}) == len(rows)
+    # the same rows in the same order; times are kept to the millisecond, so some
+    # requests end together and both reads must break the ties alike
+    if budget is None and route is None and instance is None:
+        assert len({r.time_ns for r in rows}) < len(rows)
     assert got == as_samples(rows, unit)
     assert all(type(s.latency_ms) is float for s in got)
     if budget is not None:

@@ -18,7 +18,12 @@ from pyrometer.collector.ingest.decode import StreamDecoder
 from pyrometer.collector.storage.batch import DecodedBatch
 from pyrometer.collector.storage.duckdb.append import repeated, telemetry_tables
 from pyrometer.collector.storage.duckdb.backend import DuckDBStore
-from pyrometer.collector.storage.duckdb.schema import HASHED_TABLES, arrow_schema, numbers_sources
+from pyrometer.collector.storage.duckdb.schema import (
+    FILE_TABLES,
+    HASHED_TABLES,
+    arrow_schema,
+    numbers_sources,
+)
 from pyrometer.collector.storage.reads import SeriesQuery
 from pyrometer.collector.storage.store import BatchOutcome
 from support.ingest_builder import BASE_NS, NOW_NS, StreamEncoder, stack
@@ -273,6 +278,17 @@ def _as_before_sources(path: Path) -> None:
         con.execute("DROP TABLE sources")
 
 
+def _opens_migrated(path: Path, before: tuple[object, ...], agent: Agent) -> None:
+    # an old file, opened: the answers it gave before, and a new batch stored beside them
+    store = DuckDBStore(path)
+    try:
+        assert _answers(store) == before
+        store.commit([agent.batch(2, Telemetry(requests=(request(30),)), version="v2")])
+        assert sum(p.count for p in store.latency(series(step_s=60))) == 4
+    finally:
+        store.close()
+
+
 def test_a_file_from_before_sources_is_numbered_and_answers_the_same(tmp_path: Path) -> None:
     path = tmp_path / "old.duckdb"
     store = DuckDBStore(path)
@@ -285,13 +301,7 @@ def test_a_file_from_before_sources_is_numbered_and_answers_the_same(tmp_path: P
     assert before[-2].total == 6 and before[-1].total == 3
     store.close()
     _as_before_sources(path)
-    store = DuckDBStore(path)
-    try:
-        assert _answers(store) == before
-        store.commit([b.batch(2, Telemetry(requests=(request(30),)), version="v2")])
-        assert sum(p.count for p in store.latency(series(step_s=60))) == 4
-    finally:
-        store.close()
+    _opens_migrated(path, before, b)
     with duckdb.connect(str(path)) as con:
         assert con.execute("SELECT source_no, agent_id, version FROM sources ORDER BY 1").fetchall() == [
             (1, "a", "v1"), (2, "b", "v2"), (3, "a", "v2")]
@@ -308,6 +318,72 @@ def test_readings_keep_their_places_and_read_back_as_double(store: DuckDBStore) 
     assert cur.execute("SELECT cpu_user, cpu_system FROM process").fetchall() == [(0.1235, 0.25)]
     assert cur.execute("SELECT typeof(temperature_c) FROM gpu").fetchall() == [("DOUBLE",)]
     cur.close()
+
+
+def _fine_records() -> Telemetry:
+    # times and spans with nanoseconds below the units kept (schema.RESOLUTION)
+    return Telemetry(
+        requests=(request(1.2345678, latency_ms=12.3456789, ttfb_ns=3 * MS + 1_999),),
+        host=(host(2.0000019),), process=(process(3.0009999),), gpu=(gpu(4.5),))
+
+
+def test_times_are_kept_to_the_millisecond_and_spans_to_the_microsecond(
+        store: DuckDBStore) -> None:
+    store.commit([Agent().batch(1, _fine_records())])
+    [row] = store.request_records("svc", *MINUTE)
+    assert (row.time_ns, row.latency_ns) == (BASE_NS + 1_234 * MS, 12_345_000)
+    cur = store._con.cursor()
+    assert cur.execute("SELECT time_ns, ttfb_ns FROM requests").fetchall() == [
+        (BASE_NS + 1_234 * MS, 3_001_000)]
+    assert [cur.execute(f"SELECT time_ns FROM {t}").fetchone() for t in ("host", "process", "gpu")] == [
+        (BASE_NS + 2_000 * MS,), (BASE_NS + 3_000 * MS,), (BASE_NS + 4_500 * MS,)]
+    # on disk, whole units under names that say so
+    assert cur.execute("SELECT time_ms, latency_us, ttfb_us FROM requests_rows").fetchall() == [
+        ((BASE_NS + 1_234 * MS) // MS, 12_345, 3_001)]
+    cur.close()
+    # retention compares the time as reads see it: a reading 1 ms past the cutoff stays
+    assert store.delete_before(BASE_NS + 2_000 * MS)["host"] == 0
+    assert store.delete_before(BASE_NS + 2_000 * MS + 1)["host"] == 1
+
+
+def test_the_lake_layout_keeps_the_same_times_in_nanoseconds() -> None:
+    # every backend answers alike: the lake's rows hold the kept times, in nanoseconds
+    batch = Agent(agent_id="a").batch(1, _fine_records())
+    rows = telemetry_tables([batch], HASHED_TABLES, {})
+    assert rows["requests"].select(["time_ns", "latency_ns", "ttfb_ns"]).to_pylist() == [
+        {"time_ns": BASE_NS + 1_234 * MS, "latency_ns": 12_345_000, "ttfb_ns": 3_001_000}]
+    assert rows["host"].column("time_ns").to_pylist() == [BASE_NS + 2_000 * MS]
+
+
+def _as_before_resolution(path: Path) -> None:
+    """Put a file in the layout from before the kept resolution: times and spans in
+    nanoseconds under their own names (with nanoseconds below the unit, as sent)."""
+    with duckdb.connect(str(path)) as con:
+        for rows, columns in FILE_TABLES.items():
+            for c in columns:
+                if c.reads_as:
+                    con.execute(f"ALTER TABLE {rows} RENAME COLUMN {c.name} TO {c.reads_as}")
+                    con.execute(f"UPDATE {rows} SET {c.reads_as} = {c.reads_as} * {c.unit} + "
+                                f"{c.unit - 1}")
+
+
+def test_a_file_from_before_the_resolution_keeps_its_times_in_units(tmp_path: Path) -> None:
+    path = tmp_path / "old.duckdb"
+    store = DuckDBStore(path)
+    a, b = Agent(agent_id="a", instance="pod-a"), Agent(agent_id="b", instance="pod-b")
+    store.commit([a.batch(1, everything(), version="v1", counts={SampleKey(MAIN): 3}),
+                  b.batch(1, _fine_records(), version="v2")])
+    before = _answers(store)
+    store.close()
+    _as_before_resolution(path)
+    with duckdb.connect(str(path)) as con:
+        assert con.execute("SELECT latency_ns FROM requests_rows ORDER BY 1").fetchall()[0] == (
+            10_000_999,)
+    _opens_migrated(path, before, b)
+    with duckdb.connect(str(path)) as con:
+        assert con.execute("SELECT table_name, column_name FROM duckdb_columns() "
+                           "WHERE suffix(column_name, '_ns') AND suffix(table_name, '_rows')"
+                           ).fetchall() == [("samples_rows", "start_ns"), ("samples_rows", "end_ns")]
 
 
 def test_the_lake_layout_keeps_the_strings_on_every_row_and_readings_as_sent() -> None:

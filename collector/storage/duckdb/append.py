@@ -282,9 +282,19 @@ def _plan(table: str, columns: tuple[Column, ...]) -> _Plan:
     key = (table, columns)
     if key not in _PLANS:
         own = _RECORD_COLUMNS[table]
-        _PLANS[key] = ([own[c.name] if c.name in own else _same(c.name) for c in columns],
+        names = [c.reads_as or c.name for c in columns]
+        _PLANS[key] = ([own[n] if n in own else _same(n) for n in names],
                        pa.schema([pa.field(c.name, c.arrow, c.nullable) for c in columns]))
     return _PLANS[key]
+
+
+def kept(values: pa.Array, column: Column) -> pa.Array:
+    """A column's values at the resolution kept (schema.RESOLUTION): whole units where
+    the column holds units on disk, else nanoseconds rounded down to a whole unit."""
+    if column.unit == 1:
+        return values
+    units = pc.divide(values, column.unit)  # integer division; times and spans are >= 0
+    return units if column.reads_as else pc.multiply(units, column.unit)
 
 
 def _table(table: str, tables: Layout, parts: Sequence[_Part]) -> pa.Table:
@@ -292,7 +302,8 @@ def _table(table: str, tables: Layout, parts: Sequence[_Part]) -> pa.Table:
     records = [part[0] for part in parts]
     lengths = [len(r) for r in records]
     arrays = []
-    for column, f in zip(plan, schema, strict=True):
+    on_disk = tables[stored_name(table, tables)]
+    for column, f, c in zip(plan, schema, on_disk, strict=True):
         values: list[Any]
         if isinstance(column, _Field):
             values = list(chain.from_iterable(r.column(column.name) for r in records))
@@ -302,7 +313,7 @@ def _table(table: str, tables: Layout, parts: Sequence[_Part]) -> pa.Table:
                 values += [column.value(source, seq, no)] * n
         else:
             values = list(chain.from_iterable(column(*part) for part in parts))
-        arrays.append(pa.array(values, f.type))
+        arrays.append(kept(pa.array(values, f.type), c))
     return pa.Table.from_arrays(arrays, schema=schema)
 
 

@@ -42,6 +42,8 @@ from pyrometer.collector.storage.duckdb.migrate import (
     add_stack_numbers,
     needs_sources,
     needs_stack_numbers,
+    needs_units,
+    to_units,
 )
 from pyrometer.collector.storage.duckdb.profiles import (
     ProfileFilter,
@@ -83,6 +85,8 @@ from pyrometer.collector.storage.duckdb.schema import (
     create_statements,
     migrate_statements,
     numbers_sources,
+    read_expr,
+    stored_column,
     stored_name,
     view_statements,
 )
@@ -128,12 +132,15 @@ from pyrometer.collector.storage.store import (
 T = TypeVar("T")
 
 
-def _delete_sql(table: str, column: str) -> str:
-    # retention by age, from the table that holds the rows (not a view); rowid: delete a
+def _delete_sql(table: str, column: str, tables: Layout) -> str:
+    # retention by age, from the table that holds the rows (not a view), its time as
+    # reads see it (whole milliseconds on disk: schema.RESOLUTION); rowid: delete a
     # bounded chunk, as a DELETE without LIMIT would hold the lock for the whole backlog
     # (a first pass over months of data, say)
-    return (f"DELETE FROM {table} WHERE rowid IN "
-            f"(SELECT rowid FROM {table} WHERE {column} < $cutoff LIMIT $limit)")
+    rows = stored_name(table, tables)
+    time = read_expr(stored_column(table, column, tables))
+    return (f"DELETE FROM {rows} WHERE rowid IN "
+            f"(SELECT rowid FROM {rows} WHERE {time} < $cutoff LIMIT $limit)")
 
 
 _DELETE_ROLLUP_SQL = {
@@ -194,7 +201,7 @@ class DuckDBStore:
         self._stacks_schema = arrow_schema("stacks", self._tables)
         self._hashed = self._tables["stacks"] != TABLES["stacks"]
         self._sourced = numbers_sources(self._tables)
-        self._delete_sql = {table: _delete_sql(stored_name(table, self._tables), column)
+        self._delete_sql = {table: _delete_sql(table, column, self._tables)
                             for table, column in TIME_COLUMNS.items()}
         try:
             self._migrate()
@@ -245,6 +252,10 @@ class DuckDBStore:
         if self._sourced and needs_sources(self._con):
             log.info("numbering the sources of %s (once; a large file takes a while)", self._name)
             self._migrate_step(add_sources)
+        if self._sourced and needs_units(self._con):
+            log.info("keeping the times of %s in milliseconds (once; a large file takes a while)",
+                     self._name)
+            self._migrate_step(to_units)
 
     def _migrate_step(self, step: Callable[[duckdb.DuckDBPyConnection], None]) -> None:
         self._con.begin()

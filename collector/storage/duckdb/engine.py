@@ -17,7 +17,7 @@ def read_engine_rows(cur: duckdb.DuckDBPyConnection, service: str, start_ns: Nan
     clause, params = time_window(service, start_ns, end_ns)
     rows = cur.execute(
         "SELECT * FROM (SELECT time_ns, instance, metric, value, count, interval_s, engine, model "
-        f"FROM engine WHERE {clause} ORDER BY time_ns DESC LIMIT $limit) ORDER BY time_ns",
+        f"FROM engine WHERE {clause} ORDER BY ALL DESC LIMIT $limit) ORDER BY ALL",
         {**params, "limit": MAX_ENGINE_ROWS},
     ).fetchall()
     return [EngineRow(*row) for row in rows]

@@ -12,6 +12,11 @@ sample row. Each distinct five gets a number, in the order the tables first hold
 (after the numbers a file already has), and each table's rows move, in their order, to
 `<table>_rows` with the number (and readings at the places schema.py keeps); the old
 table goes, and the view of the same name takes its place.
+
+Resolution: files from before it hold every reading's and request's time, and a
+request's latency and time to first byte, in nanoseconds. Each `<table>_rows` that does
+is rewritten, in its order, with them in whole milliseconds or microseconds
+(schema.RESOLUTION) under the names that say so.
 """
 
 from __future__ import annotations
@@ -101,11 +106,42 @@ def add_sources(con: duckdb.DuckDBPyConnection) -> None:
                 f"+ row_number() OVER (ORDER BY t, r), {key} FROM (SELECT {key}, min(t) AS t, "
                 f"min(r) AS r FROM ({firsts}) GROUP BY ALL) AS f ANTI JOIN sources USING ({key})")
     for table in old:
-        present = set(_columns(con, table))
         rows = stored_name(table, FILE_TABLES)
-        columns = ", ".join(
-            "s.source_no" if c.name == "source_no" else f"o.{c.name}" if c.name in present
-            else "NULL" for c in FILE_TABLES[rows])
+        columns = ", ".join("s.source_no" if c.name == "source_no" else expr
+                            for c, expr in _from_old(con, table, FILE_TABLES[rows]))
         _rewrite(con, table, FILE_TABLES[rows],
                  f"SELECT {columns} FROM {table} AS o JOIN sources AS s USING ({key}) "
                  "ORDER BY o.rowid", into=rows)
+
+
+def _from_old(con: duckdb.DuckDBPyConnection, table: str, columns: tuple[Column, ...]
+              ) -> list[tuple[Column, str]]:
+    # each column of the new layout from the old table `o`: as it was; in whole units
+    # where it held nanoseconds (schema.RESOLUTION); else NULL, a column added since
+    present = set(_columns(con, table))
+    return [(c, f"o.{c.name}" if c.name in present
+             else f"o.{c.reads_as} // {c.unit}" if c.reads_as in present else "NULL")
+            for c in columns]
+
+
+def _in_nanoseconds(con: duckdb.DuckDBPyConnection) -> list[str]:
+    # the rows tables that hold a column under its nanosecond name
+    tables = _base_tables(con)
+    out = []
+    for rows, columns in FILE_TABLES.items():
+        present = set(_columns(con, rows)) if rows in tables else set()
+        if any(c.reads_as in present for c in columns if c.reads_as):
+            out.append(rows)
+    return out
+
+
+def needs_units(con: duckdb.DuckDBPyConnection) -> bool:
+    return bool(_in_nanoseconds(con))
+
+
+def to_units(con: duckdb.DuckDBPyConnection) -> None:
+    """The resolution migration above, in the caller's transaction; before CREATE TABLE
+    IF NOT EXISTS, and the views made again after it."""
+    for rows in _in_nanoseconds(con):
+        columns = ", ".join(expr for _, expr in _from_old(con, rows, FILE_TABLES[rows]))
+        _rewrite(con, rows, FILE_TABLES[rows], f"SELECT {columns} FROM {rows} AS o ORDER BY o.rowid")

@@ -85,15 +85,25 @@ def read_request_samples(cur: duckdb.DuckDBPyConnection, service: str, start_ns:
     return list(map(RequestSample._make, rows))
 
 
+# a request's place in the order reads return them: by end time, and where two ended in
+# the same millisecond (schema.RESOLUTION) by what else they hold, so that every read
+# returns, and cuts at its limit, the same rows in the same order
+_REQUEST_ORDER = ("time_ns", "latency_ns", "instance", "route", "request_bytes", "app_size",
+                  "status", "version", "trace_id")
+
+
 def _request_select(cur: duckdb.DuckDBPyConnection, columns: str, service: str, start_ns: Nanos,
                     end_ns: Nanos, route: str | None, instance: str | None, budget: int | None
                     ) -> list[tuple[Any, ...]]:
     clause, params = time_window(service, start_ns, end_ns, route=route, instance=instance)
     clause = _sampled(cur, "requests", clause, params, budget,
                       "time_ns, latency_ns, instance, request_bytes")
+    keys = [f"_k{n}" for n in range(len(_REQUEST_ORDER))]
+    hidden = ", ".join(f"{c} AS {k}" for c, k in zip(_REQUEST_ORDER, keys, strict=True))
     return cur.execute(
-        f"SELECT * EXCLUDE (_end) FROM (SELECT {columns}, time_ns AS _end FROM requests "
-        f"WHERE {clause} ORDER BY time_ns DESC LIMIT $limit) ORDER BY _end",
+        f"SELECT * EXCLUDE ({', '.join(keys)}) FROM (SELECT {columns}, {hidden} FROM requests "
+        f"WHERE {clause} ORDER BY {' DESC, '.join(keys)} DESC LIMIT $limit) "
+        f"ORDER BY {', '.join(keys)}",
         {**params, "limit": MAX_RECORDS},
     ).fetchall()
 
@@ -179,7 +189,8 @@ def read_gpu_rows(cur: duckdb.DuckDBPyConnection, service: str, start_ns: Nanos,
     rows = cur.execute(
         "SELECT * FROM (SELECT time_ns, instance, gpu_index, clock_event_reasons, sm_clock_mhz, "
         f"sm_clock_max_mhz, temperature_c, slowdown_temperature_c, replayed FROM gpu WHERE {clause} "
-        "ORDER BY time_ns DESC LIMIT $limit) ORDER BY time_ns",
+        "ORDER BY time_ns DESC, instance DESC, gpu_index DESC LIMIT $limit) "
+        "ORDER BY time_ns, instance, gpu_index",
         {**params, "limit": MAX_RECORDS},
     ).fetchall()
     return list(map(GpuRow._make, rows))

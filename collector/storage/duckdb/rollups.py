@@ -43,6 +43,7 @@ import pyarrow as pa
 from pyrometer.agent.shared.model import NANOS_PER_SECOND, Nanos, RequestRecord
 from pyrometer.collector.errors import StorageError
 from pyrometer.collector.storage.batch import Columns, DecodedBatch
+from pyrometer.collector.storage.duckdb.schema import REQUEST_COLUMNS
 from pyrometer.collector.storage.sketch import BUCKET_NS, bin_of, bin_sql
 
 MINUTE_NS = 60 * NANOS_PER_SECOND
@@ -249,6 +250,10 @@ def late_latency(batches: Sequence[DecodedBatch], done: Mapping[str, Nanos]) -> 
     if below is None:
         return None
     length = LATENCY.length_ns
+    # the times as stored (schema.RESOLUTION), so that a late request falls in the bin
+    # and bucket that compaction would have read it in
+    end_unit, latency_unit = (next(c.unit for c in REQUEST_COLUMNS if c.name == name)
+                              for name in ("time_ns", "latency_ns"))
     counts: dict[tuple[Nanos, str, str, int], int] = {}
     for batch in batches:
         rows = Columns.of(RequestRecord, batch.telemetry.requests)
@@ -256,9 +261,10 @@ def late_latency(batches: Sequence[DecodedBatch], done: Mapping[str, Nanos]) -> 
             continue  # the usual case, read off one column
         for end_ns, route, latency_ns in zip(rows.column("end_ns"), rows.column("route"),
                                              rows.column("latency_ns"), strict=True):
+            end_ns -= end_ns % end_unit
             if end_ns < below:
                 key = (end_ns // length * length, batch.source.service, route,
-                       bin_of(latency_ns))
+                       bin_of(latency_ns - latency_ns % latency_unit))
                 counts[key] = counts.get(key, 0) + 1
     if not counts:
         return None

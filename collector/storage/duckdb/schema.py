@@ -11,7 +11,8 @@ backend with several writers (DuckLake) keeps the hash in its sample rows instea
 Parquet dictionary-encodes it, and numbers given by several writers would clash.
 
 Telemetry tables (gpu, process, host, requests, events, agent_stats, engine) start with the same identity
-columns: time_ns (the record's own time, agent clock), then service, instance, host,
+columns: time_ns (the record's own time, agent clock; kept to the millisecond but for an
+event's, see RESOLUTION), then service, instance, host,
 agent_id, version (the batch's "version" label) and seq (the batch; 0 for an event
 posted to the HTTP API, whose agent_id is "api"). In the embedded file, the five
 strings of a reading's sender (and of a sample row's) are kept once in sources, by
@@ -32,6 +33,11 @@ class Column(NamedTuple):
     nullable: bool = False  # NULL means "the agent did not say", never zero
     # the type on disk where it is narrower than what reads see (`sql`); see STORED_AS
     stored: str = ""
+    # nanoseconds per unit kept (1: every nanosecond); see RESOLUTION
+    unit: int = 1
+    # on disk, where the column holds whole units under its own name (`time_ms`): the
+    # name reads see (`time_ns`); see RESOLUTION
+    reads_as: str = ""
 
 
 def _cols(*spec: tuple[str, str, pa.DataType] | tuple[str, str, pa.DataType, bool]
@@ -115,7 +121,7 @@ HWM_COLUMNS = _cols(
     ("seq", "BIGINT", _BIGINT),  # highest batch seq stored for the agent
 )
 IDENTITY_COLUMNS = _cols(
-    ("time_ns", "BIGINT", _BIGINT),
+    ("time_ns", "BIGINT", _BIGINT),  # kept to the millisecond, but for events (RESOLUTION)
     ("service", "VARCHAR", _TEXT),
     ("instance", "VARCHAR", _TEXT),
     ("host", "VARCHAR", _TEXT),
@@ -220,6 +226,33 @@ ENGINE_COLUMNS = IDENTITY_COLUMNS + _cols(
     ("model", "VARCHAR", _TEXT),
 )
 
+# RESOLUTION: what a reading's or a request's times are kept to. A record's time (when a
+# reading was taken, when a request ended) to the millisecond, as Prometheus keeps a
+# sample's; a request's latency and time to first byte to the microsecond, as Jaeger and
+# Zipkin keep a span's (its chunk gaps were microseconds already). Nothing reads them
+# finer: steps are seconds at the least, spans of a request are compared in percent, and
+# the agent's clock is not that precise across hosts anyway. A time is kept whole units
+# (rounded down) and reads back in nanoseconds, a multiple of its unit, from every
+# backend alike. In the file a column so kept holds the units under its own name
+# (`time_ms`, `latency_us`): a nanosecond time of a fleet's interleaved batches spans
+# 35 bits in a 2,048-row bit-packing group, a millisecond one 15, and DuckDB packs
+# 9-16 bits in two bytes; the bench's day took 0.15 bytes a sample less (BENCHMARKS.md,
+# section 6). Events keep their time as posted: a hundred rows a day, and a deploy's
+# time is what the requests around it are split by. Sample windows keep theirs: one
+# value a batch, run-length coded to nothing.
+MS, US = 1_000_000, 1_000
+_UNIT_SUFFIX = {MS: "_ms", US: "_us"}
+
+
+def _kept(columns: tuple[Column, ...], **units: int) -> tuple[Column, ...]:
+    return tuple(c._replace(unit=units[c.name]) if c.name in units else c for c in columns)
+
+
+GPU_COLUMNS, PROCESS_COLUMNS, HOST_COLUMNS, AGENT_STATS_COLUMNS, ENGINE_COLUMNS = (
+    _kept(columns, time_ns=MS) for columns in (
+        GPU_COLUMNS, PROCESS_COLUMNS, HOST_COLUMNS, AGENT_STATS_COLUMNS, ENGINE_COLUMNS))
+REQUEST_COLUMNS = _kept(REQUEST_COLUMNS, time_ns=MS, latency_ns=US, ttfb_ns=US)
+
 TABLES: dict[str, tuple[Column, ...]] = {
     "samples": SAMPLE_COLUMNS,
     "stacks": STACK_COLUMNS,
@@ -287,13 +320,24 @@ SOURCED_TABLES = ("samples", "gpu", "process", "host", "requests", "agent_stats"
 Layout = dict[str, tuple[Column, ...]]
 
 
+def disk_name(c: Column) -> str:
+    """A column's name where the file keeps it in whole units (`time_ns` -> `time_ms`)."""
+    return c.name if c.unit == 1 else c.name.removesuffix("_ns") + _UNIT_SUFFIX[c.unit]
+
+
+def _on_disk(c: Column) -> Column:
+    if c.unit == 1:
+        return c._replace(sql=c.stored or c.sql)
+    return c._replace(name=disk_name(c), sql=c.stored or c.sql, reads_as=c.name)
+
+
 def _rows_columns(table: str) -> tuple[Column, ...]:
     columns = TABLES[table]
     if table not in SOURCED_TABLES:
         return columns
     key = set(SOURCE_KEY)
-    rest = tuple(c._replace(sql=c.stored or c.sql) for c in columns if c.name not in key)
-    return rest[:1] + SOURCE_COLUMNS[:1] + rest[1:]  # time_ns, source_no, seq, ...
+    rest = tuple(_on_disk(c) for c in columns if c.name not in key)
+    return rest[:1] + SOURCE_COLUMNS[:1] + rest[1:]  # time_ms, source_no, seq, ...
 
 
 def _rows_name(table: str) -> str:
@@ -310,16 +354,35 @@ def numbers_sources(tables: Layout) -> bool:
     return "sources" in tables
 
 
+def stored_column(table: str, name: str, tables: Layout) -> Column:
+    """The column of `table`'s rows in layout `tables` that holds what reads call `name`."""
+    for c in tables[stored_name(table, tables)]:
+        if (c.reads_as or c.name) == name:
+            return c
+    raise KeyError(f"{table} has no column {name!r}")
+
+
 def stored_name(table: str, tables: Layout) -> str:
     """The table of layout `tables` that holds `table`'s rows (its own name, or
     `<table>_rows` where a view of the name joins sources)."""
     return _rows_name(table) if numbers_sources(tables) else table
 
 
+def read_expr(c: Column, alias: str = "") -> str:
+    """SQL for a column of a table on disk in what reads see's unit: whole units back in
+    nanoseconds (RESOLUTION)."""
+    return f"{alias}{c.name} * {c.unit}" if c.reads_as else f"{alias}{c.name}"
+
+
 def _view(table: str) -> str:
+    on_disk = {c.reads_as or c.name: c for c in FILE_TABLES[_rows_name(table)]}
+
     def expr(c: Column) -> str:
         if c.name in SOURCE_KEY:
             return f"s.{c.name}"
+        disk = on_disk[c.name]
+        if disk.reads_as:
+            return f"{read_expr(disk, 'r.')} AS {c.name}"
         return f"CAST(r.{c.name} AS {c.sql}) AS {c.name}" if c.stored else f"r.{c.name}"
     return (f"CREATE OR REPLACE VIEW {table} AS SELECT "
             + ", ".join(expr(c) for c in TABLES[table])
