@@ -217,3 +217,22 @@ def test_engine_steps_sum_what_memory_sums(tmp_path_factory: pytest.TempPathFact
             for g, w in zip(got, want, strict=True):
                 for field in ("total", "counted_total", "scrape_highest", "highest"):
                     assert getattr(g, field) == pytest.approx(getattr(w, field), rel=1e-9), field
+
+
+def test_reads_cut_by_a_limit_break_millisecond_ties_alike_whatever_the_order_stored(
+        tmp_path: Path) -> None:
+    # requests that ended in one millisecond with one latency (times are kept to the
+    # millisecond): the slowest few and the latest few are the same rows, in the same
+    # order, however their batches came in
+    twins = [("ab"[n % 2], request(100 + n * 0.0001, latency_ms=250.0, route=f"/r{n % 3}",
+                                   request_bytes=n)) for n in range(8)]
+    answers = []
+    for name, order in (("forward", twins), ("backward", twins[::-1])):
+        with closing(DuckDBStore(tmp_path / f"{name}.duckdb")) as store:
+            for n, (instance, record) in enumerate(order):
+                commit(store, instance, Telemetry(requests=(record,)), seq=n + 1)
+            window = (BASE_NS, BASE_NS + 600 * S)
+            answers.append((store.slowest_requests("svc", *window, limit=3),
+                            store.request_records("svc", *window)))
+    assert len({r.time_ns for r in answers[0][1]}) == 1
+    assert answers[0] == answers[1]

@@ -111,12 +111,14 @@ def _request_select(cur: duckdb.DuckDBPyConnection, columns: str, service: str, 
 def read_slowest_requests(cur: duckdb.DuckDBPyConnection, service: str, start_ns: Nanos,
                           end_ns: Nanos, limit: int, route: str | None = None,
                           instance: str | None = None) -> list[RequestRow]:
-    """The slowest requests of a window, slowest first (ties: the traced first, then by time)."""
+    """The slowest requests of a window, slowest first (ties: the traced first, then by
+    time, then by the rest of the row, so that the limit cuts alike every time)."""
     clause, params = time_window(service, start_ns, end_ns, route=route, instance=instance)
     rows = cur.execute(
         "SELECT time_ns, latency_ns, request_bytes, app_size, version, route, status, instance, "
         f"trace_id FROM requests WHERE {clause} "
-        "ORDER BY latency_ns DESC, trace_id IS NULL, time_ns LIMIT $limit",
+        "ORDER BY latency_ns DESC, trace_id IS NULL, time_ns, instance, route, request_bytes, "
+        "app_size, status, version, trace_id LIMIT $limit",
         {**params, "limit": limit},
     ).fetchall()
     return list(map(RequestRow._make, rows))
@@ -189,8 +191,7 @@ def read_gpu_rows(cur: duckdb.DuckDBPyConnection, service: str, start_ns: Nanos,
     rows = cur.execute(
         "SELECT * FROM (SELECT time_ns, instance, gpu_index, clock_event_reasons, sm_clock_mhz, "
         f"sm_clock_max_mhz, temperature_c, slowdown_temperature_c, replayed FROM gpu WHERE {clause} "
-        "ORDER BY time_ns DESC, instance DESC, gpu_index DESC LIMIT $limit) "
-        "ORDER BY time_ns, instance, gpu_index",
+        "ORDER BY ALL DESC LIMIT $limit) ORDER BY ALL",
         {**params, "limit": MAX_RECORDS},
     ).fetchall()
     return list(map(GpuRow._make, rows))

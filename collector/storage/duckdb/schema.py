@@ -230,16 +230,18 @@ ENGINE_COLUMNS = IDENTITY_COLUMNS + _cols(
 # reading was taken, when a request ended) to the millisecond, as Prometheus keeps a
 # sample's; a request's latency and time to first byte to the microsecond, as Jaeger and
 # Zipkin keep a span's (its chunk gaps were microseconds already). Nothing reads them
-# finer: steps are seconds at the least, spans of a request are compared in percent, and
-# the agent's clock is not that precise across hosts anyway. A time is kept whole units
-# (rounded down) and reads back in nanoseconds, a multiple of its unit, from every
-# backend alike. In the file a column so kept holds the units under its own name
-# (`time_ms`, `latency_us`): a nanosecond time of a fleet's interleaved batches spans
-# 35 bits in a 2,048-row bit-packing group, a millisecond one 15, and DuckDB packs
-# 9-16 bits in two bytes; the bench's day took 0.15 bytes a sample less (BENCHMARKS.md,
-# section 6). Events keep their time as posted: a hundred rows a day, and a deploy's
-# time is what the requests around it are split by. Sample windows keep theirs: one
-# value a batch, run-length coded to nothing.
+# finer: the page's and the spike analysis's steps are seconds, spans of a request are
+# compared in percent, and agents' clocks on different hosts agree to milliseconds at
+# best. A time is kept whole units (rounded down) and reads back in nanoseconds, a
+# multiple of its unit, from every backend alike (a lake's rows stored before keep their
+# nanoseconds: docs/lake.md). In the file a column so kept holds the units under its own
+# name (`time_ms`, `latency_us`): a nanosecond time of a fleet's interleaved batches
+# spans 35 bits in a 2,048-row bit-packing group, a millisecond one 15, and DuckDB 2.0
+# packs anything of 9-16 bits in about two bytes (measured); on the bench's fill the
+# whole file took 0.15 bytes a sample less (BENCHMARKS.md, section 6). Events keep their time as
+# posted: a hundred rows a day, nothing to gain; so a request that ended in a deploy's
+# millisecond, after it, reads as before it. Sample windows keep theirs: one value a
+# batch, run-length coded to nothing.
 MS, US = 1_000_000, 1_000
 _UNIT_SUFFIX = {MS: "_ms", US: "_us"}
 
@@ -369,8 +371,8 @@ def stored_name(table: str, tables: Layout) -> str:
 
 
 def read_expr(c: Column, alias: str = "") -> str:
-    """SQL for a column of a table on disk in what reads see's unit: whole units back in
-    nanoseconds (RESOLUTION)."""
+    """SQL for what reads see of a column on disk: whole units back in nanoseconds
+    (RESOLUTION), anything else as it is."""
     return f"{alias}{c.name} * {c.unit}" if c.reads_as else f"{alias}{c.name}"
 
 
