@@ -117,7 +117,7 @@ def _unit(*keys: str) -> str:
 
 SAMPLES = f"""
 INSERT INTO samples_rows
-SELECT ts, {_SOURCE}, ts + $window, w + 1, $labels, pid,
+SELECT ts, {_SOURCE}, ts + $window, w + 1, pid,
        CASE WHEN r % 5 = 4 THEN 'ThreadPoolExecutor-0_0' ELSE 'MainThread' END,
        (1 + CASE WHEN hit AND r = 0 THEN $spike_idx WHEN r < $hot THEN r
              ELSE $hot + (tail_at + r * 7919) % $tail END)::INTEGER,
@@ -203,7 +203,7 @@ FROM (SELECT *, unnest(['queue_time_s', 'requests_waiting', 'kv_cache_usage', 'p
 """
 SOURCES = f"""
 INSERT INTO sources
-SELECT 1 + 2 * i + j, {_IDENTITY}, CASE WHEN j = 0 THEN $old ELSE $new END
+SELECT 1 + 2 * i + j, {_IDENTITY}, CASE WHEN j = 0 THEN $old ELSE $new END, $labels
 FROM range($n) t(i), range(2) u(j)
 """
 HWM = "INSERT INTO agent_hwm SELECT $agents[i + 1], $windows FROM range($n) t(i)"

@@ -75,11 +75,11 @@ def test_ingest_keeps_committing_while_a_long_deletion_runs(tmp_path: Path) -> N
     DuckDBStore(path).close()  # the schema
     rows = 300_000
     with duckdb.connect(str(path)) as con:  # an old backlog, written directly
-        # the file keeps a sample's five source strings once, in sources (schema.py)
-        con.execute("INSERT INTO sources VALUES (1, 'svc', 'pod', 'h', 'old', '')")
+        # the file keeps a sample's source strings once, in sources (schema.py)
+        con.execute("INSERT INTO sources VALUES (1, 'svc', 'pod', 'h', 'old', '', '{}')")
         con.execute(
             "INSERT INTO samples_rows SELECT $t + i, 1, $t + i + 1, i + 1, "
-            "'{}', 1, '', 0, 1, 100.0, false FROM range($n) AS r(i)", {"t": BASE_NS, "n": rows})
+            "1, '', 0, 1, 100.0, false FROM range($n) AS r(i)", {"t": BASE_NS, "n": rows})
     store = DuckDBStore(path)
     policy = RetentionPolicy(DAY, chunk_rows=5_000, pause_s=0.001)
     encoder, decoder = StreamEncoder(agent_id="live"), StreamDecoder()

@@ -310,6 +310,60 @@ def test_a_file_from_before_sources_is_numbered_and_answers_the_same(tmp_path: P
         assert con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'gpu'").fetchone() == (1,)
 
 
+def _as_before_source_labels(path: Path) -> None:
+    """Put a file in the layout from before labels were a source's: sources the five
+    strings alone, one number each, and every sample row its labels."""
+    five = "service, instance, host, agent_id, version"
+    with duckdb.connect(str(path)) as con:
+        for table in ("samples", "gpu", "process", "host", "requests", "agent_stats", "engine"):
+            con.execute(f"DROP VIEW {table}")
+        con.execute(f"CREATE TABLE sources_old AS SELECT min(source_no) AS source_no, {five} "
+                    "FROM sources GROUP BY ALL")
+        renumber = (f"(SELECT s.source_no AS n, o.source_no AS o FROM sources AS s "
+                    f"JOIN sources_old AS o USING ({five}))")
+        for table in ("gpu", "process", "host", "requests", "agent_stats", "engine"):
+            con.execute(f"UPDATE {table}_rows SET source_no = m.o FROM {renumber} AS m "
+                        f"WHERE {table}_rows.source_no = m.n")
+        con.execute("CREATE TABLE samples_old AS SELECT r.start_ns, m.o AS source_no, r.end_ns, "
+                    "r.seq, s.labels, r.pid, r.thread, r.stack_no, r.count, r.rate_hz, "
+                    f"r.idle_included FROM samples_rows AS r JOIN sources AS s USING (source_no) "
+                    f"JOIN {renumber} AS m ON m.n = r.source_no ORDER BY r.rowid")
+        for table in ("sources", "samples_rows"):
+            con.execute(f"DROP TABLE {table}")
+        con.execute("ALTER TABLE sources_old RENAME TO sources")
+        con.execute("ALTER TABLE samples_old RENAME TO samples_rows")
+
+
+def test_a_file_from_before_source_labels_numbers_each_label_set(tmp_path: Path) -> None:
+    path = tmp_path / "old.duckdb"
+    store = DuckDBStore(path)
+    a = Agent(agent_id="a", instance="pod-a", labels={"zone": "z1"})
+    relabelled = Agent(agent_id="a", instance="pod-a", labels={"zone": "z2"})
+    b = Agent(agent_id="b", instance="pod-b")
+    store.commit([a.batch(1, everything(), version="v2", counts={SampleKey(MAIN): 3}),
+                  b.batch(1, Telemetry(requests=(request(3),)), version="v2",
+                          counts={SampleKey(IDLE, "w"): 1})])
+    store.commit([relabelled.batch(2, Telemetry(host=(host(20),)), version="v2",
+                                   counts={SampleKey(MAIN): 2})])
+    before = (_answers(store), store.label_sets(*MINUTE))
+    assert len(before[1]) == 3
+    store.close()
+    _as_before_source_labels(path)
+    with duckdb.connect(str(path)) as con:
+        assert con.execute("SELECT count(*) FROM sources").fetchone() == (2,)
+    store = DuckDBStore(path)
+    try:
+        assert (_answers(store), store.label_sets(*MINUTE)) == before
+        # a batch with labels seen before goes under the number the migration gave them
+        store.commit([relabelled.batch(3, Telemetry(), version="v2", counts={SampleKey(MAIN): 1})])
+    finally:
+        store.close()
+    with duckdb.connect(str(path)) as con:
+        assert con.execute("SELECT source_no, agent_id, labels FROM sources ORDER BY 1").fetchall() == [
+            (1, "a", '{"zone":"z1"}'), (2, "b", "{}"), (3, "a", '{"zone":"z2"}')]
+        assert "labels" not in {row[0] for row in con.execute("DESCRIBE samples_rows").fetchall()}
+
+
 def test_readings_keep_their_places_and_read_back_as_double(store: DuckDBStore) -> None:
     store.commit([Agent().batch(1, Telemetry(
         host=(host(0, cpu_pct=37.123456, load1=2.07, psi_cpu_some=0.51),),

@@ -165,7 +165,8 @@ SourceKey = tuple[str, ...]
 
 def source_key(source: Source) -> SourceKey:
     """The strings sources.source_no stands for (schema.SOURCE_KEY), in that order."""
-    return tuple(getattr(source, name) for name in SOURCE_KEY)
+    return tuple(source.labels_json() if name == "labels" else getattr(source, name)
+                 for name in SOURCE_KEY)
 
 
 def sources_table(batches: Sequence[DecodedBatch], known: Mapping[SourceKey, int], next_no: int

@@ -38,8 +38,10 @@ from pyrometer.collector.storage.duckdb.engine import read_engine_rows, read_eng
 from pyrometer.collector.storage.duckdb.events import read_events
 from pyrometer.collector.storage.duckdb.label_sets import read_label_sets, read_selected_profile, read_steps
 from pyrometer.collector.storage.duckdb.migrate import (
+    add_source_labels,
     add_sources,
     add_stack_numbers,
+    needs_source_labels,
     needs_sources,
     needs_stack_numbers,
     needs_units,
@@ -249,6 +251,10 @@ class DuckDBStore:
         if exists[0] and needs_stack_numbers(self._con):
             log.info("numbering the stacks of %s (once; a large file takes a while)", self._name)
             self._migrate_step(add_stack_numbers)
+        if self._sourced and needs_source_labels(self._con):
+            log.info("keeping the labels of %s with its sources (once; a large file takes a while)",
+                     self._name)
+            self._migrate_step(add_source_labels)
         if self._sourced and needs_sources(self._con):
             log.info("numbering the sources of %s (once; a large file takes a while)", self._name)
             self._migrate_step(add_sources)

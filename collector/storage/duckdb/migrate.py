@@ -13,6 +13,12 @@ sample row. Each distinct five gets a number, in the order the tables first hold
 `<table>_rows` with the number (and readings at the places schema.py keeps); the old
 table goes, and the view of the same name takes its place.
 
+Labels: files from before them hold a sample row's other labels (a JSON object) on
+every row, and sources the five strings alone. Each source gets the label set its sample
+rows first held, keeping its number; each other label set it was sent with, the next
+number; a source no sample row names, none (`{}`). Sample rows are rewritten, in their
+order, with the number of their six and without the labels.
+
 Resolution: files from before it hold every reading's and request's time, and a
 request's latency and time to first byte, in nanoseconds. Each `<table>_rows` that does
 is rewritten, in its order, with them in whole milliseconds or microseconds
@@ -95,7 +101,7 @@ def add_sources(con: duckdb.DuckDBPyConnection) -> None:
     old = [t for t in SOURCED_TABLES if t in tables]
     key = ", ".join(SOURCE_KEY)
     firsts = " UNION ALL ".join(
-        f"SELECT {key}, {n} AS t, min(rowid) AS r FROM {table} GROUP BY ALL"
+        f"SELECT {_key_of(con, table)}, {n} AS t, min(rowid) AS r FROM {table} GROUP BY ALL"
         for n, table in enumerate(old))
     if "sources" not in tables:
         definition = ", ".join(f"{c.name} {c.sql} NOT NULL" for c in SOURCE_COLUMNS)
@@ -109,9 +115,58 @@ def add_sources(con: duckdb.DuckDBPyConnection) -> None:
         rows = stored_name(table, FILE_TABLES)
         columns = ", ".join("s.source_no" if c.name == "source_no" else expr
                             for c, expr in _from_old(con, table, FILE_TABLES[rows]))
+        on = " AND ".join(f"s.{name} = {expr}" for name, expr in zip(
+            SOURCE_KEY, _key_of(con, table, "o.").split(", "), strict=True))
         _rewrite(con, table, FILE_TABLES[rows],
-                 f"SELECT {columns} FROM {table} AS o JOIN sources AS s USING ({key}) "
+                 f"SELECT {columns} FROM {table} AS o JOIN sources AS s ON {on} "
                  "ORDER BY o.rowid", into=rows)
+
+
+def _key_of(con: duckdb.DuckDBPyConnection, table: str, alias: str = "") -> str:
+    # an old table's source strings: a telemetry table never held labels (its batch's
+    # are not known; the rows name a source without any)
+    present = set(_columns(con, table))
+    return ", ".join(f"{alias}{name}" if name in present else f"'{{}}' AS {name}" if not alias
+                     else "'{}'" for name in SOURCE_KEY)
+
+
+def needs_source_labels(con: duckdb.DuckDBPyConnection) -> bool:
+    return "sources" in _base_tables(con) and "labels" not in _columns(con, "sources")
+
+
+def add_source_labels(con: duckdb.DuckDBPyConnection) -> None:
+    """The labels migration above, in the caller's transaction; before add_sources."""
+    pairs: list[tuple[int, str]] = []
+    if "samples_rows" in _base_tables(con):
+        pairs = con.execute("SELECT source_no, labels FROM samples_rows GROUP BY ALL "
+                            "ORDER BY min(rowid)").fetchall()
+    (top,) = con.execute("SELECT coalesce(max(source_no), 0) FROM sources").fetchone() or (0,)
+    numbers: dict[tuple[int, str], int] = {}
+    named: set[int] = set()
+    for no, labels in pairs:  # a source's first label set keeps its number
+        if no in named:
+            top += 1
+            numbers[(no, labels)] = top
+        else:
+            named.add(no)
+            numbers[(no, labels)] = no
+    con.execute("CREATE TEMP TABLE _source_labels (old INTEGER, labels VARCHAR, new INTEGER)")
+    if numbers:
+        con.execute("INSERT INTO _source_labels SELECT unnest($old), unnest($labels), unnest($new)",
+                    {"old": [k[0] for k in numbers], "labels": [k[1] for k in numbers],
+                     "new": list(numbers.values())})
+    five = ", ".join(f"s.{name}" for name in SOURCE_KEY if name != "labels")
+    _rewrite(con, "sources", SOURCE_COLUMNS,
+             f"SELECT coalesce(m.new, s.source_no), {five}, coalesce(m.labels, '{{}}') "
+             "FROM sources AS s LEFT JOIN _source_labels AS m ON m.old = s.source_no "
+             "ORDER BY 1")
+    if pairs:
+        columns = ", ".join("m.new" if c.name == "source_no" else f"o.{c.name}"
+                            for c in FILE_TABLES["samples_rows"])
+        _rewrite(con, "samples_rows", FILE_TABLES["samples_rows"],
+                 f"SELECT {columns} FROM samples_rows AS o JOIN _source_labels AS m "
+                 "ON m.old = o.source_no AND m.labels = o.labels ORDER BY o.rowid")
+    con.execute("DROP TABLE _source_labels")
 
 
 def _from_old(con: duckdb.DuckDBPyConnection, table: str, columns: tuple[Column, ...]

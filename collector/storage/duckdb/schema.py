@@ -287,27 +287,30 @@ HASHED_TABLES: dict[str, tuple[Column, ...]] = {
     for table, columns in TABLES.items()
 }
 
-# Sources: the five strings that name who sent a reading (service, instance, host,
-# agent_id, version) repeat on every row of samples and of a telemetry table, where
-# DuckDB stores each dictionary-coded at about a byte a row. The file's one writer
-# numbers each distinct five once (sources.source_no, 1, 2, 3, ...) and the rows hold the
-# number, a bit-packed byte for all five. The tables above are what reads see: in the
-# file samples and each telemetry table but events (a hundred rows a day, whose version
-# is the event's own) is a view of its rows (`<table>_rows`) joined with sources, with
-# the columns, order and types of the table.
+# Sources: the strings that name who sent a reading (service, instance, host, agent_id,
+# version, and the batch's other labels as a JSON object) repeat on every row of samples
+# and of a telemetry table, where DuckDB stores each dictionary-coded at about a byte a
+# row. The file's one writer numbers each distinct six once (sources.source_no, 1, 2,
+# 3, ...) and the rows hold the number, a bit-packed byte for all six. The tables above
+# are what reads see: in the file samples and each telemetry table but events (a hundred
+# rows a day, whose version is the event's own) is a view of its rows (`<table>_rows`)
+# joined with sources, with the columns, order and types of the table (a telemetry
+# table has no labels column: its rows name the source their batch came with).
 #
-# The lake keeps the plain layout (HASHED_TABLES: the five strings on every row,
+# The lake keeps the plain layout (HASHED_TABLES: the strings on every row,
 # readings as DOUBLE). Numbers given 1, 2, 3 by each collector would name two sources
-# alike, and a hash of the five would need every read to collapse the sources rows that
+# alike, and a hash of the six would need every read to collapse the sources rows that
 # several collectors write; neither buys much there, since Parquet already stores a
 # column of a few distinct strings as a dictionary and run-length coded indexes, a few
 # bits a row, and the Parquet writer keeps doubles as they come (docs/lake.md has the
 # measurement). So the file's layout is FILE_TABLES and the lake's HASHED_TABLES, and
 # only a layout that holds "sources" gets numbered sources and views.
-SOURCE_KEY = ("service", "instance", "host", "agent_id", "version")
+SOURCE_KEY = ("service", "instance", "host", "agent_id", "version", "labels")
 SOURCE_COLUMNS = _cols(("source_no", "INTEGER", _INT), *((n, "VARCHAR", _TEXT) for n in SOURCE_KEY))
 # samples too: its five strings were half its bytes on disk (3.2 of 6.4 bytes a row on
-# the bench's fleet, measured by writing the same 20 M rows both ways)
+# the bench's fleet, measured by writing the same 20 M rows both ways); its labels, one
+# JSON object a batch, were another 0.26 bytes a row until they joined the five (0.03
+# bytes a sample of the bench's whole file)
 SOURCED_TABLES = ("samples", "gpu", "process", "host", "requests", "agent_stats", "engine")
 
 # STORED_AS: a reading kept at a fixed number of decimal places (`Column.stored`) is, in
