@@ -6,6 +6,7 @@ on protobuf. Frame and stack ids here are content hashes (see decode.frame_id).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -33,7 +34,15 @@ class Source:
 
     def labels_json(self) -> str:
         """The labels as a JSON object with sorted keys (stable text for storage)."""
-        return json.dumps(dict(self.labels), sort_keys=True, separators=(",", ":"))
+        return _labels_json(self.labels)
+
+
+@functools.lru_cache(maxsize=4096)
+def _labels_json(labels: tuple[tuple[str, str], ...]) -> str:
+    # a fleet sends a few label sets over and over, and a commit asks for each batch's
+    # up to three times (its source's number, its sample rows): 1.8 us a json.dumps of
+    # two labels, 0.06 us a cache hit
+    return json.dumps(dict(labels), sort_keys=True, separators=(",", ":"))
 
 
 _FrameColumns = tuple[tuple[int, ...], tuple[str, ...], tuple[str, ...], tuple[int, ...]]

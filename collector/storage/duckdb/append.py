@@ -299,11 +299,11 @@ def kept(values: pa.Array, column: Column) -> pa.Array:
 
 
 def _table(table: str, tables: Layout, parts: Sequence[_Part]) -> pa.Table:
-    plan, schema = _plan(table, tables[stored_name(table, tables)])
+    on_disk = tables[stored_name(table, tables)]
+    plan, schema = _plan(table, on_disk)
     records = [part[0] for part in parts]
     lengths = [len(r) for r in records]
     arrays = []
-    on_disk = tables[stored_name(table, tables)]
     for column, f, c in zip(plan, schema, on_disk, strict=True):
         values: list[Any]
         if isinstance(column, _Field):
