@@ -100,9 +100,10 @@ def add_sources(con: duckdb.DuckDBPyConnection) -> None:
     tables = _base_tables(con)
     old = [t for t in SOURCED_TABLES if t in tables]
     key = ", ".join(SOURCE_KEY)
+    keys = {table: _key_of(con, table) for table in old}
     firsts = " UNION ALL ".join(
-        f"SELECT {_key_of(con, table)}, {n} AS t, min(rowid) AS r FROM {table} GROUP BY ALL"
-        for n, table in enumerate(old))
+        "SELECT " + ", ".join(f"{e} AS {name}" for name, e in zip(SOURCE_KEY, keys[table], strict=True))
+        + f", {n} AS t, min(rowid) AS r FROM {table} GROUP BY ALL" for n, table in enumerate(old))
     if "sources" not in tables:
         definition = ", ".join(f"{c.name} {c.sql} NOT NULL" for c in SOURCE_COLUMNS)
         con.execute(f"CREATE TABLE sources ({definition})")
@@ -116,18 +117,17 @@ def add_sources(con: duckdb.DuckDBPyConnection) -> None:
         columns = ", ".join("s.source_no" if c.name == "source_no" else expr
                             for c, expr in _from_old(con, table, FILE_TABLES[rows]))
         on = " AND ".join(f"s.{name} = {expr}" for name, expr in zip(
-            SOURCE_KEY, _key_of(con, table, "o.").split(", "), strict=True))
+            SOURCE_KEY, _key_of(con, table, "o."), strict=True))
         _rewrite(con, table, FILE_TABLES[rows],
                  f"SELECT {columns} FROM {table} AS o JOIN sources AS s ON {on} "
                  "ORDER BY o.rowid", into=rows)
 
 
-def _key_of(con: duckdb.DuckDBPyConnection, table: str, alias: str = "") -> str:
-    # an old table's source strings: a telemetry table never held labels (its batch's
-    # are not known; the rows name a source without any)
+def _key_of(con: duckdb.DuckDBPyConnection, table: str, alias: str = "") -> list[str]:
+    # an old table's source strings, one expression each: a telemetry table never held
+    # labels (its batch's are not known; the rows name a source without any)
     present = set(_columns(con, table))
-    return ", ".join(f"{alias}{name}" if name in present else f"'{{}}' AS {name}" if not alias
-                     else "'{}'" for name in SOURCE_KEY)
+    return [f"{alias}{name}" if name in present else "'{}'" for name in SOURCE_KEY]
 
 
 def needs_source_labels(con: duckdb.DuckDBPyConnection) -> bool:
