@@ -74,6 +74,9 @@ class CollectorConfig:
     http_listen: str = "127.0.0.1:7071"
     # how long a commit group waits for more batches (ingest/commit.py says why)
     commit_delay_ms: float = DEFAULT_COMMIT_DELAY_MS
+    # processes decoding ingest beside the writer; 0 decodes in it (ingest/workers.py
+    # says when more pays)
+    decode_workers: int = 0
     tokens: Tokens = Tokens()
     # delete data older than this (None: keep everything); see retention.py
     retention_ns: int | None = 7 * 86_400 * 1_000_000_000
@@ -110,6 +113,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--commit-delay-ms", type=float,
                         help="how long a batch waits for others to share its commit, in "
                         f"milliseconds (default {DEFAULT_COMMIT_DELAY_MS:g})")
+    parser.add_argument("--decode-workers", metavar="N", help="processes that decode agents' "
+                        "batches beside the one that stores them, for a collector at the limit "
+                        "of its CPU with cores to spare (default 0: decode in the collector's "
+                        "own process, the cheaper way while it keeps up) "
+                        "[PYROMETER_DECODE_WORKERS]")
     parser.add_argument("--retention", metavar="DURATION", help="delete data older than "
                         "this, in the background (default 7d; e.g. 36h, 2w; 0 or off keeps "
                         "everything) [PYROMETER_RETENTION]")
@@ -164,11 +172,22 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> C
         raise ConfigError(f"--commit-delay-ms {delay}: expected 0-1000")
     retention, interval = _retention(args, env)
     return CollectorConfig(db_path=db, grpc_listen=grpc_listen, http_listen=http_listen,
-                           commit_delay_ms=delay, tokens=_tokens(args, env), tls=_tls(args, env),
+                           commit_delay_ms=delay, decode_workers=_decode_workers(args, env),
+                           tokens=_tokens(args, env), tls=_tls(args, env),
                            retention_ns=retention, retention_interval_s=interval,
                            stage_rules=_stage_rules(args, env), objectives=_objectives(args, env),
                            alerts=_alerts(args, env), trace_url=_trace_url(args, env),
                            rollup_retention_ns=_rollup_retention(args, env, retention), lake=lake)
+
+
+MAX_DECODE_WORKERS = 64
+
+
+def _decode_workers(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    text = args.decode_workers or env.get("PYROMETER_DECODE_WORKERS") or "0"
+    if not text.strip().isdigit() or int(text) > MAX_DECODE_WORKERS:
+        raise ConfigError(f"--decode-workers {text!r}: expected a count, 0-{MAX_DECODE_WORKERS}")
+    return int(text)
 
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")  # S3's rule: 3 to 63 characters

@@ -42,7 +42,9 @@ async def run(config: CollectorConfig, stop: asyncio.Event | None = None) -> int
     metrics = CollectorMetrics()
     try:
         ingest = await start_ingest_server(
-            store, IngestConfig(listen=config.grpc_listen, commit_delay_s=config.commit_delay_ms / 1000),
+            store, IngestConfig(
+                listen=config.grpc_listen, commit_delay_s=config.commit_delay_ms / 1000,
+                decode_workers=config.decode_workers),
             metrics, interceptors=[TokenInterceptor(config.tokens)] if config.tokens.enabled else [],
             credentials=tls.grpc_credentials(config.tls) if config.tls else None)
         try:

@@ -10,6 +10,10 @@ collector computes alike, whichever stream or collector the data came through.
 Telemetry records (GPU, process, host, requests, events) are validated one by one in
 validate.py: a bad record is dropped and counted, the rest of the batch is stored.
 
+`decode_message` is the whole of it for one message as it arrives, parsed or not: the
+one entry point the servicer (decoding in the event loop) and a decode worker process
+(workers.py) share, so both accept and refuse exactly the same batches.
+
 No I/O happens here; the only protobuf type seen is the incoming `Batch`.
 """
 
@@ -18,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from pyrometer.agent.shared.model import Frame, Nanos, Telemetry
 from pyrometer.collector.errors import BatchLimitError, InvalidBatchError
@@ -33,11 +38,53 @@ from pyrometer.collector.storage.batch import (
 )
 from pyrometer.proto import ingest_pb2, wire
 
-__all__ = ["MIN_TIME_NS", "StreamDecoder", "decode_source", "frame_id", "stack_id"]
+__all__ = ["MIN_TIME_NS", "Rejection", "StreamDecoder", "Unparseable", "decode_message",
+           "decode_source", "frame_id", "parse_batch", "stack_id"]
 
 _FRAME_PERSON = b"pyrometer.frame"
 _STACK_PERSON = b"pyrometer.stack"
 INT32_MAX = 2**31 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Unparseable:
+    """A request message that is not a valid Batch; `reason` says why."""
+
+    reason: str
+
+
+def parse_batch(data: bytes) -> ingest_pb2.Batch | Unparseable:
+    """Bytes as a Batch; never raises, so bad bytes reach the servicer's checks."""
+    try:
+        return ingest_pb2.Batch.FromString(data)
+    except Exception as exc:  # DecodeError, or anything the parser raises on garbage
+        return Unparseable(f"not a valid Batch message: {exc}")
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a message was refused: the gRPC status code's name (INVALID_ARGUMENT, or
+    RESOURCE_EXHAUSTED for a size limit), what the agent is told, and what is logged."""
+
+    code: str
+    details: str
+    log: str
+
+
+def decode_message(decoder: StreamDecoder, message: bytes | ingest_pb2.Batch | Unparseable,
+                   now_ns: Nanos) -> DecodedBatch | Rejection:
+    """One message of `decoder`'s stream, as bytes or as `parse_batch` left it: its rows,
+    or why it is refused (and then the stream's tables are unchanged)."""
+    batch = parse_batch(message) if isinstance(message, bytes) else message
+    if isinstance(batch, Unparseable):
+        return Rejection("INVALID_ARGUMENT", batch.reason, f"rejected a message: {batch.reason}")
+    try:
+        return decoder.decode(batch, now_ns)
+    except InvalidBatchError as exc:  # BatchLimitError is one: a size limit
+        code = "RESOURCE_EXHAUSTED" if isinstance(exc, BatchLimitError) else "INVALID_ARGUMENT"
+        # the agent id is unchecked input here: a 10 MB one must not land in the log
+        return Rejection(code, f"batch seq {batch.seq} rejected: {exc}",
+                         f"rejected batch {batch.seq} of agent {batch.agent.agent_id[:64]!r}: {exc}")
 
 
 def _hash64(person: bytes, data: bytes) -> int:

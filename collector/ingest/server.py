@@ -10,7 +10,9 @@ ends it with INTERNAL; a collector that is stopping answers UNAVAILABLE, which a
 Bytes that do not parse as a Batch (garbage, invalid UTF-8 in a string) are bad input
 too: the servicer parses them itself, so they get INVALID_ARGUMENT rather than the
 library's generic error; a message over the size limit is refused by gRPC with
-RESOURCE_EXHAUSTED before it is read.
+RESOURCE_EXHAUSTED before it is read. With decode workers (workers.py) a stream's
+batches are decoded in one of them, to the same answers; a stream whose worker died
+ends UNAVAILABLE, which agents retry on a new stream.
 A bad telemetry record is not bad input: it is dropped, counted and logged, and the
 rest of its batch is stored (see validate.py).
 """
@@ -31,15 +33,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from pyrometer.agent.shared.model import Nanos
 from pyrometer.collector.config import check_listen
 from pyrometer.collector.errors import (
-    BatchLimitError,
     CollectorError,
-    InvalidBatchError,
     ListenError,
     ShuttingDownError,
 )
 from pyrometer.collector.ingest.commit import DEFAULT_DELAY_S, GroupCommitter
-from pyrometer.collector.ingest.decode import StreamDecoder
+from pyrometer.collector.ingest.decode import Rejection, Unparseable, parse_batch
 from pyrometer.collector.ingest.limits import DecodeLimits
+from pyrometer.collector.ingest.workers import DecodePool, InlineStream, WorkerLostError
+from pyrometer.collector.ingest.workers import Stream as DecodeStream
 from pyrometer.collector.metrics import CollectorMetrics
 from pyrometer.collector.storage.batch import Rejections
 from pyrometer.collector.storage.store import BatchOutcome, Store
@@ -50,25 +52,12 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "pyrometer.v1.Ingest"
 
 
-@dataclass(frozen=True, slots=True)
-class Unparseable:
-    """A request message that is not a valid Batch; `reason` says why."""
-
-    reason: str
-
-
-def parse_batch(data: bytes) -> ingest_pb2.Batch | Unparseable:
-    """The request deserializer: never raises, so bad bytes reach the servicer's checks."""
-    try:
-        return ingest_pb2.Batch.FromString(data)
-    except Exception as exc:  # DecodeError, or anything the parser raises on garbage
-        return Unparseable(f"not a valid Batch message: {exc}")
-
-
 def add_ingest_servicer(servicer: IngestServicer, server: grpc.aio.Server) -> None:
-    """Register `Ingest.Stream` like the generated code does, but with `parse_batch`."""
+    """Register `Ingest.Stream` like the generated code does, but with `parse_batch`, or
+    with no deserializer at all when the servicer's streams decode in worker processes
+    (which parse the bytes themselves: workers.py)."""
     handlers = {"Stream": grpc.stream_stream_rpc_method_handler(
-        servicer.Stream, request_deserializer=parse_batch,
+        servicer.Stream, request_deserializer=None if servicer.takes_bytes else parse_batch,
         response_serializer=ingest_pb2.Ack.SerializeToString)}
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
@@ -84,6 +73,8 @@ class IngestConfig:
     commit_delay_s: float = DEFAULT_DELAY_S  # commit.py says why
     max_group: int = 256
     read_ahead: int = 8  # batches of one stream decoded and queued before their acks
+    # processes that decode streams beside the event loop (workers.py); 0 decodes in it
+    decode_workers: int = 0
     grace_s: float = 5.0  # how long stop() lets open streams finish their batch
 
 
@@ -126,7 +117,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
     def __init__(
         self, committer: GroupCommitter, metrics: CollectorMetrics,
         limits: DecodeLimits | None = None, clock: Callable[[], Nanos] = time.time_ns,
-        *, read_ahead: int,
+        *, read_ahead: int, pool: DecodePool | None = None,
     ) -> None:
         if read_ahead < 1:
             raise ValueError("read_ahead must be >= 1")
@@ -135,9 +126,12 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         self._limits = limits or DecodeLimits()
         self._clock = clock
         self._read_ahead = read_ahead
+        self._pool = pool
+        # messages reach Stream as gRPC received them, for the workers to parse
+        self.takes_bytes = pool is not None and bool(pool.pids)
 
     async def Stream(  # noqa: N802 (the name is the RPC's)
-        self, request_iterator: AsyncIterator[ingest_pb2.Batch | Unparseable],
+        self, request_iterator: AsyncIterator[ingest_pb2.Batch | Unparseable | bytes],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[ingest_pb2.Ack]:
         self._metrics.streams.inc()
@@ -157,14 +151,14 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
                     left.outcome.add_done_callback(_retrieve)
             self._metrics.streams.dec()
 
-    async def _read(self, request_iterator: AsyncIterator[ingest_pb2.Batch | Unparseable],
+    async def _read(self, request_iterator: AsyncIterator[ingest_pb2.Batch | Unparseable | bytes],
                     ahead: asyncio.Queue[_ReadAhead]) -> None:
         """Decode each batch in turn and queue its commit; a refusal, or None at the end,
         is the last thing queued."""
-        decoder = StreamDecoder(self._limits)
+        stream: DecodeStream = self._pool.stream() if self._pool else InlineStream(self._limits)
         try:
-            async for batch in request_iterator:
-                item = self._queue(decoder, batch)
+            async for message in request_iterator:
+                item = await self._queue(stream, message)
                 await ahead.put(item)
                 if isinstance(item, _Refusal):
                     return
@@ -172,32 +166,27 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
             log.exception("reading an ingest stream failed unexpectedly")
             await ahead.put(_Refusal(grpc.StatusCode.INTERNAL, f"reading failed: {exc!r}"))
             return
+        finally:
+            stream.close()
         await ahead.put(None)
 
-    def _queue(self, decoder: StreamDecoder, batch: ingest_pb2.Batch | Unparseable) -> _ReadAhead:
-        if isinstance(batch, Unparseable):
-            self._metrics.rejected.labels(code="INVALID_ARGUMENT").inc()
-            log.warning("rejected a message: %s", batch.reason)
-            return _Refusal(grpc.StatusCode.INVALID_ARGUMENT, batch.reason)
+    async def _queue(self, stream: DecodeStream, message: ingest_pb2.Batch | Unparseable | bytes
+                     ) -> _ReadAhead:
         try:
-            decoded = decoder.decode(batch, self._clock())
-        except BatchLimitError as exc:
-            return self._refuse(grpc.StatusCode.RESOURCE_EXHAUSTED, batch, exc)
-        except InvalidBatchError as exc:
-            return self._refuse(grpc.StatusCode.INVALID_ARGUMENT, batch, exc)
+            decoded = await stream.decode(message, self._clock())
+        except WorkerLostError as exc:
+            return _Refusal(grpc.StatusCode.UNAVAILABLE, f"{exc}; send again on a new stream")
+        if isinstance(decoded, Rejection):
+            self._metrics.rejected.labels(code=decoded.code).inc()
+            log.warning("%s", decoded.log)
+            return _Refusal(grpc.StatusCode[decoded.code], decoded.details)
         if decoded.rejected:
-            log.warning("batch %d of agent %r: dropped bad records %s", batch.seq,
-                        batch.agent.agent_id, _summary(decoded.rejected))
+            log.warning("batch %d of agent %r: dropped bad records %s", decoded.seq,
+                        decoded.source.agent_id, _summary(decoded.rejected))
         try:
-            return _Queued(batch.seq, decoded.source.agent_id, self._committer.enqueue(decoded))
+            return _Queued(decoded.seq, decoded.source.agent_id, self._committer.enqueue(decoded))
         except ShuttingDownError as exc:
             return _Refusal(grpc.StatusCode.UNAVAILABLE, str(exc))
-
-    def _refuse(self, code: grpc.StatusCode, batch: ingest_pb2.Batch, exc: Exception) -> _Refusal:
-        self._metrics.rejected.labels(code=code.name).inc()
-        # the agent id is unchecked input here: a 10 MB one must not land in the log
-        log.warning("rejected batch %d of agent %r: %s", batch.seq, batch.agent.agent_id[:64], exc)
-        return _Refusal(code, f"batch seq {batch.seq} rejected: {exc}")
 
     async def _outcome(self, queued: _Queued, context: grpc.aio.ServicerContext) -> BatchOutcome:
         try:
@@ -230,12 +219,14 @@ class IngestServer:
     def __init__(
         self, server: grpc.aio.Server, committer: GroupCommitter,
         health_servicer: health.aio.HealthServicer, port: int, grace_s: float,
+        pool: DecodePool,
     ) -> None:
         self._server = server
         self._committer = committer
         self._health = health_servicer
         self.port = port
         self._grace_s = grace_s
+        self.pool = pool
 
     async def stop(self, grace: float | None = None) -> None:
         """Report NOT_SERVING, let open streams finish (up to `grace` s), commit, end."""
@@ -243,7 +234,10 @@ class IngestServer:
         try:
             await self._server.stop(self._grace_s if grace is None else grace)
         finally:
-            await self._committer.stop()
+            try:
+                await self._committer.stop()
+            finally:
+                await self.pool.stop()
 
     async def wait_for_termination(self) -> None:
         """Block until the server stops."""
@@ -298,8 +292,6 @@ async def start_ingest_server(
         ("grpc.so_reuseport", 0),
     ]
     server = grpc.aio.server(options=options, interceptors=list(interceptors))
-    add_ingest_servicer(IngestServicer(committer, metrics, config.limits,
-                                       read_ahead=config.read_ahead), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     _check_bindable(config.listen)
@@ -310,8 +302,17 @@ async def start_ingest_server(
         raise ListenError(f"cannot listen on {config.listen}: {exc}") from exc
     if port == 0:
         raise ListenError(f"cannot listen on {config.listen}")
+    # the workers once the address is known to be ours: a collector that cannot listen
+    # says so without starting processes first
+    pool = await DecodePool.start(config.decode_workers, config.limits)
+    add_ingest_servicer(IngestServicer(committer, metrics, config.limits,
+                                       read_ahead=config.read_ahead, pool=pool), server)
     committer.start()
-    await server.start()
+    try:
+        await server.start()
+    except BaseException:
+        await pool.stop()
+        raise
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return IngestServer(server, committer, health_servicer, port, config.grace_s)
+    return IngestServer(server, committer, health_servicer, port, config.grace_s, pool)

@@ -56,13 +56,21 @@ def default_commit_wait(level: dict[str, Any]) -> bool:
     return level["level"].get("commit_delay_ms") is None
 
 
-def judged_level(level: dict[str, Any]) -> bool:
+def decode_workers(level: dict[str, Any]) -> int:
+    """The collector's --decode-workers at an ingest level (absent before there were any)."""
+    return int(level["level"].get("decode_workers", 0))
+
+
+def judged_level(level: dict[str, Any], *, workers: bool = False) -> bool:
     """Whether the goals judge an ingest level: the collector's own commit wait and the
-    standard batches (the busy-server levels measure what requests cost, apart), and no
-    agent draining its spool beside the fleet (that level measures the drain)."""
+    standard batches (the busy-server levels measure what requests cost, apart), no
+    agent draining its spool beside the fleet (that level measures the drain), and the
+    collector's default of no decode workers unless `workers` (a collector sized for
+    throughput runs them: the saturating goal counts those levels, the paced ones do not)."""
     rate = level["level"].get("request_rate", REQUEST_RATE)  # absent before they were varied
     return (default_commit_wait(level) and rate == REQUEST_RATE
-            and not level["level"].get("drainer", False))
+            and not level["level"].get("drainer", False)
+            and (workers or decode_workers(level) == 0))
 
 
 def thread_role(python_name: str, roles: dict[str, str]) -> str:
@@ -76,6 +84,21 @@ def process_cpu_s(pid: int) -> float:
     """CPU seconds (user and system) that process ``pid`` has used so far."""
     times = psutil.Process(pid).cpu_times()
     return float(times.user + times.system)
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of process ``pid`` and its live child processes (a collector's decode
+    workers). A child that exits in between takes its seconds with it: the workers live
+    as long as their collector."""
+    parent = psutil.Process(pid)
+    total = process_cpu_s(pid)
+    for child in parent.children(recursive=True):
+        try:
+            times = child.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def stored_samples(api: str, service: str | None = None) -> int:

@@ -65,9 +65,9 @@ def _ingest(mode: str) -> Callable[[Results], dict[str, Any] | None]:
         if figures is None:
             return None
         # the levels run with the collector's default commit wait and the standard
-        # batches (others vary them)
+        # batches (others vary them); saturating, with decode workers too
         found = [level for level in figures["levels"] if level["level"]["mode"] == mode
-                 and common.judged_level(level)]
+                 and common.judged_level(level, workers=mode == "closed")]
         if not found:
             return None
         # saturating: the best level; paced: the largest fleet

@@ -81,6 +81,7 @@ class Level:
     # paced: one more agent beside the fleet, draining its spool (8 in flight, closed);
     # such a level is not judged, its figures are the fleet's and the drain's apart
     drainer: bool = False
+    decode_workers: int = 0  # the collector's --decode-workers (ingest/workers.py)
 
     @property
     def name(self) -> str:
@@ -88,10 +89,12 @@ class Level:
         busy = "" if self.request_rate == REQUEST_RATE else f"-req{self.request_rate}"
         window = "" if self.mode != "closed" or self.in_flight == 2 else f"-inflight{self.in_flight}"
         drain = "-drainer" if self.drainer else ""
-        return f"{self.mode}-{self.streams}{window}{wait}{busy}{drain}"
+        workers = f"-workers{self.decode_workers}" if self.decode_workers else ""
+        return f"{self.mode}-{self.streams}{window}{wait}{busy}{drain}{workers}"
 
     def collector_flags(self) -> tuple[str, ...]:
-        return () if self.commit_delay_ms is None else ("--commit-delay-ms", f"{self.commit_delay_ms:g}")
+        wait = () if self.commit_delay_ms is None else ("--commit-delay-ms", f"{self.commit_delay_ms:g}")
+        return wait + (("--decode-workers", str(self.decode_workers)) if self.decode_workers else ())
 
 
 LEVELS = {
@@ -99,14 +102,18 @@ LEVELS = {
              Level(2, "paced", 0.5, 1.5, period_s=0.25, commit_delay_ms=5),
              Level(2, "paced", 0.5, 1.5, period_s=0.25, request_rate=20),
              Level(1, "closed", 0.5, 1.5, in_flight=DRAIN_IN_FLIGHT),
-             Level(2, "paced", 0.5, 1.5, period_s=0.25, drainer=True)],
+             Level(2, "paced", 0.5, 1.5, period_s=0.25, drainer=True),
+             Level(2, "closed", 0.5, 2.0, decode_workers=1)],
     "full": [Level(10, "closed", 5, 30), Level(100, "closed", 5, 30),
              Level(1000, "closed", 5, 30, profile_s=15), Level(1000, "paced", 10, 30),
              Level(1000, "paced", 10, 30, commit_delay_ms=50),
              Level(1000, "paced", 10, 30, commit_delay_ms=200),
              Level(100, "paced", 10, 30), Level(100, "paced", 10, 30, request_rate=200),
              Level(1, "closed", 5, 30, in_flight=DRAIN_IN_FLIGHT),
-             Level(1000, "paced", 10, 30, drainer=True)],
+             Level(1000, "paced", 10, 30, drainer=True),
+             # the same fleets with a decode worker beside the collector
+             Level(1000, "closed", 5, 30, decode_workers=1),
+             Level(1000, "paced", 10, 30, decode_workers=1)],
 }
 
 
@@ -170,7 +177,8 @@ def busy_s() -> float:
 def snapshot(collectors: Sequence[int], generators: list[int]) -> dict[str, Any]:
     # thread ids are unique across processes, so the collectors' threads share one map
     threads = {tid: cpu for pid in collectors for tid, cpu in ingest_profile.thread_cpu(pid).items()}
-    return {"at": time.monotonic(), "collector": sum(common.process_cpu_s(p) for p in collectors),
+    # a collector's CPU is its own and its decode workers' (ingest/workers.py)
+    return {"at": time.monotonic(), "collector": sum(common.tree_cpu_s(p) for p in collectors),
             "generators": sum(common.process_cpu_s(p) for p in generators), "machine": busy_s(),
             "threads": threads}
 

@@ -46,6 +46,7 @@ _THREAD_ROLES = {"MainThread": "main: event loop, gRPC aio, decode",
                  "Thread-1 (_poll_wrapper)": "gRPC aio poller"}
 
 
+WORKER_ROLE = "decode worker processes: parse, validate, hand off"
 # kernel thread names of threads without a Python name
 _NATIVE_ROLES = {"event_engine": "gRPC core event engine (HTTP/2, gzip)",
                  "python": "DuckDB's worker threads, idle pool threads"}
@@ -64,7 +65,8 @@ def thread_cpu(pid: int, names: dict[int, str] | None = None) -> dict[int, tuple
     """
     names = names or {}
     out: dict[int, tuple[str, float]] = {}
-    for thread in psutil.Process(pid).threads():
+    process = psutil.Process(pid)
+    for thread in process.threads():
         try:
             comm = Path(f"/proc/{pid}/task/{thread.id}/comm").read_text().strip()
         except OSError:  # the thread ended meanwhile
@@ -72,6 +74,12 @@ def thread_cpu(pid: int, names: dict[int, str] | None = None) -> dict[int, tuple
         python = names.get(thread.id, "MainThread" if thread.id == pid else "")
         label = _role(python) if python else _NATIVE_ROLES.get(comm, comm)
         out[thread.id] = (label, thread.user_time + thread.system_time)
+    for child in process.children(recursive=True):  # its decode workers, every thread
+        try:
+            for thread in child.threads():
+                out[thread.id] = (WORKER_ROLE, thread.user_time + thread.system_time)
+        except psutil.NoSuchProcess:
+            continue
     return out
 
 

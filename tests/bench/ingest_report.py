@@ -15,11 +15,14 @@ COMMAND = ".venv/bin/python tests/bench/ingest_load.py --size full"
 
 def _level_label(level: dict[str, Any]) -> str:
     spec = level["level"]
+    workers = common.decode_workers(level)
+    with_workers = (f", {workers} decode worker{'s' if workers > 1 else ''}" if workers else "")
     if spec["mode"] == "closed" and spec["streams"] == 1:
-        return f"1 agent draining its spool ({spec['in_flight']} in flight)"
+        return f"1 agent draining its spool ({spec['in_flight']} in flight){with_workers}"
     if spec["mode"] == "closed":
-        return f"{spec['streams']:,} agents, saturating ({spec['in_flight']} in flight each)"
-    return f"{spec['streams']:,} agents, one batch / {spec['period_s']:g} s each"
+        return (f"{spec['streams']:,} agents, saturating ({spec['in_flight']} in flight each)"
+                f"{with_workers}")
+    return f"{spec['streams']:,} agents, one batch / {spec['period_s']:g} s each{with_workers}"
 
 
 def _rate(level: dict[str, Any]) -> int:
@@ -27,8 +30,10 @@ def _rate(level: dict[str, Any]) -> int:
 
 
 def _fleets(levels: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The paced levels of a fleet alone (without an agent draining its spool beside it)."""
-    return [lv for lv in levels if lv["level"]["mode"] == "paced" and not lv["level"].get("drainer")]
+    """The paced levels of a fleet alone (without an agent draining its spool beside it),
+    decoded in the collector's own process (the workers' levels have their own table)."""
+    return [lv for lv in levels if lv["level"]["mode"] == "paced" and not lv["level"].get("drainer")
+            and not common.decode_workers(lv)]
 
 
 def _requests(levels: list[dict[str, Any]]) -> list[str]:
@@ -65,10 +70,40 @@ def _requests(levels: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _judged(levels: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _judged(levels: list[dict[str, Any]], *, workers: bool = False) -> list[dict[str, Any]]:
     """The levels run with the collector's own commit wait and the standard batches (the
-    rest vary one of them)."""
-    return [lv for lv in levels if common.judged_level(lv)]
+    rest vary one of them), without decode workers unless `workers`."""
+    return [lv for lv in levels if common.judged_level(lv, workers=workers)]
+
+
+def _workers(levels: list[dict[str, Any]]) -> list[str]:
+    """The same fleets with and without decode workers: what the option trades."""
+    with_workers = [lv for lv in _judged(levels, workers=True) if common.decode_workers(lv)]
+    rows = []
+    for lv in with_workers:
+        spec = lv["level"]
+        rows += [base for base in _judged(levels) if base["level"]["mode"] == spec["mode"]
+                 and base["level"]["streams"] == spec["streams"]] + [lv]
+    if not with_workers:
+        return []
+    return [
+        "Decode workers (`--decode-workers N`, ingest/workers.py): the same fleets with batches "
+        "decoded and validated in a worker process beside the collector, which keeps gRPC, "
+        "group commit and DuckDB. The collector's CPU includes its workers'.", "",
+        "| load | samples/s | ack p99 ms | collector CPU, cores | collector CPU s / 1M samples "
+        "| generators CPU, cores | stored = acked |", "|---|---:|---:|---:|---:|---:|---|",
+        *(f"| {_level_label(lv)} | {lv['samples_per_s']:,.0f} | {lv['ack_ms']['p99']:,.1f} "
+          f"| {lv['observed']['collector_cores']:.2f} | {lv['collector_cpu_s_per_million']:.1f} "
+          f"| {lv['observed']['generator_cores']:.2f} | {'yes' if lv['lossless'] else '**no**'} |"
+          for lv in rows), "",
+        "A worker takes the decoding off the collector's GIL and pays for it in CPU: its "
+        "answer's dump and load, both sides' system calls, and a process woken for every "
+        "batch. Saturated, that lets the collector use more than one core; at its agents' own "
+        "pace it only costs, which is why the default is none (ingest/workers.py has the runs "
+        "behind that choice). With a worker the bound moves to the group commits, which run "
+        "one at a time (ingest/commit.py): the commit worker builds the Arrow tables and makes "
+        "the DuckDB calls, and in runs at 1,000 saturating agents on this machine it was busy "
+        "all the time (the collector's commit-time histogram, pyrometer_commit_seconds).", ""]
 
 
 def _wait(level: dict[str, Any]) -> float:
@@ -231,7 +266,9 @@ def _bound(per_m: float, python_work: float, duckdb: float) -> str:
 
 
 def _analysis(levels: list[dict[str, Any]]) -> list[str]:
-    """What bounds ingest here and what would move it, in this run's numbers."""
+    """What bounds ingest here and what would move it, in this run's numbers (the
+    collector's default, no decode workers: the profile is of that)."""
+    levels = [lv for lv in levels if not common.decode_workers(lv)]
     best, paced = _best(levels), _paced(levels)
     closed = [lv for lv in levels if lv["level"]["mode"] == "closed"]
     per_m = best["collector_cpu_s_per_million"]
@@ -276,10 +313,11 @@ def _analysis(levels: list[dict[str, Any]]) -> list[str]:
               "work: requests (since commit a4b4be3; the request records table above) and the "
               "1 Hz readings (since 10a36ce) are read and validated a column at a time; the "
               "samples still go through per-row Python tuples on their way to Arrow columns. "
-              "(3) More than one core: decode in worker processes (a stream's dictionary pins it "
-              "to one process, e.g. ingest processes sharing the port with SO_REUSEPORT handing "
-              "Arrow batches to the one DuckDB writer), or several collectors writing DuckLake as "
-              "DESIGN.md plans."]
+              "(3) More than one core: decode workers (above) take the decoding off the GIL; "
+              "what is left on it is gRPC's loop and the commit worker, so the next step is "
+              "building each batch's Arrow columns in its worker too (the stack and source "
+              "numbers, the writer's, joined on in the writer), or several collectors writing "
+              "DuckLake as DESIGN.md plans."]
     return lines
 
 
@@ -304,7 +342,7 @@ def markdown(result: dict[str, Any]) -> str:
         "4.3, measured side by side on one machine). The generators share the cores with the "
         "collector; their CPU, and any other process's, is in the table.", "",
         f"Command: `{COMMAND}` ({result['size']} size, {result['elapsed_s']:.0f} s).", "",
-        *_table(_judged(levels)), "",
+        *_table(_judged(levels, workers=True)), "",
         "Ack latency is from writing a batch to reading its ack (an ack means committed). At "
         "the saturating levels it is queueing, not service time: with every stream keeping "
         "batches in flight, latency is what is outstanding divided by the throughput. The "
@@ -314,6 +352,7 @@ def markdown(result: dict[str, Any]) -> str:
         "acked batches carried (through commit 5fa2593 it compared samples only).", "",
         *_drain(levels),
         *_targets(levels), "",
+        *_workers(levels),
         *_waits(levels), "",
         *_requests(levels),
         *_profile(levels), "",

@@ -43,13 +43,13 @@ _agents = itertools.count()
 class Rig:
     """A real ingest server on a real DuckDB file, its loop in a thread of its own."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, decode_workers: int = 0) -> None:
         self.store = DuckDBStore(path)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         config = IngestConfig(listen="127.0.0.1:0", max_message_bytes=MAX_MESSAGE,
-                              commit_delay_s=0.0)
+                              commit_delay_s=0.0, decode_workers=decode_workers)
         self.server: IngestServer = self.call(start_ingest_server(self.store, config))
         self.channel = grpc.insecure_channel(
             f"127.0.0.1:{self.server.port}",
@@ -80,9 +80,11 @@ class Rig:
         self.store.close()
 
 
-@pytest.fixture(scope="module")
-def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    rig = Rig(tmp_path_factory.mktemp("fuzz") / "fuzz.duckdb")
+# decoded in the event loop, and in a decode worker process (ingest/workers.py): the same
+# answers either way
+@pytest.fixture(scope="module", params=[0, 1], ids=["in-loop", "decode-worker"])
+def rig(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Rig]:
+    rig = Rig(tmp_path_factory.mktemp("fuzz") / "fuzz.duckdb", decode_workers=request.param)
     yield rig
     assert rig.healthy()
     rig.close()
