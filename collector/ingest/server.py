@@ -37,7 +37,7 @@ from pyrometer.collector.errors import (
     ListenError,
     ShuttingDownError,
 )
-from pyrometer.collector.ingest.commit import DEFAULT_DELAY_S, GroupCommitter
+from pyrometer.collector.ingest.commit import DEFAULT_DELAY_S, DEFAULT_MAX_GROUP, GroupCommitter
 from pyrometer.collector.ingest.decode import Rejection, Unparseable, parse_batch
 from pyrometer.collector.ingest.limits import DecodeLimits
 from pyrometer.collector.ingest.workers import DecodePool, InlineStream, WorkerLostError
@@ -71,7 +71,7 @@ class IngestConfig:
     max_message_bytes: int = 16 * 1024 * 1024  # one compressed-then-inflated Batch
     limits: DecodeLimits = field(default_factory=DecodeLimits)
     commit_delay_s: float = DEFAULT_DELAY_S  # commit.py says why
-    max_group: int = 256
+    max_group: int = DEFAULT_MAX_GROUP  # batches in one commit at most (commit.py says why)
     read_ahead: int = 8  # batches of one stream decoded and queued before their acks
     # processes that decode streams beside the event loop (workers.py); 0 decodes in it
     decode_workers: int = 0
