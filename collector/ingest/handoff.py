@@ -77,24 +77,13 @@ def load(data: bytes) -> Handoff:
 
 
 def _columns(records: Sequence[Any], record_type: type[Any]) -> tuple[tuple[Any, ...], ...]:
-    columns = Columns.of(record_type, records)
-    return tuple([columns.column(name) for name in _names(record_type)])
-
-
-_NAMES: dict[type[Any], tuple[str, ...]] = {}
-
-
-def _names(record_type: type[Any]) -> tuple[str, ...]:
-    names = _NAMES.get(record_type)
-    if names is None:
-        names = _NAMES[record_type] = tuple(record_type.__dataclass_fields__)
-    return names
+    return Columns.of(record_type, records).as_fields()
 
 
 def _telemetry(parts: tuple[Any, ...]) -> Telemetry:
     n = len(_COLUMN_KINDS)
-    kinds: dict[str, Any] = {kind: Columns(record_type, dict(zip(_names(record_type), columns, strict=True)))
-             for (kind, record_type), columns in zip(_COLUMN_KINDS, parts[:n], strict=True)}
+    kinds: dict[str, Any] = {kind: Columns.of_fields(record_type, columns)
+                             for (kind, record_type), columns in zip(_COLUMN_KINDS, parts[:n], strict=True)}
     for kind, blob in zip(_OBJECT_KINDS, parts[n:], strict=True):
         kinds[kind] = () if blob is None else pickle.loads(blob)
     return Telemetry(**kinds)

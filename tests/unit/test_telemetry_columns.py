@@ -225,6 +225,17 @@ def test_columns_that_are_not_the_fields_or_not_as_long_are_refused() -> None:
         Columns(HostReading, columns | {"load1": [1.0, 2.0]})
 
 
+def test_columns_as_fields_and_back_are_the_same_records() -> None:
+    records = (request(), request(2, route="/v1/embed", ttfb_ns=7, chunk_gaps_us=(3, 4)))
+    rows = Columns.of(RequestRecord, records)
+    assert Columns.of_fields(RequestRecord, rows.as_fields()) == records
+    fields = rows.as_fields()
+    with pytest.raises(ValueError, match="are not the"):  # one field short
+        Columns.of_fields(RequestRecord, fields[:-1])
+    with pytest.raises(ValueError, match="lengths"):  # one column a record short
+        Columns.of_fields(RequestRecord, (fields[0][:1], *fields[1:]))
+
+
 def test_a_requests_table_is_the_same_from_rows_or_from_records() -> None:
     records = (request(), request(2, ttfb_ns=7, chunk_gaps_us=(3, 4), chunk_gaps_dropped=2),
                request(3, app_size=12, trace_id=TRACE))
