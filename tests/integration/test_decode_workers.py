@@ -25,14 +25,13 @@ from pyrometer.collector.errors import CollectorError
 from pyrometer.collector.ingest import handoff
 from pyrometer.collector.ingest.decode import Rejection
 from pyrometer.collector.ingest.limits import DecodeLimits
-from pyrometer.collector.ingest.server import IngestConfig, start_ingest_server
 from pyrometer.collector.ingest.workers import DecodePool, InlineStream, WorkerLostError, WorkerStream
 from pyrometer.collector.metrics import CollectorMetrics
 from pyrometer.collector.storage.batch import DecodedBatch
 from pyrometer.collector.storage.duckdb.backend import DuckDBStore
-from pyrometer.proto import ingest_pb2, ingest_pb2_grpc
 from support import telemetry_builder as tb
 from support.ingest_builder import BASE_NS, NOW_NS, StreamEncoder, stack
+from support.ingest_client import open_stream, send, serving
 
 pytestmark = pytest.mark.integration
 S = NANOS_PER_SECOND
@@ -165,33 +164,18 @@ def test_handoff_carries_what_it_cannot_marshal_as_pickle() -> None:
 
 # ---- through gRPC ----
 
-def serve(tmp_path: Path, body: Callable[[DuckDBStore, Any, grpc.aio.Channel], Awaitable[None]],
-          **config: Any) -> None:
+def serve(tmp_path: Path, body: Callable[[DuckDBStore, Any, grpc.aio.Channel], Awaitable[None]]
+          ) -> None:
     store, metrics = DuckDBStore(tmp_path / "ingest.duckdb"), CollectorMetrics()
 
     async def main() -> None:
-        server = await start_ingest_server(
-            store, IngestConfig(listen="127.0.0.1:0", decode_workers=1, **config), metrics)
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}",
-                                                 compression=grpc.Compression.Gzip) as channel:
-                await asyncio.wait_for(body(store, server, channel), TIMEOUT_S)
-        finally:
-            await server.stop(1.0)
+        async with serving(store, metrics, decode_workers=1) as (server, channel):
+            await asyncio.wait_for(body(store, server, channel), TIMEOUT_S)
         assert server.pool.pids == []  # stopped with the server
     try:
         asyncio.run(main())
     finally:
         store.close()
-
-
-def open_stream(channel: grpc.aio.Channel) -> grpc.aio.StreamStreamCall:
-    return ingest_pb2_grpc.IngestStub(channel).Stream(timeout=TIMEOUT_S)
-
-
-async def send(call: grpc.aio.StreamStreamCall, batch: ingest_pb2.Batch) -> ingest_pb2.Ack:
-    await call.write(batch)
-    return await call.read()
 
 
 def test_acked_through_a_worker_means_stored(tmp_path: Path) -> None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import grpc
@@ -15,35 +14,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pyrometer.agent.shared.model import NANOS_PER_SECOND, SampleKey
 from pyrometer.collector.errors import ListenError
 from pyrometer.collector.ingest.limits import DecodeLimits
-from pyrometer.collector.ingest.server import IngestConfig, IngestServer, start_ingest_server
+from pyrometer.collector.ingest.server import IngestConfig, start_ingest_server
 from pyrometer.collector.metrics import CollectorMetrics
 from pyrometer.collector.storage.batch import DecodedBatch
 from pyrometer.collector.storage.duckdb.backend import DuckDBStore
 from pyrometer.collector.storage.store import CommitReport
-from pyrometer.proto import ingest_pb2, ingest_pb2_grpc
 from support.ingest_builder import BASE_NS, StreamEncoder, stack
+from support.ingest_client import RPC_TIMEOUT_S, open_stream, send, serving
 
 S = NANOS_PER_SECOND
 MAIN = stack("main", "serve", "forward")
 IDLE = stack("main", "wait")
 WINDOW = (BASE_NS - 3600 * S, BASE_NS + 3600 * S)
-RPC_TIMEOUT_S = 20
-
-
-@asynccontextmanager
-async def serving(
-    store: DuckDBStore, metrics: CollectorMetrics, **config: object
-) -> AsyncIterator[tuple[IngestServer, grpc.aio.Channel]]:
-    """An ingest server on a free port and a gzip channel to it."""
-    server = await start_ingest_server(
-        store, IngestConfig(listen="127.0.0.1:0", **config), metrics)  # type: ignore[arg-type]
-    try:
-        async with grpc.aio.insecure_channel(
-            f"127.0.0.1:{server.port}", compression=grpc.Compression.Gzip
-        ) as channel:
-            yield server, channel
-    finally:
-        await server.stop(1.0)
 
 
 def run(
@@ -60,15 +42,6 @@ def run(
         asyncio.run(main())
     finally:
         store.close()
-
-
-def open_stream(channel: grpc.aio.Channel) -> grpc.aio.StreamStreamCall:
-    return ingest_pb2_grpc.IngestStub(channel).Stream(timeout=RPC_TIMEOUT_S)
-
-
-async def send(call: grpc.aio.StreamStreamCall, batch: ingest_pb2.Batch) -> ingest_pb2.Ack:
-    await call.write(batch)
-    return await call.read()
 
 
 def total(store: DuckDBStore) -> int:
