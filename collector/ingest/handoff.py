@@ -21,6 +21,7 @@ from __future__ import annotations
 import marshal
 import pickle
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from typing import Any, NamedTuple
 
 from pyrometer.agent.shared.model import GpuReading, HostReading, ProcessReading, RequestRecord, Telemetry
@@ -30,10 +31,9 @@ from pyrometer.collector.storage.batch import Columns, DecodedBatch, FrameRows, 
 _COLUMN_KINDS = (("gpu", GpuReading), ("process", ProcessReading), ("host", HostReading),
                  ("requests", RequestRecord))
 _OBJECT_KINDS = ("events", "agent_stats", "engine")  # tuples of records: pickled, when any
-_SOURCE = ("agent_id", "service", "instance", "host", "target_pid", "version", "labels",
-           "agent_version")
-_WINDOW = ("start_ns", "end_ns", "rate_hz", "idle_included", "gil_only", "native", "errors",
-           "stack_ids", "threads", "pids", "counts")
+# their fields in order: what crosses is their positional arguments
+_SOURCE = tuple(f.name for f in fields(Source))
+_WINDOW = tuple(f.name for f in fields(WindowRows))
 
 NewStacks = Sequence[tuple[int, tuple[int, ...]]]  # (stack id, its frame ids, root first)
 NewFrames = Sequence[tuple[int, str, str, int]]  # (frame id, name, file, line)
