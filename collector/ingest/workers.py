@@ -57,8 +57,7 @@ import struct
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import astuple, dataclass, field
 
 from pyrometer.agent.shared.model import Frame, Nanos
 from pyrometer.collector.errors import CollectorError
@@ -72,7 +71,7 @@ log = logging.getLogger(__name__)
 
 # Frames, little-endian. To a worker: request id, op, stream id, the collector's clock
 # (decode's now_ns), body length, then the body (DECODE: a message's bytes as gRPC
-# received them; SETUP, the first frame: the decode limits' fields as a Python literal;
+# received them; SETUP, the first frame: the decode limits' fields, marshal'd;
 # CLOSE: none, and no answer). From a worker: request id, status, body length, then the
 # body (DECODED: handoff.dump; REFUSED: code, details and log line, marshal'd;
 # FAILED: the exception's text). READY, with no body, is a worker's first frame.
@@ -237,8 +236,7 @@ class DecodePool:
     the end. With n = 0 every stream is decoded in the event loop.
     """
 
-    def __init__(self, size: int, limits: DecodeLimits) -> None:
-        self._size = size
+    def __init__(self, limits: DecodeLimits) -> None:
         self._limits = limits
         self._workers: list[_Worker] = []
         self._stream_ids = itertools.count(1)
@@ -251,7 +249,7 @@ class DecodePool:
         cannot start (the collector does not serve with fewer than it was asked for)."""
         if size < 0:
             raise ValueError("size must be >= 0")
-        pool = cls(size, limits or DecodeLimits())
+        pool = cls(limits or DecodeLimits())
         try:
             pool._workers = list(await asyncio.gather(*[pool._spawn() for _ in range(size)]))
         except BaseException:
@@ -292,9 +290,8 @@ class DecodePool:
             transport, _ = await loop.connect_accepted_socket(
                 lambda: _Replies(worker.reply, lambda exc: self._lost(worker, exc)), ours)
             worker.transport = transport
-            limits = self._limits
-            setup = repr(tuple(getattr(limits, name) for name in limits.__dataclass_fields__))
-            transport.write(_REQUEST.pack(0, _SETUP, 0, 0, len(setup)) + setup.encode())
+            setup = marshal.dumps(astuple(self._limits))
+            transport.write(_REQUEST.pack(0, _SETUP, 0, 0, len(setup)) + setup)
             assert worker.ready is not None
             await asyncio.wait_for(worker.ready, START_TIMEOUT_S)
         except BaseException as exc:
@@ -403,7 +400,7 @@ def serve(sock: socket.socket) -> None:
     setup = frame()
     if setup is None or setup[1] != _SETUP:
         return
-    limits = DecodeLimits(*_literal(setup[4]))
+    limits = DecodeLimits(*marshal.loads(setup[4]))
     streams: dict[int, _Decoding] = {}
     sock.sendall(_REPLY.pack(0, READY, 0))
     while (got := frame()) is not None:
@@ -419,14 +416,6 @@ def serve(sock: socket.socket) -> None:
         except Exception as exc:  # a bug: that stream ends as INTERNAL, the worker goes on
             status, answer = FAILED, repr(exc).encode()
         sock.sendall(_REPLY.pack(request, status, len(answer)) + answer)
-
-
-def _literal(text: bytes) -> tuple[Any, ...]:
-    import ast  # only here: the setup frame is the one literal a worker reads
-    value = ast.literal_eval(text.decode())
-    if not isinstance(value, tuple):
-        raise ValueError("the setup frame is not a tuple")
-    return value
 
 
 def main(argv: list[str]) -> int:
