@@ -94,6 +94,41 @@ def test_resent_batch_is_a_duplicate_and_stored_once(store: DuckDBStore) -> None
     assert store.commit([first]).outcomes == (BatchOutcome.DUPLICATE,)
 
 
+def test_marks_are_appended_and_pruned_to_each_agents_highest(tmp_path: Path) -> None:
+    # a commit appends the marks it moves (no UPDATE); an agent's mark is its highest
+    # row, before compaction prunes the rest and after, also in a file opened again
+    path = tmp_path / "p.duckdb"
+    a, b = Agent(agent_id="a"), Agent(agent_id="b")
+    first = DuckDBStore(path)
+    for seq in (1, 2, 3):
+        first.commit([a.batch(seq, {SampleKey(MAIN): 1}, start_ns=BASE_NS + seq * 10 * S)])
+    first.commit([b.batch(7, {SampleKey(IDLE): 1})])
+    first.commit([a.batch(2, {SampleKey(MAIN): 1})])  # a retry: no mark moves
+
+    def marks(store: DuckDBStore) -> list[tuple[str, int]]:
+        return store._con.execute("SELECT agent_id, seq FROM agent_hwm ORDER BY ALL").fetchall()
+
+    assert marks(first) == [("a", 1), ("a", 2), ("a", 3), ("b", 7)]
+    first.close()
+    again = DuckDBStore(path)
+    try:
+        assert again.commit([a.batch(3, {SampleKey(MAIN): 1}), b.batch(6, {SampleKey(IDLE): 1})]
+                            ).outcomes == (BatchOutcome.DUPLICATE, BatchOutcome.DUPLICATE)
+        again.compact(BASE_NS)
+        assert marks(again) == [("a", 3), ("b", 7)]
+        report = again.commit([a.batch(3, {SampleKey(MAIN): 1}), a.batch(4, {SampleKey(MAIN): 1},
+                                                                      start_ns=BASE_NS + 40 * S)])
+        assert report.outcomes == (BatchOutcome.DUPLICATE, BatchOutcome.STORED)
+        assert marks(again) == [("a", 3), ("a", 4), ("b", 7)]
+    finally:
+        again.close()
+    last = DuckDBStore(path)
+    try:
+        assert last.commit([a.batch(4, {SampleKey(MAIN): 1})]).outcomes == (BatchOutcome.DUPLICATE,)
+    finally:
+        last.close()
+
+
 def test_window_counts_when_its_midpoint_is_in_range(store: DuckDBStore) -> None:
     agent = Agent()
     # windows [0, 10) s and [10, 20) s after BASE_NS: midpoints at 5 s and 15 s

@@ -2,8 +2,9 @@
 
 Every table is append-only and time-ordered, with no PRIMARY KEY or UNIQUE constraint,
 so the same schema can live in Parquet under a DuckLake catalog where several
-collectors write at once. Only agent_hwm and rollup_state are ever updated, and only
-compare-and-set.
+collectors write at once. Only rollup_state is ever updated, and only compare-and-set;
+agent_hwm is appended to, a row per agent a commit stores batches of, each agent's
+highest row being its mark, and pruned to that row in the background.
 
 Stack numbers: a DuckDB file has one writer, which numbers each stack it stores
 (stacks.stack_no) and puts the number, not the 64-bit hash, in samples and rollups. A
@@ -113,7 +114,7 @@ ROLLUP_STATE_COLUMNS = _cols(
     ("resolution", "VARCHAR", _TEXT),  # "1m", "1h", "10s" (the latency sketches)
     # every sample row whose midpoint is before this (for "10s": every request that
     # ended before it) is in the rollup (compacted, or added by the commit that stored
-    # it); advanced compare-and-set, like agent_hwm
+    # it); advanced compare-and-set
     ("done_ns", "BIGINT", _BIGINT),
 )
 HWM_COLUMNS = _cols(

@@ -52,7 +52,7 @@ from pyrometer.agent.shared.model import Nanos, RequestRecord
 from pyrometer.collector.errors import StorageError
 from pyrometer.collector.storage.batch import Columns, DecodedBatch
 from pyrometer.collector.storage.compaction import CompactionPolicy
-from pyrometer.collector.storage.duckdb.backend import DuckDBStore
+from pyrometer.collector.storage.duckdb.backend import PRUNE_HWM, DuckDBStore
 from pyrometer.collector.storage.duckdb.rollups import HOUR_NS, watermarks
 from pyrometer.collector.storage.duckdb.schema import HASHED_TABLES, TIME_COLUMNS, stored_name
 from pyrometer.collector.storage.lake import extensions, s3
@@ -134,8 +134,7 @@ _CATALOG_CONFLICTS = ("could not serialize access", "deadlock detected")
 _MAINTENANCE_SQL = {
     "flush": "CALL ducklake_flush_inlined_data({lake}, table_name => $table)",
     # every commit appends its agents' marks: keep each agent's highest alone
-    "ledger": "DELETE FROM agent_hwm USING (SELECT agent_id AS a, max(seq) AS top FROM "
-              "agent_hwm GROUP BY agent_id) AS m WHERE agent_id = m.a AND seq < m.top",
+    "ledger": PRUNE_HWM,
     "merge": "CALL ducklake_merge_adjacent_files({lake})",
     "rewrite": "CALL ducklake_rewrite_data_files({lake}, $table)",
     # CALLed, never selected from: with DuckLake 1.5.5 a SELECT over these functions
@@ -296,13 +295,10 @@ class LakeStore(DuckDBStore):
         # several writers: a mark read or written before may have moved since
         return self._read_hwm(con, agents)
 
-    def _write_hwm(self, con: duckdb.DuckDBPyConnection, old: dict[str, int],
-                   new: dict[str, int]) -> None:
-        # insert only (see the module docstring); the owner check made this safe
-        moved = [a for a in new if new[a] != old.get(a)]
-        if moved:
-            con.execute("INSERT INTO agent_hwm (agent_id, seq) SELECT unnest($a), unnest($s)",
-                        {"a": moved, "s": [new[a] for a in moved]})
+    def _prune_hwm(self, con: duckdb.DuckDBPyConnection) -> None:
+        # not at compaction: a delete from agent_hwm would conflict with every commit's
+        # insert there (module docstring); maintenance's ledger step prunes instead
+        pass
 
     def delete_before(self, cutoff_ns: Nanos, *, limit: int = 50_000,
                       rollup_cutoff_ns: Nanos | None = None) -> dict[str, int]:
