@@ -112,8 +112,9 @@ def _wait(level: dict[str, Any]) -> float:
 
 
 def _waits(levels: list[dict[str, Any]]) -> list[str]:
-    """The paced fleet at several commit waits: what the default trades."""
-    paced = _fleets(levels)
+    """The paced fleet at several commit waits: what the default trades (the standard
+    batches only: a busy-request level of the same fleet has its own table)."""
+    paced = [lv for lv in _fleets(levels) if _rate(lv) == REQUEST_RATE]
     if len({_wait(lv) for lv in paced}) < 2:
         return []
     fleet = max(lv["level"]["streams"] for lv in paced)
