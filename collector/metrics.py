@@ -56,6 +56,16 @@ class CollectorMetrics:
         self.commit_seconds = Histogram(
             "pyrometer_commit_seconds", "Time to commit one group of batches",
             buckets=_LATENCY_BUCKETS, registry=r)
+        # decode workers (--decode-workers, ingest/workers.py); 0 and none without them
+        self.decode_workers = Gauge(
+            "pyrometer_decode_workers", "Decode worker processes alive now", registry=r)
+        self.decode_worker_exits = Counter(
+            "pyrometer_decode_worker_exits", "Decode workers that exited while serving: "
+            "their streams ended as UNAVAILABLE (agents retry) and another was started",
+            registry=r)
+        self.decode_inline_streams = Counter(
+            "pyrometer_decode_inline_streams", "Streams decoded in the event loop because "
+            "no decode worker was alive when they opened", registry=r)
         self.commit_failures = Counter(
             "pyrometer_commit_failures", "Transactions that failed", registry=r)
         self.commit_conflicts = Counter(

@@ -304,7 +304,7 @@ async def start_ingest_server(
         raise ListenError(f"cannot listen on {config.listen}")
     # the workers once the address is known to be ours: a collector that cannot listen
     # says so without starting processes first
-    pool = await DecodePool.start(config.decode_workers, config.limits)
+    pool = await DecodePool.start(config.decode_workers, config.limits, metrics)
     add_ingest_servicer(IngestServicer(committer, metrics, config.limits,
                                        read_ahead=config.read_ahead, pool=pool), server)
     committer.start()

@@ -58,6 +58,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import astuple, dataclass, field
+from typing import TYPE_CHECKING
 
 from pyrometer.agent.shared.model import Frame, Nanos
 from pyrometer.collector.errors import CollectorError
@@ -66,6 +67,9 @@ from pyrometer.collector.ingest.decode import Rejection, StreamDecoder, Unparsea
 from pyrometer.collector.ingest.limits import DecodeLimits
 from pyrometer.collector.storage.batch import DecodedBatch, FrameRows, StackRows
 from pyrometer.proto import ingest_pb2
+
+if TYPE_CHECKING:  # the worker process never needs the metrics (or prometheus_client)
+    from pyrometer.collector.metrics import CollectorMetrics
 
 log = logging.getLogger(__name__)
 
@@ -236,20 +240,26 @@ class DecodePool:
     the end. With n = 0 every stream is decoded in the event loop.
     """
 
-    def __init__(self, limits: DecodeLimits) -> None:
+    def __init__(self, limits: DecodeLimits, metrics: CollectorMetrics | None = None) -> None:
         self._limits = limits
+        self._metrics = metrics
         self._workers: list[_Worker] = []
         self._stream_ids = itertools.count(1)
         self._stopping = False
         self._restarts: set[asyncio.Task[None]] = set()
 
     @classmethod
-    async def start(cls, size: int, limits: DecodeLimits | None = None) -> DecodePool:
+    async def start(cls, size: int, limits: DecodeLimits | None = None,
+                    metrics: CollectorMetrics | None = None) -> DecodePool:
         """Start `size` workers and wait until each is ready; CollectorError when one
-        cannot start (the collector does not serve with fewer than it was asked for)."""
+        cannot start (the collector does not serve with fewer than it was asked for).
+        `metrics`: where the live workers, their exits and the streams decoded in the
+        loop for want of one are counted."""
         if size < 0:
             raise ValueError("size must be >= 0")
-        pool = cls(limits or DecodeLimits())
+        pool = cls(limits or DecodeLimits(), metrics)
+        if metrics is not None:
+            metrics.decode_workers.set_function(lambda: len(pool.pids))
         try:
             pool._workers = list(await asyncio.gather(*[pool._spawn() for _ in range(size)]))
         except BaseException:
@@ -266,6 +276,8 @@ class DecodePool:
         """A new stream's decoder: on the live worker with the fewest streams."""
         live = [w for w in self._workers if w.alive]
         if not live:
+            if self._workers and self._metrics is not None:  # workers asked for, none up
+                self._metrics.decode_inline_streams.inc()
             return InlineStream(self._limits)
         worker = min(live, key=lambda w: w.streams)
         worker.streams += 1
@@ -310,6 +322,8 @@ class DecodePool:
             return
         log.error("decode worker %d exited (status %s); its streams must reconnect, "
                   "starting another", worker.pid, worker.process.poll())
+        if self._metrics is not None:
+            self._metrics.decode_worker_exits.inc()
         task = asyncio.get_running_loop().create_task(self._replace(worker), name="decode-worker")
         self._restarts.add(task)
         task.add_done_callback(self._restarts.discard)

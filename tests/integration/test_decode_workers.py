@@ -41,9 +41,9 @@ TIMEOUT_S = 60
 
 
 def with_pool(body: Callable[[DecodePool], Awaitable[None]], size: int = 1,
-              limits: DecodeLimits | None = None) -> None:
+              limits: DecodeLimits | None = None, metrics: CollectorMetrics | None = None) -> None:
     async def main() -> None:
-        pool = await DecodePool.start(size, limits)
+        pool = await DecodePool.start(size, limits, metrics)
         try:
             await asyncio.wait_for(body(pool), TIMEOUT_S)
         finally:
@@ -135,6 +135,25 @@ def test_a_dead_worker_ends_its_streams_and_is_replaced() -> None:
                                     NOW_NS)
         assert isinstance(answer, DecodedBatch) and answer.sample_count == 1
     with_pool(body)
+
+
+def test_metrics_count_live_workers_exits_and_streams_left_to_the_loop(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    metrics = CollectorMetrics()
+
+    async def body(pool: DecodePool) -> None:
+        assert metrics.value("pyrometer_decode_workers") == 1
+        (pid,) = pool.pids
+        monkeypatch.setattr("sys.executable", "/nonexistent/python")  # no replacement starts
+        os.kill(pid, signal.SIGKILL)
+        while not any("could not be replaced" in r.getMessage() for r in caplog.records):
+            await asyncio.sleep(0.05)
+        assert metrics.value("pyrometer_decode_workers") == 0
+        assert metrics.value("pyrometer_decode_worker_exits_total") == 1
+        # degraded, not down: a new stream is decoded in the loop, and counted
+        assert isinstance(pool.stream(), InlineStream)
+        assert metrics.value("pyrometer_decode_inline_streams_total") == 1
+    with_pool(body, metrics=metrics)
 
 
 def test_no_workers_decodes_in_the_loop() -> None:
