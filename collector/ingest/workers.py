@@ -24,7 +24,8 @@ worker alternating; `make bench` row 4 runs both):
     1,000 agents at their own pace     2.1, 2.4 CPU-s per 1M  2.5, 3.2 CPU-s per 1M
 
 (with up to 256 batches a commit; with 512, commit.py, `make bench` at commit f989453
-measured 1.21 M and 1.47 M samples/s saturated, 2.4 and 3.1 CPU-s per 1M paced).
+measured 1.21 M and 1.47 M samples/s saturated, 2.4 and 3.1 CPU-s per 1M paced, and
+at a172647, with cheaper commits, 1.37 M and 1.66 M, 1.9 and 2.8).
 
 So the default is 0: while a collector keeps up, decoding in the loop is the cheaper
 way, and on 2 cores a worker takes CPU that the writer and DuckDB would use. A
