@@ -137,10 +137,12 @@ def verdict(value: float, target: float, *, at_most: bool) -> str:
 
 
 def main(module_doc: str | None, measure: Callable[[str, Path], dict[str, Any]],
-         markdown: Callable[[dict[str, Any]], str], argv: list[str] | None = None) -> int:
-    """The standalone command line every row module shares."""
+         markdown: Callable[[dict[str, Any]], str], argv: list[str] | None = None,
+         sizes: Sequence[str] = SIZES) -> int:
+    """The standalone command line every row module shares (`sizes`: a row's own sizes
+    beside make bench's, for a measurement of its own)."""
     parser = argparse.ArgumentParser(description=(module_doc or "").strip().splitlines()[0])
-    parser.add_argument("--size", choices=SIZES, default="full")
+    parser.add_argument("--size", choices=sizes, default="full")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--workdir", type=Path, help="keep logs and databases here "
                         "(default: a temporary folder, removed afterwards)")

@@ -57,7 +57,11 @@ TARGET_SCRIPT = HERE / "bench_targets.py"
 DEMO = HERE.parents[1] / "deploy" / "demo"
 RATE_HZ = 100
 ARMS = ("none", "agent", "pyspy", "pyroscope")  # "none": nothing attached, the reference
-ARM_LABELS = {"agent": "Pyrometer agent", "pyspy": "bare py-spy", "pyroscope": "Pyroscope SDK"}
+ARM_LABELS = {"agent": "Pyrometer agent", "pyspy": "bare py-spy", "pyroscope": "Pyroscope SDK",
+              # --size gil only: the same two with py-spy's --gil (only the thread holding
+              # the GIL sampled), as Pyroscope's SDK samples by default (gil_only=True)
+              "agent-gil": "Pyrometer agent --gil", "pyspy-gil": "bare py-spy --gil"}
+GIL = "-gil"  # an arm's suffix: its profiler runs with --gil
 TARGET_LABELS = {"cpu": "CPU-bound, one thread", "deep": "the same, work 50 frames deep",
                  "threads": "8 threads, GIL-bound (total)", "server": "model server under load"}
 SERVER_METRICS = {"p50": "p50 latency", "p99": "p99 latency", "served": "served rate"}
@@ -83,12 +87,18 @@ class Plan:
     load_rate: float = 0.0  # requests per second, open loop
     workers: int = 2  # the server's concurrent predictions
     wire_run: bool = False  # one longer Pyroscope run, for whole upload intervals
+    arms: tuple[str, ...] = ARMS  # "none" first: the reference
 
 
 PLANS = {
     "tiny": Plan(("cpu",), rounds=1, settle_s=0.3, interval_s=1.5),
     "full": Plan(("cpu", "deep", "threads", "server"), rounds=3, settle_s=1.0, interval_s=7.0,
                  load_s=10.0, load_rate=60.0, wire_run=True),
+    # not part of make bench: is the threaded target's gap to Pyroscope's SDK py-spy walking
+    # every thread where the SDK samples the GIL holder? The same target with and without
+    # --gil (`slowdown.py --size gil`, about 6 minutes)
+    "gil": Plan(("threads",), rounds=5, settle_s=1.0, interval_s=7.0,
+                arms=("none", "agent", "agent-gil", "pyspy", "pyspy-gil", "pyroscope")),
 }
 
 
@@ -132,16 +142,18 @@ def start_target(s: Session, target: str, arm: str, stack: ExitStack) -> Child:
 def attach(s: Session, target: str, arm: str, pid: int, stack: ExitStack) -> Child | None:
     """Start the arm's outside profiler and wait for its ready line (None: no such process)."""
     name = s.name(target, arm, arm)
+    gil = ["--gil"] if arm.endswith(GIL) else []
+    arm = arm.removesuffix(GIL)
     if arm == "agent":
         child = start(name, common.CLI + ["agent", "--collector", s.grpc, "--service", "bench",
-                                          "--pid", str(pid)],
+                                          "--pid", str(pid), *gil],
                       "profiling pid", s.work, timeout=READY_TIMEOUT_S, env=python_env())
         stack.callback(child.stop, signal.SIGTERM, 60.0)  # ships its last window first
         wait_for_recorder(child)
         return child
     if arm == "pyspy":
-        child = start(name, [s.pyspy, "record", "--nonblocking", "-r", str(RATE_HZ), "--format", "raw",
-                             "-o", str(s.work / f"{name}.raw"), "--pid", str(pid)],
+        child = start(name, [s.pyspy, "record", "--nonblocking", *gil, "-r", str(RATE_HZ),
+                             "--format", "raw", "-o", str(s.work / f"{name}.raw"), "--pid", str(pid)],
                       "Sampling process", s.work, timeout=READY_TIMEOUT_S)
         stack.callback(child.stop, signal.SIGINT, 30.0)
         return child
@@ -271,9 +283,9 @@ def wire_run(s: Session) -> None:
             check_running(child)
 
 
-def rotated(round_: int) -> tuple[str, ...]:
-    shift = round_ % len(ARMS)
-    return ARMS[shift:] + ARMS[:shift]
+def rotated(round_: int, arms: tuple[str, ...] = ARMS) -> tuple[str, ...]:
+    shift = round_ % len(arms)
+    return arms[shift:] + arms[:shift]
 
 
 Runs = dict[str, dict[str, list[dict[str, float]]]]  # target -> arm -> one figure set a round
@@ -281,11 +293,11 @@ Runs = dict[str, dict[str, list[dict[str, float]]]]  # target -> arm -> one figu
 
 def run_rounds(s: Session) -> Runs:
     """Every round runs every arm of every target once; the arm order rotates by round."""
-    runs: Runs = {t: {a: [] for a in ARMS} for t in s.plan.targets}
+    runs: Runs = {t: {a: [] for a in s.plan.arms} for t in s.plan.targets}
     for round_ in range(s.plan.rounds):
         s.round = round_
         for target in s.plan.targets:
-            for arm in rotated(round_):
+            for arm in rotated(round_, s.plan.arms):
                 figures = server_arm(s, arm) if target == "server" else rate_arm(s, target, arm)
                 runs[target][arm].append(figures)
                 shown = ", ".join(f"{k} {v:.6g}" for k, v in figures.items())
@@ -296,21 +308,22 @@ def run_rounds(s: Session) -> Runs:
 
 def series(runs: Runs, key: str) -> dict[str, dict[str, list[float]]]:
     """One figure of every rate target's arms, round by round."""
-    return {t: {a: [r[key] for r in by_arm[a]] for a in ARMS} for t, by_arm in runs.items()
+    return {t: {a: [r[key] for r in by_arm[a]] for a in by_arm} for t, by_arm in runs.items()
             if t != "server"}
 
 
 def ratios(rates: dict[str, list[float]]) -> dict[str, list[float]]:
     """Each profiled arm's rate over the unprofiled arm's, round by round."""
     base = rates["none"]
-    return {arm: [v / b for v, b in zip(rates[arm], base, strict=True)] for arm in ARMS[1:]}
+    return {arm: [v / b for v, b in zip(rates[arm], base, strict=True)]
+            for arm in rates if arm != "none"}
 
 
 def server_ratios(runs: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, list[float]]]:
     base = runs["none"]
     return {arm: {name: [r[key] / b[key] for r, b in zip(runs[arm], base, strict=True)]
                   for name, key in (("p50", "p50_ms"), ("p99", "p99_ms"), ("served", "served_rate"))}
-            for arm in ARMS[1:]}
+            for arm in runs if arm != "none"}
 
 
 def wire_of(uploads: list[Upload], service: str, program: str) -> dict[str, Any] | None:
@@ -416,11 +429,17 @@ def goals(result: dict[str, Any]) -> list[Goal]:
     return out
 
 
+def _arms(result: dict[str, Any]) -> dict[str, str]:
+    """The run's profiled arms and their labels, in the plan's order."""
+    return {arm: ARM_LABELS[arm] for arm in result["plan"].get("arms", ARMS) if arm != "none"}
+
+
 def _rate_table(result: dict[str, Any]) -> str:
-    head = ["| target | unprofiled, units/s | " + " | ".join(ARM_LABELS.values()) + " |",
-            "|---|---:|" + "---:|" * len(ARM_LABELS)]
+    arms = _arms(result)
+    head = ["| target | unprofiled, units/s | " + " | ".join(arms.values()) + " |",
+            "|---|---:|" + "---:|" * len(arms)]
     rows = [f"| {TARGET_LABELS[t]} | {common.median(result['rates'][t]['none']):,.0f} | "
-            + " | ".join(common.cell(r[arm]) for arm in ARM_LABELS) + " |"
+            + " | ".join(common.cell(r[arm]) for arm in arms) + " |"
             for t, r in result["ratios"].items()]
     return "\n".join(head + rows)
 
@@ -430,18 +449,19 @@ def _per_cpu_table(result: dict[str, Any]) -> str:
     per_cpu, share = result.get("per_cpu_ratios"), result.get("cpu_share")
     if not per_cpu or not share:
         return ""
+    arms = _arms(result)
     lines = ["Work per CPU-second the target process got, as a ratio to nothing attached: what "
              "profiling costs the work itself, however much CPU the machine handed out (it is "
              "blind to the target waiting for a core, which the table above includes). "
              "Pyroscope's sampler runs inside the target, so its own CPU time counts here; py-spy "
              "and the agent run in processes of their own. The last column is the share of a core "
              "each arm's target got over the interval (medians).", "",
-             "| target | " + " | ".join(ARM_LABELS.values()) + " | target CPU share: "
-             + " / ".join(["none", *ARM_LABELS.values()]) + " |",
-             "|---|" + "---:|" * (len(ARM_LABELS) + 1)]
+             "| target | " + " | ".join(arms.values()) + " | target CPU share: "
+             + " / ".join(["none", *arms.values()]) + " |",
+             "|---|" + "---:|" * (len(arms) + 1)]
     for t, r in per_cpu.items():
-        shares = " / ".join(f"{common.median(share[t][a]):.2f}" for a in ARMS)
-        lines.append(f"| {TARGET_LABELS[t]} | " + " | ".join(common.cell(r[a]) for a in ARM_LABELS)
+        shares = " / ".join(f"{common.median(share[t][a]):.2f}" for a in ("none", *arms))
+        lines.append(f"| {TARGET_LABELS[t]} | " + " | ".join(common.cell(r[a]) for a in arms)
                      + f" | {shares} |")
     alone = common.median(share.get("cpu", {}).get("none", []))
     if alone < BUSY_SHARE:  # NaN (no one-thread target) compares False
@@ -455,18 +475,19 @@ def _server_table(result: dict[str, Any]) -> str:
     if not result["server"]:
         return ""
     plan, base, ratios_ = result["plan"], result["server"]["none"], result["server_ratios"]
+    arms = _arms(result)
     errors = sum(run["errors"] for runs in result["server"].values() for run in runs)
     lines = [f"Model server: `deploy/demo/model_server.py` ({plan['workers']} workers) under "
              f"{plan['load_rate']:g} requests/s of open-loop load from `deploy/demo/loadgen.py`, "
              f"{plan['load_s']:g} s per arm, latency from each request's scheduled time "
              f"({errors} failed requests in all). Ratios to the unprofiled arm of the same round: "
              "for latency lower is better, for the served rate higher.", "",
-             "| | unprofiled | " + " | ".join(ARM_LABELS.values()) + " |",
-             "|---|---:|" + "---:|" * len(ARM_LABELS)]
+             "| | unprofiled | " + " | ".join(arms.values()) + " |",
+             "|---|---:|" + "---:|" * len(arms)]
     for name, key, unit in (("p50", "p50_ms", "ms"), ("p99", "p99_ms", "ms"),
                             ("served", "served_rate", "req/s")):
         lines.append(f"| {SERVER_METRICS[name]} | {common.median([r[key] for r in base]):.1f} {unit} | "
-                     + " | ".join(common.cell(ratios_[arm][name]) for arm in ARM_LABELS) + " |")
+                     + " | ".join(common.cell(ratios_[arm][name]) for arm in arms) + " |")
     return "\n".join(lines)
 
 
@@ -523,12 +544,17 @@ def _bounds(result: dict[str, Any], found: list[Goal]) -> str:
                  if all(g.overlap for g in missed) else "")
         parts.append(
             f"**What favours Pyroscope's SDK.** {noise}It samples from a native thread inside the "
-            "target: no second process, no pipe, one pprof upload every 10 s, and by default only "
-            "the thread holding the GIL (`gil_only=True`), where py-spy as the agent runs it walks "
-            "every active thread (eight of them on the threaded target). The agent pays for a "
+            "target: no second process, no pipe, one pprof upload every 10 s. The agent pays for a "
             "separate process reading across address spaces, output parsed in Python, a fresh "
-            f"py-spy every 10 s, and a collector on the same {result['cores']} cores. What would "
-            "move it: the agent's `--gil` flag on GIL-bound servers, a lower rate, or more cores.")
+            f"py-spy every 10 s, and a collector on the same {result['cores']} cores. The SDK "
+            "samples only the thread holding the GIL by default (`gil_only=True`), where py-spy "
+            "as the agent runs it walks every active thread (eight on the threaded target); on "
+            "that target `--gil` made no difference these machines resolve (`slowdown.py --size "
+            "gil`, two runs of 5 rounds on 2 cores at commit ffc80a0: the agent kept 0.986 and "
+            "0.957 of the rate, with `--gil` 0.932 and 1.006; bare py-spy 0.956 and 0.878, with "
+            "`--gil` 0.963 and 0.823; every range 10% wide or more), and it would hide the time "
+            "of threads that run with the GIL released, as native inference code does, so it "
+            "stays an option, not the default. What would move it: a lower rate, or more cores.")
     return "\n\n".join(parts)
 
 
@@ -548,7 +574,9 @@ def _method(result: dict[str, Any]) -> str:
             "its default flags and ships to a real collector on this machine; py-spy is "
             f"`py-spy record --nonblocking -r {RATE_HZ} --format raw`; Pyroscope's SDK is "
             f"configured in the target with `sample_rate={RATE_HZ}` and its defaults, uploading "
-            "to a local sink.")
+            "to a local sink." + (" The --gil arms add py-spy's `--gil` to the agent's flags or "
+                                  "to py-spy's." if any(a.endswith(GIL) for a in plan.get("arms", ()))
+                                  else ""))
 
 
 def _pyroscope_note(result: dict[str, Any]) -> str:
@@ -585,4 +613,4 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n\n".join(part for part in parts if part) + "\n"
 
 if __name__ == "__main__":
-    sys.exit(common.main(__doc__, measure, markdown))
+    sys.exit(common.main(__doc__, measure, markdown, sizes=tuple(PLANS)))
