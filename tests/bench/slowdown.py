@@ -548,13 +548,15 @@ def _bounds(result: dict[str, Any], found: list[Goal]) -> str:
             "separate process reading across address spaces, output parsed in Python, a fresh "
             f"py-spy every 10 s, and a collector on the same {result['cores']} cores. The SDK "
             "samples only the thread holding the GIL by default (`gil_only=True`), where py-spy "
-            "as the agent runs it walks every active thread (eight on the threaded target); on "
-            "that target `--gil` made no difference these machines resolve (`slowdown.py --size "
-            "gil`, two runs of 5 rounds on 2 cores at commit ffc80a0: the agent kept 0.986 and "
-            "0.957 of the rate, with `--gil` 0.932 and 1.006; bare py-spy 0.956 and 0.878, with "
-            "`--gil` 0.963 and 0.823; every range 10% wide or more), and it would hide the time "
+            "as the agent runs it walks every active thread (eight on the threaded target). "
+            "Whether that is the threaded target's gap, these 2 cores do not resolve: in two "
+            "runs of `slowdown.py --size gil` (5 rounds each, 2026-12-08) the agent kept "
+            "0.957 and 0.979 of the rate, with `--gil` 1.006 and 1.012, the SDK 1.003 and "
+            "1.008; but bare py-spy with `--gil` kept 0.823 and 0.995 against 0.878 and 0.961 "
+            "without, and every range was 10% wide or more. `--gil` would also hide the time "
             "of threads that run with the GIL released, as native inference code does, so it "
-            "stays an option, not the default. What would move it: a lower rate, or more cores.")
+            "stays an option for pure-Python servers, not the default. What would move it: a "
+            "lower rate, or more cores.")
     return "\n\n".join(parts)
 
 
