@@ -96,7 +96,7 @@ PLANS = {
                  load_s=10.0, load_rate=60.0, wire_run=True),
     # not part of make bench: is the threaded target's gap to Pyroscope's SDK py-spy walking
     # every thread where the SDK samples the GIL holder? The same target with and without
-    # --gil (`slowdown.py --size gil`, about 6 minutes)
+    # --gil (`slowdown.py --size gil`, about 4.5 minutes on 2 cores)
     "gil": Plan(("threads",), rounds=5, settle_s=1.0, interval_s=7.0,
                 arms=("none", "agent", "agent-gil", "pyspy", "pyspy-gil", "pyroscope")),
 }
